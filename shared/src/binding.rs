@@ -1,0 +1,273 @@
+//! The parts of the CloudEvents protocol bindings that cloudevents-sdk 0.9
+//! leaves out, written once here for both services:
+//! - percent-encoding of binary-mode header values (HTTP binding, section 3.1.3.2),
+//!   which the SDK neither applies on send nor undoes on receipt;
+//! - a binary-mode message whose attribute values are already decoded, so that
+//!   values outside ASCII survive (the SDK reads headers with `to_str()`, which
+//!   rejects them), built from HTTP headers or Kafka headers;
+//! - recognising structured mode case-insensitively, as both bindings require.
+
+use cloudevents::event::SpecVersion;
+use cloudevents::message::{
+    BinaryDeserializer, BinarySerializer, Error as MessageError, MessageAttributeValue,
+};
+use cloudevents::{AttributesReader, Data, Event};
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
+use percent_encoding::{percent_decode, utf8_percent_encode, AsciiSet, CONTROLS};
+
+/// The media type of a structured-mode event in JSON.
+pub const STRUCTURED_JSON: &str = "application/cloudevents+json";
+/// The media type of a batch of structured events in JSON.
+pub const BATCH_JSON: &str = "application/cloudevents-batch+json";
+
+/// Space, `"`, `%` and everything outside printable ASCII must be encoded;
+/// `CONTROLS` covers 0x00-0x1F, 0x7F and, as `utf8_percent_encode` always
+/// does, every non-ASCII byte.
+const HEADER_VALUE: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'%');
+
+/// Encodes an attribute value for an HTTP `ce-` header.
+pub fn encode_header_value(value: &str) -> String {
+    utf8_percent_encode(value, HEADER_VALUE).to_string()
+}
+
+/// Decodes an HTTP `ce-` header value back into the attribute's string.
+pub fn decode_header_value(raw: &[u8]) -> Result<String, MessageError> {
+    percent_decode(raw)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|e| MessageError::Other {
+            source: Box::new(e),
+        })
+}
+
+/// True for `application/cloudevents` media types, whatever their case.
+pub fn is_cloudevents_media_type(content_type: &str) -> bool {
+    content_type
+        .trim_start()
+        .get(..STRUCTURED_PREFIX.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(STRUCTURED_PREFIX))
+}
+const STRUCTURED_PREFIX: &str = "application/cloudevents";
+
+/// A binary-mode CloudEvent whose attribute values are decoded strings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BinaryMessage {
+    pub spec_version: String,
+    /// Attribute and extension names (lower case, without prefix) and values,
+    /// `specversion` and `datacontenttype` excluded.
+    pub attributes: Vec<(String, String)>,
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
+}
+
+impl BinaryMessage {
+    /// Reads an HTTP binary-mode request. `Ok(None)` when there is no
+    /// `ce-specversion` header, i.e. the request is not in binary mode.
+    pub fn from_http(headers: &HeaderMap, body: Vec<u8>) -> Result<Option<Self>, MessageError> {
+        let Some(spec_version) = headers.get("ce-specversion") else {
+            return Ok(None);
+        };
+        let spec_version = decode_header_value(spec_version.as_bytes())?;
+        let mut attributes = Vec::new();
+        for (name, value) in headers {
+            if let Some(attr) = name.as_str().strip_prefix("ce-") {
+                if attr != "specversion" {
+                    attributes.push((attr.to_owned(), decode_header_value(value.as_bytes())?));
+                }
+            }
+        }
+        let content_type = headers
+            .get(CONTENT_TYPE)
+            .map(|v| decode_utf8(v.as_bytes()))
+            .transpose()?;
+        Ok(Some(BinaryMessage {
+            spec_version,
+            attributes,
+            content_type,
+            body,
+        }))
+    }
+
+    /// Reads a Kafka binary-mode record from its headers (`ce_` prefixed,
+    /// values are plain UTF-8 in the Kafka binding). `Ok(None)` when there is
+    /// no `ce_specversion` header. A header without a value is an error here,
+    /// where the SDK's own binding would panic.
+    pub fn from_kafka<'a>(
+        headers: impl IntoIterator<Item = (&'a str, Option<&'a [u8]>)>,
+        body: Vec<u8>,
+    ) -> Result<Option<Self>, MessageError> {
+        let mut spec_version = None;
+        let mut content_type = None;
+        let mut attributes = Vec::new();
+        for (key, value) in headers {
+            let key = key.to_ascii_lowercase();
+            let value = || -> Result<String, MessageError> {
+                let bytes = value.ok_or_else(|| MessageError::Other {
+                    source: format!("Kafka header {key} has no value").into(),
+                })?;
+                decode_utf8(bytes)
+            };
+            if key == "content-type" {
+                content_type = Some(value()?);
+            } else if key == "ce_specversion" {
+                spec_version = Some(value()?);
+            } else if let Some(attr) = key.strip_prefix("ce_") {
+                attributes.push((attr.to_owned(), value()?));
+            }
+        }
+        Ok(spec_version.map(|spec_version| BinaryMessage {
+            spec_version,
+            attributes,
+            content_type,
+            body,
+        }))
+    }
+
+    /// Builds the event. Text bodies (`text/*`, XML) become string data
+    /// rather than the SDK's bytes, so the JSON format writes them as `data`
+    /// instead of `data_base64`, as other SDKs do.
+    pub fn into_event(self) -> Result<Event, MessageError> {
+        let mut event = BinaryDeserializer::into_event(self)?;
+        let is_text = event.datacontenttype().is_some_and(is_text_media_type);
+        if let (true, Some(Data::Binary(bytes))) = (is_text, event.data()) {
+            if let Ok(text) = String::from_utf8(bytes.clone()) {
+                event.set_data_unchecked(text);
+            }
+        }
+        Ok(event)
+    }
+}
+
+fn is_text_media_type(content_type: &str) -> bool {
+    let ct = content_type.trim_start().to_ascii_lowercase();
+    ct.starts_with("text/") || ct.starts_with("application/xml") || ct.contains("+xml")
+}
+
+fn decode_utf8(bytes: &[u8]) -> Result<String, MessageError> {
+    String::from_utf8(bytes.to_vec()).map_err(|e| MessageError::Other {
+        source: Box::new(e),
+    })
+}
+
+impl BinaryDeserializer for BinaryMessage {
+    fn deserialize_binary<R: Sized, V: BinarySerializer<R>>(
+        self,
+        mut visitor: V,
+    ) -> Result<R, MessageError> {
+        let spec_version = SpecVersion::try_from(self.spec_version.as_str())?;
+        let known = spec_version.attribute_names();
+        visitor = visitor.set_spec_version(spec_version)?;
+        for (name, value) in self.attributes {
+            let value = MessageAttributeValue::String(value);
+            visitor = if known.contains(&name.as_str()) {
+                visitor.set_attribute(&name, value)?
+            } else {
+                visitor.set_extension(&name, value)?
+            };
+        }
+        if let Some(ct) = self.content_type {
+            visitor = visitor.set_attribute("datacontenttype", MessageAttributeValue::String(ct))?;
+        }
+        if self.body.is_empty() {
+            visitor.end()
+        } else {
+            visitor.end_with_data(self.body)
+        }
+    }
+}
+
+/// The headers and body of an HTTP binary-mode request for `event`, with
+/// every `ce-` value percent-encoded.
+pub fn to_http_binary(event: &Event) -> (HeaderMap, Vec<u8>) {
+    let mut headers = HeaderMap::new();
+    for (name, value) in event.iter() {
+        if name == "datacontenttype" {
+            continue;
+        }
+        let header = HeaderName::try_from(format!("ce-{name}"));
+        let value = HeaderValue::try_from(encode_header_value(&value.to_string()));
+        // Attribute names are lower-case alphanumerics (the SDK enforces it)
+        // and encoded values are printable ASCII, so both always convert.
+        if let (Ok(header), Ok(value)) = (header, value) {
+            headers.insert(header, value);
+        }
+    }
+    if let Some(ct) = event.datacontenttype() {
+        if let Ok(value) = HeaderValue::try_from(ct) {
+            headers.insert(CONTENT_TYPE, value);
+        }
+    }
+    (headers, data_bytes(event.data()))
+}
+
+/// The data of an event as the bytes of a binary-mode body.
+pub fn data_bytes(data: Option<&Data>) -> Vec<u8> {
+    match data {
+        None => Vec::new(),
+        Some(Data::Binary(b)) => b.clone(),
+        Some(Data::String(s)) => s.as_bytes().to_vec(),
+        Some(Data::Json(v)) => v.to_string().into_bytes(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cloudevents::{EventBuilder, EventBuilderV10};
+
+    #[test]
+    fn header_values_are_percent_encoded_as_the_http_binding_says() {
+        assert_eq!(encode_header_value("a b"), "a%20b");
+        assert_eq!(encode_header_value("100%"), "100%25");
+        assert_eq!(encode_header_value("say \"hi\""), "say%20%22hi%22");
+        assert_eq!(encode_header_value("Euro €"), "Euro%20%E2%82%AC");
+        assert_eq!(encode_header_value("/a/b?c=d"), "/a/b?c=d");
+    }
+
+    #[test]
+    fn decoding_undoes_encoding() {
+        for s in ["plain", "a b", "100% \"sure\"", "Grüße, 世界", "%"] {
+            assert_eq!(decode_header_value(encode_header_value(s).as_bytes()).unwrap(), s);
+        }
+    }
+
+    #[test]
+    fn an_event_survives_http_binary_mode_with_non_ascii_values() {
+        let event = EventBuilderV10::new()
+            .id("id 1%")
+            .source("/source")
+            .ty("com.example.ü")
+            .subject("Grüße \"du\"")
+            .extension("comexampleext", "a value")
+            .data("text/plain", "hello")
+            .build()
+            .unwrap();
+        let (headers, body) = to_http_binary(&event);
+        assert_eq!(headers["ce-subject"], "Gr%C3%BC%C3%9Fe%20%22du%22");
+        let decoded = BinaryMessage::from_http(&headers, body)
+            .unwrap()
+            .expect("binary mode")
+            .into_event()
+            .unwrap();
+        assert_eq!(decoded, event);
+    }
+
+    #[test]
+    fn a_request_without_specversion_is_not_binary_mode() {
+        let headers = HeaderMap::new();
+        assert_eq!(BinaryMessage::from_http(&headers, vec![]).unwrap(), None);
+    }
+
+    #[test]
+    fn kafka_headers_without_a_value_are_an_error_not_a_panic() {
+        let headers = vec![("ce_specversion", Some(&b"1.0"[..])), ("ce_id", None)];
+        assert!(BinaryMessage::from_kafka(headers, vec![]).is_err());
+    }
+
+    #[test]
+    fn structured_mode_is_recognised_in_any_case() {
+        assert!(is_cloudevents_media_type("Application/CloudEvents+JSON; charset=utf-8"));
+        assert!(is_cloudevents_media_type(STRUCTURED_JSON));
+        assert!(!is_cloudevents_media_type("application/json"));
+    }
+}

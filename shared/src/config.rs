@@ -1,0 +1,163 @@
+//! Reading configuration from the environment, the way both services do it:
+//! every setting has a default from DESIGN.md, and a value that is set but
+//! wrong stops the service at start with a message naming the variable.
+
+use std::fmt::Display;
+use std::str::FromStr;
+
+#[derive(Debug, thiserror::Error)]
+#[error("environment variable {name}={value:?} is invalid: {reason}")]
+pub struct ConfigError {
+    pub name: String,
+    pub value: String,
+    pub reason: String,
+}
+
+/// The value of `name`, or `default` when it is unset or empty.
+pub fn env_or(name: &str, default: &str) -> String {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => v,
+        _ => default.to_owned(),
+    }
+}
+
+/// `name` parsed as `T`, or `default` when it is unset or empty.
+pub fn env_parse<T>(name: &str, default: T) -> Result<T, ConfigError>
+where
+    T: FromStr,
+    T::Err: Display,
+{
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => v.trim().parse().map_err(|e: T::Err| ConfigError {
+            name: name.to_owned(),
+            value: v,
+            reason: e.to_string(),
+        }),
+        _ => Ok(default),
+    }
+}
+
+/// How events travel from the user service to the audit service. Both
+/// services read the same variable, `EVENT_TRANSPORT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Http,
+    Kafka,
+}
+
+impl FromStr for Transport {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "http" => Ok(Transport::Http),
+            "kafka" => Ok(Transport::Kafka),
+            _ => Err("expected `http` or `kafka`".to_owned()),
+        }
+    }
+}
+
+impl Transport {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        env_parse("EVENT_TRANSPORT", Transport::Http)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Http => "http",
+            Transport::Kafka => "kafka",
+        }
+    }
+}
+
+/// Kafka settings both services read.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    /// `KAFKA_BROKERS`, librdkafka's `bootstrap.servers`.
+    pub brokers: String,
+    /// `KAFKA_TOPIC`, where user events go.
+    pub topic: String,
+    /// Every other `KAFKA_<PROPERTY>` variable as a librdkafka property
+    /// (`KAFKA_SECURITY_PROTOCOL=SSL` -> `security.protocol=SSL`), so TLS
+    /// and SASL need no code change.
+    pub properties: Vec<(String, String)>,
+}
+
+/// Variables with a meaning of their own, not passed to librdkafka.
+const KAFKA_APP_SETTINGS: &[&str] = &["BROKERS", "TOPIC", "GROUP_ID", "DLQ_TOPIC"];
+
+impl KafkaConfig {
+    pub fn from_env() -> Self {
+        Self::from_vars(std::env::vars())
+    }
+
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Self {
+        let mut brokers = "127.0.0.1:9092".to_owned();
+        let mut topic = "audit".to_owned();
+        let mut properties = Vec::new();
+        for (name, value) in vars {
+            let Some(setting) = name.strip_prefix("KAFKA_") else {
+                continue;
+            };
+            if value.trim().is_empty() {
+                continue;
+            }
+            match setting {
+                "BROKERS" => brokers = value,
+                "TOPIC" => topic = value,
+                s if KAFKA_APP_SETTINGS.contains(&s) => {}
+                s => properties.push((s.to_ascii_lowercase().replace('_', "."), value)),
+            }
+        }
+        properties.sort();
+        KafkaConfig {
+            brokers,
+            topic,
+            properties,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn kafka_defaults_are_the_seeds() {
+        let c = KafkaConfig::from_vars(vars(&[]));
+        assert_eq!(c.brokers, "127.0.0.1:9092");
+        assert_eq!(c.topic, "audit");
+        assert!(c.properties.is_empty());
+    }
+
+    #[test]
+    fn kafka_variables_become_librdkafka_properties() {
+        let c = KafkaConfig::from_vars(vars(&[
+            ("KAFKA_BROKERS", "b:9093"),
+            ("KAFKA_SECURITY_PROTOCOL", "SASL_SSL"),
+            ("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512"),
+            ("KAFKA_GROUP_ID", "g"),
+            ("HOME", "/root"),
+        ]));
+        assert_eq!(c.brokers, "b:9093");
+        assert_eq!(
+            c.properties,
+            vec![
+                ("sasl.mechanism".into(), "SCRAM-SHA-512".into()),
+                ("security.protocol".into(), "SASL_SSL".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn transport_names_parse_and_others_are_refused() {
+        assert_eq!("HTTP".parse::<Transport>(), Ok(Transport::Http));
+        assert_eq!("kafka".parse::<Transport>(), Ok(Transport::Kafka));
+        assert!("nats".parse::<Transport>().is_err());
+    }
+}

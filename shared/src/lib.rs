@@ -1,0 +1,13 @@
+//! Types and helpers the user service and the audit service share: the user
+//! events and their CloudEvents mapping, the wire-level pieces the CloudEvents
+//! SDK leaves out, configuration, telemetry and problem+json errors.
+
+pub mod binding;
+pub mod config;
+pub mod db;
+pub mod event;
+pub mod problem;
+pub mod telemetry;
+pub mod validate;
+
+pub use cloudevents;

@@ -1,0 +1,70 @@
+//! Checks the CloudEvents spec makes that the SDK's parsers let through:
+//! required string attributes must not be empty, and extension names must be
+//! lower-case ASCII letters and digits.
+
+use cloudevents::{AttributesReader, Event};
+
+/// Why an event that parsed is still not a valid CloudEvent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidEvent {
+    #[error("required attribute `{0}` is empty")]
+    EmptyAttribute(&'static str),
+    #[error("extension name `{0}` is invalid: names are lower-case letters a-z and digits 0-9")]
+    ExtensionName(String),
+}
+
+/// Checks what the spec requires beyond what the SDK enforces.
+pub fn validate(event: &Event) -> Result<(), InvalidEvent> {
+    if event.id().is_empty() {
+        return Err(InvalidEvent::EmptyAttribute("id"));
+    }
+    if event.source().is_empty() {
+        return Err(InvalidEvent::EmptyAttribute("source"));
+    }
+    if event.ty().is_empty() {
+        return Err(InvalidEvent::EmptyAttribute("type"));
+    }
+    if let Some((name, _)) = event.iter_extensions().find(|(name, _)| !is_valid_name(name)) {
+        return Err(InvalidEvent::ExtensionName(name.to_owned()));
+    }
+    Ok(())
+}
+
+fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cloudevents::{EventBuilder, EventBuilderV10};
+
+    fn event() -> EventBuilderV10 {
+        EventBuilderV10::new().id("1").source("/s").ty("t")
+    }
+
+    #[test]
+    fn a_complete_event_is_valid() {
+        assert_eq!(validate(&event().extension("ext1", "v").build().unwrap()), Ok(()));
+    }
+
+    #[test]
+    fn empty_required_attributes_are_named() {
+        let e = event().id("").build().unwrap();
+        assert_eq!(validate(&e), Err(InvalidEvent::EmptyAttribute("id")));
+        let e = event().ty("").build().unwrap();
+        assert_eq!(validate(&e), Err(InvalidEvent::EmptyAttribute("type")));
+    }
+
+    #[test]
+    fn extension_names_outside_a_z_0_9_are_rejected() {
+        let e = event().extension("Bad_Name", "v").build().unwrap();
+        assert_eq!(
+            validate(&e),
+            Err(InvalidEvent::ExtensionName("Bad_Name".into()))
+        );
+    }
+}
