@@ -65,6 +65,7 @@ func main() {
 			return
 		}
 		for i := range events {
+			evio.ForBase64(&events[i])
 			o.Write(evio.Line{Event: &events[i], Meta: meta})
 		}
 		w.WriteHeader(*status)

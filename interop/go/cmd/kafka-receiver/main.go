@@ -50,6 +50,7 @@ func (h handler) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.Consum
 					e.SetExtension(x, nil)
 				}
 			}
+			evio.ForBase64(e)
 			h.o.Write(evio.Line{Event: e, Meta: meta})
 		}
 		s.MarkMessage(m, "")

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -76,6 +77,19 @@ type Line struct {
 	Event *event.Event   `json:"event,omitempty"`
 	Error string         `json:"error,omitempty"`
 	Meta  map[string]any `json:"meta,omitempty"`
+}
+
+// ForBase64 marks data of a non-JSON media type to be written as
+// data_base64, so bytes that are not UTF-8 text survive the JSON line.
+func ForBase64(e *event.Event) {
+	if e == nil || len(e.Data()) == 0 {
+		return
+	}
+	ct := strings.ToLower(strings.TrimSpace(strings.SplitN(e.DataContentType(), ";", 2)[0]))
+	if ct == "" || ct == "application/json" || ct == "text/json" || strings.HasSuffix(ct, "+json") {
+		return
+	}
+	e.DataBase64 = true
 }
 
 // Write marshals v and writes it as one line.
