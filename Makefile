@@ -1,0 +1,45 @@
+# The two commands a new user needs are `make run` and `make test`.
+.PHONY: run test build setup kafka-up kafka-down up down demo bench fmt lint
+
+run: build
+	scripts/run.sh
+
+test:
+	scripts/test.sh
+
+build:
+	cargo build -p user-service -p audit-service
+
+setup:
+	scripts/setup.sh
+
+# A real single-node Apache Kafka broker on 127.0.0.1:9092, without Docker.
+kafka-up:
+	scripts/kafka.sh start
+
+kafka-down:
+	scripts/kafka.sh stop
+
+# Kafka and both services in containers, for machines with a Docker engine.
+up:
+	docker compose up --build
+
+down:
+	docker compose down
+
+# The seed article's request, against a running `make run` or `make up`.
+demo:
+	curl -sS -X "POST" "http://localhost:3000/v1/user" \
+	     -H 'Accept: application/json' \
+	     -H 'Content-Type: application/json' \
+	     -d '{"name": "Ozzy Osbourne", "password": "12345"}'
+	@echo
+	@sleep 1
+	curl -sS "http://localhost:8080/v1/events?type=user.storeUser&limit=5"
+	@echo
+
+fmt:
+	cargo fmt --all
+
+lint:
+	cargo clippy --workspace --all-targets -- -D warnings

