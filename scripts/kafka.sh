@@ -15,7 +15,7 @@
 #   JAVA_HOME               optional; otherwise `java` from PATH (Java 17+)
 #
 # The broker jars come from Maven Central through `mvn dependency:copy-dependencies`
-# (the only place we can download from), with a project-local Maven repository so
+# (no other download site is needed), with a project-local Maven repository so
 # the first fetch is paid once. Everything lives under $REPO/.cache (gitignored):
 #   .cache/m2                     Maven's local repository
 #   .cache/kafka/libs             the broker's classpath
@@ -104,17 +104,21 @@ fetch_jars() {
 EOF
   # Copy into a fresh directory and swap it in, so an old classpath never
   # mixes with a new one (two kafka-clients versions would be a mess).
+  # Maven's output goes to a file and is shown only on failure: even with -q,
+  # Debian's Maven 3.8 prints stray ANSI reset codes.
   rm -rf "$LIBS.tmp"
-  if ! mvn -q -B -Dstyle.color=never -f "$CACHE/pom.xml" -Dmaven.repo.local="$M2" \
+  if ! mvn -q -B -f "$CACHE/pom.xml" -Dmaven.repo.local="$M2" \
     "$DEPENDENCY_PLUGIN:copy-dependencies" \
-    -DincludeScope=runtime -DoutputDirectory="$LIBS.tmp"; then
+    -DincludeScope=runtime -DoutputDirectory="$LIBS.tmp" >"$CACHE/mvn.log" 2>&1; then
+    cat "$CACHE/mvn.log" >&2
     rm -rf "$LIBS.tmp"
     die "mvn could not fetch org.apache.kafka:kafka_2.13:$KAFKA_VERSION (see above)"
   fi
   rm -rf "$LIBS"
   mv "$LIBS.tmp" "$LIBS"
   echo "$KAFKA_VERSION" >"$LIBS/.version"
-  log "fetched $(ls "$LIBS"/*.jar | wc -l) jars in $((SECONDS - t0)) s"
+  local jars=("$LIBS"/*.jar)
+  log "fetched ${#jars[@]} jars in $((SECONDS - t0)) s"
   exec 9>&-
 }
 
@@ -293,12 +297,22 @@ cmd_start() {
       echo
       echo "===== $(date -u +%FT%TZ) kafka.sh start (Kafka $KAFKA_VERSION, $BOOTSTRAP) ====="
     } >>"$LOGFILE"
-    # shellcheck disable=SC2086 # KAFKA_HEAP_OPTS may hold several flags
-    nohup setsid "$JAVA" ${KAFKA_HEAP_OPTS:--Xmx512m} -XX:+UseG1GC \
-      -Djava.awt.headless=true \
-      -Dlog4j2.configurationFile="$BROKER_LOG4J" \
-      -cp "$LIBS/*" kafka.Kafka "$CONF" \
-      </dev/null >>"$LOGFILE" 2>&1 8>&- &
+    (
+      # Close every descriptor the caller may have passed down (lock files,
+      # a harness's pipes): a long-lived broker holding a pipe open makes
+      # whoever reads that pipe wait forever.
+      for fd in /proc/self/fd/*; do
+        fd="${fd##*/}"
+        if ((fd > 2)); then eval "exec $fd>&-"; fi
+      done
+      # shellcheck disable=SC2086 # KAFKA_HEAP_OPTS may hold several flags
+      exec nohup setsid "$JAVA" ${KAFKA_HEAP_OPTS:--Xmx512m} -XX:+UseG1GC \
+        -Djava.awt.headless=true \
+        -Dlog4j2.configurationFile="$BROKER_LOG4J" \
+        -cp "$LIBS/*" kafka.Kafka "$CONF" \
+        </dev/null >>"$LOGFILE" 2>&1
+    ) &
+    # The subshell execs nohup, which execs setsid, which execs java: same pid.
     pid=$!
     echo "$pid" >"$PIDFILE"
     log "started broker pid $pid on $BOOTSTRAP (log: $LOGFILE)"
