@@ -1,0 +1,261 @@
+//! Runs the real service binaries as child processes, the way a user does,
+//! so tests can stop, kill and restart them and read what they logged.
+
+use anyhow::{bail, Context, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free loopback port")
+}
+
+/// Where cargo put the binaries: next to the `deps/` folder of this test.
+fn binary(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("test binary has no target dir")?;
+    let path = dir.join(name);
+    if !path.exists() {
+        bail!(
+            "{} is missing: run `cargo build --workspace` first (make test does)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// One running service process. Dropping it kills the process.
+pub struct Service {
+    name: &'static str,
+    env: HashMap<String, String>,
+    log_path: PathBuf,
+    child: Option<Child>,
+    pub base_url: String,
+}
+
+impl Service {
+    /// Starts `name` (a binary of the workspace) on a free port with `env`,
+    /// appending its output to `dir/<name>.log`, and waits for `/healthz`.
+    pub async fn start(name: &'static str, dir: &Path, env: &[(&str, &str)]) -> Result<Service> {
+        let port = free_port();
+        let mut env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        env.insert("LISTEN_ADDR".into(), format!("127.0.0.1:{port}"));
+        env.entry("RUST_LOG".into())
+            .or_insert_with(|| "info".into());
+        let mut service = Service {
+            name,
+            env,
+            log_path: dir.join(format!("{name}.log")),
+            child: None,
+            base_url: format!("http://127.0.0.1:{port}"),
+        };
+        service.restart().await?;
+        Ok(service)
+    }
+
+    /// Starts the process again with the same port, environment and log.
+    pub async fn restart(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)?;
+        let child = Command::new(binary(self.name)?)
+            .envs(&self.env)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("failed to start {}", self.name))?;
+        self.child = Some(child);
+        self.wait_healthy().await
+    }
+
+    async fn wait_healthy(&mut self) -> Result<()> {
+        let url = format!("{}/healthz", self.base_url);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = reqwest::get(&url).await {
+                if r.status().is_success() {
+                    return Ok(());
+                }
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                bail!("{} exited with {status}; log:\n{}", self.name, self.logs());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} not healthy after 30 s; log:\n{}",
+                    self.name,
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILL: no shutdown code runs, as in a crash or an OOM kill.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for a clean exit; returns whether it exited 0.
+    pub async fn terminate(&mut self) -> Result<bool> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(true);
+        };
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM)?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status.success());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("{} did not stop within 30 s of SIGTERM", self.name);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Everything the process wrote so far, across restarts.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A temporary folder with the two services' databases and logs.
+pub struct Stack {
+    pub dir: tempfile::TempDir,
+    pub http: reqwest::Client,
+}
+
+impl Stack {
+    pub fn new() -> Result<Stack> {
+        Ok(Stack {
+            dir: tempfile::tempdir()?,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()?,
+        })
+    }
+
+    pub fn db_url(&self, file: &str) -> String {
+        format!("sqlite://{}", self.dir.path().join(file).display())
+    }
+
+    pub async fn audit(&self, extra: &[(&str, &str)]) -> Result<Service> {
+        let db = self.db_url("audit.db");
+        let mut env = vec![("DATABASE_URL", db.as_str())];
+        env.extend_from_slice(extra);
+        Service::start("audit-service", self.dir.path(), &env).await
+    }
+
+    /// The user service, sending to `audit_url` over HTTP unless `extra`
+    /// says otherwise; retries are fast so tests don't wait on backoff.
+    pub async fn user(&self, audit_url: &str, extra: &[(&str, &str)]) -> Result<Service> {
+        let db = self.db_url("users.db");
+        let audit = format!("{audit_url}/");
+        let mut env = vec![
+            ("DATABASE_URL", db.as_str()),
+            ("AUDIT_URL", audit.as_str()),
+            ("RELAY_BACKOFF_INITIAL_MS", "20"),
+            ("RELAY_BACKOFF_MAX_MS", "500"),
+        ];
+        env.extend_from_slice(extra);
+        Service::start("user-service", self.dir.path(), &env).await
+    }
+
+    /// `POST /v1/user`; the new user's JSON on 201.
+    pub async fn create_user(&self, user: &Service, name: &str, password: &str) -> Result<Value> {
+        let response = self
+            .http
+            .post(format!("{}/v1/user", user.base_url))
+            .json(&json!({"name": name, "password": password}))
+            .send()
+            .await?;
+        if response.status() != 201 {
+            bail!("POST /v1/user answered {}", response.status());
+        }
+        Ok(response.json().await?)
+    }
+
+    /// Every item of `GET /v1/events` matching `query`, following the pages.
+    pub async fn events(&self, audit: &Service, query: &str) -> Result<Vec<Value>> {
+        let mut items = Vec::new();
+        let mut after: Option<i64> = None;
+        loop {
+            let mut url = format!("{}/v1/events?limit=1000&{query}", audit.base_url);
+            if let Some(a) = after {
+                url.push_str(&format!("&after={a}"));
+            }
+            let page: Value = self
+                .http
+                .get(&url)
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            let events = page["events"].as_array().context("no events array")?;
+            items.extend(events.iter().cloned());
+            match page["next_after"].as_i64() {
+                Some(next) if !events.is_empty() => after = Some(next),
+                _ => return Ok(items),
+            }
+        }
+    }
+
+    /// Polls `GET /v1/events?{query}` until `done` holds for the items, or
+    /// fails after `timeout` showing what was there.
+    pub async fn wait_for_events(
+        &self,
+        audit: &Service,
+        query: &str,
+        timeout: Duration,
+        done: impl Fn(&[Value]) -> bool,
+    ) -> Result<Vec<Value>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let items = self.events(audit, query).await.unwrap_or_default();
+            if done(&items) {
+                return Ok(items);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "after {timeout:?}, GET /v1/events?{query} has {} items: {}",
+                    items.len(),
+                    serde_json::to_string(&items.iter().take(5).collect::<Vec<_>>())?
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
