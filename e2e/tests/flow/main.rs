@@ -1,5 +1,8 @@
 //! Both real service binaries, started as processes, talking as they do in
 //! production. One test binary, so cargo links it once.
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
 mod http;
 mod kafka;
