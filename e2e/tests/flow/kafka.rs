@@ -17,8 +17,8 @@ fn kafka_script() -> PathBuf {
 fn kafka_sh(port: u16, args: &[&str]) {
     let status = Command::new(kafka_script())
         .args(args)
-        .env("KAFKA_PORT", port.to_string())
-        .env("KAFKA_CONTROLLER_PORT", (port + 1).to_string())
+        .env("BROKER_PORT", port.to_string())
+        .env("BROKER_CONTROLLER_PORT", (port + 1).to_string())
         .status()
         .expect("scripts/kafka.sh could not run");
     assert!(
@@ -120,8 +120,8 @@ impl Drop for PrivateBroker {
     fn drop(&mut self) {
         let _ = Command::new(kafka_script())
             .arg("stop")
-            .env("KAFKA_PORT", self.0.to_string())
-            .env("KAFKA_CONTROLLER_PORT", (self.0 + 1).to_string())
+            .env("BROKER_PORT", self.0.to_string())
+            .env("BROKER_CONTROLLER_PORT", (self.0 + 1).to_string())
             .status();
     }
 }
