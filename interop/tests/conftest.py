@@ -278,8 +278,12 @@ def wait_ready(proc, port, what):
 
 
 @pytest.fixture(scope="session")
-def rust_binaries():
+def audit_binary():
     require_file(AUDIT_BIN, "Run `cargo build --workspace --examples` first.")
+
+
+@pytest.fixture(scope="session")
+def rust_binaries(audit_binary):
     require_file(USER_BIN, "Run `cargo build --workspace --examples` first.")
 
 
@@ -316,7 +320,7 @@ def start_audit(tmp, transport, topic=None, dlq=None, group=None):
 
 
 @pytest.fixture(scope="module")
-def audit_http(rust_binaries):
+def audit_http(audit_binary):
     tmp = Path(tempfile.mkdtemp(prefix="interop-audit-"))
     (tmp / "db").mkdir()
     a = start_audit(tmp, "http")
@@ -327,7 +331,7 @@ def audit_http(rust_binaries):
 
 
 @pytest.fixture
-def audit_kafka(rust_binaries, kafka, tmpdir_keep):
+def audit_kafka(audit_binary, kafka, tmpdir_keep):
     topic, dlq, group = unique("interop-audit"), unique("interop-dlq"), unique("interop-group")
     create_topics(topic, dlq)
     a = start_audit(tmpdir_keep, "kafka", topic=topic, dlq=dlq, group=group)
