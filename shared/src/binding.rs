@@ -123,19 +123,34 @@ impl BinaryMessage {
         }))
     }
 
-    /// Builds the event. Text bodies (`text/*`, XML) become string data
-    /// rather than the SDK's bytes, so the JSON format writes them as `data`
-    /// instead of `data_base64`, as other SDKs do.
+    /// Builds the event. JSON bodies (`application/json`, `*+json`) become
+    /// JSON data and text bodies (`text/*`, XML) string data rather than the
+    /// SDK's bytes, so the JSON format writes them as `data` instead of
+    /// `data_base64`, as other SDKs do. A JSON body that doesn't parse stays
+    /// bytes: the receiver keeps exactly what was sent.
     pub fn into_event(self) -> Result<Event, MessageError> {
         let mut event = BinaryDeserializer::into_event(self)?;
-        let is_text = event.datacontenttype().is_some_and(is_text_media_type);
-        if let (true, Some(Data::Binary(bytes))) = (is_text, event.data()) {
+        let content_type = event.datacontenttype().map(str::to_owned);
+        let Some(Data::Binary(bytes)) = event.data() else {
+            return Ok(event);
+        };
+        if content_type.as_deref().is_some_and(is_json_media_type) {
+            if let Ok(json) = serde_json::from_slice::<serde_json::Value>(bytes) {
+                event.set_data_unchecked(json);
+            }
+        } else if content_type.as_deref().is_some_and(is_text_media_type) {
             if let Ok(text) = String::from_utf8(bytes.clone()) {
                 event.set_data_unchecked(text);
             }
         }
         Ok(event)
     }
+}
+
+fn is_json_media_type(content_type: &str) -> bool {
+    let media_type = content_type.split(';').next().unwrap_or_default();
+    let media_type = media_type.trim().to_ascii_lowercase();
+    media_type == "application/json" || media_type == "text/json" || media_type.ends_with("+json")
 }
 
 fn is_text_media_type(content_type: &str) -> bool {
@@ -166,7 +181,8 @@ impl BinaryDeserializer for BinaryMessage {
             };
         }
         if let Some(ct) = self.content_type {
-            visitor = visitor.set_attribute("datacontenttype", MessageAttributeValue::String(ct))?;
+            visitor =
+                visitor.set_attribute("datacontenttype", MessageAttributeValue::String(ct))?;
         }
         if self.body.is_empty() {
             visitor.end()
@@ -227,7 +243,10 @@ mod tests {
     #[test]
     fn decoding_undoes_encoding() {
         for s in ["plain", "a b", "100% \"sure\"", "Grüße, 世界", "%"] {
-            assert_eq!(decode_header_value(encode_header_value(s).as_bytes()).unwrap(), s);
+            assert_eq!(
+                decode_header_value(encode_header_value(s).as_bytes()).unwrap(),
+                s
+            );
         }
     }
 
@@ -253,6 +272,31 @@ mod tests {
     }
 
     #[test]
+    fn a_json_body_becomes_json_data_and_bad_json_stays_bytes() {
+        let mut headers = HeaderMap::new();
+        headers.insert("ce-specversion", HeaderValue::from_static("1.0"));
+        headers.insert("ce-id", HeaderValue::from_static("1"));
+        headers.insert("ce-source", HeaderValue::from_static("/s"));
+        headers.insert("ce-type", HeaderValue::from_static("t"));
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let event = |body: &[u8]| {
+            BinaryMessage::from_http(&headers, body.to_vec())
+                .unwrap()
+                .unwrap()
+                .into_event()
+                .unwrap()
+        };
+        assert_eq!(
+            event(br#"{"a":1}"#).data(),
+            Some(&Data::Json(serde_json::json!({"a": 1})))
+        );
+        assert_eq!(
+            event(b"{not json").data(),
+            Some(&Data::Binary(b"{not json".to_vec()))
+        );
+    }
+
+    #[test]
     fn a_request_without_specversion_is_not_binary_mode() {
         let headers = HeaderMap::new();
         assert_eq!(BinaryMessage::from_http(&headers, vec![]).unwrap(), None);
@@ -266,7 +310,9 @@ mod tests {
 
     #[test]
     fn structured_mode_is_recognised_in_any_case() {
-        assert!(is_cloudevents_media_type("Application/CloudEvents+JSON; charset=utf-8"));
+        assert!(is_cloudevents_media_type(
+            "Application/CloudEvents+JSON; charset=utf-8"
+        ));
         assert!(is_cloudevents_media_type(STRUCTURED_JSON));
         assert!(!is_cloudevents_media_type("application/json"));
     }
