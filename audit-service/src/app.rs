@@ -1,0 +1,186 @@
+//! Building and running the service: the store, the HTTP server, the Kafka
+//! consumer when configured, and a graceful shutdown of all three.
+
+use crate::config::Settings;
+use crate::error::ApiError;
+use crate::ingest::kafka::BrokerProbe;
+use crate::store::Store;
+use crate::{ingest, query};
+use anyhow::Context;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use shared::config::Transport;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+/// A request that takes longer than this (a stuck store) is answered 408,
+/// so a graceful shutdown can't hang on it.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `/readyz` waits for the brokers.
+const BROKER_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What every handler gets; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub max_body_bytes: usize,
+    pub broker: Option<BrokerProbe>,
+    /// Cancelled at shutdown; ends live-tail streams.
+    pub shutdown: CancellationToken,
+}
+
+pub struct Application {
+    listener: TcpListener,
+    port: u16,
+    router: Router,
+    store: Store,
+    writer: JoinHandle<()>,
+    consumer: Option<JoinHandle<()>>,
+    shutdown: CancellationToken,
+}
+
+impl Application {
+    /// Opens the store, binds the listener (port 0 picks a free port, which
+    /// `port()` reports) and, on Kafka, starts consuming.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let (store, writer) = Store::open(&settings.database_url).await?;
+        let shutdown = CancellationToken::new();
+        let (broker, consumer) = match settings.transport {
+            Transport::Http => (None, None),
+            Transport::Kafka => (
+                Some(BrokerProbe::new(&settings.kafka)?),
+                Some(ingest::kafka::spawn(
+                    &settings.kafka,
+                    store.clone(),
+                    shutdown.clone(),
+                )?),
+            ),
+        };
+        let state = AppState {
+            store: store.clone(),
+            max_body_bytes: settings.max_body_bytes,
+            broker,
+            shutdown: shutdown.clone(),
+        };
+        let listener = TcpListener::bind(settings.listen_addr)
+            .await
+            .with_context(|| format!("Failed to listen on {}", settings.listen_addr))?;
+        let address = listener
+            .local_addr()
+            .context("Failed to read the bound address")?;
+        tracing::info!(%address, transport = settings.transport.as_str(), "audit-service listening");
+        Ok(Application {
+            listener,
+            port: address.port(),
+            router: router(state),
+            store,
+            writer,
+            consumer,
+            shutdown,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Cancel it to stop the service gracefully.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Serves until the shutdown token is cancelled, then stops accepting,
+    /// lets in-flight requests and the Kafka batch in hand finish, and waits
+    /// for the store writer to commit what they queued.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let shutdown = self.shutdown.clone();
+        let served = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await;
+        // If the server failed on its own, stop the consumer too.
+        shutdown.cancel();
+        if let Some(consumer) = self.consumer {
+            if let Err(e) = consumer.await {
+                tracing::error!(error = %e, "the kafka consumer task failed");
+            }
+        }
+        // The writer ends once the last store handle is gone, after
+        // answering everything queued.
+        drop(self.store);
+        if let Err(e) = self.writer.await {
+            tracing::error!(error = %e, "the store writer task failed");
+        }
+        served.context("The HTTP server failed")
+    }
+}
+
+fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .merge(ingest::http::router(state.max_body_bytes))
+        .merge(query::router())
+        .route("/readyz", get(readyz))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ));
+    api.merge(shared::telemetry::ops_router())
+        .layer(axum::middleware::from_fn(
+            shared::telemetry::track_http_metrics,
+        ))
+        .layer(TraceLayer::new_for_http())
+        .layer(axum::middleware::map_response(
+            shared::problem::problem_for_plain_errors,
+        ))
+        .with_state(state)
+}
+
+/// Ready when the database answers and, on Kafka, the brokers do.
+async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+    if !state.store.is_reachable().await {
+        return Err(ApiError::NotReady(
+            "the audit database is unreachable".into(),
+        ));
+    }
+    if let Some(broker) = &state.broker {
+        broker
+            .check(BROKER_PROBE_TIMEOUT)
+            .await
+            .map_err(ApiError::NotReady)?;
+    }
+    Ok("ready")
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "failed to listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "failed to listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutdown signal received");
+}

@@ -1,0 +1,114 @@
+//! `POST /`: the CloudEvents HTTP sink (binary, structured and batch modes).
+//!
+//! The SDK's axum extractor reads bodies without a limit and answers errors
+//! as 500 or plain text, so this module has its own extractor behind
+//! `DefaultBodyLimit`, answering every rejection as problem+json.
+
+use super::decode::{self, DecodeError};
+use crate::app::AppState;
+use crate::error::ApiError;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::Router;
+use cloudevents::Event;
+use shared::binding::{is_cloudevents_media_type, BinaryMessage, BATCH_JSON, STRUCTURED_JSON};
+use shared::cloudevents;
+use shared::config::Transport;
+
+pub fn router(max_body_bytes: usize) -> Router<AppState> {
+    Router::new()
+        .route("/", post(receive))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+}
+
+/// Stores the events and answers `204 No Content` once they are committed
+/// (a duplicate of a stored event is acknowledged the same way). 204
+/// rather than 200 so no sender mistakes the answer for a reply event.
+#[tracing::instrument(name = "receive_http", skip_all, fields(events = events.0.len()))]
+async fn receive(
+    State(state): State<AppState>,
+    events: CloudEvents,
+) -> Result<StatusCode, ApiError> {
+    state
+        .store
+        .write(events.0, Transport::Http)
+        .await
+        .map_err(ApiError::Store)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The events of one request, valid per the spec. Empty for an empty batch.
+pub struct CloudEvents(pub Vec<Event>);
+
+impl FromRequest<AppState> for CloudEvents {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let result = extract(request, state).await;
+        if result.is_err() {
+            metrics::counter!("audit_events_rejected_total", "transport" => "http").increment(1);
+        }
+        result.map(CloudEvents)
+    }
+}
+
+/// The content modes, chosen by `Content-Type` as the HTTP binding says.
+enum Mode {
+    Batch,
+    Structured,
+    Binary,
+}
+
+async fn extract(request: Request, state: &AppState) -> Result<Vec<Event>, ApiError> {
+    let mode = mode(request.headers())?;
+    let headers = request.headers().clone();
+    let body = Bytes::from_request(request, state)
+        .await
+        .map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge(state.max_body_bytes)
+            } else {
+                ApiError::BadRequest(format!(
+                    "failed to read the request body: {}",
+                    rejection.body_text()
+                ))
+            }
+        })?;
+    Ok(match mode {
+        Mode::Batch => decode::batch(&body)?,
+        Mode::Structured => vec![decode::structured(&body)?],
+        Mode::Binary => {
+            let message = BinaryMessage::from_http(&headers, body.to_vec())
+                .map_err(decode::from_message_error)?
+                .ok_or_else(|| DecodeError::MissingAttribute("specversion".into()))?;
+            vec![decode::binary(message)?]
+        }
+    })
+}
+
+fn mode(headers: &HeaderMap) -> Result<Mode, ApiError> {
+    let content_type = headers
+        .get(CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let media_type = content_type
+        .as_deref()
+        .and_then(|ct| ct.split(';').next())
+        .map(|m| m.trim().to_ascii_lowercase());
+    match media_type.as_deref() {
+        Some(BATCH_JSON) => Ok(Mode::Batch),
+        Some(STRUCTURED_JSON) => Ok(Mode::Structured),
+        Some(m) if is_cloudevents_media_type(m) => Err(ApiError::UnsupportedMediaType(format!(
+            "event format {m:?} is not supported: use {STRUCTURED_JSON} or {BATCH_JSON}"
+        ))),
+        _ if headers.contains_key("ce-specversion") => Ok(Mode::Binary),
+        _ => Err(ApiError::UnsupportedMediaType(format!(
+            "not a CloudEvent: send binary mode (ce-specversion and the other ce- headers), \
+             structured mode ({STRUCTURED_JSON}) or batch mode ({BATCH_JSON}); \
+             got Content-Type {}",
+            content_type.as_deref().unwrap_or("(none)")
+        ))),
+    }
+}
