@@ -1,0 +1,166 @@
+//! Building the service from its settings and running it until it is told
+//! to stop.
+
+use crate::config::Settings;
+use crate::publish::Publisher;
+use crate::relay::Relay;
+use crate::routes::{self, AppState};
+use crate::store::Store;
+use anyhow::Context;
+use axum::http::StatusCode;
+use axum::middleware;
+use axum::Router;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+/// Requests carry a name and a password; 64 KiB is generous.
+const BODY_LIMIT: usize = 64 * 1024;
+/// SQLite has one writer at a time; a few connections serve the readers.
+const DB_CONNECTIONS: u32 = 8;
+
+/// A built service: the listener is bound (so the port is known, which is
+/// how tests use port 0), the database is migrated, nothing runs yet.
+pub struct Application {
+    listener: TcpListener,
+    addr: SocketAddr,
+    router: Router,
+    relay: Relay,
+    publisher: Arc<Publisher>,
+    shutdown: CancellationToken,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let pool = shared::db::connect_sqlite(&settings.database_url, DB_CONNECTIONS)
+            .await
+            .with_context(|| format!("Failed to open the database {}", settings.database_url))?;
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .context("Failed to migrate the database")?;
+        let publisher = Arc::new(Publisher::new(&settings.publish)?);
+        let wake = Arc::new(Notify::new());
+        let shutdown = CancellationToken::new();
+        let hashers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let state = AppState {
+            store: Store::new(pool.clone(), settings.event_source.clone(), wake.clone()),
+            publisher: publisher.clone(),
+            hashing: Arc::new(Semaphore::new(hashers)),
+        };
+        let relay = Relay {
+            pool,
+            publisher: publisher.clone(),
+            settings: settings.relay.clone(),
+            wake,
+            shutdown: shutdown.clone(),
+        };
+        let listener = TcpListener::bind(&settings.listen_addr)
+            .await
+            .with_context(|| format!("Failed to listen on {}", settings.listen_addr))?;
+        let addr = listener
+            .local_addr()
+            .context("Failed to read the bound address")?;
+        Ok(Application {
+            listener,
+            addr,
+            router: router(state, settings.request_timeout),
+            relay,
+            publisher,
+            shutdown,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Cancelling this token stops the service as SIGTERM would.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Serves until SIGTERM, SIGINT or the shutdown token: stops accepting,
+    /// lets in-flight requests finish, stops the relay after its in-flight
+    /// publish, then flushes the producer. Events still pending stay in the
+    /// outbox for the next start.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        tracing::info!(
+            address = %self.addr,
+            events = %self.publisher.describe(),
+            "user-service listening"
+        );
+        let relay = tokio::spawn(self.relay.run());
+        tokio::spawn(cancel_on_signal(self.shutdown.clone()));
+        let served = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(self.shutdown.clone().cancelled_owned())
+            .await
+            .context("HTTP server failed");
+        // However the server ended, the relay goes too.
+        self.shutdown.cancel();
+        if let Err(e) = relay.await {
+            tracing::error!(error = %e, "outbox relay task failed");
+        }
+        self.publisher.flush().await;
+        tracing::info!("user-service stopped");
+        served
+    }
+}
+
+fn router(state: AppState, request_timeout: Duration) -> Router {
+    Router::new()
+        .merge(routes::users::router())
+        .merge(routes::health::router())
+        // A route layer, so metrics are labelled by MatchedPath.
+        .route_layer(middleware::from_fn(shared::telemetry::track_http_metrics))
+        .merge(shared::telemetry::ops_router())
+        // Each `layer` wraps all above it; the last one is outermost. The
+        // problem+json rewrite is outermost so the body limit's 413, the
+        // timeout's 503 and axum's plain-text rejections all leave as
+        // problem+json.
+        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            request_timeout,
+        ))
+        .layer(TraceLayer::new_for_http())
+        .layer(middleware::map_response(
+            shared::problem::problem_for_plain_errors,
+        ))
+        .with_state(state)
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sigterm) => {
+                sigterm.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received, shutting down"),
+        _ = terminate => tracing::info!("SIGTERM received, shutting down"),
+        _ = shutdown.cancelled() => {}
+    }
+    shutdown.cancel();
+}

@@ -1,0 +1,121 @@
+//! The service's settings, read once from the environment at start.
+
+use shared::config::{env_or, env_parse, ConfigError, KafkaConfig, Transport};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// How the HTTP publisher lays an event out on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContentMode {
+    /// Attributes in `ce-` headers, data as the body (the default, as in the seed).
+    Binary,
+    /// The whole event as `application/cloudevents+json`.
+    Structured,
+}
+
+impl FromStr for ContentMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "binary" => Ok(ContentMode::Binary),
+            "structured" => Ok(ContentMode::Structured),
+            _ => Err("expected `binary` or `structured`".to_owned()),
+        }
+    }
+}
+
+/// How the outbox relay retries.
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    /// First retry delay bound (`RELAY_BACKOFF_INITIAL_MS`).
+    pub backoff_initial: Duration,
+    /// Largest retry delay, Retry-After included (`RELAY_BACKOFF_MAX_MS`).
+    pub backoff_max: Duration,
+    /// Attempts before an event is parked as dead; `None` retries forever
+    /// (`RELAY_MAX_ATTEMPTS=0`, the default).
+    pub max_attempts: Option<u32>,
+    /// How often the relay looks for pending rows nobody woke it for: rows
+    /// left from before a restart, or re-driven by an operator.
+    pub poll_interval: Duration,
+}
+
+/// Where the relay sends events.
+#[derive(Debug, Clone)]
+pub enum PublishSettings {
+    Http {
+        /// `AUDIT_URL`.
+        url: String,
+        /// `HTTP_CONTENT_MODE`.
+        mode: ContentMode,
+        /// `PUBLISH_TIMEOUT_MS`.
+        timeout: Duration,
+    },
+    Kafka {
+        config: KafkaConfig,
+        /// `PUBLISH_TIMEOUT_MS`: how long one delivery may take.
+        timeout: Duration,
+    },
+}
+
+impl PublishSettings {
+    /// Reads `EVENT_TRANSPORT` and the settings of the transport it names.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let timeout = Duration::from_millis(env_parse("PUBLISH_TIMEOUT_MS", 10_000u64)?);
+        Ok(match Transport::from_env()? {
+            Transport::Http => PublishSettings::Http {
+                url: env_or("AUDIT_URL", "http://localhost:8080/"),
+                mode: env_parse("HTTP_CONTENT_MODE", ContentMode::Binary)?,
+                timeout,
+            },
+            Transport::Kafka => PublishSettings::Kafka {
+                config: KafkaConfig::from_env(),
+                timeout,
+            },
+        })
+    }
+
+    pub fn transport(&self) -> Transport {
+        match self {
+            PublishSettings::Http { .. } => Transport::Http,
+            PublishSettings::Kafka { .. } => Transport::Kafka,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `LISTEN_ADDR`; port 0 picks a free port (tests).
+    pub listen_addr: String,
+    /// `DATABASE_URL`.
+    pub database_url: String,
+    /// `EVENT_SOURCE`: the `source` of every event this service emits.
+    pub event_source: String,
+    pub publish: PublishSettings,
+    pub relay: RelaySettings,
+    /// Longest time one HTTP request may take before it is answered 503.
+    pub request_timeout: Duration,
+}
+
+impl Settings {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let max_attempts: u32 = env_parse("RELAY_MAX_ATTEMPTS", 0)?;
+        Ok(Settings {
+            listen_addr: env_or("LISTEN_ADDR", "0.0.0.0:3000"),
+            database_url: database_url_from_env(),
+            event_source: env_or("EVENT_SOURCE", "/user-service"),
+            publish: PublishSettings::from_env()?,
+            relay: RelaySettings {
+                backoff_initial: Duration::from_millis(env_parse("RELAY_BACKOFF_INITIAL_MS", 100)?),
+                backoff_max: Duration::from_millis(env_parse("RELAY_BACKOFF_MAX_MS", 30_000)?),
+                max_attempts: (max_attempts > 0).then_some(max_attempts),
+                poll_interval: Duration::from_millis(500),
+            },
+            request_timeout: Duration::from_secs(30),
+        })
+    }
+}
+
+/// `DATABASE_URL`, which the operator commands read too.
+pub fn database_url_from_env() -> String {
+    env_or("DATABASE_URL", "sqlite://data/users.db")
+}

@@ -1,0 +1,64 @@
+//! The one error type of the HTTP API, answered as problem+json.
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use shared::problem::Problem;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request was understood but a value in it is not acceptable.
+    #[error("{0}")]
+    Invalid(String),
+    /// The body or query could not be read as the endpoint expects; the
+    /// rejection carries its own status (400, 413, 415 or 422).
+    #[error("{detail}")]
+    Rejected { status: StatusCode, detail: String },
+    #[error("no user with id {0}")]
+    UserNotFound(uuid::Uuid),
+    /// Anything that is our fault. Logged in full, answered without detail.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        ApiError::Rejected {
+            status: rejection.status(),
+            detail: rejection.body_text(),
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        ApiError::Rejected {
+            status: rejection.status(),
+            detail: rejection.body_text(),
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        ApiError::Internal(anyhow::Error::new(e).context("database query failed"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            ApiError::Invalid(detail) => Problem::new(StatusCode::BAD_REQUEST, detail),
+            ApiError::Rejected { status, detail } => Problem::new(status, detail),
+            e @ ApiError::UserNotFound(_) => Problem::new(StatusCode::NOT_FOUND, e.to_string()),
+            ApiError::Internal(e) => {
+                tracing::error!(error = format!("{e:#}"), "request failed");
+                Problem::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error; see the service log",
+                )
+            }
+        }
+        .into_response()
+    }
+}

@@ -1,0 +1,17 @@
+//! user-service: user CRUD over HTTP; every change emits a CloudEvent
+//! through a transactional outbox, relayed to the audit service over HTTP
+//! or Kafka.
+
+pub mod app;
+pub mod config;
+pub mod dead_letters;
+pub mod domain;
+pub mod error;
+pub mod outbox;
+pub mod publish;
+pub mod relay;
+pub mod routes;
+pub mod store;
+
+pub use app::Application;
+pub use config::Settings;

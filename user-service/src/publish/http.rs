@@ -1,0 +1,159 @@
+//! Publishing over HTTP, classified as Knative's data plane does (DESIGN.md,
+//! "Delivery rules").
+
+use super::Outcome;
+use crate::config::ContentMode;
+use anyhow::Context;
+use cloudevents::{AttributesReader, Event};
+use reqwest::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::StatusCode;
+use shared::binding::{to_http_binary, STRUCTURED_JSON};
+use std::time::{Duration, SystemTime};
+
+pub struct HttpPublisher {
+    client: reqwest::Client,
+    url: reqwest::Url,
+    mode: ContentMode,
+}
+
+/// How much of a rejecting receiver's body is kept as the reason.
+const REASON_BYTES: usize = 300;
+
+impl HttpPublisher {
+    pub fn new(url: &str, mode: ContentMode, timeout: Duration) -> anyhow::Result<Self> {
+        let url =
+            reqwest::Url::parse(url).with_context(|| format!("AUDIT_URL {url:?} is not a URL"))?;
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            // A redirect is "a status not listed", i.e. retried; following it
+            // would send events somewhere nobody configured.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .context("Failed to build the HTTP client")?;
+        Ok(HttpPublisher { client, url, mode })
+    }
+
+    pub fn describe(&self) -> String {
+        format!("http {} ({:?} mode)", self.url, self.mode)
+    }
+
+    #[tracing::instrument(skip_all, fields(event_id = event.id(), event_type = event.ty()))]
+    pub async fn publish(&self, event: &Event) -> Outcome {
+        let request = match self.mode {
+            ContentMode::Binary => {
+                let (headers, body) = to_http_binary(event);
+                self.client
+                    .post(self.url.clone())
+                    .headers(headers)
+                    .body(body)
+            }
+            ContentMode::Structured => match serde_json::to_vec(event) {
+                Ok(body) => self
+                    .client
+                    .post(self.url.clone())
+                    .header(CONTENT_TYPE, STRUCTURED_JSON)
+                    .body(body),
+                Err(e) => {
+                    return Outcome::Nack {
+                        status: None,
+                        reason: format!("event does not serialize: {e}"),
+                    }
+                }
+            },
+        };
+        let response = match request.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                return Outcome::Retry {
+                    after: None,
+                    status: None,
+                    reason: format!("{:#}", anyhow::Error::new(e)),
+                }
+            }
+        };
+        let status = response.status();
+        if status.is_success() {
+            return Outcome::Ack;
+        }
+        let after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(parse_retry_after);
+        let body = response.bytes().await.unwrap_or_default();
+        let text = String::from_utf8_lossy(&body[..body.len().min(REASON_BYTES)]);
+        let reason = format!("{status}: {}", text.trim());
+        classify(status, after, reason)
+    }
+}
+
+/// The delivery rules. Every status not named as permanent is retried.
+fn classify(status: StatusCode, after: Option<Duration>, reason: String) -> Outcome {
+    let retryable = matches!(status.as_u16(), 404 | 408 | 409 | 429);
+    if status.is_client_error() && !retryable {
+        Outcome::Nack {
+            status: Some(status.as_u16()),
+            reason,
+        }
+    } else {
+        Outcome::Retry {
+            after,
+            status: Some(status.as_u16()),
+            reason,
+        }
+    }
+}
+
+/// `Retry-After` as delay-seconds or an HTTP date (RFC 9110, 10.2.3).
+fn parse_retry_after(value: &HeaderValue) -> Option<Duration> {
+    let value = value.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    // A date in the past means "now".
+    Some(
+        when.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn class(code: u16) -> &'static str {
+        match classify(StatusCode::from_u16(code).unwrap(), None, String::new()) {
+            Outcome::Ack => "ack",
+            Outcome::Retry { .. } => "retry",
+            Outcome::Nack { .. } => "nack",
+        }
+    }
+
+    #[test]
+    fn statuses_are_classified_as_knative_does() {
+        for code in [404, 408, 409, 429, 500, 502, 503, 504, 300, 307, 100] {
+            assert_eq!(class(code), "retry", "{code}");
+        }
+        for code in [400, 401, 403, 405, 410, 413, 415, 422, 451] {
+            assert_eq!(class(code), "nack", "{code}");
+        }
+    }
+
+    #[test]
+    fn retry_after_is_read_as_seconds_or_a_date() {
+        assert_eq!(
+            parse_retry_after(&HeaderValue::from_static("7")),
+            Some(Duration::from_secs(7))
+        );
+        let soon = SystemTime::now() + Duration::from_secs(60);
+        let date = HeaderValue::from_str(&httpdate::fmt_http_date(soon)).unwrap();
+        let parsed = parse_retry_after(&date).unwrap();
+        assert!(parsed > Duration::from_secs(55) && parsed <= Duration::from_secs(60));
+        assert_eq!(
+            parse_retry_after(&HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT")),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after(&HeaderValue::from_static("soon")), None);
+    }
+}

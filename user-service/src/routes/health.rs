@@ -1,0 +1,30 @@
+//! `GET /readyz`: whether this instance should receive traffic.
+
+use super::AppState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use shared::problem::Problem;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/readyz", get(readyz))
+}
+
+/// Ready when the database answers and, on Kafka, the broker does. On HTTP
+/// the audit service is deliberately not checked: events wait in the outbox
+/// while it is down, and users can still be created.
+async fn readyz(State(state): State<AppState>) -> Response {
+    if let Err(e) = sqlx::query("SELECT 1").execute(state.store.pool()).await {
+        return Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("database unreachable: {e}"),
+        )
+        .into_response();
+    }
+    if let Err(e) = state.publisher.check_ready().await {
+        return Problem::new(StatusCode::SERVICE_UNAVAILABLE, e).into_response();
+    }
+    Json(serde_json::json!({"status": "ready"})).into_response()
+}

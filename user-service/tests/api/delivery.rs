@@ -1,0 +1,214 @@
+//! The outbox relay's delivery rules: retries, dead letters, re-drive, and
+//! an audit service that is down.
+
+use crate::helpers::{eventually, free_port, spawn_app, spawn_app_in, spawn_app_with, FakeAudit};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use cloudevents::AttributesReader;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+#[tokio::test]
+async fn a_rejected_event_is_parked_as_a_dead_letter_and_later_events_still_arrive() {
+    let audit = FakeAudit::start().await;
+    // The audit service refuses the first user's event for good.
+    audit.respond_with(|r| {
+        if crate::helpers::data_json(r.event())["name"] == "rejected" {
+            return (StatusCode::BAD_REQUEST, "name not allowed").into_response();
+        }
+        StatusCode::ACCEPTED.into_response()
+    });
+    let app = spawn_app(&audit.url).await;
+
+    let rejected = app.create_user("rejected").await;
+    let later = app.create_user("later").await;
+
+    let accepted = audit.wait_for_accepted(1).await;
+    assert_eq!(accepted[0].subject(), Some(later.as_str()));
+    let dead = eventually("a dead letter", Duration::from_secs(10), || async {
+        let dead = app.dead_letters().await;
+        (!dead.is_empty()).then_some(dead)
+    })
+    .await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].user_id, rejected);
+    assert_eq!(dead[0].event_type, "user.storeUser");
+    assert_eq!(dead[0].status, Some(400));
+    assert!(dead[0]
+        .reason
+        .as_deref()
+        .unwrap()
+        .contains("name not allowed"));
+    let listing = app.dead_letters_command(&["list"]).await;
+    assert!(
+        listing.contains(&dead[0].event_id) && listing.contains("400"),
+        "{listing}"
+    );
+
+    // Once the audit service accepts it, a re-drive delivers it.
+    audit.respond_with(|_| StatusCode::OK.into_response());
+    let out = app
+        .dead_letters_command(&["redrive", &dead[0].seq.to_string()])
+        .await;
+    assert!(out.starts_with("1 "), "{out}");
+
+    let accepted = audit.wait_for_accepted(2).await;
+    assert_eq!(accepted[1].subject(), Some(rejected.as_str()));
+    assert_eq!(accepted[1].id(), dead[0].event_id);
+    assert!(app.dead_letters().await.is_empty());
+}
+
+#[tokio::test]
+async fn an_event_refused_with_503_three_times_arrives_exactly_once() {
+    let audit = FakeAudit::start().await;
+    let mut attempts = 0;
+    audit.respond_with(move |_| {
+        attempts += 1;
+        if attempts <= 3 {
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        } else {
+            StatusCode::OK.into_response()
+        }
+    });
+    let app = spawn_app(&audit.url).await;
+
+    let id = app.create_user("Ozzy").await;
+
+    let accepted = audit.wait_for_accepted(1).await;
+    assert_eq!(accepted[0].subject(), Some(id.as_str()));
+    // Give a wrong duplicate a chance to show up before counting.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let received = audit.received();
+    assert_eq!(received.len(), 4);
+    assert!(received.iter().all(|r| r.event().id() == accepted[0].id()));
+    assert_eq!(audit.accepted().len(), 1);
+}
+
+#[tokio::test]
+async fn an_audit_service_down_delays_events_but_not_users_and_each_arrives_once() {
+    let port = free_port();
+    let app = spawn_app(&format!("http://127.0.0.1:{port}/")).await;
+
+    let mut ids = Vec::new();
+    for i in 0..50 {
+        ids.push(app.create_user(&format!("user {i}")).await);
+    }
+    let audit = FakeAudit::start_on(port).await;
+
+    let accepted = audit.wait_for_accepted(50).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let accepted_again = audit.accepted();
+    assert_eq!(accepted_again.len(), 50, "no event may arrive twice");
+    let subjects: Vec<&str> = accepted.iter().map(|e| e.subject().unwrap()).collect();
+    assert_eq!(subjects, ids, "events arrive in commit order");
+    let event_ids: HashSet<&str> = accepted.iter().map(|e| e.id()).collect();
+    assert_eq!(event_ids.len(), 50);
+}
+
+#[tokio::test]
+async fn events_still_pending_at_shutdown_are_delivered_after_a_restart() {
+    let port = free_port();
+    let app = spawn_app(&format!("http://127.0.0.1:{port}/")).await;
+    let id = app.create_user("Ozzy").await;
+    let settings_dir = app.stop().await;
+
+    let audit = FakeAudit::start_on(port).await;
+    let mut settings = crate::helpers::test_settings(&audit.url, &settings_dir);
+    settings.relay.poll_interval = Duration::from_millis(50);
+    let _restarted = spawn_app_in(settings_dir, settings).await;
+
+    let accepted = audit.wait_for_accepted(1).await;
+    assert_eq!(accepted[0].subject(), Some(id.as_str()));
+}
+
+#[tokio::test]
+async fn a_retried_event_is_parked_when_the_attempt_limit_is_reached() {
+    let audit = FakeAudit::start().await;
+    audit.respond_with(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
+    let app = spawn_app_with(&audit.url, |s| s.relay.max_attempts = Some(3)).await;
+
+    let id = app.create_user("Ozzy").await;
+
+    let dead = eventually("a dead letter", Duration::from_secs(10), || async {
+        let dead = app.dead_letters().await;
+        (!dead.is_empty()).then_some(dead)
+    })
+    .await;
+    assert_eq!(dead[0].user_id, id);
+    assert_eq!(dead[0].attempts, 3);
+    assert_eq!(dead[0].status, Some(500));
+    assert_eq!(audit.received().len(), 3);
+}
+
+#[tokio::test]
+async fn retry_after_from_the_audit_service_is_honoured() {
+    let audit = FakeAudit::start().await;
+    let mut first = true;
+    audit.respond_with(move |_| {
+        if std::mem::take(&mut first) {
+            (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")]).into_response()
+        } else {
+            StatusCode::OK.into_response()
+        }
+    });
+    let app = spawn_app_with(&audit.url, |s| s.relay.backoff_max = Duration::from_secs(5)).await;
+
+    let start = Instant::now();
+    app.create_user("Ozzy").await;
+    audit.wait_for_accepted(1).await;
+
+    assert!(
+        start.elapsed() >= Duration::from_millis(950),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(audit.received().len(), 2);
+}
+
+#[tokio::test]
+async fn each_users_events_keep_their_order_under_concurrent_changes() {
+    let audit = FakeAudit::start().await;
+    let app = std::sync::Arc::new(spawn_app(&audit.url).await);
+
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            let id = app.create_user(&format!("user {i}")).await;
+            for round in 0..3 {
+                let body = serde_json::json!({"name": format!("user {i} v{round}")});
+                assert_eq!(app.put_user(&id, body).await.status(), 200);
+            }
+            assert_eq!(app.delete_user(&id).await.status(), 204);
+            id
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+
+    let events = audit.wait_for_accepted(50).await;
+    let mut per_user: HashMap<&str, Vec<String>> = HashMap::new();
+    for e in &events {
+        let name = crate::helpers::data_json(e)["name"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        per_user
+            .entry(e.subject().unwrap())
+            .or_default()
+            .push(format!("{} {name}", e.ty()));
+    }
+    assert_eq!(per_user.len(), 10);
+    for changes in per_user.values() {
+        let base = changes[0].trim_start_matches("user.storeUser ").to_owned();
+        let expected = vec![
+            format!("user.storeUser {base}"),
+            format!("user.updateUser {base} v0"),
+            format!("user.updateUser {base} v1"),
+            format!("user.updateUser {base} v2"),
+            format!("user.deleteUser {base} v2"),
+        ];
+        assert_eq!(changes, &expected);
+    }
+}

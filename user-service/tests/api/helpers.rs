@@ -1,0 +1,361 @@
+//! Starting the real application on port 0 with a fresh SQLite database,
+//! and a fake audit service that records what it receives and answers as
+//! a test tells it to.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use cloudevents::Event;
+use shared::binding::{is_cloudevents_media_type, BinaryMessage};
+use std::future::Future;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use user_service::config::{ContentMode, PublishSettings, RelaySettings, Settings};
+use user_service::outbox::DeadLetter;
+use user_service::Application;
+
+/// Logs only when TEST_LOG is set, so test output stays readable.
+static TRACING: LazyLock<()> = LazyLock::new(|| {
+    if std::env::var("TEST_LOG").is_ok() {
+        shared::telemetry::init_tracing();
+    }
+});
+
+pub const SEED_PASSWORD: &str = "12345";
+
+/// The seed article's curl body, byte for byte.
+pub const SEED_BODY: &str = "{\n  \"name\": \"Ozzy Osbourne\",\n  \"password\": \"12345\"\n}";
+
+pub struct TestApp {
+    pub address: String,
+    pub database_url: String,
+    pub client: reqwest::Client,
+    pub shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _dir: Arc<tempfile::TempDir>,
+}
+
+/// Settings for a test: fast retries and polling, an HTTP audit URL.
+pub fn test_settings(audit_url: &str, dir: &tempfile::TempDir) -> Settings {
+    Settings {
+        listen_addr: "127.0.0.1:0".into(),
+        database_url: format!("sqlite://{}", dir.path().join("users.db").display()),
+        event_source: "/user-service".into(),
+        publish: PublishSettings::Http {
+            url: audit_url.to_owned(),
+            mode: ContentMode::Binary,
+            timeout: Duration::from_secs(2),
+        },
+        relay: RelaySettings {
+            backoff_initial: Duration::from_millis(10),
+            backoff_max: Duration::from_millis(100),
+            max_attempts: None,
+            poll_interval: Duration::from_millis(100),
+        },
+        request_timeout: Duration::from_secs(10),
+    }
+}
+
+pub async fn spawn_app(audit_url: &str) -> TestApp {
+    spawn_app_with(audit_url, |_| {}).await
+}
+
+pub async fn spawn_app_with(audit_url: &str, customize: impl FnOnce(&mut Settings)) -> TestApp {
+    let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+    let mut settings = test_settings(audit_url, &dir);
+    customize(&mut settings);
+    spawn_app_in(dir, settings).await
+}
+
+/// Starts the app on `settings`, keeping `dir` (its database) alive.
+pub async fn spawn_app_in(dir: Arc<tempfile::TempDir>, settings: Settings) -> TestApp {
+    LazyLock::force(&TRACING);
+    let database_url = settings.database_url.clone();
+    let app = Application::build(settings).await.expect("app builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let shutdown = app.shutdown_token();
+    let task = tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        database_url,
+        client: reqwest::Client::new(),
+        shutdown,
+        task,
+        _dir: dir,
+    }
+}
+
+impl TestApp {
+    pub async fn post_user(&self, body: serde_json::Value) -> reqwest::Response {
+        self.post_raw(&body.to_string(), "application/json").await
+    }
+
+    pub async fn post_raw(&self, body: &str, content_type: &str) -> reqwest::Response {
+        self.client
+            .post(format!("{}/v1/user", self.address))
+            .header("content-type", content_type)
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Creates a user and returns its id.
+    pub async fn create_user(&self, name: &str) -> String {
+        let response = self
+            .post_user(serde_json::json!({"name": name, "password": SEED_PASSWORD}))
+            .await;
+        assert_eq!(response.status(), 201);
+        let body: serde_json::Value = response.json().await.expect("json");
+        body["id"].as_str().expect("id").to_owned()
+    }
+
+    pub async fn get_user(&self, id: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}/v1/users/{id}", self.address))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn list_users(&self, query: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}/v1/users{query}", self.address))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn put_user(&self, id: &str, body: serde_json::Value) -> reqwest::Response {
+        self.client
+            .put(format!("{}/v1/users/{id}", self.address))
+            .json(&body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn delete_user(&self, id: &str) -> reqwest::Response {
+        self.client
+            .delete(format!("{}/v1/users/{id}", self.address))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// `user-service dead-letters <args>` against this app's database.
+    pub async fn dead_letters_command(&self, args: &[&str]) -> String {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let mut out = Vec::new();
+        user_service::dead_letters::run(&args, &self.database_url, &mut out)
+            .await
+            .expect("dead-letters command");
+        String::from_utf8(out).expect("utf-8")
+    }
+
+    pub async fn dead_letters(&self) -> Vec<DeadLetter> {
+        let json = self.dead_letters_command(&["list", "--json"]).await;
+        serde_json::from_str(&json).expect("dead letters as JSON")
+    }
+
+    /// Stops the app as SIGTERM would and waits until it has.
+    pub async fn stop(self) -> Arc<tempfile::TempDir> {
+        self.shutdown.cancel();
+        self.task
+            .await
+            .expect("app task")
+            .expect("app stops cleanly");
+        self._dir
+    }
+}
+
+/// Polls `check` until it returns `Some`, failing the test at `deadline`.
+pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One request the fake audit service received.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// The decoded event, when the request was a valid CloudEvent.
+    pub event: Option<Event>,
+    /// What the fake answered.
+    pub status: StatusCode,
+}
+
+impl Received {
+    pub fn event(&self) -> &Event {
+        self.event.as_ref().expect("a decodable CloudEvent")
+    }
+
+    pub fn accepted(&self) -> bool {
+        self.status.is_success()
+    }
+
+    /// Every header name and value plus the body, for leak checks.
+    pub fn raw_bytes(&self) -> Vec<u8> {
+        let mut raw = Vec::new();
+        for (name, value) in &self.headers {
+            raw.extend_from_slice(name.as_str().as_bytes());
+            raw.extend_from_slice(b": ");
+            raw.extend_from_slice(value.as_bytes());
+            raw.push(b'\n');
+        }
+        raw.extend_from_slice(&self.body);
+        raw
+    }
+}
+
+type Responder = Box<dyn FnMut(&Received) -> Response + Send>;
+
+#[derive(Clone)]
+struct FakeState {
+    received: Arc<Mutex<Vec<Received>>>,
+    responder: Arc<Mutex<Responder>>,
+}
+
+/// A stand-in for the audit service: records every request and answers
+/// 200 unless told otherwise.
+pub struct FakeAudit {
+    pub url: String,
+    state: FakeState,
+    shutdown: CancellationToken,
+}
+
+impl FakeAudit {
+    pub async fn start() -> Self {
+        Self::start_on(0).await
+    }
+
+    pub async fn start_on(port: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("bind fake audit");
+        let port = listener.local_addr().expect("addr").port();
+        let state = FakeState {
+            received: Arc::default(),
+            responder: Arc::new(Mutex::new(Box::new(|_| StatusCode::OK.into_response()))),
+        };
+        let app = axum::Router::new()
+            .fallback(receive)
+            .with_state(state.clone());
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+                .expect("fake audit serves");
+        });
+        FakeAudit {
+            url: format!("http://127.0.0.1:{port}/"),
+            state,
+            shutdown,
+        }
+    }
+
+    /// Answers each request with what `respond` returns.
+    pub fn respond_with(&self, respond: impl FnMut(&Received) -> Response + Send + 'static) {
+        *self.state.responder.lock().expect("lock") = Box::new(respond);
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.state.received.lock().expect("lock").clone()
+    }
+
+    /// The events answered with a 2xx, in arrival order.
+    pub fn accepted(&self) -> Vec<Event> {
+        self.received()
+            .into_iter()
+            .filter(Received::accepted)
+            .map(|r| r.event().clone())
+            .collect()
+    }
+
+    /// Waits until at least `n` events were accepted, and returns them.
+    pub async fn wait_for_accepted(&self, n: usize) -> Vec<Event> {
+        eventually(
+            &format!("{n} accepted events"),
+            Duration::from_secs(20),
+            || async {
+                let accepted = self.accepted();
+                (accepted.len() >= n).then_some(accepted)
+            },
+        )
+        .await
+    }
+}
+
+impl Drop for FakeAudit {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn receive(State(state): State<FakeState>, headers: HeaderMap, body: Bytes) -> Response {
+    let event = decode(&headers, &body);
+    let mut received = Received {
+        headers,
+        body,
+        event,
+        status: StatusCode::OK,
+    };
+    let response = (state.responder.lock().expect("lock"))(&received);
+    received.status = response.status();
+    state.received.lock().expect("lock").push(received);
+    response
+}
+
+fn decode(headers: &HeaderMap, body: &Bytes) -> Option<Event> {
+    let structured = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(is_cloudevents_media_type);
+    if structured {
+        return serde_json::from_slice(body).ok();
+    }
+    BinaryMessage::from_http(headers, body.to_vec())
+        .ok()??
+        .into_event()
+        .ok()
+}
+
+/// The `data` of a user event as JSON.
+pub fn data_json(event: &Event) -> serde_json::Value {
+    match event.data() {
+        Some(cloudevents::Data::Json(v)) => v.clone(),
+        Some(cloudevents::Data::Binary(b)) => serde_json::from_slice(b).expect("json data"),
+        Some(cloudevents::Data::String(s)) => serde_json::from_str(s).expect("json data"),
+        None => panic!("event has no data"),
+    }
+}
+
+/// A port nothing listens on right now (bound, then released), for an
+/// audit service that is down until the test starts it there.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}

@@ -1,0 +1,8 @@
+//! One test binary for all of user-service's integration tests, to keep
+//! link time low.
+
+mod delivery;
+mod events;
+mod helpers;
+mod kafka;
+mod users;
