@@ -18,8 +18,11 @@ const BROKER: &str = "127.0.0.1:9092";
 /// A fresh topic with `partitions` partitions; panics if the broker is absent.
 async fn fresh_topic(partitions: i32) -> String {
     assert!(
-        std::net::TcpStream::connect_timeout(&BROKER.parse().unwrap(), Duration::from_secs(2))
-            .is_ok(),
+        std::net::TcpStream::connect_timeout(
+            &BROKER.parse().expect("broker address"),
+            Duration::from_secs(2)
+        )
+        .is_ok(),
         "no Kafka broker at {BROKER}: start one with `scripts/kafka.sh start`"
     );
     let topic = format!("user-service-test-{}", uuid::Uuid::new_v4());
