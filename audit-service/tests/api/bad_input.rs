@@ -1,0 +1,259 @@
+//! Every kind of bad input gets its 4xx problem+json naming the problem, and
+//! nothing is stored for it.
+
+use crate::helpers::{problem_detail, spawn_app, spawn_app_with, TestApp};
+use serde_json::{json, Value};
+
+fn valid() -> Value {
+    json!({"specversion": "1.0", "id": "1", "source": "/s", "type": "t"})
+}
+
+fn with(changes: &[(&str, Value)]) -> Value {
+    let mut event = valid();
+    for (key, value) in changes {
+        if value.is_null() {
+            event.as_object_mut().unwrap().remove(*key);
+        } else {
+            event[*key] = value.clone();
+        }
+    }
+    event
+}
+
+async fn assert_nothing_stored(app: &TestApp) {
+    assert_eq!(app.events("").await.len(), 0, "something was stored");
+}
+
+/// Posts a structured event and expects a 400 whose detail contains `needle`.
+async fn assert_rejected(app: &TestApp, event: Value, needle: &str) {
+    let response = app.post_structured(&event).await;
+    let detail = problem_detail(response, 400).await;
+    assert!(
+        detail.contains(needle),
+        "detail {detail:?} should mention {needle:?} for {event}"
+    );
+}
+
+#[tokio::test]
+async fn malformed_json_is_400() {
+    let app = spawn_app().await;
+    let response = app
+        .post(
+            &[("content-type", "application/cloudevents+json")],
+            "{\"specversion\": ",
+        )
+        .await;
+    let detail = problem_detail(response, 400).await;
+    assert!(detail.contains("malformed JSON"), "{detail}");
+    let response = app
+        .post(
+            &[("content-type", "application/cloudevents-batch+json")],
+            "[{]",
+        )
+        .await;
+    assert!(problem_detail(response, 400)
+        .await
+        .contains("malformed JSON"));
+    assert_nothing_stored(&app).await;
+}
+
+#[tokio::test]
+async fn missing_required_attributes_are_named() {
+    let app = spawn_app().await;
+    for name in ["id", "source", "type", "specversion"] {
+        assert_rejected(&app, with(&[(name, Value::Null)]), &format!("`{name}`")).await;
+    }
+    // Binary mode without ce-id.
+    let response = app
+        .post(
+            &[
+                ("ce-specversion", "1.0"),
+                ("ce-source", "/s"),
+                ("ce-type", "t"),
+            ],
+            "",
+        )
+        .await;
+    assert!(problem_detail(response, 400).await.contains("`id`"));
+    assert_nothing_stored(&app).await;
+}
+
+#[tokio::test]
+async fn empty_required_attributes_are_named() {
+    let app = spawn_app().await;
+    for name in ["id", "source", "type"] {
+        assert_rejected(
+            &app,
+            with(&[(name, json!(""))]),
+            &format!("`{name}` is empty"),
+        )
+        .await;
+    }
+    let response = app
+        .post(
+            &[
+                ("ce-specversion", "1.0"),
+                ("ce-id", "1"),
+                ("ce-source", "/s"),
+                ("ce-type", ""),
+            ],
+            "",
+        )
+        .await;
+    assert!(problem_detail(response, 400)
+        .await
+        .contains("`type` is empty"));
+    assert_nothing_stored(&app).await;
+}
+
+#[tokio::test]
+async fn unknown_specversion_is_400() {
+    let app = spawn_app().await;
+    assert_rejected(&app, with(&[("specversion", json!("2.0"))]), "specversion").await;
+    let response = app
+        .post(
+            &[
+                ("ce-specversion", "0.2"),
+                ("ce-id", "1"),
+                ("ce-source", "/s"),
+                ("ce-type", "t"),
+            ],
+            "",
+        )
+        .await;
+    assert!(problem_detail(response, 400).await.contains("specversion"));
+    assert_nothing_stored(&app).await;
+}
+
+#[tokio::test]
+async fn a_bad_time_is_named() {
+    let app = spawn_app().await;
+    assert_rejected(&app, with(&[("time", json!("last tuesday"))]), "`time`").await;
+    assert_rejected(&app, with(&[("time", json!(12))]), "`time`").await;
+    let response = app
+        .post(
+            &[
+                ("ce-specversion", "1.0"),
+                ("ce-id", "1"),
+                ("ce-source", "/s"),
+                ("ce-type", "t"),
+                ("ce-time", "noon"),
+            ],
+            "",
+        )
+        .await;
+    assert!(problem_detail(response, 400).await.contains("`time`"));
+    assert_nothing_stored(&app).await;
+}
+
+#[tokio::test]
+async fn data_and_data_base64_together_are_400() {
+    let app = spawn_app().await;
+    let event = with(&[("data", json!("x")), ("data_base64", json!("eA=="))]);
+    assert_rejected(&app, event, "data_base64").await;
+    assert_nothing_stored(&app).await;
+}
+
+#[tokio::test]
+async fn other_invalid_attributes_are_named() {
+    let app = spawn_app().await;
+    assert_rejected(&app, with(&[("id", json!(7))]), "`id`").await;
+    assert_rejected(
+        &app,
+        with(&[("dataschema", json!("not a uri"))]),
+        "`dataschema`",
+    )
+    .await;
+    assert_rejected(&app, with(&[("Bad_Ext", json!("v"))]), "Bad_Ext").await;
+    assert_rejected(&app, with(&[("ext", json!([1]))]), "`ext`").await;
+    assert_rejected(&app, json!(["not", "an", "object"]), "JSON object").await;
+    let response = app
+        .post(
+            &[("content-type", "application/cloudevents-batch+json")],
+            "{}",
+        )
+        .await;
+    assert!(problem_detail(response, 400).await.contains("array"));
+    assert_nothing_stored(&app).await;
+}
+
+#[tokio::test]
+async fn a_mixed_specversion_batch_is_400_and_stores_nothing() {
+    let app = spawn_app().await;
+    let batch = json!([
+        valid(),
+        with(&[("id", json!("2")), ("specversion", json!("0.3"))])
+    ]);
+    let detail = problem_detail(app.post_batch(&batch).await, 400).await;
+    assert!(detail.contains("one specversion"), "{detail}");
+    // One bad event spoils the whole batch: nothing of it is stored.
+    let batch = json!([valid(), with(&[("id", json!("2")), ("type", Value::Null)])]);
+    let detail = problem_detail(app.post_batch(&batch).await, 400).await;
+    assert!(
+        detail.contains("batch event 1") && detail.contains("`type`"),
+        "{detail}"
+    );
+    assert_nothing_stored(&app).await;
+}
+
+#[tokio::test]
+async fn a_request_that_is_no_cloudevent_is_415_naming_the_modes() {
+    let app = spawn_app().await;
+    let response = app
+        .post(&[("content-type", "application/json")], valid().to_string())
+        .await;
+    let detail = problem_detail(response, 415).await;
+    assert!(
+        detail.contains("ce-specversion") && detail.contains("application/cloudevents+json"),
+        "{detail}"
+    );
+    let response = app.post(&[], "").await;
+    problem_detail(response, 415).await;
+    let response = app
+        .post(&[("content-type", "application/cloudevents+avro")], "x")
+        .await;
+    assert!(problem_detail(response, 415)
+        .await
+        .contains("not supported"));
+    assert_nothing_stored(&app).await;
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_413() {
+    let app = spawn_app_with(|s| s.max_body_bytes = 1000).await;
+    let big = with(&[("data", json!("x".repeat(2000)))]);
+    let detail = problem_detail(app.post_structured(&big).await, 413).await;
+    assert!(detail.contains("1000 bytes"), "{detail}");
+    // Chunked, without a Content-Length, it is refused as well.
+    let stream = futures::stream::iter(vec![Ok::<_, std::io::Error>(big.to_string())]);
+    let response = app
+        .post(
+            &[("content-type", "application/cloudevents+json")],
+            reqwest::Body::wrap_stream(stream),
+        )
+        .await;
+    problem_detail(response, 413).await;
+    assert_nothing_stored(&app).await;
+}
+
+#[tokio::test]
+async fn bad_query_parameters_are_400() {
+    let app = spawn_app().await;
+    for (query, needle) in [
+        ("limit=0", "`limit`"),
+        ("limit=1001", "`limit`"),
+        ("limit=x", "`limit`"),
+        ("after=-1", "`after`"),
+        ("after=abc", "`after`"),
+    ] {
+        let detail = problem_detail(app.get_events(query).await, 400).await;
+        assert!(detail.contains(needle), "{query}: {detail}");
+    }
+}
+
+#[tokio::test]
+async fn unknown_paths_and_methods_are_problem_json() {
+    let app = spawn_app().await;
+    problem_detail(app.get("/nope").await, 404).await;
+    problem_detail(app.get("/").await, 405).await;
+}

@@ -1,0 +1,358 @@
+//! Starting audit-service for a test (in-process on port 0 with a fresh
+//! database, or as the real binary) and talking to it and to Kafka.
+
+use audit_service::app::Application;
+use audit_service::config::{KafkaSettings, Settings};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use reqwest::Response;
+use serde_json::Value;
+use shared::config::{KafkaConfig, Transport};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+use std::time::Duration;
+use tempfile::TempDir;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub const BROKERS: &str = "127.0.0.1:9092";
+
+/// Logs go to the test output only with TEST_LOG set.
+fn init_logs() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            shared::telemetry::init_tracing();
+        }
+    });
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub shutdown: CancellationToken,
+    // Held so the database outlives the app; removed on drop.
+    _db_dir: TempDir,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Settings for a test: port 0, a database in a fresh temporary folder.
+pub fn test_settings(db_dir: &Path) -> Settings {
+    Settings {
+        listen_addr: "127.0.0.1:0".parse().expect("valid address"),
+        database_url: format!("sqlite://{}/audit.db", db_dir.display()),
+        transport: Transport::Http,
+        max_body_bytes: 1024 * 1024,
+        kafka: KafkaSettings {
+            common: KafkaConfig::from_vars(Vec::new()),
+            group_id: "audit-group-id".into(),
+            dlq_topic: "audit.dlq".into(),
+        },
+    }
+}
+
+pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
+    init_logs();
+    let db_dir = TempDir::new().expect("temporary folder");
+    let mut settings = test_settings(db_dir.path());
+    customize(&mut settings);
+    let app = Application::build(settings).await.expect("app builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let shutdown = app.shutdown_token();
+    let task = tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        shutdown,
+        _db_dir: db_dir,
+        task,
+    }
+}
+
+impl TestApp {
+    /// `POST /` with the given headers and body.
+    pub async fn post(&self, headers: &[(&str, &str)], body: impl Into<reqwest::Body>) -> Response {
+        let mut request = self.client.post(format!("{}/", self.address)).body(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.expect("POST / answered")
+    }
+
+    pub async fn post_structured(&self, event: &Value) -> Response {
+        self.post(
+            &[("content-type", "application/cloudevents+json")],
+            event.to_string(),
+        )
+        .await
+    }
+
+    pub async fn post_batch(&self, events: &Value) -> Response {
+        self.post(
+            &[("content-type", "application/cloudevents-batch+json")],
+            events.to_string(),
+        )
+        .await
+    }
+
+    /// `GET /v1/events?{query}`.
+    pub async fn get_events(&self, query: &str) -> Response {
+        self.client
+            .get(format!("{}/v1/events?{query}", self.address))
+            .send()
+            .await
+            .expect("GET /v1/events answered")
+    }
+
+    /// The items of one page of `GET /v1/events?{query}`.
+    pub async fn events(&self, query: &str) -> Vec<Value> {
+        let response = self.get_events(query).await;
+        assert_eq!(response.status(), 200);
+        let page: Value = response.json().await.expect("JSON page");
+        page["events"].as_array().expect("events array").clone()
+    }
+
+    /// Polls until `GET /v1/events?{query}` has at least `n` items.
+    pub async fn wait_for_events(&self, query: &str, n: usize, timeout: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let items = self.events(query).await;
+            if items.len() >= n {
+                return items;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "expected {n} events for {query:?} within {timeout:?}, have {}",
+                items.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("GET answered")
+    }
+
+    /// Stops the app gracefully and waits for it.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.task
+            .await
+            .expect("app task joins")
+            .expect("app stops cleanly");
+    }
+}
+
+/// Checks a response is problem+json with `status`, returning its detail.
+pub async fn problem_detail(response: Response, status: u16) -> String {
+    assert_eq!(response.status(), status, "status");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let problem: Value = response.json().await.expect("problem JSON");
+    assert_eq!(problem["status"], status);
+    problem["detail"].as_str().expect("detail").to_owned()
+}
+
+/// Re-checks `condition` until it holds or `timeout` passes.
+pub async fn poll_until<F, Fut>(timeout: Duration, mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+// ------------------------------------------------------------------ Kafka
+
+/// Fails the test loudly when the broker is not running: Kafka tests must
+/// not pass by skipping.
+pub fn require_broker() {
+    let client: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", BROKERS)
+        .create()
+        .expect("kafka client");
+    if let Err(e) = client.fetch_metadata(None, Duration::from_secs(10)) {
+        panic!("no Kafka broker on {BROKERS} ({e}); start one with `scripts/kafka.sh start`");
+    }
+}
+
+pub async fn create_topic(name: &str, partitions: i32) {
+    require_broker();
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", BROKERS)
+        .create()
+        .expect("admin client");
+    let results = admin
+        .create_topics(
+            &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        )
+        .await
+        .expect("create topics");
+    for result in results {
+        result.unwrap_or_else(|(topic, e)| panic!("creating topic {topic}: {e}"));
+    }
+}
+
+pub fn producer() -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", BROKERS)
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer")
+}
+
+/// Produces one record and waits for the ack.
+pub async fn produce(
+    producer: &FutureProducer,
+    topic: &str,
+    key: Option<&str>,
+    headers: OwnedHeaders,
+    payload: Option<&[u8]>,
+) {
+    let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic).headers(headers);
+    if let Some(key) = key {
+        record = record.key(key);
+    }
+    if let Some(payload) = payload {
+        record = record.payload(payload);
+    }
+    producer
+        .send(record, Duration::from_secs(30))
+        .await
+        .map_err(|(e, _)| e)
+        .expect("record produced");
+}
+
+/// Reads `n` records from the start of `topic`, or fails after `timeout`.
+pub async fn read_topic(topic: &str, n: usize, timeout: Duration) -> Vec<OwnedMessage> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", BROKERS)
+        .set("group.id", unique("test-reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let mut records = Vec::new();
+    let deadline = Instant::now() + timeout;
+    while records.len() < n {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(Ok(m)) => records.push(m.detach()),
+            Ok(Err(e)) => panic!("reading {topic}: {e}"),
+            Err(_) => panic!(
+                "read {} of {n} records from {topic} within {timeout:?}",
+                records.len()
+            ),
+        }
+    }
+    records
+}
+
+/// The value of header `key` of a record, as text.
+pub fn header(record: &OwnedMessage, key: &str) -> Option<String> {
+    record.headers().and_then(|h| {
+        h.iter()
+            .find(|h| h.key == key)
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    })
+}
+
+// -------------------------------------------------------------- processes
+
+/// The real binary, started with `env`, its output in `log`.
+pub struct ServiceProcess {
+    pub child: std::process::Child,
+    pub port: u16,
+    pub log: PathBuf,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+impl ServiceProcess {
+    pub fn start(env: &[(&str, String)], log: PathBuf) -> Self {
+        let port = free_port();
+        let out = std::fs::File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_audit-service"));
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "info")
+            .stdout(out)
+            .stderr(err);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let child = command.spawn().expect("audit-service starts");
+        ServiceProcess { child, port, log }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Lines of its log with `message`.
+    pub fn log_count(&self, message: &str) -> usize {
+        let needle = format!("\"message\":\"{message}\"");
+        self.log_text()
+            .lines()
+            .filter(|l| l.contains(&needle))
+            .count()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status();
+        self.child.wait().expect("process exits")
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,266 @@
+//! Kafka ingest against the real broker on 127.0.0.1:9092: binary and
+//! structured records are stored, anything else goes to the dead-letter
+//! topic and consumption goes on.
+
+use crate::helpers::{
+    create_topic, header, produce, producer, read_topic, spawn_app_with, unique, TestApp,
+};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use serde_json::json;
+use shared::cloudevents::Event;
+use shared::config::Transport;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+struct KafkaApp {
+    app: TestApp,
+    topic: String,
+    dlq: String,
+}
+
+async fn spawn_kafka_app() -> KafkaApp {
+    let topic = unique("audit-test");
+    let dlq = unique("audit-test-dlq");
+    create_topic(&topic, 1).await;
+    create_topic(&dlq, 1).await;
+    let (t, d) = (topic.clone(), dlq.clone());
+    let app = spawn_app_with(move |s| {
+        s.transport = Transport::Kafka;
+        s.kafka.common.topic = t;
+        s.kafka.dlq_topic = d;
+        s.kafka.group_id = unique("audit-test-group");
+    })
+    .await;
+    KafkaApp { app, topic, dlq }
+}
+
+pub fn binary_headers(id: &str, source: &str) -> OwnedHeaders {
+    OwnedHeaders::new()
+        .insert(Header {
+            key: "ce_specversion",
+            value: Some("1.0"),
+        })
+        .insert(Header {
+            key: "ce_id",
+            value: Some(id),
+        })
+        .insert(Header {
+            key: "ce_source",
+            value: Some(source),
+        })
+        .insert(Header {
+            key: "ce_type",
+            value: Some("user.storeUser"),
+        })
+        .insert(Header {
+            key: "ce_subject",
+            value: Some("Grüße"),
+        })
+        .insert(Header {
+            key: "content-type",
+            value: Some("application/json"),
+        })
+}
+
+fn structured_headers(content_type: &str) -> OwnedHeaders {
+    OwnedHeaders::new().insert(Header {
+        key: "content-type",
+        value: Some(content_type),
+    })
+}
+
+#[tokio::test]
+async fn binary_and_structured_records_are_stored() {
+    let k = spawn_kafka_app().await;
+    let p = producer();
+    let source = unique("/kafka");
+    produce(
+        &p,
+        &k.topic,
+        Some("u1"),
+        binary_headers("k1", &source),
+        Some(br#"{"name":"alice"}"#),
+    )
+    .await;
+    let structured =
+        json!({"specversion": "1.0", "id": "k2", "source": source, "type": "t", "data": {"n": 2}});
+    produce(
+        &p,
+        &k.topic,
+        None,
+        structured_headers("application/cloudevents+json"),
+        Some(structured.to_string().as_bytes()),
+    )
+    .await;
+    let upper = json!({"specversion": "0.3", "id": "k3", "source": source, "type": "t"});
+    produce(
+        &p,
+        &k.topic,
+        None,
+        structured_headers("Application/CloudEvents+JSON; charset=UTF-8"),
+        Some(upper.to_string().as_bytes()),
+    )
+    .await;
+
+    let items = k
+        .app
+        .wait_for_events(&format!("source={source}"), 3, WAIT)
+        .await;
+    assert!(items.iter().all(|i| i["transport"] == "kafka"), "{items:?}");
+    let event = |n: usize| -> Event { serde_json::from_value(items[n]["event"].clone()).unwrap() };
+    assert_eq!(items[0]["event"]["id"], "k1");
+    assert_eq!(items[0]["event"]["subject"], "Grüße");
+    assert_eq!(items[0]["event"]["data"], json!({"name": "alice"}));
+    assert_eq!(
+        event(1),
+        serde_json::from_value::<Event>(structured).unwrap()
+    );
+    assert_eq!(event(2), serde_json::from_value::<Event>(upper).unwrap());
+    k.app.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_records_are_dead_lettered_with_the_error_and_consumption_goes_on() {
+    let k = spawn_kafka_app().await;
+    let p = producer();
+    let source = unique("/dlq");
+    // A record without headers: not a CloudEvent.
+    produce(
+        &p,
+        &k.topic,
+        Some("garbage-key"),
+        OwnedHeaders::new(),
+        Some(b"garbage"),
+    )
+    .await;
+    // A header without a value (the SDK's binding would panic on it).
+    let null_header = OwnedHeaders::new()
+        .insert(Header {
+            key: "ce_specversion",
+            value: Some("1.0"),
+        })
+        .insert(Header::<&str> {
+            key: "ce_id",
+            value: None,
+        })
+        .insert(Header {
+            key: "ce_source",
+            value: Some(source.as_str()),
+        })
+        .insert(Header {
+            key: "ce_type",
+            value: Some("t"),
+        });
+    produce(&p, &k.topic, Some("null-header"), null_header, Some(b"{}")).await;
+    // Structured mode with a null payload (the SDK would panic on it too).
+    produce(
+        &p,
+        &k.topic,
+        Some("null-payload"),
+        structured_headers("application/cloudevents+json"),
+        None,
+    )
+    .await;
+    // Binary mode missing ce_type.
+    let no_type = OwnedHeaders::new()
+        .insert(Header {
+            key: "ce_specversion",
+            value: Some("1.0"),
+        })
+        .insert(Header {
+            key: "ce_id",
+            value: Some("x"),
+        })
+        .insert(Header {
+            key: "ce_source",
+            value: Some(source.as_str()),
+        });
+    produce(&p, &k.topic, Some("no-type"), no_type, None).await;
+    // And then a valid event, which must still be stored.
+    produce(
+        &p,
+        &k.topic,
+        None,
+        binary_headers("after-bad", &source),
+        Some(b"{}"),
+    )
+    .await;
+
+    let items = k
+        .app
+        .wait_for_events(&format!("source={source}"), 1, WAIT)
+        .await;
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["event"]["id"], "after-bad");
+
+    let dead = read_topic(&k.dlq, 4, WAIT).await;
+    let by_key = |key: &str| {
+        dead.iter()
+            .find(|m| m.key() == Some(key.as_bytes()))
+            .unwrap_or_else(|| panic!("no dead letter with key {key}"))
+    };
+    let garbage = by_key("garbage-key");
+    assert_eq!(garbage.payload(), Some(&b"garbage"[..]));
+    assert!(header(garbage, "dlq-error")
+        .unwrap()
+        .contains("not a CloudEvent"));
+    assert!(header(garbage, "dlq-origin").unwrap().starts_with(&k.topic));
+    let null_header = by_key("null-header");
+    assert!(
+        header(null_header, "dlq-error").unwrap().contains("ce_id"),
+        "{:?}",
+        header(null_header, "dlq-error")
+    );
+    // The original headers travel with the dead letter.
+    assert_eq!(
+        header(null_header, "ce_specversion").as_deref(),
+        Some("1.0")
+    );
+    let null_payload = by_key("null-payload");
+    assert_eq!(null_payload.payload(), None);
+    assert!(header(null_payload, "dlq-error")
+        .unwrap()
+        .contains("payload"));
+    assert!(header(by_key("no-type"), "dlq-error")
+        .unwrap()
+        .contains("`type`"));
+
+    // The service survived all of it.
+    assert_eq!(k.app.get("/healthz").await.status(), 200);
+    assert_eq!(k.app.get("/readyz").await.status(), 200);
+    let metrics = k.app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("audit_events_rejected_total{transport=\"kafka\"}"),
+        "{metrics}"
+    );
+    k.app.stop().await;
+}
+
+/// An event the tests below produce in bulk.
+pub fn bulk_event(i: usize, source: &str) -> (String, OwnedHeaders, Vec<u8>) {
+    let id = format!("e{i}");
+    let headers = binary_headers(&id, source);
+    (
+        format!("user-{}", i % 97),
+        headers,
+        json!({"n": i}).to_string().into_bytes(),
+    )
+}
+
+/// Produces `n` events concurrently and waits for every ack.
+pub async fn produce_bulk(topic: &str, source: &str, n: usize) {
+    use futures::StreamExt;
+    let p = producer();
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let p = &p;
+            async move {
+                let (key, headers, payload) = bulk_event(i, source);
+                produce(p, topic, Some(&key), headers, Some(&payload)).await
+            }
+        })
+        .buffer_unordered(2000)
+        .collect::<Vec<()>>()
+        .await;
+}

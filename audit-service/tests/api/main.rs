@@ -1,0 +1,11 @@
+//! The integration tests, one binary so they link once.
+
+// A failed unwrap is a failed test, which is what tests want.
+#![allow(clippy::unwrap_used)]
+
+mod bad_input;
+mod helpers;
+mod ingest_http;
+mod kafka;
+mod process;
+mod query;

@@ -1,0 +1,144 @@
+//! `GET /v1/events` filters and pages; `GET /v1/events/stream` tails.
+
+use crate::helpers::{spawn_app, unique};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+fn event(id: &str, source: &str, ty: &str, subject: &str) -> Value {
+    json!({"specversion": "1.0", "id": id, "source": source, "type": ty, "subject": subject})
+}
+
+fn ids(items: &[Value]) -> Vec<String> {
+    items
+        .iter()
+        .map(|i| i["event"]["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn events_filter_by_source_type_and_subject() {
+    let app = spawn_app().await;
+    let batch = json!([
+        event("1", "/a", "user.storeUser", "u1"),
+        event("2", "/a", "user.updateUser", "u1"),
+        event("3", "/b", "user.storeUser", "u2"),
+        event("4", "/b", "user.deleteUser", "u1"),
+    ]);
+    assert_eq!(app.post_batch(&batch).await.status(), 204);
+
+    assert_eq!(ids(&app.events("source=/a").await), ["1", "2"]);
+    assert_eq!(ids(&app.events("type=user.storeUser").await), ["1", "3"]);
+    assert_eq!(ids(&app.events("subject=u1").await), ["1", "2", "4"]);
+    assert_eq!(ids(&app.events("source=/b&subject=u1").await), ["4"]);
+    assert!(app.events("source=/c").await.is_empty());
+}
+
+#[tokio::test]
+async fn events_page_by_seq_with_next_after() {
+    let app = spawn_app().await;
+    let batch: Vec<Value> = (0..5)
+        .map(|i| event(&i.to_string(), "/p", "t", "s"))
+        .collect();
+    assert_eq!(app.post_batch(&json!(batch)).await.status(), 204);
+
+    let mut seen = Vec::new();
+    let mut after = 0;
+    let mut pages = 0;
+    loop {
+        let page: Value = app
+            .get_events(&format!("limit=2&after={after}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        pages += 1;
+        let items = page["events"].as_array().unwrap();
+        seen.extend(ids(items));
+        match page["next_after"].as_i64() {
+            Some(next) => {
+                assert_eq!(Some(next), items.last().and_then(|i| i["seq"].as_i64()));
+                after = next;
+            }
+            None => break,
+        }
+        assert!(pages < 10, "paging does not end");
+    }
+    assert_eq!(seen, ["0", "1", "2", "3", "4"]);
+    assert_eq!(pages, 3);
+    // Ordered by seq, increasing.
+    let all = app.events("").await;
+    let seqs: Vec<i64> = all.iter().map(|i| i["seq"].as_i64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+}
+
+#[tokio::test]
+async fn the_stream_delivers_a_newly_stored_event_that_matches_its_filter() {
+    let app = spawn_app().await;
+    let source = unique("/sse");
+    let mut response = app.get(&format!("/v1/events/stream?source={source}")).await;
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+
+    // Not matching the filter, then matching.
+    let other = event("x", "/other", "t", "s");
+    assert_eq!(app.post_structured(&other).await.status(), 204);
+    let wanted = event("y", &source, "t", "s");
+    assert_eq!(app.post_structured(&wanted).await.status(), 204);
+
+    let mut text = String::new();
+    let found = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(chunk) = response.chunk().await.unwrap() {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            if text.contains("\n\n") && text.contains("data:") {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    assert!(found, "no SSE event within 10 s: {text:?}");
+    assert!(text.contains("event: audit"), "{text}");
+    let data = text
+        .lines()
+        .find_map(|l| l.strip_prefix("data:"))
+        .expect("data line");
+    let item: Value = serde_json::from_str(data.trim()).unwrap();
+    assert_eq!(item["event"]["id"], "y");
+    assert_eq!(item["event"]["source"], source.as_str());
+    assert_eq!(item["transport"], "http");
+    assert!(item["seq"].as_i64().is_some() && item["received_at"].is_string());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn healthz_readyz_and_metrics_answer() {
+    let app = spawn_app().await;
+    assert_eq!(app.get("/healthz").await.status(), 200);
+    assert_eq!(app.get("/readyz").await.status(), 200);
+    let event = event("m1", "/metrics", "t", "s");
+    assert_eq!(app.post_structured(&event).await.status(), 204);
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains("audit_events_stored_total"), "{metrics}");
+    assert!(metrics.contains("audit_commit_batch_events"), "{metrics}");
+}
+
+#[tokio::test]
+async fn readyz_is_503_when_the_brokers_are_unreachable() {
+    let app = crate::helpers::spawn_app_with(|s| {
+        s.transport = shared::config::Transport::Kafka;
+        // Nothing listens on port 1.
+        s.kafka.common.brokers = "127.0.0.1:1".into();
+        s.kafka.common.topic = unique("unreachable");
+    })
+    .await;
+    let detail = crate::helpers::problem_detail(app.get("/readyz").await, 503).await;
+    assert!(detail.contains("Kafka"), "{detail}");
+    // HTTP ingest still works without the broker.
+    let event = event("r1", "/r", "t", "s");
+    assert_eq!(app.post_structured(&event).await.status(), 204);
+    app.stop().await;
+}
