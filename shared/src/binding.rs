@@ -123,7 +123,8 @@ impl BinaryMessage {
         }))
     }
 
-    /// Builds the event. JSON bodies (`application/json`, `*+json`) become
+    /// Builds the event. JSON bodies (`application/json`, `*+json`, or no
+    /// content type at all) become
     /// JSON data and text bodies (`text/*`, XML) string data rather than the
     /// SDK's bytes, so the JSON format writes them as `data` instead of
     /// `data_base64`, as other SDKs do. A JSON body that doesn't parse stays
@@ -134,7 +135,9 @@ impl BinaryMessage {
         let Some(Data::Binary(bytes)) = event.data() else {
             return Ok(event);
         };
-        if content_type.as_deref().is_some_and(is_json_media_type) {
+        // Without a content type the JSON event format implies
+        // application/json, so a body that parses as JSON is read as JSON.
+        if content_type.as_deref().is_none_or(is_json_media_type) {
             if let Ok(json) = serde_json::from_slice::<serde_json::Value>(bytes) {
                 event.set_data_unchecked(json);
             }
@@ -279,20 +282,29 @@ mod tests {
         headers.insert("ce-source", HeaderValue::from_static("/s"));
         headers.insert("ce-type", HeaderValue::from_static("t"));
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        let event = |body: &[u8]| {
-            BinaryMessage::from_http(&headers, body.to_vec())
+        let event = |headers: &HeaderMap, body: &[u8]| {
+            BinaryMessage::from_http(headers, body.to_vec())
                 .unwrap()
                 .unwrap()
                 .into_event()
                 .unwrap()
         };
         assert_eq!(
-            event(br#"{"a":1}"#).data(),
+            event(&headers, br#"{"a":1}"#).data(),
             Some(&Data::Json(serde_json::json!({"a": 1})))
         );
         assert_eq!(
-            event(b"{not json").data(),
+            event(&headers, b"{not json").data(),
             Some(&Data::Binary(b"{not json".to_vec()))
+        );
+        headers.remove(CONTENT_TYPE);
+        assert_eq!(
+            event(&headers, b"[1]").data(),
+            Some(&Data::Json(serde_json::json!([1])))
+        );
+        assert_eq!(
+            event(&headers, b"\x00\x01").data(),
+            Some(&Data::Binary(vec![0, 1]))
         );
     }
 
