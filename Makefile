@@ -1,5 +1,5 @@
 # The two commands a new user needs are `make run` and `make test`.
-.PHONY: run test build setup kafka-up kafka-down up down demo bench fmt lint
+.PHONY: run test build setup kafka-up kafka-down up down demo fmt lint
 
 run: build
 	scripts/run.sh
