@@ -5,6 +5,7 @@ use crate::app::AppState;
 use crate::error::ApiError;
 use crate::store::StoredEvent;
 use axum::extract::{Query, State};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -156,30 +157,104 @@ async fn fetch(state: &AppState, filter: &Filter) -> Result<Vec<StoredEvent>, Ap
         .map_err(|e| ApiError::Store(Arc::new(e.into())))
 }
 
-/// Every event stored from now on that matches the filter (`source`, `type`,
-/// `subject`; paging parameters are for `/v1/events`), one SSE `event: audit`
-/// per stored event with the item as `data` and its seq as `id`. A client
-/// too slow to keep up gets `event: lagged` with the number it missed; it
-/// can fill the gap from `/v1/events?after=`. Streams end at shutdown.
+/// The live tail: one SSE `event: audit` per stored event matching the
+/// filter (`source`, `type`, `subject`), the item as `data`, its seq as `id`.
+/// With `after` (or the `Last-Event-ID` header a reconnecting EventSource
+/// sends) the stored events after that seq come first, then the live ones,
+/// with no gap and no repeat. A client too slow to keep up gets
+/// `event: lagged` with the number it missed and can reconnect with
+/// `Last-Event-ID`. Streams end at shutdown.
 async fn stream(
     State(state): State<AppState>,
+    headers: HeaderMap,
     Query(raw): Query<RawFilter>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
-    let filter = Filter::parse(raw)?;
-    let live = BroadcastStream::new(state.store.subscribe());
-    let events = live
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<i64>().ok());
+    let replay = raw.after.as_deref().is_some_and(|a| !a.is_empty()) || last_event_id.is_some();
+    let mut filter = Filter::parse(raw)?;
+    if let Some(seq) = last_event_id {
+        filter.after = seq;
+    }
+    // Subscribe before reading the backlog so that nothing stored in
+    // between is missed; what both deliver is skipped by seq below.
+    let live = BroadcastStream::new(state.store.subscribe()).map(|item| match item {
+        Ok(event) => Tail::Stored(event),
+        Err(BroadcastStreamRecvError::Lagged(missed)) => Tail::Lagged(missed),
+    });
+    let backlog = if replay {
+        backlog(state.clone(), filter.clone()).boxed()
+    } else {
+        futures::stream::empty().boxed()
+    };
+    let mut last_seq = filter.after;
+    let events = backlog
+        .chain(live)
         .filter_map(move |item| {
             let sse = match item {
-                Ok(event) if filter.matches(&event) => Some(to_sse(&event)),
-                Ok(_) => None,
-                Err(BroadcastStreamRecvError::Lagged(missed)) => {
+                Tail::Stored(event) if event.seq > last_seq && filter.matches(&event) => {
+                    last_seq = event.seq;
+                    Some(to_sse(&event))
+                }
+                Tail::Stored(_) => None,
+                Tail::Lagged(missed) => {
                     Some(SseEvent::default().event("lagged").data(missed.to_string()))
                 }
+                Tail::ReplayFailed => Some(
+                    SseEvent::default()
+                        .event("error")
+                        .data("reading stored events failed; reconnect to resume"),
+                ),
             };
             std::future::ready(sse.map(Ok))
         })
         .take_until(state.shutdown.clone().cancelled_owned());
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
+
+enum Tail {
+    Stored(Arc<StoredEvent>),
+    Lagged(u64),
+    ReplayFailed,
+}
+
+/// The stored events after `filter.after`, page by page.
+fn backlog(state: AppState, filter: Filter) -> impl Stream<Item = Tail> + Send {
+    let first = Filter {
+        limit: MAX_LIMIT,
+        ..filter
+    };
+    futures::stream::unfold(Some(first), move |page| {
+        let state = state.clone();
+        async move {
+            let mut filter = page?;
+            match fetch(&state, &filter).await {
+                Ok(events) => {
+                    let next = match events.last() {
+                        Some(last) if events.len() == filter.limit as usize => {
+                            filter.after = last.seq;
+                            Some(filter)
+                        }
+                        _ => None,
+                    };
+                    let items: Vec<Tail> = events
+                        .into_iter()
+                        .map(|e| Tail::Stored(Arc::new(e)))
+                        .collect();
+                    Some((futures::stream::iter(items), next))
+                }
+                // The response has started, so the error can't be a
+                // problem+json: log it and tell the client to reconnect.
+                Err(e) => {
+                    tracing::error!(error = ?e, "replaying stored events for a stream failed");
+                    Some((futures::stream::iter(vec![Tail::ReplayFailed]), None))
+                }
+            }
+        }
+    })
+    .flatten()
 }
 
 fn to_sse(event: &StoredEvent) -> SseEvent {

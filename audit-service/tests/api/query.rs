@@ -88,25 +88,9 @@ async fn the_stream_delivers_a_newly_stored_event_that_matches_its_filter() {
     let wanted = event("y", &source, "t", "s");
     assert_eq!(app.post_structured(&wanted).await.status(), 204);
 
-    let mut text = String::new();
-    let found = tokio::time::timeout(Duration::from_secs(10), async {
-        while let Some(chunk) = response.chunk().await.unwrap() {
-            text.push_str(&String::from_utf8_lossy(&chunk));
-            if text.contains("\n\n") && text.contains("data:") {
-                return true;
-            }
-        }
-        false
-    })
-    .await
-    .unwrap_or(false);
-    assert!(found, "no SSE event within 10 s: {text:?}");
-    assert!(text.contains("event: audit"), "{text}");
-    let data = text
-        .lines()
-        .find_map(|l| l.strip_prefix("data:"))
-        .expect("data line");
-    let item: Value = serde_json::from_str(data.trim()).unwrap();
+    let items = read_sse_items(&mut response, 1).await;
+    assert_eq!(items.len(), 1, "no SSE event within 10 s");
+    let item = &items[0];
     assert_eq!(item["event"]["id"], "y");
     assert_eq!(item["event"]["source"], source.as_str());
     assert_eq!(item["transport"], "http");
@@ -140,5 +124,56 @@ async fn readyz_is_503_when_the_brokers_are_unreachable() {
     // HTTP ingest still works without the broker.
     let event = event("r1", "/r", "t", "s");
     assert_eq!(app.post_structured(&event).await.status(), 204);
+    app.stop().await;
+}
+
+/// Reads SSE `audit` events from `response` until `n` arrived (or 10 s).
+async fn read_sse_items(response: &mut reqwest::Response, n: usize) -> Vec<Value> {
+    let mut text = String::new();
+    let mut items = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while items.len() < n {
+            let Some(chunk) = response.chunk().await.unwrap() else {
+                break;
+            };
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = text.find("\n\n") {
+                let frame: String = text.drain(..end + 2).collect();
+                if let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data:")) {
+                    if frame.contains("event: audit") {
+                        items.push(serde_json::from_str(data.trim()).unwrap());
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    items
+}
+
+#[tokio::test]
+async fn the_stream_replays_after_last_event_id_then_goes_live_without_gap_or_repeat() {
+    let app = spawn_app().await;
+    let batch: Vec<Value> = (0..5)
+        .map(|i| event(&format!("r{i}"), "/replay", "t", "s"))
+        .collect();
+    assert_eq!(app.post_batch(&json!(batch)).await.status(), 204);
+    let stored = app.events("").await;
+    let second_seq = stored[1]["seq"].as_i64().unwrap();
+
+    // Resume after the second event, as a reconnecting EventSource does.
+    let mut response = app
+        .client
+        .get(format!("{}/v1/events/stream?source=/replay", app.address))
+        .header("Last-Event-ID", second_seq.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let live = event("r5", "/replay", "t", "s");
+    assert_eq!(app.post_structured(&live).await.status(), 204);
+
+    let items = read_sse_items(&mut response, 4).await;
+    assert_eq!(ids(&items), ["r2", "r3", "r4", "r5"]);
     app.stop().await;
 }
