@@ -60,7 +60,7 @@ pub enum PublishSettings {
 impl PublishSettings {
     /// Reads `EVENT_TRANSPORT` and the settings of the transport it names.
     pub fn from_env() -> Result<Self, ConfigError> {
-        let timeout = Duration::from_millis(env_parse("PUBLISH_TIMEOUT_MS", 10_000u64)?);
+        let timeout = Duration::from_millis(positive("PUBLISH_TIMEOUT_MS", 10_000)?);
         Ok(match Transport::from_env()? {
             Transport::Http => PublishSettings::Http {
                 url: env_or("AUDIT_URL", "http://localhost:8080/"),
@@ -99,19 +99,34 @@ pub struct Settings {
 impl Settings {
     pub fn from_env() -> Result<Self, ConfigError> {
         let max_attempts: u32 = env_parse("RELAY_MAX_ATTEMPTS", 0)?;
+        let backoff_initial = positive("RELAY_BACKOFF_INITIAL_MS", 100)?;
+        let backoff_max = positive("RELAY_BACKOFF_MAX_MS", 30_000)?.max(backoff_initial);
         Ok(Settings {
             listen_addr: env_or("LISTEN_ADDR", "0.0.0.0:3000"),
             database_url: database_url_from_env(),
             event_source: env_or("EVENT_SOURCE", "/user-service"),
             publish: PublishSettings::from_env()?,
             relay: RelaySettings {
-                backoff_initial: Duration::from_millis(env_parse("RELAY_BACKOFF_INITIAL_MS", 100)?),
-                backoff_max: Duration::from_millis(env_parse("RELAY_BACKOFF_MAX_MS", 30_000)?),
+                backoff_initial: Duration::from_millis(backoff_initial),
+                backoff_max: Duration::from_millis(backoff_max),
                 max_attempts: (max_attempts > 0).then_some(max_attempts),
                 poll_interval: Duration::from_millis(500),
             },
             request_timeout: Duration::from_secs(30),
         })
+    }
+}
+
+/// A duration in milliseconds that must not be zero: a zero backoff would
+/// retry in a hot loop, a zero timeout would fail every publish.
+fn positive(name: &str, default: u64) -> Result<u64, ConfigError> {
+    match env_parse(name, default)? {
+        0 => Err(ConfigError {
+            name: name.to_owned(),
+            value: "0".to_owned(),
+            reason: "must be at least 1 (milliseconds)".to_owned(),
+        }),
+        ms => Ok(ms),
     }
 }
 
