@@ -108,6 +108,7 @@ impl Store {
 
     /// Stores `events` (duplicates by (source, id) are acknowledged, not
     /// stored again) and returns once they are committed to disk.
+    #[tracing::instrument(name = "store_write", skip_all, fields(events = events.len(), transport = transport.as_str()))]
     pub async fn write(
         &self,
         events: Vec<Event>,
@@ -164,7 +165,11 @@ async fn run_writer(
             }
         }
         metrics::histogram!("audit_commit_batch_events").record(events as f64);
-        match write_batch(&pool, &batch).await {
+        let started = std::time::Instant::now();
+        let result = write_batch(&pool, &batch).await;
+        metrics::histogram!("audit_commit_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        match result {
             Ok((outcomes, new_rows)) => {
                 for row in new_rows {
                     // No subscribers is normal; the store does not depend on them.

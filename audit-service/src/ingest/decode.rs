@@ -50,7 +50,7 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
-    fn invalid(name: &str, reason: impl Into<String>) -> Self {
+    pub(crate) fn invalid(name: &str, reason: impl Into<String>) -> Self {
         DecodeError::InvalidAttribute {
             name: name.to_owned(),
             reason: reason.into(),

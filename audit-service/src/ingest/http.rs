@@ -14,7 +14,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
 use cloudevents::Event;
-use shared::binding::{is_cloudevents_media_type, BinaryMessage, BATCH_JSON, STRUCTURED_JSON};
+use shared::binding::{
+    decode_header_value, is_cloudevents_media_type, BinaryMessage, BATCH_JSON, STRUCTURED_JSON,
+};
 use shared::cloudevents;
 use shared::config::Transport;
 
@@ -81,6 +83,7 @@ async fn extract(request: Request, state: &AppState) -> Result<Vec<Event>, ApiEr
         Mode::Batch => decode::batch(&body)?,
         Mode::Structured => vec![decode::structured(&body)?],
         Mode::Binary => {
+            check_header_encoding(&headers)?;
             let message = BinaryMessage::from_http(&headers, body.to_vec())
                 .map_err(decode::from_message_error)?
                 .ok_or_else(|| DecodeError::MissingAttribute("specversion".into()))?;
@@ -111,4 +114,17 @@ fn mode(headers: &HeaderMap) -> Result<Mode, ApiError> {
             content_type.as_deref().unwrap_or("(none)")
         ))),
     }
+}
+
+/// Names the attribute whose `ce-` header doesn't decode, which the shared
+/// decoder can't (it sees one value at a time).
+fn check_header_encoding(headers: &HeaderMap) -> Result<(), DecodeError> {
+    for (name, value) in headers {
+        if let Some(attribute) = name.as_str().strip_prefix("ce-") {
+            decode_header_value(value.as_bytes()).map_err(|_| {
+                DecodeError::invalid(attribute, "the header is not percent-encoded UTF-8")
+            })?;
+        }
+    }
+    Ok(())
 }

@@ -147,6 +147,26 @@ async fn a_bad_time_is_named() {
 }
 
 #[tokio::test]
+async fn a_binary_header_that_is_not_percent_encoded_utf8_is_named() {
+    let app = spawn_app().await;
+    let response = app
+        .post(
+            &[
+                ("ce-specversion", "1.0"),
+                ("ce-id", "1"),
+                ("ce-source", "/s"),
+                ("ce-type", "t"),
+                ("ce-subject", "bad%FFbyte"),
+            ],
+            "",
+        )
+        .await;
+    let detail = problem_detail(response, 400).await;
+    assert!(detail.contains("`subject`"), "{detail}");
+    assert_nothing_stored(&app).await;
+}
+
+#[tokio::test]
 async fn data_and_data_base64_together_are_400() {
     let app = spawn_app().await;
     let event = with(&[("data", json!("x")), ("data_base64", json!("eA=="))]);
