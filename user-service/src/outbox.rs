@@ -19,12 +19,13 @@ pub struct PendingEvent {
     /// The CloudEvent in the JSON event format.
     pub event_json: String,
     pub attempts: u32,
+    pub created_at: DateTime<Utc>,
 }
 
 /// The oldest pending rows, in the order they were committed.
 pub async fn pending(pool: &SqlitePool, limit: u32) -> Result<Vec<PendingEvent>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT seq, event_id, user_id, event_json, attempts FROM outbox \
+        "SELECT seq, event_id, user_id, event_json, attempts, created_at FROM outbox \
          WHERE status = 'pending' ORDER BY seq LIMIT ?1",
     )
     .bind(limit)
@@ -38,6 +39,7 @@ pub async fn pending(pool: &SqlitePool, limit: u32) -> Result<Vec<PendingEvent>,
                 user_id: r.try_get("user_id")?,
                 event_json: r.try_get("event_json")?,
                 attempts: r.try_get("attempts")?,
+                created_at: r.try_get("created_at")?,
             })
         })
         .collect()

@@ -6,6 +6,7 @@
 use crate::config::RelaySettings;
 use crate::outbox::{self, PendingEvent};
 use crate::publish::{Outcome, Publisher};
+use chrono::Utc;
 use cloudevents::Event;
 use rand::Rng;
 use sqlx::SqlitePool;
@@ -54,6 +55,12 @@ impl Relay {
                     continue;
                 }
             };
+            // How far behind the relay is: the age of the oldest row it has
+            // yet to deliver (0 when caught up), for alerting on a stuck relay.
+            let lag = rows.first().map_or(0.0, |row| {
+                (Utc::now() - row.created_at).num_milliseconds() as f64 / 1000.0
+            });
+            metrics::gauge!("outbox_oldest_pending_age_seconds").set(lag);
             if rows.is_empty() {
                 self.idle().await;
                 continue;

@@ -237,3 +237,74 @@ async fn readiness_on_kafka_succeeds_with_the_broker_up() {
     let app = spawn_app_with("http://unused/", |s| s.publish = kafka_settings(&topic)).await;
     assert_eq!(app.get("/readyz").await.status(), 200);
 }
+
+/// Forwards every connection on `listener` to the real broker: a broker
+/// that "comes back" on a port the app was told about.
+async fn forward_to_broker(listener: tokio::net::TcpListener) {
+    while let Ok((mut inbound, _)) = listener.accept().await {
+        tokio::spawn(async move {
+            if let Ok(mut outbound) = tokio::net::TcpStream::connect(BROKER).await {
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            }
+        });
+    }
+}
+
+#[tokio::test]
+async fn a_broker_outage_delays_events_until_the_broker_is_back() {
+    let topic = fresh_topic(1).await;
+    let port = crate::helpers::free_port();
+    let app = spawn_app_with("http://unused/", |s| {
+        s.publish = PublishSettings::Kafka {
+            config: KafkaConfig {
+                brokers: format!("127.0.0.1:{port}"),
+                topic: topic.clone(),
+                properties: vec![],
+            },
+            timeout: Duration::from_secs(1),
+        }
+    })
+    .await;
+    let id = app.create_user("Ozzy").await;
+    let pool = shared::db::connect_sqlite(&app.database_url, 1)
+        .await
+        .unwrap();
+
+    // Failed attempts are recorded and the event stays pending.
+    eventually("a failed attempt", Duration::from_secs(15), || async {
+        let (attempts, status): (i64, String) =
+            sqlx::query_as("SELECT attempts, status FROM outbox")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!(status, "pending");
+        (attempts >= 1).then_some(())
+    })
+    .await;
+
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::spawn(forward_to_broker(listener));
+
+    let consumer = consumer(&topic);
+    let record = eventually(
+        "the event on the topic",
+        Duration::from_secs(40),
+        || async { poll_one(&consumer) },
+    )
+    .await;
+    assert_eq!(record.0.as_deref(), Some(id.as_str()));
+    eventually(
+        "the row marked delivered",
+        Duration::from_secs(10),
+        || async {
+            let status: String = sqlx::query_scalar("SELECT status FROM outbox")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            (status == "delivered").then_some(())
+        },
+    )
+    .await;
+}

@@ -1,0 +1,89 @@
+//! The real binary: it serves, stops cleanly on SIGTERM, and runs the
+//! operator command.
+
+use crate::helpers::{FakeAudit, SEED_BODY};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_user-service");
+
+#[tokio::test]
+async fn the_binary_serves_the_seed_request_and_exits_cleanly_on_sigterm() {
+    let audit = FakeAudit::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let database_url = format!("sqlite://{}", dir.path().join("users.db").display());
+    let mut child = Command::new(BINARY)
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .env("DATABASE_URL", &database_url)
+        .env("AUDIT_URL", &audit.url)
+        .env("RUST_LOG", "info")
+        .env("LOG_FORMAT", "json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    // The address is in the first log line; keep draining the pipe after it
+    // so the service never blocks on a full one.
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let Ok(log) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if log["message"] == "user-service listening" {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(log["address"].as_str().unwrap_or_default().to_owned());
+                }
+            }
+        }
+    });
+    let address = tokio::time::timeout(Duration::from_secs(20), rx)
+        .await
+        .expect("the service logs where it listens")
+        .unwrap();
+
+    let response = reqwest::Client::new()
+        .post(format!("http://{address}/v1/user"))
+        .header("content-type", "application/json")
+        .body(SEED_BODY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    audit.wait_for_accepted(1).await;
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status}");
+
+    let listing = Command::new(BINARY)
+        .args(["dead-letters", "list"])
+        .env("DATABASE_URL", &database_url)
+        .output()
+        .unwrap();
+    assert!(listing.status.success());
+    let text = String::from_utf8(listing.stdout).unwrap();
+    assert_eq!(text.lines().count(), 1, "only the header: {text}");
+    assert!(text.starts_with("seq\tevent_id\ttype"));
+
+    let usage = Command::new(BINARY).arg("bogus").output().unwrap();
+    assert!(!usage.status.success());
+}
