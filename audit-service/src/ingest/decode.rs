@@ -66,7 +66,8 @@ pub fn structured(body: &[u8]) -> Result<Event, DecodeError> {
 }
 
 /// A batch (`application/cloudevents-batch+json`): an array of structured
-/// events, all of one specversion. An empty array is a valid, empty batch.
+/// events. "The batch MAY be empty. All batched CloudEvents MUST have the
+/// same `specversion`" (HTTP binding 3.3.2).
 pub fn batch(body: &[u8]) -> Result<Vec<Event>, DecodeError> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| DecodeError::MalformedJson(e.to_string()))?;

@@ -237,7 +237,7 @@ async fn invalid_records_are_dead_lettered_with_the_error_and_consumption_goes_o
     k.app.stop().await;
 }
 
-/// An event the tests below produce in bulk.
+/// An event the process tests produce in bulk.
 pub fn bulk_event(i: usize, source: &str) -> (String, OwnedHeaders, Vec<u8>) {
     let id = format!("e{i}");
     let headers = binary_headers(&id, source);

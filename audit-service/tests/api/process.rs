@@ -165,3 +165,77 @@ fn has_partitions(process: &ServiceProcess) -> bool {
                 && l["partitions"].as_str().is_some_and(|p| !p.is_empty())
         })
 }
+
+#[tokio::test]
+async fn a_bad_setting_stops_the_service_with_a_message_naming_it() {
+    let dir = TempDir::new().unwrap();
+    let db = dir.path().join("audit.db");
+    let env = [
+        ("DATABASE_URL", format!("sqlite://{}", db.display())),
+        ("EVENT_TRANSPORT", "nats".to_owned()),
+    ];
+    let mut process = ServiceProcess::start(&env, dir.path().join("bad.log"));
+    let status = process.child.wait().unwrap();
+    assert!(!status.success());
+    assert!(
+        process.log_text().contains("EVENT_TRANSPORT"),
+        "{}",
+        process.log_text()
+    );
+}
+
+#[tokio::test]
+async fn sigterm_exits_cleanly_and_every_acknowledged_event_is_stored() {
+    use futures::StreamExt;
+    let dir = TempDir::new().unwrap();
+    let db_path = dir.path().join("audit.db");
+    let env = [("DATABASE_URL", format!("sqlite://{}", db_path.display()))];
+    let mut process = ServiceProcess::start(&env, dir.path().join("term.log"));
+    wait_listening(&mut process).await;
+    let url = format!("http://127.0.0.1:{}/", process.port);
+    let client = reqwest::Client::new();
+
+    // Keep 64 requests in flight, and send SIGTERM once some are answered.
+    let sends = futures::stream::iter(0..5000)
+        .map(|i| {
+            let request = client
+                .post(&url)
+                .header("ce-specversion", "1.0")
+                .header("ce-id", format!("t{i}"))
+                .header("ce-source", "/term")
+                .header("ce-type", "t")
+                .send();
+            async move { request.await.map(|r| r.status().as_u16()).ok() }
+        })
+        .buffer_unordered(64);
+    tokio::pin!(sends);
+    let mut acknowledged = 0;
+    let mut other = 0;
+    let mut terminated = false;
+    while let Some(status) = sends.next().await {
+        match status {
+            Some(204) => acknowledged += 1,
+            _ => other += 1,
+        }
+        if acknowledged == 200 && !terminated {
+            let pid = process.child.id().to_string();
+            std::process::Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap();
+            terminated = true;
+        }
+    }
+    let status = process.child.wait().unwrap();
+    assert!(status.success(), "exit {status}:\n{}", process.log_text());
+    assert!(other > 0, "the service never stopped accepting");
+    let db = open(&db_path).await;
+    let (stored, _) = counts(&db).await;
+    // Every 204 is on disk; a request cut off by the shutdown may have been
+    // stored without its answer arriving, which a sender's retry dedups.
+    assert!(
+        stored >= acknowledged,
+        "{stored} stored < {acknowledged} acknowledged"
+    );
+    eprintln!("{acknowledged} acknowledged, {stored} stored, {other} refused at shutdown");
+}
