@@ -58,10 +58,15 @@ impl KafkaPublisher {
 
     #[tracing::instrument(skip_all, fields(event_id = event.id(), event_type = event.ty()))]
     pub async fn publish(&self, event: &Event) -> Outcome {
-        // The record key is the user id, so one user's events share a
-        // partition and keep their order; the `partitionkey` extension says
-        // the same to CloudEvents-aware consumers.
-        let key = event.subject().unwrap_or(event.id()).to_owned();
+        // The record key is the event's `partitionkey` extension where it has
+        // one (the Kafka binding maps the two), otherwise its subject, the
+        // user id: one user's events share a partition and keep their order.
+        // The extension is then set, saying the same to CloudEvents-aware
+        // consumers.
+        let key = match event.extension("partitionkey") {
+            Some(pk) => pk.to_string(),
+            None => event.subject().unwrap_or(event.id()).to_owned(),
+        };
         let mut event = event.clone();
         event.set_extension("partitionkey", key.clone());
         let message = match MessageRecord::from_event(event) {
