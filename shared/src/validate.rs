@@ -1,6 +1,7 @@
 //! Checks the CloudEvents spec makes that the SDK's parsers let through:
-//! required string attributes must not be empty, and extension names must be
-//! lower-case ASCII letters and digits.
+//! required string attributes must not be empty, an optional `subject` that
+//! is present must not be either, `datacontenttype` must be an RFC 2046 media
+//! type, and extension names must be lower-case ASCII letters and digits.
 
 use cloudevents::{AttributesReader, Event};
 
@@ -9,6 +10,10 @@ use cloudevents::{AttributesReader, Event};
 pub enum InvalidEvent {
     #[error("required attribute `{0}` is empty")]
     EmptyAttribute(&'static str),
+    #[error("attribute `subject` is present but empty")]
+    EmptySubject,
+    #[error("attribute `datacontenttype` {0:?} is not a media type (type/subtype, RFC 2046)")]
+    DataContentType(String),
     #[error("extension name `{0}` is invalid: names are lower-case letters a-z and digits 0-9")]
     ExtensionName(String),
 }
@@ -24,10 +29,32 @@ pub fn validate(event: &Event) -> Result<(), InvalidEvent> {
     if event.ty().is_empty() {
         return Err(InvalidEvent::EmptyAttribute("type"));
     }
-    if let Some((name, _)) = event.iter_extensions().find(|(name, _)| !is_valid_name(name)) {
+    if event.subject().is_some_and(str::is_empty) {
+        return Err(InvalidEvent::EmptySubject);
+    }
+    if let Some(ct) = event.datacontenttype() {
+        if !is_media_type(ct) {
+            return Err(InvalidEvent::DataContentType(ct.to_owned()));
+        }
+    }
+    if let Some((name, _)) = event
+        .iter_extensions()
+        .find(|(name, _)| !is_valid_name(name))
+    {
         return Err(InvalidEvent::ExtensionName(name.to_owned()));
     }
     Ok(())
+}
+
+/// `type/subtype` with optional `; parameters`, each part an RFC 2045 token.
+fn is_media_type(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    let is_token = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?=".contains(&b))
+    };
+    matches!(essence.split_once('/'), Some((t, sub)) if is_token(t) && is_token(sub))
 }
 
 fn is_valid_name(name: &str) -> bool {
@@ -48,7 +75,10 @@ mod tests {
 
     #[test]
     fn a_complete_event_is_valid() {
-        assert_eq!(validate(&event().extension("ext1", "v").build().unwrap()), Ok(()));
+        assert_eq!(
+            validate(&event().extension("ext1", "v").build().unwrap()),
+            Ok(())
+        );
     }
 
     #[test]
@@ -57,6 +87,32 @@ mod tests {
         assert_eq!(validate(&e), Err(InvalidEvent::EmptyAttribute("id")));
         let e = event().ty("").build().unwrap();
         assert_eq!(validate(&e), Err(InvalidEvent::EmptyAttribute("type")));
+    }
+
+    #[test]
+    fn a_present_subject_must_not_be_empty() {
+        let e = event().subject("").build().unwrap();
+        assert_eq!(validate(&e), Err(InvalidEvent::EmptySubject));
+    }
+
+    #[test]
+    fn datacontenttype_must_be_a_media_type() {
+        for bad in ["xyz", "", "text/", "/plain", "te xt/plain"] {
+            let e = event().data(bad, "x").build().unwrap();
+            assert_eq!(
+                validate(&e),
+                Err(InvalidEvent::DataContentType(bad.into())),
+                "{bad:?}"
+            );
+        }
+        for good in [
+            "text/plain",
+            "application/json; charset=utf-8",
+            "application/vnd.a+json",
+        ] {
+            let e = event().data(good, "x").build().unwrap();
+            assert_eq!(validate(&e), Ok(()), "{good:?}");
+        }
     }
 
     #[test]
