@@ -319,3 +319,46 @@ def test_invalid_kafka_dead_lettered(audit_kafka):
     assert len(dead) == len(cases), f"dead-letter topic {audit_kafka.dlq} has {len(dead)} records (keys {keys}), want {len(cases)}"
     for r in dead:
         assert r.headers, f"dead letter {r.key} carries no error header"
+
+
+# ---------------------------------------------------------------------------
+# valid inputs of every shape the JSON format allows: all stored as sent
+
+
+VALID = json.loads((CONFORMANCE_DIR / "valid-http.json").read_text(encoding="utf-8"))
+
+
+def _fresh(event, tag):
+    """The event under a source of its own, so runs and cases don't collide."""
+    return {**event, "source": f"{event['source']}/{tag}"}
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c["name"]) for c in VALID["events"]])
+def test_valid_structured_event_is_stored_as_sent(audit_http, case):
+    event = _fresh(case["event"], unique(case["name"]))
+    r = requests.post(audit_http.url, headers={"Content-Type": "application/cloudevents+json"},
+                      data=json.dumps(event).encode(), timeout=10)
+    assert 200 <= r.status_code < 300, f"{case['name']}: {r.status_code} {r.text}"
+    items = audit_http.wait_events(1, source=event["source"])
+    assert len(items) == 1, items
+    sent = {k: v for k, v in event.items() if v is not None}
+    assert_same_event(sent, items[0]["event"], where=case["name"])
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c["name"]) for c in VALID["batches"]])
+def test_valid_batch_is_stored_whole(audit_http, case):
+    tag = unique(case["name"])
+    batch = [_fresh(e, tag) for e in case["batch"]]
+    before = len(audit_http.all_events())
+    r = requests.post(audit_http.url, headers={"Content-Type": "application/cloudevents-batch+json"},
+                      data=json.dumps(batch).encode(), timeout=10)
+    assert 200 <= r.status_code < 300, f"{case['name']}: {r.status_code} {r.text}"
+    if batch:
+        items = audit_http.wait_events(len(batch), source=batch[0]["source"])
+        assert sorted(i["event"]["id"] for i in items) == sorted(e["id"] for e in batch)
+        for e in batch:
+            got = next(i["event"] for i in items if i["event"]["id"] == e["id"])
+            assert_same_event(e, got, where=f"{case['name']} {e['id']}")
+    else:
+        time.sleep(0.3)
+        assert len(audit_http.all_events()) == before
