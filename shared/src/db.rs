@@ -10,6 +10,13 @@ use std::time::Duration;
 /// which is what lets the services acknowledge only durable work. NORMAL
 /// could lose the last commits on power loss.
 pub async fn connect_sqlite(url: &str, max_connections: u32) -> Result<SqlitePool, sqlx::Error> {
+    // sqlx reads any string as a file name; without this check a
+    // `postgres://` URL would quietly become a SQLite file named after it.
+    if !url.starts_with("sqlite:") {
+        return Err(sqlx::Error::Configuration(
+            format!("DATABASE_URL {url:?} is not supported: use a sqlite:// URL").into(),
+        ));
+    }
     let options = SqliteConnectOptions::from_str(url)?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
@@ -25,4 +32,37 @@ pub async fn connect_sqlite(url: &str, max_connections: u32) -> Result<SqlitePoo
         .max_connections(max_connections)
         .connect_with(options)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_url_of_another_database_is_refused_not_made_a_file() {
+        let err = connect_sqlite("postgres://user@localhost/db", 1)
+            .await
+            .expect_err("postgres URL accepted");
+        assert!(err.to_string().contains("sqlite://"), "{err}");
+        assert!(!std::path::Path::new("postgres:").exists());
+    }
+
+    #[tokio::test]
+    async fn a_missing_file_and_folder_are_created() {
+        let dir = std::env::temp_dir().join(format!("db-test-{}", std::process::id()));
+        let url = format!("sqlite://{}/nested/test.db", dir.display());
+        let pool = connect_sqlite(&url, 1).await.unwrap();
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(sync, 2, "synchronous=FULL");
+        drop(pool);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }
