@@ -16,7 +16,14 @@ use tracing_subscriber::{fmt, EnvFilter};
 pub fn init_tracing() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let pretty = std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("pretty"));
-    let builder = fmt().with_env_filter(filter).with_target(false);
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        // By default a failed write (stdout a closed pipe) is reported with
+        // `eprintln!`, which panics when stderr is closed too, killing
+        // whichever task logged: the signal handler or a background loop.
+        // A log line that cannot be written is dropped instead.
+        .log_internal_errors(false);
     let _ = if pretty {
         builder.try_init()
     } else {
