@@ -104,12 +104,14 @@ impl Application {
             .context("HTTP server failed");
         // However the server ended, the relay goes too.
         self.shutdown.cancel();
-        if let Err(e) = relay.await {
-            tracing::error!(error = %e, "outbox relay task failed");
-        }
+        let relayed = relay.await;
         self.publisher.flush().await;
         tracing::info!("user-service stopped");
-        served
+        served?;
+        // A relay that died (it cancels the token as it unwinds, which is
+        // what stopped the server) is an error: exiting non-zero gets the
+        // service restarted instead of serving with events piling up.
+        relayed.context("The outbox relay failed")
     }
 }
 
@@ -137,6 +139,9 @@ fn router(state: AppState, request_timeout: Duration) -> Router {
 }
 
 async fn cancel_on_signal(shutdown: CancellationToken) {
+    // Cancels even if this task unwinds, so SIGTERM can never be swallowed
+    // by a handler that is no longer listening.
+    let _cancel_on_exit = shutdown.clone().drop_guard();
     let ctrl_c = async {
         if let Err(e) = tokio::signal::ctrl_c().await {
             tracing::error!(error = %e, "cannot listen for SIGINT");
@@ -162,5 +167,4 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
         _ = terminate => tracing::info!("SIGTERM received, shutting down"),
         _ = shutdown.cancelled() => {}
     }
-    shutdown.cancel();
 }

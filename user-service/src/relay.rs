@@ -45,6 +45,9 @@ impl Relay {
     /// next start.
     #[tracing::instrument(name = "outbox_relay", skip_all)]
     pub async fn run(self) {
+        // If this task ends for any reason, panics included, the whole
+        // service stops: serving users whose events go nowhere is worse.
+        let _stop_service = self.shutdown.clone().drop_guard();
         tracing::info!("outbox relay started");
         'relay: while !self.shutdown.is_cancelled() {
             let rows = match outbox::pending(&self.pool, BATCH).await {

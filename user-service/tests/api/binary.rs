@@ -1,12 +1,32 @@
 //! The real binary: it serves, stops cleanly on SIGTERM, and runs the
 //! operator command.
 
-use crate::helpers::{FakeAudit, SEED_BODY};
+use crate::helpers::{eventually, free_port, FakeAudit, SEED_BODY};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_user-service");
+
+/// Sends SIGTERM and waits, with a deadline, for the exit status.
+async fn terminate(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("exit status") {
+            return status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
 
 #[tokio::test]
 async fn the_binary_serves_the_seed_request_and_exits_cleanly_on_sigterm() {
@@ -56,22 +76,7 @@ async fn the_binary_serves_the_seed_request_and_exits_cleanly_on_sigterm() {
     assert_eq!(response.status(), 201);
     audit.wait_for_accepted(1).await;
 
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "no exit after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status = terminate(&mut child).await;
     assert!(status.success(), "{status}");
 
     let listing = Command::new(BINARY)
@@ -86,4 +91,46 @@ async fn the_binary_serves_the_seed_request_and_exits_cleanly_on_sigterm() {
 
     let usage = Command::new(BINARY).arg("bogus").output().unwrap();
     assert!(!usage.status.success());
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_binary_even_when_its_log_output_is_a_closed_pipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = Command::new(BINARY)
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}", dir.path().join("u.db").display()),
+        )
+        // Nobody listens there, so the relay keeps logging failed attempts.
+        .env("AUDIT_URL", format!("http://127.0.0.1:{}/", free_port()))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the reading ends: every log line now fails to be written.
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    eventually("the service answers", Duration::from_secs(20), || async {
+        let health = client.get(format!("{base}/healthz")).send().await;
+        health.is_ok_and(|r| r.status() == 200).then_some(())
+    })
+    .await;
+    let created = client
+        .post(format!("{base}/v1/user"))
+        .header("content-type", "application/json")
+        .body(SEED_BODY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let status = terminate(&mut child).await;
+
+    assert!(status.success(), "{status}");
 }
