@@ -212,3 +212,44 @@ async fn each_users_events_keep_their_order_under_concurrent_changes() {
         assert_eq!(changes, &expected);
     }
 }
+
+#[tokio::test]
+async fn a_publish_that_times_out_is_retried() {
+    let audit = FakeAudit::start().await;
+    // Longer than the app's 2 s publish timeout: the relay gives up on
+    // the request (the fake never gets to record it) and retries.
+    audit.delay_next(Duration::from_secs(4));
+    let app = spawn_app(&audit.url).await;
+
+    let start = Instant::now();
+    let id = app.create_user("Ozzy").await;
+    let accepted = audit.wait_for_accepted(1).await;
+
+    assert!(
+        start.elapsed() >= Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(accepted[0].subject(), Some(id.as_str()));
+}
+
+#[tokio::test]
+async fn a_commit_wakes_the_relay_without_waiting_for_its_poll() {
+    let audit = FakeAudit::start().await;
+    let app = spawn_app_with(&audit.url, |s| {
+        s.relay.poll_interval = Duration::from_secs(60)
+    })
+    .await;
+    // Let the relay reach its idle wait first.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let start = Instant::now();
+    app.create_user("Ozzy").await;
+    audit.wait_for_accepted(1).await;
+
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+}

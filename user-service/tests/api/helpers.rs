@@ -235,6 +235,8 @@ type Responder = Box<dyn FnMut(&Received) -> Response + Send>;
 struct FakeState {
     received: Arc<Mutex<Vec<Received>>>,
     responder: Arc<Mutex<Responder>>,
+    /// How long to hold each of the next requests before answering.
+    delays: Arc<Mutex<Vec<Duration>>>,
 }
 
 /// A stand-in for the audit service: records every request and answers
@@ -258,6 +260,7 @@ impl FakeAudit {
         let state = FakeState {
             received: Arc::default(),
             responder: Arc::new(Mutex::new(Box::new(|_| StatusCode::OK.into_response()))),
+            delays: Arc::default(),
         };
         let app = axum::Router::new()
             .fallback(receive)
@@ -280,6 +283,11 @@ impl FakeAudit {
     /// Answers each request with what `respond` returns.
     pub fn respond_with(&self, respond: impl FnMut(&Received) -> Response + Send + 'static) {
         *self.state.responder.lock().expect("lock") = Box::new(respond);
+    }
+
+    /// Holds the next request for `by` before answering it.
+    pub fn delay_next(&self, by: Duration) {
+        self.state.delays.lock().expect("lock").push(by);
     }
 
     pub fn received(&self) -> Vec<Received> {
@@ -316,6 +324,13 @@ impl Drop for FakeAudit {
 }
 
 async fn receive(State(state): State<FakeState>, headers: HeaderMap, body: Bytes) -> Response {
+    let delay = {
+        let mut delays = state.delays.lock().expect("lock");
+        (!delays.is_empty()).then(|| delays.remove(0))
+    };
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
     let event = decode(&headers, &body);
     let mut received = Received {
         headers,
