@@ -58,17 +58,17 @@ impl Relay {
                     continue;
                 }
             };
-            // How far behind the relay is: the age of the oldest row it has
-            // yet to deliver (0 when caught up), for alerting on a stuck relay.
-            let lag = rows.first().map_or(0.0, |row| {
-                (Utc::now() - row.created_at).num_milliseconds() as f64 / 1000.0
-            });
-            metrics::gauge!("outbox_oldest_pending_age_seconds").set(lag);
+            record_lag(rows.first());
             if rows.is_empty() {
                 self.idle().await;
                 continue;
             }
             for row in rows {
+                // Shutdown stops the relay between rows, not only between
+                // batches: only the publish in flight is finished.
+                if self.shutdown.is_cancelled() {
+                    break 'relay;
+                }
                 match self.handle(row).await {
                     Handled::Done => {}
                     Handled::Stopped => break 'relay,
@@ -138,6 +138,8 @@ impl Relay {
                         let reason = format!("gave up after {attempts} attempts: {reason}");
                         return self.park(row.seq, status, &reason).await;
                     }
+                    // This row is the oldest pending one while it waits.
+                    record_lag(Some(&row));
                     let delay = backoff(&self.settings, attempts, after);
                     tracing::warn!(attempts, ?status, %reason, retry_in_ms = delay.as_millis() as u64, "publish failed, will retry");
                     if let Err(e) =
@@ -166,6 +168,16 @@ impl Relay {
             }
         }
     }
+}
+
+/// How far behind the relay is: the age of the oldest row it has yet to
+/// deliver (0 when caught up). It keeps growing while a row is retried, so
+/// a stuck relay can be alerted on.
+fn record_lag(oldest_pending: Option<&PendingEvent>) {
+    let lag = oldest_pending.map_or(0.0, |row| {
+        (Utc::now() - row.created_at).num_milliseconds() as f64 / 1000.0
+    });
+    metrics::gauge!("outbox_oldest_pending_age_seconds").set(lag);
 }
 
 /// Exponential backoff with full jitter (a uniform delay up to the doubling
