@@ -1,5 +1,5 @@
 # The two commands a new user needs are `make run` and `make test`.
-.PHONY: run test build setup kafka-up kafka-down up down demo fmt lint
+.PHONY: run test build setup kafka-up kafka-down up down demo bench fmt lint
 
 run: build
 	scripts/run.sh
@@ -37,6 +37,10 @@ demo:
 	@sleep 1
 	curl -sS "http://localhost:8080/v1/events?type=user.storeUser&limit=5"
 	@echo
+
+# Throughput of the audit sink with durable group commit (release build).
+bench:
+	scripts/bench.sh
 
 fmt:
 	cargo fmt --all
