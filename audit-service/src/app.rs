@@ -141,7 +141,7 @@ fn router(state: AppState) -> Router {
 }
 
 /// Ready when the database answers and, on Kafka, the brokers do.
-async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+async fn readyz(State(state): State<AppState>) -> Result<axum::Json<serde_json::Value>, ApiError> {
     if !state.store.is_reachable().await {
         return Err(ApiError::NotReady(
             "the audit database is unreachable".into(),
@@ -153,34 +153,11 @@ async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError>
             .await
             .map_err(ApiError::NotReady)?;
     }
-    Ok("ready")
+    Ok(axum::Json(serde_json::json!({"status": "ready"})))
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
 pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "failed to listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "failed to listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = terminate => {},
-    }
-    tracing::info!("shutdown signal received");
+    let signal = shared::shutdown::signal().await;
+    tracing::info!(signal, "shutting down");
 }

@@ -7,6 +7,7 @@ pub mod config;
 pub mod db;
 pub mod event;
 pub mod problem;
+pub mod shutdown;
 pub mod telemetry;
 pub mod validate;
 

@@ -142,29 +142,8 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
     // Cancels even if this task unwinds, so SIGTERM can never be swallowed
     // by a handler that is no longer listening.
     let _cancel_on_exit = shutdown.clone().drop_guard();
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut sigterm) => {
-                sigterm.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
     tokio::select! {
-        _ = ctrl_c => tracing::info!("SIGINT received, shutting down"),
-        _ = terminate => tracing::info!("SIGTERM received, shutting down"),
+        signal = shared::shutdown::signal() => tracing::info!(signal, "shutting down"),
         _ = shutdown.cancelled() => {}
     }
 }
