@@ -37,6 +37,9 @@ pub struct RelaySettings {
     /// How often the relay looks for pending rows nobody woke it for: rows
     /// left from before a restart, or re-driven by an operator.
     pub poll_interval: Duration,
+    /// How many users' events are in flight at once (`RELAY_CONCURRENCY`).
+    /// Each user's events still go one at a time, in order.
+    pub concurrency: usize,
 }
 
 /// Where the relay sends events.
@@ -111,10 +114,24 @@ impl Settings {
                 backoff_max: Duration::from_millis(backoff_max),
                 max_attempts: (max_attempts > 0).then_some(max_attempts),
                 poll_interval: Duration::from_millis(500),
+                concurrency: positive_count("RELAY_CONCURRENCY", 32)?,
             },
             request_timeout: Duration::from_secs(30),
         })
     }
+}
+
+/// A count that must not be zero: a relay with no slot would send nothing.
+fn positive_count(name: &str, default: usize) -> Result<usize, ConfigError> {
+    let value: usize = env_parse(name, default)?;
+    if value == 0 {
+        return Err(ConfigError {
+            name: name.to_owned(),
+            value: "0".to_owned(),
+            reason: "must be at least 1".to_owned(),
+        });
+    }
+    Ok(value)
 }
 
 /// A duration in milliseconds that must not be zero: a zero backoff would

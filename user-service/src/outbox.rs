@@ -45,16 +45,23 @@ pub async fn pending(pool: &SqlitePool, limit: u32) -> Result<Vec<PendingEvent>,
         .collect()
 }
 
-pub async fn mark_delivered(pool: &SqlitePool, seq: i64) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE outbox SET status = 'delivered', attempts = attempts + 1, delivered_at = ?2 \
-         WHERE seq = ?1",
-    )
-    .bind(seq)
-    .bind(Utc::now())
-    .execute(pool)
-    .await?;
-    Ok(())
+/// Marks rows acknowledged by the receiver.
+pub async fn mark_delivered(pool: &SqlitePool, seqs: &[i64]) -> Result<(), sqlx::Error> {
+    // One transaction for the lot: with synchronous=FULL every commit is an
+    // fsync, which would otherwise cap the relay at one event per fsync.
+    let mut tx = pool.begin().await?;
+    let now = Utc::now();
+    for seq in seqs {
+        sqlx::query(
+            "UPDATE outbox SET status = 'delivered', attempts = attempts + 1, delivered_at = ?2 \
+             WHERE seq = ?1",
+        )
+        .bind(seq)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await
 }
 
 /// Records a failed attempt that will be retried.

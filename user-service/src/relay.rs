@@ -1,15 +1,23 @@
-//! The outbox relay: a background task that publishes pending outbox rows
-//! strictly in commit (seq) order, retrying each until it is acknowledged
-//! or rejected for good. One row at a time is the simplest order that is
-//! obviously correct: a user's later event can never overtake an earlier one.
+//! The outbox relay: a background task that publishes pending outbox rows,
+//! retrying each until it is acknowledged or rejected for good, in commit
+//! (seq) order per user.
+//!
+//! It reads the oldest pending rows as a batch and splits them by user. Each
+//! user's rows go one at a time, in seq order; different users go side by
+//! side (up to `concurrency` at once), which is what lets the transport
+//! batch (Kafka's linger) and keeps one slow event from idling the link. The
+//! next batch is read only when the whole batch is done, so a user's later
+//! event can never overtake an earlier one.
 
 use crate::config::RelaySettings;
 use crate::outbox::{self, PendingEvent};
 use crate::publish::{Outcome, Publisher};
 use chrono::Utc;
 use cloudevents::Event;
+use futures::stream::{self, StreamExt};
 use rand::Rng;
 use sqlx::SqlitePool;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -29,7 +37,10 @@ pub struct Relay {
 
 /// How handling one row ended.
 enum Handled {
-    /// Delivered or parked: go on with the next row.
+    /// The receiver acknowledged the row with this seq; the batch marks it
+    /// delivered when it ends.
+    Delivered(i64),
+    /// Parked as a dead letter: go on with the next row.
     Done,
     /// Shutdown was asked for while waiting to retry.
     Stopped,
@@ -63,20 +74,27 @@ impl Relay {
                 self.idle().await;
                 continue;
             }
-            for row in rows {
-                // Shutdown stops the relay between rows, not only between
-                // batches: only the publish in flight is finished.
-                if self.shutdown.is_cancelled() {
-                    break 'relay;
-                }
-                match self.handle(row).await {
-                    Handled::Done => {}
-                    Handled::Stopped => break 'relay,
-                    Handled::DatabaseError => {
-                        self.idle().await;
-                        continue 'relay;
-                    }
-                }
+            let outcomes: Vec<(Vec<i64>, Handled)> = stream::iter(by_user(rows))
+                .map(|rows| self.handle_user(rows))
+                .buffer_unordered(self.settings.concurrency)
+                .collect()
+                .await;
+            // Marked together, one commit for the batch. Should the process
+            // die first, these rows go again; the receiver stores them once.
+            let delivered: Vec<i64> = outcomes.iter().flat_map(|(d, _)| d.clone()).collect();
+            let marked = outbox::mark_delivered(&self.pool, &delivered).await;
+            if let Err(e) = &marked {
+                tracing::error!(error = %e, "failed to mark events delivered");
+            }
+            if outcomes.iter().any(|(_, h)| matches!(h, Handled::Stopped)) {
+                break 'relay;
+            }
+            if marked.is_err()
+                || outcomes
+                    .iter()
+                    .any(|(_, h)| matches!(h, Handled::DatabaseError))
+            {
+                self.idle().await;
             }
         }
         tracing::info!("outbox relay stopped");
@@ -90,6 +108,26 @@ impl Relay {
             _ = self.wake.notified() => {}
             _ = tokio::time::sleep(self.settings.poll_interval) => {}
         }
+    }
+
+    /// One user's rows of the batch, in order: the seqs delivered, and how
+    /// it ended. A row that is not done (shutdown, or a database error)
+    /// holds back that user's later rows.
+    async fn handle_user(&self, rows: Vec<PendingEvent>) -> (Vec<i64>, Handled) {
+        let mut delivered = Vec::new();
+        for row in rows {
+            // Shutdown stops the relay between rows, not only between
+            // batches: only the publish in flight is finished.
+            if self.shutdown.is_cancelled() {
+                return (delivered, Handled::Stopped);
+            }
+            match self.handle(row).await {
+                Handled::Delivered(seq) => delivered.push(seq),
+                Handled::Done => {}
+                not_done => return (delivered, not_done),
+            }
+        }
+        (delivered, Handled::Done)
     }
 
     #[tracing::instrument(skip_all, fields(seq = row.seq, event_id = %row.event_id, user_id = %row.user_id))]
@@ -112,13 +150,7 @@ impl Relay {
                 Outcome::Ack => {
                     metrics::counter!("outbox_publish_total", "outcome" => "ack").increment(1);
                     tracing::debug!(attempts, "event delivered");
-                    return match outbox::mark_delivered(&self.pool, row.seq).await {
-                        Ok(()) => Handled::Done,
-                        Err(e) => {
-                            tracing::error!(error = %e, "failed to mark the event delivered");
-                            Handled::DatabaseError
-                        }
-                    };
+                    return Handled::Delivered(row.seq);
                 }
                 Outcome::Nack { status, reason } => {
                     metrics::counter!("outbox_publish_total", "outcome" => "nack").increment(1);
@@ -170,6 +202,23 @@ impl Relay {
     }
 }
 
+/// Splits rows by user, keeping seq order within each user and ordering the
+/// users by their oldest row.
+fn by_user(rows: Vec<PendingEvent>) -> Vec<Vec<PendingEvent>> {
+    let mut groups: Vec<Vec<PendingEvent>> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for row in rows {
+        match index.get(&row.user_id) {
+            Some(&i) => groups[i].push(row),
+            None => {
+                index.insert(row.user_id.clone(), groups.len());
+                groups.push(vec![row]);
+            }
+        }
+    }
+    groups
+}
+
 /// How far behind the relay is: the age of the oldest row it has yet to
 /// deliver (0 when caught up). It keeps growing while a row is retried, so
 /// a stuck relay can be alerted on.
@@ -207,7 +256,35 @@ mod tests {
             backoff_max: Duration::from_secs(30),
             max_attempts: None,
             poll_interval: Duration::from_millis(500),
+            concurrency: 32,
         }
+    }
+
+    fn row(seq: i64, user: &str) -> PendingEvent {
+        PendingEvent {
+            seq,
+            event_id: format!("e{seq}"),
+            user_id: user.to_owned(),
+            event_json: String::new(),
+            attempts: 0,
+            created_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn rows_split_by_user_keep_their_order_within_each_user() {
+        let rows = vec![
+            row(1, "a"),
+            row(2, "b"),
+            row(3, "a"),
+            row(4, "c"),
+            row(5, "b"),
+        ];
+        let groups: Vec<Vec<i64>> = by_user(rows)
+            .into_iter()
+            .map(|g| g.into_iter().map(|r| r.seq).collect())
+            .collect();
+        assert_eq!(groups, vec![vec![1, 3], vec![2, 5], vec![4]]);
     }
 
     #[test]

@@ -28,9 +28,11 @@ impl KafkaPublisher {
             // delivery report comes only once every in-sync replica has it.
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            // The relay keeps one record in flight (that is how it keeps
-            // per-user order obvious), so lingering would only add latency:
-            // measured locally, linger.ms=5 drains ~140 events/s and 0 ~600/s.
+            // The relay has at most RELAY_CONCURRENCY records in flight, one
+            // per user, so the producer batches whatever queues up while a
+            // request is out; lingering on top only adds latency. Measured
+            // draining a 2,000-event backlog (release build, 32 in flight):
+            // linger.ms=0 ~6,000 events/s, linger.ms=5 ~2,800 events/s.
             .set("linger.ms", "0")
             // Bounds what the producer may hold in memory.
             .set("queue.buffering.max.messages", "10000")

@@ -53,6 +53,7 @@ pub fn test_settings(audit_url: &str, dir: &tempfile::TempDir) -> Settings {
             backoff_max: Duration::from_millis(100),
             max_attempts: None,
             poll_interval: Duration::from_millis(100),
+            concurrency: 32,
         },
         request_timeout: Duration::from_secs(10),
     }
