@@ -207,6 +207,33 @@ impl Stack {
         Ok(response.json().await?)
     }
 
+    /// `PUT /v1/users/{id}` with a new name; fails unless it answers 200.
+    pub async fn rename_user(&self, user: &Service, id: &str, name: &str) -> Result<()> {
+        let response = self
+            .http
+            .put(format!("{}/v1/users/{id}", user.base_url))
+            .json(&json!({"name": name}))
+            .send()
+            .await?;
+        if response.status() != 200 {
+            bail!("PUT /v1/users/{id} answered {}", response.status());
+        }
+        Ok(())
+    }
+
+    /// `DELETE /v1/users/{id}`; fails unless it answers 204.
+    pub async fn delete_user(&self, user: &Service, id: &str) -> Result<()> {
+        let response = self
+            .http
+            .delete(format!("{}/v1/users/{id}", user.base_url))
+            .send()
+            .await?;
+        if response.status() != 204 {
+            bail!("DELETE /v1/users/{id} answered {}", response.status());
+        }
+        Ok(())
+    }
+
     /// Every item of `GET /v1/events` matching `query`, following the pages.
     pub async fn events(&self, audit: &Service, query: &str) -> Result<Vec<Value>> {
         let mut items = Vec::new();

@@ -65,18 +65,10 @@ async fn update_and_delete_emit_their_events_in_order() {
         .as_str()
         .unwrap()
         .to_owned();
-    let url = format!("{}/v1/users/{id}", user.base_url);
     for name in ["second", "third"] {
-        let r = stack
-            .http
-            .put(&url)
-            .json(&serde_json::json!({"name": name}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
+        stack.rename_user(&user, &id, name).await.unwrap();
     }
-    assert_eq!(stack.http.delete(&url).send().await.unwrap().status(), 204);
+    stack.delete_user(&user, &id).await.unwrap();
 
     let items = stack
         .wait_for_events(

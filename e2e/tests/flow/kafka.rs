@@ -84,16 +84,11 @@ async fn over_kafka_a_created_user_is_stored_within_10s_and_changes_arrive_in_or
     assert_eq!(items[0]["event"]["type"], "user.storeUser");
     assert_eq!(items[0]["event"]["data"]["name"], "Ozzy Osbourne");
 
-    let url = format!("{}/v1/users/{id}", user.base_url);
-    let r = stack
-        .http
-        .put(&url)
-        .json(&serde_json::json!({"name": "Prince of Darkness"}))
-        .send()
+    stack
+        .rename_user(&user, &id, "Prince of Darkness")
         .await
         .unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(stack.http.delete(&url).send().await.unwrap().status(), 204);
+    stack.delete_user(&user, &id).await.unwrap();
     let items = stack
         .wait_for_events(
             &audit,
