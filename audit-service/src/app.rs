@@ -105,18 +105,18 @@ impl Application {
             .await;
         // If the server failed on its own, stop the consumer too.
         shutdown.cancel();
-        if let Some(consumer) = self.consumer {
-            if let Err(e) = consumer.await {
-                tracing::error!(error = %e, "the kafka consumer task failed");
-            }
-        }
+        let consumed = match self.consumer {
+            Some(consumer) => consumer.await.context("The Kafka consumer failed"),
+            None => Ok(()),
+        };
         // The writer ends once the last store handle is gone, after
         // answering everything queued.
         drop(self.store);
         if let Err(e) = self.writer.await {
             tracing::error!(error = %e, "the store writer task failed");
         }
-        served.context("The HTTP server failed")
+        served.context("The HTTP server failed")?;
+        consumed
     }
 }
 

@@ -143,6 +143,10 @@ struct Worker {
 
 impl Worker {
     async fn run(self) {
+        // If this task ends for any reason, panics included, the whole
+        // service stops: an audit service that answers HTTP while nothing
+        // consumes the topic would hide the outage from its supervisor.
+        let _stop_service = self.shutdown.clone().drop_guard();
         while let Some(batch) = self.next_batch().await {
             if let Err(Stopped) = self.process(batch).await {
                 break;
