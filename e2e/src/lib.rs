@@ -139,6 +139,13 @@ impl Service {
         }
     }
 
+    /// The last `n` lines the process wrote, for failure messages.
+    pub fn log_tail(&self, n: usize) -> String {
+        let logs = self.logs();
+        let lines: Vec<&str> = logs.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
     /// Everything the process wrote so far, across restarts.
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
@@ -193,8 +200,8 @@ impl Stack {
         Service::start("user-service", self.dir.path(), &env).await
     }
 
-    /// `POST /v1/user`; the new user's JSON on 201.
-    pub async fn create_user(&self, user: &Service, name: &str, password: &str) -> Result<Value> {
+    /// `POST /v1/user`; the new user's id on 201.
+    pub async fn create_user(&self, user: &Service, name: &str, password: &str) -> Result<String> {
         let response = self
             .http
             .post(format!("{}/v1/user", user.base_url))
@@ -204,7 +211,8 @@ impl Stack {
         if response.status() != 201 {
             bail!("POST /v1/user answered {}", response.status());
         }
-        Ok(response.json().await?)
+        let body: Value = response.json().await?;
+        Ok(body["id"].as_str().context("201 without an id")?.to_owned())
     }
 
     /// `PUT /v1/users/{id}` with a new name; fails unless it answers 200.

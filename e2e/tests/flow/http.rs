@@ -30,7 +30,7 @@ async fn created_user_is_audited_within_5s_with_its_id_as_subject_and_no_passwor
         .create_user(&user, "Ozzy Osbourne", PASSWORD)
         .await
         .unwrap();
-    let id = created["id"].as_str().unwrap().to_owned();
+    let id = created;
 
     let items = stack
         .wait_for_events(
@@ -61,10 +61,7 @@ async fn update_and_delete_emit_their_events_in_order() {
     let stack = Stack::new().unwrap();
     let audit = stack.audit(&[]).await.unwrap();
     let user = stack.user(&audit.base_url, &[]).await.unwrap();
-    let id = stack.create_user(&user, "first", "pw-12345").await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = stack.create_user(&user, "first", "pw-12345").await.unwrap();
     for name in ["second", "third"] {
         stack.rename_user(&user, &id, name).await.unwrap();
     }
@@ -117,7 +114,7 @@ async fn users_created_while_audit_is_down_are_each_delivered_once_when_it_start
             .create_user(&user, &format!("user {n}"), "pw-12345")
             .await
             .unwrap();
-        ids.insert(created["id"].as_str().unwrap().to_owned());
+        ids.insert(created);
     }
 
     audit.restart().await.unwrap();
@@ -233,10 +230,7 @@ async fn the_password_never_reaches_the_audit_store_or_either_log() {
         .await
         .unwrap();
     let secret = "s3cret-p@ssw0rd-that-must-not-leak";
-    let id = stack.create_user(&user, "careful", secret).await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = stack.create_user(&user, "careful", secret).await.unwrap();
     let r = stack
         .http
         .put(format!("{}/v1/users/{id}", user.base_url))

@@ -67,10 +67,7 @@ async fn over_kafka_a_created_user_is_stored_within_10s_and_changes_arrive_in_or
     let id = stack
         .create_user(&user, "Ozzy Osbourne", "12345")
         .await
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+        .unwrap();
     let items = stack
         .wait_for_events(
             &audit,
@@ -143,13 +140,13 @@ async fn users_created_while_the_broker_is_down_all_arrive_once_after_it_returns
         .unwrap();
 
     kafka_sh(port, &["stop"]);
-    let mut ids = HashSet::from([first["id"].as_str().unwrap().to_owned()]);
+    let mut ids = HashSet::from([first]);
     for n in 0..500 {
         let created = stack
             .create_user(&user, &format!("offline {n}"), "pw-12345")
             .await
             .unwrap();
-        ids.insert(created["id"].as_str().unwrap().to_owned());
+        ids.insert(created);
     }
     kafka_sh(port, &["start"]);
 
@@ -161,7 +158,13 @@ async fn users_created_while_the_broker_is_down_all_arrive_once_after_it_returns
             |i| i.len() >= 501,
         )
         .await
-        .unwrap();
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}\nuser-service:\n{}\naudit-service:\n{}",
+                user.log_tail(30),
+                audit.log_tail(30)
+            )
+        });
     tokio::time::sleep(Duration::from_secs(2)).await;
     let items: Vec<Value> = stack.events(&audit, "type=user.storeUser").await.unwrap();
     let subjects: HashSet<String> = items

@@ -95,6 +95,22 @@ fn poll_one(consumer: &BaseConsumer) -> Option<Record> {
     ))
 }
 
+/// Waits until the only outbox row is marked delivered.
+async fn wait_until_delivered(pool: &sqlx::SqlitePool) {
+    eventually(
+        "the row marked delivered",
+        Duration::from_secs(10),
+        || async {
+            let status: String = sqlx::query_scalar("SELECT status FROM outbox")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            (status == "delivered").then_some(())
+        },
+    )
+    .await;
+}
+
 fn decode(record: &Record) -> Event {
     let headers = record.1.iter().map(|(k, v)| (k.as_str(), v.as_deref()));
     BinaryMessage::from_kafka(headers, record.2.clone())
@@ -145,18 +161,7 @@ async fn a_created_users_event_lands_on_the_topic_keyed_by_user_id_in_binary_mod
     let mut expected: Event = serde_json::from_str(&stored).unwrap();
     expected.set_extension("partitionkey", id.clone());
     assert_eq!(decode(&record), expected);
-    eventually(
-        "the row marked delivered",
-        Duration::from_secs(10),
-        || async {
-            let status: String = sqlx::query_scalar("SELECT status FROM outbox")
-                .fetch_one(&pool)
-                .await
-                .unwrap();
-            (status == "delivered").then_some(())
-        },
-    )
-    .await;
+    wait_until_delivered(&pool).await;
 }
 
 #[tokio::test]
@@ -295,16 +300,5 @@ async fn a_broker_outage_delays_events_until_the_broker_is_back() {
     )
     .await;
     assert_eq!(record.0.as_deref(), Some(id.as_str()));
-    eventually(
-        "the row marked delivered",
-        Duration::from_secs(10),
-        || async {
-            let status: String = sqlx::query_scalar("SELECT status FROM outbox")
-                .fetch_one(&pool)
-                .await
-                .unwrap();
-            (status == "delivered").then_some(())
-        },
-    )
-    .await;
+    wait_until_delivered(&pool).await;
 }

@@ -1,6 +1,9 @@
 //! One test binary for all of user-service's integration tests, to keep
 //! link time low.
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
 mod binary;
 mod delivery;
 mod events;
