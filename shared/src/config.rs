@@ -39,7 +39,8 @@ where
 
 /// How events travel from the user service to the audit service. Both
 /// services read the same variable, `EVENT_TRANSPORT`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Transport {
     Http,
     Kafka,
@@ -85,11 +86,24 @@ pub struct KafkaConfig {
 /// Variables with a meaning of their own, not passed to librdkafka.
 const KAFKA_APP_SETTINGS: &[&str] = &["BROKERS", "TOPIC", "GROUP_ID", "DLQ_TOPIC"];
 
+/// Kubernetes injects service-link variables for a Service named `kafka`:
+/// `KAFKA_PORT=tcp://10.0.0.1:9092`, `KAFKA_SERVICE_HOST`,
+/// `KAFKA_PORT_9092_TCP_ADDR` and so on. None of them is a librdkafka
+/// property, and passing them on would stop both services at start.
+fn is_kubernetes_service_link(setting: &str) -> bool {
+    setting == "PORT" || setting.starts_with("PORT_") || setting.starts_with("SERVICE_")
+}
+
 impl KafkaConfig {
     pub fn from_env() -> Self {
         Self::from_vars(std::env::vars())
     }
 
+    /// The rule for `KAFKA_*` variables: `BROKERS`, `TOPIC`, `GROUP_ID` and
+    /// `DLQ_TOPIC` are the services' own settings; Kubernetes service-link
+    /// variables are ignored with a warning; every other one is a librdkafka
+    /// property, and a name librdkafka does not know stops the service at
+    /// start (see `shared::kafka::client_config`).
     pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Self {
         let mut brokers = "127.0.0.1:9092".to_owned();
         let mut topic = "audit".to_owned();
@@ -105,6 +119,12 @@ impl KafkaConfig {
                 "BROKERS" => brokers = value,
                 "TOPIC" => topic = value,
                 s if KAFKA_APP_SETTINGS.contains(&s) => {}
+                s if is_kubernetes_service_link(s) => {
+                    tracing::warn!(
+                        variable = %name,
+                        "ignoring a Kubernetes service-link variable; it is not a librdkafka property"
+                    );
+                }
                 s => properties.push((s.to_ascii_lowercase().replace('_', "."), value)),
             }
         }
@@ -151,6 +171,23 @@ mod tests {
                 ("sasl.mechanism".into(), "SCRAM-SHA-512".into()),
                 ("security.protocol".into(), "SASL_SSL".into()),
             ]
+        );
+    }
+
+    #[test]
+    fn kubernetes_service_link_variables_are_not_properties() {
+        let c = KafkaConfig::from_vars(vars(&[
+            ("KAFKA_PORT", "tcp://10.0.0.1:9092"),
+            ("KAFKA_PORT_9092_TCP", "tcp://10.0.0.1:9092"),
+            ("KAFKA_PORT_9092_TCP_ADDR", "10.0.0.1"),
+            ("KAFKA_SERVICE_HOST", "10.0.0.1"),
+            ("KAFKA_SERVICE_PORT", "9092"),
+            ("KAFKA_SERVICE_PORT_BROKER", "9092"),
+            ("KAFKA_SOCKET_TIMEOUT_MS", "5000"),
+        ]));
+        assert_eq!(
+            c.properties,
+            vec![("socket.timeout.ms".into(), "5000".into())]
         );
     }
 

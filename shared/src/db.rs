@@ -2,6 +2,7 @@
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -34,6 +35,20 @@ pub async fn connect_sqlite(url: &str, max_connections: u32) -> Result<SqlitePoo
         .await
 }
 
+/// The file behind a `sqlite://` URL, for a connection opened outside sqlx
+/// (the audit store's writer). In-memory databases are refused: a second
+/// connection to one would see a different, empty database.
+pub fn sqlite_path(url: &str) -> Result<PathBuf, sqlx::Error> {
+    if !url.starts_with("sqlite:") || url.contains(":memory:") || url.contains("mode=memory") {
+        return Err(sqlx::Error::Configuration(
+            format!("DATABASE_URL {url:?} is not supported: use a sqlite:// URL of a file").into(),
+        ));
+    }
+    Ok(SqliteConnectOptions::from_str(url)?
+        .get_filename()
+        .to_path_buf())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -45,6 +60,16 @@ mod tests {
             .expect_err("postgres URL accepted");
         assert!(err.to_string().contains("sqlite://"), "{err}");
         assert!(!std::path::Path::new("postgres:").exists());
+    }
+
+    #[test]
+    fn the_file_of_a_url_is_found_and_memory_is_refused() {
+        assert_eq!(
+            sqlite_path("sqlite://data/audit.db").unwrap(),
+            PathBuf::from("data/audit.db")
+        );
+        assert!(sqlite_path("sqlite::memory:").is_err());
+        assert!(sqlite_path("postgres://localhost/db").is_err());
     }
 
     #[tokio::test]

@@ -6,6 +6,7 @@ pub mod binding;
 pub mod config;
 pub mod db;
 pub mod event;
+pub mod kafka;
 pub mod problem;
 pub mod shutdown;
 pub mod telemetry;

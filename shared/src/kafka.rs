@@ -1,0 +1,159 @@
+//! Building Kafka clients the same way in both services, and the readiness
+//! probe both `/readyz` endpoints use.
+//!
+//! The rule for operator settings (`KAFKA_<PROPERTY>`, see
+//! `config::KafkaConfig`): the service's defaults are set first and the
+//! operator's properties after them, so the operator wins, except for the
+//! few properties a delivery guarantee rests on (`guarantees` below: the
+//! consumer's manual offset commits, the producer's idempotence and
+//! `acks=all`). Setting one of those to another value stops the service at
+//! start with a message naming the variable, rather than being silently
+//! overridden or silently weakening the guarantee.
+
+use crate::config::KafkaConfig;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaConfigError {
+    #[error(
+        "environment variable {variable}={value:?} conflicts with the service's delivery \
+         guarantee: {property} must be {required:?} ({why})"
+    )]
+    Conflict {
+        variable: String,
+        value: String,
+        property: &'static str,
+        required: &'static str,
+        why: &'static str,
+    },
+    #[error("Kafka client configuration refused: {0} (check the KAFKA_* environment variables)")]
+    Invalid(#[from] rdkafka::error::KafkaError),
+}
+
+/// A property a guarantee depends on: its required value, other spellings of
+/// that value librdkafka treats the same, and why.
+pub struct Guarantee {
+    pub property: &'static str,
+    pub value: &'static str,
+    pub same: &'static [&'static str],
+    pub why: &'static str,
+}
+
+/// `bootstrap.servers`, then `defaults`, then the operator's properties,
+/// then the `guarantees` (refusing an operator value that contradicts one).
+pub fn client_config(
+    config: &KafkaConfig,
+    defaults: &[(&str, &str)],
+    guarantees: &[Guarantee],
+) -> Result<ClientConfig, KafkaConfigError> {
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", &config.brokers);
+    for (key, value) in defaults {
+        client.set(*key, *value);
+    }
+    for (key, value) in &config.properties {
+        client.set(key, value);
+    }
+    for guarantee in guarantees {
+        if let Some((_, value)) = config
+            .properties
+            .iter()
+            .find(|(key, _)| key == guarantee.property)
+        {
+            let agrees = value.eq_ignore_ascii_case(guarantee.value)
+                || guarantee.same.iter().any(|s| value.eq_ignore_ascii_case(s));
+            if !agrees {
+                return Err(KafkaConfigError::Conflict {
+                    variable: format!(
+                        "KAFKA_{}",
+                        guarantee.property.replace('.', "_").to_ascii_uppercase()
+                    ),
+                    value: value.clone(),
+                    property: guarantee.property,
+                    required: guarantee.value,
+                    why: guarantee.why,
+                });
+            }
+        }
+        client.set(guarantee.property, guarantee.value);
+    }
+    Ok(client)
+}
+
+/// Answers whether the brokers respond and know the topic, for `/readyz`.
+#[derive(Clone)]
+pub struct BrokerProbe {
+    client: Arc<BaseConsumer>,
+    topic: String,
+}
+
+impl BrokerProbe {
+    pub fn new(config: &KafkaConfig) -> Result<Self, KafkaConfigError> {
+        let client: BaseConsumer = client_config(config, &[], &[])?.create()?;
+        Ok(BrokerProbe {
+            client: Arc::new(client),
+            topic: config.topic.clone(),
+        })
+    }
+
+    /// Fetches the topic's metadata within `timeout`; the error says why not.
+    pub async fn check(&self, timeout: Duration) -> Result<(), String> {
+        let client = self.client.clone();
+        let topic = self.topic.clone();
+        // fetch_metadata blocks its thread until the broker answers.
+        tokio::task::spawn_blocking(move || client.fetch_metadata(Some(&topic), timeout))
+            .await
+            .map_err(|e| format!("the Kafka readiness check failed: {e}"))?
+            .map(|_| ())
+            .map_err(|e| format!("Kafka brokers unreachable: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(properties: &[(&str, &str)]) -> KafkaConfig {
+        KafkaConfig {
+            brokers: "127.0.0.1:9092".into(),
+            topic: "audit".into(),
+            properties: properties
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    const ACKS: Guarantee = Guarantee {
+        property: "acks",
+        value: "all",
+        same: &["-1"],
+        why: "a record counts as delivered only once every in-sync replica has it",
+    };
+
+    #[test]
+    fn the_operator_wins_over_defaults() {
+        let c = client_config(&config(&[("linger.ms", "7")]), &[("linger.ms", "0")], &[]).unwrap();
+        assert_eq!(c.get("linger.ms"), Some("7"));
+        assert_eq!(c.get("bootstrap.servers"), Some("127.0.0.1:9092"));
+    }
+
+    #[test]
+    fn a_setting_that_breaks_a_guarantee_is_refused_by_name() {
+        let err = client_config(&config(&[("acks", "1")]), &[], &[ACKS]).unwrap_err();
+        assert!(err.to_string().contains("KAFKA_ACKS=\"1\""), "{err}");
+        let agreeing = client_config(&config(&[("acks", "-1")]), &[], &[ACKS]).unwrap();
+        assert_eq!(agreeing.get("acks"), Some("all"));
+    }
+
+    #[test]
+    fn an_unknown_property_is_refused_when_the_client_is_made() {
+        let err = BrokerProbe::new(&config(&[("no.such.property", "1")]))
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("no.such.property"), "{err}");
+    }
+}
