@@ -3,8 +3,7 @@
 
 use crate::config::Settings;
 use crate::error::ApiError;
-use crate::ingest::kafka::BrokerProbe;
-use crate::store::Store;
+use crate::store::{Store, WriterHandle};
 use crate::{ingest, query};
 use anyhow::Context;
 use axum::extract::State;
@@ -12,6 +11,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
 use shared::config::Transport;
+use shared::kafka::BrokerProbe;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -40,7 +40,7 @@ pub struct Application {
     port: u16,
     router: Router,
     store: Store,
-    writer: JoinHandle<()>,
+    writer: WriterHandle,
     consumer: Option<JoinHandle<()>>,
     shutdown: CancellationToken,
 }
@@ -54,9 +54,10 @@ impl Application {
         let (broker, consumer) = match settings.transport {
             Transport::Http => (None, None),
             Transport::Kafka => (
-                Some(BrokerProbe::new(&settings.kafka)?),
+                Some(BrokerProbe::new(&settings.kafka.common)?),
                 Some(ingest::kafka::spawn(
                     &settings.kafka,
+                    settings.batch,
                     store.clone(),
                     shutdown.clone(),
                 )?),
@@ -112,9 +113,7 @@ impl Application {
         // The writer ends once the last store handle is gone, after
         // answering everything queued.
         drop(self.store);
-        if let Err(e) = self.writer.await {
-            tracing::error!(error = %e, "the store writer task failed");
-        }
+        self.writer.join().await;
         served.context("The HTTP server failed")?;
         consumed
     }

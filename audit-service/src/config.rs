@@ -2,6 +2,7 @@
 
 use shared::config::{env_or, env_parse, ConfigError, KafkaConfig, Transport};
 use std::net::SocketAddr;
+use std::time::Duration;
 
 /// Everything the service needs to start. Tests build one by hand.
 #[derive(Debug, Clone)]
@@ -15,7 +16,33 @@ pub struct Settings {
     pub transport: Transport,
     /// `MAX_BODY_BYTES`, the largest request body `POST /` reads.
     pub max_body_bytes: usize,
+    /// How the broker transports group records into store batches.
+    pub batch: BatchLimits,
     pub kafka: KafkaSettings,
+}
+
+/// How many records a broker consumer takes into one batch (one store
+/// commit, one offset commit).
+#[derive(Debug, Clone, Copy)]
+pub struct BatchLimits {
+    /// `INGEST_BATCH_MAX`: most records in a batch.
+    pub max_events: usize,
+    /// `INGEST_BATCH_WAIT_MS`: how long a batch waits for more records after
+    /// its first one. An idle topic's record is stored this much later.
+    pub max_wait: Duration,
+    /// Most payload and header bytes in a batch, so large records make
+    /// smaller batches rather than a larger heap.
+    pub max_bytes: usize,
+}
+
+impl Default for BatchLimits {
+    fn default() -> Self {
+        BatchLimits {
+            max_events: 5000,
+            max_wait: Duration::from_millis(5),
+            max_bytes: 16 * 1024 * 1024,
+        }
+    }
 }
 
 /// Kafka consumer settings, used when `transport` is Kafka.
@@ -36,11 +63,28 @@ impl Settings {
             database_url: env_or("DATABASE_URL", "sqlite://data/audit.db"),
             transport: Transport::from_env()?,
             max_body_bytes: env_parse("MAX_BODY_BYTES", 1024 * 1024)?,
+            batch: BatchLimits {
+                max_events: at_least_one("INGEST_BATCH_MAX", BatchLimits::default().max_events)?,
+                max_wait: Duration::from_millis(env_parse("INGEST_BATCH_WAIT_MS", 5)?),
+                ..BatchLimits::default()
+            },
             kafka: KafkaSettings {
                 common: KafkaConfig::from_env(),
                 group_id: env_or("KAFKA_GROUP_ID", "audit-group-id"),
                 dlq_topic: env_or("KAFKA_DLQ_TOPIC", "audit.dlq"),
             },
         })
+    }
+}
+
+/// A count that must not be zero: a batch of no records never ends.
+fn at_least_one(name: &str, default: usize) -> Result<usize, ConfigError> {
+    match env_parse(name, default)? {
+        0 => Err(ConfigError {
+            name: name.to_owned(),
+            value: "0".to_owned(),
+            reason: "must be at least 1".to_owned(),
+        }),
+        n => Ok(n),
     }
 }

@@ -4,6 +4,9 @@ use anyhow::Context;
 use audit_service::app::{shutdown_signal, Application};
 use audit_service::config::Settings;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     shared::telemetry::init_tracing();

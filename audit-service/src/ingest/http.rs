@@ -7,6 +7,7 @@
 use super::decode::{self, DecodeError};
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::store::EventRow;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::header::CONTENT_TYPE;
@@ -19,6 +20,7 @@ use shared::binding::{
 };
 use shared::cloudevents;
 use shared::config::Transport;
+use std::sync::Arc;
 
 pub fn router(max_body_bytes: usize) -> Router<AppState> {
     Router::new()
@@ -29,16 +31,22 @@ pub fn router(max_body_bytes: usize) -> Router<AppState> {
 /// Stores the events and answers `204 No Content` once they are committed
 /// (a duplicate of a stored event is acknowledged the same way). 204
 /// rather than 200 so no sender mistakes the answer for a reply event.
-#[tracing::instrument(name = "receive_http", skip_all, fields(events = events.0.len()))]
+#[tracing::instrument(level = "debug", name = "receive_http", skip_all, fields(events = events.0.len()))]
 async fn receive(
     State(state): State<AppState>,
     events: CloudEvents,
 ) -> Result<StatusCode, ApiError> {
+    let rows = events
+        .0
+        .iter()
+        .map(EventRow::from_event)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ApiError::Store(Arc::new(e.into())))?;
     state
         .store
-        .write(events.0, Transport::Http)
+        .write_rows(rows, Transport::Http)
         .await
-        .map_err(ApiError::Store)?;
+        .map_err(|failed| ApiError::Store(failed.error))?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -2,7 +2,7 @@
 //! database, or as the real binary) and talking to it and to Kafka.
 
 use audit_service::app::Application;
-use audit_service::config::{KafkaSettings, Settings};
+use audit_service::config::{BatchLimits, KafkaSettings, Settings};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -52,6 +52,7 @@ pub fn test_settings(db_dir: &Path) -> Settings {
         database_url: format!("sqlite://{}/audit.db", db_dir.display()),
         transport: Transport::Http,
         max_body_bytes: 1024 * 1024,
+        batch: BatchLimits::default(),
         kafka: KafkaSettings {
             common: KafkaConfig::from_vars(Vec::new()),
             group_id: "audit-group-id".into(),

@@ -1,0 +1,219 @@
+//! The audit store: where every event ends, whatever brought it.
+//!
+//! Its unit of work is a batch. Ingest paths hand it whole requests (one
+//! event, an HTTP batch, a Kafka poll); one writer takes everything queued,
+//! writes it in ONE transaction with ONE fsync (group commit, see `writer`)
+//! and answers each request only after that commit. Durability is
+//! `synchronous=FULL`, so an answer means "on disk", and under load many
+//! requests share one fsync.
+//!
+//! Each event is serialized once, by the task that decoded it (`EventRow`),
+//! not by the writer: the writer is the one serial stage, so it does nothing
+//! but insert and commit. Logging the stored events, counting them and
+//! feeding the live tail happen after the commit on a thread of their own.
+
+mod sqlite;
+mod writer;
+
+use chrono::SecondsFormat;
+use cloudevents::{AttributesReader, Event};
+use serde::ser::{SerializeStruct, Serializer};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use shared::cloudevents;
+use shared::config::Transport;
+use sqlx::SqlitePool;
+use std::sync::Arc;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+pub use writer::WriterHandle;
+
+/// Requests waiting for the writer. A full queue makes ingest wait: the
+/// back-pressure HTTP clients and the Kafka consumer feel.
+const QUEUE_CAPACITY: usize = 4096;
+/// Live-tail subscribers that fall further behind than this miss events
+/// (they are told so) rather than holding memory.
+const BROADCAST_CAPACITY: usize = 4096;
+
+/// One event ready to be inserted: its key attributes and its JSON form,
+/// serialized once by whoever decoded it.
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    pub source: String,
+    pub id: String,
+    pub ty: String,
+    pub subject: Option<String>,
+    pub time: Option<String>,
+    /// The CloudEvent in the JSON event format.
+    pub json: String,
+}
+
+impl EventRow {
+    pub fn from_event(event: &Event) -> Result<Self, serde_json::Error> {
+        Ok(EventRow {
+            source: event.source().to_string(),
+            id: event.id().to_owned(),
+            ty: event.ty().to_owned(),
+            subject: event.subject().map(str::to_owned),
+            time: event
+                .time()
+                .map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
+            json: serde_json::to_string(event)?,
+        })
+    }
+}
+
+/// One stored event as the query API and the live tail serve it.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub seq: i64,
+    pub received_at: Arc<str>,
+    pub transport: Transport,
+    pub source: String,
+    pub id: String,
+    pub ty: String,
+    pub subject: Option<String>,
+    /// The CloudEvent in the JSON format, exactly as stored.
+    pub json: String,
+}
+
+impl Serialize for StoredEvent {
+    /// `{"seq", "received_at", "transport", "event"}` with the stored JSON
+    /// written as it is, not parsed into a value and printed again.
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let event: &RawValue =
+            serde_json::from_str(&self.json).map_err(serde::ser::Error::custom)?;
+        let mut item = serializer.serialize_struct("StoredEvent", 4)?;
+        item.serialize_field("seq", &self.seq)?;
+        item.serialize_field("received_at", &*self.received_at)?;
+        item.serialize_field("transport", self.transport.as_str())?;
+        item.serialize_field("event", event)?;
+        item.end()
+    }
+}
+
+/// What a write did: new rows and duplicates that were already there.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteOutcome {
+    pub stored: usize,
+    pub duplicates: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    #[error("database error")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("failed to serialize a CloudEvent")]
+    Serialize(#[from] serde_json::Error),
+    #[error("the store writer has stopped")]
+    WriterGone,
+}
+
+/// A write that did not commit. The rows come back so that a caller that
+/// retries (the Kafka consumer) needs no copy of its own.
+#[derive(Debug)]
+pub struct WriteFailed {
+    pub error: Arc<StoreError>,
+    pub rows: Vec<EventRow>,
+}
+
+/// One ingest request waiting for the writer.
+struct WriteRequest {
+    rows: Vec<EventRow>,
+    transport: Transport,
+    reply: oneshot::Sender<Result<WriteOutcome, WriteFailed>>,
+}
+
+/// A cheap handle to the store: clone it into every task that writes or reads.
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+    writes: mpsc::Sender<WriteRequest>,
+    stored: broadcast::Sender<Arc<StoredEvent>>,
+}
+
+impl Store {
+    /// Opens the database, applies the migrations and starts the writer.
+    /// The writer runs until every `Store` handle is dropped, so requests
+    /// already queued at shutdown are still committed and answered; join
+    /// the returned handle to wait for that.
+    pub async fn open(database_url: &str) -> anyhow::Result<(Store, WriterHandle)> {
+        let (pool, backend) = sqlite::open(database_url).await?;
+        let (writes, queue) = mpsc::channel(QUEUE_CAPACITY);
+        let (stored, _) = broadcast::channel(BROADCAST_CAPACITY);
+        let writer = writer::spawn(backend, queue, stored.clone())?;
+        Ok((
+            Store {
+                pool,
+                writes,
+                stored,
+            },
+            writer,
+        ))
+    }
+
+    /// Stores `events` (duplicates by (source, id) are acknowledged, not
+    /// stored again) and returns once they are committed to disk.
+    pub async fn write(
+        &self,
+        events: &[Event],
+        transport: Transport,
+    ) -> Result<WriteOutcome, Arc<StoreError>> {
+        let rows = events
+            .iter()
+            .map(EventRow::from_event)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Arc::new(e.into()))?;
+        self.write_rows(rows, transport)
+            .await
+            .map_err(|failed| failed.error)
+    }
+
+    /// As `write`, for events already serialized.
+    pub async fn write_rows(
+        &self,
+        rows: Vec<EventRow>,
+        transport: Transport,
+    ) -> Result<WriteOutcome, WriteFailed> {
+        if rows.is_empty() {
+            return Ok(WriteOutcome::default());
+        }
+        let (reply, answer) = oneshot::channel();
+        let request = WriteRequest {
+            rows,
+            transport,
+            reply,
+        };
+        if let Err(refused) = self.writes.send(request).await {
+            return Err(WriteFailed {
+                error: Arc::new(StoreError::WriterGone),
+                rows: refused.0.rows,
+            });
+        }
+        // The writer answers every request it took; no answer means its
+        // thread died with the rows.
+        answer.await.unwrap_or_else(|_| {
+            Err(WriteFailed {
+                error: Arc::new(StoreError::WriterGone),
+                rows: Vec::new(),
+            })
+        })
+    }
+
+    /// Every event stored from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<StoredEvent>> {
+        self.stored.subscribe()
+    }
+
+    /// Connections for reading; the writer has its own.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// True when the database answers a query.
+    pub async fn is_reachable(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+}

@@ -1,0 +1,211 @@
+//! The group-commit writer: one thread owns every write to the audit store.
+//!
+//! Giving each request its own transaction would cap throughput at the
+//! disk's fsync rate. Instead the writer takes every request waiting in its
+//! queue, inserts them all in ONE transaction and answers each waiter after
+//! the commit: under load many requests share one fsync, and an idle store
+//! commits a lone event at once (it never waits for more to arrive).
+//!
+//! The writer is a dedicated OS thread rather than a task: inserting is
+//! blocking work on a database connection, and a thread that does nothing
+//! else keeps the one serial stage of the ingest path free of scheduling
+//! hops. What happens after a commit (the log line per event, metrics, the
+//! live tail's broadcast) runs on a second thread, so the writer goes back
+//! to its queue as soon as the waiters have their answers.
+
+use super::{EventRow, StoreError, StoredEvent, WriteFailed, WriteOutcome, WriteRequest};
+use chrono::{SecondsFormat, Utc};
+use shared::config::Transport;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+use tokio::sync::{broadcast, mpsc};
+
+/// The most events one transaction takes, so a flood of requests still gets
+/// answers in bounded time.
+const MAX_EVENTS_PER_COMMIT: usize = 5000;
+/// Committed batches waiting to be logged and broadcast. When logging falls
+/// this far behind, the writer waits for it: log lines are not dropped.
+const COMMITTED_CAPACITY: usize = 64;
+
+/// What a database backend does for the writer: insert a batch of rows in
+/// one transaction and commit it durably.
+pub trait BatchWriter: Send + 'static {
+    /// Inserts `rows` in order in one transaction, skipping rows whose
+    /// (source, id) is already stored, and commits. Returns each row's new
+    /// seq, or `None` for a duplicate, in the order of `rows`. Nothing is
+    /// visible to readers before it returns `Ok`.
+    fn insert_batch(
+        &mut self,
+        rows: &[(&EventRow, Transport)],
+        received_at: &str,
+    ) -> Result<Vec<Option<i64>>, StoreError>;
+}
+
+/// The writer and logger threads; joining waits until everything queued
+/// before the last `Store` handle was dropped has been committed and logged.
+pub struct WriterHandle {
+    writer: JoinHandle<()>,
+    logger: JoinHandle<()>,
+}
+
+impl WriterHandle {
+    pub async fn join(self) {
+        let joined = tokio::task::spawn_blocking(move || {
+            let writer = self.writer.join();
+            let logger = self.logger.join();
+            writer.is_ok() && logger.is_ok()
+        })
+        .await;
+        if !matches!(joined, Ok(true)) {
+            tracing::error!("the audit store writer failed");
+        }
+    }
+}
+
+/// A committed batch on its way to the log and the live tail.
+struct Committed {
+    rows: Vec<StoredEvent>,
+    /// Per request: its transport and outcome, for the counters.
+    outcomes: Vec<(Transport, WriteOutcome)>,
+}
+
+pub(super) fn spawn(
+    backend: impl BatchWriter,
+    queue: mpsc::Receiver<WriteRequest>,
+    stored: broadcast::Sender<Arc<StoredEvent>>,
+) -> std::io::Result<WriterHandle> {
+    let (committed_tx, committed_rx) = std::sync::mpsc::sync_channel(COMMITTED_CAPACITY);
+    let writer = std::thread::Builder::new()
+        .name("audit-writer".into())
+        .spawn(move || run(backend, queue, committed_tx))?;
+    let logger = std::thread::Builder::new()
+        .name("audit-log".into())
+        .spawn(move || log_committed(committed_rx, stored))?;
+    Ok(WriterHandle { writer, logger })
+}
+
+fn run(
+    mut backend: impl BatchWriter,
+    mut queue: mpsc::Receiver<WriteRequest>,
+    committed: std::sync::mpsc::SyncSender<Committed>,
+) {
+    while let Some(first) = queue.blocking_recv() {
+        let mut batch = vec![first];
+        let mut events = batch[0].rows.len();
+        // Take what is already waiting, without waiting for more.
+        while events < MAX_EVENTS_PER_COMMIT {
+            match queue.try_recv() {
+                Ok(request) => {
+                    events += request.rows.len();
+                    batch.push(request);
+                }
+                Err(_) => break,
+            }
+        }
+        let started = Instant::now();
+        let received_at: Arc<str> = Utc::now()
+            .to_rfc3339_opts(SecondsFormat::Micros, true)
+            .into();
+        let rows: Vec<(&EventRow, Transport)> = batch
+            .iter()
+            .flat_map(|r| r.rows.iter().map(|row| (row, r.transport)))
+            .collect();
+        let result = backend.insert_batch(&rows, &received_at);
+        drop(rows);
+        metrics::histogram!("audit_commit_batch_events").record(events as f64);
+        metrics::histogram!("audit_commit_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        match result {
+            Ok(seqs) => {
+                let done = answer(batch, seqs, &received_at);
+                // Only fails when the logger thread is gone, i.e. panicked;
+                // the events are stored and answered either way.
+                let _ = committed.send(done);
+            }
+            Err(e) => {
+                tracing::error!(error = ?e, events, "failed to commit audit events");
+                let e = Arc::new(e);
+                for request in batch {
+                    let _ = request.reply.send(Err(WriteFailed {
+                        error: e.clone(),
+                        rows: request.rows,
+                    }));
+                }
+            }
+        }
+    }
+}
+
+/// Answers every request of a committed batch and turns its new rows into
+/// stored events, moving the rows rather than copying them.
+fn answer(batch: Vec<WriteRequest>, seqs: Vec<Option<i64>>, received_at: &Arc<str>) -> Committed {
+    let mut seqs = seqs.into_iter();
+    let mut stored = Vec::new();
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for request in batch {
+        let mut outcome = WriteOutcome::default();
+        for row in request.rows {
+            match seqs.next().flatten() {
+                Some(seq) => {
+                    outcome.stored += 1;
+                    stored.push(StoredEvent {
+                        seq,
+                        received_at: received_at.clone(),
+                        transport: request.transport,
+                        source: row.source,
+                        id: row.id,
+                        ty: row.ty,
+                        subject: row.subject,
+                        json: row.json,
+                    });
+                }
+                None => outcome.duplicates += 1,
+            }
+        }
+        // A waiter that gave up (its client went away) is no error.
+        let _ = request.reply.send(Ok(outcome));
+        outcomes.push((request.transport, outcome));
+    }
+    Committed {
+        rows: stored,
+        outcomes,
+    }
+}
+
+/// One log line per stored event, the counters, and the live tail, in
+/// commit (seq) order.
+fn log_committed(
+    committed: std::sync::mpsc::Receiver<Committed>,
+    stored: broadcast::Sender<Arc<StoredEvent>>,
+) {
+    for batch in committed {
+        for row in batch.rows {
+            tracing::info!(
+                r#type = %row.ty,
+                source = %row.source,
+                id = %row.id,
+                subject = row.subject.as_deref(),
+                transport = row.transport.as_str(),
+                seq = row.seq,
+                "audit event stored"
+            );
+            // No subscribers is normal; the store does not depend on them.
+            let _ = stored.send(Arc::new(row));
+        }
+        for (transport, outcome) in batch.outcomes {
+            let transport = transport.as_str();
+            metrics::counter!("audit_events_stored_total", "transport" => transport)
+                .increment(outcome.stored as u64);
+            if outcome.duplicates > 0 {
+                metrics::counter!("audit_events_duplicate_total", "transport" => transport)
+                    .increment(outcome.duplicates as u64);
+                tracing::debug!(
+                    duplicates = outcome.duplicates,
+                    transport,
+                    "duplicate audit events acknowledged"
+                );
+            }
+        }
+    }
+}
