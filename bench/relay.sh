@@ -20,7 +20,7 @@ backlog_api() {
   dead="$(free_port)"
   start_user user-service "$dir" EVENT_TRANSPORT=http AUDIT_URL="http://127.0.0.1:$dead/"
   healthy user-service
-  measured wrk "$dir/create.out" wrk -t1 -c8 -d600s --timeout 10s -s bench/wrk/create.lua \
+  measured wrk "$dir/create.out" wrk -t1 -c8 -d300s --timeout 10s -s bench/wrk/create.lua \
     "http://127.0.0.1:${PORTS[user-service]}/v1/user" -- "$(basename "$RUN")" "$n"
   stop user-service
   FIGURE=$figure

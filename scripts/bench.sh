@@ -54,7 +54,7 @@ done
 
 say "building (release)"
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
-cargo build --release -q -p user-service -p audit-service -p e2e --bins \
+cargo build --release -p user-service -p audit-service -p e2e --bins \
   --example bench_null_sink --example bench_produce --example bench_backlog --example bench_latency
 BIN="${CARGO_TARGET_DIR:-$REPO/target}/release"
 [[ $BIN == /* ]] || BIN="$REPO/$BIN"
