@@ -38,7 +38,8 @@ demo:
 	curl -sS "http://localhost:8080/v1/events?type=user.storeUser&limit=5"
 	@echo
 
-# Throughput of the audit sink with durable group commit (release build).
+# Every benchmark figure side by side with its reference (bench/README.md);
+# writes bench/RESULTS.md and bench/results.json.
 bench:
 	scripts/bench.sh
 

@@ -12,22 +12,10 @@ cache="$repo/.cache"
 mkdir -p "$cache"
 
 debs=(cmake libcurl4-openssl-dev zlib1g-dev pkg-config libssl-dev kcat sqlite3 g++ make)
-missing=()
-for p in "${debs[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
-    echo "setup: installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  else
-    echo "setup: missing Debian packages: ${missing[*]}" >&2
-    echo "setup: run: sudo apt-get update && sudo apt-get install -y ${missing[*]}" >&2
-    exit 1
-  fi
-fi
+"$repo/scripts/ensure-debs.sh" "${debs[@]}" || {
+  echo "setup: install the packages above, then run it again" >&2
+  exit 1
+}
 
 for tool in cargo go python3 java mvn npm; do
   if ! command -v "$tool" >/dev/null; then

@@ -1,0 +1,50 @@
+# shellcheck shell=bash
+# Figure 3: Kafka consume + store. See bench/README.md.
+
+bench_kafka() {
+  FIGURE="kafka"
+  local dir="$RUN/kafka" n="${BENCH_KAFKA_RECORDS:-200000}"
+  mkdir -p "$dir"
+  need_kafka
+  local topic
+  topic="bench-consume-$(basename "$RUN")"
+
+  # The records first, into a fresh one-partition topic.
+  measured bench_produce "$dir/produce.out" "$BIN/examples/bench_produce" "$BROKER" "$topic" "$n"
+  say "$FIGURE: $(cat "$dir/produce.out")"
+
+  # audit-service from launch until the last record is in its store. Its
+  # seq only grows by one per stored event in a fresh store, so max(seq) is
+  # the count, read from the primary key instead of a scan.
+  local t0 t1 consumed_s ours
+  t0="$(now)"
+  start_audit audit-service "$dir" EVENT_TRANSPORT=kafka KAFKA_TOPIC="$topic" KAFKA_GROUP_ID="$topic"
+  t1="$(wait_rows --pid "${PIDS[audit-service]}" 300 \
+    "$dir/audit-service.db" "SELECT max(seq) >= $n FROM events")" ||
+    die "audit-service did not store $n records (see $dir/audit-service.log)"
+  consumed_s="$(calc "$t1 - $t0")"
+  ours="$(rate "$n" "$consumed_s")"
+  local stored
+  stored="$(sql "$dir/audit-service.db" 'SELECT count(*) FROM events')"
+  [[ "$stored" == "$n" ]] || die "audit-service stored $stored events, not $n"
+  local setup="${CMDS[audit-service]}"
+  stop audit-service
+  say "$FIGURE: audit-service consumed and stored $n records in $consumed_s s ($ours records/s)"
+
+  # kcat reading the same records, from launch to exit at the partition end.
+  local kcat_cmd=(kcat -C -b "$BROKER" -t "$topic" -o beginning -e -q)
+  measured kcat "$dir/kcat.out" "${kcat_cmd[@]}"
+  local read ref
+  read="$(wc -l <"$dir/kcat.out")"
+  [[ "$read" == "$n" ]] || die "kcat read $read records, not $n"
+  ref="$(rate "$n" "$ELAPSED")"
+  rm -f "$dir/kcat.out"
+  say "$FIGURE: kcat read $n records in $ELAPSED s ($ref records/s)"
+
+  figure id=kafka run=kafka unit=events/s better=higher \
+    title="3. Kafka consume + store, $n binary records, one partition, from launch" \
+    ours="$ours" note="$consumed_s s" ref="$ref" ref_name="kcat -C -e reading the same topic" \
+    ref_note="$ELAPSED s" goal=100000 goal_text=">= 100,000 events/s" \
+    command="bench_produce $BROKER TOPIC $n; then time from launch to max(seq) = $n; ${kcat_cmd[*]/$topic/TOPIC} >file" \
+    setup="$setup"
+}
