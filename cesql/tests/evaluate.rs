@@ -234,3 +234,11 @@ fn one_level_more_is_a_parse_error() {
     let err = Expression::parse(&too_deep).unwrap_err();
     assert!(err.message.contains("nests more than"), "{err}");
 }
+
+#[test]
+fn an_expression_can_be_shared_between_threads() {
+    fn shareable<T: Send + Sync + Clone + 'static>() {}
+    shareable::<Expression>();
+    shareable::<cesql::ParseError>();
+    shareable::<cesql::EvalError>();
+}
