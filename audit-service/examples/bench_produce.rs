@@ -76,7 +76,7 @@ async fn main() -> anyhow::Result<()> {
         };
         let key = user.id.to_string();
         let mut event =
-            UserEvent::Stored(user).to_cloudevent(Uuid::new_v4(), "/user-service", now)?;
+            UserEvent::Stored(user).to_cloudevent(Uuid::now_v7(), "/user-service", now)?;
         event.set_extension("partitionkey", key.clone());
         let message = MessageRecord::from_event(event)?;
         let mut record = BaseRecord::to(&topic).key(&key).message_record(&message)?;

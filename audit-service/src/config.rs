@@ -38,9 +38,9 @@ pub struct BatchLimits {
 impl Default for BatchLimits {
     fn default() -> Self {
         BatchLimits {
-            max_events: 5000,
+            max_events: 1000,
             max_wait: Duration::from_millis(5),
-            max_bytes: 16 * 1024 * 1024,
+            max_bytes: 4 * 1024 * 1024,
         }
     }
 }

@@ -68,7 +68,7 @@ impl SqliteWriter {
         // A commit of a few thousand events touches more pages than the
         // default 2 MiB cache holds; spilling them mid-transaction doubles
         // the writes.
-        conn.pragma_update(None, "cache_size", -16 * 1024)?;
+        conn.pragma_update(None, "cache_size", -4 * 1024)?;
         conn.set_prepared_statement_cache_capacity(4);
         Ok(SqliteWriter { conn })
     }

@@ -25,8 +25,10 @@ use tokio::sync::{broadcast, mpsc};
 /// answers in bounded time.
 const MAX_EVENTS_PER_COMMIT: usize = 5000;
 /// Committed batches waiting to be logged and broadcast. When logging falls
-/// this far behind, the writer waits for it: log lines are not dropped.
-const COMMITTED_CAPACITY: usize = 64;
+/// this far behind, the writer waits for it: log lines are not dropped, and
+/// memory holds at most this many committed batches (64 held up to 140 MiB
+/// under a Kafka backlog).
+const COMMITTED_CAPACITY: usize = 2;
 
 /// What a database backend does for the writer: insert a batch of rows in
 /// one transaction and commit it durably.
