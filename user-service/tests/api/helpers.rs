@@ -12,7 +12,8 @@ use std::future::Future;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-use user_service::config::{ContentMode, PublishSettings, RelaySettings, Settings};
+use user_service::config::{ContentMode, HashSettings, PublishSettings, RelaySettings, Settings};
+use user_service::hasher::Hasher;
 use user_service::outbox::DeadLetter;
 use user_service::Application;
 
@@ -33,6 +34,7 @@ pub struct TestApp {
     pub database_url: String,
     pub client: reqwest::Client,
     pub shutdown: CancellationToken,
+    pub hasher: Hasher,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     _dir: Arc<tempfile::TempDir>,
 }
@@ -54,6 +56,10 @@ pub fn test_settings(audit_url: &str, dir: &tempfile::TempDir) -> Settings {
             max_attempts: None,
             poll_interval: Duration::from_millis(100),
             concurrency: 32,
+        },
+        hashing: HashSettings {
+            workers: 2,
+            queue: 64,
         },
         request_timeout: Duration::from_secs(10),
     }
@@ -77,12 +83,14 @@ pub async fn spawn_app_in(dir: Arc<tempfile::TempDir>, settings: Settings) -> Te
     let app = Application::build(settings).await.expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let shutdown = app.shutdown_token();
+    let hasher = app.hasher();
     let task = tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
         database_url,
         client: reqwest::Client::new(),
         shutdown,
+        hasher,
         task,
         _dir: dir,
     }

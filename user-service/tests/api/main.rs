@@ -7,6 +7,7 @@
 mod binary;
 mod delivery;
 mod events;
+mod hashing;
 mod helpers;
 mod kafka;
 mod users;
