@@ -117,10 +117,13 @@ impl Application {
         self.publisher.flush().await;
         tracing::info!("user-service stopped");
         served?;
-        // A relay that died (it cancels the token as it unwinds, which is
-        // what stopped the server) is an error: exiting non-zero gets the
-        // service restarted instead of serving with events piling up.
-        relayed.context("The outbox relay failed")
+        // A relay that died or failed (it cancels the token as it ends,
+        // which is what stopped the server) is an error: exiting non-zero
+        // gets the service restarted instead of serving with events piling
+        // up.
+        relayed
+            .context("The outbox relay panicked")?
+            .context("The outbox relay failed")
     }
 }
 

@@ -24,22 +24,28 @@ impl FromStr for ContentMode {
     }
 }
 
-/// How the outbox relay retries.
+/// How the outbox relay sends and retries.
 #[derive(Debug, Clone)]
 pub struct RelaySettings {
     /// First retry delay bound (`RELAY_BACKOFF_INITIAL_MS`).
     pub backoff_initial: Duration,
-    /// Largest retry delay, Retry-After included (`RELAY_BACKOFF_MAX_MS`).
+    /// Largest retry delay of our own backoff (`RELAY_BACKOFF_MAX_MS`).
     pub backoff_max: Duration,
+    /// Longest `Retry-After` from the receiver that is honoured as sent
+    /// (`RELAY_RETRY_AFTER_MAX_MS`); a longer one is cut to this.
+    pub retry_after_max: Duration,
     /// Attempts before an event is parked as dead; `None` retries forever
     /// (`RELAY_MAX_ATTEMPTS=0`, the default).
     pub max_attempts: Option<u32>,
     /// How often the relay looks for pending rows nobody woke it for: rows
     /// left from before a restart, or re-driven by an operator.
     pub poll_interval: Duration,
-    /// How many users' events are in flight at once (`RELAY_CONCURRENCY`).
-    /// Each user's events still go one at a time, in order.
+    /// HTTP requests in flight at once (`RELAY_CONCURRENCY`). One user's
+    /// events are never in two requests at once.
     pub concurrency: usize,
+    /// Most events in one HTTP request (`HTTP_BATCH_MAX`); 1 sends each
+    /// event alone, in `HTTP_CONTENT_MODE`.
+    pub batch_max: usize,
 }
 
 /// The pool of password hashing threads in front of argon2id.
@@ -116,6 +122,7 @@ impl Settings {
         let max_attempts: u32 = env_parse("RELAY_MAX_ATTEMPTS", 0)?;
         let backoff_initial = positive("RELAY_BACKOFF_INITIAL_MS", 100)?;
         let backoff_max = positive("RELAY_BACKOFF_MAX_MS", 30_000)?.max(backoff_initial);
+        let retry_after_max = positive("RELAY_RETRY_AFTER_MAX_MS", 600_000)?;
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Settings {
             listen_addr: env_or("LISTEN_ADDR", "0.0.0.0:3000"),
@@ -125,9 +132,11 @@ impl Settings {
             relay: RelaySettings {
                 backoff_initial: Duration::from_millis(backoff_initial),
                 backoff_max: Duration::from_millis(backoff_max),
+                retry_after_max: Duration::from_millis(retry_after_max),
                 max_attempts: (max_attempts > 0).then_some(max_attempts),
                 poll_interval: Duration::from_millis(500),
                 concurrency: count_in("RELAY_CONCURRENCY", 32, MAX_CONCURRENCY)?,
+                batch_max: count_in("HTTP_BATCH_MAX", 100, MAX_BATCH)?,
             },
             hashing: HashSettings {
                 workers: count_in("HASH_CONCURRENCY", cpus, MAX_HASH_WORKERS)?,
@@ -141,6 +150,7 @@ impl Settings {
 /// Upper bounds that catch a typo (an extra zero or three) before it
 /// becomes thousands of threads or a request the receiver must refuse.
 const MAX_CONCURRENCY: usize = 4096;
+const MAX_BATCH: usize = 10_000;
 /// Each hashing thread keeps ~19 MiB of argon2 working memory.
 const MAX_HASH_WORKERS: usize = 256;
 const MAX_HASH_QUEUE: usize = 100_000;
