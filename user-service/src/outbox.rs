@@ -23,7 +23,6 @@ pub struct PendingEvent {
     /// the row is put in a request.
     pub event_json: Arc<str>,
     pub attempts: u32,
-    pub created_at: DateTime<Utc>,
 }
 
 /// Pending rows after `after` in seq (= commit) order, leaving out the
@@ -43,7 +42,7 @@ pub async fn pending_after(
 ) -> Result<Vec<PendingEvent>, sqlx::Error> {
     let held_back = serde_json::to_string(held_back).unwrap_or_else(|_| "[]".to_owned());
     let rows = sqlx::query(
-        "SELECT seq, event_id, user_id, event_json, attempts, created_at FROM outbox \
+        "SELECT seq, event_id, user_id, event_json, attempts FROM outbox \
          WHERE status = 'pending' AND seq > ?1 \
          AND user_id NOT IN (SELECT value FROM json_each(?3)) \
          ORDER BY seq LIMIT ?2",
@@ -63,7 +62,7 @@ pub async fn pending_for_user(
     limit: u32,
 ) -> Result<Vec<PendingEvent>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT seq, event_id, user_id, event_json, attempts, created_at FROM outbox \
+        "SELECT seq, event_id, user_id, event_json, attempts FROM outbox \
          WHERE status = 'pending' AND user_id = ?1 ORDER BY seq LIMIT ?2",
     )
     .bind(user_id)
@@ -87,9 +86,8 @@ fn pending_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<PendingEvent, sqlx::E
         seq: r.try_get("seq")?,
         event_id: r.try_get("event_id")?,
         user_id: r.try_get("user_id")?,
-        event_json: r.try_get::<String, _>("event_json")?.into(),
+        event_json: Arc::from(r.try_get::<&str, _>("event_json")?),
         attempts: r.try_get("attempts")?,
-        created_at: r.try_get("created_at")?,
     })
 }
 

@@ -52,10 +52,14 @@ impl KafkaPublisher {
             // has the record.
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            // The relay keeps thousands of records in flight, so batches
-            // fill while earlier requests are out; lingering on top only
-            // adds latency.
-            .set("linger.ms", "0")
+            // With thousands of records in flight, a short linger makes
+            // fewer, fuller produce requests: less CPU here and on the
+            // broker per record. Draining 100,000 events on a 2-core
+            // machine shared with the broker and audit-service: linger.ms=0
+            // 25,000-36,000 events/s, linger.ms=10 33,000-55,000 events/s
+            // (noisy; 1.6-2.3 s of our CPU instead of 2.1-2.8 s). A lone
+            // event waits 10 ms more.
+            .set("linger.ms", "10")
             .set("queue.buffering.max.messages", QUEUE_MESSAGES.to_string())
             // No local expiry: librdkafka retries a record until the broker
             // takes it, which is what keeps one user's records in order with
@@ -103,7 +107,7 @@ impl KafkaPublisher {
     /// Hands one event to the producer without waiting for the broker:
     /// the future resolves with its delivery report. `Err` when the
     /// producer would not take it.
-    pub fn enqueue(&self, event: &Event) -> Result<DeliveryFuture, Report> {
+    pub fn enqueue(&self, mut event: Event) -> Result<DeliveryFuture, Report> {
         // The record key is the event's `partitionkey` extension where it
         // has one (the Kafka binding maps the two), otherwise its subject,
         // the user id: one user's events share a partition and keep their
@@ -113,7 +117,6 @@ impl KafkaPublisher {
             Some(pk) => pk.to_string(),
             None => event.subject().unwrap_or(event.id()).to_owned(),
         };
-        let mut event = event.clone();
         event.set_extension("partitionkey", key.clone());
         let message = MessageRecord::from_event(event)
             .map_err(|e| Report::Refused(format!("event does not map to a Kafka record: {e}")))?;
@@ -167,7 +170,7 @@ impl KafkaPublisher {
     /// timeout (the one-shot path of the `send_event` example).
     #[tracing::instrument(skip_all, fields(event_id = event.id(), event_type = event.ty()))]
     pub async fn publish(&self, event: &Event) -> Outcome {
-        let report = match self.enqueue(event) {
+        let report = match self.enqueue(event.clone()) {
             Ok(delivery) => match tokio::time::timeout(self.timeout, delivery).await {
                 Ok(delivery) => self.report(delivery),
                 Err(_) => Report::Failed("no delivery report within the publish timeout".into()),

@@ -1,12 +1,13 @@
 //! The relay's traffic with the outbox: it reads pending rows in seq order
 //! behind a cursor, re-reads one user's rows on demand, and writes outcomes
-//! back in batches, one query at a time.
+//! back in batches; at most one read and one write at a time, side by side
+//! (a write's fsync no longer holds up the next page).
 //!
-//! One query at a time is what keeps the bookkeeping simple: a row the
-//! relay holds (in memory, in flight, or done but not yet written) is in
-//! `known`, and leaves it only once its outcome is committed. Since no read
-//! runs alongside that commit, a read never returns a row as pending that
-//! the relay has already finished with.
+//! A row the relay holds (in memory, in flight, or done but not yet
+//! written) is in `known`, and reads skip it. It leaves `known` only once
+//! its outcome is committed, and, when a read was running meanwhile, only
+//! after that read's result is taken in: the read may have looked before
+//! the commit and seen the row still pending.
 
 use crate::outbox::{self, Outcomes, PendingEvent};
 use chrono::{DateTime, Utc};
@@ -60,8 +61,13 @@ pub struct Feed {
     /// The last read found nothing after the cursor: wait for a wake-up.
     at_end: bool,
     known: HashSet<i64>,
+    /// Committed while a read was running: leave `known` after it.
+    release_after_read: Vec<i64>,
     writes: Outcomes,
-    job: Option<BoxFuture<'static, Job>>,
+    /// The read running (a page, a refill or the lag gauge), if any.
+    reading: Option<BoxFuture<'static, Job>>,
+    /// The write running, if any.
+    writing: Option<BoxFuture<'static, Job>>,
     paused_until: Option<Instant>,
     lag_due: bool,
     /// Shutting down: a write that fails is given up, not retried.
@@ -78,8 +84,10 @@ impl Feed {
             pass: 0,
             at_end: false,
             known: HashSet::new(),
+            release_after_read: Vec::new(),
             writes: Outcomes::default(),
-            job: None,
+            reading: None,
+            writing: None,
             paused_until: None,
             lag_due: true,
             stopping: false,
@@ -108,18 +116,29 @@ impl Feed {
 
     /// Nothing running and nothing left to write.
     pub fn is_idle(&self) -> bool {
-        self.job.is_none() && self.writes.is_empty()
+        self.reading.is_none() && self.writing.is_none() && self.writes.is_empty()
     }
 
-    /// A query may start now.
-    pub fn is_free(&self) -> bool {
-        self.job.is_none() && self.paused_until.is_none()
+    fn paused(&self) -> bool {
+        self.paused_until.is_some()
     }
 
-    /// A read may start now: the feed is free and the last pass has not
-    /// reached the end.
+    /// A read of some kind (refill, lag) may start now.
+    pub fn can_query(&self) -> bool {
+        self.reading.is_none() && !self.paused()
+    }
+
+    /// A page read may start now: no read is running and the last pass has
+    /// not reached the end.
     pub fn can_read(&self) -> bool {
-        self.is_free() && !self.at_end
+        self.can_query() && !self.at_end
+    }
+
+    /// A refill may start now. Not while outcomes are being written: a
+    /// refill would find the user's just-finished rows still pending, take
+    /// nothing, and ask again at once.
+    pub fn can_refill(&self) -> bool {
+        self.can_query() && self.writing.is_none() && self.writes.is_empty()
     }
 
     /// A commit added rows: read on from the cursor.
@@ -148,24 +167,24 @@ impl Feed {
         self.stopping = true;
     }
 
-    /// Starts writing the outcomes gathered so far, if there are any.
-    pub fn start_write(&mut self) -> bool {
-        if !self.is_free() || self.writes.is_empty() {
-            return false;
+    /// Starts writing the outcomes gathered so far, if there are any and
+    /// no write is running.
+    pub fn start_write(&mut self) {
+        if self.writing.is_some() || self.paused() || self.writes.is_empty() {
+            return;
         }
         let outcomes = std::mem::take(&mut self.writes);
         let pool = self.pool.clone();
-        self.job = Some(Box::pin(async move {
+        self.writing = Some(Box::pin(async move {
             let written = outbox::record(&pool, &outcomes).await;
             Job::Write(outcomes, written)
         }));
-        true
     }
 
     /// Starts reading `user`'s oldest pending rows, up to `limit`.
     pub fn start_refill(&mut self, user: String, limit: u32) {
         let pool = self.pool.clone();
-        self.job = Some(Box::pin(async move {
+        self.reading = Some(Box::pin(async move {
             let rows = outbox::pending_for_user(&pool, &user, limit).await;
             Job::Refill { user, limit, rows }
         }));
@@ -174,12 +193,12 @@ impl Feed {
     /// Starts reading the next page, leaving out `held_back` users, unless
     /// the last read found the end.
     pub fn start_read(&mut self, held_back: Vec<String>) -> bool {
-        if !self.is_free() || self.at_end {
+        if !self.can_read() {
             return false;
         }
         let pool = self.pool.clone();
         let (after, limit, pass) = (self.cursor, self.page, self.pass);
-        self.job = Some(Box::pin(async move {
+        self.reading = Some(Box::pin(async move {
             let held_back: Vec<&str> = held_back.iter().map(String::as_str).collect();
             let rows = outbox::pending_after(&pool, after, limit, &held_back).await;
             Job::Read { pass, rows }
@@ -189,32 +208,52 @@ impl Feed {
 
     /// Starts refreshing the lag gauge if it is due.
     pub fn start_lag(&mut self) {
-        if !self.is_free() || !self.lag_due {
+        if !self.can_query() || !self.lag_due {
             return;
         }
         self.lag_due = false;
         let pool = self.pool.clone();
-        self.job = Some(Box::pin(async move {
+        self.reading = Some(Box::pin(async move {
             Job::Lag(outbox::oldest_pending(&pool).await)
         }));
     }
 
-    /// Waits for the running query (or the end of a pause) and takes its
+    /// Waits for a running query (or the end of a pause) and takes its
     /// result in. Never resolves when there is neither. Cancel-safe: a
     /// query interrupted here goes on at the next call.
     pub async fn next(&mut self) -> Fed {
-        if let Some(job) = self.job.as_mut() {
-            let done = job.await;
-            self.job = None;
-            return self.take(done);
-        }
-        match self.paused_until {
-            Some(until) => {
-                tokio::time::sleep_until(until).await;
-                self.paused_until = None;
-                Fed::Nothing
+        let done = tokio::select! {
+            // Writes first: they free rows.
+            biased;
+            done = run(&mut self.writing) => {
+                self.writing = None;
+                done
             }
-            None => std::future::pending().await,
+            done = run(&mut self.reading) => {
+                self.reading = None;
+                let fed = self.take(done);
+                for seq in std::mem::take(&mut self.release_after_read) {
+                    self.known.remove(&seq);
+                }
+                return fed;
+            }
+            _ = pause(self.paused_until) => {
+                self.paused_until = None;
+                return Fed::Nothing;
+            }
+        };
+        self.take(done)
+    }
+
+    /// Rows whose outcome is committed leave `known`, after the running
+    /// read if there is one.
+    fn release_settled(&mut self, outcomes: &Outcomes) {
+        if self.reading.is_some() {
+            self.release_after_read.extend(outcomes.settled());
+        } else {
+            for seq in outcomes.settled() {
+                self.known.remove(&seq);
+            }
         }
     }
 
@@ -264,9 +303,7 @@ impl Feed {
                 Fed::Nothing
             }
             Job::Write(outcomes, Ok(())) => {
-                for seq in outcomes.settled() {
-                    self.known.remove(&seq);
-                }
+                self.release_settled(&outcomes);
                 Fed::Nothing
             }
             Job::Write(outcomes, Err(e)) => {
@@ -274,9 +311,7 @@ impl Feed {
                 if self.stopping {
                     // The rows stay pending and go again after a restart;
                     // the receiver stores each once.
-                    for seq in outcomes.settled() {
-                        self.known.remove(&seq);
-                    }
+                    self.release_settled(&outcomes);
                 } else {
                     let newer = std::mem::replace(&mut self.writes, outcomes);
                     self.writes.merge(newer);
@@ -300,5 +335,19 @@ impl Feed {
     fn failed(&mut self, what: &str, error: &sqlx::Error) {
         tracing::error!(error = %error, "failed to {what}");
         self.paused_until = Some(Instant::now() + self.pause);
+    }
+}
+
+async fn run(job: &mut Option<BoxFuture<'static, Job>>) -> Job {
+    match job {
+        Some(job) => job.await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn pause(until: Option<Instant>) {
+    match until {
+        Some(until) => tokio::time::sleep_until(until).await,
+        None => std::future::pending().await,
     }
 }

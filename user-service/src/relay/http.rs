@@ -49,10 +49,14 @@ pub(super) async fn run(relay: &Relay, publisher: &HttpPublisher) -> anyhow::Res
                 in_flight.push(send(publisher, batch));
             }
         }
-        // Outcomes are written first: they free memory, and rows are
-        // released only once their outcome is committed.
-        if feed.is_free() && !feed.start_write() && !stopping {
-            if let Some(user) = lanes.next_refill() {
+        feed.start_write();
+        if !stopping && feed.can_query() {
+            let refill = if feed.can_refill() {
+                lanes.next_refill()
+            } else {
+                None
+            };
+            if let Some(user) = refill {
                 feed.start_refill(user, PER_USER as u32);
             } else if feed.can_read() && feed.held() + PAGE as usize <= HELD_MAX {
                 feed.start_read(lanes.behind());

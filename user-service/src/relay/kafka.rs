@@ -49,12 +49,10 @@ use tokio::time::{Instant, MissedTickBehavior};
 /// link; small enough to bound memory and what is re-sent after a crash.
 const WINDOW: usize = 5000;
 
-/// A record handed to the producer.
+/// A record handed to the producer: what its report is about.
 struct Sent {
     seq: i64,
     attempts: u32,
-    event_id: String,
-    user_id: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,7 +107,8 @@ pub(super) async fn run(relay: &Relay, publisher: &KafkaPublisher) -> anyhow::Re
                 feed.rescan();
             }
         }
-        if feed.is_free() && !feed.start_write() && stop_by.is_none() {
+        feed.start_write();
+        if stop_by.is_none() && feed.can_query() {
             if mode == Mode::Sending && feed.can_read() && feed.held() + PAGE as usize <= WINDOW {
                 feed.start_read(Vec::new());
             } else {
@@ -204,8 +203,6 @@ fn enqueue(
     let record = Sent {
         seq: row.seq,
         attempts: row.attempts,
-        event_id: row.event_id.clone(),
-        user_id: row.user_id.clone(),
     };
     let event: Event = match serde_json::from_str(&row.event_json) {
         Ok(event) => event,
@@ -216,7 +213,7 @@ fn enqueue(
             return None;
         }
     };
-    match publisher.enqueue(&event) {
+    match publisher.enqueue(event) {
         Ok(delivery) => {
             feed.hold(record.seq);
             Some((record, delivery))
@@ -331,13 +328,9 @@ fn stop_sending(mode: &mut Mode, fatal: bool, publisher: &KafkaPublisher, reason
 }
 
 fn park(feed: &mut Feed, record: &Sent, reason: &str) {
-    tracing::warn!(
-        seq = record.seq,
-        event_id = %record.event_id,
-        user_id = %record.user_id,
-        %reason,
-        "event parked as a dead letter"
-    );
+    // The seq leads to the event and its user in the outbox (and in
+    // `user-service dead-letters list`).
+    tracing::warn!(seq = record.seq, %reason, "event parked as a dead letter");
     count_dead_letter();
     feed.hold(record.seq);
     feed.outcomes().dead.push(Failure {

@@ -311,7 +311,6 @@ impl Lanes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::Utc;
     use std::time::Duration;
 
     fn row(seq: i64, user: &str) -> PendingEvent {
@@ -321,7 +320,6 @@ mod tests {
             user_id: user.to_owned(),
             event_json: Arc::from(format!("{{\"seq\":{seq}}}")),
             attempts: 0,
-            created_at: Utc::now(),
         }
     }
 
