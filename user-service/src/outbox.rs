@@ -55,17 +55,19 @@ pub async fn pending_after(
     rows.iter().map(pending_from_row).collect()
 }
 
-/// One user's oldest pending rows, in seq order.
+/// One user's oldest pending rows after `after`, in seq order.
 pub async fn pending_for_user(
     pool: &SqlitePool,
     user_id: &str,
+    after: i64,
     limit: u32,
 ) -> Result<Vec<PendingEvent>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT seq, event_id, user_id, event_json, attempts FROM outbox \
-         WHERE status = 'pending' AND user_id = ?1 ORDER BY seq LIMIT ?2",
+         WHERE status = 'pending' AND user_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
     )
     .bind(user_id)
+    .bind(after)
     .bind(limit)
     .fetch_all(pool)
     .await?;

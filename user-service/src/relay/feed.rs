@@ -134,13 +134,6 @@ impl Feed {
         self.can_query() && !self.at_end
     }
 
-    /// A refill may start now. Not while outcomes are being written: a
-    /// refill would find the user's just-finished rows still pending, take
-    /// nothing, and ask again at once.
-    pub fn can_refill(&self) -> bool {
-        self.can_query() && self.writing.is_none() && self.writes.is_empty()
-    }
-
     /// A commit added rows: read on from the cursor.
     pub fn more(&mut self) {
         self.at_end = false;
@@ -181,11 +174,12 @@ impl Feed {
         }));
     }
 
-    /// Starts reading `user`'s oldest pending rows, up to `limit`.
-    pub fn start_refill(&mut self, user: String, limit: u32) {
+    /// Starts reading `user`'s oldest pending rows after `after`, up to
+    /// `limit`.
+    pub fn start_refill(&mut self, user: String, after: i64, limit: u32) {
         let pool = self.pool.clone();
         self.reading = Some(Box::pin(async move {
-            let rows = outbox::pending_for_user(&pool, &user, limit).await;
+            let rows = outbox::pending_for_user(&pool, &user, after, limit).await;
             Job::Refill { user, limit, rows }
         }));
     }

@@ -26,16 +26,18 @@ use cloudevents::Event;
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::time::{Instant, MissedTickBehavior};
 
-/// Rows one user's lane keeps; a user with more pending has the rest read
-/// in order as the lane drains, so one long backlog cannot fill memory.
-const PER_USER: usize = 1000;
 /// Rows held in memory in all, in lanes or awaiting their write.
 const HELD_MAX: usize = 10_000;
 
 pub(super) async fn run(relay: &Relay, publisher: &HttpPublisher) -> anyhow::Result<()> {
     let settings = &relay.settings;
     let mut feed = Feed::new(relay.pool.clone(), PAGE, settings.poll_interval);
-    let mut lanes = Lanes::new(PER_USER);
+    // Rows one user's lane keeps: two full batches keep that user's
+    // requests full back to back; a user with more pending has the rest
+    // read in order as the lane drains, so a few long backlogs cannot fill
+    // memory and hold everyone else's events back.
+    let per_user = (2 * settings.batch_max).clamp(16, HELD_MAX / 20);
+    let mut lanes = Lanes::new(per_user);
     let mut in_flight = FuturesUnordered::new();
     let mut tick = tokio::time::interval(settings.poll_interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -51,13 +53,8 @@ pub(super) async fn run(relay: &Relay, publisher: &HttpPublisher) -> anyhow::Res
         }
         feed.start_write();
         if !stopping && feed.can_query() {
-            let refill = if feed.can_refill() {
-                lanes.next_refill()
-            } else {
-                None
-            };
-            if let Some(user) = refill {
-                feed.start_refill(user, PER_USER as u32);
+            if let Some((user, after)) = lanes.next_refill() {
+                feed.start_refill(user, after, per_user as u32);
             } else if feed.can_read() && feed.held() + PAGE as usize <= HELD_MAX {
                 feed.start_read(lanes.behind());
             } else {

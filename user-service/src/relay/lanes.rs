@@ -32,6 +32,10 @@ struct Lane {
     behind: bool,
     /// A refill from the outbox is asked for or running.
     refilling: bool,
+    /// The highest seq the lane has taken (and not given back): a refill
+    /// reads after it, so rows already done with but not yet marked in the
+    /// outbox are not read again.
+    last_seq: i64,
 }
 
 impl Lane {
@@ -116,9 +120,9 @@ impl Lanes {
         true
     }
 
-    /// Takes a refill: `rows` are the user's oldest pending rows not already
-    /// held, in seq order; `complete` says the outbox has no more. Returns
-    /// the seqs taken.
+    /// Takes a refill: `rows` are the user's oldest pending rows after the
+    /// seq [`Self::next_refill`] gave, in seq order; `complete` says the
+    /// outbox has no more. Returns the seqs taken.
     pub fn refilled(&mut self, user: &str, rows: Vec<PendingEvent>, complete: bool) -> Vec<i64> {
         let Some(lane) = self.lanes.get_mut(user) else {
             return Vec::new();
@@ -135,8 +139,8 @@ impl Lanes {
             self.push(row);
         }
         if taken == 0 {
-            // Nothing new: drop the lane, or ask again once the rows still
-            // held for it are written.
+            // Nothing came: drop the lane, or (after a failed read) ask
+            // again.
             self.settle(user);
         }
         seqs
@@ -146,6 +150,7 @@ impl Lanes {
         let user = row.user_id.clone();
         let lane = self.lanes.entry(user.clone()).or_default();
         let was_ready = lane.is_ready();
+        lane.last_seq = lane.last_seq.max(row.seq);
         lane.rows.push_back(row);
         self.rows += 1;
         if !was_ready && lane.is_ready() {
@@ -244,6 +249,9 @@ impl Lanes {
             .collect();
         if !given_back.is_empty() {
             lane.behind = true;
+            if let Some(front) = lane.rows.front() {
+                lane.last_seq = front.seq;
+            }
         }
         self.rows -= given_back.len();
         self.timers.push(Reverse((until, user.to_owned())));
@@ -275,13 +283,15 @@ impl Lanes {
         }
     }
 
-    /// The next user whose rows must be read again from the outbox.
-    pub fn next_refill(&mut self) -> Option<String> {
+    /// The next user whose rows must be read again from the outbox, and
+    /// the seq to read after.
+    pub fn next_refill(&mut self) -> Option<(String, i64)> {
         while let Some(user) = self.refills.pop_front() {
             if let Some(lane) = self.lanes.get_mut(&user) {
                 if lane.behind && lane.rows.is_empty() && !lane.refilling {
                     lane.refilling = true;
-                    return Some(user);
+                    let after = lane.last_seq;
+                    return Some((user, after));
                 }
             }
         }
@@ -414,7 +424,8 @@ mod tests {
         assert_eq!(retry.rows[0].attempts, 1);
         lanes.finish("a");
         // Drained while behind: read a's rows again, from the outbox.
-        assert_eq!(lanes.next_refill().as_deref(), Some("a"));
+        // After seq 1: rows 3 and 4 were given back.
+        assert_eq!(lanes.next_refill(), Some(("a".to_owned(), 1)));
         assert!(lanes.next_refill().is_none(), "one refill at a time");
         lanes.refilled("a", vec![row(3, "a"), row(4, "a"), row(5, "a")], true);
         assert!(lanes.behind().is_empty());
@@ -433,14 +444,15 @@ mod tests {
         assert_eq!(seqs(&lanes.next_batch(10).unwrap()), [1, 2, 4]);
         lanes.finish("a");
         lanes.finish("b");
-        assert_eq!(lanes.next_refill().as_deref(), Some("a"));
+        // After seq 2, the last row it took.
+        assert_eq!(lanes.next_refill(), Some(("a".to_owned(), 2)));
         // The refill got as many as the lane holds: more may be pending.
         lanes.refilled("a", vec![row(3, "a"), row(5, "a")], false);
         assert_eq!(lanes.behind(), ["a"]);
         assert!(!lanes.offer(row(6, "a")));
         assert_eq!(seqs(&lanes.next_batch(10).unwrap()), [3, 5]);
         lanes.finish("a");
-        assert_eq!(lanes.next_refill().as_deref(), Some("a"));
+        assert_eq!(lanes.next_refill(), Some(("a".to_owned(), 5)));
         lanes.refilled("a", vec![row(6, "a")], true);
         assert!(lanes.behind().is_empty());
         assert!(lanes.offer(row(7, "a")));

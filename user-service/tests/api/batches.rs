@@ -164,3 +164,37 @@ async fn a_batch_max_of_one_sends_every_event_alone_in_binary_mode() {
         assert_eq!(per_user[id], expected);
     }
 }
+
+#[tokio::test]
+async fn a_user_with_a_long_backlog_goes_in_order_without_holding_others_back() {
+    let audit = FakeAudit::start().await;
+    // 600 events of one user: more than its lane keeps (two batches), so
+    // the rest is read again, in order, as the lane drains.
+    let (_app, ids) = backlog(&audit, 100, async |app| {
+        let mut ids = changes(app, 1, 599).await;
+        ids.extend(changes(app, 10, 1).await);
+        ids
+    })
+    .await;
+
+    let accepted = audit.wait_for_accepted(620).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(audit.accepted().len(), 620, "each event once");
+    let per_user = names_per_user(&accepted);
+    let heavy: Vec<String> = (0..600).map(|v| format!("u0 v{v}")).collect();
+    assert_eq!(per_user[&ids[0]], heavy);
+    for (u, id) in ids.iter().enumerate().skip(1) {
+        let expected = [format!("u{} v0", u - 1), format!("u{} v1", u - 1)];
+        assert_eq!(per_user[id], expected);
+    }
+    // The others did not wait for the long backlog to be through.
+    let last_heavy = accepted
+        .iter()
+        .rposition(|e| e.subject() == Some(ids[0].as_str()))
+        .unwrap();
+    let last_other = accepted
+        .iter()
+        .rposition(|e| e.subject() != Some(ids[0].as_str()))
+        .unwrap();
+    assert!(last_other < last_heavy, "{last_other} vs {last_heavy}");
+}
