@@ -2,6 +2,7 @@
 //! to stop.
 
 use crate::config::Settings;
+use crate::hasher::Hasher;
 use crate::publish::Publisher;
 use crate::relay::Relay;
 use crate::routes::{self, AppState};
@@ -14,7 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
@@ -33,6 +34,7 @@ pub struct Application {
     router: Router,
     relay: Relay,
     publisher: Arc<Publisher>,
+    hasher: Hasher,
     shutdown: CancellationToken,
 }
 
@@ -48,11 +50,12 @@ impl Application {
         let publisher = Arc::new(Publisher::new(&settings.publish)?);
         let wake = Arc::new(Notify::new());
         let shutdown = CancellationToken::new();
-        let hashers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let hasher = Hasher::start(settings.hashing.workers, settings.hashing.queue)
+            .context("Failed to start the password hashing threads")?;
         let state = AppState {
             store: Store::new(pool.clone(), settings.event_source.clone(), wake.clone()),
             publisher: publisher.clone(),
-            hashing: Arc::new(Semaphore::new(hashers)),
+            hasher: hasher.clone(),
         };
         let relay = Relay {
             pool,
@@ -73,12 +76,18 @@ impl Application {
             router: router(state, settings.request_timeout),
             relay,
             publisher,
+            hasher,
             shutdown,
         })
     }
 
     pub fn port(&self) -> u16 {
         self.addr.port()
+    }
+
+    /// The password hashing pool (tests read how much memory it took).
+    pub fn hasher(&self) -> Hasher {
+        self.hasher.clone()
     }
 
     /// Cancelling this token stops the service as SIGTERM would.
@@ -108,10 +117,13 @@ impl Application {
         self.publisher.flush().await;
         tracing::info!("user-service stopped");
         served?;
-        // A relay that died (it cancels the token as it unwinds, which is
-        // what stopped the server) is an error: exiting non-zero gets the
-        // service restarted instead of serving with events piling up.
-        relayed.context("The outbox relay failed")
+        // A relay that died or failed (it cancels the token as it ends,
+        // which is what stopped the server) is an error: exiting non-zero
+        // gets the service restarted instead of serving with events piling
+        // up.
+        relayed
+            .context("The outbox relay panicked")?
+            .context("The outbox relay failed")
     }
 }
 

@@ -24,22 +24,39 @@ impl FromStr for ContentMode {
     }
 }
 
-/// How the outbox relay retries.
+/// How the outbox relay sends and retries.
 #[derive(Debug, Clone)]
 pub struct RelaySettings {
     /// First retry delay bound (`RELAY_BACKOFF_INITIAL_MS`).
     pub backoff_initial: Duration,
-    /// Largest retry delay, Retry-After included (`RELAY_BACKOFF_MAX_MS`).
+    /// Largest retry delay of our own backoff (`RELAY_BACKOFF_MAX_MS`).
     pub backoff_max: Duration,
+    /// Longest `Retry-After` from the receiver that is honoured as sent
+    /// (`RELAY_RETRY_AFTER_MAX_MS`); a longer one is cut to this.
+    pub retry_after_max: Duration,
     /// Attempts before an event is parked as dead; `None` retries forever
     /// (`RELAY_MAX_ATTEMPTS=0`, the default).
     pub max_attempts: Option<u32>,
     /// How often the relay looks for pending rows nobody woke it for: rows
     /// left from before a restart, or re-driven by an operator.
     pub poll_interval: Duration,
-    /// How many users' events are in flight at once (`RELAY_CONCURRENCY`).
-    /// Each user's events still go one at a time, in order.
+    /// HTTP requests in flight at once (`RELAY_CONCURRENCY`). One user's
+    /// events are never in two requests at once.
     pub concurrency: usize,
+    /// Most events in one HTTP request (`HTTP_BATCH_MAX`); 1 sends each
+    /// event alone, in `HTTP_CONTENT_MODE`.
+    pub batch_max: usize,
+}
+
+/// The pool of password hashing threads in front of argon2id.
+#[derive(Debug, Clone)]
+pub struct HashSettings {
+    /// Hashes computed at once, one thread and one ~19 MiB working memory
+    /// each (`HASH_CONCURRENCY`, default the CPU count).
+    pub workers: usize,
+    /// Hashes that may wait for a thread (`HASH_QUEUE_MAX`); beyond that a
+    /// request is answered 503 with Retry-After.
+    pub queue: usize,
 }
 
 /// Where the relay sends events.
@@ -95,6 +112,7 @@ pub struct Settings {
     pub event_source: String,
     pub publish: PublishSettings,
     pub relay: RelaySettings,
+    pub hashing: HashSettings,
     /// Longest time one HTTP request may take before it is answered 503.
     pub request_timeout: Duration,
 }
@@ -104,6 +122,8 @@ impl Settings {
         let max_attempts: u32 = env_parse("RELAY_MAX_ATTEMPTS", 0)?;
         let backoff_initial = positive("RELAY_BACKOFF_INITIAL_MS", 100)?;
         let backoff_max = positive("RELAY_BACKOFF_MAX_MS", 30_000)?.max(backoff_initial);
+        let retry_after_max = positive("RELAY_RETRY_AFTER_MAX_MS", 600_000)?;
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Settings {
             listen_addr: env_or("LISTEN_ADDR", "0.0.0.0:3000"),
             database_url: database_url_from_env(),
@@ -112,23 +132,38 @@ impl Settings {
             relay: RelaySettings {
                 backoff_initial: Duration::from_millis(backoff_initial),
                 backoff_max: Duration::from_millis(backoff_max),
+                retry_after_max: Duration::from_millis(retry_after_max),
                 max_attempts: (max_attempts > 0).then_some(max_attempts),
                 poll_interval: Duration::from_millis(500),
-                concurrency: positive_count("RELAY_CONCURRENCY", 32)?,
+                concurrency: count_in("RELAY_CONCURRENCY", 32, MAX_CONCURRENCY)?,
+                batch_max: count_in("HTTP_BATCH_MAX", 100, MAX_BATCH)?,
+            },
+            hashing: HashSettings {
+                workers: count_in("HASH_CONCURRENCY", cpus, MAX_HASH_WORKERS)?,
+                queue: count_in("HASH_QUEUE_MAX", 64, MAX_HASH_QUEUE)?,
             },
             request_timeout: Duration::from_secs(30),
         })
     }
 }
 
-/// A count that must not be zero: a relay with no slot would send nothing.
-fn positive_count(name: &str, default: usize) -> Result<usize, ConfigError> {
+/// Upper bounds that catch a typo (an extra zero or three) before it
+/// becomes thousands of threads or a request the receiver must refuse.
+const MAX_CONCURRENCY: usize = 4096;
+const MAX_BATCH: usize = 10_000;
+/// Each hashing thread keeps ~19 MiB of argon2 working memory.
+const MAX_HASH_WORKERS: usize = 256;
+const MAX_HASH_QUEUE: usize = 100_000;
+
+/// A count from 1 to `max`: zero would mean a relay with no slot, a batch
+/// of nothing or a pool with no thread.
+fn count_in(name: &str, default: usize, max: usize) -> Result<usize, ConfigError> {
     let value: usize = env_parse(name, default)?;
-    if value == 0 {
+    if !(1..=max).contains(&value) {
         return Err(ConfigError {
             name: name.to_owned(),
-            value: "0".to_owned(),
-            reason: "must be at least 1".to_owned(),
+            value: value.to_string(),
+            reason: format!("must be from 1 to {max}"),
         });
     }
     Ok(value)

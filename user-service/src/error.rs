@@ -1,7 +1,7 @@
 //! The one error type of the HTTP API, answered as problem+json.
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use shared::problem::Problem;
 
@@ -16,6 +16,10 @@ pub enum ApiError {
     Rejected { status: StatusCode, detail: String },
     #[error("no user with id {0}")]
     UserNotFound(uuid::Uuid),
+    /// Too many passwords are being hashed already; the client should come
+    /// back in a moment.
+    #[error("too many requests are hashing passwords; retry in a moment")]
+    Overloaded,
     /// Anything that is our fault. Logged in full, answered without detail.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -51,6 +55,16 @@ impl IntoResponse for ApiError {
             ApiError::Invalid(detail) => Problem::new(StatusCode::BAD_REQUEST, detail),
             ApiError::Rejected { status, detail } => Problem::new(status, detail),
             e @ ApiError::UserNotFound(_) => Problem::new(StatusCode::NOT_FOUND, e.to_string()),
+            e @ ApiError::Overloaded => {
+                let mut response =
+                    Problem::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response();
+                // One hash takes tens of milliseconds; a second is plenty
+                // for a queue's worth to clear.
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return response;
+            }
             ApiError::Internal(e) => {
                 tracing::error!(error = format!("{e:#}"), "request failed");
                 Problem::new(

@@ -7,6 +7,7 @@ pub mod config;
 pub mod dead_letters;
 pub mod domain;
 pub mod error;
+pub mod hasher;
 pub mod outbox;
 pub mod publish;
 pub mod relay;

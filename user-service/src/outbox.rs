@@ -1,5 +1,7 @@
-//! The outbox's read side: what the relay takes, how it records outcomes,
-//! and the dead letters an operator lists and re-drives.
+//! The outbox queries of the relay and the operator: the pending rows the
+//! relay reads, the outcomes it writes back, and the dead letters an
+//! operator lists and re-drives. (The rows are written with the user change
+//! they describe, in `store`.)
 //!
 //! Delivered rows are kept, with their delivery time, as a record of what
 //! left the service; nothing prunes them yet. The partial indexes on
@@ -9,6 +11,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{Row, SqlitePool};
+use std::sync::Arc;
 
 /// A row the relay has yet to deliver.
 #[derive(Debug, Clone)]
@@ -16,90 +19,162 @@ pub struct PendingEvent {
     pub seq: i64,
     pub event_id: String,
     pub user_id: String,
-    /// The CloudEvent in the JSON event format.
-    pub event_json: String,
+    /// The CloudEvent in the JSON event format. Shared, not copied, when
+    /// the row is put in a request.
+    pub event_json: Arc<str>,
     pub attempts: u32,
-    pub created_at: DateTime<Utc>,
 }
 
-/// The oldest pending rows, in the order they were committed.
-pub async fn pending(pool: &SqlitePool, limit: u32) -> Result<Vec<PendingEvent>, sqlx::Error> {
+/// Pending rows after `after` in seq (= commit) order, leaving out the
+/// users in `held_back`: the relay holds their rows in order itself and
+/// reads them with [`pending_for_user`].
+///
+/// Seq order is commit order because SQLite has one writer at a time. A
+/// database with concurrent writers (PostgreSQL) can commit a lower seq
+/// after a higher one; there, the relay's periodic re-scan from the start
+/// is what picks such a row up, and replicas will claim rows with
+/// `FOR UPDATE SKIP LOCKED` behind this same function.
+pub async fn pending_after(
+    pool: &SqlitePool,
+    after: i64,
+    limit: u32,
+    held_back: &[&str],
+) -> Result<Vec<PendingEvent>, sqlx::Error> {
+    let held_back = serde_json::to_string(held_back).unwrap_or_else(|_| "[]".to_owned());
     let rows = sqlx::query(
-        "SELECT seq, event_id, user_id, event_json, attempts, created_at FROM outbox \
-         WHERE status = 'pending' ORDER BY seq LIMIT ?1",
+        "SELECT seq, event_id, user_id, event_json, attempts FROM outbox \
+         WHERE status = 'pending' AND seq > ?1 \
+         AND user_id NOT IN (SELECT value FROM json_each(?3)) \
+         ORDER BY seq LIMIT ?2",
     )
+    .bind(after)
+    .bind(limit)
+    .bind(held_back)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(pending_from_row).collect()
+}
+
+/// One user's oldest pending rows after `after`, in seq order.
+pub async fn pending_for_user(
+    pool: &SqlitePool,
+    user_id: &str,
+    after: i64,
+    limit: u32,
+) -> Result<Vec<PendingEvent>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT seq, event_id, user_id, event_json, attempts FROM outbox \
+         WHERE status = 'pending' AND user_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+    )
+    .bind(user_id)
+    .bind(after)
     .bind(limit)
     .fetch_all(pool)
     .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(PendingEvent {
-                seq: r.try_get("seq")?,
-                event_id: r.try_get("event_id")?,
-                user_id: r.try_get("user_id")?,
-                event_json: r.try_get("event_json")?,
-                attempts: r.try_get("attempts")?,
-                created_at: r.try_get("created_at")?,
-            })
-        })
-        .collect()
+    rows.iter().map(pending_from_row).collect()
 }
 
-/// Marks rows acknowledged by the receiver.
-pub async fn mark_delivered(pool: &SqlitePool, seqs: &[i64]) -> Result<(), sqlx::Error> {
-    // One transaction for the lot: with synchronous=FULL every commit is an
-    // fsync, which would otherwise cap the relay at one event per fsync.
-    let mut tx = pool.begin().await?;
-    let now = Utc::now();
-    for seq in seqs {
+/// When the oldest pending row was committed, if there is one.
+pub async fn oldest_pending(pool: &SqlitePool) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT created_at FROM outbox WHERE status = 'pending' ORDER BY seq LIMIT 1",
+    )
+    .fetch_optional(pool)
+    .await
+}
+
+fn pending_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<PendingEvent, sqlx::Error> {
+    Ok(PendingEvent {
+        seq: r.try_get("seq")?,
+        event_id: r.try_get("event_id")?,
+        user_id: r.try_get("user_id")?,
+        event_json: Arc::from(r.try_get::<&str, _>("event_json")?),
+        attempts: r.try_get("attempts")?,
+    })
+}
+
+/// What came of sent rows, written to the outbox together.
+#[derive(Debug, Default)]
+pub struct Outcomes {
+    /// Acknowledged by the receiver.
+    pub delivered: Vec<i64>,
+    /// Refused for good: parked as dead letters.
+    pub dead: Vec<Failure>,
+    /// Failed attempts that will be retried.
+    pub failed: Vec<Failure>,
+}
+
+/// A row and why it failed.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub seq: i64,
+    /// The receiver's HTTP status, when there was one.
+    pub status: Option<u16>,
+    pub reason: String,
+}
+
+impl Outcomes {
+    pub fn is_empty(&self) -> bool {
+        self.delivered.is_empty() && self.dead.is_empty() && self.failed.is_empty()
+    }
+
+    /// Takes `other`'s outcomes too (a failed write is retried together
+    /// with what came in since).
+    pub fn merge(&mut self, other: Outcomes) {
+        self.delivered.extend(other.delivered);
+        self.dead.extend(other.dead);
+        self.failed.extend(other.failed);
+    }
+
+    /// The rows whose fate is settled by this write: delivered or dead.
+    pub fn settled(&self) -> impl Iterator<Item = i64> + '_ {
+        self.delivered
+            .iter()
+            .copied()
+            .chain(self.dead.iter().map(|f| f.seq))
+    }
+}
+
+/// Writes a batch of outcomes in one transaction. With synchronous=FULL
+/// every commit is an fsync, so one commit for many rows is what lets the
+/// relay go faster than one event per fsync.
+pub async fn record(pool: &SqlitePool, outcomes: &Outcomes) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    if !outcomes.delivered.is_empty() {
+        // One statement for the lot: the seqs travel as a JSON array.
+        let seqs = serde_json::to_string(&outcomes.delivered).unwrap_or_else(|_| "[]".to_owned());
         sqlx::query(
             "UPDATE outbox SET status = 'delivered', attempts = attempts + 1, delivered_at = ?2 \
-             WHERE seq = ?1",
+             WHERE seq IN (SELECT value FROM json_each(?1)) AND status = 'pending'",
         )
-        .bind(seq)
-        .bind(now)
+        .bind(seqs)
+        .bind(Utc::now())
+        .execute(&mut *tx)
+        .await?;
+    }
+    for dead in &outcomes.dead {
+        sqlx::query(
+            "UPDATE outbox SET status = 'dead', attempts = attempts + 1, last_status = ?2, \
+             last_error = ?3 WHERE seq = ?1 AND status = 'pending'",
+        )
+        .bind(dead.seq)
+        .bind(dead.status)
+        .bind(&dead.reason)
+        .execute(&mut *tx)
+        .await?;
+    }
+    for failed in &outcomes.failed {
+        sqlx::query(
+            "UPDATE outbox SET attempts = attempts + 1, last_status = ?2, last_error = ?3 \
+             WHERE seq = ?1 AND status = 'pending'",
+        )
+        .bind(failed.seq)
+        .bind(failed.status)
+        .bind(&failed.reason)
         .execute(&mut *tx)
         .await?;
     }
     tx.commit().await
-}
-
-/// Records a failed attempt that will be retried.
-pub async fn record_failure(
-    pool: &SqlitePool,
-    seq: i64,
-    status: Option<u16>,
-    error: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE outbox SET attempts = attempts + 1, last_status = ?2, last_error = ?3 \
-         WHERE seq = ?1",
-    )
-    .bind(seq)
-    .bind(status)
-    .bind(error)
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
-/// Parks the row as a dead letter; the relay moves on to the next one.
-pub async fn mark_dead(
-    pool: &SqlitePool,
-    seq: i64,
-    status: Option<u16>,
-    reason: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE outbox SET status = 'dead', attempts = attempts + 1, last_status = ?2, \
-         last_error = ?3 WHERE seq = ?1",
-    )
-    .bind(seq)
-    .bind(status)
-    .bind(reason)
-    .execute(pool)
-    .await?;
-    Ok(())
 }
 
 /// An event the relay gave up on.

@@ -4,8 +4,8 @@
 //! that prints nothing of it, so it cannot end up in a log line, a response
 //! or an event by accident.
 
-use argon2::password_hash::PasswordHasher;
-use argon2::Argon2;
+use argon2::password_hash::phc::{self, Output, ParamsString, Salt};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use serde::{Deserialize, Deserializer};
 use std::fmt;
 
@@ -48,13 +48,46 @@ impl Password {
         Ok(Password(raw.0))
     }
 
-    /// Hashes with argon2id (the crate's default algorithm and parameters)
-    /// and a fresh random salt. CPU-heavy: run it on a blocking thread.
-    pub fn hash(&self) -> Result<PasswordHash, argon2::password_hash::Error> {
-        let hash = Argon2::default().hash_password(self.0.as_bytes())?;
-        Ok(PasswordHash(hash.to_string()))
+    /// The argon2 working memory one hash needs, in blocks (19 MiB with
+    /// the default parameters).
+    pub fn memory_blocks() -> usize {
+        Params::DEFAULT.block_count()
+    }
+
+    /// Hashes with argon2id (the crate's default parameters) and a fresh
+    /// random salt, working in `memory` (at least [`Self::memory_blocks`]
+    /// blocks), which the caller keeps and reuses. CPU-heavy: run it on a
+    /// thread of its own.
+    pub fn hash_with(&self, memory: &mut [Block]) -> Result<PasswordHash, HashFailure> {
+        let params = Params::DEFAULT;
+        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+        let salt = argon2::password_hash::try_generate_salt()
+            .map_err(|e| HashFailure(format!("no random salt: {e}")))?;
+        let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+        let blocks = Self::memory_blocks();
+        let memory = memory
+            .get_mut(..blocks)
+            .ok_or_else(|| HashFailure(format!("working memory under {blocks} blocks")))?;
+        argon2
+            .hash_password_into_with_memory(self.0.as_bytes(), &salt, &mut out, memory)
+            .map_err(|e| HashFailure(e.to_string()))?;
+        // The PHC string through the crate's own types, as its
+        // `hash_password` would build it.
+        let phc = phc::PasswordHash {
+            algorithm: argon2::ARGON2ID_IDENT,
+            version: Some(Version::V0x13.into()),
+            params: ParamsString::try_from(&params).map_err(|e| HashFailure(e.to_string()))?,
+            salt: Some(Salt::new(&salt).map_err(|e| HashFailure(e.to_string()))?),
+            hash: Some(Output::new(&out).map_err(|e| HashFailure(e.to_string()))?),
+        };
+        Ok(PasswordHash(phc.to_string()))
     }
 }
+
+/// Why a hash could not be made (never the password).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct HashFailure(String);
 
 impl fmt::Debug for Password {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -80,7 +113,7 @@ impl fmt::Debug for PasswordHash {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use argon2::password_hash::{phc, PasswordVerifier};
+    use argon2::password_hash::PasswordVerifier;
 
     fn raw(s: &str) -> RawPassword {
         RawPassword(s.to_owned())
@@ -101,13 +134,38 @@ mod tests {
     }
 
     #[test]
-    fn the_hash_is_argon2id_and_verifies() {
-        let hash = Password::parse(raw("hunter42")).unwrap().hash().unwrap();
-        assert!(hash.as_str().starts_with("$argon2id$"));
+    fn the_hash_is_argon2id_with_the_default_parameters_and_verifies() {
+        let mut memory = vec![Block::default(); Password::memory_blocks()];
+        let password = Password::parse(raw("hunter42")).unwrap();
+        let hash = password.hash_with(&mut memory).unwrap();
+        assert!(
+            hash.as_str().starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{}",
+            hash.as_str()
+        );
         let parsed = phc::PasswordHash::new(hash.as_str()).unwrap();
         assert!(Argon2::default()
             .verify_password(b"hunter42", &parsed)
             .is_ok());
+        assert!(Argon2::default()
+            .verify_password(b"hunter43", &parsed)
+            .is_err());
+        // The same memory again: a new salt, a different hash, still valid.
+        let again = password.hash_with(&mut memory).unwrap();
+        assert_ne!(again.as_str(), hash.as_str());
+        let parsed = phc::PasswordHash::new(again.as_str()).unwrap();
+        assert!(Argon2::default()
+            .verify_password(b"hunter42", &parsed)
+            .is_ok());
+    }
+
+    #[test]
+    fn too_little_working_memory_is_an_error_not_a_panic() {
+        let mut memory = vec![Block::default(); 8];
+        assert!(Password::parse(raw("hunter42"))
+            .unwrap()
+            .hash_with(&mut memory)
+            .is_err());
     }
 
     #[test]

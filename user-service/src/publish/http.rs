@@ -7,7 +7,8 @@ use anyhow::Context;
 use cloudevents::{AttributesReader, Event};
 use reqwest::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::StatusCode;
-use shared::binding::{to_http_binary, STRUCTURED_JSON};
+use shared::binding::{to_http_binary, BATCH_JSON, STRUCTURED_JSON};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 pub struct HttpPublisher {
@@ -38,6 +39,7 @@ impl HttpPublisher {
         format!("http {} ({:?} mode)", self.url, self.mode)
     }
 
+    /// Sends one event in the configured content mode.
     #[tracing::instrument(skip_all, fields(event_id = event.id(), event_type = event.ty()))]
     pub async fn publish(&self, event: &Event) -> Outcome {
         let request = match self.mode {
@@ -62,29 +64,73 @@ impl HttpPublisher {
                 }
             },
         };
-        let response = match request.send().await {
-            Ok(r) => r,
-            Err(e) => {
-                return Outcome::Retry {
-                    after: None,
-                    status: None,
-                    reason: format!("{:#}", anyhow::Error::new(e)),
-                }
-            }
-        };
-        let status = response.status();
-        if status.is_success() {
-            return Outcome::Ack;
-        }
-        let after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(parse_retry_after);
-        let body = response.bytes().await.unwrap_or_default();
-        let text = String::from_utf8_lossy(&body[..body.len().min(REASON_BYTES)]);
-        let reason = format!("{status}: {}", text.trim());
-        classify(status, after, reason)
+        send(request).await
     }
+
+    /// Sends events in batch mode (`application/cloudevents-batch+json`):
+    /// one JSON array of the events as the outbox holds them, in the JSON
+    /// event format already, so they are joined, not re-encoded.
+    #[tracing::instrument(skip_all, fields(events = events.len()))]
+    pub async fn publish_batch(&self, events: &[Arc<str>]) -> Outcome {
+        let size = events.iter().map(|e| e.len() + 1).sum::<usize>() + 2;
+        let mut body = String::with_capacity(size);
+        body.push('[');
+        for (i, event) in events.iter().enumerate() {
+            if i > 0 {
+                body.push(',');
+            }
+            body.push_str(event);
+        }
+        body.push(']');
+        let request = self
+            .client
+            .post(self.url.clone())
+            .header(CONTENT_TYPE, BATCH_JSON)
+            .body(body);
+        send(request).await
+    }
+}
+
+async fn send(request: reqwest::RequestBuilder) -> Outcome {
+    let response = match request.send().await {
+        Ok(r) => r,
+        Err(e) => {
+            return Outcome::Retry {
+                after: None,
+                status: None,
+                reason: format!("{:#}", anyhow::Error::new(e)),
+            }
+        }
+    };
+    let status = response.status();
+    if status.is_success() {
+        return Outcome::Ack;
+    }
+    let after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(parse_retry_after);
+    let reason = format!("{status}: {}", reason_of(response).await.trim());
+    classify(status, after, reason)
+}
+
+/// The start of a rejecting receiver's body, as the reason to record. Only
+/// what is kept is read: a receiver answering with a huge (or endless)
+/// body costs us `REASON_BYTES`, not the body. The rest is abandoned with
+/// the connection.
+async fn reason_of(mut response: reqwest::Response) -> String {
+    let mut kept = Vec::with_capacity(REASON_BYTES);
+    while kept.len() < REASON_BYTES {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let take = chunk.len().min(REASON_BYTES - kept.len());
+                kept.extend_from_slice(&chunk[..take]);
+            }
+            // The end, or a body that broke off: keep what came.
+            Ok(None) | Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&kept).into_owned()
 }
 
 /// The delivery rules. Every status not named as permanent is retried.
@@ -155,5 +201,35 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(parse_retry_after(&HeaderValue::from_static("soon")), None);
+    }
+
+    #[tokio::test]
+    async fn a_rejecting_receivers_endless_body_is_read_only_as_far_as_the_reason_keeps() {
+        use axum::body::{Body, Bytes};
+        use futures::stream;
+        // 400 with a body that never ends: reading it whole would never
+        // finish (and time out into a retry, with no reason kept).
+        let app = axum::Router::new().fallback(|| async {
+            let endless = stream::repeat_with(|| {
+                Ok::<_, std::convert::Infallible>(Bytes::from(vec![b'x'; 4096]))
+            });
+            (StatusCode::BAD_REQUEST, Body::from_stream(endless))
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let publisher =
+            HttpPublisher::new(&url, ContentMode::Binary, Duration::from_secs(30)).unwrap();
+
+        let outcome = publisher
+            .publish_batch(&[Arc::from("{}"), Arc::from("{}")])
+            .await;
+
+        let Outcome::Nack { status, reason } = outcome else {
+            panic!("{outcome:?}");
+        };
+        assert_eq!(status, Some(400));
+        assert!(reason.ends_with(&"x".repeat(REASON_BYTES)), "{reason}");
+        assert!(reason.len() <= REASON_BYTES + 40, "{}", reason.len());
     }
 }

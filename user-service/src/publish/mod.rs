@@ -1,11 +1,11 @@
-//! Publishing one CloudEvent to the audit service, over HTTP or Kafka, and
+//! Publishing CloudEvents to the audit service, over HTTP or Kafka, and
 //! what the receiver's answer means for the relay.
 
 mod http;
 mod kafka;
 
 pub use self::http::HttpPublisher;
-pub use self::kafka::KafkaPublisher;
+pub use self::kafka::{KafkaPublisher, Report};
 
 use crate::config::PublishSettings;
 use cloudevents::Event;
@@ -44,6 +44,8 @@ impl Publisher {
         })
     }
 
+    /// Sends one event and waits for the answer (the relay itself uses
+    /// the transports' own batch and in-flight paths).
     pub async fn publish(&self, event: &Event) -> Outcome {
         match self {
             Publisher::Http(p) => p.publish(event).await,

@@ -5,6 +5,7 @@
 use super::AppState;
 use crate::domain::{Password, PasswordHash, RawPassword, UserName};
 use crate::error::ApiError;
+use crate::hasher::HashError;
 use crate::store::User;
 use anyhow::Context;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
@@ -203,18 +204,12 @@ fn bad_query(detail: String) -> ApiError {
     }
 }
 
-/// argon2 takes tens of milliseconds of CPU: run it on a blocking thread,
-/// inside the request's span, with at most `hashing` permits at once.
+/// argon2 takes tens of milliseconds of CPU and 19 MiB: it runs on the
+/// hashing pool, inside the request's span. A full pool answers 503.
 async fn hash_password(state: &AppState, password: Password) -> Result<PasswordHash, ApiError> {
-    let _permit = state
-        .hashing
-        .acquire()
-        .await
-        .context("hashing semaphore closed")?;
-    let span = tracing::Span::current();
-    let hash = tokio::task::spawn_blocking(move || span.in_scope(|| password.hash()))
-        .await
-        .context("password hashing task failed")?
-        .map_err(|e| anyhow::anyhow!("password hashing failed: {e}"))?;
-    Ok(hash)
+    match state.hasher.hash(password).await {
+        Ok(hash) => Ok(hash),
+        Err(HashError::Busy) => Err(ApiError::Overloaded),
+        Err(e) => Err(ApiError::Internal(anyhow::Error::new(e))),
+    }
 }

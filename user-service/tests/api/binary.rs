@@ -134,3 +134,90 @@ async fn sigterm_stops_the_binary_even_when_its_log_output_is_a_closed_pipe() {
 
     assert!(status.success(), "{status}");
 }
+
+#[tokio::test]
+async fn a_zero_or_nonsense_setting_stops_the_binary_with_a_message_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let database_url = format!("sqlite://{}", dir.path().join("users.db").display());
+    for (name, value) in [
+        ("HTTP_BATCH_MAX", "0"),
+        ("HTTP_BATCH_MAX", "lots"),
+        ("RELAY_RETRY_AFTER_MAX_MS", "0"),
+        ("HASH_CONCURRENCY", "0"),
+        ("HASH_QUEUE_MAX", "-1"),
+        ("RELAY_CONCURRENCY", "1000000"),
+    ] {
+        let output = Command::new(BINARY)
+            .env("LISTEN_ADDR", "127.0.0.1:0")
+            .env("DATABASE_URL", &database_url)
+            .env(name, value)
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{name}={value} was accepted");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(name), "{name}={value}: {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn a_dead_letter_is_logged_with_its_status_as_a_number() {
+    let audit = FakeAudit::start().await;
+    audit.respond_with(|_| {
+        use axum::response::IntoResponse;
+        axum::http::StatusCode::METHOD_NOT_ALLOWED.into_response()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = Command::new(BINARY)
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}", dir.path().join("users.db").display()),
+        )
+        .env("AUDIT_URL", &audit.url)
+        .env("RUST_LOG", "warn")
+        .env("LOG_FORMAT", "json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let Ok(log) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if log["message"] == "event parked as a dead letter" {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(log);
+                }
+            }
+        }
+    });
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    eventually("the service answers", Duration::from_secs(20), || async {
+        let health = client.get(format!("{base}/healthz")).send().await;
+        health.is_ok_and(|r| r.status() == 200).then_some(())
+    })
+    .await;
+    let created = client
+        .post(format!("{base}/v1/user"))
+        .header("content-type", "application/json")
+        .body(SEED_BODY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+
+    let log = tokio::time::timeout(Duration::from_secs(20), rx)
+        .await
+        .expect("a dead-letter log line")
+        .unwrap();
+    assert_eq!(log["status"], 405, "{log}");
+
+    let status = terminate(&mut child).await;
+    assert!(status.success(), "{status}");
+}

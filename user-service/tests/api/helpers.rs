@@ -7,12 +7,13 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use cloudevents::Event;
-use shared::binding::{is_cloudevents_media_type, BinaryMessage};
+use shared::binding::{is_cloudevents_media_type, BinaryMessage, BATCH_JSON};
 use std::future::Future;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-use user_service::config::{ContentMode, PublishSettings, RelaySettings, Settings};
+use user_service::config::{ContentMode, HashSettings, PublishSettings, RelaySettings, Settings};
+use user_service::hasher::Hasher;
 use user_service::outbox::DeadLetter;
 use user_service::Application;
 
@@ -33,6 +34,7 @@ pub struct TestApp {
     pub database_url: String,
     pub client: reqwest::Client,
     pub shutdown: CancellationToken,
+    pub hasher: Hasher,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     _dir: Arc<tempfile::TempDir>,
 }
@@ -51,9 +53,15 @@ pub fn test_settings(audit_url: &str, dir: &tempfile::TempDir) -> Settings {
         relay: RelaySettings {
             backoff_initial: Duration::from_millis(10),
             backoff_max: Duration::from_millis(100),
+            retry_after_max: Duration::from_secs(600),
             max_attempts: None,
             poll_interval: Duration::from_millis(100),
             concurrency: 32,
+            batch_max: 100,
+        },
+        hashing: HashSettings {
+            workers: 2,
+            queue: 64,
         },
         request_timeout: Duration::from_secs(10),
     }
@@ -77,12 +85,14 @@ pub async fn spawn_app_in(dir: Arc<tempfile::TempDir>, settings: Settings) -> Te
     let app = Application::build(settings).await.expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let shutdown = app.shutdown_token();
+    let hasher = app.hasher();
     let task = tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
         database_url,
         client: reqwest::Client::new(),
         shutdown,
+        hasher,
         task,
         _dir: dir,
     }
@@ -201,15 +211,33 @@ where
 pub struct Received {
     pub headers: HeaderMap,
     pub body: Bytes,
-    /// The decoded event, when the request was a valid CloudEvent.
-    pub event: Option<Event>,
+    /// The decoded events: one for a single event, several for a batch,
+    /// none when the request held no valid CloudEvent.
+    pub events: Vec<Event>,
     /// What the fake answered.
     pub status: StatusCode,
+    pub at: Instant,
 }
 
 impl Received {
+    /// The event of a single-event request.
     pub fn event(&self) -> &Event {
-        self.event.as_ref().expect("a decodable CloudEvent")
+        assert_eq!(self.events.len(), 1, "one CloudEvent in {self:?}");
+        &self.events[0]
+    }
+
+    pub fn is_batch(&self) -> bool {
+        self.headers
+            .get("content-type")
+            .is_some_and(|ct| ct.as_bytes().starts_with(BATCH_JSON.as_bytes()))
+    }
+
+    /// The `name` in the data of each event of the request.
+    pub fn names(&self) -> Vec<String> {
+        self.events
+            .iter()
+            .map(|e| data_json(e)["name"].as_str().unwrap_or_default().to_owned())
+            .collect()
     }
 
     pub fn accepted(&self) -> bool {
@@ -295,12 +323,13 @@ impl FakeAudit {
         self.state.received.lock().expect("lock").clone()
     }
 
-    /// The events answered with a 2xx, in arrival order.
+    /// The events answered with a 2xx, in arrival order (a batch's in
+    /// its order).
     pub fn accepted(&self) -> Vec<Event> {
         self.received()
             .into_iter()
             .filter(Received::accepted)
-            .map(|r| r.event().clone())
+            .flat_map(|r| r.events)
             .collect()
     }
 
@@ -332,12 +361,13 @@ async fn receive(State(state): State<FakeState>, headers: HeaderMap, body: Bytes
     if let Some(delay) = delay {
         tokio::time::sleep(delay).await;
     }
-    let event = decode(&headers, &body);
+    let events = decode(&headers, &body);
     let mut received = Received {
         headers,
         body,
-        event,
+        events,
         status: StatusCode::OK,
+        at: Instant::now(),
     };
     let response = (state.responder.lock().expect("lock"))(&received);
     received.status = response.status();
@@ -345,18 +375,23 @@ async fn receive(State(state): State<FakeState>, headers: HeaderMap, body: Bytes
     response
 }
 
-fn decode(headers: &HeaderMap, body: &Bytes) -> Option<Event> {
-    let structured = headers
+fn decode(headers: &HeaderMap, body: &Bytes) -> Vec<Event> {
+    let content_type = headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(is_cloudevents_media_type);
-    if structured {
-        return serde_json::from_slice(body).ok();
+        .unwrap_or_default();
+    if content_type.starts_with(BATCH_JSON) {
+        return serde_json::from_slice(body).unwrap_or_default();
+    }
+    if is_cloudevents_media_type(content_type) {
+        return serde_json::from_slice(body).ok().into_iter().collect();
     }
     BinaryMessage::from_http(headers, body.to_vec())
-        .ok()??
-        .into_event()
         .ok()
+        .flatten()
+        .and_then(|m| m.into_event().ok())
+        .into_iter()
+        .collect()
 }
 
 /// The `data` of a user event as JSON.

@@ -1,5 +1,7 @@
 //! Publishing to a real Kafka broker on 127.0.0.1:9092 (`scripts/kafka.sh
-//! start`). These tests fail, loudly, when no broker answers there.
+//! start`), to a private one this file starts and restarts, and to
+//! librdkafka's mock cluster. These tests fail, loudly, when no broker
+//! answers on 9092 or a private one cannot start.
 
 use crate::helpers::{eventually, spawn_app_with};
 use cloudevents::{AttributesReader, Event};
@@ -26,17 +28,18 @@ async fn fresh_topic(partitions: i32) -> String {
         "no Kafka broker at {BROKER}: start one with `scripts/kafka.sh start`"
     );
     let topic = format!("user-service-test-{}", uuid::Uuid::new_v4());
+    create_topic(BROKER, &topic, partitions).await;
+    topic
+}
+
+async fn create_topic(brokers: &str, topic: &str, partitions: i32) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", BROKER)
+        .set("bootstrap.servers", brokers)
         .create()
         .expect("admin client");
     let results = admin
         .create_topics(
-            &[NewTopic::new(
-                &topic,
-                partitions,
-                TopicReplication::Fixed(1),
-            )],
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
             &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
         )
         .await
@@ -44,7 +47,6 @@ async fn fresh_topic(partitions: i32) -> String {
     for result in results {
         result.expect("topic created");
     }
-    topic
 }
 
 fn kafka_settings(topic: &str) -> PublishSettings {
@@ -264,7 +266,9 @@ async fn a_broker_outage_delays_events_until_the_broker_is_back() {
             config: KafkaConfig {
                 brokers: format!("127.0.0.1:{port}"),
                 topic: topic.clone(),
-                properties: vec![],
+                // The operator's KAFKA_MESSAGE_TIMEOUT_MS wins over the
+                // default of waiting forever.
+                properties: vec![("message.timeout.ms".into(), "1000".into())],
             },
             timeout: Duration::from_secs(1),
         }
@@ -301,4 +305,288 @@ async fn a_broker_outage_delays_events_until_the_broker_is_back() {
     .await;
     assert_eq!(record.0.as_deref(), Some(id.as_str()));
     wait_until_delivered(&pool).await;
+}
+
+/// Runs `scripts/kafka.sh` for the broker on `port` (its controller on
+/// `port + 1`).
+fn kafka_sh(port: u16, args: &[&str]) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka.sh");
+    let status = std::process::Command::new(script)
+        .args(args)
+        .env("BROKER_PORT", port.to_string())
+        .env("BROKER_CONTROLLER_PORT", (port + 1).to_string())
+        .status()
+        .expect("scripts/kafka.sh runs");
+    assert!(
+        status.success(),
+        "scripts/kafka.sh {args:?} on port {port} failed"
+    );
+}
+
+/// `kafka_sh` off the runtime's threads, so the app keeps running meanwhile.
+async fn kafka_sh_async(port: u16, args: &'static [&'static str]) {
+    tokio::task::spawn_blocking(move || kafka_sh(port, args))
+        .await
+        .expect("kafka.sh task");
+}
+
+/// A broker of this test's own, stopped when dropped (even if the test
+/// fails), so stopping it disturbs nobody else's.
+struct PrivateBroker(u16);
+
+impl PrivateBroker {
+    fn start(port: u16) -> Self {
+        kafka_sh(port, &["start"]);
+        PrivateBroker(port)
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        kafka_sh(self.0, &["stop"]);
+    }
+}
+
+/// Consumes everything on `topic` at `brokers` until `done` says so.
+fn consume_until(
+    brokers: &str,
+    topic: &str,
+    deadline: Duration,
+    mut done: impl FnMut(&[Event]) -> bool,
+) -> Vec<Event> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set(
+            "group.id",
+            format!("user-service-test-{}", uuid::Uuid::new_v4()),
+        )
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let start = std::time::Instant::now();
+    let mut events = Vec::new();
+    while !done(&events) {
+        assert!(
+            start.elapsed() < deadline,
+            "timed out consuming {topic}: {} events so far",
+            events.len()
+        );
+        if let Some(record) = poll_one(&consumer) {
+            events.push(decode(&record));
+        }
+    }
+    events
+}
+
+/// Each user's event names in topic order, the first copy of each event
+/// only (a re-send after a producer rebuild may add a later copy, which
+/// the audit service stores once).
+fn names_per_user(events: &[Event]) -> std::collections::HashMap<String, Vec<String>> {
+    let mut seen = std::collections::HashSet::new();
+    let mut per_user: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for e in events {
+        if seen.insert(e.id().to_owned()) {
+            per_user
+                .entry(e.subject().unwrap().to_owned())
+                .or_default()
+                .push(
+                    crate::helpers::data_json(e)["name"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned(),
+                );
+        }
+    }
+    per_user
+}
+
+fn distinct(events: &[Event]) -> usize {
+    events
+        .iter()
+        .map(|e| e.id())
+        .collect::<std::collections::HashSet<_>>()
+        .len()
+}
+
+/// Waits until no outbox row is pending.
+async fn wait_until_all_delivered(pool: &sqlx::SqlitePool, deadline: Duration) {
+    eventually("every row delivered", deadline, || async {
+        let pending: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE status <> 'delivered'")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+        (pending == 0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_in_flight_keep_each_users_order_across_a_broker_restart() {
+    // Not 19092: e2e's private broker lives there.
+    let port = 19192;
+    let broker = PrivateBroker::start(port);
+    let brokers = format!("127.0.0.1:{port}");
+    let topic = format!("user-service-restart-{}", uuid::Uuid::new_v4());
+    create_topic(&brokers, &topic, 3).await;
+    let app = std::sync::Arc::new(
+        spawn_app_with("http://unused/", |s| {
+            s.publish = PublishSettings::Kafka {
+                config: KafkaConfig {
+                    brokers: brokers.clone(),
+                    topic: topic.clone(),
+                    properties: vec![],
+                },
+                timeout: Duration::from_secs(5),
+            }
+        })
+        .await,
+    );
+    const USERS: usize = 8;
+    let mut ids = Vec::new();
+    for u in 0..USERS {
+        ids.push(app.create_user(&format!("u{u} v0")).await);
+    }
+    // Renames keep coming, every user at once, while the broker is
+    // stopped and started again under them.
+    let writing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let writers: Vec<_> = ids
+        .iter()
+        .enumerate()
+        .map(|(u, id)| {
+            let (app, id, writing) = (app.clone(), id.clone(), writing.clone());
+            tokio::spawn(async move {
+                let mut v = 0;
+                while writing.load(std::sync::atomic::Ordering::SeqCst) || v < 20 {
+                    v += 1;
+                    let body = serde_json::json!({"name": format!("u{u} v{v}")});
+                    assert_eq!(app.put_user(&id, body).await.status(), 200);
+                }
+                v
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    kafka_sh_async(port, &["stop"]).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let pool = shared::db::connect_sqlite(&app.database_url, 1)
+        .await
+        .unwrap();
+    let pending_in_outage: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE status = 'pending'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    kafka_sh_async(port, &["start"]).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    writing.store(false, std::sync::atomic::Ordering::SeqCst);
+    let mut last = Vec::new();
+    for writer in writers {
+        last.push(writer.await.unwrap());
+    }
+    let total: usize = last.iter().map(|v| v + 1).sum();
+    eprintln!("{total} events, {pending_in_outage} pending while the broker was down");
+    assert!(
+        pending_in_outage > 0,
+        "events were waiting in the relay and the producer across the restart"
+    );
+
+    let start = std::time::Instant::now();
+    loop {
+        let pending: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE status <> 'delivered'")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        if pending == 0 {
+            break;
+        }
+        // Generous: on a loaded machine the restarted broker and the
+        // producer's reconnection have taken over a minute.
+        if start.elapsed() > Duration::from_secs(180) {
+            let metrics = app.get("/metrics").await.text().await.unwrap();
+            let relay: Vec<&str> = metrics
+                .lines()
+                .filter(|l| l.starts_with("outbox_") || l.starts_with("kafka_"))
+                .collect();
+            panic!(
+                "{pending} of {total} events not delivered after 180 s; readyz {}; {relay:#?}",
+                app.get("/readyz").await.status()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let events = consume_until(&brokers, &topic, Duration::from_secs(60), |events| {
+        distinct(events) >= total
+    });
+    let per_user = names_per_user(&events);
+    for (u, id) in ids.iter().enumerate() {
+        let expected: Vec<String> = (0..=last[u]).map(|v| format!("u{u} v{v}")).collect();
+        assert_eq!(per_user[id], expected, "user {u}, in topic order");
+    }
+    let Ok(app) = std::sync::Arc::try_unwrap(app) else {
+        panic!("the writers are done with the app");
+    };
+    app.stop().await;
+    drop(broker);
+}
+
+#[tokio::test]
+async fn a_fatal_producer_error_rebuilds_the_producer_and_loses_nothing() {
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+    let mock = MockCluster::new(1).expect("mock cluster");
+    let topic = "user-service-mock";
+    mock.create_topic(topic, 1, 1).expect("mock topic");
+    // The broker answers the first produce request with a sequence error
+    // for the head of the line, which the idempotent producer cannot
+    // recover from: librdkafka raises a fatal error, and every later send
+    // of that producer would fail.
+    mock.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER],
+    );
+    let brokers = mock.bootstrap_servers();
+    let app = spawn_app_with("http://unused/", |s| {
+        s.publish = PublishSettings::Kafka {
+            config: KafkaConfig {
+                brokers: brokers.clone(),
+                topic: topic.into(),
+                properties: vec![],
+            },
+            timeout: Duration::from_secs(5),
+        }
+    })
+    .await;
+
+    let id = app.create_user("v0").await;
+    for v in 1..=3 {
+        let body = serde_json::json!({"name": format!("v{v}")});
+        assert_eq!(app.put_user(&id, body).await.status(), 200);
+    }
+
+    let pool = shared::db::connect_sqlite(&app.database_url, 1)
+        .await
+        .unwrap();
+    wait_until_all_delivered(&pool, Duration::from_secs(30)).await;
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let rebuilds = metrics
+        .lines()
+        .find(|l| l.starts_with("kafka_producer_rebuilds_total"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|n| n.parse::<f64>().ok());
+    assert!(
+        rebuilds.is_some_and(|n| n >= 1.0),
+        "a fatal error was hit and the producer rebuilt:\n{metrics}"
+    );
+    // The new producer works, and readiness says so.
+    assert_eq!(app.get("/readyz").await.status(), 200);
+    let events = consume_until(&brokers, topic, Duration::from_secs(30), |events| {
+        distinct(events) >= 4
+    });
+    assert_eq!(names_per_user(&events)[&id], ["v0", "v1", "v2", "v3"]);
+    app.stop().await;
 }

@@ -4,9 +4,11 @@
 // Test code: a failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used)]
 
+mod batches;
 mod binary;
 mod delivery;
 mod events;
+mod hashing;
 mod helpers;
 mod kafka;
 mod users;

@@ -1,0 +1,214 @@
+//! The relay over HTTP: per-user lanes feed up to `RELAY_CONCURRENCY`
+//! requests at once, each a batch of up to `HTTP_BATCH_MAX` events
+//! (`application/cloudevents-batch+json`) or a single event in
+//! `HTTP_CONTENT_MODE`.
+//!
+//! The rules, in the order a request meets them:
+//! - a user's events are in at most one request at a time, in seq order
+//!   (inside a batch too), so no later event can overtake an earlier one;
+//! - a 2xx acknowledges every event of the request;
+//! - any other answer to a batch of more than one event says nothing about
+//!   which event was the matter (audit-service refuses a whole batch with
+//!   400 for one invalid event, a 413 may be the size of the lot), so each
+//!   of its events is sent again alone, first in line. No attempt is
+//!   counted for the batch;
+//! - a single event follows the delivery rules: 2xx ack; a retryable
+//!   answer backs off that user only (its later events wait, everyone
+//!   else's keep flowing); any other 4xx parks that event as a dead letter
+//!   and the user's next event goes on.
+
+use super::feed::{Fed, Feed};
+use super::lanes::{Batch, Lanes};
+use super::{backoff, count_dead_letter, Relay, PAGE};
+use crate::outbox::Failure;
+use crate::publish::{HttpPublisher, Outcome};
+use cloudevents::Event;
+use futures::stream::{FuturesUnordered, StreamExt};
+use tokio::time::{Instant, MissedTickBehavior};
+
+/// Rows held in memory in all, in lanes or awaiting their write.
+const HELD_MAX: usize = 10_000;
+
+pub(super) async fn run(relay: &Relay, publisher: &HttpPublisher) -> anyhow::Result<()> {
+    let settings = &relay.settings;
+    let mut feed = Feed::new(relay.pool.clone(), PAGE, settings.poll_interval);
+    // Rows one user's lane keeps: two full batches keep that user's
+    // requests full back to back; a user with more pending has the rest
+    // read in order as the lane drains, so a few long backlogs cannot fill
+    // memory and hold everyone else's events back.
+    let per_user = (2 * settings.batch_max).clamp(16, HELD_MAX / 20);
+    let mut lanes = Lanes::new(per_user);
+    let mut in_flight = FuturesUnordered::new();
+    let mut tick = tokio::time::interval(settings.poll_interval);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut stopping = false;
+    loop {
+        if !stopping {
+            while in_flight.len() < settings.concurrency {
+                let Some(batch) = lanes.next_batch(settings.batch_max) else {
+                    break;
+                };
+                in_flight.push(send(publisher, batch));
+            }
+        }
+        feed.start_write();
+        if !stopping && feed.can_query() {
+            if let Some((user, after)) = lanes.next_refill() {
+                feed.start_refill(user, after, per_user as u32);
+            } else if feed.can_read() && feed.held() + PAGE as usize <= HELD_MAX {
+                feed.start_read(lanes.behind());
+            } else {
+                feed.start_lag();
+            }
+        }
+        if stopping && in_flight.is_empty() && feed.is_idle() {
+            return Ok(());
+        }
+        let next_retry = lanes.next_retry();
+        tokio::select! {
+            biased;
+            _ = relay.shutdown.cancelled(), if !stopping => {
+                stopping = true;
+                feed.stop();
+            }
+            Some((batch, outcome)) = in_flight.next() => {
+                answered(relay, &mut lanes, &mut feed, batch, outcome);
+            }
+            fed = feed.next() => match fed {
+                Fed::Rows(rows) => {
+                    for row in rows {
+                        let seq = row.seq;
+                        if lanes.offer(row) {
+                            feed.hold(seq);
+                        }
+                    }
+                }
+                Fed::Refill { user, rows, complete } => {
+                    for seq in lanes.refilled(&user, rows, complete) {
+                        feed.hold(seq);
+                    }
+                }
+                Fed::Nothing => {}
+            },
+            _ = sleep_until(next_retry), if next_retry.is_some() => {
+                lanes.wake_due(Instant::now());
+            }
+            _ = relay.wake.notified(), if !stopping => feed.more(),
+            _ = tick.tick(), if !stopping => feed.tick(),
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sends a batch: alone in the configured content mode when it holds one
+/// event, in batch mode otherwise.
+async fn send(publisher: &HttpPublisher, batch: Batch) -> (Batch, Outcome) {
+    let outcome = if batch.is_single() {
+        match serde_json::from_str::<Event>(&batch.rows[0].event_json) {
+            Ok(event) => publisher.publish(&event).await,
+            // Only a hand-edited row gets here; it can never be sent.
+            Err(e) => Outcome::Nack {
+                status: None,
+                reason: format!("stored event is not valid CloudEvents JSON: {e}"),
+            },
+        }
+    } else {
+        publisher.publish_batch(&batch.events_json()).await
+    };
+    (batch, outcome)
+}
+
+/// Acts on the answer to one request.
+fn answered(relay: &Relay, lanes: &mut Lanes, feed: &mut Feed, batch: Batch, outcome: Outcome) {
+    let settings = &relay.settings;
+    match outcome {
+        Outcome::Ack => {
+            metrics::counter!("outbox_publish_total", "outcome" => "ack")
+                .increment(batch.rows.len() as u64);
+            for (user, _) in &batch.users {
+                for row in lanes.finish(user) {
+                    feed.outcomes().delivered.push(row.seq);
+                }
+            }
+        }
+        outcome if !batch.is_single() => {
+            let (status, reason) = match outcome {
+                Outcome::Retry { status, reason, .. } | Outcome::Nack { status, reason } => {
+                    (status, reason)
+                }
+                Outcome::Ack => (None, String::new()),
+            };
+            metrics::counter!("outbox_batches_split_total").increment(1);
+            tracing::info!(
+                events = batch.rows.len(),
+                status,
+                %reason,
+                "batch refused, sending its events one by one"
+            );
+            lanes.split(&batch.users);
+        }
+        Outcome::Nack { status, reason } => {
+            metrics::counter!("outbox_publish_total", "outcome" => "nack").increment(1);
+            park(lanes, feed, &batch, status, &reason);
+        }
+        Outcome::Retry {
+            after,
+            status,
+            reason,
+        } => {
+            metrics::counter!("outbox_publish_total", "outcome" => "retry").increment(1);
+            let row = &batch.rows[0];
+            let attempts = row.attempts.saturating_add(1);
+            if settings.max_attempts.is_some_and(|max| attempts >= max) {
+                let reason = format!("gave up after {attempts} attempts: {reason}");
+                park(lanes, feed, &batch, status, &reason);
+                return;
+            }
+            let delay = backoff(settings, attempts, after);
+            tracing::warn!(
+                seq = row.seq,
+                event_id = %row.event_id,
+                user_id = %row.user_id,
+                attempts,
+                status,
+                %reason,
+                retry_in_ms = delay.as_millis() as u64,
+                "publish failed, will retry"
+            );
+            feed.outcomes().failed.push(Failure {
+                seq: row.seq,
+                status,
+                reason,
+            });
+            for seq in lanes.hold(&row.user_id, Instant::now() + delay) {
+                feed.release(seq);
+            }
+        }
+    }
+}
+
+/// Parks a single event as a dead letter; the user's next event goes on.
+fn park(lanes: &mut Lanes, feed: &mut Feed, batch: &Batch, status: Option<u16>, reason: &str) {
+    let row = &batch.rows[0];
+    tracing::warn!(
+        seq = row.seq,
+        event_id = %row.event_id,
+        user_id = %row.user_id,
+        status,
+        %reason,
+        "event parked as a dead letter"
+    );
+    count_dead_letter();
+    feed.outcomes().dead.push(Failure {
+        seq: row.seq,
+        status,
+        reason: reason.to_owned(),
+    });
+    lanes.finish(&row.user_id);
+}

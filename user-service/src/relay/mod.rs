@@ -1,0 +1,129 @@
+//! The outbox relay: a background task that publishes pending outbox rows,
+//! each until it is acknowledged or refused for good, in commit (seq) order
+//! per user.
+//!
+//! Both transports read the outbox the same way ([`feed`]): pages of
+//! pending rows behind a seq cursor, outcomes written back many to a
+//! commit. How rows go out differs:
+//! - over HTTP ([`http`]), per-user lanes ([`lanes`]) send a user's events
+//!   one request at a time and in order, many users per batch request and
+//!   many requests at once; a user whose event is retried holds back only
+//!   that user;
+//! - to Kafka ([`kafka`]), rows go to the producer in seq order with
+//!   thousands in flight; the producer keeps each partition's order.
+
+mod feed;
+mod http;
+mod kafka;
+mod lanes;
+
+use crate::config::RelaySettings;
+use crate::publish::Publisher;
+use rand::Rng;
+use sqlx::SqlitePool;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// Rows per outbox read.
+const PAGE: u32 = 1000;
+
+pub struct Relay {
+    pub pool: SqlitePool,
+    pub publisher: Arc<Publisher>,
+    pub settings: RelaySettings,
+    /// Notified after each commit that adds an outbox row.
+    pub wake: Arc<Notify>,
+    pub shutdown: CancellationToken,
+}
+
+impl Relay {
+    /// Runs until the shutdown token is cancelled. Requests in flight are
+    /// finished first (bounded by the publish timeout) and their outcomes
+    /// written; rows waiting for a retry stay pending for the next start.
+    /// An error means the relay cannot go on (a Kafka producer that could
+    /// not be rebuilt).
+    #[tracing::instrument(name = "outbox_relay", skip_all)]
+    pub async fn run(self) -> anyhow::Result<()> {
+        // If this task ends for any reason, panics included, the whole
+        // service stops: serving users whose events go nowhere is worse.
+        let _stop_service = self.shutdown.clone().drop_guard();
+        tracing::info!("outbox relay started");
+        let ended = match &*self.publisher {
+            Publisher::Http(publisher) => http::run(&self, publisher).await,
+            Publisher::Kafka(publisher) => kafka::run(&self, publisher).await,
+        };
+        match &ended {
+            Ok(()) => tracing::info!("outbox relay stopped"),
+            Err(e) => tracing::error!(error = format!("{e:#}"), "outbox relay failed"),
+        }
+        ended
+    }
+}
+
+fn count_dead_letter() {
+    metrics::counter!("outbox_dead_letters_total").increment(1);
+}
+
+/// Exponential backoff with full jitter (a uniform delay up to the doubling
+/// cap, at most `backoff_max`), so many services retrying one receiver
+/// spread out. A Retry-After from the receiver is honoured as sent up to
+/// `retry_after_max`, which is separate from (and by default far above)
+/// our own cap: a receiver asking for five minutes gets five minutes, one
+/// asking for a week does not stall a user's events for a week.
+fn backoff(settings: &RelaySettings, attempts: u32, retry_after: Option<Duration>) -> Duration {
+    let exponent = attempts.saturating_sub(1).min(30);
+    let cap = settings
+        .backoff_initial
+        .saturating_mul(1u32 << exponent)
+        .min(settings.backoff_max);
+    let jittered = Duration::from_millis(rand::rng().random_range(0..=cap.as_millis() as u64));
+    match retry_after {
+        Some(after) => jittered.max(after.min(settings.retry_after_max)),
+        None => jittered,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> RelaySettings {
+        RelaySettings {
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(30),
+            retry_after_max: Duration::from_secs(600),
+            max_attempts: None,
+            poll_interval: Duration::from_millis(500),
+            concurrency: 32,
+            batch_max: 100,
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_jitter_below_it() {
+        let s = settings();
+        for _ in 0..200 {
+            assert!(backoff(&s, 1, None) <= Duration::from_millis(100));
+            assert!(backoff(&s, 4, None) <= Duration::from_millis(800));
+            assert!(backoff(&s, 1000, None) <= Duration::from_secs(30));
+        }
+    }
+
+    #[test]
+    fn retry_after_beyond_our_cap_is_honoured_up_to_its_own_bound() {
+        let s = settings();
+        assert!(backoff(&s, 1, Some(Duration::from_secs(5))) >= Duration::from_secs(5));
+        // Longer than RELAY_BACKOFF_MAX_MS (30 s): honoured as sent.
+        assert_eq!(
+            backoff(&s, 1, Some(Duration::from_secs(300))),
+            Duration::from_secs(300)
+        );
+        // Longer than RELAY_RETRY_AFTER_MAX_MS: cut to it.
+        assert_eq!(
+            backoff(&s, 1, Some(Duration::from_secs(7 * 24 * 3600))),
+            Duration::from_secs(600)
+        );
+    }
+}
