@@ -69,7 +69,7 @@ async fn main() -> anyhow::Result<()> {
             .execute(&mut *tx)
             .await?;
             let change = UserEvent::Stored(user);
-            let event_id = Uuid::new_v4();
+            let event_id = Uuid::now_v7();
             let event = change.to_cloudevent(event_id, &source, now)?;
             sqlx::query(
                 "INSERT INTO outbox (event_id, user_id, event_type, event_json, created_at) \
