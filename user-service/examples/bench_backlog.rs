@@ -44,10 +44,11 @@ async fn main() -> anyhow::Result<()> {
         .context("Failed to migrate the database")?;
 
     let raw: RawPassword = serde_json::from_str(r#""bench-password""#)?;
+    let mut memory = vec![argon2::Block::default(); Password::memory_blocks()];
     let hash = Password::parse(raw)
         .map_err(anyhow::Error::msg)?
-        .hash()
-        .map_err(|e| anyhow::anyhow!("Failed to hash the password: {e}"))?;
+        .hash_with(&mut memory)
+        .map_err(|e| anyhow::anyhow!("Failed to hash the password: {e:?}"))?;
 
     let mut written = 0;
     while written < count {
