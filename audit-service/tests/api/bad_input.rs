@@ -277,3 +277,26 @@ async fn unknown_paths_and_methods_are_problem_json() {
     problem_detail(app.get("/nope").await, 404).await;
     problem_detail(app.get("/").await, 405).await;
 }
+
+#[tokio::test]
+async fn a_ce_data_header_cannot_replace_the_body_and_nothing_is_stored() {
+    let app = spawn_app().await;
+    // Were `data` accepted as an extension name, the stored JSON would hold
+    // `data` twice and readers would keep the header's value.
+    let response = app
+        .post(
+            &[
+                ("ce-specversion", "1.0"),
+                ("ce-id", "forged-1"),
+                ("ce-source", "/forger"),
+                ("ce-type", "t"),
+                ("ce-data", "forged"),
+                ("content-type", "application/json"),
+            ],
+            r#"{"real":1}"#,
+        )
+        .await;
+    let detail = problem_detail(response, 400).await;
+    assert!(detail.contains("`data`"), "{detail}");
+    assert_nothing_stored(&app).await;
+}
