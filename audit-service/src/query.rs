@@ -4,6 +4,7 @@
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::store::StoredEvent;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -27,8 +28,11 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Query parameters as sent; `Filter::parse` turns them into a filter or
-/// an error naming the parameter.
+/// an error naming the parameter. A parameter not listed here is refused
+/// (`query_params`) rather than ignored: a client that sends a filter this
+/// service does not know would otherwise read every event as if it matched.
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RawFilter {
     source: Option<String>,
     #[serde(rename = "type")]
@@ -97,12 +101,21 @@ struct Page {
     next_after: Option<i64>,
 }
 
+/// The query parameters, or a 400 naming the one that is unknown, repeated
+/// or malformed (serde's message quotes it: "unknown field `filter`, expected
+/// one of ...").
+fn query_params(query: Result<Query<RawFilter>, QueryRejection>) -> Result<RawFilter, ApiError> {
+    query
+        .map(|Query(raw)| raw)
+        .map_err(|rejection| ApiError::BadRequest(rejection.body_text()))
+}
+
 #[tracing::instrument(skip(state))]
 async fn list(
     State(state): State<AppState>,
-    Query(raw): Query<RawFilter>,
+    query: Result<Query<RawFilter>, QueryRejection>,
 ) -> Result<Json<Page>, ApiError> {
-    let filter = Filter::parse(raw)?;
+    let filter = Filter::parse(query_params(query)?)?;
     let events = fetch(&state, &filter).await?;
     let next_after = (events.len() == filter.limit as usize)
         .then(|| events.last().map(|e| e.seq))
@@ -163,8 +176,9 @@ async fn fetch(state: &AppState, filter: &Filter) -> Result<Vec<StoredEvent>, Ap
 async fn stream(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(raw): Query<RawFilter>,
+    query: Result<Query<RawFilter>, QueryRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let raw = query_params(query)?;
     let last_event_id = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
