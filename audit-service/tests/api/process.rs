@@ -239,3 +239,72 @@ async fn sigterm_exits_cleanly_and_every_acknowledged_event_is_stored() {
     );
     eprintln!("{acknowledged} acknowledged, {stored} stored, {other} refused at shutdown");
 }
+
+#[tokio::test]
+async fn kubernetes_service_link_variables_are_ignored_and_the_service_consumes() {
+    let topic = unique("audit-k8s");
+    create_topic(&topic, 1).await;
+    let dir = TempDir::new().unwrap();
+    let db_path = dir.path().join("audit.db");
+    let mut env = kafka_env(&db_path, &topic, &unique("audit-k8s-group"));
+    // What Kubernetes injects for a Service named `kafka`. Nothing may
+    // connect to these addresses: they are only parsed and ignored.
+    env.push(("KAFKA_PORT", "tcp://10.0.0.1:9092".into()));
+    env.push(("KAFKA_PORT_9092_TCP_ADDR", "10.0.0.1".into()));
+    env.push(("KAFKA_SERVICE_HOST", "10.0.0.1".into()));
+    env.push(("KAFKA_SERVICE_PORT", "9092".into()));
+    let mut process = ServiceProcess::start(&env, dir.path().join("k8s.log"));
+    wait_listening(&mut process).await;
+
+    let source = unique("/k8s");
+    let (key, headers, payload) = crate::kafka::bulk_event(0, &source);
+    let p = crate::helpers::producer();
+    crate::helpers::produce(&p, &topic, Some(&key), headers, Some(&payload)).await;
+    let url = format!(
+        "http://127.0.0.1:{}/v1/events?source={source}",
+        process.port
+    );
+    let stored = poll_until(Duration::from_secs(60), || async {
+        let page: serde_json::Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+        page["events"].as_array().is_some_and(|e| e.len() == 1)
+    })
+    .await;
+    assert!(stored, "nothing consumed:\n{}", process.log_text());
+    let log = process.log_text();
+    for variable in ["KAFKA_PORT", "KAFKA_SERVICE_HOST"] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("WARN") && l.contains(&format!("\"{variable}\""))),
+            "no warning naming {variable}:\n{log}"
+        );
+    }
+    assert!(process.terminate().success(), "{}", process.log_text());
+}
+
+#[tokio::test]
+async fn a_kafka_setting_that_breaks_a_guarantee_or_is_unknown_stops_the_service_naming_it() {
+    let topic = unique("audit-refused");
+    for (variable, value, needle) in [
+        (
+            "KAFKA_ENABLE_AUTO_COMMIT",
+            "true",
+            "KAFKA_ENABLE_AUTO_COMMIT=\\\"true\\\"",
+        ),
+        ("KAFKA_NO_SUCH_PROPERTY", "1", "no.such.property"),
+    ] {
+        let dir = TempDir::new().unwrap();
+        let mut env = kafka_env(&dir.path().join("audit.db"), &topic, &unique("g"));
+        env.push((variable, value.into()));
+        let mut process = ServiceProcess::start(&env, dir.path().join("refused.log"));
+        let exited = poll_until(Duration::from_secs(30), || {
+            let exited = process.child.try_wait().unwrap();
+            async move { exited.is_some() }
+        })
+        .await;
+        assert!(exited, "{variable} did not stop the service");
+        let status = process.child.wait().unwrap();
+        assert!(!status.success(), "{variable}: exit {status}");
+        let log = process.log_text();
+        assert!(log.contains(needle), "{variable}: {needle} not in:\n{log}");
+    }
+}
