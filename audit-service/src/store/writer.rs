@@ -13,13 +13,13 @@
 //! live tail's broadcast) runs on a second thread, so the writer goes back
 //! to its queue as soon as the waiters have their answers.
 
-use super::{EventRow, StoreError, StoredEvent, WriteFailed, WriteOutcome, WriteRequest};
+use super::{EventRow, StoreError, StoredEvent, Tail, WriteFailed, WriteOutcome, WriteRequest};
 use chrono::{SecondsFormat, Utc};
 use shared::config::Transport;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 
 /// The most events one transaction takes, so a flood of requests still gets
 /// answers in bounded time.
@@ -75,7 +75,7 @@ struct Committed {
 pub(super) fn spawn(
     backend: impl BatchWriter,
     queue: mpsc::Receiver<WriteRequest>,
-    stored: broadcast::Sender<Arc<StoredEvent>>,
+    tail: Tail,
 ) -> std::io::Result<WriterHandle> {
     let (committed_tx, committed_rx) = std::sync::mpsc::sync_channel(COMMITTED_CAPACITY);
     let writer = std::thread::Builder::new()
@@ -83,7 +83,7 @@ pub(super) fn spawn(
         .spawn(move || run(backend, queue, committed_tx))?;
     let logger = std::thread::Builder::new()
         .name("audit-log".into())
-        .spawn(move || log_committed(committed_rx, stored))?;
+        .spawn(move || log_committed(committed_rx, tail))?;
     Ok(WriterHandle { writer, logger })
 }
 
@@ -177,12 +177,9 @@ fn answer(batch: Vec<WriteRequest>, seqs: Vec<Option<i64>>, received_at: &Arc<st
 
 /// One log line per stored event, the counters, and the live tail, in
 /// commit (seq) order.
-fn log_committed(
-    committed: std::sync::mpsc::Receiver<Committed>,
-    stored: broadcast::Sender<Arc<StoredEvent>>,
-) {
+fn log_committed(committed: std::sync::mpsc::Receiver<Committed>, tail: Tail) {
     for batch in committed {
-        for row in batch.rows {
+        for row in &batch.rows {
             tracing::info!(
                 r#type = %row.ty,
                 source = %row.source,
@@ -192,9 +189,8 @@ fn log_committed(
                 seq = row.seq,
                 "audit event stored"
             );
-            // No subscribers is normal; the store does not depend on them.
-            let _ = stored.send(Arc::new(row));
         }
+        tail.publish(batch.rows);
         for (transport, outcome) in batch.outcomes {
             let transport = transport.as_str();
             metrics::counter!("audit_events_stored_total", "transport" => transport)

@@ -4,6 +4,7 @@
 use crate::helpers::{create_topic, poll_until, unique, ServiceProcess, BROKERS};
 use crate::kafka::produce_bulk;
 use sqlx::SqlitePool;
+use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 use tempfile::TempDir;
@@ -307,4 +308,129 @@ async fn a_kafka_setting_that_breaks_a_guarantee_or_is_unknown_stops_the_service
         let log = process.log_text();
         assert!(log.contains(needle), "{variable}: {needle} not in:\n{log}");
     }
+}
+
+/// The process's peak resident memory (VmHWM), in bytes.
+fn peak_rss(process: &ServiceProcess) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", process.child.id())).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/<pid>/status");
+    kib * 1024
+}
+
+/// Reads `n` `event: audit` frames from an SSE response: (seq, event id).
+async fn read_audit_frames(response: &mut reqwest::Response, n: usize) -> Vec<(i64, String)> {
+    let mut buffer = String::new();
+    let mut frames = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(120), async {
+        while frames.len() < n {
+            let Some(chunk) = response.chunk().await.unwrap() else {
+                break;
+            };
+            buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+            while let Some(end) = buffer.find("\n\n") {
+                let frame: String = buffer.drain(..end + 2).collect();
+                if !frame.lines().any(|l| l == "event: audit") {
+                    continue;
+                }
+                let seq = frame
+                    .lines()
+                    .find_map(|l| l.strip_prefix("id: "))
+                    .and_then(|s| s.parse().ok())
+                    .expect("an id: line");
+                // The stored event is written with `id` right after
+                // `specversion`: its first "id" after "event".
+                let event = &frame[frame.find("\"event\":").expect("an event")..];
+                let id = event["\"event\":".len()..]
+                    .split("\"id\":\"")
+                    .nth(1)
+                    .and_then(|rest| rest.split('"').next())
+                    .expect("an event id")
+                    .to_owned();
+                frames.push((seq, id));
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "read {} of {n} frames in 120 s", frames.len());
+    frames
+}
+
+#[tokio::test]
+async fn a_live_tail_client_that_stops_reading_holds_bounded_memory_then_gets_every_event() {
+    // 1000 events of 100 KB: 100 MB pass by a client that does not read
+    // (which held 260 MiB with a buffer bounded by count only).
+    const N: usize = 1000;
+    const DATA_BYTES: usize = 100_000;
+    // The store's tail buffer is 16 MiB; the rest is the service itself.
+    const PEAK_RSS_BOUND: u64 = 120 * 1024 * 1024;
+    use futures::StreamExt;
+    let dir = TempDir::new().unwrap();
+    let db_path = dir.path().join("audit.db");
+    let env = [("DATABASE_URL", format!("sqlite://{}", db_path.display()))];
+    let mut process = ServiceProcess::start(&env, dir.path().join("slow.log"));
+    wait_listening(&mut process).await;
+    let base = format!("http://127.0.0.1:{}", process.port);
+    let client = reqwest::Client::new();
+    let mut stream = client
+        .get(format!("{base}/v1/events/stream"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+
+    let data = "x".repeat(DATA_BYTES);
+    let statuses: Vec<u16> = futures::stream::iter(0..N)
+        .map(|i| {
+            let event = serde_json::json!({"specversion": "1.0", "id": format!("slow{i}"),
+                "source": "/slow", "type": "t", "data": data});
+            let request = client
+                .post(format!("{base}/"))
+                .header("content-type", "application/cloudevents+json")
+                .body(event.to_string())
+                .send();
+            async move { request.await.unwrap().status().as_u16() }
+        })
+        .buffer_unordered(4)
+        .collect()
+        .await;
+    assert!(statuses.iter().all(|s| *s == 204), "{statuses:?}");
+    let peak = peak_rss(&process);
+    eprintln!(
+        "peak RSS {} MiB with {} MiB of events past a client that did not read",
+        peak >> 20,
+        (N * DATA_BYTES) >> 20
+    );
+    assert!(
+        peak < PEAK_RSS_BOUND,
+        "peak RSS {} MiB, bound {} MiB",
+        peak >> 20,
+        PEAK_RSS_BOUND >> 20
+    );
+
+    // Now it reads: every event, in seq order, none twice, the ones that
+    // left the live buffer read back from the store.
+    let frames = read_audit_frames(&mut stream, N).await;
+    assert!(
+        frames.windows(2).all(|w| w[0].0 < w[1].0),
+        "not in seq order"
+    );
+    let ids: HashSet<String> = frames.iter().map(|(_, id)| id.clone()).collect();
+    let sent: HashSet<String> = (0..N).map(|i| format!("slow{i}")).collect();
+    assert_eq!(ids, sent);
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("audit_stream_catch_ups_total"),
+        "the client never fell behind, so the test proves nothing"
+    );
+    drop(stream);
+    assert!(process.terminate().success(), "{}", process.log_text());
 }
