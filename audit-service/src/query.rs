@@ -414,6 +414,6 @@ mod tests {
             }
         }
         drop(store);
-        writer.join().await;
+        writer.close().await;
     }
 }

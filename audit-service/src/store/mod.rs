@@ -118,6 +118,13 @@ pub struct WriteFailed {
     pub rows: Vec<EventRow>,
 }
 
+/// What the writer's queue carries.
+enum Command {
+    Write(WriteRequest),
+    /// Refuse what comes after; commit and answer what is queued, then stop.
+    Close,
+}
+
 /// One ingest request waiting for the writer.
 struct WriteRequest {
     rows: Vec<EventRow>,
@@ -129,20 +136,20 @@ struct WriteRequest {
 #[derive(Clone)]
 pub struct Store {
     pool: SqlitePool,
-    writes: mpsc::Sender<WriteRequest>,
+    writes: mpsc::Sender<Command>,
     tail: Tail,
 }
 
 impl Store {
     /// Opens the database, applies the migrations and starts the writer.
-    /// The writer runs until every `Store` handle is dropped, so requests
-    /// already queued at shutdown are still committed and answered; join
-    /// the returned handle to wait for that.
+    /// The writer runs until the returned handle closes it (or every handle
+    /// is dropped); requests already queued then are still committed and
+    /// answered.
     pub async fn open(database_url: &str) -> anyhow::Result<(Store, WriterHandle)> {
         let (pool, backend) = sqlite::open(database_url).await?;
         let (writes, queue) = mpsc::channel(QUEUE_CAPACITY);
         let tail = Tail::new(TAIL_MAX_BYTES);
-        let writer = writer::spawn(backend, queue, tail.clone())?;
+        let writer = writer::spawn(backend, writes.clone(), queue, tail.clone())?;
         Ok((Store { pool, writes, tail }, writer))
     }
 
@@ -178,10 +185,14 @@ impl Store {
             transport,
             reply,
         };
-        if let Err(refused) = self.writes.send(request).await {
+        if let Err(refused) = self.writes.send(Command::Write(request)).await {
+            let rows = match refused.0 {
+                Command::Write(request) => request.rows,
+                Command::Close => Vec::new(),
+            };
             return Err(WriteFailed {
                 error: Arc::new(StoreError::WriterGone),
-                rows: refused.0.rows,
+                rows,
             });
         }
         // The writer answers every request it took; no answer means its

@@ -13,7 +13,9 @@
 //! live tail's broadcast) runs on a second thread, so the writer goes back
 //! to its queue as soon as the waiters have their answers.
 
-use super::{EventRow, StoreError, StoredEvent, Tail, WriteFailed, WriteOutcome, WriteRequest};
+use super::{
+    Command, EventRow, StoreError, StoredEvent, Tail, WriteFailed, WriteOutcome, WriteRequest,
+};
 use chrono::{SecondsFormat, Utc};
 use shared::config::Transport;
 use std::sync::Arc;
@@ -44,15 +46,23 @@ pub trait BatchWriter: Send + 'static {
     ) -> Result<Vec<Option<i64>>, StoreError>;
 }
 
-/// The writer and logger threads; joining waits until everything queued
-/// before the last `Store` handle was dropped has been committed and logged.
+/// The writer and logger threads.
 pub struct WriterHandle {
     writer: JoinHandle<()>,
     logger: JoinHandle<()>,
+    queue: mpsc::Sender<Command>,
 }
 
 impl WriterHandle {
-    pub async fn join(self) {
+    /// Stops the writer and waits for it: what is queued now is committed,
+    /// answered and logged; writes sent after are refused (`WriterGone`).
+    /// Closing, rather than waiting for the last `Store` handle to go, lets
+    /// shutdown end even while a connection that outlived the grace period
+    /// still holds one.
+    pub async fn close(self) {
+        // Fails only when the writer has stopped already.
+        let _ = self.queue.send(Command::Close).await;
+        drop(self.queue);
         let joined = tokio::task::spawn_blocking(move || {
             let writer = self.writer.join();
             let logger = self.logger.join();
@@ -74,7 +84,8 @@ struct Committed {
 
 pub(super) fn spawn(
     backend: impl BatchWriter,
-    queue: mpsc::Receiver<WriteRequest>,
+    sender: mpsc::Sender<Command>,
+    queue: mpsc::Receiver<Command>,
     tail: Tail,
 ) -> std::io::Result<WriterHandle> {
     let (committed_tx, committed_rx) = std::sync::mpsc::sync_channel(COMMITTED_CAPACITY);
@@ -84,24 +95,34 @@ pub(super) fn spawn(
     let logger = std::thread::Builder::new()
         .name("audit-log".into())
         .spawn(move || log_committed(committed_rx, tail))?;
-    Ok(WriterHandle { writer, logger })
+    Ok(WriterHandle {
+        writer,
+        logger,
+        queue: sender,
+    })
 }
 
 fn run(
     mut backend: impl BatchWriter,
-    mut queue: mpsc::Receiver<WriteRequest>,
+    mut queue: mpsc::Receiver<Command>,
     committed: std::sync::mpsc::SyncSender<Committed>,
 ) {
-    while let Some(first) = queue.blocking_recv() {
+    // After `close` the queue still yields what it holds, then `None`.
+    while let Some(command) = queue.blocking_recv() {
+        let Command::Write(first) = command else {
+            queue.close();
+            continue;
+        };
         let mut batch = vec![first];
         let mut events = batch[0].rows.len();
         // Take what is already waiting, without waiting for more.
         while events < MAX_EVENTS_PER_COMMIT {
             match queue.try_recv() {
-                Ok(request) => {
+                Ok(Command::Write(request)) => {
                     events += request.rows.len();
                     batch.push(request);
                 }
+                Ok(Command::Close) => queue.close(),
                 Err(_) => break,
             }
         }

@@ -53,6 +53,7 @@ pub fn test_settings(db_dir: &Path) -> Settings {
         transport: Transport::Http,
         max_body_bytes: 1024 * 1024,
         batch: BatchLimits::default(),
+        shutdown_grace: Duration::from_secs(10),
         kafka: KafkaSettings {
             common: KafkaConfig::from_vars(Vec::new()),
             group_id: "audit-group-id".into(),

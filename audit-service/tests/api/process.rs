@@ -434,3 +434,68 @@ async fn a_live_tail_client_that_stops_reading_holds_bounded_memory_then_gets_ev
     drop(stream);
     assert!(process.terminate().success(), "{}", process.log_text());
 }
+
+#[tokio::test]
+async fn sigterm_stops_the_service_within_its_grace_period_whatever_its_clients_do() {
+    use tokio::io::AsyncWriteExt;
+    let dir = TempDir::new().unwrap();
+    let db_path = dir.path().join("audit.db");
+    let env = [
+        ("DATABASE_URL", format!("sqlite://{}", db_path.display())),
+        ("SHUTDOWN_GRACE_MS", "2000".to_owned()),
+    ];
+    let mut process = ServiceProcess::start(&env, dir.path().join("grace.log"));
+    wait_listening(&mut process).await;
+    let address = format!("127.0.0.1:{}", process.port);
+
+    // A live-tail client that never reads, with a small receive buffer, so
+    // the events below fill it and the server cannot finish the response.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = socket.connect(address.parse().unwrap()).await.unwrap();
+    stalled
+        .write_all(b"GET /v1/events/stream HTTP/1.1\r\nHost: audit\r\n\r\n")
+        .await
+        .unwrap();
+    // A client that sent half a request and went quiet.
+    let mut half = tokio::net::TcpStream::connect(&address).await.unwrap();
+    half.write_all(b"POST / HTTP/1.1\r\nHost: audit\r\nce-specversion: 1.0\r\n")
+        .await
+        .unwrap();
+    let client = reqwest::Client::new();
+    let data = "x".repeat(100_000);
+    for i in 0..100 {
+        let event = serde_json::json!({"specversion": "1.0", "id": format!("g{i}"),
+            "source": "/grace", "type": "t", "data": data});
+        let response = client
+            .post(format!("http://{address}/"))
+            .header("content-type", "application/cloudevents+json")
+            .body(event.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 204);
+    }
+
+    let pid = process.child.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    // The grace is 2 s; 30 s is only how long the test waits for a hang.
+    let exited = poll_until(Duration::from_secs(30), || {
+        let exited = process.child.try_wait().unwrap();
+        async move { exited.is_some() }
+    })
+    .await;
+    assert!(
+        exited,
+        "still running 30 s after SIGTERM:\n{}",
+        process.log_text()
+    );
+    let status = process.child.wait().unwrap();
+    assert!(status.success(), "exit {status}:\n{}", process.log_text());
+    let db = open(&db_path).await;
+    assert_eq!(counts(&db).await.0, 100);
+    drop((stalled, half));
+}
