@@ -499,3 +499,44 @@ async fn sigterm_stops_the_service_within_its_grace_period_whatever_its_clients_
     assert_eq!(counts(&db).await.0, 100);
     drop((stalled, half));
 }
+
+#[tokio::test]
+async fn a_refused_setting_with_credentials_stops_the_service_without_logging_them() {
+    let secret = "s3cret-never-logged";
+    let dir = TempDir::new().unwrap();
+    let topic = unique("audit-secret");
+    let cases = [
+        // Not a SQLite URL: refused, and the URL quoted with its password masked.
+        vec![(
+            "DATABASE_URL",
+            format!("postgres://audit:{secret}@127.0.0.1:5432/audit"),
+        )],
+        // A misspelt property: librdkafka's error quotes the value.
+        {
+            let mut env = kafka_env(&dir.path().join("audit.db"), &topic, &unique("g"));
+            env.push(("KAFKA_SASL_PASWORD", secret.to_owned()));
+            env
+        },
+    ];
+    for (n, env) in cases.iter().enumerate() {
+        let log = dir.path().join(format!("secret{n}.log"));
+        let mut process = ServiceProcess::start(env, log);
+        let exited = poll_until(Duration::from_secs(30), || {
+            let exited = process.child.try_wait().unwrap();
+            async move { exited.is_some() }
+        })
+        .await;
+        assert!(exited, "case {n} did not stop the service");
+        assert!(!process.child.wait().unwrap().success());
+        let text = process.log_text();
+        assert!(
+            !text.contains(secret),
+            "case {n} logged the secret:\n{text}"
+        );
+        let named = ["postgres://audit:***@127.0.0.1:5432/audit", "sasl.paswo"][n];
+        assert!(
+            text.contains(named),
+            "case {n} does not name {named}:\n{text}"
+        );
+    }
+}
