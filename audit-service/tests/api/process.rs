@@ -87,9 +87,17 @@ async fn sigkill_while_consuming_then_restart_stores_each_event_exactly_once() {
         "only {rows} of {N} stored after restart:\n{}",
         second.log_text()
     );
-    // Let a duplicate show up, were dedup broken, before counting again.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(counts(&db).await, (N as i64, N as i64));
+    // Every record before a partition's marker is consumed once the marker
+    // is stored (a partition is consumed in order), so a late duplicate or
+    // stray event would be in the store by then.
+    produce_markers(&topic, &source, 3).await;
+    wait_for_markers(&db, &source, 3).await;
+    let expected: HashSet<String> = (0..N)
+        .map(|i| format!("e{i}"))
+        .chain((0..3).map(|p| format!("marker-{p}")))
+        .collect();
+    assert_eq!(stored_ids(&db).await, expected);
+    assert_eq!(counts(&db).await.0, N as i64 + 3);
     eprintln!("killed after {at_kill} of {N} stored; the restart stored the rest");
     assert!(second.terminate().success(), "{}", second.log_text());
 }
@@ -129,18 +137,24 @@ async fn two_processes_in_one_group_share_partitions_and_store_each_event_once()
     })
     .await;
     assert!(done, "stored {:?} of {N}", counts(&db).await);
-    let (rows, distinct) = counts(&db).await;
-    assert_eq!((rows, distinct), (N as i64, N as i64));
-    // Each stored row is logged by the process that inserted it.
+    produce_markers(&topic, &source, 4).await;
+    wait_for_markers(&db, &source, 4).await;
+    let expected: HashSet<String> = (0..N)
+        .map(|i| format!("e{i}"))
+        .chain((0..4).map(|p| format!("marker-{p}")))
+        .collect();
+    assert_eq!(stored_ids(&db).await, expected);
+    let total = N + 4;
+    // Each stored row is logged once, by the process that inserted it.
     let poll_logs = poll_until(Duration::from_secs(10), || async {
-        a.log_count("audit event stored") + b.log_count("audit event stored") == N
+        a.log_count("audit event stored") + b.log_count("audit event stored") == total
     })
     .await;
     let (by_a, by_b) = (
         a.log_count("audit event stored"),
         b.log_count("audit event stored"),
     );
-    assert!(poll_logs, "log lines: {by_a} + {by_b} != {N}");
+    assert!(poll_logs, "log lines: {by_a} + {by_b} != {total}");
     assert!(
         by_a > 0 && by_b > 0,
         "one replica did all the work: {by_a} / {by_b}"
@@ -148,6 +162,41 @@ async fn two_processes_in_one_group_share_partitions_and_store_each_event_once()
     eprintln!("replica A stored {by_a}, replica B stored {by_b}");
     assert!(a.terminate().success());
     assert!(b.terminate().success());
+}
+
+/// Produces one marker event (`marker-<p>`, source `source`) to each of
+/// the topic's `partitions`, after everything else.
+async fn produce_markers(topic: &str, source: &str, partitions: i32) {
+    use rdkafka::producer::FutureRecord;
+    let p = crate::helpers::producer();
+    for partition in 0..partitions {
+        let id = format!("marker-{partition}");
+        let headers = crate::kafka::binary_headers(&id, source);
+        let record: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic)
+            .partition(partition)
+            .headers(headers)
+            .payload(b"{}");
+        p.send(record, Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| e)
+            .expect("marker produced");
+    }
+}
+
+/// Waits until the marker of each partition is stored.
+async fn wait_for_markers(db: &SqlitePool, source: &str, partitions: i64) {
+    let stored = poll_until(Duration::from_secs(60), || async {
+        let markers: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM events WHERE source = ? AND id LIKE 'marker-%'",
+        )
+        .bind(source)
+        .fetch_one(db)
+        .await
+        .unwrap();
+        markers == partitions
+    })
+    .await;
+    assert!(stored, "the markers were not all stored within 60 s");
 }
 
 /// True when the last assignment the process logged is not empty.
@@ -185,60 +234,136 @@ async fn a_bad_setting_stops_the_service_with_a_message_naming_it() {
     );
 }
 
+/// Posts up to 5000 binary events with 64 in flight, sends `signal` to the
+/// process once 200 are acknowledged, and goes on until every request is
+/// answered or refused. Returns the ids acknowledged with a 204, and how
+/// many requests got anything else.
+async fn load_then_signal(process: &ServiceProcess, signal: &str) -> (HashSet<String>, usize) {
+    use futures::StreamExt;
+    let url = format!("http://127.0.0.1:{}/", process.port);
+    let client = reqwest::Client::new();
+    let sends = futures::stream::iter(0..5000)
+        .map(|i| {
+            let id = format!("t{i}");
+            let request = client
+                .post(&url)
+                .header("ce-specversion", "1.0")
+                .header("ce-id", &id)
+                .header("ce-source", "/term")
+                .header("ce-type", "t")
+                .send();
+            async move { (id, request.await.map(|r| r.status().as_u16()).ok()) }
+        })
+        .buffer_unordered(64);
+    tokio::pin!(sends);
+    let mut acknowledged = HashSet::new();
+    let mut other = 0;
+    let mut signalled = false;
+    while let Some((id, status)) = sends.next().await {
+        match status {
+            Some(204) => {
+                acknowledged.insert(id);
+            }
+            _ => other += 1,
+        }
+        if acknowledged.len() == 200 && !signalled {
+            let pid = process.child.id().to_string();
+            std::process::Command::new("kill")
+                .args([signal, &pid])
+                .status()
+                .unwrap();
+            signalled = true;
+        }
+    }
+    (acknowledged, other)
+}
+
+/// The ids of every stored event.
+async fn stored_ids(db: &SqlitePool) -> HashSet<String> {
+    sqlx::query_scalar("SELECT id FROM events")
+        .fetch_all(db)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+/// Every acknowledged id is stored, and nothing is stored that was not sent.
+fn assert_acknowledged_are_stored(acknowledged: &HashSet<String>, stored: &HashSet<String>) {
+    let lost: Vec<&String> = acknowledged.difference(stored).collect();
+    assert!(lost.is_empty(), "acknowledged but not stored: {lost:?}");
+    let invented: Vec<&String> = stored
+        .iter()
+        .filter(|id| {
+            id.strip_prefix('t')
+                .and_then(|n| n.parse::<usize>().ok())
+                .is_none_or(|n| n >= 5000)
+        })
+        .collect();
+    assert!(invented.is_empty(), "stored but never sent: {invented:?}");
+}
+
 #[tokio::test]
 async fn sigterm_exits_cleanly_and_every_acknowledged_event_is_stored() {
-    use futures::StreamExt;
     let dir = TempDir::new().unwrap();
     let db_path = dir.path().join("audit.db");
     let env = [("DATABASE_URL", format!("sqlite://{}", db_path.display()))];
     let mut process = ServiceProcess::start(&env, dir.path().join("term.log"));
     wait_listening(&mut process).await;
-    let url = format!("http://127.0.0.1:{}/", process.port);
-    let client = reqwest::Client::new();
-
-    // Keep 64 requests in flight, and send SIGTERM once some are answered.
-    let sends = futures::stream::iter(0..5000)
-        .map(|i| {
-            let request = client
-                .post(&url)
-                .header("ce-specversion", "1.0")
-                .header("ce-id", format!("t{i}"))
-                .header("ce-source", "/term")
-                .header("ce-type", "t")
-                .send();
-            async move { request.await.map(|r| r.status().as_u16()).ok() }
-        })
-        .buffer_unordered(64);
-    tokio::pin!(sends);
-    let mut acknowledged = 0;
-    let mut other = 0;
-    let mut terminated = false;
-    while let Some(status) = sends.next().await {
-        match status {
-            Some(204) => acknowledged += 1,
-            _ => other += 1,
-        }
-        if acknowledged == 200 && !terminated {
-            let pid = process.child.id().to_string();
-            std::process::Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap();
-            terminated = true;
-        }
-    }
+    let (acknowledged, other) = load_then_signal(&process, "-TERM").await;
     let status = process.child.wait().unwrap();
     assert!(status.success(), "exit {status}:\n{}", process.log_text());
     assert!(other > 0, "the service never stopped accepting");
-    let db = open(&db_path).await;
-    let (stored, _) = counts(&db).await;
-    // Every 204 is on disk; a request cut off by the shutdown may have been
-    // stored without its answer arriving, which a sender's retry dedups.
-    assert!(
-        stored >= acknowledged,
-        "{stored} stored < {acknowledged} acknowledged"
+    // A request cut off by the shutdown may have been stored without its
+    // answer arriving, which a sender's retry dedups: stored may be more.
+    let stored = stored_ids(&open(&db_path).await).await;
+    assert_acknowledged_are_stored(&acknowledged, &stored);
+    eprintln!(
+        "{} acknowledged, {} stored, {other} refused at shutdown",
+        acknowledged.len(),
+        stored.len()
     );
-    eprintln!("{acknowledged} acknowledged, {stored} stored, {other} refused at shutdown");
+}
+
+#[tokio::test]
+async fn sigkill_during_http_ingest_loses_no_acknowledged_event() {
+    let dir = TempDir::new().unwrap();
+    let db_path = dir.path().join("audit.db");
+    let env = [("DATABASE_URL", format!("sqlite://{}", db_path.display()))];
+    let mut process = ServiceProcess::start(&env, dir.path().join("kill.log"));
+    wait_listening(&mut process).await;
+    let (acknowledged, other) = load_then_signal(&process, "-KILL").await;
+    let status = process.child.wait().unwrap();
+    assert!(!status.success(), "SIGKILL did not land: exit {status}");
+    assert!(other > 0 && acknowledged.len() < 5000, "killed after all");
+
+    // After a restart (SQLite recovers its write-ahead log on open), every
+    // 204 is there, read through the service's own API.
+    let mut restarted = ServiceProcess::start(&env, dir.path().join("restart.log"));
+    wait_listening(&mut restarted).await;
+    let mut stored = HashSet::new();
+    let mut after = 0;
+    loop {
+        let url = format!(
+            "http://127.0.0.1:{}/v1/events?limit=1000&after={after}",
+            restarted.port
+        );
+        let page: serde_json::Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+        for item in page["events"].as_array().unwrap() {
+            stored.insert(item["event"]["id"].as_str().unwrap().to_owned());
+        }
+        match page["next_after"].as_i64() {
+            Some(next) => after = next,
+            None => break,
+        }
+    }
+    assert_acknowledged_are_stored(&acknowledged, &stored);
+    eprintln!(
+        "{} acknowledged before SIGKILL, {} stored after restart",
+        acknowledged.len(),
+        stored.len()
+    );
+    assert!(restarted.terminate().success());
 }
 
 #[tokio::test]
