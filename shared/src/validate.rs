@@ -25,10 +25,12 @@ pub enum InvalidEvent {
     ReservedName(String),
 }
 
-/// Members of the JSON event format that are not attributes. An extension
-/// of either name would be written next to the real one, and a reader
-/// keeping the last duplicate would see the extension instead of the data.
-const JSON_RESERVED: &[&str] = &["data", "data_base64"];
+/// Members of the JSON event format that are not attributes of the event's
+/// specversion: the data, and 0.3's `datacontentencoding` (written for
+/// binary data). The SDK writes extensions after them, so an extension of
+/// one of these names would follow the real member, and a reader keeping
+/// the last duplicate would take the extension for the data or its encoding.
+const JSON_RESERVED: &[&str] = &["data", "data_base64", "datacontentencoding"];
 
 /// Checks what the spec requires beyond what the SDK enforces.
 pub fn validate(event: &Event) -> Result<(), InvalidEvent> {
@@ -142,7 +144,18 @@ mod tests {
                 "{name}"
             );
         }
-        // 0.3's attribute names are ordinary extensions in a 1.0 event.
+        let v03 = cloudevents::EventBuilderV03::new()
+            .id("1")
+            .source("/s")
+            .ty("t")
+            .extension("datacontentencoding", "base64")
+            .build()
+            .unwrap();
+        assert_eq!(
+            validate(&v03),
+            Err(InvalidEvent::ReservedName("datacontentencoding".into()))
+        );
+        // Other versions' attribute names are ordinary extensions.
         let e = event().extension("schemaurl", "x").build().unwrap();
         assert_eq!(validate(&e), Ok(()));
     }
