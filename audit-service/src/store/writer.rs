@@ -10,7 +10,7 @@
 //! blocking work on a database connection, and a thread that does nothing
 //! else keeps the one serial stage of the ingest path free of scheduling
 //! hops. What happens after a commit (the log line per event, metrics, the
-//! live tail's broadcast) runs on a second thread, so the writer goes back
+//! live tail's feed, `tail`) runs on a second thread, so the writer goes back
 //! to its queue as soon as the waiters have their answers.
 
 use super::{
@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 /// The most events one transaction takes, so a flood of requests still gets
 /// answers in bounded time.
 const MAX_EVENTS_PER_COMMIT: usize = 5000;
-/// Committed batches waiting to be logged and broadcast. When logging falls
+/// Committed batches waiting to be logged and handed to the live tail. When logging falls
 /// this far behind, the writer waits for it: log lines are not dropped, and
 /// memory holds at most this many committed batches (64 held up to 140 MiB
 /// under a Kafka backlog).
