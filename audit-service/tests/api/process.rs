@@ -486,10 +486,10 @@ async fn read_audit_frames(response: &mut reqwest::Response, n: usize) -> Vec<(i
 
 #[tokio::test]
 async fn a_live_tail_client_that_stops_reading_holds_bounded_memory_then_gets_every_event() {
-    // 1000 events of 100 KB: 100 MB pass by a client that does not read
-    // (which held 260 MiB with a buffer bounded by count only).
-    const N: usize = 1000;
-    const DATA_BYTES: usize = 100_000;
+    // 2000 events of 50 KB: 100 MB pass by a client that does not read
+    // (a buffer bounded by count only, 4096 events, kept them all).
+    const N: usize = 2000;
+    const DATA_BYTES: usize = 50_000;
     // The store's tail buffer is 16 MiB; the rest is the service itself.
     const PEAK_RSS_BOUND: u64 = 120 * 1024 * 1024;
     use futures::StreamExt;
