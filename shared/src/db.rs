@@ -15,7 +15,11 @@ pub async fn connect_sqlite(url: &str, max_connections: u32) -> Result<SqlitePoo
     // `postgres://` URL would quietly become a SQLite file named after it.
     if !url.starts_with("sqlite:") {
         return Err(sqlx::Error::Configuration(
-            format!("DATABASE_URL {url:?} is not supported: use a sqlite:// URL").into(),
+            format!(
+                "DATABASE_URL {:?} is not supported: use a sqlite:// URL",
+                crate::redact::url(url)
+            )
+            .into(),
         ));
     }
     let options = SqliteConnectOptions::from_str(url)?
@@ -41,7 +45,11 @@ pub async fn connect_sqlite(url: &str, max_connections: u32) -> Result<SqlitePoo
 pub fn sqlite_path(url: &str) -> Result<PathBuf, sqlx::Error> {
     if !url.starts_with("sqlite:") || url.contains(":memory:") || url.contains("mode=memory") {
         return Err(sqlx::Error::Configuration(
-            format!("DATABASE_URL {url:?} is not supported: use a sqlite:// URL of a file").into(),
+            format!(
+                "DATABASE_URL {:?} is not supported: use a sqlite:// URL of a file",
+                crate::redact::url(url)
+            )
+            .into(),
         ));
     }
     Ok(SqliteConnectOptions::from_str(url)?
@@ -59,6 +67,10 @@ mod tests {
             .await
             .expect_err("postgres URL accepted");
         assert!(err.to_string().contains("sqlite://"), "{err}");
+        let err = connect_sqlite("postgres://user:s3cret@localhost/db", 1)
+            .await
+            .expect_err("postgres URL accepted");
+        assert!(!err.to_string().contains("s3cret"), "{err}");
         assert!(!std::path::Path::new("postgres:").exists());
     }
 

@@ -13,6 +13,7 @@
 //! feeding the live tail happen after the commit on a thread of their own.
 
 mod sqlite;
+pub mod tail;
 mod writer;
 
 use chrono::SecondsFormat;
@@ -24,16 +25,14 @@ use shared::cloudevents;
 use shared::config::Transport;
 use sqlx::SqlitePool;
 use std::sync::Arc;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
+pub use tail::{Received, Subscriber, Tail, TAIL_MAX_BYTES};
 pub use writer::WriterHandle;
 
 /// Requests waiting for the writer. A full queue makes ingest wait: the
 /// back-pressure HTTP clients and the Kafka consumer feel.
 const QUEUE_CAPACITY: usize = 4096;
-/// Live-tail subscribers that fall further behind than this miss events
-/// (they are told so) rather than holding memory.
-const BROADCAST_CAPACITY: usize = 4096;
 
 /// One event ready to be inserted: its key attributes and its JSON form,
 /// serialized once by whoever decoded it.
@@ -119,6 +118,13 @@ pub struct WriteFailed {
     pub rows: Vec<EventRow>,
 }
 
+/// What the writer's queue carries.
+enum Command {
+    Write(WriteRequest),
+    /// Refuse what comes after; commit and answer what is queued, then stop.
+    Close,
+}
+
 /// One ingest request waiting for the writer.
 struct WriteRequest {
     rows: Vec<EventRow>,
@@ -130,28 +136,21 @@ struct WriteRequest {
 #[derive(Clone)]
 pub struct Store {
     pool: SqlitePool,
-    writes: mpsc::Sender<WriteRequest>,
-    stored: broadcast::Sender<Arc<StoredEvent>>,
+    writes: mpsc::Sender<Command>,
+    tail: Tail,
 }
 
 impl Store {
     /// Opens the database, applies the migrations and starts the writer.
-    /// The writer runs until every `Store` handle is dropped, so requests
-    /// already queued at shutdown are still committed and answered; join
-    /// the returned handle to wait for that.
+    /// The writer runs until the returned handle closes it (or every handle
+    /// is dropped); requests already queued then are still committed and
+    /// answered.
     pub async fn open(database_url: &str) -> anyhow::Result<(Store, WriterHandle)> {
         let (pool, backend) = sqlite::open(database_url).await?;
         let (writes, queue) = mpsc::channel(QUEUE_CAPACITY);
-        let (stored, _) = broadcast::channel(BROADCAST_CAPACITY);
-        let writer = writer::spawn(backend, queue, stored.clone())?;
-        Ok((
-            Store {
-                pool,
-                writes,
-                stored,
-            },
-            writer,
-        ))
+        let tail = Tail::new(TAIL_MAX_BYTES);
+        let writer = writer::spawn(backend, writes.clone(), queue, tail.clone())?;
+        Ok((Store { pool, writes, tail }, writer))
     }
 
     /// Stores `events` (duplicates by (source, id) are acknowledged, not
@@ -186,10 +185,14 @@ impl Store {
             transport,
             reply,
         };
-        if let Err(refused) = self.writes.send(request).await {
+        if let Err(refused) = self.writes.send(Command::Write(request)).await {
+            let rows = match refused.0 {
+                Command::Write(request) => request.rows,
+                Command::Close => Vec::new(),
+            };
             return Err(WriteFailed {
                 error: Arc::new(StoreError::WriterGone),
-                rows: refused.0.rows,
+                rows,
             });
         }
         // The writer answers every request it took; no answer means its
@@ -202,9 +205,9 @@ impl Store {
         })
     }
 
-    /// Every event stored from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<StoredEvent>> {
-        self.stored.subscribe()
+    /// Every event stored from now on, for the live tail.
+    pub fn subscribe(&self) -> Subscriber {
+        self.tail.subscribe()
     }
 
     /// Connections for reading; the writer has its own.

@@ -35,16 +35,17 @@ const INSERT: &str = "INSERT OR IGNORE INTO events \
 /// Opens the read pool (creating and migrating the database) and the
 /// writer's own connection.
 pub(super) async fn open(database_url: &str) -> anyhow::Result<(SqlitePool, SqliteWriter)> {
+    let shown = shared::redact::url(database_url);
     let pool = shared::db::connect_sqlite(database_url, READ_CONNECTIONS)
         .await
-        .with_context(|| format!("Failed to open the audit database {database_url}"))?;
+        .with_context(|| format!("Failed to open the audit database {shown}"))?;
     sqlx::migrate!("./migrations")
         .run(&pool)
         .await
         .context("Failed to migrate the audit database")?;
     let path = shared::db::sqlite_path(database_url)?;
     let writer = SqliteWriter::open(&path)
-        .with_context(|| format!("Failed to open the audit database {database_url} for writing"))?;
+        .with_context(|| format!("Failed to open the audit database {shown} for writing"))?;
     Ok((pool, writer))
 }
 
