@@ -13,7 +13,7 @@ use axum::routing::get;
 use axum::Router;
 use shared::config::Transport;
 use shared::kafka::BrokerProbe;
-use std::future::IntoFuture;
+use shared::serve::ServeOptions;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -21,9 +21,6 @@ use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-/// A request that takes longer than this (a stuck store) is answered 408,
-/// so a graceful shutdown can't hang on it.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long `/readyz` waits for the brokers.
 const BROKER_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -41,6 +38,7 @@ pub struct Application {
     listener: TcpListener,
     port: u16,
     router: Router,
+    serve: ServeOptions,
     store: Store,
     writer: WriterHandle,
     consumer: Option<JoinHandle<()>>,
@@ -78,11 +76,16 @@ impl Application {
         let address = listener
             .local_addr()
             .context("Failed to read the bound address")?;
-        tracing::info!(%address, transport = settings.transport.as_str(), "audit-service listening");
+        let serve = settings.listen.options()?;
+        settings.access.warn_if_open();
+        tracing::info!(%address, scheme = serve.scheme(), transport = settings.transport.as_str(), "audit-service listening");
+        let router = router(state, settings.limits.request_timeout);
+        let router = settings.access.guard(settings.limits.guard(router));
         Ok(Application {
             listener,
             port: address.port(),
-            router: router(state),
+            router,
+            serve,
             store,
             writer,
             consumer,
@@ -113,31 +116,32 @@ impl Application {
     /// client got a 2xx for is on disk whatever happens here.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let shutdown = self.shutdown.clone();
-        let server = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .into_future();
-        tokio::pin!(server);
-        let ended_early = tokio::select! {
-            served = &mut server => Some(served),
-            _ = shutdown.cancelled() => None,
+        let mut server = Box::pin(shared::serve::serve(
+            self.listener,
+            self.router,
+            self.serve,
+            shutdown.clone().cancelled_owned(),
+        ));
+        // The server returns only once told to stop and every connection
+        // has closed; until the token is cancelled it is still serving.
+        let finished = tokio::select! {
+            () = &mut server => true,
+            () = shutdown.cancelled() => false,
         };
-        // If the server failed on its own, stop the consumer too.
         shutdown.cancel();
         let deadline = tokio::time::Instant::now() + self.shutdown_grace;
         let grace_ms = self.shutdown_grace.as_millis() as u64;
-        let served = match ended_early {
-            Some(served) => served,
-            None => match tokio::time::timeout_at(deadline, &mut server).await {
-                Ok(served) => served,
-                Err(_) => {
-                    tracing::warn!(
-                        grace_ms,
-                        "connections still open at the end of the shutdown grace period are dropped"
-                    );
-                    Ok(())
-                }
-            },
-        };
+        if !finished
+            && tokio::time::timeout_at(deadline, &mut server)
+                .await
+                .is_err()
+        {
+            tracing::warn!(
+                grace_ms,
+                "connections still open at the end of the shutdown grace period are dropped"
+            );
+        }
+        drop(server);
         let consumed = match self.consumer {
             None => Ok(()),
             Some(mut consumer) => match tokio::time::timeout_at(deadline, &mut consumer).await {
@@ -155,19 +159,18 @@ impl Application {
         };
         drop(self.store);
         self.writer.close().await;
-        served.context("The HTTP server failed")?;
         consumed
     }
 }
 
-fn router(state: AppState) -> Router {
+fn router(state: AppState, request_timeout: Duration) -> Router {
     let api = Router::new()
         .merge(ingest::http::router(state.max_body_bytes))
         .merge(query::router())
         .route("/readyz", get(readyz))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
-            REQUEST_TIMEOUT,
+            request_timeout,
         ));
     api.merge(shared::telemetry::ops_router())
         .layer(axum::middleware::from_fn(

@@ -1,6 +1,9 @@
 //! The audit service's settings, read once from the environment at start.
 
+use crate::auth::Access;
+use crate::limits::ApiLimits;
 use shared::config::{env_or, env_parse, ConfigError, KafkaConfig, Transport};
+use shared::serve::ListenSettings;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -23,6 +26,12 @@ pub struct Settings {
     /// already queued for the store is committed either way).
     pub shutdown_grace: Duration,
     pub kafka: KafkaSettings,
+    /// TLS and the HTTP server's limits (`shared::serve`).
+    pub listen: ListenSettings,
+    /// Who may write and read the events (`crate::auth`).
+    pub access: Access,
+    /// Request timeout and live-tail clients (`crate::limits`).
+    pub limits: ApiLimits,
 }
 
 /// How many records a broker consumer takes into one batch (one store
@@ -78,6 +87,9 @@ impl Settings {
                 group_id: env_or("KAFKA_GROUP_ID", "audit-group-id"),
                 dlq_topic: env_or("KAFKA_DLQ_TOPIC", "audit.dlq"),
             },
+            listen: ListenSettings::from_env()?,
+            access: Access::from_env()?,
+            limits: ApiLimits::from_env()?,
         })
     }
 }

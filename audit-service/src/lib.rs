@@ -3,8 +3,10 @@
 //! the log back (`GET /v1/events`, `GET /v1/events/stream`).
 
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod ingest;
+pub mod limits;
 pub mod query;
 pub mod store;

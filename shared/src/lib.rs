@@ -2,6 +2,7 @@
 //! events and their CloudEvents mapping, the wire-level pieces the CloudEvents
 //! SDK leaves out, configuration, telemetry and problem+json errors.
 
+pub mod auth;
 pub mod binding;
 pub mod config;
 pub mod db;
@@ -9,8 +10,10 @@ pub mod event;
 pub mod kafka;
 pub mod problem;
 pub mod redact;
+pub mod serve;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
 pub mod validate;
 
 pub use cloudevents;

@@ -11,6 +11,7 @@ use anyhow::Context;
 use axum::http::StatusCode;
 use axum::middleware;
 use axum::Router;
+use shared::serve::ServeOptions;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +33,7 @@ pub struct Application {
     listener: TcpListener,
     addr: SocketAddr,
     router: Router,
+    serve: ServeOptions,
     relay: Relay,
     publisher: Arc<Publisher>,
     hasher: Hasher,
@@ -74,6 +76,7 @@ impl Application {
             listener,
             addr,
             router: router(state, settings.request_timeout),
+            serve: settings.listen.options()?,
             relay,
             publisher,
             hasher,
@@ -102,21 +105,24 @@ impl Application {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         tracing::info!(
             address = %self.addr,
+            scheme = self.serve.scheme(),
             events = %self.publisher.describe(),
             "user-service listening"
         );
         let relay = tokio::spawn(self.relay.run());
         tokio::spawn(cancel_on_signal(self.shutdown.clone()));
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(self.shutdown.clone().cancelled_owned())
-            .await
-            .context("HTTP server failed");
+        shared::serve::serve(
+            self.listener,
+            self.router,
+            self.serve,
+            self.shutdown.clone().cancelled_owned(),
+        )
+        .await;
         // However the server ended, the relay goes too.
         self.shutdown.cancel();
         let relayed = relay.await;
         self.publisher.flush().await;
         tracing::info!("user-service stopped");
-        served?;
         // A relay that died or failed (it cancels the token as it ends,
         // which is what stopped the server) is an error: exiting non-zero
         // gets the service restarted instead of serving with events piling

@@ -1,6 +1,9 @@
 //! The service's settings, read once from the environment at start.
 
+use shared::auth::BearerToken;
 use shared::config::{env_or, env_parse, ConfigError, KafkaConfig, Transport};
+use shared::serve::ListenSettings;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -69,12 +72,36 @@ pub enum PublishSettings {
         mode: ContentMode,
         /// `PUBLISH_TIMEOUT_MS`.
         timeout: Duration,
+        /// `AUDIT_TOKEN` and `AUDIT_CA_FILE`.
+        client: HttpClientSettings,
     },
     Kafka {
         config: KafkaConfig,
         /// `PUBLISH_TIMEOUT_MS`: how long one delivery may take.
         timeout: Duration,
     },
+}
+
+/// How the HTTP publisher proves who it is and whom it trusts.
+#[derive(Debug, Clone, Default)]
+pub struct HttpClientSettings {
+    /// `AUDIT_TOKEN` (or the file `AUDIT_TOKEN_FILE`): sent as
+    /// `Authorization: Bearer` with every request.
+    pub token: Option<BearerToken>,
+    /// `AUDIT_CA_FILE`: PEM certificates trusted for an https `AUDIT_URL`
+    /// besides the public roots, for an audit service with a private CA.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl HttpClientSettings {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(HttpClientSettings {
+            token: BearerToken::from_env("AUDIT_TOKEN")?,
+            ca_file: std::env::var_os("AUDIT_CA_FILE")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
+        })
+    }
 }
 
 impl PublishSettings {
@@ -86,6 +113,7 @@ impl PublishSettings {
                 url: env_or("AUDIT_URL", "http://localhost:8080/"),
                 mode: env_parse("HTTP_CONTENT_MODE", ContentMode::Binary)?,
                 timeout,
+                client: HttpClientSettings::from_env()?,
             },
             Transport::Kafka => PublishSettings::Kafka {
                 config: KafkaConfig::from_env(),
@@ -115,6 +143,8 @@ pub struct Settings {
     pub hashing: HashSettings,
     /// Longest time one HTTP request may take before it is answered 503.
     pub request_timeout: Duration,
+    /// TLS and the HTTP server's limits (`shared::serve`).
+    pub listen: ListenSettings,
 }
 
 impl Settings {
@@ -143,6 +173,7 @@ impl Settings {
                 queue: count_in("HASH_QUEUE_MAX", 64, MAX_HASH_QUEUE)?,
             },
             request_timeout: Duration::from_secs(30),
+            listen: ListenSettings::from_env()?,
         })
     }
 }

@@ -7,6 +7,7 @@
 //! is known to be well-formed, and shared::validate adds the spec's rules
 //! the SDK does not enforce.
 
+use crate::limits::{check_attribute_size, MAX_BATCH_EVENTS};
 use chrono::DateTime;
 use cloudevents::event::SpecVersion;
 use cloudevents::message::Error as MessageError;
@@ -48,6 +49,12 @@ pub enum DecodeError {
     Invalid(#[from] InvalidEvent),
     #[error("invalid CloudEvent: {0}")]
     Other(String),
+    /// See `crate::limits::MAX_ATTRIBUTE_BYTES`.
+    #[error("{0}")]
+    AttributeTooLarge(String),
+    /// See `crate::limits::MAX_BATCH_EVENTS`.
+    #[error("a batch may hold at most {max} events; this one has {count}")]
+    TooManyEvents { count: usize, max: usize },
 }
 
 impl DecodeError {
@@ -75,6 +82,12 @@ pub fn batch(body: &[u8]) -> Result<Vec<Event>, DecodeError> {
     let Value::Array(items) = value else {
         return Err(DecodeError::NotAnArray);
     };
+    if items.len() > MAX_BATCH_EVENTS {
+        return Err(DecodeError::TooManyEvents {
+            count: items.len(),
+            max: MAX_BATCH_EVENTS,
+        });
+    }
     let mut first_version: Option<String> = None;
     let mut events = Vec::with_capacity(items.len());
     for (index, item) in items.into_iter().enumerate() {
@@ -105,7 +118,12 @@ pub fn batch(body: &[u8]) -> Result<Vec<Event>, DecodeError> {
 pub fn binary(message: BinaryMessage) -> Result<Event, DecodeError> {
     let version = spec_version(&message.spec_version)?;
     for (name, value) in &message.attributes {
+        check_attribute_size(name, value).map_err(DecodeError::AttributeTooLarge)?;
         check_string_attribute(&version, name, value)?;
+    }
+    if let Some(content_type) = &message.content_type {
+        check_attribute_size("datacontenttype", content_type)
+            .map_err(DecodeError::AttributeTooLarge)?;
     }
     let event = message.into_event().map_err(from_message_error)?;
     validate(&event)?;
@@ -148,7 +166,9 @@ pub fn from_message_error(error: MessageError) -> DecodeError {
 }
 
 fn spec_version(value: &str) -> Result<SpecVersion, DecodeError> {
-    SpecVersion::try_from(value).map_err(|_| DecodeError::UnknownSpecVersion(value.to_owned()))
+    // The error echoes the value to the client: a few characters are enough.
+    SpecVersion::try_from(value)
+        .map_err(|_| DecodeError::UnknownSpecVersion(value.chars().take(16).collect()))
 }
 
 /// Checks the attributes of a JSON-format event so that errors name them,
@@ -190,6 +210,11 @@ fn check_json_attributes(
     }
     let known = version.attribute_names();
     for (name, value) in map {
+        let text = match value {
+            Value::String(s) if name != "data" && name != "data_base64" => s.as_str(),
+            _ => "",
+        };
+        check_attribute_size(name, text).map_err(DecodeError::AttributeTooLarge)?;
         match (name.as_str(), value) {
             (_, Value::Null) => {}
             ("data" | "data_base64" | "specversion", _) => {}

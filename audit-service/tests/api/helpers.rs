@@ -59,6 +59,9 @@ pub fn test_settings(db_dir: &Path) -> Settings {
             group_id: "audit-group-id".into(),
             dlq_topic: "audit.dlq".into(),
         },
+        listen: Default::default(),
+        access: Default::default(),
+        limits: Default::default(),
     }
 }
 
@@ -67,8 +70,13 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
     let db_dir = TempDir::new().expect("temporary folder");
     let mut settings = test_settings(db_dir.path());
     customize(&mut settings);
+    // A TLS test's certificate is for localhost.
+    let address = match settings.listen.tls {
+        Some(_) => "https://localhost",
+        None => "http://127.0.0.1",
+    };
     let app = Application::build(settings).await.expect("app builds");
-    let address = format!("http://127.0.0.1:{}", app.port());
+    let address = format!("{address}:{}", app.port());
     let shutdown = app.shutdown_token();
     let task = tokio::spawn(app.run_until_stopped());
     TestApp {

@@ -2,10 +2,10 @@
 //! "Delivery rules").
 
 use super::Outcome;
-use crate::config::ContentMode;
+use crate::config::{ContentMode, HttpClientSettings};
 use anyhow::Context;
 use cloudevents::{AttributesReader, Event};
-use reqwest::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::StatusCode;
 use shared::binding::{to_http_binary, BATCH_JSON, STRUCTURED_JSON};
 use std::sync::Arc;
@@ -21,10 +21,39 @@ pub struct HttpPublisher {
 const REASON_BYTES: usize = 300;
 
 impl HttpPublisher {
-    pub fn new(url: &str, mode: ContentMode, timeout: Duration) -> anyhow::Result<Self> {
+    pub fn new(
+        url: &str,
+        mode: ContentMode,
+        timeout: Duration,
+        security: &HttpClientSettings,
+    ) -> anyhow::Result<Self> {
         let url =
             reqwest::Url::parse(url).with_context(|| format!("AUDIT_URL {url:?} is not a URL"))?;
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if let Some(token) = &security.token {
+            if url.scheme() != "https" {
+                tracing::warn!("AUDIT_TOKEN is sent over plain HTTP: anyone on the path can read it; use an https AUDIT_URL");
+            }
+            let mut value = HeaderValue::try_from(token.header_value())
+                .context("AUDIT_TOKEN is not a valid header value")?;
+            // Marked sensitive: HTTP/2 never indexes it and Debug hides it.
+            value.set_sensitive(true);
+            builder = builder.default_headers(HeaderMap::from_iter([(AUTHORIZATION, value)]));
+        }
+        if let Some(path) = &security.ca_file {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("Failed to read AUDIT_CA_FILE {}", path.display()))?;
+            let certificates = reqwest::Certificate::from_pem_bundle(&pem).with_context(|| {
+                format!("AUDIT_CA_FILE {} is not PEM certificates", path.display())
+            })?;
+            if certificates.is_empty() {
+                anyhow::bail!("AUDIT_CA_FILE {} holds no certificate", path.display());
+            }
+            for certificate in certificates {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        let client = builder
             .timeout(timeout)
             .connect_timeout(timeout)
             // A redirect is "a status not listed", i.e. retried; following it
@@ -218,8 +247,13 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
-        let publisher =
-            HttpPublisher::new(&url, ContentMode::Binary, Duration::from_secs(30)).unwrap();
+        let publisher = HttpPublisher::new(
+            &url,
+            ContentMode::Binary,
+            Duration::from_secs(30),
+            &HttpClientSettings::default(),
+        )
+        .unwrap();
 
         let outcome = publisher
             .publish_batch(&[Arc::from("{}"), Arc::from("{}")])

@@ -35,9 +35,12 @@ pub enum Publisher {
 impl Publisher {
     pub fn new(settings: &PublishSettings) -> anyhow::Result<Self> {
         Ok(match settings {
-            PublishSettings::Http { url, mode, timeout } => {
-                Publisher::Http(HttpPublisher::new(url, *mode, *timeout)?)
-            }
+            PublishSettings::Http {
+                url,
+                mode,
+                timeout,
+                client,
+            } => Publisher::Http(HttpPublisher::new(url, *mode, *timeout, client)?),
             PublishSettings::Kafka { config, timeout } => {
                 Publisher::Kafka(KafkaPublisher::new(config, *timeout)?)
             }

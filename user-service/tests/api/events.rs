@@ -77,6 +77,7 @@ async fn structured_mode_sends_the_event_as_cloudevents_json() {
             url: audit.url.clone(),
             mode: ContentMode::Structured,
             timeout: Duration::from_secs(2),
+            client: Default::default(),
         };
     })
     .await;
@@ -104,6 +105,7 @@ async fn attribute_values_are_percent_encoded_in_binary_mode_headers() {
         url: audit.url.clone(),
         mode: ContentMode::Binary,
         timeout: Duration::from_secs(2),
+        client: Default::default(),
     })
     .unwrap();
     let event = EventBuilderV10::new()

@@ -49,6 +49,7 @@ pub fn test_settings(audit_url: &str, dir: &tempfile::TempDir) -> Settings {
             url: audit_url.to_owned(),
             mode: ContentMode::Binary,
             timeout: Duration::from_secs(2),
+            client: Default::default(),
         },
         relay: RelaySettings {
             backoff_initial: Duration::from_millis(10),
@@ -64,6 +65,7 @@ pub fn test_settings(audit_url: &str, dir: &tempfile::TempDir) -> Settings {
             queue: 64,
         },
         request_timeout: Duration::from_secs(10),
+        listen: Default::default(),
     }
 }
 
