@@ -1,5 +1,5 @@
 # The two commands a new user needs are `make run` and `make test`.
-.PHONY: run test build setup kafka-up kafka-down up down demo bench fmt lint
+.PHONY: run test build setup kafka-up kafka-down up down demo bench fuzz fmt lint
 
 run: build
 	scripts/run.sh
@@ -42,6 +42,12 @@ demo:
 # writes bench/RESULTS.md and bench/results.json.
 bench:
 	scripts/bench.sh
+
+# Property-based fuzzing of every decoder, FUZZ_SECONDS per target; prints
+# the cases tried per target and fails on the first input a target refuses.
+FUZZ_SECONDS ?= 20
+fuzz:
+	cargo run --release -p fuzz -- $(FUZZ_SECONDS)
 
 fmt:
 	cargo fmt --all
