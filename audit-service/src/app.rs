@@ -1,4 +1,4 @@
-//! Building and running the service: the store, the HTTP server, the Kafka
+//! Building and running the service: the store, the HTTP server, the broker
 //! consumer when configured, and a graceful shutdown of all three.
 
 use crate::config::Settings;
@@ -10,8 +10,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
-use shared::config::Transport;
-use shared::kafka::BrokerProbe;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -30,7 +29,8 @@ const BROKER_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct AppState {
     pub store: Store,
     pub max_body_bytes: usize,
-    pub broker: Option<BrokerProbe>,
+    /// The consumer's broker, when there is one.
+    pub broker: Option<Arc<dyn ingest::Probe>>,
     /// Cancelled at shutdown; ends live-tail streams.
     pub shutdown: CancellationToken,
 }
@@ -47,22 +47,15 @@ pub struct Application {
 
 impl Application {
     /// Opens the store, binds the listener (port 0 picks a free port, which
-    /// `port()` reports) and, on Kafka, starts consuming.
+    /// `port()` reports) and, on a broker transport, starts consuming.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let (store, writer) = Store::open(&settings.database_url).await?;
         let shutdown = CancellationToken::new();
-        let (broker, consumer) = match settings.transport {
-            Transport::Http => (None, None),
-            Transport::Kafka => (
-                Some(BrokerProbe::new(&settings.kafka.common)?),
-                Some(ingest::kafka::spawn(
-                    &settings.kafka,
-                    settings.batch,
-                    store.clone(),
-                    shutdown.clone(),
-                )?),
-            ),
-        };
+        let (broker, consumer) =
+            match ingest::start(&settings, store.clone(), shutdown.clone()).await? {
+                Some(consumer) => (Some(consumer.probe), Some(consumer.task)),
+                None => (None, None),
+            };
         let state = AppState {
             store: store.clone(),
             max_body_bytes: settings.max_body_bytes,
@@ -97,7 +90,7 @@ impl Application {
     }
 
     /// Serves until the shutdown token is cancelled, then stops accepting,
-    /// lets in-flight requests and the Kafka batch in hand finish, and waits
+    /// lets in-flight requests and the broker batches in hand finish, and waits
     /// for the store writer to commit what they queued.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let shutdown = self.shutdown.clone();
@@ -107,7 +100,7 @@ impl Application {
         // If the server failed on its own, stop the consumer too.
         shutdown.cancel();
         let consumed = match self.consumer {
-            Some(consumer) => consumer.await.context("The Kafka consumer failed"),
+            Some(consumer) => consumer.await.context("The broker consumer failed"),
             None => Ok(()),
         };
         // The writer ends once the last store handle is gone, after
@@ -139,7 +132,8 @@ fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Ready when the database answers and, on Kafka, the brokers do.
+/// Ready when the database answers and, on a broker transport, the broker
+/// does.
 async fn readyz(State(state): State<AppState>) -> Result<axum::Json<serde_json::Value>, ApiError> {
     if !state.store.is_reachable().await {
         return Err(ApiError::NotReady(
