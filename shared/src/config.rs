@@ -46,11 +46,12 @@ where
 pub enum Transport {
     Http,
     Kafka,
+    Nats,
 }
 
 impl Transport {
     /// Every transport, in the order the docs list them.
-    pub const ALL: &[Transport] = &[Transport::Http, Transport::Kafka];
+    pub const ALL: &[Transport] = &[Transport::Http, Transport::Kafka, Transport::Nats];
 
     pub fn from_env() -> Result<Self, ConfigError> {
         env_parse("EVENT_TRANSPORT", Transport::Http)
@@ -60,6 +61,7 @@ impl Transport {
         match self {
             Transport::Http => "http",
             Transport::Kafka => "kafka",
+            Transport::Nats => "nats",
         }
     }
 }
@@ -212,6 +214,7 @@ mod tests {
     fn transport_names_parse_and_others_are_refused() {
         assert_eq!("HTTP".parse::<Transport>(), Ok(Transport::Http));
         assert_eq!("kafka".parse::<Transport>(), Ok(Transport::Kafka));
+        assert_eq!("NATS".parse::<Transport>(), Ok(Transport::Nats));
         let err = "carrier-pigeon".parse::<Transport>().unwrap_err();
         assert!(err.contains("`http`") && err.contains("`kafka`"), "{err}");
     }

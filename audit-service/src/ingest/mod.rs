@@ -8,6 +8,7 @@ pub mod dead_letter;
 pub mod decode;
 pub mod http;
 pub mod kafka;
+pub mod nats;
 
 use crate::config::Settings;
 use crate::store::Store;
@@ -47,6 +48,9 @@ pub async fn start(
             store,
             shutdown,
         )?),
+        Transport::Nats => {
+            Some(nats::start(&settings.nats, settings.batch, store, shutdown).await?)
+        }
     })
 }
 

@@ -6,16 +6,19 @@
 //! sends (see `crate::relay`):
 //! - request/response (HTTP): one answer per request, which may carry many
 //!   events; the relay keeps one request per user in flight;
-//! - pipelined and acknowledged ([`Pipelined`], Kafka): events are handed
+//! - pipelined and acknowledged ([`Pipelined`], Kafka and NATS JetStream):
+//!   events are handed
 //!   over one after another, in order, with thousands in flight, and each
 //!   is acknowledged on its own by the broker later. The relay's window
 //!   strategy is written once against this trait.
 
 mod http;
 mod kafka;
+mod nats;
 
 pub use self::http::HttpPublisher;
 pub use self::kafka::KafkaPublisher;
+pub use self::nats::NatsPublisher;
 
 use crate::config::PublishSettings;
 use cloudevents::{AttributesReader, Event};
@@ -99,7 +102,7 @@ pub enum Publisher {
 }
 
 impl Publisher {
-    pub fn new(settings: &PublishSettings) -> anyhow::Result<Self> {
+    pub async fn new(settings: &PublishSettings) -> anyhow::Result<Self> {
         Ok(match settings {
             PublishSettings::Http { url, mode, timeout } => {
                 Publisher::Http(HttpPublisher::new(url, *mode, *timeout)?)
@@ -107,6 +110,11 @@ impl Publisher {
             PublishSettings::Kafka { config, timeout } => {
                 Publisher::Pipelined(Box::new(KafkaPublisher::new(config, *timeout)?))
             }
+            PublishSettings::Nats {
+                config,
+                mode,
+                timeout,
+            } => Publisher::Pipelined(Box::new(NatsPublisher::new(config, *mode, *timeout).await?)),
         })
     }
 
