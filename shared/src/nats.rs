@@ -278,7 +278,9 @@ impl StreamProbe {
         if state != State::Connected {
             return Err(format!("not connected to NATS ({state:?})"));
         }
-        match tokio::time::timeout(timeout, self.js.get_stream_no_info(&self.stream)).await {
+        // get_stream asks the server for the stream's info (the no-info
+        // variant would not ask at all).
+        match tokio::time::timeout(timeout, self.js.get_stream(&self.stream)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(format!("JetStream stream {} unavailable: {e}", self.stream)),
             Err(_) => Err(format!(

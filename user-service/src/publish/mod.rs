@@ -58,6 +58,10 @@ pub enum Report {
     Fatal(String),
 }
 
+/// How often the one-shot `Publisher::publish` asks a publisher that would
+/// not take its event again.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
 /// The acknowledgement of one event in flight: resolves with its report.
 pub type Pending = BoxFuture<'static, Report>;
 
@@ -128,12 +132,25 @@ impl Publisher {
             Publisher::Http(p) => return p.publish(event).await,
             Publisher::Pipelined(p) => p,
         };
-        let report = match publisher.enqueue(event.clone()).await {
-            Ok(pending) => match tokio::time::timeout(publisher.timeout(), pending).await {
-                Ok(report) => report,
-                Err(_) => Report::Failed("no acknowledgement within the publish timeout".into()),
-            },
-            Err(report) => report,
+        let deadline = tokio::time::Instant::now() + publisher.timeout();
+        let report = loop {
+            match publisher.enqueue(event.clone()).await {
+                Ok(pending) => match tokio::time::timeout_at(deadline, pending).await {
+                    Ok(report) => break report,
+                    Err(_) => {
+                        break Report::Failed(
+                            "no acknowledgement within the publish timeout".into(),
+                        )
+                    }
+                },
+                // A publisher that refuses at once (NATS still connecting,
+                // just after start) gets the rest of the timeout: this path
+                // has no relay to try again later.
+                Err(Report::Failed(_)) if tokio::time::Instant::now() + RETRY_PAUSE < deadline => {
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                Err(report) => break report,
+            }
         };
         match report {
             Report::Delivered => Outcome::Ack,

@@ -18,8 +18,8 @@
 //! round trip per user event) is not done: Kafka's idempotent producer has
 //! no such gap.
 //!
-//! The stream is created if it is missing (`shared::nats`), at the first
-//! publish and again whenever the server says it has none.
+//! The stream is created if it is missing (`shared::nats`), by `/readyz`
+//! or the first publish, and again whenever the server says it has none.
 
 use super::{Pending, Pipelined, Report};
 use crate::config::ContentMode;
@@ -191,9 +191,27 @@ impl Pipelined for NatsPublisher {
         Ok(())
     }
 
-    /// Ready when connected and the stream exists.
+    /// Ready when connected and the stream exists; the stream is created
+    /// here if it is missing, so a service that has published nothing yet
+    /// (and the audit service that waits for the stream) need not wait for
+    /// a first user.
     fn check_ready(&self) -> BoxFuture<'_, Result<(), String>> {
-        async move { self.probe.check(self.timeout.min(PROBE_TIMEOUT)).await }.boxed()
+        async move {
+            let timeout = self.timeout.min(PROBE_TIMEOUT);
+            let connected = self.js.client().connection_state() == State::Connected;
+            if connected && !self.stream_ready.load(Ordering::Acquire) {
+                let created = tokio::time::timeout(
+                    timeout,
+                    ensure_stream(&self.js, self.config.stream_config()),
+                )
+                .await;
+                if matches!(created, Ok(Ok(()))) {
+                    self.stream_ready.store(true, Ordering::Release);
+                }
+            }
+            self.probe.check(timeout).await
+        }
+        .boxed()
     }
 
     fn flush(&self) -> BoxFuture<'_, ()> {
