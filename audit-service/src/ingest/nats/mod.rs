@@ -305,7 +305,13 @@ impl Worker {
                             break;
                         }
                     }
-                    Some(Err(e)) => self.received_error(&e)?,
+                    Some(Err(e)) => {
+                        self.received_error(&e)?;
+                        // An error that comes back at once must not spin.
+                        if Backoff::new().pause(&self.shutdown).await.is_err() {
+                            return Err(Ended::Shutdown);
+                        }
+                    }
                     None => return Err(Ended::Broken("the pull subscription ended".into())),
                 },
             }
