@@ -1,5 +1,5 @@
 # The two commands a new user needs are `make run` and `make test`.
-.PHONY: run test build setup kafka-up kafka-down up down demo bench fmt lint
+.PHONY: run test build setup kafka-up kafka-down nats-up nats-down up down up-nats demo bench fmt lint
 
 run: build
 	scripts/run.sh
@@ -20,12 +20,24 @@ kafka-up:
 kafka-down:
 	scripts/kafka.sh stop
 
+# A NATS server with JetStream on 127.0.0.1:4222, without Docker (built once
+# with `go install` into .cache/go/bin).
+nats-up:
+	NATSD_PORT=4222 scripts/nats.sh start
+
+nats-down:
+	NATSD_PORT=4222 scripts/nats.sh stop
+
 # Kafka and both services in containers, for machines with a Docker engine.
 up:
 	docker compose up --build
 
 down:
-	docker compose down
+	docker compose --profile nats down
+
+# NATS JetStream and both services on EVENT_TRANSPORT=nats, in containers.
+up-nats:
+	EVENT_TRANSPORT=nats docker compose --profile nats up --build
 
 # The seed article's request, against a running `make run` or `make up`.
 demo:

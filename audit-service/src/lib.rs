@@ -1,4 +1,4 @@
-//! audit-service: receives CloudEvents over HTTP (`POST /`) and Kafka, stores
+//! audit-service: receives CloudEvents over HTTP (`POST /`) or a broker, stores
 //! each exactly once in SQLite, logs one line per stored event, and serves
 //! the log back (`GET /v1/events`, `GET /v1/events/stream`).
 

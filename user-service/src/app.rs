@@ -47,7 +47,7 @@ impl Application {
             .run(&pool)
             .await
             .context("Failed to migrate the database")?;
-        let publisher = Arc::new(Publisher::new(&settings.publish)?);
+        let publisher = Arc::new(Publisher::new(&settings.publish).await?);
         let wake = Arc::new(Notify::new());
         let shutdown = CancellationToken::new();
         let hasher = Hasher::start(settings.hashing.workers, settings.hashing.queue)

@@ -1,10 +1,11 @@
 //! The service's settings, read once from the environment at start.
 
 use shared::config::{env_or, env_parse, ConfigError, KafkaConfig, Transport};
+use shared::nats::NatsConfig;
 use std::str::FromStr;
 use std::time::Duration;
 
-/// How the HTTP publisher lays an event out on the wire.
+/// How the HTTP and NATS publishers lay an event out on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ContentMode {
     /// Attributes in `ce-` headers, data as the body (the default, as in the seed).
@@ -75,6 +76,14 @@ pub enum PublishSettings {
         /// `PUBLISH_TIMEOUT_MS`: how long one delivery may take.
         timeout: Duration,
     },
+    Nats {
+        config: NatsConfig,
+        /// `NATS_CONTENT_MODE`.
+        mode: ContentMode,
+        /// `PUBLISH_TIMEOUT_MS`: how long one publish acknowledgement may
+        /// take.
+        timeout: Duration,
+    },
 }
 
 impl PublishSettings {
@@ -91,6 +100,11 @@ impl PublishSettings {
                 config: KafkaConfig::from_env(),
                 timeout,
             },
+            Transport::Nats => PublishSettings::Nats {
+                config: NatsConfig::from_env()?,
+                mode: env_parse("NATS_CONTENT_MODE", ContentMode::Binary)?,
+                timeout,
+            },
         })
     }
 
@@ -98,6 +112,7 @@ impl PublishSettings {
         match self {
             PublishSettings::Http { .. } => Transport::Http,
             PublishSettings::Kafka { .. } => Transport::Kafka,
+            PublishSettings::Nats { .. } => Transport::Nats,
         }
     }
 }

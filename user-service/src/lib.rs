@@ -1,6 +1,6 @@
 //! user-service: user CRUD over HTTP; every change emits a CloudEvent
-//! through a transactional outbox, relayed to the audit service over HTTP
-//! or Kafka.
+//! through a transactional outbox, relayed to the audit service over HTTP,
+//! Kafka or NATS JetStream.
 
 pub mod app;
 pub mod config;

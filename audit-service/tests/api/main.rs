@@ -7,5 +7,6 @@ mod bad_input;
 mod helpers;
 mod ingest_http;
 mod kafka;
+mod nats;
 mod process;
 mod query;

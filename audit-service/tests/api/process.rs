@@ -222,7 +222,7 @@ async fn a_bad_setting_stops_the_service_with_a_message_naming_it() {
     let db = dir.path().join("audit.db");
     let env = [
         ("DATABASE_URL", format!("sqlite://{}", db.display())),
-        ("EVENT_TRANSPORT", "nats".to_owned()),
+        ("EVENT_TRANSPORT", "carrier-pigeon".to_owned()),
     ];
     let mut process = ServiceProcess::start(&env, dir.path().join("bad.log"));
     let status = process.child.wait().unwrap();

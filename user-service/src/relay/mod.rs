@@ -2,20 +2,21 @@
 //! each until it is acknowledged or refused for good, in commit (seq) order
 //! per user.
 //!
-//! Both transports read the outbox the same way ([`feed`]): pages of
+//! Every transport reads the outbox the same way ([`feed`]): pages of
 //! pending rows behind a seq cursor, outcomes written back many to a
-//! commit. How rows go out differs:
-//! - over HTTP ([`http`]), per-user lanes ([`lanes`]) send a user's events
-//!   one request at a time and in order, many users per batch request and
-//!   many requests at once; a user whose event is retried holds back only
-//!   that user;
-//! - to Kafka ([`kafka`]), rows go to the producer in seq order with
-//!   thousands in flight; the producer keeps each partition's order.
+//! commit. How rows go out depends on the kind of publisher:
+//! - request/response (HTTP, [`http`]): per-user lanes ([`lanes`]) send a
+//!   user's events one request at a time and in order, many users per
+//!   batch request and many requests at once; a user whose event is
+//!   retried holds back only that user;
+//! - pipelined with acknowledgements (a broker, [`window`]): rows go to
+//!   the publisher in seq order with thousands in flight; the broker keeps
+//!   the order they were handed over in.
 
 mod feed;
 mod http;
-mod kafka;
 mod lanes;
+mod window;
 
 use crate::config::RelaySettings;
 use crate::publish::Publisher;
@@ -42,7 +43,7 @@ impl Relay {
     /// Runs until the shutdown token is cancelled. Requests in flight are
     /// finished first (bounded by the publish timeout) and their outcomes
     /// written; rows waiting for a retry stay pending for the next start.
-    /// An error means the relay cannot go on (a Kafka producer that could
+    /// An error means the relay cannot go on (a broker publisher that could
     /// not be rebuilt).
     #[tracing::instrument(name = "outbox_relay", skip_all)]
     pub async fn run(self) -> anyhow::Result<()> {
@@ -52,7 +53,7 @@ impl Relay {
         tracing::info!("outbox relay started");
         let ended = match &*self.publisher {
             Publisher::Http(publisher) => http::run(&self, publisher).await,
-            Publisher::Kafka(publisher) => kafka::run(&self, publisher).await,
+            Publisher::Pipelined(publisher) => window::run(&self, publisher.as_ref()).await,
         };
         match &ended {
             Ok(()) => tracing::info!("outbox relay stopped"),

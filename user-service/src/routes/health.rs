@@ -12,7 +12,7 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/readyz", get(readyz))
 }
 
-/// Ready when the database answers and, on Kafka, the broker does. On HTTP
+/// Ready when the database answers and, on a broker, the broker does. On HTTP
 /// the audit service is deliberately not checked: events wait in the outbox
 /// while it is down, and users can still be created.
 async fn readyz(State(state): State<AppState>) -> Response {

@@ -575,7 +575,7 @@ async fn a_fatal_producer_error_rebuilds_the_producer_and_loses_nothing() {
     let metrics = app.get("/metrics").await.text().await.unwrap();
     let rebuilds = metrics
         .lines()
-        .find(|l| l.starts_with("kafka_producer_rebuilds_total"))
+        .find(|l| l.starts_with("publisher_rebuilds_total{transport=\"kafka\"}"))
         .and_then(|l| l.split_whitespace().last())
         .and_then(|n| n.parse::<f64>().ok());
     assert!(
