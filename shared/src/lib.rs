@@ -10,6 +10,8 @@ pub mod kafka;
 pub mod problem;
 pub mod shutdown;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod validate;
 
 pub use cloudevents;

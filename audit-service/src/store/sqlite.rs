@@ -38,7 +38,7 @@ pub(super) async fn open(database_url: &str) -> anyhow::Result<(SqlitePool, Sqli
     let pool = shared::db::connect_sqlite(database_url, READ_CONNECTIONS)
         .await
         .with_context(|| format!("Failed to open the audit database {database_url}"))?;
-    sqlx::migrate!("./migrations")
+    migrator()
         .run(&pool)
         .await
         .context("Failed to migrate the audit database")?;
@@ -46,6 +46,14 @@ pub(super) async fn open(database_url: &str) -> anyhow::Result<(SqlitePool, Sqli
     let writer = SqliteWriter::open(&path)
         .with_context(|| format!("Failed to open the audit database {database_url} for writing"))?;
     Ok((pool, writer))
+}
+
+/// The SQLite migrations. They moved from `migrations/` to
+/// `migrations/sqlite/` unchanged: a database records each migration's
+/// version and checksum (of the file's bytes), and neither depends on where
+/// the file is, which the test below pins.
+fn migrator() -> sqlx::migrate::Migrator {
+    sqlx::migrate!("./migrations/sqlite")
 }
 
 pub(super) struct SqliteWriter {
@@ -105,5 +113,35 @@ impl BatchWriter for SqliteWriter {
         }
         tx.commit()?;
         Ok(seqs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Version and SHA-384 of each migration as databases created before
+    /// the move recorded them: moving a file must not change either, or
+    /// every existing database would refuse to start.
+    #[test]
+    fn moved_migrations_keep_the_versions_and_checksums_databases_recorded() {
+        let recorded = [
+            (20250101000000, "586aa22813077c2dc89957b99d33eb095f78995465aa17b37abf84963cc3b4bd1c19730d61e41deb383186d4784683c9"),
+            (20261127000000, "29cdd7f47fb519d3fad56842eab8dda8defc8c1ff51a4f7515b1ab79c419d8152682530a9eb05b147894242b45677c47"),
+        ];
+        let migrator = migrator();
+        assert_eq!(migrator.iter().count(), recorded.len());
+        for (version, checksum) in recorded {
+            let migration = migrator
+                .iter()
+                .find(|m| m.version == version)
+                .unwrap_or_else(|| panic!("migration {version} is gone"));
+            let hex: String = migration
+                .checksum
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            assert_eq!(hex, checksum, "migration {version} changed");
+        }
     }
 }
