@@ -3,7 +3,7 @@
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::store::StoredEvent;
+use crate::store::{PageQuery, StoredEvent};
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -11,7 +11,6 @@ use axum::routing::get;
 use axum::{Json, Router};
 use futures::{Stream, StreamExt as _};
 use serde::{Deserialize, Serialize};
-use sqlx::{QueryBuilder, Row, Sqlite};
 use std::convert::Infallible;
 use std::sync::Arc;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
@@ -111,46 +110,18 @@ async fn list(
 }
 
 async fn fetch(state: &AppState, filter: &Filter) -> Result<Vec<StoredEvent>, ApiError> {
-    let mut query = QueryBuilder::<Sqlite>::new(
-        "SELECT seq, received_at, transport, event_json, source, id, type, subject \
-         FROM events WHERE seq > ",
-    );
-    query.push_bind(filter.after);
-    if let Some(source) = &filter.source {
-        query.push(" AND source = ").push_bind(source);
-    }
-    if let Some(ty) = &filter.ty {
-        query.push(" AND type = ").push_bind(ty);
-    }
-    if let Some(subject) = &filter.subject {
-        query.push(" AND subject = ").push_bind(subject);
-    }
-    query
-        .push(" ORDER BY seq LIMIT ")
-        .push_bind(i64::from(filter.limit));
-    let rows = query
-        .build()
-        .fetch_all(state.store.pool())
+    let query = PageQuery {
+        after: filter.after,
+        limit: filter.limit,
+        source: filter.source.clone(),
+        ty: filter.ty.clone(),
+        subject: filter.subject.clone(),
+    };
+    state
+        .store
+        .page(&query)
         .await
-        .map_err(|e| ApiError::Store(Arc::new(e.into())))?;
-    rows.into_iter()
-        .map(|row| {
-            let transport: String = row.try_get("transport")?;
-            Ok(StoredEvent {
-                seq: row.try_get("seq")?,
-                received_at: row.try_get::<String, _>("received_at")?.into(),
-                transport: transport
-                    .parse()
-                    .map_err(|e: String| sqlx::Error::Decode(e.into()))?,
-                json: row.try_get("event_json")?,
-                source: row.try_get("source")?,
-                id: row.try_get("id")?,
-                ty: row.try_get("type")?,
-                subject: row.try_get("subject")?,
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(|e| ApiError::Store(Arc::new(e.into())))
+        .map_err(|e| ApiError::Store(Arc::new(e)))
 }
 
 /// The live tail: one SSE `event: audit` per stored event matching the

@@ -67,3 +67,80 @@ pub async fn fresh_postgres_database_on(admin_url: &str) -> String {
         None => panic!("TEST_PG_URL {admin_url:?} has no database part"),
     }
 }
+
+/// A test's own look at a database, whichever kind it is. The queries are
+/// written so both read them alike (`CAST(x AS BIGINT)` for integers).
+pub enum Db {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+impl Db {
+    pub async fn open(url: &str) -> Db {
+        match Kind::of(url).expect("a database URL") {
+            Kind::Sqlite => Db::Sqlite(
+                crate::db::connect_sqlite(url, 1)
+                    .await
+                    .expect("open SQLite"),
+            ),
+            Kind::Postgres => Db::Postgres(
+                sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(2)
+                    .connect(url)
+                    .await
+                    .expect("connect to PostgreSQL"),
+            ),
+        }
+    }
+
+    /// A query's one BIGINT.
+    pub async fn int(&self, sql: &str) -> i64 {
+        self.try_int(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// As [`Db::int`], for a database that may be away (restarting).
+    pub async fn try_int(&self, sql: &str) -> Result<i64, sqlx::Error> {
+        match self {
+            Db::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
+            Db::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
+        }
+    }
+
+    /// A query's one row of two BIGINTs.
+    pub async fn ints(&self, sql: &str) -> (i64, i64) {
+        match self {
+            Db::Sqlite(pool) => sqlx::query_as(sql).fetch_one(pool).await,
+            Db::Postgres(pool) => sqlx::query_as(sql).fetch_one(pool).await,
+        }
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// A query's one text.
+    pub async fn text(&self, sql: &str) -> String {
+        match self {
+            Db::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
+            Db::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
+        }
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// A query's texts, one per row.
+    pub async fn texts(&self, sql: &str) -> Vec<String> {
+        match self {
+            Db::Sqlite(pool) => sqlx::query_scalar(sql).fetch_all(pool).await,
+            Db::Postgres(pool) => sqlx::query_scalar(sql).fetch_all(pool).await,
+        }
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// A query's one row of a BIGINT and a text.
+    pub async fn int_text(&self, sql: &str) -> (i64, String) {
+        match self {
+            Db::Sqlite(pool) => sqlx::query_as(sql).fetch_one(pool).await,
+            Db::Postgres(pool) => sqlx::query_as(sql).fetch_one(pool).await,
+        }
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+}

@@ -11,8 +11,17 @@
 //! not by the writer: the writer is the one serial stage, so it does nothing
 //! but insert and commit. Logging the stored events, counting them and
 //! feeding the live tail happen after the commit on a thread of their own.
+//!
+//! The database is SQLite (`sqlite`, the embedded default) or PostgreSQL
+//! (`postgres`, shared by every replica); each implements the writer's
+//! [`writer::BatchWriter`], and reads go through [`Store::page`], one SQL
+//! text for both (`page`). On PostgreSQL the live tail is fed by polling
+//! the table (`tail`), so it shows every replica's events.
 
+mod page;
+mod postgres;
 mod sqlite;
+mod tail;
 mod writer;
 
 use chrono::SecondsFormat;
@@ -22,10 +31,11 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use shared::cloudevents;
 use shared::config::Transport;
-use sqlx::SqlitePool;
+use shared::db::Kind;
 use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+pub use page::PageQuery;
 pub use writer::WriterHandle;
 
 /// Requests waiting for the writer. A full queue makes ingest wait: the
@@ -126,10 +136,18 @@ struct WriteRequest {
     reply: oneshot::Sender<Result<WriteOutcome, WriteFailed>>,
 }
 
+/// Connections for queries, the live tail and readiness; the writer has
+/// its own.
+#[derive(Clone)]
+enum Readers {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
 /// A cheap handle to the store: clone it into every task that writes or reads.
 #[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    readers: Readers,
     writes: mpsc::Sender<WriteRequest>,
     stored: broadcast::Sender<Arc<StoredEvent>>,
 }
@@ -140,13 +158,29 @@ impl Store {
     /// already queued at shutdown are still committed and answered; join
     /// the returned handle to wait for that.
     pub async fn open(database_url: &str) -> anyhow::Result<(Store, WriterHandle)> {
-        let (pool, backend) = sqlite::open(database_url).await?;
         let (writes, queue) = mpsc::channel(QUEUE_CAPACITY);
         let (stored, _) = broadcast::channel(BROADCAST_CAPACITY);
-        let writer = writer::spawn(backend, queue, stored.clone())?;
+        let (readers, writer) = match Kind::of(database_url)? {
+            Kind::Sqlite => {
+                let (pool, backend) = sqlite::open(database_url).await?;
+                // One process writes the file: the writer feeds the tail.
+                let writer = writer::spawn(backend, queue, writer::Feed::Tail(stored.clone()))?;
+                (Readers::Sqlite(pool), writer)
+            }
+            Kind::Postgres => {
+                let (pool, backend) = postgres::open(database_url).await?;
+                // Every replica writes the table: the tail reads it back,
+                // woken at once by this replica's commits.
+                let committed = Arc::new(tokio::sync::Notify::new());
+                let tail = tail::spawn(pool.clone(), stored.clone(), committed.clone());
+                let writer =
+                    writer::spawn(backend, queue, writer::Feed::Wake(committed))?.with_task(tail);
+                (Readers::Postgres(pool), writer)
+            }
+        };
         Ok((
             Store {
-                pool,
+                readers,
                 writes,
                 stored,
             },
@@ -207,13 +241,19 @@ impl Store {
         self.stored.subscribe()
     }
 
-    /// Connections for reading; the writer has its own.
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
+    /// Stored events in seq order, as `query` asks.
+    pub async fn page(&self, query: &PageQuery) -> Result<Vec<StoredEvent>, StoreError> {
+        match &self.readers {
+            Readers::Sqlite(pool) => sqlite::page(pool, query).await,
+            Readers::Postgres(pool) => postgres::page(pool, query).await,
+        }
     }
 
     /// True when the database answers a query.
     pub async fn is_reachable(&self) -> bool {
-        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+        match &self.readers {
+            Readers::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.is_ok(),
+            Readers::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.is_ok(),
+        }
     }
 }

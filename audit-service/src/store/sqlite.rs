@@ -9,12 +9,13 @@
 //! prepared statement. Both link the same libsqlite3-sys, so it is one
 //! SQLite library in the process.
 
+use super::page::{Bind, PageQuery};
 use super::writer::BatchWriter;
-use super::{EventRow, StoreError};
+use super::{EventRow, StoreError, StoredEvent};
 use anyhow::Context;
 use rusqlite::TransactionBehavior;
 use shared::config::Transport;
-use sqlx::SqlitePool;
+use sqlx::{Row, SqlitePool};
 use std::time::Duration;
 
 /// Connections for queries, the live tail's backlog and readiness.
@@ -46,6 +47,40 @@ pub(super) async fn open(database_url: &str) -> anyhow::Result<(SqlitePool, Sqli
     let writer = SqliteWriter::open(&path)
         .with_context(|| format!("Failed to open the audit database {database_url} for writing"))?;
     Ok((pool, writer))
+}
+
+/// Reads a page of stored events.
+pub(super) async fn page(
+    pool: &SqlitePool,
+    query: &PageQuery,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let (sql, binds) = query.sql();
+    let mut select = sqlx::query(&sql);
+    for bind in binds {
+        select = match bind {
+            Bind::Int(i) => select.bind(i),
+            Bind::Text(t) => select.bind(t),
+        };
+    }
+    let rows = select.fetch_all(pool).await?;
+    rows.iter()
+        .map(|row| {
+            let transport: &str = row.try_get("transport")?;
+            Ok(StoredEvent {
+                seq: row.try_get("seq")?,
+                received_at: row.try_get::<&str, _>("received_at")?.into(),
+                transport: transport
+                    .parse()
+                    .map_err(|e: String| sqlx::Error::Decode(e.into()))?,
+                json: row.try_get("event_json")?,
+                source: row.try_get("source")?,
+                id: row.try_get("id")?,
+                ty: row.try_get("type")?,
+                subject: row.try_get("subject")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(StoreError::from)
 }
 
 /// The SQLite migrations. They moved from `migrations/` to

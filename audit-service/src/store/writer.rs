@@ -44,14 +44,30 @@ pub trait BatchWriter: Send + 'static {
     ) -> Result<Vec<Option<i64>>, StoreError>;
 }
 
+/// Where committed events go besides the log.
+pub(super) enum Feed {
+    /// Straight to the live tail (one process writes the database).
+    Tail(broadcast::Sender<Arc<StoredEvent>>),
+    /// A wake-up for the task that reads the shared table back for the
+    /// live tail (several replicas write it).
+    Wake(Arc<tokio::sync::Notify>),
+}
+
 /// The writer and logger threads; joining waits until everything queued
 /// before the last `Store` handle was dropped has been committed and logged.
 pub struct WriterHandle {
     writer: JoinHandle<()>,
     logger: JoinHandle<()>,
+    /// A task that lives as long as the writer (the PostgreSQL tail).
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl WriterHandle {
+    pub(super) fn with_task(mut self, task: tokio::task::JoinHandle<()>) -> Self {
+        self.task = Some(task);
+        self
+    }
+
     pub async fn join(self) {
         let joined = tokio::task::spawn_blocking(move || {
             let writer = self.writer.join();
@@ -59,6 +75,9 @@ impl WriterHandle {
             writer.is_ok() && logger.is_ok()
         })
         .await;
+        if let Some(task) = self.task {
+            task.abort();
+        }
         if !matches!(joined, Ok(true)) {
             tracing::error!("the audit store writer failed");
         }
@@ -75,7 +94,7 @@ struct Committed {
 pub(super) fn spawn(
     backend: impl BatchWriter,
     queue: mpsc::Receiver<WriteRequest>,
-    stored: broadcast::Sender<Arc<StoredEvent>>,
+    stored: Feed,
 ) -> std::io::Result<WriterHandle> {
     let (committed_tx, committed_rx) = std::sync::mpsc::sync_channel(COMMITTED_CAPACITY);
     let writer = std::thread::Builder::new()
@@ -84,7 +103,11 @@ pub(super) fn spawn(
     let logger = std::thread::Builder::new()
         .name("audit-log".into())
         .spawn(move || log_committed(committed_rx, stored))?;
-    Ok(WriterHandle { writer, logger })
+    Ok(WriterHandle {
+        writer,
+        logger,
+        task: None,
+    })
 }
 
 fn run(
@@ -177,10 +200,7 @@ fn answer(batch: Vec<WriteRequest>, seqs: Vec<Option<i64>>, received_at: &Arc<st
 
 /// One log line per stored event, the counters, and the live tail, in
 /// commit (seq) order.
-fn log_committed(
-    committed: std::sync::mpsc::Receiver<Committed>,
-    stored: broadcast::Sender<Arc<StoredEvent>>,
-) {
+fn log_committed(committed: std::sync::mpsc::Receiver<Committed>, feed: Feed) {
     for batch in committed {
         for row in batch.rows {
             tracing::info!(
@@ -192,8 +212,13 @@ fn log_committed(
                 seq = row.seq,
                 "audit event stored"
             );
-            // No subscribers is normal; the store does not depend on them.
-            let _ = stored.send(Arc::new(row));
+            if let Feed::Tail(stored) = &feed {
+                // No subscribers is normal; the store does not depend on them.
+                let _ = stored.send(Arc::new(row));
+            }
+        }
+        if let Feed::Wake(tail) = &feed {
+            tail.notify_one();
         }
         for (transport, outcome) in batch.outcomes {
             let transport = transport.as_str();

@@ -3,15 +3,14 @@
 
 use crate::helpers::{create_topic, poll_until, unique, ServiceProcess, BROKERS};
 use crate::kafka::produce_bulk;
-use sqlx::SqlitePool;
-use std::path::Path;
+use shared::testing::Db;
 use std::time::Duration;
 use tempfile::TempDir;
 
-fn kafka_env(db: &Path, topic: &str, group: &str) -> Vec<(&'static str, String)> {
+fn kafka_env(db: &str, topic: &str, group: &str) -> Vec<(&'static str, String)> {
     vec![
         ("EVENT_TRANSPORT", "kafka".into()),
-        ("DATABASE_URL", format!("sqlite://{}", db.display())),
+        ("DATABASE_URL", db.into()),
         ("KAFKA_BROKERS", BROKERS.into()),
         ("KAFKA_TOPIC", topic.into()),
         ("KAFKA_GROUP_ID", group.into()),
@@ -29,17 +28,9 @@ async fn wait_listening(process: &mut ServiceProcess) {
 }
 
 /// (rows, distinct (source, id) pairs) in the store.
-async fn counts(db: &SqlitePool) -> (i64, i64) {
-    sqlx::query_as("SELECT COUNT(*), COUNT(DISTINCT source || char(0) || id) FROM events")
-        .fetch_one(db)
+async fn counts(db: &Db) -> (i64, i64) {
+    db.ints("SELECT COUNT(*), COUNT(DISTINCT source || '|' || id) FROM events")
         .await
-        .unwrap()
-}
-
-async fn open(db: &Path) -> SqlitePool {
-    shared::db::connect_sqlite(&format!("sqlite://{}", db.display()), 1)
-        .await
-        .unwrap()
 }
 
 #[tokio::test]
@@ -52,14 +43,14 @@ async fn sigkill_while_consuming_then_restart_stores_each_event_exactly_once() {
     produce_bulk(&topic, &source, N).await;
 
     let dir = TempDir::new().unwrap();
-    let db_path = dir.path().join("audit.db");
-    let mut env = kafka_env(&db_path, &topic, &group);
+    let db_url = shared::testing::database_url(dir.path(), "audit.db").await;
+    let mut env = kafka_env(&db_url, &topic, &group);
     // The killed member holds its partitions until its session expires;
     // a short session (passed as a KAFKA_<PROPERTY>) keeps the test quick.
     env.push(("KAFKA_SESSION_TIMEOUT_MS", "6000".into()));
     let mut first = ServiceProcess::start(&env, dir.path().join("first.log"));
     wait_listening(&mut first).await;
-    let db = open(&db_path).await;
+    let db = Db::open(&db_url).await;
 
     // Kill it as soon as some events are stored, well before all are.
     let started = poll_until(Duration::from_secs(60), || async {
@@ -102,8 +93,8 @@ async fn two_processes_in_one_group_share_partitions_and_store_each_event_once()
     create_topic(&topic, 4).await;
 
     let dir = TempDir::new().unwrap();
-    let db_path = dir.path().join("audit.db");
-    let env = kafka_env(&db_path, &topic, &group);
+    let db_url = shared::testing::database_url(dir.path(), "audit.db").await;
+    let env = kafka_env(&db_url, &topic, &group);
     let mut a = ServiceProcess::start(&env, dir.path().join("a.log"));
     wait_listening(&mut a).await;
     let mut b = ServiceProcess::start(&env, dir.path().join("b.log"));
@@ -122,7 +113,7 @@ async fn two_processes_in_one_group_share_partitions_and_store_each_event_once()
     );
     produce_bulk(&topic, &source, N).await;
 
-    let db = open(&db_path).await;
+    let db = Db::open(&db_url).await;
     let done = poll_until(Duration::from_secs(120), || async {
         counts(&db).await.0 >= N as i64
     })
@@ -169,11 +160,8 @@ fn has_partitions(process: &ServiceProcess) -> bool {
 #[tokio::test]
 async fn a_bad_setting_stops_the_service_with_a_message_naming_it() {
     let dir = TempDir::new().unwrap();
-    let db = dir.path().join("audit.db");
-    let env = [
-        ("DATABASE_URL", format!("sqlite://{}", db.display())),
-        ("EVENT_TRANSPORT", "nats".to_owned()),
-    ];
+    let db = shared::testing::database_url(dir.path(), "audit.db").await;
+    let env = [("DATABASE_URL", db), ("EVENT_TRANSPORT", "nats".to_owned())];
     let mut process = ServiceProcess::start(&env, dir.path().join("bad.log"));
     let status = process.child.wait().unwrap();
     assert!(!status.success());
@@ -188,8 +176,8 @@ async fn a_bad_setting_stops_the_service_with_a_message_naming_it() {
 async fn sigterm_exits_cleanly_and_every_acknowledged_event_is_stored() {
     use futures::StreamExt;
     let dir = TempDir::new().unwrap();
-    let db_path = dir.path().join("audit.db");
-    let env = [("DATABASE_URL", format!("sqlite://{}", db_path.display()))];
+    let db_url = shared::testing::database_url(dir.path(), "audit.db").await;
+    let env = [("DATABASE_URL", db_url.clone())];
     let mut process = ServiceProcess::start(&env, dir.path().join("term.log"));
     wait_listening(&mut process).await;
     let url = format!("http://127.0.0.1:{}/", process.port);
@@ -229,7 +217,7 @@ async fn sigterm_exits_cleanly_and_every_acknowledged_event_is_stored() {
     let status = process.child.wait().unwrap();
     assert!(status.success(), "exit {status}:\n{}", process.log_text());
     assert!(other > 0, "the service never stopped accepting");
-    let db = open(&db_path).await;
+    let db = Db::open(&db_url).await;
     let (stored, _) = counts(&db).await;
     // Every 204 is on disk; a request cut off by the shutdown may have been
     // stored without its answer arriving, which a sender's retry dedups.

@@ -208,60 +208,8 @@ impl TestApp {
     }
 
     /// A connection to this app's database, for looking at the outbox.
-    pub async fn db(&self) -> Db {
-        Db::open(&self.database_url).await
-    }
-}
-
-/// The test's own look at a database, whichever kind it is. The queries
-/// are written so both read them alike (`CAST(x AS BIGINT)` for integers).
-pub enum Db {
-    Sqlite(sqlx::SqlitePool),
-    Postgres(sqlx::PgPool),
-}
-
-impl Db {
-    pub async fn open(url: &str) -> Db {
-        if url.starts_with("sqlite:") {
-            Db::Sqlite(
-                shared::db::connect_sqlite(url, 1)
-                    .await
-                    .expect("open SQLite"),
-            )
-        } else {
-            Db::Postgres(
-                sqlx::PgPool::connect(url)
-                    .await
-                    .expect("connect to PostgreSQL"),
-            )
-        }
-    }
-
-    /// A query's one BIGINT.
-    pub async fn int(&self, sql: &str) -> i64 {
-        match self {
-            Db::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
-            Db::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
-        }
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-    }
-
-    /// A query's one text.
-    pub async fn text(&self, sql: &str) -> String {
-        match self {
-            Db::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
-            Db::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
-        }
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-    }
-
-    /// A query's one row of a BIGINT and a text.
-    pub async fn int_text(&self, sql: &str) -> (i64, String) {
-        match self {
-            Db::Sqlite(pool) => sqlx::query_as(sql).fetch_one(pool).await,
-            Db::Postgres(pool) => sqlx::query_as(sql).fetch_one(pool).await,
-        }
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    pub async fn db(&self) -> shared::testing::Db {
+        shared::testing::Db::open(&self.database_url).await
     }
 }
 

@@ -3,7 +3,7 @@
 //! librdkafka's mock cluster. These tests fail, loudly, when no broker
 //! answers on 9092 or a private one cannot start.
 
-use crate::helpers::{eventually, spawn_app_with, Db};
+use crate::helpers::{eventually, spawn_app_with};
 use cloudevents::{AttributesReader, Event};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -12,6 +12,7 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::ClientConfig;
 use shared::binding::BinaryMessage;
 use shared::config::KafkaConfig;
+use shared::testing::Db;
 use std::time::Duration;
 use user_service::config::PublishSettings;
 
