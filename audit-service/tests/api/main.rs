@@ -9,3 +9,4 @@ mod ingest_http;
 mod kafka;
 mod process;
 mod query;
+mod replicas;

@@ -30,6 +30,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// The longest pause between two lease round trips, whatever the term: it
+/// is also how soon a relay notices another one arriving.
+const MAX_RENEWAL_INTERVAL: Duration = Duration::from_secs(5);
+
 pub struct Leases {
     backend: Arc<dyn Backend>,
     /// This relay's name in the lease table.
@@ -132,7 +136,7 @@ impl Leases {
     /// the fair share. A failure keeps what was held until `valid_until`.
     pub async fn renew(&mut self, release: &[i16]) {
         let sent = Instant::now();
-        self.next_renewal = sent + self.term / 6;
+        self.next_renewal = sent + (self.term / 6).min(MAX_RENEWAL_INTERVAL);
         match self.backend.lease(&self.owner, self.term, release).await {
             Ok(state) => {
                 if state.held != self.held || state.fair_share != self.fair_share {

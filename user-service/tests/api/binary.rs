@@ -146,6 +146,10 @@ async fn a_zero_or_nonsense_setting_stops_the_binary_with_a_message_naming_it() 
         ("HASH_CONCURRENCY", "0"),
         ("HASH_QUEUE_MAX", "-1"),
         ("RELAY_CONCURRENCY", "1000000"),
+        ("OUTBOX_RETENTION", "0s"),
+        ("OUTBOX_RETENTION", "a week"),
+        // Shorter than twice the publish timeout (10 s) plus a second.
+        ("RELAY_LEASE_MS", "5000"),
     ] {
         let output = Command::new(BINARY)
             .env("LISTEN_ADDR", "127.0.0.1:0")

@@ -47,6 +47,12 @@ pub struct TestDb {
     pub url: String,
 }
 
+impl TestDb {
+    pub fn new(dir: tempfile::TempDir, url: String) -> Self {
+        TestDb { _dir: dir, url }
+    }
+}
+
 pub async fn test_db() -> Arc<TestDb> {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = shared::testing::database_url(dir.path(), "users.db").await;

@@ -11,4 +11,5 @@ mod events;
 mod hashing;
 mod helpers;
 mod kafka;
+mod replicas;
 mod users;
