@@ -139,9 +139,11 @@ cmd_start() {
   [[ "$user" == "$(id -un)" ]] || { touch "$LOGFILE" && chown "$user" "$LOGFILE"; }
   # -w waits until the server accepts connections; setsid keeps it out of
   # the caller's process group, and its output goes to the log file so it
-  # never holds a caller's pipe open (cargo test would wait for it).
+  # never holds a caller's pipe open (cargo test would wait for it). The
+  # lock's descriptor is closed for it: a server holding it would block
+  # every later stop.
   as_owner setsid "$(bindir)/pg_ctl" -D "$DATA" -l "$LOGFILE" -w -t "$START_DEADLINE" start \
-    </dev/null >/dev/null 2>&1 || {
+    </dev/null >/dev/null 2>&1 8>&- || {
     tail -n 40 "$LOGFILE" >&2 || true
     die "PostgreSQL on 127.0.0.1:$PORT did not start"
   }
