@@ -6,7 +6,9 @@
    one its binary reads: the names are collected from the Rust sources of the
    service and of the shared crate (calls of env_or, env_parse and
    std::env::var), and any KAFKA_<PROPERTY> is passed through to librdkafka.
-3. EVENT_TRANSPORT is kafka for both services and they agree on the topic.
+3. EVENT_TRANSPORT is kafka for both services and they agree on the topic;
+   the same for the replicas of the `replicas` profile, which share a topic
+   of their own and a postgres:// DATABASE_URL.
 
 Exit status 0 when all hold; otherwise each problem is printed.
 """
@@ -45,11 +47,18 @@ def main() -> int:
 
     services = compose.get("services", {})
     for name in ["user-service", "audit-service"]:
-        service = services.get(name)
-        if service is None:
+        if name not in services:
             problems.append(f"{name}: missing from docker-compose.yaml")
-            continue
-        known = variables_read_by(name)
+    # Every service built from this repository, by the binary it runs.
+    built = {
+        name: service["build"]["target"]
+        for name, service in services.items()
+        if isinstance(service.get("build"), dict)
+        and service["build"].get("target") in ("user-service", "audit-service")
+    }
+    for name, binary in built.items():
+        service = services[name]
+        known = variables_read_by(binary)
         if known == READ_BY_LIBRARIES:
             problems.append(f"{name}: found no environment variables in its sources")
         env = service.get("environment", {})
@@ -59,9 +68,22 @@ def main() -> int:
         if str(env.get("EVENT_TRANSPORT", "")).lower() != "kafka":
             problems.append(f"{name}: EVENT_TRANSPORT should be kafka in compose")
 
-    topics = {services.get(n, {}).get("environment", {}).get("KAFKA_TOPIC", "audit") for n in ["user-service", "audit-service"]}
+    def topic(name):
+        return services.get(name, {}).get("environment", {}).get("KAFKA_TOPIC", "audit")
+
+    topics = {topic(n) for n in ["user-service", "audit-service"]}
     if len(topics) != 1:
         problems.append(f"services disagree on KAFKA_TOPIC: {sorted(topics)}")
+    replicas = [n for n in built if "replicas" in services[n].get("profiles", [])]
+    if replicas:
+        if len({topic(n) for n in replicas}) != 1:
+            problems.append(f"replicas disagree on KAFKA_TOPIC: {sorted({topic(n) for n in replicas})}")
+        if topics & {topic(n) for n in replicas}:
+            problems.append("replicas share a topic with the default services, whose SQLite audit-service would take their events")
+        for n in replicas:
+            url = str(services[n].get("environment", {}).get("DATABASE_URL", ""))
+            if not url.startswith("postgres://"):
+                problems.append(f"{n}: a replica needs a postgres:// DATABASE_URL, has {url!r}")
 
     for p in problems:
         print(f"check-compose: {p}", file=sys.stderr)
