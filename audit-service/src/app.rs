@@ -1,5 +1,6 @@
 //! Building and running the service: the store, the HTTP server, the Kafka
-//! consumer when configured, and a graceful shutdown of all three.
+//! consumer when configured, and a graceful shutdown of all three that ends
+//! within its grace period whatever the clients do.
 
 use crate::config::Settings;
 use crate::error::ApiError;
@@ -12,6 +13,7 @@ use axum::routing::get;
 use axum::Router;
 use shared::config::Transport;
 use shared::kafka::BrokerProbe;
+use std::future::IntoFuture;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -43,6 +45,7 @@ pub struct Application {
     writer: WriterHandle,
     consumer: Option<JoinHandle<()>>,
     shutdown: CancellationToken,
+    shutdown_grace: Duration,
 }
 
 impl Application {
@@ -84,6 +87,7 @@ impl Application {
             writer,
             consumer,
             shutdown,
+            shutdown_grace: settings.shutdown_grace,
         })
     }
 
@@ -97,23 +101,60 @@ impl Application {
     }
 
     /// Serves until the shutdown token is cancelled, then stops accepting,
-    /// lets in-flight requests and the Kafka batch in hand finish, and waits
-    /// for the store writer to commit what they queued.
+    /// lets in-flight requests and the Kafka batches in hand finish, and
+    /// has the store writer commit what they queued.
+    ///
+    /// Waiting for every connection to end could take for ever: a live-tail
+    /// client that stopped reading never lets its response finish, and one
+    /// that sent half a request never sends the rest (measured: still
+    /// running minutes after SIGTERM). So after `shutdown_grace` the
+    /// connections still open are dropped, and so is a Kafka batch not yet
+    /// committed (its records are re-delivered and deduplicated). What a
+    /// client got a 2xx for is on disk whatever happens here.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let shutdown = self.shutdown.clone();
-        let served = axum::serve(self.listener, self.router)
+        let server = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .await;
+            .into_future();
+        tokio::pin!(server);
+        let ended_early = tokio::select! {
+            served = &mut server => Some(served),
+            _ = shutdown.cancelled() => None,
+        };
         // If the server failed on its own, stop the consumer too.
         shutdown.cancel();
-        let consumed = match self.consumer {
-            Some(consumer) => consumer.await.context("The Kafka consumer failed"),
-            None => Ok(()),
+        let deadline = tokio::time::Instant::now() + self.shutdown_grace;
+        let grace_ms = self.shutdown_grace.as_millis() as u64;
+        let served = match ended_early {
+            Some(served) => served,
+            None => match tokio::time::timeout_at(deadline, &mut server).await {
+                Ok(served) => served,
+                Err(_) => {
+                    tracing::warn!(
+                        grace_ms,
+                        "connections still open at the end of the shutdown grace period are dropped"
+                    );
+                    Ok(())
+                }
+            },
         };
-        // The writer ends once the last store handle is gone, after
-        // answering everything queued.
+        let consumed = match self.consumer {
+            None => Ok(()),
+            Some(mut consumer) => match tokio::time::timeout_at(deadline, &mut consumer).await {
+                Ok(joined) => joined.context("The Kafka consumer failed"),
+                Err(_) => {
+                    tracing::warn!(
+                        grace_ms,
+                        "the Kafka consumer did not finish within the shutdown grace period; \
+                         its uncommitted records will be delivered again"
+                    );
+                    consumer.abort();
+                    Ok(())
+                }
+            },
+        };
         drop(self.store);
-        self.writer.join().await;
+        self.writer.close().await;
         served.context("The HTTP server failed")?;
         consumed
     }

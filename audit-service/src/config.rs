@@ -19,6 +19,10 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// How the broker transports group records into store batches.
     pub batch: BatchLimits,
+    /// `SHUTDOWN_GRACE_MS`: after SIGTERM, how long open connections and the
+    /// Kafka batches in hand get to finish before they are dropped (what is
+    /// already queued for the store is committed either way).
+    pub shutdown_grace: Duration,
     pub kafka: KafkaSettings,
 }
 
@@ -69,6 +73,7 @@ impl Settings {
                 max_wait: Duration::from_millis(env_parse("INGEST_BATCH_WAIT_MS", 5)?),
                 ..BatchLimits::default()
             },
+            shutdown_grace: Duration::from_millis(env_parse("SHUTDOWN_GRACE_MS", 10_000)?),
             kafka: KafkaSettings {
                 common: KafkaConfig::from_env(),
                 group_id: env_or("KAFKA_GROUP_ID", "audit-group-id"),

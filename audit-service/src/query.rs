@@ -1,23 +1,37 @@
 //! Reading the audit log back: `GET /v1/events` (pages by seq) and
 //! `GET /v1/events/stream` (a Server-Sent Events live tail).
+//!
+//! Memory per request is bounded in bytes, not only in events: a page stops
+//! at `limit` events or `PAGE_MAX_BYTES` of event JSON, whichever comes
+//! first, and the live tail holds at most one smaller page plus its share
+//! of the store's tail buffer (`store::TAIL_MAX_BYTES`).
+//!
+//! Every page is a keyset query on seq read by the store (`store::page`),
+//! so a page deep in the log costs what the first one does.
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::store::{PageQuery, StoredEvent};
+use crate::store::{Page, PageQuery, Received, Store, StoredEvent, Subscriber};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::routing::get;
 use axum::{Json, Router};
 use futures::{Stream, StreamExt as _};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::convert::Infallible;
 use std::sync::Arc;
-use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
-use tokio_stream::wrappers::BroadcastStream;
 
 const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 1000;
+/// The most event JSON one `GET /v1/events` page carries: 1000 events of
+/// up to 1 MiB would otherwise be a 1 GiB response built in memory. A page
+/// always holds at least one event, however large.
+pub const PAGE_MAX_BYTES: usize = 4 * 1024 * 1024;
+/// The same for the pages the live tail reads from the store (a replay, or
+/// a slow client catching up): each stream holds one while it sends it.
+pub const STREAM_PAGE_MAX_BYTES: usize = 1024 * 1024;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -26,8 +40,11 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Query parameters as sent; `Filter::parse` turns them into a filter or
-/// an error naming the parameter.
+/// an error naming the parameter. A parameter not listed here is refused
+/// (`query_params`) rather than ignored: a client that sends a filter this
+/// service does not know would otherwise read every event as if it matched.
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RawFilter {
     source: Option<String>,
     #[serde(rename = "type")]
@@ -79,6 +96,17 @@ impl Filter {
         })
     }
 
+    /// What the store reads for this filter.
+    fn query(&self) -> PageQuery {
+        PageQuery {
+            after: self.after,
+            limit: self.limit,
+            source: self.source.clone(),
+            ty: self.ty.clone(),
+            subject: self.subject.clone(),
+        }
+    }
+
     fn matches(&self, event: &StoredEvent) -> bool {
         let wanted = |want: &Option<String>, have: Option<&String>| {
             want.as_ref().is_none_or(|w| Some(w) == have)
@@ -89,53 +117,43 @@ impl Filter {
     }
 }
 
-#[derive(Serialize)]
-struct Page {
-    events: Vec<StoredEvent>,
-    /// The `after` of the next page; null when this page is the last.
-    next_after: Option<i64>,
+/// The query parameters, or a 400 naming the one that is unknown, repeated
+/// or malformed (serde's message quotes it: "unknown field `filter`, expected
+/// one of ...").
+fn query_params(query: Result<Query<RawFilter>, QueryRejection>) -> Result<RawFilter, ApiError> {
+    query
+        .map(|Query(raw)| raw)
+        .map_err(|rejection| ApiError::BadRequest(rejection.body_text()))
 }
 
 #[tracing::instrument(skip(state))]
 async fn list(
     State(state): State<AppState>,
-    Query(raw): Query<RawFilter>,
+    query: Result<Query<RawFilter>, QueryRejection>,
 ) -> Result<Json<Page>, ApiError> {
-    let filter = Filter::parse(raw)?;
-    let events = fetch(&state, &filter).await?;
-    let next_after = (events.len() == filter.limit as usize)
-        .then(|| events.last().map(|e| e.seq))
-        .flatten();
-    Ok(Json(Page { events, next_after }))
-}
-
-async fn fetch(state: &AppState, filter: &Filter) -> Result<Vec<StoredEvent>, ApiError> {
-    let query = PageQuery {
-        after: filter.after,
-        limit: filter.limit,
-        source: filter.source.clone(),
-        ty: filter.ty.clone(),
-        subject: filter.subject.clone(),
-    };
-    state
+    let filter = Filter::parse(query_params(query)?)?;
+    let page = state
         .store
-        .page(&query)
+        .page(&filter.query(), PAGE_MAX_BYTES)
         .await
-        .map_err(|e| ApiError::Store(Arc::new(e)))
+        .map_err(|e| ApiError::Store(Arc::new(e)))?;
+    Ok(Json(page))
 }
 
 /// The live tail: one SSE `event: audit` per stored event matching the
 /// filter (`source`, `type`, `subject`), the item as `data`, its seq as `id`.
 /// With `after` (or the `Last-Event-ID` header a reconnecting EventSource
 /// sends) the stored events after that seq come first, then the live ones,
-/// with no gap and no repeat. A client too slow to keep up gets
-/// `event: lagged` with the number it missed and can reconnect with
-/// `Last-Event-ID`. Streams end at shutdown.
+/// with no gap and no repeat. A client too slow for the live feed (its
+/// events left the store's tail buffer before it read them) is served from
+/// the store until it has caught up, so it misses nothing either. Streams
+/// end at shutdown, or after `event: error` when reading the store fails.
 async fn stream(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(raw): Query<RawFilter>,
+    query: Result<Query<RawFilter>, QueryRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let raw = query_params(query)?;
     let last_event_id = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -145,83 +163,99 @@ async fn stream(
     if let Some(seq) = last_event_id {
         filter.after = seq;
     }
-    // Subscribe before reading the backlog so that nothing stored in
-    // between is missed; what both deliver is skipped by seq below.
-    let live = BroadcastStream::new(state.store.subscribe()).map(|item| match item {
-        Ok(event) => Tail::Stored(event),
-        Err(BroadcastStreamRecvError::Lagged(missed)) => Tail::Lagged(missed),
-    });
-    let backlog = if replay {
-        backlog(state.clone(), filter.clone()).boxed()
-    } else {
-        futures::stream::empty().boxed()
+    // Subscribe before reading the store so that nothing committed in
+    // between is missed; what both deliver is skipped by seq.
+    let tail = LiveTail {
+        live: state.store.subscribe(),
+        store: state.store.clone(),
+        filter,
+        page: Vec::new().into_iter(),
+        from_store: replay,
+        ended: false,
     };
-    let mut last_seq = filter.after;
-    let events = backlog
-        .chain(live)
-        .filter_map(move |item| {
-            let sse = match item {
-                Tail::Stored(event) if event.seq > last_seq && filter.matches(&event) => {
-                    last_seq = event.seq;
-                    Some(to_sse(&event))
-                }
-                Tail::Stored(_) => None,
-                Tail::Lagged(missed) => {
-                    Some(SseEvent::default().event("lagged").data(missed.to_string()))
-                }
-                Tail::ReplayFailed => Some(
-                    SseEvent::default()
-                        .event("error")
-                        .data("reading stored events failed; reconnect to resume"),
-                ),
-            };
-            std::future::ready(sse.map(Ok))
-        })
-        .take_until(state.shutdown.clone().cancelled_owned());
+    let events = futures::stream::unfold(tail, |mut tail| async move {
+        let event = tail.next().await?;
+        Some((Ok(event), tail))
+    })
+    .take_until(state.shutdown.clone().cancelled_owned());
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
 
-enum Tail {
-    Stored(Arc<StoredEvent>),
-    Lagged(u64),
-    ReplayFailed,
+/// One live-tail client's state: where it is (`filter.after`, the last seq
+/// sent) and whether it reads from the store or the live feed.
+struct LiveTail {
+    live: Subscriber,
+    store: Store,
+    filter: Filter,
+    /// The rest of the store page being sent.
+    page: std::vec::IntoIter<StoredEvent>,
+    /// Reading from the store: a replay, or catching up after lagging.
+    from_store: bool,
+    ended: bool,
 }
 
-/// The stored events after `filter.after`, page by page.
-fn backlog(state: AppState, filter: Filter) -> impl Stream<Item = Tail> + Send {
-    let first = Filter {
-        limit: MAX_LIMIT,
-        ..filter
-    };
-    futures::stream::unfold(Some(first), move |page| {
-        let state = state.clone();
-        async move {
-            let mut filter = page?;
-            match fetch(&state, &filter).await {
-                Ok(events) => {
-                    let next = match events.last() {
-                        Some(last) if events.len() == filter.limit as usize => {
-                            filter.after = last.seq;
-                            Some(filter)
-                        }
-                        _ => None,
-                    };
-                    let items: Vec<Tail> = events
-                        .into_iter()
-                        .map(|e| Tail::Stored(Arc::new(e)))
-                        .collect();
-                    Some((futures::stream::iter(items), next))
+impl LiveTail {
+    async fn next(&mut self) -> Option<SseEvent> {
+        loop {
+            for event in self.page.by_ref() {
+                if event.seq > self.filter.after {
+                    self.filter.after = event.seq;
+                    return Some(to_sse(&event));
                 }
-                // The response has started, so the error can't be a
-                // problem+json: log it and tell the client to reconnect.
-                Err(e) => {
-                    tracing::error!(error = ?e, "replaying stored events for a stream failed");
-                    Some((futures::stream::iter(vec![Tail::ReplayFailed]), None))
+            }
+            if self.ended {
+                return None;
+            }
+            if self.from_store {
+                let filter = Filter {
+                    limit: MAX_LIMIT,
+                    ..self.filter.clone()
+                };
+                match self
+                    .store
+                    .page(&filter.query(), STREAM_PAGE_MAX_BYTES)
+                    .await
+                {
+                    Ok(page) => {
+                        // The last page read: what was committed after it
+                        // is in the live feed.
+                        self.from_store = page.next_after.is_some();
+                        self.page = page.events.into_iter();
+                    }
+                    // The response has started, so the error can't be a
+                    // problem+json: log it, tell the client and end, so that
+                    // it reconnects with Last-Event-ID rather than carry on
+                    // past a gap.
+                    Err(e) => {
+                        tracing::error!(error = ?e, "reading stored events for a stream failed");
+                        self.ended = true;
+                        return Some(
+                            SseEvent::default()
+                                .event("error")
+                                .data("reading stored events failed; reconnect to resume"),
+                        );
+                    }
+                }
+                continue;
+            }
+            match self.live.recv().await {
+                Received::Event(event) => {
+                    if event.seq > self.filter.after && self.filter.matches(&event) {
+                        self.filter.after = event.seq;
+                        return Some(to_sse(&event));
+                    }
+                }
+                Received::Lagged(missed) => {
+                    tracing::debug!(
+                        missed,
+                        "a live-tail client fell behind; serving it from the store"
+                    );
+                    metrics::counter!("audit_stream_catch_ups_total").increment(1);
+                    self.from_store = true;
                 }
             }
         }
-    })
-    .flatten()
+    }
 }
 
 fn to_sse(event: &StoredEvent) -> SseEvent {

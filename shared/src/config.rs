@@ -70,8 +70,9 @@ impl Transport {
     }
 }
 
-/// Kafka settings both services read.
-#[derive(Debug, Clone)]
+/// Kafka settings both services read. Its `Debug` shows property names,
+/// not values: `sasl.password` is one of them.
+#[derive(Clone)]
 pub struct KafkaConfig {
     /// `KAFKA_BROKERS`, librdkafka's `bootstrap.servers`.
     pub brokers: String,
@@ -81,6 +82,17 @@ pub struct KafkaConfig {
     /// (`KAFKA_SECURITY_PROTOCOL=SSL` -> `security.protocol=SSL`), so TLS
     /// and SASL need no code change.
     pub properties: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.properties.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &crate::redact::urls(&self.brokers))
+            .field("topic", &self.topic)
+            .field("properties", &names)
+            .finish()
+    }
 }
 
 /// Variables with a meaning of their own, not passed to librdkafka.
@@ -189,6 +201,17 @@ mod tests {
             c.properties,
             vec![("socket.timeout.ms".into(), "5000".into())]
         );
+    }
+
+    #[test]
+    fn debug_output_names_properties_without_their_values() {
+        let c = KafkaConfig::from_vars(vars(&[
+            ("KAFKA_BROKERS", "user:s3cret@b:9093"),
+            ("KAFKA_SASL_PASSWORD", "s3cret"),
+        ]));
+        let shown = format!("{c:?}");
+        assert!(shown.contains("sasl.password"), "{shown}");
+        assert!(!shown.contains("s3cret"), "{shown}");
     }
 
     #[test]

@@ -27,7 +27,8 @@ impl Kind {
         } else {
             Err(sqlx::Error::Configuration(
                 format!(
-                    "DATABASE_URL {url:?} is not supported: use a sqlite:// or postgres:// URL"
+                    "DATABASE_URL {:?} is not supported: use a sqlite:// or postgres:// URL",
+                    crate::redact::url(url)
                 )
                 .into(),
             ))
@@ -44,7 +45,11 @@ pub async fn connect_sqlite(url: &str, max_connections: u32) -> Result<SqlitePoo
     // `postgres://` URL would quietly become a SQLite file named after it.
     if Kind::of(url)? != Kind::Sqlite {
         return Err(sqlx::Error::Configuration(
-            format!("DATABASE_URL {url:?} is not a sqlite:// URL").into(),
+            format!(
+                "DATABASE_URL {:?} is not a sqlite:// URL",
+                crate::redact::url(url)
+            )
+            .into(),
         ));
     }
     let options = SqliteConnectOptions::from_str(url)?
@@ -94,7 +99,11 @@ pub fn postgres_options(
 ) -> Result<PgConnectOptions, sqlx::Error> {
     if Kind::of(url)? != Kind::Postgres {
         return Err(sqlx::Error::Configuration(
-            format!("DATABASE_URL {url:?} is not a postgres:// URL").into(),
+            format!(
+                "DATABASE_URL {:?} is not a postgres:// URL",
+                crate::redact::url(url)
+            )
+            .into(),
         ));
     }
     Ok(PgConnectOptions::from_str(url)?
@@ -108,7 +117,11 @@ pub fn postgres_options(
 pub fn sqlite_path(url: &str) -> Result<PathBuf, sqlx::Error> {
     if !url.starts_with("sqlite:") || url.contains(":memory:") || url.contains("mode=memory") {
         return Err(sqlx::Error::Configuration(
-            format!("DATABASE_URL {url:?} is not supported: use a sqlite:// URL of a file").into(),
+            format!(
+                "DATABASE_URL {:?} is not supported: use a sqlite:// URL of a file",
+                crate::redact::url(url)
+            )
+            .into(),
         ));
     }
     Ok(SqliteConnectOptions::from_str(url)?
@@ -131,6 +144,10 @@ mod tests {
             .await
             .expect_err("postgres URL opened as SQLite");
         assert!(err.to_string().contains("not a sqlite://"), "{err}");
+        let err = connect_sqlite("postgres://user:s3cret@localhost/db", 1)
+            .await
+            .expect_err("postgres URL accepted");
+        assert!(!err.to_string().contains("s3cret"), "{err}");
         assert!(!std::path::Path::new("postgres:").exists());
     }
 

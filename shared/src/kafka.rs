@@ -29,8 +29,28 @@ pub enum KafkaConfigError {
         required: &'static str,
         why: &'static str,
     },
+    /// librdkafka refused a property or its value. The message is
+    /// librdkafka's with the value masked: a misspelt `KAFKA_SASL_PASWORD`
+    /// would otherwise print the password.
     #[error("Kafka client configuration refused: {0} (check the KAFKA_* environment variables)")]
-    Invalid(#[from] rdkafka::error::KafkaError),
+    Invalid(String),
+}
+
+impl From<rdkafka::error::KafkaError> for KafkaConfigError {
+    fn from(error: rdkafka::error::KafkaError) -> Self {
+        use rdkafka::error::KafkaError;
+        match error {
+            KafkaError::ClientConfig(_, description, property, value) => {
+                let description = if value.is_empty() {
+                    description
+                } else {
+                    description.replace(&value, "***")
+                };
+                KafkaConfigError::Invalid(format!("{description} (property {property})"))
+            }
+            other => KafkaConfigError::Invalid(other.to_string()),
+        }
+    }
 }
 
 /// A property a guarantee depends on: its required value, other spellings of
@@ -155,5 +175,17 @@ mod tests {
             .err()
             .expect("refused");
         assert!(err.to_string().contains("no.such.property"), "{err}");
+    }
+
+    #[test]
+    fn a_refused_value_is_not_quoted() {
+        for (property, value) in [("sasl.paswo", "hunter2-secret"), ("acks", "hunter2-secret")] {
+            let err = BrokerProbe::new(&config(&[(property, value)]))
+                .err()
+                .expect("refused");
+            let text = err.to_string();
+            assert!(text.contains(property), "{text}");
+            assert!(!text.contains("hunter2"), "{text}");
+        }
     }
 }

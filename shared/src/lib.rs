@@ -8,6 +8,7 @@ pub mod db;
 pub mod event;
 pub mod kafka;
 pub mod problem;
+pub mod redact;
 pub mod shutdown;
 pub mod telemetry;
 #[cfg(feature = "testing")]

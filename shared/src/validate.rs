@@ -1,7 +1,9 @@
 //! Checks the CloudEvents spec makes that the SDK's parsers let through:
 //! required string attributes must not be empty, an optional `subject` that
 //! is present must not be either, `datacontenttype` must be an RFC 2046 media
-//! type, and extension names must be lower-case ASCII letters and digits.
+//! type, extension names must be lower-case ASCII letters and digits, and no
+//! extension may take the name of a context attribute or of a member the JSON
+//! format reserves (`data`, `data_base64`).
 
 use cloudevents::{AttributesReader, Event};
 
@@ -16,7 +18,19 @@ pub enum InvalidEvent {
     DataContentType(String),
     #[error("extension name `{0}` is invalid: names are lower-case letters a-z and digits 0-9")]
     ExtensionName(String),
+    #[error(
+        "extension name `{0}` is reserved: it names a context attribute or a member of the \
+         JSON event format, so it cannot be an extension"
+    )]
+    ReservedName(String),
 }
+
+/// Members of the JSON event format that are not attributes of the event's
+/// specversion: the data, and 0.3's `datacontentencoding` (written for
+/// binary data). The SDK writes extensions after them, so an extension of
+/// one of these names would follow the real member, and a reader keeping
+/// the last duplicate would take the extension for the data or its encoding.
+const JSON_RESERVED: &[&str] = &["data", "data_base64", "datacontentencoding"];
 
 /// Checks what the spec requires beyond what the SDK enforces.
 pub fn validate(event: &Event) -> Result<(), InvalidEvent> {
@@ -37,11 +51,16 @@ pub fn validate(event: &Event) -> Result<(), InvalidEvent> {
             return Err(InvalidEvent::DataContentType(ct.to_owned()));
         }
     }
-    if let Some((name, _)) = event
-        .iter_extensions()
-        .find(|(name, _)| !is_valid_name(name))
-    {
-        return Err(InvalidEvent::ExtensionName(name.to_owned()));
+    let attributes = event.specversion().attribute_names();
+    for (name, _) in event.iter_extensions() {
+        if !is_valid_name(name) {
+            return Err(InvalidEvent::ExtensionName(name.to_owned()));
+        }
+        // Binary mode turns any unknown `ce-` header into an extension, so
+        // `ce-data: forged` would otherwise overwrite the body once stored.
+        if JSON_RESERVED.contains(&name) || attributes.contains(&name) {
+            return Err(InvalidEvent::ReservedName(name.to_owned()));
+        }
     }
     Ok(())
 }
@@ -113,6 +132,32 @@ mod tests {
             let e = event().data(good, "x").build().unwrap();
             assert_eq!(validate(&e), Ok(()), "{good:?}");
         }
+    }
+
+    #[test]
+    fn extensions_named_like_attributes_or_json_members_are_rejected() {
+        for name in ["data", "id", "source", "time", "datacontenttype"] {
+            let e = event().extension(name, "forged").build().unwrap();
+            assert_eq!(
+                validate(&e),
+                Err(InvalidEvent::ReservedName(name.into())),
+                "{name}"
+            );
+        }
+        let v03 = cloudevents::EventBuilderV03::new()
+            .id("1")
+            .source("/s")
+            .ty("t")
+            .extension("datacontentencoding", "base64")
+            .build()
+            .unwrap();
+        assert_eq!(
+            validate(&v03),
+            Err(InvalidEvent::ReservedName("datacontentencoding".into()))
+        );
+        // Other versions' attribute names are ordinary extensions.
+        let e = event().extension("schemaurl", "x").build().unwrap();
+        assert_eq!(validate(&e), Ok(()));
     }
 
     #[test]

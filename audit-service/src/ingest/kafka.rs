@@ -30,7 +30,7 @@ use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use shared::config::Transport;
-use shared::kafka::{client_config, Guarantee};
+use shared::kafka::{client_config, Guarantee, KafkaConfigError};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -77,6 +77,7 @@ pub fn spawn(
     )?
     .set("group.id", &settings.group_id)
     .create_with_context(RebalanceLogger)
+    .map_err(KafkaConfigError::from)
     .context("Failed to create the Kafka consumer")?;
     consumer
         .subscribe(&[settings.common.topic.as_str()])
@@ -84,6 +85,7 @@ pub fn spawn(
     let dead_letters =
         DeadLetters::new(settings).context("Failed to create the dead-letter producer")?;
     tracing::info!(
+        brokers = %shared::redact::urls(&settings.common.brokers),
         topic = %settings.common.topic,
         group = %settings.group_id,
         dlq = %dead_letters.topic(),

@@ -16,12 +16,13 @@
 //! (`postgres`, shared by every replica); each implements the writer's
 //! [`writer::BatchWriter`], and reads go through [`Store::page`], one SQL
 //! text for both (`page`). On PostgreSQL the live tail is fed by polling
-//! the table (`tail`), so it shows every replica's events.
+//! the table (`tail_poll`), so it shows every replica's events.
 
 mod page;
 mod postgres;
 mod sqlite;
-mod tail;
+pub mod tail;
+mod tail_poll;
 mod writer;
 
 use chrono::SecondsFormat;
@@ -33,17 +34,15 @@ use shared::cloudevents;
 use shared::config::Transport;
 use shared::db::Kind;
 use std::sync::Arc;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
-pub use page::PageQuery;
+pub use page::{Page, PageQuery};
+pub use tail::{Received, Subscriber, Tail, TAIL_MAX_BYTES};
 pub use writer::WriterHandle;
 
 /// Requests waiting for the writer. A full queue makes ingest wait: the
 /// back-pressure HTTP clients and the Kafka consumer feel.
 const QUEUE_CAPACITY: usize = 4096;
-/// Live-tail subscribers that fall further behind than this miss events
-/// (they are told so) rather than holding memory.
-const BROADCAST_CAPACITY: usize = 4096;
 
 /// One event ready to be inserted: its key attributes and its JSON form,
 /// serialized once by whoever decoded it.
@@ -129,6 +128,13 @@ pub struct WriteFailed {
     pub rows: Vec<EventRow>,
 }
 
+/// What the writer's queue carries.
+enum Command {
+    Write(WriteRequest),
+    /// Refuse what comes after; commit and answer what is queued, then stop.
+    Close,
+}
+
 /// One ingest request waiting for the writer.
 struct WriteRequest {
     rows: Vec<EventRow>,
@@ -148,23 +154,24 @@ enum Readers {
 #[derive(Clone)]
 pub struct Store {
     readers: Readers,
-    writes: mpsc::Sender<WriteRequest>,
-    stored: broadcast::Sender<Arc<StoredEvent>>,
+    writes: mpsc::Sender<Command>,
+    tail: Tail,
 }
 
 impl Store {
     /// Opens the database, applies the migrations and starts the writer.
-    /// The writer runs until every `Store` handle is dropped, so requests
-    /// already queued at shutdown are still committed and answered; join
-    /// the returned handle to wait for that.
+    /// The writer runs until the returned handle closes it (or every handle
+    /// is dropped); requests already queued then are still committed and
+    /// answered.
     pub async fn open(database_url: &str) -> anyhow::Result<(Store, WriterHandle)> {
         let (writes, queue) = mpsc::channel(QUEUE_CAPACITY);
-        let (stored, _) = broadcast::channel(BROADCAST_CAPACITY);
+        let tail = Tail::new(TAIL_MAX_BYTES);
         let (readers, writer) = match Kind::of(database_url)? {
             Kind::Sqlite => {
                 let (pool, backend) = sqlite::open(database_url).await?;
                 // One process writes the file: the writer feeds the tail.
-                let writer = writer::spawn(backend, queue, writer::Feed::Tail(stored.clone()))?;
+                let feed = writer::Feed::Tail(tail.clone());
+                let writer = writer::spawn(backend, writes.clone(), queue, feed)?;
                 (Readers::Sqlite(pool), writer)
             }
             Kind::Postgres => {
@@ -172,9 +179,9 @@ impl Store {
                 // Every replica writes the table: the tail reads it back,
                 // woken at once by this replica's commits.
                 let committed = Arc::new(tokio::sync::Notify::new());
-                let tail = tail::spawn(pool.clone(), stored.clone(), committed.clone());
-                let writer =
-                    writer::spawn(backend, queue, writer::Feed::Wake(committed))?.with_task(tail);
+                let poll = tail_poll::spawn(pool.clone(), tail.clone(), committed.clone());
+                let feed = writer::Feed::Wake(committed);
+                let writer = writer::spawn(backend, writes.clone(), queue, feed)?.with_task(poll);
                 (Readers::Postgres(pool), writer)
             }
         };
@@ -182,7 +189,7 @@ impl Store {
             Store {
                 readers,
                 writes,
-                stored,
+                tail,
             },
             writer,
         ))
@@ -220,10 +227,14 @@ impl Store {
             transport,
             reply,
         };
-        if let Err(refused) = self.writes.send(request).await {
+        if let Err(refused) = self.writes.send(Command::Write(request)).await {
+            let rows = match refused.0 {
+                Command::Write(request) => request.rows,
+                Command::Close => Vec::new(),
+            };
             return Err(WriteFailed {
                 error: Arc::new(StoreError::WriterGone),
-                rows: refused.0.rows,
+                rows,
             });
         }
         // The writer answers every request it took; no answer means its
@@ -236,16 +247,17 @@ impl Store {
         })
     }
 
-    /// Every event stored from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<StoredEvent>> {
-        self.stored.subscribe()
+    /// Every event stored from now on, for the live tail.
+    pub fn subscribe(&self) -> Subscriber {
+        self.tail.subscribe()
     }
 
-    /// Stored events in seq order, as `query` asks.
-    pub async fn page(&self, query: &PageQuery) -> Result<Vec<StoredEvent>, StoreError> {
+    /// The next page of stored events in seq order, as `query` asks: up
+    /// to `query.limit` events and `max_bytes` of their JSON, at least one.
+    pub async fn page(&self, query: &PageQuery, max_bytes: usize) -> Result<Page, StoreError> {
         match &self.readers {
-            Readers::Sqlite(pool) => sqlite::page(pool, query).await,
-            Readers::Postgres(pool) => postgres::page(pool, query).await,
+            Readers::Sqlite(pool) => sqlite::page(pool, query, max_bytes).await,
+            Readers::Postgres(pool) => postgres::page(pool, query, max_bytes).await,
         }
     }
 

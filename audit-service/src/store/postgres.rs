@@ -22,14 +22,15 @@
 //! parallel, and a batch of 1,000 events holds the lock for a few
 //! milliseconds.
 
-use super::page::{Bind, PageQuery};
+use super::page::{Bind, Dialect, Page, PageQuery};
 use super::writer::BatchWriter;
 use super::{EventRow, StoreError, StoredEvent};
 use anyhow::Context;
 use chrono::{DateTime, SecondsFormat, Utc};
 use shared::config::Transport;
-use sqlx::postgres::PgRow;
-use sqlx::{PgPool, Row};
+use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::query::{Query, QueryAs};
+use sqlx::{PgPool, Postgres, Row};
 use std::collections::HashMap;
 use tokio::runtime::Handle;
 
@@ -53,16 +54,17 @@ const INSERT: &str = "INSERT INTO events \
 
 /// Opens the read pool (migrating the database) and the writer.
 pub(super) async fn open(database_url: &str) -> anyhow::Result<(PgPool, PgWriter)> {
+    let shown = shared::redact::url(database_url);
     let pool = shared::db::connect_postgres(database_url, READ_CONNECTIONS, "audit-service")
         .await
-        .with_context(|| format!("Failed to connect to the audit database {database_url}"))?;
+        .with_context(|| format!("Failed to connect to the audit database {shown}"))?;
     sqlx::migrate!("./migrations/postgres")
         .run(&pool)
         .await
         .context("Failed to migrate the audit database")?;
     let writer = shared::db::connect_postgres(database_url, 1, "audit-service writer")
         .await
-        .with_context(|| format!("Failed to connect to the audit database {database_url}"))?;
+        .with_context(|| format!("Failed to connect to the audit database {shown}"))?;
     Ok((
         pool,
         PgWriter {
@@ -126,18 +128,59 @@ async fn insert(
         .collect())
 }
 
-/// Reads a page of stored events.
-pub(super) async fn page(pool: &PgPool, query: &PageQuery) -> Result<Vec<StoredEvent>, StoreError> {
-    let (sql, binds) = query.sql();
-    let mut select = sqlx::query(&sql);
-    for bind in binds {
-        select = match bind {
-            Bind::Int(i) => select.bind(i),
-            Bind::Text(t) => select.bind(t),
+/// Reads a page of stored events: up to `query.limit` events and
+/// `max_bytes` of their JSON, at least one.
+pub(super) async fn page(
+    pool: &PgPool,
+    query: &PageQuery,
+    max_bytes: usize,
+) -> Result<Page, StoreError> {
+    let (sql, binds) = query.sizes_sql(Dialect::Postgres);
+    let sizes: Vec<(i64, i32)> = bind(sqlx::query_as(&sql), binds).fetch_all(pool).await?;
+    let sizes: Vec<(i64, i64)> = sizes.into_iter().map(|(s, n)| (s, i64::from(n))).collect();
+    let Some((last, more)) = query.cut(&sizes, max_bytes) else {
+        return Ok(Page::empty());
+    };
+    let (sql, binds) = query.events_sql(Dialect::Postgres, last);
+    let rows = bind(sqlx::query(&sql), binds).fetch_all(pool).await?;
+    Ok(Page {
+        events: rows.iter().map(stored_event).collect::<Result<_, _>>()?,
+        next_after: more.then_some(last),
+    })
+}
+
+fn bind<'q, Q: BindText<'q>>(mut query: Q, binds: Vec<Bind<'q>>) -> Q {
+    for value in binds {
+        query = match value {
+            Bind::Int(i) => query.int(i),
+            Bind::Text(t) => query.text(t),
         };
     }
-    let rows = select.fetch_all(pool).await?;
-    rows.iter().map(stored_event).collect()
+    query
+}
+
+/// `bind` for both kinds of query sqlx builds.
+trait BindText<'q> {
+    fn int(self, value: i64) -> Self;
+    fn text(self, value: &'q str) -> Self;
+}
+
+impl<'q, O> BindText<'q> for QueryAs<'q, Postgres, O, PgArguments> {
+    fn int(self, value: i64) -> Self {
+        self.bind(value)
+    }
+    fn text(self, value: &'q str) -> Self {
+        self.bind(value)
+    }
+}
+
+impl<'q> BindText<'q> for Query<'q, Postgres, PgArguments> {
+    fn int(self, value: i64) -> Self {
+        self.bind(value)
+    }
+    fn text(self, value: &'q str) -> Self {
+        self.bind(value)
+    }
 }
 
 /// The newest seq, 0 for an empty store.

@@ -10,21 +10,23 @@
 //! blocking work on a database connection, and a thread that does nothing
 //! else keeps the one serial stage of the ingest path free of scheduling
 //! hops. What happens after a commit (the log line per event, metrics, the
-//! live tail's broadcast) runs on a second thread, so the writer goes back
+//! live tail's feed, `tail`) runs on a second thread, so the writer goes back
 //! to its queue as soon as the waiters have their answers.
 
-use super::{EventRow, StoreError, StoredEvent, WriteFailed, WriteOutcome, WriteRequest};
+use super::{
+    Command, EventRow, StoreError, StoredEvent, Tail, WriteFailed, WriteOutcome, WriteRequest,
+};
 use chrono::{SecondsFormat, Utc};
 use shared::config::Transport;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 
 /// The most events one transaction takes, so a flood of requests still gets
 /// answers in bounded time.
 const MAX_EVENTS_PER_COMMIT: usize = 5000;
-/// Committed batches waiting to be logged and broadcast. When logging falls
+/// Committed batches waiting to be logged and handed to the live tail. When logging falls
 /// this far behind, the writer waits for it: log lines are not dropped, and
 /// memory holds at most this many committed batches (64 held up to 140 MiB
 /// under a Kafka backlog).
@@ -47,18 +49,18 @@ pub trait BatchWriter: Send + 'static {
 /// Where committed events go besides the log.
 pub(super) enum Feed {
     /// Straight to the live tail (one process writes the database).
-    Tail(broadcast::Sender<Arc<StoredEvent>>),
+    Tail(Tail),
     /// A wake-up for the task that reads the shared table back for the
-    /// live tail (several replicas write it).
+    /// live tail (several replicas write it, see `tail_poll`).
     Wake(Arc<tokio::sync::Notify>),
 }
 
-/// The writer and logger threads; joining waits until everything queued
-/// before the last `Store` handle was dropped has been committed and logged.
+/// The writer and logger threads.
 pub struct WriterHandle {
     writer: JoinHandle<()>,
     logger: JoinHandle<()>,
-    /// A task that lives as long as the writer (the PostgreSQL tail).
+    queue: mpsc::Sender<Command>,
+    /// A task that lives as long as the writer (the PostgreSQL tail poll).
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -68,7 +70,15 @@ impl WriterHandle {
         self
     }
 
-    pub async fn join(self) {
+    /// Stops the writer and waits for it: what is queued now is committed,
+    /// answered and logged; writes sent after are refused (`WriterGone`).
+    /// Closing, rather than waiting for the last `Store` handle to go, lets
+    /// shutdown end even while a connection that outlived the grace period
+    /// still holds one.
+    pub async fn close(self) {
+        // Fails only when the writer has stopped already.
+        let _ = self.queue.send(Command::Close).await;
+        drop(self.queue);
         let joined = tokio::task::spawn_blocking(move || {
             let writer = self.writer.join();
             let logger = self.logger.join();
@@ -93,8 +103,9 @@ struct Committed {
 
 pub(super) fn spawn(
     backend: impl BatchWriter,
-    queue: mpsc::Receiver<WriteRequest>,
-    stored: Feed,
+    sender: mpsc::Sender<Command>,
+    queue: mpsc::Receiver<Command>,
+    feed: Feed,
 ) -> std::io::Result<WriterHandle> {
     let (committed_tx, committed_rx) = std::sync::mpsc::sync_channel(COMMITTED_CAPACITY);
     let writer = std::thread::Builder::new()
@@ -102,29 +113,36 @@ pub(super) fn spawn(
         .spawn(move || run(backend, queue, committed_tx))?;
     let logger = std::thread::Builder::new()
         .name("audit-log".into())
-        .spawn(move || log_committed(committed_rx, stored))?;
+        .spawn(move || log_committed(committed_rx, feed))?;
     Ok(WriterHandle {
         writer,
         logger,
+        queue: sender,
         task: None,
     })
 }
 
 fn run(
     mut backend: impl BatchWriter,
-    mut queue: mpsc::Receiver<WriteRequest>,
+    mut queue: mpsc::Receiver<Command>,
     committed: std::sync::mpsc::SyncSender<Committed>,
 ) {
-    while let Some(first) = queue.blocking_recv() {
+    // After `close` the queue still yields what it holds, then `None`.
+    while let Some(command) = queue.blocking_recv() {
+        let Command::Write(first) = command else {
+            queue.close();
+            continue;
+        };
         let mut batch = vec![first];
         let mut events = batch[0].rows.len();
         // Take what is already waiting, without waiting for more.
         while events < MAX_EVENTS_PER_COMMIT {
             match queue.try_recv() {
-                Ok(request) => {
+                Ok(Command::Write(request)) => {
                     events += request.rows.len();
                     batch.push(request);
                 }
+                Ok(Command::Close) => queue.close(),
                 Err(_) => break,
             }
         }
@@ -202,7 +220,7 @@ fn answer(batch: Vec<WriteRequest>, seqs: Vec<Option<i64>>, received_at: &Arc<st
 /// commit (seq) order.
 fn log_committed(committed: std::sync::mpsc::Receiver<Committed>, feed: Feed) {
     for batch in committed {
-        for row in batch.rows {
+        for row in &batch.rows {
             tracing::info!(
                 r#type = %row.ty,
                 source = %row.source,
@@ -212,13 +230,10 @@ fn log_committed(committed: std::sync::mpsc::Receiver<Committed>, feed: Feed) {
                 seq = row.seq,
                 "audit event stored"
             );
-            if let Feed::Tail(stored) = &feed {
-                // No subscribers is normal; the store does not depend on them.
-                let _ = stored.send(Arc::new(row));
-            }
         }
-        if let Feed::Wake(tail) = &feed {
-            tail.notify_one();
+        match &feed {
+            Feed::Tail(tail) => tail.publish(batch.rows),
+            Feed::Wake(poll) => poll.notify_one(),
         }
         for (transport, outcome) in batch.outcomes {
             let transport = transport.as_str();

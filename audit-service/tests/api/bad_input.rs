@@ -277,3 +277,40 @@ async fn unknown_paths_and_methods_are_problem_json() {
     problem_detail(app.get("/nope").await, 404).await;
     problem_detail(app.get("/").await, 405).await;
 }
+
+#[tokio::test]
+async fn a_ce_data_header_cannot_replace_the_body_and_nothing_is_stored() {
+    let app = spawn_app().await;
+    // Were `data` accepted as an extension name, the stored JSON would hold
+    // `data` twice and readers would keep the header's value.
+    let response = app
+        .post(
+            &[
+                ("ce-specversion", "1.0"),
+                ("ce-id", "forged-1"),
+                ("ce-source", "/forger"),
+                ("ce-type", "t"),
+                ("ce-data", "forged"),
+                ("content-type", "application/json"),
+            ],
+            r#"{"real":1}"#,
+        )
+        .await;
+    let detail = problem_detail(response, 400).await;
+    assert!(detail.contains("`data`"), "{detail}");
+    assert_nothing_stored(&app).await;
+}
+
+#[tokio::test]
+async fn unknown_query_parameters_are_400_naming_them() {
+    let app = spawn_app().await;
+    for (path, name) in [
+        ("/v1/events?filter=type%20%3D%20%27x%27", "filter"),
+        ("/v1/events?limit=5&sourcee=/a", "sourcee"),
+        ("/v1/events/stream?filter=true", "filter"),
+        ("/v1/events/stream?after=0&nope=1", "nope"),
+    ] {
+        let detail = problem_detail(app.get(path).await, 400).await;
+        assert!(detail.contains(&format!("`{name}`")), "{path}: {detail}");
+    }
+}

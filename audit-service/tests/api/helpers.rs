@@ -55,6 +55,7 @@ pub async fn test_settings(db_dir: &Path) -> Settings {
         transport: Transport::Http,
         max_body_bytes: 1024 * 1024,
         batch: BatchLimits::default(),
+        shutdown_grace: Duration::from_secs(10),
         kafka: KafkaSettings {
             common: KafkaConfig::from_vars(Vec::new()),
             group_id: "audit-group-id".into(),
@@ -208,6 +209,11 @@ pub fn require_broker() {
 }
 
 pub async fn create_topic(name: &str, partitions: i32) {
+    create_topic_with(name, partitions, &[]).await;
+}
+
+/// Creates a topic with topic-level settings, e.g. a larger `max.message.bytes`.
+pub async fn create_topic_with(name: &str, partitions: i32, config: &[(&str, &str)]) {
     require_broker();
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", BROKERS)
@@ -215,7 +221,10 @@ pub async fn create_topic(name: &str, partitions: i32) {
         .expect("admin client");
     let results = admin
         .create_topics(
-            &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
+            &[config.iter().fold(
+                NewTopic::new(name, partitions, TopicReplication::Fixed(1)),
+                |topic, (key, value)| topic.set(key, value),
+            )],
             &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
         )
         .await
@@ -226,12 +235,20 @@ pub async fn create_topic(name: &str, partitions: i32) {
 }
 
 pub fn producer() -> FutureProducer {
-    ClientConfig::new()
+    producer_with(&[])
+}
+
+/// A producer with extra librdkafka properties, e.g. a larger `message.max.bytes`.
+pub fn producer_with(properties: &[(&str, &str)]) -> FutureProducer {
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", BROKERS)
         .set("acks", "all")
-        .set("linger.ms", "5")
-        .create()
-        .expect("producer")
+        .set("linger.ms", "5");
+    for (key, value) in properties {
+        config.set(*key, *value);
+    }
+    config.create().expect("producer")
 }
 
 /// Produces one record and waits for the ack.

@@ -3,9 +3,10 @@
 //! topic and consumption goes on.
 
 use crate::helpers::{
-    create_topic, header, produce, producer, read_topic, spawn_app_with, unique, TestApp,
+    create_topic, create_topic_with, header, produce, producer, producer_with, read_topic,
+    spawn_app_with, unique, TestApp,
 };
-use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use serde_json::json;
 use shared::cloudevents::Event;
 use shared::config::Transport;
@@ -20,9 +21,14 @@ struct KafkaApp {
 }
 
 async fn spawn_kafka_app() -> KafkaApp {
+    spawn_kafka_app_on(&[]).await
+}
+
+/// As `spawn_kafka_app`, the topic created with `topic_config`.
+async fn spawn_kafka_app_on(topic_config: &[(&str, &str)]) -> KafkaApp {
     let topic = unique("audit-test");
     let dlq = unique("audit-test-dlq");
-    create_topic(&topic, 1).await;
+    create_topic_with(&topic, 1, topic_config).await;
     create_topic(&dlq, 1).await;
     let (t, d) = (topic.clone(), dlq.clone());
     let app = spawn_app_with(move |s| {
@@ -177,6 +183,12 @@ async fn invalid_records_are_dead_lettered_with_the_error_and_consumption_goes_o
             value: Some(source.as_str()),
         });
     produce(&p, &k.topic, Some("no-type"), no_type, None).await;
+    // A ce_data header, which must not replace the payload once stored.
+    let forged = binary_headers("forged", &source).insert(Header {
+        key: "ce_data",
+        value: Some("forged"),
+    });
+    produce(&p, &k.topic, Some("forged-data"), forged, Some(b"{}")).await;
     // And then a valid event, which must still be stored.
     produce(
         &p,
@@ -194,7 +206,7 @@ async fn invalid_records_are_dead_lettered_with_the_error_and_consumption_goes_o
     assert_eq!(items.len(), 1);
     assert_eq!(items[0]["event"]["id"], "after-bad");
 
-    let dead = read_topic(&k.dlq, 4, WAIT).await;
+    let dead = read_topic(&k.dlq, 5, WAIT).await;
     let by_key = |key: &str| {
         dead.iter()
             .find(|m| m.key() == Some(key.as_bytes()))
@@ -225,6 +237,8 @@ async fn invalid_records_are_dead_lettered_with_the_error_and_consumption_goes_o
     assert!(header(by_key("no-type"), "dlq-error")
         .unwrap()
         .contains("`type`"));
+    let forged = header(by_key("forged-data"), "dlq-error").unwrap();
+    assert!(forged.contains("`data`"), "{forged}");
 
     // The service survived all of it.
     assert_eq!(k.app.get("/healthz").await.status(), 200);
@@ -234,6 +248,117 @@ async fn invalid_records_are_dead_lettered_with_the_error_and_consumption_goes_o
         metrics.contains("audit_events_rejected_total{transport=\"kafka\"}"),
         "{metrics}"
     );
+    k.app.stop().await;
+}
+
+/// librdkafka's default `message.max.bytes`: the dead-letter producer
+/// refuses records larger than this, whatever the broker accepts.
+const CLIENT_MAX_MESSAGE_BYTES: usize = 1_000_000;
+
+#[tokio::test]
+async fn a_record_too_large_to_dead_letter_whole_is_dead_lettered_reduced_and_consumption_goes_on()
+{
+    // The topic and this producer take records up to 2 MiB; the service's
+    // dead-letter producer keeps librdkafka's 1 MB limit.
+    let k = spawn_kafka_app_on(&[("max.message.bytes", "2097152")]).await;
+    let big = producer_with(&[("message.max.bytes", "2097152")]);
+    let source = unique("/too-large");
+    let payload = vec![b'x'; 1_050_000];
+    let headers = OwnedHeaders::new().insert(Header {
+        key: "x-original",
+        value: Some("kept only in the full dead letter"),
+    });
+    produce(&big, &k.topic, Some("too-large"), headers, Some(&payload)).await;
+    produce(
+        &big,
+        &k.topic,
+        None,
+        binary_headers("after-large", &source),
+        Some(b"{}"),
+    )
+    .await;
+
+    let items = k
+        .app
+        .wait_for_events(&format!("source={source}"), 1, WAIT)
+        .await;
+    assert_eq!(items[0]["event"]["id"], "after-large");
+    let dead = read_topic(&k.dlq, 1, WAIT).await;
+    let reduced = &dead[0];
+    assert_eq!(reduced.key(), Some(&b"too-large"[..]));
+    assert_eq!(reduced.payload(), None, "the payload was not dropped");
+    assert!(header(reduced, "dlq-error")
+        .unwrap()
+        .contains("not a CloudEvent"));
+    assert!(header(reduced, "dlq-origin")
+        .unwrap()
+        .starts_with(&format!("{}/0/", k.topic)));
+    let dropped = header(reduced, "dlq-dropped").expect("dlq-dropped header");
+    assert!(dropped.contains("payload"), "{dropped}");
+    assert_eq!(header(reduced, "x-original"), None, "original headers kept");
+    k.app.stop().await;
+}
+
+#[tokio::test]
+async fn a_huge_bad_header_gives_a_dead_letter_with_a_bounded_reason_and_consumption_goes_on() {
+    let k = spawn_kafka_app().await;
+    let p = producer();
+    let source = unique("/huge-header");
+    // Small payload, but a 600 KB specversion the error message quotes.
+    let version = "9".repeat(600_000);
+    let headers = OwnedHeaders::new()
+        .insert(Header {
+            key: "ce_specversion",
+            value: Some(version.as_str()),
+        })
+        .insert(Header {
+            key: "ce_id",
+            value: Some("huge"),
+        })
+        .insert(Header {
+            key: "ce_source",
+            value: Some(source.as_str()),
+        })
+        .insert(Header {
+            key: "ce_type",
+            value: Some("t"),
+        });
+    produce(&p, &k.topic, Some("huge-header"), headers, Some(b"{}")).await;
+    produce(
+        &p,
+        &k.topic,
+        None,
+        binary_headers("after-huge", &source),
+        Some(b"{}"),
+    )
+    .await;
+
+    let items = k
+        .app
+        .wait_for_events(&format!("source={source}"), 1, WAIT)
+        .await;
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["event"]["id"], "after-huge");
+    let dead = read_topic(&k.dlq, 1, WAIT).await;
+    let reason = header(&dead[0], "dlq-error").expect("dlq-error header");
+    assert!(reason.contains("specversion"), "{}", &reason[..100]);
+    // 1 KiB of the message, and a note of how long it was.
+    assert!(
+        reason.len() <= 1024 + 64,
+        "dlq-error is {} bytes",
+        reason.len()
+    );
+    // The dead letter is still whole: it fits, so nothing was dropped.
+    assert_eq!(dead[0].payload(), Some(&b"{}"[..]));
+    assert_eq!(
+        header(&dead[0], "ce_specversion").map(|v| v.len()),
+        Some(600_000)
+    );
+    assert!(dead[0].headers().is_some_and(|h| h
+        .iter()
+        .map(|h| h.value.map_or(0, <[u8]>::len))
+        .sum::<usize>()
+        < CLIENT_MAX_MESSAGE_BYTES));
     k.app.stop().await;
 }
 

@@ -4,6 +4,7 @@
 use crate::helpers::{create_topic, poll_until, unique, ServiceProcess, BROKERS};
 use crate::kafka::produce_bulk;
 use shared::testing::Db;
+use std::collections::HashSet;
 use std::time::Duration;
 use tempfile::TempDir;
 
@@ -77,9 +78,17 @@ async fn sigkill_while_consuming_then_restart_stores_each_event_exactly_once() {
         "only {rows} of {N} stored after restart:\n{}",
         second.log_text()
     );
-    // Let a duplicate show up, were dedup broken, before counting again.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(counts(&db).await, (N as i64, N as i64));
+    // Every record before a partition's marker is consumed once the marker
+    // is stored (a partition is consumed in order), so a late duplicate or
+    // stray event would be in the store by then.
+    produce_markers(&topic, &source, 3).await;
+    wait_for_markers(&db, &source, 3).await;
+    let expected: HashSet<String> = (0..N)
+        .map(|i| format!("e{i}"))
+        .chain((0..3).map(|p| format!("marker-{p}")))
+        .collect();
+    assert_eq!(stored_ids(&db).await, expected);
+    assert_eq!(counts(&db).await.0, N as i64 + 3);
     eprintln!("killed after {at_kill} of {N} stored; the restart stored the rest");
     assert!(second.terminate().success(), "{}", second.log_text());
 }
@@ -119,18 +128,24 @@ async fn two_processes_in_one_group_share_partitions_and_store_each_event_once()
     })
     .await;
     assert!(done, "stored {:?} of {N}", counts(&db).await);
-    let (rows, distinct) = counts(&db).await;
-    assert_eq!((rows, distinct), (N as i64, N as i64));
-    // Each stored row is logged by the process that inserted it.
+    produce_markers(&topic, &source, 4).await;
+    wait_for_markers(&db, &source, 4).await;
+    let expected: HashSet<String> = (0..N)
+        .map(|i| format!("e{i}"))
+        .chain((0..4).map(|p| format!("marker-{p}")))
+        .collect();
+    assert_eq!(stored_ids(&db).await, expected);
+    let total = N + 4;
+    // Each stored row is logged once, by the process that inserted it.
     let poll_logs = poll_until(Duration::from_secs(10), || async {
-        a.log_count("audit event stored") + b.log_count("audit event stored") == N
+        a.log_count("audit event stored") + b.log_count("audit event stored") == total
     })
     .await;
     let (by_a, by_b) = (
         a.log_count("audit event stored"),
         b.log_count("audit event stored"),
     );
-    assert!(poll_logs, "log lines: {by_a} + {by_b} != {N}");
+    assert!(poll_logs, "log lines: {by_a} + {by_b} != {total}");
     assert!(
         by_a > 0 && by_b > 0,
         "one replica did all the work: {by_a} / {by_b}"
@@ -138,6 +153,37 @@ async fn two_processes_in_one_group_share_partitions_and_store_each_event_once()
     eprintln!("replica A stored {by_a}, replica B stored {by_b}");
     assert!(a.terminate().success());
     assert!(b.terminate().success());
+}
+
+/// Produces one marker event (`marker-<p>`, source `source`) to each of
+/// the topic's `partitions`, after everything else.
+async fn produce_markers(topic: &str, source: &str, partitions: i32) {
+    use rdkafka::producer::FutureRecord;
+    let p = crate::helpers::producer();
+    for partition in 0..partitions {
+        let id = format!("marker-{partition}");
+        let headers = crate::kafka::binary_headers(&id, source);
+        let record: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic)
+            .partition(partition)
+            .headers(headers)
+            .payload(b"{}");
+        p.send(record, Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| e)
+            .expect("marker produced");
+    }
+}
+
+/// Waits until the marker of each partition is stored.
+async fn wait_for_markers(db: &Db, source: &str, partitions: i64) {
+    // The source is the test's own unique name: safe to write inline.
+    let sql =
+        format!("SELECT COUNT(*) FROM events WHERE source = '{source}' AND id LIKE 'marker-%'");
+    let stored = poll_until(Duration::from_secs(60), || async {
+        db.int(&sql).await == partitions
+    })
+    .await;
+    assert!(stored, "the markers were not all stored within 60 s");
 }
 
 /// True when the last assignment the process logged is not empty.
@@ -172,58 +218,435 @@ async fn a_bad_setting_stops_the_service_with_a_message_naming_it() {
     );
 }
 
+/// Posts up to 5000 binary events with 64 in flight, sends `signal` to the
+/// process once 200 are acknowledged, and goes on until every request is
+/// answered or refused. Returns the ids acknowledged with a 204, and how
+/// many requests got anything else.
+async fn load_then_signal(process: &ServiceProcess, signal: &str) -> (HashSet<String>, usize) {
+    use futures::StreamExt;
+    let url = format!("http://127.0.0.1:{}/", process.port);
+    let client = reqwest::Client::new();
+    let sends = futures::stream::iter(0..5000)
+        .map(|i| {
+            let id = format!("t{i}");
+            let request = client
+                .post(&url)
+                .header("ce-specversion", "1.0")
+                .header("ce-id", &id)
+                .header("ce-source", "/term")
+                .header("ce-type", "t")
+                .send();
+            async move { (id, request.await.map(|r| r.status().as_u16()).ok()) }
+        })
+        .buffer_unordered(64);
+    tokio::pin!(sends);
+    let mut acknowledged = HashSet::new();
+    let mut other = 0;
+    let mut signalled = false;
+    while let Some((id, status)) = sends.next().await {
+        match status {
+            Some(204) => {
+                acknowledged.insert(id);
+            }
+            _ => other += 1,
+        }
+        if acknowledged.len() == 200 && !signalled {
+            let pid = process.child.id().to_string();
+            std::process::Command::new("kill")
+                .args([signal, &pid])
+                .status()
+                .unwrap();
+            signalled = true;
+        }
+    }
+    (acknowledged, other)
+}
+
+/// The ids of every stored event.
+async fn stored_ids(db: &Db) -> HashSet<String> {
+    db.texts("SELECT id FROM events")
+        .await
+        .into_iter()
+        .collect()
+}
+
+/// Every acknowledged id is stored, and nothing is stored that was not sent.
+fn assert_acknowledged_are_stored(acknowledged: &HashSet<String>, stored: &HashSet<String>) {
+    let lost: Vec<&String> = acknowledged.difference(stored).collect();
+    assert!(lost.is_empty(), "acknowledged but not stored: {lost:?}");
+    let invented: Vec<&String> = stored
+        .iter()
+        .filter(|id| {
+            id.strip_prefix('t')
+                .and_then(|n| n.parse::<usize>().ok())
+                .is_none_or(|n| n >= 5000)
+        })
+        .collect();
+    assert!(invented.is_empty(), "stored but never sent: {invented:?}");
+}
+
 #[tokio::test]
 async fn sigterm_exits_cleanly_and_every_acknowledged_event_is_stored() {
-    use futures::StreamExt;
     let dir = TempDir::new().unwrap();
     let db_url = shared::testing::database_url(dir.path(), "audit.db").await;
     let env = [("DATABASE_URL", db_url.clone())];
     let mut process = ServiceProcess::start(&env, dir.path().join("term.log"));
     wait_listening(&mut process).await;
-    let url = format!("http://127.0.0.1:{}/", process.port);
-    let client = reqwest::Client::new();
-
-    // Keep 64 requests in flight, and send SIGTERM once some are answered.
-    let sends = futures::stream::iter(0..5000)
-        .map(|i| {
-            let request = client
-                .post(&url)
-                .header("ce-specversion", "1.0")
-                .header("ce-id", format!("t{i}"))
-                .header("ce-source", "/term")
-                .header("ce-type", "t")
-                .send();
-            async move { request.await.map(|r| r.status().as_u16()).ok() }
-        })
-        .buffer_unordered(64);
-    tokio::pin!(sends);
-    let mut acknowledged = 0;
-    let mut other = 0;
-    let mut terminated = false;
-    while let Some(status) = sends.next().await {
-        match status {
-            Some(204) => acknowledged += 1,
-            _ => other += 1,
-        }
-        if acknowledged == 200 && !terminated {
-            let pid = process.child.id().to_string();
-            std::process::Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap();
-            terminated = true;
-        }
-    }
+    let (acknowledged, other) = load_then_signal(&process, "-TERM").await;
     let status = process.child.wait().unwrap();
     assert!(status.success(), "exit {status}:\n{}", process.log_text());
     assert!(other > 0, "the service never stopped accepting");
-    let db = Db::open(&db_url).await;
-    let (stored, _) = counts(&db).await;
-    // Every 204 is on disk; a request cut off by the shutdown may have been
-    // stored without its answer arriving, which a sender's retry dedups.
-    assert!(
-        stored >= acknowledged,
-        "{stored} stored < {acknowledged} acknowledged"
+    // A request cut off by the shutdown may have been stored without its
+    // answer arriving, which a sender's retry dedups: stored may be more.
+    let stored = stored_ids(&Db::open(&db_url).await).await;
+    assert_acknowledged_are_stored(&acknowledged, &stored);
+    eprintln!(
+        "{} acknowledged, {} stored, {other} refused at shutdown",
+        acknowledged.len(),
+        stored.len()
     );
-    eprintln!("{acknowledged} acknowledged, {stored} stored, {other} refused at shutdown");
+}
+
+#[tokio::test]
+async fn sigkill_during_http_ingest_loses_no_acknowledged_event() {
+    let dir = TempDir::new().unwrap();
+    let db_url = shared::testing::database_url(dir.path(), "audit.db").await;
+    let env = [("DATABASE_URL", db_url)];
+    let mut process = ServiceProcess::start(&env, dir.path().join("kill.log"));
+    wait_listening(&mut process).await;
+    let (acknowledged, other) = load_then_signal(&process, "-KILL").await;
+    let status = process.child.wait().unwrap();
+    assert!(!status.success(), "SIGKILL did not land: exit {status}");
+    assert!(other > 0 && acknowledged.len() < 5000, "killed after all");
+
+    // After a restart (SQLite recovers its write-ahead log on open), every
+    // 204 is there, read through the service's own API.
+    let mut restarted = ServiceProcess::start(&env, dir.path().join("restart.log"));
+    wait_listening(&mut restarted).await;
+    let mut stored = HashSet::new();
+    let mut after = 0;
+    loop {
+        let url = format!(
+            "http://127.0.0.1:{}/v1/events?limit=1000&after={after}",
+            restarted.port
+        );
+        let page: serde_json::Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+        for item in page["events"].as_array().unwrap() {
+            stored.insert(item["event"]["id"].as_str().unwrap().to_owned());
+        }
+        match page["next_after"].as_i64() {
+            Some(next) => after = next,
+            None => break,
+        }
+    }
+    assert_acknowledged_are_stored(&acknowledged, &stored);
+    eprintln!(
+        "{} acknowledged before SIGKILL, {} stored after restart",
+        acknowledged.len(),
+        stored.len()
+    );
+    assert!(restarted.terminate().success());
+}
+
+#[tokio::test]
+async fn kubernetes_service_link_variables_are_ignored_and_the_service_consumes() {
+    let topic = unique("audit-k8s");
+    create_topic(&topic, 1).await;
+    let dir = TempDir::new().unwrap();
+    let db_url = shared::testing::database_url(dir.path(), "audit.db").await;
+    let mut env = kafka_env(&db_url, &topic, &unique("audit-k8s-group"));
+    // What Kubernetes injects for a Service named `kafka`. Nothing may
+    // connect to these addresses: they are only parsed and ignored.
+    env.push(("KAFKA_PORT", "tcp://10.0.0.1:9092".into()));
+    env.push(("KAFKA_PORT_9092_TCP_ADDR", "10.0.0.1".into()));
+    env.push(("KAFKA_SERVICE_HOST", "10.0.0.1".into()));
+    env.push(("KAFKA_SERVICE_PORT", "9092".into()));
+    let mut process = ServiceProcess::start(&env, dir.path().join("k8s.log"));
+    wait_listening(&mut process).await;
+
+    let source = unique("/k8s");
+    let (key, headers, payload) = crate::kafka::bulk_event(0, &source);
+    let p = crate::helpers::producer();
+    crate::helpers::produce(&p, &topic, Some(&key), headers, Some(&payload)).await;
+    let url = format!(
+        "http://127.0.0.1:{}/v1/events?source={source}",
+        process.port
+    );
+    let stored = poll_until(Duration::from_secs(60), || async {
+        let page: serde_json::Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+        page["events"].as_array().is_some_and(|e| e.len() == 1)
+    })
+    .await;
+    assert!(stored, "nothing consumed:\n{}", process.log_text());
+    let log = process.log_text();
+    for variable in ["KAFKA_PORT", "KAFKA_SERVICE_HOST"] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("WARN") && l.contains(&format!("\"{variable}\""))),
+            "no warning naming {variable}:\n{log}"
+        );
+    }
+    assert!(process.terminate().success(), "{}", process.log_text());
+}
+
+#[tokio::test]
+async fn a_kafka_setting_that_breaks_a_guarantee_or_is_unknown_stops_the_service_naming_it() {
+    let topic = unique("audit-refused");
+    for (variable, value, needle) in [
+        (
+            "KAFKA_ENABLE_AUTO_COMMIT",
+            "true",
+            "KAFKA_ENABLE_AUTO_COMMIT=\\\"true\\\"",
+        ),
+        ("KAFKA_NO_SUCH_PROPERTY", "1", "no.such.property"),
+    ] {
+        let dir = TempDir::new().unwrap();
+        let db = format!("sqlite://{}", dir.path().join("audit.db").display());
+        let mut env = kafka_env(&db, &topic, &unique("g"));
+        env.push((variable, value.into()));
+        let mut process = ServiceProcess::start(&env, dir.path().join("refused.log"));
+        let exited = poll_until(Duration::from_secs(30), || {
+            let exited = process.child.try_wait().unwrap();
+            async move { exited.is_some() }
+        })
+        .await;
+        assert!(exited, "{variable} did not stop the service");
+        let status = process.child.wait().unwrap();
+        assert!(!status.success(), "{variable}: exit {status}");
+        let log = process.log_text();
+        assert!(log.contains(needle), "{variable}: {needle} not in:\n{log}");
+    }
+}
+
+/// The process's peak resident memory (VmHWM), in bytes.
+fn peak_rss(process: &ServiceProcess) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", process.child.id())).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/<pid>/status");
+    kib * 1024
+}
+
+/// Reads `n` `event: audit` frames from an SSE response: (seq, event id).
+async fn read_audit_frames(response: &mut reqwest::Response, n: usize) -> Vec<(i64, String)> {
+    let mut buffer = String::new();
+    let mut frames = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(120), async {
+        while frames.len() < n {
+            let Some(chunk) = response.chunk().await.unwrap() else {
+                break;
+            };
+            buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+            while let Some(end) = buffer.find("\n\n") {
+                let frame: String = buffer.drain(..end + 2).collect();
+                if !frame.lines().any(|l| l == "event: audit") {
+                    continue;
+                }
+                let seq = frame
+                    .lines()
+                    .find_map(|l| l.strip_prefix("id: "))
+                    .and_then(|s| s.parse().ok())
+                    .expect("an id: line");
+                // The stored event is written with `id` right after
+                // `specversion`: its first "id" after "event".
+                let event = &frame[frame.find("\"event\":").expect("an event")..];
+                let id = event["\"event\":".len()..]
+                    .split("\"id\":\"")
+                    .nth(1)
+                    .and_then(|rest| rest.split('"').next())
+                    .expect("an event id")
+                    .to_owned();
+                frames.push((seq, id));
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "read {} of {n} frames in 120 s", frames.len());
+    frames
+}
+
+#[tokio::test]
+async fn a_live_tail_client_that_stops_reading_holds_bounded_memory_then_gets_every_event() {
+    // 2000 events of 50 KB: 100 MB pass by a client that does not read
+    // (a buffer bounded by count only, 4096 events, kept them all).
+    const N: usize = 2000;
+    const DATA_BYTES: usize = 50_000;
+    // The store's tail buffer is 16 MiB; the rest is the service itself.
+    const PEAK_RSS_BOUND: u64 = 120 * 1024 * 1024;
+    use futures::StreamExt;
+    let dir = TempDir::new().unwrap();
+    let db_url = shared::testing::database_url(dir.path(), "audit.db").await;
+    let env = [("DATABASE_URL", db_url.clone())];
+    let mut process = ServiceProcess::start(&env, dir.path().join("slow.log"));
+    wait_listening(&mut process).await;
+    let base = format!("http://127.0.0.1:{}", process.port);
+    let client = reqwest::Client::new();
+    let mut stream = client
+        .get(format!("{base}/v1/events/stream"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+
+    let data = "x".repeat(DATA_BYTES);
+    let statuses: Vec<u16> = futures::stream::iter(0..N)
+        .map(|i| {
+            let event = serde_json::json!({"specversion": "1.0", "id": format!("slow{i}"),
+                "source": "/slow", "type": "t", "data": data});
+            let request = client
+                .post(format!("{base}/"))
+                .header("content-type", "application/cloudevents+json")
+                .body(event.to_string())
+                .send();
+            async move { request.await.unwrap().status().as_u16() }
+        })
+        .buffer_unordered(4)
+        .collect()
+        .await;
+    assert!(statuses.iter().all(|s| *s == 204), "{statuses:?}");
+    let peak = peak_rss(&process);
+    eprintln!(
+        "peak RSS {} MiB with {} MiB of events past a client that did not read",
+        peak >> 20,
+        (N * DATA_BYTES) >> 20
+    );
+    assert!(
+        peak < PEAK_RSS_BOUND,
+        "peak RSS {} MiB, bound {} MiB",
+        peak >> 20,
+        PEAK_RSS_BOUND >> 20
+    );
+
+    // Now it reads: every event, in seq order, none twice, the ones that
+    // left the live buffer read back from the store.
+    let frames = read_audit_frames(&mut stream, N).await;
+    assert!(
+        frames.windows(2).all(|w| w[0].0 < w[1].0),
+        "not in seq order"
+    );
+    let ids: HashSet<String> = frames.iter().map(|(_, id)| id.clone()).collect();
+    let sent: HashSet<String> = (0..N).map(|i| format!("slow{i}")).collect();
+    assert_eq!(ids, sent);
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("audit_stream_catch_ups_total"),
+        "the client never fell behind, so the test proves nothing"
+    );
+    drop(stream);
+    assert!(process.terminate().success(), "{}", process.log_text());
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_service_within_its_grace_period_whatever_its_clients_do() {
+    use tokio::io::AsyncWriteExt;
+    let dir = TempDir::new().unwrap();
+    let db_url = shared::testing::database_url(dir.path(), "audit.db").await;
+    let env = [
+        ("DATABASE_URL", db_url.clone()),
+        ("SHUTDOWN_GRACE_MS", "2000".to_owned()),
+    ];
+    let mut process = ServiceProcess::start(&env, dir.path().join("grace.log"));
+    wait_listening(&mut process).await;
+    let address = format!("127.0.0.1:{}", process.port);
+
+    // A live-tail client that never reads, with a small receive buffer, so
+    // the events below fill it and the server cannot finish the response.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = socket.connect(address.parse().unwrap()).await.unwrap();
+    stalled
+        .write_all(b"GET /v1/events/stream HTTP/1.1\r\nHost: audit\r\n\r\n")
+        .await
+        .unwrap();
+    // A client that sent half a request and went quiet.
+    let mut half = tokio::net::TcpStream::connect(&address).await.unwrap();
+    half.write_all(b"POST / HTTP/1.1\r\nHost: audit\r\nce-specversion: 1.0\r\n")
+        .await
+        .unwrap();
+    let client = reqwest::Client::new();
+    let data = "x".repeat(100_000);
+    for i in 0..100 {
+        let event = serde_json::json!({"specversion": "1.0", "id": format!("g{i}"),
+            "source": "/grace", "type": "t", "data": data});
+        let response = client
+            .post(format!("http://{address}/"))
+            .header("content-type", "application/cloudevents+json")
+            .body(event.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 204);
+    }
+
+    let pid = process.child.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    // The grace is 2 s; 30 s is only how long the test waits for a hang.
+    let exited = poll_until(Duration::from_secs(30), || {
+        let exited = process.child.try_wait().unwrap();
+        async move { exited.is_some() }
+    })
+    .await;
+    assert!(
+        exited,
+        "still running 30 s after SIGTERM:\n{}",
+        process.log_text()
+    );
+    let status = process.child.wait().unwrap();
+    assert!(status.success(), "exit {status}:\n{}", process.log_text());
+    let db = Db::open(&db_url).await;
+    assert_eq!(counts(&db).await.0, 100);
+    drop((stalled, half));
+}
+
+#[tokio::test]
+async fn a_refused_setting_with_credentials_stops_the_service_without_logging_them() {
+    let secret = "s3cret-never-logged";
+    let dir = TempDir::new().unwrap();
+    let topic = unique("audit-secret");
+    let cases = [
+        // A database nothing answers for (port 9 is discard, never
+        // PostgreSQL): refused, the URL quoted with its password masked.
+        vec![(
+            "DATABASE_URL",
+            format!("postgres://audit:{secret}@127.0.0.1:9/audit"),
+        )],
+        // A misspelt property: librdkafka's error quotes the value.
+        {
+            let db = format!("sqlite://{}", dir.path().join("audit.db").display());
+            let mut env = kafka_env(&db, &topic, &unique("g"));
+            env.push(("KAFKA_SASL_PASWORD", secret.to_owned()));
+            env
+        },
+    ];
+    for (n, env) in cases.iter().enumerate() {
+        let log = dir.path().join(format!("secret{n}.log"));
+        let mut process = ServiceProcess::start(env, log);
+        let exited = poll_until(Duration::from_secs(30), || {
+            let exited = process.child.try_wait().unwrap();
+            async move { exited.is_some() }
+        })
+        .await;
+        assert!(exited, "case {n} did not stop the service");
+        assert!(!process.child.wait().unwrap().success());
+        let text = process.log_text();
+        assert!(
+            !text.contains(secret),
+            "case {n} logged the secret:\n{text}"
+        );
+        let named = ["postgres://audit:***@127.0.0.1:9/audit", "sasl.paswo"][n];
+        assert!(
+            text.contains(named),
+            "case {n} does not name {named}:\n{text}"
+        );
+    }
 }

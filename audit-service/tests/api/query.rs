@@ -177,3 +177,65 @@ async fn the_stream_replays_after_last_event_id_then_goes_live_without_gap_or_re
     assert_eq!(ids(&items), ["r2", "r3", "r4", "r5"]);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_page_stops_at_its_byte_budget_and_next_after_continues_exactly() {
+    let app = spawn_app().await;
+    let large = "x".repeat(500_000);
+    for i in 0..12 {
+        let event = json!({"specversion": "1.0", "id": format!("big{i}"), "source": "/big", "type": "t", "data": large});
+        assert_eq!(app.post_structured(&event).await.status(), 204);
+    }
+    let mut seen = Vec::new();
+    let mut after = 0;
+    let mut pages = 0;
+    loop {
+        let response = app.get_events(&format!("limit=1000&after={after}")).await;
+        assert_eq!(response.status(), 200);
+        let body = response.bytes().await.unwrap();
+        // 4 MiB of events, and the page's own few bytes around them.
+        assert!(
+            body.len() <= 4 * 1024 * 1024 + 4096,
+            "a page of {} bytes",
+            body.len()
+        );
+        let page: Value = serde_json::from_slice(&body).unwrap();
+        let items = page["events"].as_array().unwrap();
+        assert!(!items.is_empty());
+        seen.extend(ids(items));
+        pages += 1;
+        match page["next_after"].as_i64() {
+            Some(next) => {
+                assert_eq!(Some(next), items.last().and_then(|i| i["seq"].as_i64()));
+                after = next;
+            }
+            None => break,
+        }
+        assert!(pages < 12, "paging does not end");
+    }
+    let expected: Vec<String> = (0..12).map(|i| format!("big{i}")).collect();
+    assert_eq!(seen, expected);
+    assert!(pages >= 2, "one page held all 6 MB");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn next_after_is_null_on_the_last_page_even_when_it_is_full() {
+    let app = spawn_app().await;
+    let batch: Vec<Value> = (0..4)
+        .map(|i| event(&i.to_string(), "/full", "t", "s"))
+        .collect();
+    assert_eq!(app.post_batch(&json!(batch)).await.status(), 204);
+    let page: Value = app.get_events("limit=2").await.json().await.unwrap();
+    assert!(page["next_after"].is_i64());
+    let after = page["next_after"].as_i64().unwrap();
+    let page: Value = app
+        .get_events(&format!("limit=2&after={after}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ids(page["events"].as_array().unwrap()), ["2", "3"]);
+    assert!(page["next_after"].is_null(), "{page}");
+    app.stop().await;
+}

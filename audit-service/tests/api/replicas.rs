@@ -4,7 +4,7 @@
 //! concurrently. These always run on PostgreSQL, whatever TEST_DATABASE
 //! says, and fail when it is not running.
 
-use audit_service::store::{PageQuery, Store, StoredEvent};
+use audit_service::store::{PageQuery, Received, Store, StoredEvent};
 use futures::future::join_all;
 use shared::cloudevents::{Event, EventBuilder, EventBuilderV10};
 use shared::config::Transport;
@@ -25,13 +25,17 @@ fn event(source: &str, id: &str) -> Event {
 /// Pages through everything after `after`, as `GET /v1/events` does.
 async fn read_after(store: &Store, after: i64) -> Vec<StoredEvent> {
     store
-        .page(&PageQuery {
-            after,
-            limit: 100,
-            ..PageQuery::default()
-        })
+        .page(
+            &PageQuery {
+                after,
+                limit: 100,
+                ..PageQuery::default()
+            },
+            1024 * 1024,
+        )
         .await
         .unwrap()
+        .events
 }
 
 #[tokio::test]
@@ -55,8 +59,8 @@ async fn readers_paging_by_seq_while_three_replicas_commit_at_once_miss_no_event
         let deadline = Instant::now() + Duration::from_secs(60);
         while tailed.len() < expected {
             match tokio::time::timeout_at(deadline, tail.recv()).await {
-                Ok(Ok(event)) => tailed.push(event.seq),
-                Ok(Err(e)) => panic!("tail: {e}"),
+                Ok(Received::Event(event)) => tailed.push(event.seq),
+                Ok(Received::Lagged(n)) => panic!("the tail lagged by {n}"),
                 Err(_) => panic!("the tail showed {} of {expected}", tailed.len()),
             }
         }
@@ -118,6 +122,6 @@ async fn readers_paging_by_seq_while_three_replicas_commit_at_once_miss_no_event
 
     drop(stores);
     for writer in writers {
-        writer.join().await;
+        writer.close().await;
     }
 }

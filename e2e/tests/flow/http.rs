@@ -1,6 +1,6 @@
 //! The embedded default stack: user-service -> HTTP -> audit-service, SQLite.
 
-use e2e::Stack;
+use e2e::{Service, Stack};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -127,11 +127,30 @@ async fn users_created_while_audit_is_down_are_each_delivered_once_when_it_start
         )
         .await
         .unwrap();
-    // Give a duplicate the time to show up before counting.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // A duplicate could still be on its way: count only once an event
+    // created after all the others has arrived.
+    ids.insert(wait_for_marker(&stack, &user, &audit).await);
     let items = stack.events(&audit, "type=user.storeUser").await.unwrap();
-    assert_eq!(items.len(), 50, "exactly one event per user");
+    assert_eq!(items.len(), 51, "exactly one event per user");
     assert_eq!(subjects(&items).into_iter().collect::<HashSet<_>>(), ids);
+}
+
+/// Creates one more user and waits for its event. The relay reads the
+/// outbox in seq order, a batch at a time, and finishes a batch before it
+/// reads the next, so this event, written last, is published together with
+/// or after everything that was pending before it. Returns its id.
+async fn wait_for_marker(stack: &Stack, user: &Service, audit: &Service) -> String {
+    let marker = stack.create_user(user, "marker", "pw-12345").await.unwrap();
+    stack
+        .wait_for_events(
+            audit,
+            &format!("subject={marker}"),
+            Duration::from_secs(30),
+            |i| !i.is_empty(),
+        )
+        .await
+        .unwrap();
+    marker
 }
 
 #[tokio::test]
@@ -187,9 +206,10 @@ async fn user_service_killed_mid_load_loses_no_committed_event_and_invents_none(
         )
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let marker = wait_for_marker(&stack, &user, &audit).await;
     let items_now = stack.events(&audit, "type=user.storeUser").await.unwrap();
-    assert!(items_now.len() >= items.len());
+    assert!(items_now.len() > items.len());
+    assert!(subjects(&items_now).contains(&marker));
 
     let mut per_user: HashMap<String, usize> = HashMap::new();
     for s in subjects(&items_now) {

@@ -40,7 +40,12 @@ impl PgBackend {
     pub async fn open(url: &str, connections: u32) -> anyhow::Result<Self> {
         let pool = shared::db::connect_postgres(url, connections, "user-service")
             .await
-            .with_context(|| format!("Failed to connect to the database {url}"))?;
+            .with_context(|| {
+                format!(
+                    "Failed to connect to the database {}",
+                    shared::redact::url(url)
+                )
+            })?;
         sqlx::migrate!("./migrations/postgres")
             .run(&pool)
             .await

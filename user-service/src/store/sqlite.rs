@@ -21,7 +21,7 @@ impl SqliteBackend {
     pub async fn open(url: &str, connections: u32) -> anyhow::Result<Self> {
         let pool = shared::db::connect_sqlite(url, connections)
             .await
-            .with_context(|| format!("Failed to open the database {url}"))?;
+            .with_context(|| format!("Failed to open the database {}", shared::redact::url(url)))?;
         migrator()
             .run(&pool)
             .await
