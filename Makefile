@@ -1,5 +1,5 @@
 # The two commands a new user needs are `make run` and `make test`.
-.PHONY: run test build setup kafka-up kafka-down nats-up nats-down up down up-nats demo bench fmt lint
+.PHONY: run test build setup kafka-up kafka-down nats-up nats-down pg-up pg-down up down up-nats up-replicas demo bench fmt lint
 
 run: build
 	scripts/run.sh
@@ -28,16 +28,27 @@ nats-up:
 nats-down:
 	NATSD_PORT=4222 scripts/nats.sh stop
 
+# A private PostgreSQL cluster on 127.0.0.1:55432 (data in .cache/postgres),
+# for DATABASE_URL=postgres://postgres@127.0.0.1:55432/<database>.
+pg-up:
+	scripts/postgres.sh start
+
+pg-down:
+	scripts/postgres.sh stop
+
 # Kafka and both services in containers, for machines with a Docker engine.
 up:
 	docker compose up --build
 
 down:
-	docker compose --profile nats down
-
+	docker compose --profile nats --profile replicas down
 # NATS JetStream and both services on EVENT_TRANSPORT=nats, in containers.
 up-nats:
 	EVENT_TRANSPORT=nats docker compose --profile nats up --build
+
+# Two replicas of each service on PostgreSQL and Kafka (README, "Scaling out").
+up-replicas:
+	docker compose --profile replicas up --build
 
 # The seed article's request, against a running `make run` or `make up`.
 demo:

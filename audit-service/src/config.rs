@@ -10,7 +10,8 @@ use std::time::Duration;
 pub struct Settings {
     /// `LISTEN_ADDR`, where the CloudEvents sink and the query API listen.
     pub listen_addr: SocketAddr,
-    /// `DATABASE_URL`, the SQLite audit store.
+    /// `DATABASE_URL`: the audit store, a SQLite file or a PostgreSQL
+    /// database that several replicas share.
     pub database_url: String,
     /// `EVENT_TRANSPORT`: with `kafka` or `nats` the service also consumes
     /// the broker. `POST /` is always available.

@@ -13,6 +13,8 @@ pub mod problem;
 pub mod redact;
 pub mod shutdown;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod validate;
 
 pub use cloudevents;

@@ -11,6 +11,7 @@ pub mod hasher;
 pub mod outbox;
 pub mod publish;
 pub mod relay;
+pub mod retention;
 pub mod routes;
 pub mod store;
 

@@ -1,5 +1,6 @@
 //! Starting audit-service for a test (in-process on port 0 with a fresh
-//! database, or as the real binary) and talking to it and to Kafka.
+//! database, SQLite or with `TEST_DATABASE=postgres` PostgreSQL, or as the
+//! real binary) and talking to it and to Kafka.
 
 use audit_service::app::Application;
 use audit_service::config::{BatchLimits, KafkaSettings, NatsSettings, Settings};
@@ -45,11 +46,12 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
-/// Settings for a test: port 0, a database in a fresh temporary folder.
-pub fn test_settings(db_dir: &Path) -> Settings {
+/// Settings for a test: port 0, a fresh database (a file in `db_dir`, or a
+/// PostgreSQL database of its own).
+pub async fn test_settings(db_dir: &Path) -> Settings {
     Settings {
         listen_addr: "127.0.0.1:0".parse().expect("valid address"),
-        database_url: format!("sqlite://{}/audit.db", db_dir.display()),
+        database_url: shared::testing::database_url(db_dir, "audit.db").await,
         transport: Transport::Http,
         max_body_bytes: 1024 * 1024,
         batch: BatchLimits::default(),
@@ -66,7 +68,7 @@ pub fn test_settings(db_dir: &Path) -> Settings {
 pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
     init_logs();
     let db_dir = TempDir::new().expect("temporary folder");
-    let mut settings = test_settings(db_dir.path());
+    let mut settings = test_settings(db_dir.path()).await;
     customize(&mut settings);
     let app = Application::build(settings).await.expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());

@@ -10,3 +10,4 @@ mod kafka;
 mod nats;
 mod process;
 mod query;
+mod replicas;

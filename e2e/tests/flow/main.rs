@@ -7,3 +7,4 @@
 mod http;
 mod kafka;
 mod nats;
+mod postgres;

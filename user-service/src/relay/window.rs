@@ -73,7 +73,12 @@ enum Mode {
 
 pub(super) async fn run(relay: &Relay, publisher: &dyn Pipelined) -> anyhow::Result<()> {
     let settings = &relay.settings;
-    let mut feed = Feed::new(relay.pool.clone(), PAGE, settings.poll_interval);
+    let mut feed = Feed::new(
+        relay.store.clone(),
+        relay.scope.clone(),
+        PAGE,
+        settings.poll_interval,
+    );
     let mut in_flight = FuturesUnordered::new();
     let mut sent: HashSet<i64> = HashSet::new();
     let mut mode = Mode::Sending;

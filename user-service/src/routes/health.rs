@@ -16,7 +16,7 @@ pub fn router() -> Router<AppState> {
 /// the audit service is deliberately not checked: events wait in the outbox
 /// while it is down, and users can still be created.
 async fn readyz(State(state): State<AppState>) -> Response {
-    if let Err(e) = sqlx::query("SELECT 1").execute(state.store.pool()).await {
+    if let Err(e) = state.store.backend().ping().await {
         return Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("database unreachable: {e}"),

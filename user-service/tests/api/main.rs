@@ -12,4 +12,5 @@ mod hashing;
 mod helpers;
 mod kafka;
 mod nats;
+mod replicas;
 mod users;
