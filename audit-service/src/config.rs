@@ -1,13 +1,14 @@
 //! The audit service's settings, read once from the environment at start.
 
-use shared::config::{env_or, env_parse, ConfigError, KafkaConfig, Transport};
+use shared::config::{env_or, env_parse, listen_addr, ConfigError, KafkaConfig, Transport};
 use std::net::SocketAddr;
 use std::time::Duration;
 
 /// Everything the service needs to start. Tests build one by hand.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// `LISTEN_ADDR`, where the CloudEvents sink and the query API listen.
+    /// `LISTEN_ADDR` (see `shared::config::listen_addr`), where the
+    /// CloudEvents sink and the query API listen.
     pub listen_addr: SocketAddr,
     /// `DATABASE_URL`, the SQLite audit store.
     pub database_url: String,
@@ -59,7 +60,7 @@ pub struct KafkaSettings {
 impl Settings {
     pub fn from_env() -> Result<Self, ConfigError> {
         Ok(Settings {
-            listen_addr: env_parse("LISTEN_ADDR", SocketAddr::from(([0, 0, 0, 0], 8080)))?,
+            listen_addr: listen_addr(SocketAddr::from(([0, 0, 0, 0], 8080)))?,
             database_url: env_or("DATABASE_URL", "sqlite://data/audit.db"),
             transport: Transport::from_env()?,
             max_body_bytes: env_parse("MAX_BODY_BYTES", 1024 * 1024)?,

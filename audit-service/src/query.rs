@@ -3,38 +3,50 @@
 
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::openapi::EventPage;
 use crate::store::StoredEvent;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use futures::{Stream, StreamExt as _};
 use serde::{Deserialize, Serialize};
+use shared::problem::Problem;
 use sqlx::{QueryBuilder, Row, Sqlite};
 use std::convert::Infallible;
 use std::sync::Arc;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 1000;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/events", get(list))
-        .route("/v1/events/stream", get(stream))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(stream))
 }
 
 /// Query parameters as sent; `Filter::parse` turns them into a filter or
 /// an error naming the parameter.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RawFilter {
+    /// Only events of this `source`.
     source: Option<String>,
+    /// Only events of this `type`.
     #[serde(rename = "type")]
     ty: Option<String>,
+    /// Only events of this `subject`.
     subject: Option<String>,
+    /// Only events after this seq (the previous page's `next_after`).
+    #[param(value_type = Option<i64>, minimum = 0)]
     after: Option<String>,
+    /// Events per page, 1 to 1000 (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
 }
 
@@ -97,6 +109,18 @@ struct Page {
     next_after: Option<i64>,
 }
 
+/// Stored events in seq order, a page at a time, filtered by attribute.
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "audit log",
+    params(RawFilter),
+    responses(
+        (status = 200, description = "A page of stored events", body = EventPage),
+        (status = 400, description = "A query parameter is invalid", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 #[tracing::instrument(skip(state))]
 async fn list(
     State(state): State<AppState>,
@@ -147,6 +171,7 @@ async fn fetch(state: &AppState, filter: &Filter) -> Result<Vec<StoredEvent>, Ap
                 id: row.try_get("id")?,
                 ty: row.try_get("type")?,
                 subject: row.try_get("subject")?,
+                trace: None,
             })
         })
         .collect::<Result<_, sqlx::Error>>()
@@ -160,6 +185,19 @@ async fn fetch(state: &AppState, filter: &Filter) -> Result<Vec<StoredEvent>, Ap
 /// with no gap and no repeat. A client too slow to keep up gets
 /// `event: lagged` with the number it missed and can reconnect with
 /// `Last-Event-ID`. Streams end at shutdown.
+#[utoipa::path(
+    get,
+    path = "/v1/events/stream",
+    tag = "audit log",
+    params(
+        RawFilter,
+        ("last-event-id" = Option<i64>, Header, description = "Resume after this seq"),
+    ),
+    responses(
+        (status = 200, description = "Server-Sent Events: `event: audit` with a stored item as data and its seq as id", body = String, content_type = "text/event-stream"),
+        (status = 400, description = "A query parameter is invalid", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn stream(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -1,6 +1,7 @@
 //! Types and helpers the user service and the audit service share: the user
 //! events and their CloudEvents mapping, the wire-level pieces the CloudEvents
-//! SDK leaves out, configuration, telemetry and problem+json errors.
+//! SDK leaves out, configuration, telemetry (logs, traces, metrics and the trace context
+//! that travels in events) and problem+json errors.
 
 pub mod binding;
 pub mod config;
@@ -10,6 +11,7 @@ pub mod kafka;
 pub mod problem;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tracecontext;
 pub mod validate;
 
 pub use cloudevents;

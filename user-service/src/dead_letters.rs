@@ -11,7 +11,7 @@ pub const USAGE: &str = "usage:
   user-service dead-letters list [--json]      show events parked as dead letters
   user-service dead-letters redrive <seq>...   send these again (the running relay picks them up)
   user-service dead-letters redrive --all      send all of them again
-The database is DATABASE_URL (default sqlite://data/users.db).";
+The database is DATABASE_URL (default sqlite://data/users.db); it must exist.";
 
 /// Runs `dead-letters <args>` against the database at `database_url`,
 /// writing the result to `out`.
@@ -22,14 +22,21 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let command = parse(&args)?;
-    // One connection: an operator command next to a running service.
-    let pool = shared::db::connect_sqlite(database_url, 1)
+    // One connection: an operator command next to a running service. The
+    // database must exist and be the service's: a wrong DATABASE_URL fails
+    // here instead of creating an empty database and reporting "none". It
+    // is not migrated either; that is the service's job at start.
+    let pool = shared::db::open_existing_sqlite(database_url, 1)
         .await
         .with_context(|| format!("Failed to open the database {database_url}"))?;
-    sqlx::migrate!("./migrations")
-        .run(&pool)
-        .await
-        .context("Failed to migrate the database")?;
+    let has_outbox: Option<i64> =
+        sqlx::query_scalar("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'outbox'")
+            .fetch_optional(&pool)
+            .await
+            .with_context(|| format!("Failed to read the database {database_url}"))?;
+    if has_outbox.is_none() {
+        bail!("{database_url} is not a user-service database: it has no outbox table");
+    }
     execute(&pool, command, out).await
 }
 
@@ -95,7 +102,11 @@ async fn execute(
             let changed = outbox::redrive(pool, &which)
                 .await
                 .context("Failed to re-drive")?;
-            writeln!(out, "{changed} dead letter(s) set back to pending")?;
+            match changed {
+                0 => writeln!(out, "there are no dead letters to re-drive")?,
+                1 => writeln!(out, "1 dead letter set back to pending")?,
+                n => writeln!(out, "{n} dead letters set back to pending")?,
+            }
         }
     }
     Ok(())

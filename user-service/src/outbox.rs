@@ -19,6 +19,8 @@ pub struct PendingEvent {
     pub seq: i64,
     pub event_id: String,
     pub user_id: String,
+    /// The CloudEvent's `type`, for the relay's counters.
+    pub event_type: String,
     /// The CloudEvent in the JSON event format. Shared, not copied, when
     /// the row is put in a request.
     pub event_json: Arc<str>,
@@ -42,7 +44,7 @@ pub async fn pending_after(
 ) -> Result<Vec<PendingEvent>, sqlx::Error> {
     let held_back = serde_json::to_string(held_back).unwrap_or_else(|_| "[]".to_owned());
     let rows = sqlx::query(
-        "SELECT seq, event_id, user_id, event_json, attempts FROM outbox \
+        "SELECT seq, event_id, user_id, event_type, event_json, attempts FROM outbox \
          WHERE status = 'pending' AND seq > ?1 \
          AND user_id NOT IN (SELECT value FROM json_each(?3)) \
          ORDER BY seq LIMIT ?2",
@@ -63,7 +65,7 @@ pub async fn pending_for_user(
     limit: u32,
 ) -> Result<Vec<PendingEvent>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT seq, event_id, user_id, event_json, attempts FROM outbox \
+        "SELECT seq, event_id, user_id, event_type, event_json, attempts FROM outbox \
          WHERE status = 'pending' AND user_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
     )
     .bind(user_id)
@@ -74,13 +76,23 @@ pub async fn pending_for_user(
     rows.iter().map(pending_from_row).collect()
 }
 
-/// When the oldest pending row was committed, if there is one.
-pub async fn oldest_pending(pool: &SqlitePool) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT created_at FROM outbox WHERE status = 'pending' ORDER BY seq LIMIT 1",
+/// How far behind the relay is: the outbox's depth (pending rows) and
+/// when the oldest of them was committed, if there is one.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backlog {
+    pub pending: i64,
+    pub oldest: Option<DateTime<Utc>>,
+}
+
+/// The backlog, read from the pending rows' partial index.
+pub async fn backlog(pool: &SqlitePool) -> Result<Backlog, sqlx::Error> {
+    let (pending, oldest) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM outbox WHERE status = 'pending'), \
+         (SELECT created_at FROM outbox WHERE status = 'pending' ORDER BY seq LIMIT 1)",
     )
-    .fetch_optional(pool)
-    .await
+    .fetch_one(pool)
+    .await?;
+    Ok(Backlog { pending, oldest })
 }
 
 fn pending_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<PendingEvent, sqlx::Error> {
@@ -88,6 +100,7 @@ fn pending_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<PendingEvent, sqlx::E
         seq: r.try_get("seq")?,
         event_id: r.try_get("event_id")?,
         user_id: r.try_get("user_id")?,
+        event_type: r.try_get("event_type")?,
         event_json: Arc::from(r.try_get::<&str, _>("event_json")?),
         attempts: r.try_get("attempts")?,
     })
@@ -221,10 +234,13 @@ pub enum Redrive {
     Seqs(Vec<i64>),
 }
 
-/// Puts dead letters back to pending with a fresh attempt count; the
-/// running relay's poll picks them up. Returns how many rows changed.
-/// Rows that are not dead are left alone, so re-driving twice is harmless.
-pub async fn redrive(pool: &SqlitePool, which: &Redrive) -> Result<u64, sqlx::Error> {
+/// Sets dead letters back to pending with a fresh attempt count, all of them
+/// or the ones named; the running relay's poll picks them up. Returns how many rows changed.
+///
+/// Named seqs are set back together or not at all: when one of them is not
+/// a dead letter (no such row, or it is pending or delivered), nothing
+/// changes and the error says which.
+pub async fn redrive(pool: &SqlitePool, which: &Redrive) -> Result<u64, RedriveError> {
     const SET_PENDING: &str = "UPDATE outbox SET status = 'pending', attempts = 0 \
                                WHERE status = 'dead'";
     match which {
@@ -233,17 +249,60 @@ pub async fn redrive(pool: &SqlitePool, which: &Redrive) -> Result<u64, sqlx::Er
             .await?
             .rows_affected()),
         Redrive::Seqs(seqs) => {
+            let mut seqs = seqs.clone();
+            seqs.sort_unstable();
+            seqs.dedup();
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-            let mut changed = 0;
-            for seq in seqs {
-                changed += sqlx::query(&format!("{SET_PENDING} AND seq = ?1"))
+            let mut not_dead = Vec::new();
+            for &seq in &seqs {
+                let changed = sqlx::query(&format!("{SET_PENDING} AND seq = ?1"))
                     .bind(seq)
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();
+                if changed == 0 {
+                    let status: Option<String> =
+                        sqlx::query_scalar("SELECT status FROM outbox WHERE seq = ?1")
+                            .bind(seq)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    not_dead.push(NotDead { seq, status });
+                }
+            }
+            if !not_dead.is_empty() {
+                // Dropping the transaction rolls it back.
+                return Err(RedriveError::NotDead(not_dead));
             }
             tx.commit().await?;
-            Ok(changed)
+            Ok(seqs.len() as u64)
         }
     }
+}
+
+/// Why named dead letters were not re-driven.
+#[derive(Debug, thiserror::Error)]
+pub enum RedriveError {
+    #[error("{}; nothing was re-driven", describe_not_dead(.0))]
+    NotDead(Vec<NotDead>),
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+}
+
+/// A seq an operator named that is not a dead letter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotDead {
+    pub seq: i64,
+    /// The row's status, or `None` when there is no row with that seq.
+    pub status: Option<String>,
+}
+
+fn describe_not_dead(not_dead: &[NotDead]) -> String {
+    not_dead
+        .iter()
+        .map(|n| match &n.status {
+            None => format!("there is no dead letter with seq {}", n.seq),
+            Some(status) => format!("seq {} is not a dead letter (it is {status})", n.seq),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }

@@ -24,12 +24,20 @@ pub enum StoreError {
 }
 
 /// A user as the API shows it: never the password hash.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct User {
     pub id: Uuid,
     pub name: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// What an update did: the user as it is now, and whether anything changed
+/// (an unchanged user was not written and emitted no event).
+#[derive(Debug, Clone)]
+pub struct Updated {
+    pub user: User,
+    pub changed: bool,
 }
 
 /// The user table and the outbox's write side. Cheap to clone.
@@ -124,19 +132,28 @@ impl Store {
 
     /// Renames the user, and rehashes the password when a new one is given.
     /// `None` when there is no such user.
+    ///
+    /// A change is a new name or a new password. An update that changes
+    /// nothing (the same name, no password) writes nothing and emits no
+    /// event: the audit trail records changes, and `updated_at` stays the
+    /// time of the last one. A new password with the same name is a change
+    /// and emits `user.updateUser`, whose data (id and name) then looks the
+    /// same as before: the event says the user was changed, never the
+    /// secret.
     #[tracing::instrument(skip(self, name, password_hash))]
     pub async fn update_user(
         &self,
         id: Uuid,
         name: UserName,
         password_hash: Option<PasswordHash>,
-    ) -> Result<Option<User>, StoreError> {
+    ) -> Result<Option<Updated>, StoreError> {
         let now = Utc::now();
         let mut tx = self.begin().await?;
         let row = sqlx::query(
             "UPDATE users SET name = ?2, updated_at = ?3, \
              password_hash = COALESCE(?4, password_hash) \
-             WHERE id = ?1 RETURNING id, name, created_at, updated_at",
+             WHERE id = ?1 AND (name <> ?2 OR ?4 IS NOT NULL) \
+             RETURNING id, name, created_at, updated_at",
         )
         .bind(id.to_string())
         .bind(name.as_str())
@@ -145,14 +162,24 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else {
-            return Ok(None);
+            // Nothing changed, or there is no such user; either way nothing
+            // was written.
+            drop(tx);
+            let user = self.get_user(id).await?;
+            return Ok(user.map(|user| Updated {
+                user,
+                changed: false,
+            }));
         };
         let user = user_from_row(&row)?;
         self.add_event(&mut tx, UserEvent::Updated(user.data()), now)
             .await?;
         tx.commit().await?;
         self.relay_wake.notify_one();
-        Ok(Some(user))
+        Ok(Some(Updated {
+            user,
+            changed: true,
+        }))
     }
 
     /// Deletes the user; `false` when there was none.
@@ -189,7 +216,10 @@ impl Store {
         time: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let event_id = Uuid::now_v7();
-        let event = change.to_cloudevent(event_id, &self.event_source, time)?;
+        let mut event = change.to_cloudevent(event_id, &self.event_source, time)?;
+        // The request's trace travels in its event (the distributed-tracing
+        // extension), so the relay and the receivers can continue it.
+        shared::tracecontext::set_on_event(&mut event, &shared::tracecontext::current());
         sqlx::query(
             "INSERT INTO outbox (event_id, user_id, event_type, event_json, created_at) \
              VALUES (?1, ?2, ?3, ?4, ?5)",

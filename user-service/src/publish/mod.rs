@@ -27,6 +27,17 @@ pub enum Outcome {
     Nack { status: Option<u16>, reason: String },
 }
 
+impl Outcome {
+    /// A word for logs and spans.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Outcome::Ack => "ack",
+            Outcome::Retry { .. } => "retry",
+            Outcome::Nack { .. } => "nack",
+        }
+    }
+}
+
 pub enum Publisher {
     Http(HttpPublisher),
     Kafka(KafkaPublisher),
