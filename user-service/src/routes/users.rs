@@ -39,7 +39,7 @@ struct CreateUser {
     #[schema(
         min_length = 1,
         max_length = 256,
-        pattern = r"^[^\x00-\x1f\x7f-\x9f]*\S[^\x00-\x1f\x7f-\x9f]*$",
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$",
         example = "Ozzy Osbourne"
     )]
     name: String,
@@ -205,7 +205,7 @@ struct UpdateUser {
     #[schema(
         min_length = 1,
         max_length = 256,
-        pattern = r"^[^\x00-\x1f\x7f-\x9f]*\S[^\x00-\x1f\x7f-\x9f]*$",
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$",
         example = "Ozzy Osbourne"
     )]
     name: String,
