@@ -20,12 +20,13 @@ kafka-up:
 kafka-down:
 	scripts/kafka.sh stop
 
-# Kafka and both services in containers, for machines with a Docker engine.
+# Kafka and both services in containers, for machines with a Docker engine:
+# `docker compose` or `docker-compose`, whichever is installed.
 up:
-	docker compose up --build
+	scripts/compose.sh up --build
 
 down:
-	docker compose down
+	scripts/compose.sh down
 
 # The seed article's request, against a running `make run` or `make up`.
 demo:

