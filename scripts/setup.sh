@@ -11,7 +11,7 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cache="$repo/.cache"
 mkdir -p "$cache"
 
-debs=(cmake libcurl4-openssl-dev zlib1g-dev pkg-config libssl-dev kcat sqlite3 g++ make)
+debs=(cmake libcurl4-openssl-dev zlib1g-dev pkg-config libssl-dev kcat sqlite3 g++ make curl)
 "$repo/scripts/ensure-debs.sh" "${debs[@]}" || {
   echo "setup: install the packages above, then run it again" >&2
   exit 1
