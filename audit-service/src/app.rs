@@ -16,7 +16,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::openapi::OpenApi;
@@ -171,8 +170,7 @@ fn router(state: AppState) -> Router {
         // The request id is set before the span is made, so the span (and
         // every log line in it) carries it, and the response returns it.
         .layer(TraceLayer::new_for_http().make_span_with(shared::telemetry::request_span))
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(axum::middleware::from_fn(shared::telemetry::request_id))
         .layer(axum::middleware::map_response(
             shared::problem::problem_for_plain_errors,
         ))

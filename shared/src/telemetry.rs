@@ -2,9 +2,8 @@
 //! operational endpoints they expose.
 //!
 //! Logs are JSON lines (or text for humans with `LOG_FORMAT=pretty`, coloured
-//! only on a terminal). A log line inside a span carries that span's fields,
-//! flattened beside its own, so every line of a request has its `trace_id`
-//! and `request_id`.
+//! only on a terminal). A log line inside spans carries their fields, so
+//! every line of a request has its `trace_id` and `request_id`.
 //!
 //! Traces are OpenTelemetry spans exported over OTLP (HTTP/protobuf) when
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is
@@ -170,11 +169,29 @@ fn install_with(
     logs: Option<(LogFormat, EnvFilter)>,
     exporter: Option<opentelemetry_otlp::SpanExporter>,
 ) -> Result<Telemetry, TelemetryError> {
+    let exporting = exporter.is_some();
+    if !exporting && spans == Spans::WhenExported {
+        // Logs only: RUST_LOG filters globally, so a span or event it does
+        // not enable costs nothing at all (a filter per layer is paid on
+        // every callsite, measurable per request on the audit ingest path).
+        let (format, filter) = match logs {
+            Some((format, filter)) => (format, filter),
+            None => (LogFormat::Json, EnvFilter::new("off")),
+        };
+        let installed = tracing_subscriber::registry()
+            .with(filter)
+            .with(log_layer(format))
+            .try_init();
+        if installed.is_ok() {
+            SPANS.store(false, Ordering::Relaxed);
+            EXPORTING.store(false, Ordering::Relaxed);
+        }
+        return Ok(Telemetry { provider: None });
+    }
     let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = Vec::new();
     if let Some((format, filter)) = logs {
         layers.push(log_layer(format).with_filter(filter).boxed());
     }
-    let exporting = exporter.is_some();
     let provider = (exporting || spans == Spans::Always).then(|| {
         let mut builder = SdkTracerProvider::builder().with_resource(resource(service));
         if let Some(exporter) = exporter {
@@ -212,113 +229,28 @@ fn install_with(
     Ok(Telemetry { provider })
 }
 
-fn log_layer(format: LogFormat) -> Box<dyn Layer<Registry> + Send + Sync> {
-    match format {
-        LogFormat::Json => {
-            let mut layer = json_subscriber::fmt::layer()
-                .with_target(false)
-                .with_current_span(false)
-                .with_span_list(false)
-                .flatten_event(true)
-                // A line that cannot be written (stdout a closed pipe) is
-                // dropped: reporting it with eprintln! panics when stderr is
-                // closed too, killing whichever task logged.
-                .log_internal_errors(false);
-            // The two ids of the innermost span that has them, beside the
-            // line's own fields; the spans' other fields stay out.
-            for key in [TRACE_ID, REQUEST_ID_FIELD] {
-                layer.inner_layer_mut().add_from_span(key, move |span| {
-                    span.scope()
-                        .find_map(|s| s.extensions().get::<LogIds>()?.get(key).map(str::to_owned))
-                });
-            }
-            vec![layer.boxed(), LogIds::layer().boxed()].boxed()
-        }
-        LogFormat::Pretty => tracing_subscriber::fmt::layer()
-            .with_target(false)
-            .with_ansi(std::io::stdout().is_terminal())
-            .log_internal_errors(false)
-            .boxed(),
-    }
-}
-
-const TRACE_ID: &str = "trace_id";
-const REQUEST_ID_FIELD: &str = "request_id";
-
-/// The `trace_id` and `request_id` a span recorded, kept with the span so
-/// every JSON log line inside it can carry them.
-#[derive(Debug, Default)]
-struct LogIds {
-    trace_id: Option<String>,
-    request_id: Option<String>,
-}
-
-impl LogIds {
-    fn get(&self, key: &str) -> Option<&str> {
-        match key {
-            TRACE_ID => self.trace_id.as_deref(),
-            REQUEST_ID_FIELD => self.request_id.as_deref(),
-            _ => None,
-        }
-        .filter(|v| !v.is_empty())
-    }
-
-    fn layer() -> LogIdsLayer {
-        LogIdsLayer
-    }
-}
-
-impl tracing::field::Visit for LogIds {
-    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
-        match field.name() {
-            TRACE_ID => self.trace_id = Some(value.to_owned()),
-            REQUEST_ID_FIELD => self.request_id = Some(value.to_owned()),
-            _ => {}
-        }
-    }
-
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        if matches!(field.name(), TRACE_ID | REQUEST_ID_FIELD) {
-            self.record_str(field, &format!("{value:?}"));
-        }
-    }
-}
-
-/// Collects [`LogIds`] from the spans that declare them.
-struct LogIdsLayer;
-
-impl<S> Layer<S> for LogIdsLayer
+fn log_layer<S>(format: LogFormat) -> Box<dyn Layer<S> + Send + Sync>
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
-    fn on_new_span(
-        &self,
-        attrs: &tracing::span::Attributes<'_>,
-        id: &tracing::span::Id,
-        ctx: tracing_subscriber::layer::Context<'_, S>,
-    ) {
-        let fields = attrs.metadata().fields();
-        if fields.field(TRACE_ID).is_none() && fields.field(REQUEST_ID_FIELD).is_none() {
-            return;
-        }
-        let mut ids = LogIds::default();
-        attrs.record(&mut ids);
-        if let Some(span) = ctx.span(id) {
-            span.extensions_mut().insert(ids);
-        }
-    }
-
-    fn on_record(
-        &self,
-        id: &tracing::span::Id,
-        values: &tracing::span::Record<'_>,
-        ctx: tracing_subscriber::layer::Context<'_, S>,
-    ) {
-        if let Some(span) = ctx.span(id) {
-            if let Some(ids) = span.extensions_mut().get_mut::<LogIds>() {
-                values.record(ids);
-            }
-        }
+    let layer = tracing_subscriber::fmt::layer()
+        .with_target(false)
+        // A line that cannot be written (stdout a closed pipe) is dropped:
+        // reporting it with eprintln! panics when stderr is closed too,
+        // killing whichever task logged.
+        .log_internal_errors(false);
+    match format {
+        // A line inside spans lists them, root first, with their fields:
+        // the request span's `trace_id` and `request_id` among them. (Lines
+        // outside any span, such as one per stored audit event, pay
+        // nothing for it.)
+        LogFormat::Json => layer
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(true)
+            .boxed(),
+        LogFormat::Pretty => layer.with_ansi(std::io::stdout().is_terminal()).boxed(),
     }
 }
 
@@ -360,13 +292,30 @@ pub fn request_span<B>(request: &http::Request<B>) -> Span {
         .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let span = tracing::info_span!(
-        "request",
-        method = %request.method(),
-        route,
-        request_id,
-        trace_id = Empty,
-    );
+    // Probes and scrapes (every few seconds, from every replica) are no
+    // one's request: at debug level they make no span, log line or trace
+    // unless asked for.
+    let span = if OPS_ROUTES.contains(&route) {
+        tracing::debug_span!(
+            "request",
+            method = %request.method(),
+            route,
+            request_id,
+            trace_id = Empty,
+        )
+    } else {
+        tracing::info_span!(
+            "request",
+            method = %request.method(),
+            route,
+            request_id,
+            trace_id = Empty,
+        )
+    };
+    if span.is_disabled() {
+        // Nothing records it: no trace context to read.
+        return span;
+    }
     let remote = crate::tracecontext::from_headers(request.headers());
     let trace_id = if SPANS.load(Ordering::Relaxed) {
         crate::tracecontext::set_parent(&span, remote);
@@ -380,8 +329,40 @@ pub fn request_span<B>(request: &http::Request<B>) -> Span {
     span
 }
 
-/// The header that carries a request's id, set by the request-id layer when
-/// the client sent none, and returned in the response.
+/// Middleware giving every request an `x-request-id`: the client's own
+/// when it is a short token (at most 64 of `A-Z a-z 0-9 . _ -`), so a
+/// caller's id follows its request into our logs; otherwise a new UUID, so
+/// a client cannot put a megabyte (or a line break) into every log line of
+/// its request. The response carries the id back. Placed outside the trace
+/// layer, so the request's span records it.
+pub async fn request_id(mut request: Request, next: Next) -> Response {
+    let from_client = request
+        .headers()
+        .get(REQUEST_ID)
+        .filter(|v| {
+            let v = v.as_bytes();
+            !v.is_empty()
+                && v.len() <= 64
+                && v.iter()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        })
+        .cloned();
+    let id = match from_client {
+        Some(id) => id,
+        // A hyphenated UUID is always a valid header value.
+        None => http::HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+            .unwrap_or_else(|_| http::HeaderValue::from_static("none")),
+    };
+    request.headers_mut().insert(REQUEST_ID, id.clone());
+    let mut response = next.run(request).await;
+    response.headers_mut().insert(REQUEST_ID, id);
+    response
+}
+
+/// Routes that operators' tools call, not users.
+const OPS_ROUTES: &[&str] = &["/healthz", "/readyz", "/metrics", "/openapi.json"];
+
+/// The header that carries a request's id (see [`request_id`]).
 pub const REQUEST_ID: &str = "x-request-id";
 
 /// Latency buckets in seconds: from a cached read (a millisecond) to an
@@ -560,6 +541,41 @@ mod tests {
         assert_eq!(families["b_seconds"], ("histogram".to_owned(), false));
         assert_eq!(families["c"], (String::new(), false));
         assert_eq!(families.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_request_keeps_a_short_client_id_and_gets_a_uuid_for_anything_else() {
+        use tower::ServiceExt;
+        let app = Router::new()
+            .route(
+                "/",
+                get(|headers: http::HeaderMap| async move {
+                    headers[REQUEST_ID].to_str().unwrap_or_default().to_owned()
+                }),
+            )
+            .layer(axum::middleware::from_fn(request_id));
+        let call = |id: Option<&str>| {
+            let app = app.clone();
+            let mut request = http::Request::builder().uri("/");
+            if let Some(id) = id {
+                request = request.header(REQUEST_ID, id);
+            }
+            let request = request.body(axum::body::Body::empty()).unwrap();
+            async move {
+                let response = app.oneshot(request).await.unwrap();
+                let echoed = response.headers()[REQUEST_ID].to_str().unwrap().to_owned();
+                let body = axum::body::to_bytes(response.into_body(), 1024)
+                    .await
+                    .unwrap();
+                assert_eq!(body, echoed.as_bytes(), "the handler saw the same id");
+                echoed
+            }
+        };
+        assert_eq!(call(Some("abc-123_x.y")).await, "abc-123_x.y");
+        for replaced in [None, Some(""), Some("a b"), Some(&*"x".repeat(65))] {
+            let id = call(replaced).await;
+            assert!(uuid::Uuid::parse_str(&id).is_ok(), "{replaced:?} -> {id}");
+        }
     }
 
     #[test]

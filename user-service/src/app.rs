@@ -18,7 +18,6 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::openapi::OpenApi;
@@ -182,8 +181,7 @@ fn router(state: AppState, request_timeout: Duration) -> Router {
             request_timeout,
         ))
         .layer(TraceLayer::new_for_http().make_span_with(shared::telemetry::request_span))
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(middleware::from_fn(shared::telemetry::request_id))
         .layer(middleware::map_response(
             shared::problem::problem_for_plain_errors,
         ))

@@ -7,7 +7,7 @@
 //! is known to be well-formed, and shared::validate adds the spec's rules
 //! the SDK does not enforce.
 
-use chrono::DateTime;
+use chrono::{DateTime, Utc};
 use cloudevents::event::SpecVersion;
 use cloudevents::message::Error as MessageError;
 use cloudevents::{AttributesReader, Event};
@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 use shared::binding::{is_cloudevents_media_type, BinaryMessage, STRUCTURED_JSON};
 use shared::cloudevents;
 use shared::validate::{validate, InvalidEvent};
+use std::cell::RefCell;
 
 /// Why a message is not a CloudEvent we store. The `Display` text is what
 /// clients read in the problem's `detail` and what the dead-letter header says.
@@ -96,33 +97,55 @@ struct Kept {
 }
 
 impl AsReceived {
-    /// Compares `time` and the schema URL of `event` with their values as
-    /// they arrived.
-    fn compare(event: &Event, time: Option<String>, schema: Option<String>) -> Self {
-        let schema_name = match event.specversion() {
+    /// Keeps `received`, the `time` attribute as it arrived, when the SDK
+    /// would write the instant differently. Called for every event, so the
+    /// usual case (the SDK's own form) allocates nothing: the SDK's form is
+    /// written into a buffer the thread reuses. The SDK parses `time` the
+    /// same way (`parse_from_rfc3339`, then UTC).
+    fn time(&mut self, received: &str) {
+        thread_local! {
+            static WRITTEN: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+        }
+        let Ok(instant) = DateTime::parse_from_rfc3339(received) else {
+            return;
+        };
+        let instant = instant.with_timezone(&Utc);
+        let kept = WRITTEN.with(|buffer| {
+            let mut buffer = buffer.borrow_mut();
+            buffer.clear();
+            serde_json::to_writer(&mut *buffer, &instant).ok()?;
+            let written = std::str::from_utf8(&buffer).ok()?;
+            // A timestamp has nothing to escape: the quoted value is the text.
+            let same = written.get(1..written.len().saturating_sub(1)) == Some(received);
+            (!same).then(|| Kept {
+                name: "time",
+                written: written.to_owned(),
+                received: received.to_owned(),
+            })
+        });
+        self.0.extend(kept);
+    }
+
+    /// Keeps the schema URL as it arrived when the SDK's parsed URL writes
+    /// differently (rare: the attribute is seldom set).
+    fn schema(&mut self, event: &Event, received: Option<String>) {
+        let name = match event.specversion() {
             SpecVersion::V03 => "schemaurl",
             SpecVersion::V10 => "dataschema",
         };
-        let written_time = event.time().and_then(|t| serde_json::to_string(t).ok());
-        let written_schema = event
-            .dataschema()
-            .and_then(|u| serde_json::to_string(u).ok());
-        let kept = [
-            ("time", written_time, time),
-            (schema_name, written_schema, schema),
-        ]
-        .into_iter()
-        .filter_map(|(name, written, received)| {
-            let (written, received) = (written?, received?);
-            let same = serde_json::from_str::<String>(&written).is_ok_and(|w| w == received);
-            (!same).then_some(Kept {
+        let (Some(received), Some(url)) = (received, event.dataschema()) else {
+            return;
+        };
+        if url.as_str() == received {
+            return;
+        }
+        if let Ok(written) = serde_json::to_string(url) {
+            self.0.push(Kept {
                 name,
                 written,
                 received,
-            })
-        })
-        .collect();
-        AsReceived(kept)
+            });
+        }
     }
 
     /// Puts the values as they arrived into `json`, the event as the SDK
@@ -193,19 +216,19 @@ pub fn batch(body: &[u8]) -> Result<Vec<Decoded>, DecodeError> {
 /// A binary-mode message (HTTP `ce-` headers or Kafka `ce_` headers).
 pub fn binary(message: BinaryMessage) -> Result<Decoded, DecodeError> {
     let version = spec_version(&message.spec_version)?;
-    let mut time = None;
+    let mut as_received = AsReceived::default();
     let mut schema = None;
     for (name, value) in &message.attributes {
         check_string_attribute(&version, name, value)?;
         match name.as_str() {
-            "time" => time = Some(value.clone()),
+            "time" => as_received.time(value),
             "dataschema" | "schemaurl" => schema = Some(value.clone()),
             _ => {}
         }
     }
     let event = message.into_event().map_err(from_message_error)?;
     validate(&event)?;
-    let as_received = AsReceived::compare(&event, time, schema);
+    as_received.schema(&event, schema);
     Ok(Decoded { event, as_received })
 }
 
@@ -273,13 +296,17 @@ fn from_json(value: Value) -> Result<Decoded, DecodeError> {
         }
     }
     check_json_attributes(&version, &map)?;
-    let received = |name: &str| map.get(name).and_then(Value::as_str).map(str::to_owned);
-    let time = received("time");
-    let schema = received("dataschema").or_else(|| received("schemaurl"));
+    let mut as_received = AsReceived::default();
+    if let Some(time) = map.get("time").and_then(Value::as_str) {
+        as_received.time(time);
+    }
+    let schema = ["dataschema", "schemaurl"]
+        .iter()
+        .find_map(|name| map.get(*name).and_then(Value::as_str).map(str::to_owned));
     let event: Event = serde_json::from_value(Value::Object(map))
         .map_err(|e| DecodeError::Other(e.to_string()))?;
     validate(&event)?;
-    let as_received = AsReceived::compare(&event, time, schema);
+    as_received.schema(&event, schema);
     Ok(Decoded { event, as_received })
 }
 

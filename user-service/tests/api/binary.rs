@@ -48,6 +48,7 @@ async fn the_binary_serves_the_seed_request_and_exits_cleanly_on_sigterm() {
     // so the service never blocks on a full one.
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel();
+    let (created_tx, created_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut tx = Some(tx);
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -59,6 +60,9 @@ async fn the_binary_serves_the_seed_request_and_exits_cleanly_on_sigterm() {
                     let _ = tx.send(log["address"].as_str().unwrap_or_default().to_owned());
                 }
             }
+            if log["message"] == "user created" {
+                let _ = created_tx.send(log);
+            }
         }
     });
     let address = tokio::time::timeout(Duration::from_secs(20), rx)
@@ -69,12 +73,28 @@ async fn the_binary_serves_the_seed_request_and_exits_cleanly_on_sigterm() {
     let response = reqwest::Client::new()
         .post(format!("http://{address}/v1/user"))
         .header("content-type", "application/json")
+        .header("x-request-id", "seed-curl-1")
         .body(SEED_BODY)
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 201);
+    assert_eq!(response.headers()["x-request-id"], "seed-curl-1");
     audit.wait_for_accepted(1).await;
+    // The request's log line carries its request id and trace id.
+    let created = created_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a `user created` line");
+    let request = created["spans"]
+        .as_array()
+        .and_then(|spans| spans.iter().find(|s| s["name"] == "request"))
+        .unwrap_or_else(|| panic!("no request span in {created}"));
+    assert_eq!(request["request_id"], "seed-curl-1", "{created}");
+    assert_eq!(
+        request["trace_id"].as_str().map(str::len),
+        Some(32),
+        "{created}"
+    );
 
     let status = terminate(&mut child).await;
     assert!(status.success(), "{status}");
