@@ -7,5 +7,7 @@ pub mod app;
 pub mod config;
 pub mod error;
 pub mod ingest;
+pub mod metrics;
+pub mod openapi;
 pub mod query;
 pub mod store;

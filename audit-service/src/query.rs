@@ -11,17 +11,21 @@
 
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::openapi::EventPage;
 use crate::store::{Page, PageQuery, Received, Store, StoredEvent, Subscriber};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use futures::{Stream, StreamExt as _};
 use serde::Deserialize;
+use shared::problem::Problem;
 use std::convert::Infallible;
 use std::sync::Arc;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 1000;
@@ -33,24 +37,32 @@ pub const PAGE_MAX_BYTES: usize = 4 * 1024 * 1024;
 /// a slow client catching up): each stream holds one while it sends it.
 pub const STREAM_PAGE_MAX_BYTES: usize = 1024 * 1024;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/events", get(list))
-        .route("/v1/events/stream", get(stream))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(stream))
 }
 
 /// Query parameters as sent; `Filter::parse` turns them into a filter or
 /// an error naming the parameter. A parameter not listed here is refused
 /// (`query_params`) rather than ignored: a client that sends a filter this
 /// service does not know would otherwise read every event as if it matched.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RawFilter {
+    /// Only events of this `source`.
     source: Option<String>,
+    /// Only events of this `type`.
     #[serde(rename = "type")]
     ty: Option<String>,
+    /// Only events of this `subject`.
     subject: Option<String>,
+    /// Only events after this seq (the previous page's `next_after`).
+    #[param(value_type = Option<i64>, minimum = 0)]
     after: Option<String>,
+    /// Events per page, 1 to 1000 (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
 }
 
@@ -126,6 +138,18 @@ fn query_params(query: Result<Query<RawFilter>, QueryRejection>) -> Result<RawFi
         .map_err(|rejection| ApiError::BadRequest(rejection.body_text()))
 }
 
+/// Stored events in seq order, a page at a time, filtered by attribute.
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "audit log",
+    params(RawFilter),
+    responses(
+        (status = 200, description = "A page of stored events", body = EventPage),
+        (status = 400, description = "A query parameter is invalid", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 #[tracing::instrument(skip(state))]
 async fn list(
     State(state): State<AppState>,
@@ -148,6 +172,19 @@ async fn list(
 /// events left the store's tail buffer before it read them) is served from
 /// the store until it has caught up, so it misses nothing either. Streams
 /// end at shutdown, or after `event: error` when reading the store fails.
+#[utoipa::path(
+    get,
+    path = "/v1/events/stream",
+    tag = "audit log",
+    params(
+        RawFilter,
+        ("last-event-id" = Option<i64>, Header, description = "Resume after this seq"),
+    ),
+    responses(
+        (status = 200, description = "Server-Sent Events: `event: audit` with a stored item as data and its seq as id", body = String, content_type = "text/event-stream"),
+        (status = 400, description = "A query parameter is invalid", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn stream(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -81,6 +81,7 @@ pub(super) async fn page(
                     id,
                     ty,
                     subject,
+                    trace: None,
                 })
             },
         )
