@@ -11,7 +11,7 @@ import sys
 from envvars import REPO, variables_read_by
 
 # Read only by the test helpers, documented with the tests.
-TEST_ONLY = {"TEST_LOG"}
+TEST_ONLY = {"TEST_LOG", "TEST_DATABASE", "TEST_PG_URL"}
 # Rows that stand for a family rather than one name.
 FAMILIES = {"KAFKA_<PROPERTY>", "OTEL_*"}
 # Read by librdkafka's client through KafkaConfig::from_vars (KAFKA_ prefix).

@@ -1,6 +1,6 @@
 """The environment variables a service's binary reads, found in its Rust
 sources and the shared crate's: the names passed to the configuration helpers
-(env_or, env_parse, positive, count_in, at_least_one, std::env::var, and the
+(env_or, env_parse, positive, count_in, at_least_one, retention, std::env::var, and the
 lookups of shared::nats's settings) and every
 OTEL_* name the telemetry code mentions. Used by check-compose.py and
 check-docs.py so both hold the same list."""
@@ -12,7 +12,7 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 # Read by libraries rather than by a call in our sources.
 READ_BY_LIBRARIES = {"RUST_LOG"}
 ENV_CALL = re.compile(
-    r'(?:env_or|env_parse|positive|count_in|at_least_one|env::var|env::var_os|\bget)\(\s*"([A-Z][A-Z0-9_]*)"'
+    r'(?:env_or|env_parse|positive|count_in|at_least_one|retention|env::var|env::var_os|\bget)\(\s*"([A-Z][A-Z0-9_]*)"'
 )
 OTEL_NAME = re.compile(r'"(OTEL_[A-Z0-9_]+)"')
 
