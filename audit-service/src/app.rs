@@ -1,4 +1,4 @@
-//! Building and running the service: the store, the HTTP server, the Kafka
+//! Building and running the service: the store, the HTTP server, the broker
 //! consumer when configured, and a graceful shutdown of all three that ends
 //! within its grace period whatever the clients do.
 
@@ -9,18 +9,24 @@ use crate::{ingest, query};
 use anyhow::Context;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
 use axum::Router;
 use shared::config::Transport;
-use shared::kafka::BrokerProbe;
+use shared::problem::Problem;
 use shared::serve::ServeOptions;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
+use utoipa::openapi::OpenApi;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+/// How long start-up waits for the brokers to create the topics.
+const TOPIC_CREATE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long `/readyz` waits for the brokers.
 const BROKER_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -29,7 +35,8 @@ const BROKER_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct AppState {
     pub store: Store,
     pub max_body_bytes: usize,
-    pub broker: Option<BrokerProbe>,
+    /// The consumer's broker, when there is one.
+    pub broker: Option<Arc<dyn ingest::Probe>>,
     /// Cancelled at shutdown; ends live-tail streams.
     pub shutdown: CancellationToken,
 }
@@ -48,22 +55,27 @@ pub struct Application {
 
 impl Application {
     /// Opens the store, binds the listener (port 0 picks a free port, which
-    /// `port()` reports) and, on Kafka, starts consuming.
+    /// `port()` reports) and, on a broker transport, starts consuming.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let (store, writer) = Store::open(&settings.database_url).await?;
+        if settings.transport == Transport::Kafka {
+            // Before subscribing: a consumer of a topic that does not exist
+            // waits for it, and a fresh cluster has none.
+            let kafka = &settings.kafka;
+            shared::kafka::create_topics(
+                &kafka.common,
+                &[&kafka.common.topic, &kafka.dlq_topic],
+                TOPIC_CREATE_TIMEOUT,
+            )
+            .await;
+        }
         let shutdown = CancellationToken::new();
-        let (broker, consumer) = match settings.transport {
-            Transport::Http => (None, None),
-            Transport::Kafka => (
-                Some(BrokerProbe::new(&settings.kafka.common)?),
-                Some(ingest::kafka::spawn(
-                    &settings.kafka,
-                    settings.batch,
-                    store.clone(),
-                    shutdown.clone(),
-                )?),
-            ),
-        };
+        crate::metrics::describe(settings.transport);
+        let (broker, consumer) =
+            match ingest::start(&settings, store.clone(), shutdown.clone()).await? {
+                Some(consumer) => (Some(consumer.probe), Some(consumer.task)),
+                None => (None, None),
+            };
         let state = AppState {
             store: store.clone(),
             max_body_bytes: settings.max_body_bytes,
@@ -104,14 +116,14 @@ impl Application {
     }
 
     /// Serves until the shutdown token is cancelled, then stops accepting,
-    /// lets in-flight requests and the Kafka batches in hand finish, and
+    /// lets in-flight requests and the broker batches in hand finish, and
     /// has the store writer commit what they queued.
     ///
     /// Waiting for every connection to end could take for ever: a live-tail
     /// client that stopped reading never lets its response finish, and one
     /// that sent half a request never sends the rest (measured: still
     /// running minutes after SIGTERM). So after `shutdown_grace` the
-    /// connections still open are dropped, and so is a Kafka batch not yet
+    /// connections still open are dropped, and so is a broker batch not yet
     /// committed (its records are re-delivered and deduplicated). What a
     /// client got a 2xx for is on disk whatever happens here.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
@@ -145,11 +157,11 @@ impl Application {
         let consumed = match self.consumer {
             None => Ok(()),
             Some(mut consumer) => match tokio::time::timeout_at(deadline, &mut consumer).await {
-                Ok(joined) => joined.context("The Kafka consumer failed"),
+                Ok(joined) => joined.context("The broker consumer failed"),
                 Err(_) => {
                     tracing::warn!(
                         grace_ms,
-                        "the Kafka consumer did not finish within the shutdown grace period; \
+                        "the broker consumer did not finish within the shutdown grace period; \
                          its uncommitted records will be delivered again"
                     );
                     consumer.abort();
@@ -163,27 +175,60 @@ impl Application {
     }
 }
 
-fn router(state: AppState, request_timeout: Duration) -> Router {
-    let api = Router::new()
-        .merge(ingest::http::router(state.max_body_bytes))
+/// The OpenAPI 3.1 document of the service's HTTP API, generated from the
+/// handlers' annotations; served at `GET /openapi.json`.
+pub fn openapi() -> OpenApi {
+    api_routes(1024).2
+}
+
+/// The documented routes (the API, then the operational ones) and their
+/// document.
+fn api_routes(max_body_bytes: usize) -> (Router<AppState>, Router<AppState>, OpenApi) {
+    let (api, mut doc) = OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
+        .merge(ingest::http::router(max_body_bytes))
         .merge(query::router())
-        .route("/readyz", get(readyz))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            request_timeout,
-        ));
-    api.merge(shared::telemetry::ops_router())
+        .routes(routes!(readyz))
+        .split_for_parts();
+    let (ops, ops_doc) = shared::telemetry::ops_router().split_for_parts();
+    doc.merge(ops_doc);
+    crate::auth::document(&mut doc);
+    (api, ops, doc)
+}
+
+/// A request that takes longer than `request_timeout` (a stuck store) is
+/// answered 408, so a graceful shutdown can't hang on it.
+fn router(state: AppState, request_timeout: Duration) -> Router {
+    let (api, ops, doc) = api_routes(state.max_body_bytes);
+    let api = api.layer(TimeoutLayer::with_status_code(
+        StatusCode::REQUEST_TIMEOUT,
+        request_timeout,
+    ));
+    api.merge(ops)
+        .merge(shared::telemetry::openapi_route(&doc))
         .layer(axum::middleware::from_fn(
             shared::telemetry::track_http_metrics,
         ))
-        .layer(TraceLayer::new_for_http())
+        // The request id is set before the span is made, so the span (and
+        // every log line in it) carries it, and the response returns it.
+        .layer(TraceLayer::new_for_http().make_span_with(shared::telemetry::request_span))
+        .layer(axum::middleware::from_fn(shared::telemetry::request_id))
         .layer(axum::middleware::map_response(
             shared::problem::problem_for_plain_errors,
         ))
         .with_state(state)
 }
 
-/// Ready when the database answers and, on Kafka, the brokers do.
+/// Ready when the database answers and, on a broker transport, the broker
+/// does.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = Object, example = json!({"status": "ready"})),
+        (status = 503, description = "The database or the broker does not answer", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn readyz(State(state): State<AppState>) -> Result<axum::Json<serde_json::Value>, ApiError> {
     if !state.store.is_reachable().await {
         return Err(ApiError::NotReady(

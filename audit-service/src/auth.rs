@@ -15,6 +15,8 @@ use shared::auth::{bearer_token, Tokens};
 use shared::config::ConfigError;
 use shared::problem::Problem;
 use std::sync::Arc;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, OpenApi, Ref, ResponseBuilder};
 
 /// The token sets; a door whose set is `None` is open.
 #[derive(Debug, Clone, Default)]
@@ -151,6 +153,55 @@ fn unauthorized(scope: Scope, token_sent: bool) -> Response {
     response
 }
 
+/// Documents the bearer scheme in `doc`, and on every operation outside the
+/// open paths its optional security (a door may be left open by
+/// configuration) and its 401.
+pub fn document(doc: &mut OpenApi) {
+    let mut scheme = Http::new(HttpAuthScheme::Bearer);
+    scheme.description = Some(
+        "A token of the operation's door: INGEST_TOKENS for POST /, METRICS_TOKENS for \
+         /metrics, READ_TOKENS for the rest. A door whose tokens are not configured is open."
+            .to_owned(),
+    );
+    doc.components
+        .get_or_insert_with(Default::default)
+        .add_security_scheme("bearer", SecurityScheme::Http(scheme));
+    let unauthorized = ResponseBuilder::new()
+        .description("No bearer token, or not one of this door's (`WWW-Authenticate: Bearer ...`)")
+        .content(
+            shared::problem::CONTENT_TYPE,
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build(),
+        )
+        .build();
+    for (path, item) in doc.paths.paths.iter_mut() {
+        if Scope::of(path) == Scope::Open {
+            continue;
+        }
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.options,
+            &mut item.head,
+            &mut item.patch,
+            &mut item.trace,
+        ];
+        for operation in operations.into_iter().flatten() {
+            operation.security = Some(vec![
+                SecurityRequirement::default(),
+                SecurityRequirement::new("bearer", Vec::<String>::new()),
+            ]);
+            operation
+                .responses
+                .responses
+                .insert("401".to_owned(), unauthorized.clone().into());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,5 +217,20 @@ mod tests {
         for open in ["/healthz", "/readyz", "/openapi.json"] {
             assert_eq!(Scope::of(open), Scope::Open);
         }
+    }
+
+    #[test]
+    fn the_document_shows_the_bearer_scheme_and_the_401s() {
+        let doc = serde_json::to_value(crate::app::openapi()).unwrap();
+        assert_eq!(
+            doc["components"]["securitySchemes"]["bearer"]["scheme"],
+            "bearer"
+        );
+        for (path, method) in [("/", "post"), ("/v1/events", "get"), ("/metrics", "get")] {
+            let operation = &doc["paths"][path][method];
+            assert!(operation["responses"]["401"].is_object(), "{path}");
+            assert_eq!(operation["security"][1]["bearer"], serde_json::json!([]));
+        }
+        assert!(doc["paths"]["/healthz"]["get"]["responses"]["401"].is_null());
     }
 }

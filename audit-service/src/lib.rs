@@ -1,6 +1,7 @@
-//! audit-service: receives CloudEvents over HTTP (`POST /`) and Kafka, stores
-//! each exactly once in SQLite, logs one line per stored event, and serves
-//! the log back (`GET /v1/events`, `GET /v1/events/stream`).
+//! audit-service: receives CloudEvents over HTTP (`POST /`) or a broker, stores
+//! each exactly once (in SQLite, or in PostgreSQL shared by replicas), logs
+//! one line per stored event, and serves the log back (`GET /v1/events`,
+//! `GET /v1/events/stream`).
 
 pub mod app;
 pub mod auth;
@@ -8,5 +9,7 @@ pub mod config;
 pub mod error;
 pub mod ingest;
 pub mod limits;
+pub mod metrics;
+pub mod openapi;
 pub mod query;
 pub mod store;

@@ -6,25 +6,26 @@
 //! first, and the live tail holds at most one smaller page plus its share
 //! of the store's tail buffer (`store::TAIL_MAX_BYTES`).
 //!
-//! Every page is a keyset query on seq (`seq > after ORDER BY seq`) read
-//! through the primary key or the (subject, seq) index, so a page deep in
-//! the log costs what the first one does (see the plan test below).
+//! Every page is a keyset query on seq read by the store (`store::page`),
+//! so a page deep in the log costs what the first one does.
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::store::StoredEvent;
-use crate::store::{Received, Subscriber};
+use crate::openapi::EventPage;
+use crate::store::{Page, PageQuery, Received, Store, StoredEvent, Subscriber};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use futures::{Stream, StreamExt as _};
-use serde::{Deserialize, Serialize};
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use serde::Deserialize;
+use shared::problem::Problem;
 use std::convert::Infallible;
 use std::sync::Arc;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 1000;
@@ -36,24 +37,32 @@ pub const PAGE_MAX_BYTES: usize = 4 * 1024 * 1024;
 /// a slow client catching up): each stream holds one while it sends it.
 pub const STREAM_PAGE_MAX_BYTES: usize = 1024 * 1024;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/events", get(list))
-        .route("/v1/events/stream", get(stream))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(stream))
 }
 
 /// Query parameters as sent; `Filter::parse` turns them into a filter or
 /// an error naming the parameter. A parameter not listed here is refused
 /// (`query_params`) rather than ignored: a client that sends a filter this
 /// service does not know would otherwise read every event as if it matched.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RawFilter {
+    /// Only events of this `source`.
     source: Option<String>,
+    /// Only events of this `type`.
     #[serde(rename = "type")]
     ty: Option<String>,
+    /// Only events of this `subject`.
     subject: Option<String>,
+    /// Only events after this seq (the previous page's `next_after`).
+    #[param(value_type = Option<i64>, minimum = 0)]
     after: Option<String>,
+    /// Events per page, 1 to 1000 (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
 }
 
@@ -99,6 +108,17 @@ impl Filter {
         })
     }
 
+    /// What the store reads for this filter.
+    fn query(&self) -> PageQuery {
+        PageQuery {
+            after: self.after,
+            limit: self.limit,
+            source: self.source.clone(),
+            ty: self.ty.clone(),
+            subject: self.subject.clone(),
+        }
+    }
+
     fn matches(&self, event: &StoredEvent) -> bool {
         let wanted = |want: &Option<String>, have: Option<&String>| {
             want.as_ref().is_none_or(|w| Some(w) == have)
@@ -107,14 +127,6 @@ impl Filter {
             && wanted(&self.ty, Some(&event.ty))
             && wanted(&self.subject, event.subject.as_ref())
     }
-}
-
-/// One page of events, and the `after` of the next page (null when no
-/// event follows).
-#[derive(Serialize)]
-struct Page {
-    events: Vec<StoredEvent>,
-    next_after: Option<i64>,
 }
 
 /// The query parameters, or a 400 naming the one that is unknown, repeated
@@ -126,116 +138,30 @@ fn query_params(query: Result<Query<RawFilter>, QueryRejection>) -> Result<RawFi
         .map_err(|rejection| ApiError::BadRequest(rejection.body_text()))
 }
 
+/// Stored events in seq order, a page at a time, filtered by attribute.
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "audit log",
+    params(RawFilter),
+    responses(
+        (status = 200, description = "A page of stored events", body = EventPage),
+        (status = 400, description = "A query parameter is invalid", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 #[tracing::instrument(skip(state))]
 async fn list(
     State(state): State<AppState>,
     query: Result<Query<RawFilter>, QueryRejection>,
 ) -> Result<Json<Page>, ApiError> {
     let filter = Filter::parse(query_params(query)?)?;
-    let page = page(state.store.pool(), &filter, PAGE_MAX_BYTES)
+    let page = state
+        .store
+        .page(&filter.query(), PAGE_MAX_BYTES)
         .await
-        .map_err(|e| ApiError::Store(Arc::new(e.into())))?;
+        .map_err(|e| ApiError::Store(Arc::new(e)))?;
     Ok(Json(page))
-}
-
-/// `seq > after` and the filters, in a form the planner can only answer
-/// in seq order: through the primary key, or the (subject, seq) index when
-/// a subject is given. The (source, id) index would find a source's rows
-/// faster but in id order, and sorting all of them for every page made
-/// each page cost as much as the whole source; `+source` keeps the planner
-/// off it (a unary plus is SQLite's way to say "not through an index").
-fn push_filter<'a>(query: &mut QueryBuilder<'a, Sqlite>, filter: &'a Filter) {
-    query.push(" WHERE seq > ").push_bind(filter.after);
-    if let Some(source) = &filter.source {
-        query.push(" AND +source = ").push_bind(source);
-    }
-    if let Some(ty) = &filter.ty {
-        query.push(" AND type = ").push_bind(ty);
-    }
-    if let Some(subject) = &filter.subject {
-        query.push(" AND subject = ").push_bind(subject);
-    }
-}
-
-/// The sizes of the next `limit + 1` matching events, without reading
-/// them: SQLite answers `octet_length` of a column from the record header.
-/// `prefix` is empty, or `EXPLAIN QUERY PLAN ` in tests.
-fn sizes_query<'a>(prefix: &str, filter: &'a Filter) -> QueryBuilder<'a, Sqlite> {
-    let mut query = QueryBuilder::new(prefix);
-    query.push("SELECT seq, octet_length(event_json) FROM events");
-    push_filter(&mut query, filter);
-    query
-        .push(" ORDER BY seq LIMIT ")
-        .push_bind(i64::from(filter.limit) + 1);
-    query
-}
-
-/// The matching events from `filter.after` up to and including `last`.
-fn events_query<'a>(prefix: &str, filter: &'a Filter, last: i64) -> QueryBuilder<'a, Sqlite> {
-    let mut query = QueryBuilder::new(prefix);
-    query.push(
-        "SELECT seq, received_at, transport, event_json, source, id, type, subject FROM events",
-    );
-    push_filter(&mut query, filter);
-    query
-        .push(" AND seq <= ")
-        .push_bind(last)
-        .push(" ORDER BY seq");
-    query
-}
-
-/// The next page: up to `filter.limit` events and `max_bytes` of their
-/// JSON, at least one. Two queries: the sizes first, to find where the page
-/// ends, then the events up to there. No event can appear later with a seq
-/// at or below one already committed (one writer assigns them in commit
-/// order), so the second query finds exactly what the first one measured.
-async fn page(pool: &SqlitePool, filter: &Filter, max_bytes: usize) -> Result<Page, sqlx::Error> {
-    let sizes: Vec<(i64, i64)> = sizes_query("", filter)
-        .build_query_as()
-        .fetch_all(pool)
-        .await?;
-    let mut bytes = 0usize;
-    let mut taken = 0usize;
-    for (_, size) in sizes.iter().take(filter.limit as usize) {
-        let size = usize::try_from(*size).unwrap_or(usize::MAX);
-        if taken > 0 && bytes.saturating_add(size) > max_bytes {
-            break;
-        }
-        bytes = bytes.saturating_add(size);
-        taken += 1;
-    }
-    let Some(&(last, _)) = taken.checked_sub(1).and_then(|i| sizes.get(i)) else {
-        return Ok(Page {
-            events: Vec::new(),
-            next_after: None,
-        });
-    };
-    let rows = events_query("", filter, last)
-        .build()
-        .fetch_all(pool)
-        .await?;
-    let events = rows
-        .into_iter()
-        .map(|row| {
-            let transport: String = row.try_get("transport")?;
-            Ok(StoredEvent {
-                seq: row.try_get("seq")?,
-                received_at: row.try_get::<String, _>("received_at")?.into(),
-                transport: transport
-                    .parse()
-                    .map_err(|e: String| sqlx::Error::Decode(e.into()))?,
-                json: row.try_get("event_json")?,
-                source: row.try_get("source")?,
-                id: row.try_get("id")?,
-                ty: row.try_get("type")?,
-                subject: row.try_get("subject")?,
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()?;
-    Ok(Page {
-        events,
-        next_after: (sizes.len() > taken).then_some(last),
-    })
 }
 
 /// The live tail: one SSE `event: audit` per stored event matching the
@@ -246,6 +172,19 @@ async fn page(pool: &SqlitePool, filter: &Filter, max_bytes: usize) -> Result<Pa
 /// events left the store's tail buffer before it read them) is served from
 /// the store until it has caught up, so it misses nothing either. Streams
 /// end at shutdown, or after `event: error` when reading the store fails.
+#[utoipa::path(
+    get,
+    path = "/v1/events/stream",
+    tag = "audit log",
+    params(
+        RawFilter,
+        ("last-event-id" = Option<i64>, Header, description = "Resume after this seq"),
+    ),
+    responses(
+        (status = 200, description = "Server-Sent Events: `event: audit` with a stored item as data and its seq as id", body = String, content_type = "text/event-stream"),
+        (status = 400, description = "A query parameter is invalid", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn stream(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -265,7 +204,7 @@ async fn stream(
     // between is missed; what both deliver is skipped by seq.
     let tail = LiveTail {
         live: state.store.subscribe(),
-        pool: state.store.pool().clone(),
+        store: state.store.clone(),
         filter,
         page: Vec::new().into_iter(),
         from_store: replay,
@@ -283,7 +222,7 @@ async fn stream(
 /// sent) and whether it reads from the store or the live feed.
 struct LiveTail {
     live: Subscriber,
-    pool: SqlitePool,
+    store: Store,
     filter: Filter,
     /// The rest of the store page being sent.
     page: std::vec::IntoIter<StoredEvent>,
@@ -309,7 +248,11 @@ impl LiveTail {
                     limit: MAX_LIMIT,
                     ..self.filter.clone()
                 };
-                match page(&self.pool, &filter, STREAM_PAGE_MAX_BYTES).await {
+                match self
+                    .store
+                    .page(&filter.query(), STREAM_PAGE_MAX_BYTES)
+                    .await
+                {
                     Ok(page) => {
                         // The last page read: what was committed after it
                         // is in the live feed.
@@ -357,63 +300,4 @@ fn to_sse(event: &StoredEvent) -> SseEvent {
     // Serializing fails only if a stored row is not JSON, which the store
     // never writes; the fallback keeps the stream going if it ever did.
     sse.clone().json_data(event).unwrap_or(sse)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::Store;
-
-    /// Every page query, with every combination of filters, walks the
-    /// primary key or the (subject, seq) index from `after` in seq order
-    /// and stops at the limit: no sort of all matching rows, so its cost
-    /// does not grow with the depth of the page or the size of the log.
-    #[tokio::test]
-    async fn every_page_query_is_a_keyset_walk_in_seq_order() {
-        let dir = tempfile::TempDir::new().unwrap();
-        let url = format!("sqlite://{}/audit.db", dir.path().display());
-        let (store, writer) = Store::open(&url).await.unwrap();
-        let text = |v: &str| Some(v.to_owned());
-        for (source, ty, subject) in [
-            (None, None, None),
-            (text("/s"), None, None),
-            (None, text("t"), None),
-            (None, None, text("u")),
-            (text("/s"), text("t"), None),
-            (text("/s"), None, text("u")),
-            (None, text("t"), text("u")),
-            (text("/s"), text("t"), text("u")),
-        ] {
-            let filter = Filter {
-                source,
-                ty,
-                subject,
-                after: 1_000_000,
-                limit: MAX_LIMIT,
-            };
-            for mut query in [
-                sizes_query("EXPLAIN QUERY PLAN ", &filter),
-                events_query("EXPLAIN QUERY PLAN ", &filter, 2_000_000),
-            ] {
-                let plan: Vec<String> = query
-                    .build()
-                    .fetch_all(store.pool())
-                    .await
-                    .unwrap()
-                    .iter()
-                    .map(|row| row.get::<String, _>("detail"))
-                    .collect();
-                let walks_seq = |step: &String| {
-                    step.contains("USING INTEGER PRIMARY KEY (rowid>?")
-                        || step.contains("USING INDEX events_subject_seq (subject=? AND seq>?")
-                };
-                assert!(
-                    plan.len() == 1 && walks_seq(&plan[0]),
-                    "{filter:?}: {plan:?}"
-                );
-            }
-        }
-        drop(store);
-        writer.close().await;
-    }
 }

@@ -3,6 +3,7 @@
 //! wrong stops the service at start with a message naming the variable.
 
 use std::fmt::Display;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::str::FromStr;
 
 #[derive(Debug, thiserror::Error)]
@@ -37,27 +38,64 @@ where
     }
 }
 
+/// `LISTEN_ADDR`, the same way for both services: `host:port`, where the
+/// host is an IP address (`0.0.0.0`, `127.0.0.1`, `[::1]`) or a name
+/// (`localhost`), or empty as in Go's `:3000` (every interface). A name is
+/// resolved once, at start, to its first IPv4 address if it has one (so
+/// `localhost` is `127.0.0.1`, what `curl localhost` tries first), else to
+/// its first address. Port 0 picks a free port.
+pub fn listen_addr(default: SocketAddr) -> Result<SocketAddr, ConfigError> {
+    match std::env::var("LISTEN_ADDR") {
+        Ok(v) if !v.trim().is_empty() => {
+            parse_listen_addr(v.trim()).map_err(|reason| ConfigError {
+                name: "LISTEN_ADDR".to_owned(),
+                value: v,
+                reason,
+            })
+        }
+        _ => Ok(default),
+    }
+}
+
+/// See [`listen_addr`].
+pub fn parse_listen_addr(value: &str) -> Result<SocketAddr, String> {
+    if let Ok(address) = value.parse::<SocketAddr>() {
+        return Ok(address);
+    }
+    if let Some(port) = value.strip_prefix(':') {
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("{port:?} is not a port number"))?;
+        return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
+    }
+    let addresses: Vec<SocketAddr> = value
+        .to_socket_addrs()
+        .map_err(|e| format!("expected host:port, such as 0.0.0.0:3000 or localhost:3000 ({e})"))?
+        .collect();
+    addresses
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addresses.first())
+        .copied()
+        .ok_or_else(|| format!("{value:?} resolves to no address"))
+}
+
 /// How events travel from the user service to the audit service. Both
-/// services read the same variable, `EVENT_TRANSPORT`.
+/// services read the same variable, `EVENT_TRANSPORT`. This is the one
+/// place a transport is named: configuration, stored rows, query output and
+/// metric labels all use `as_str`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
     Http,
     Kafka,
-}
-
-impl FromStr for Transport {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "http" => Ok(Transport::Http),
-            "kafka" => Ok(Transport::Kafka),
-            _ => Err("expected `http` or `kafka`".to_owned()),
-        }
-    }
+    Nats,
 }
 
 impl Transport {
+    /// Every transport, in the order the docs list them.
+    pub const ALL: &[Transport] = &[Transport::Http, Transport::Kafka, Transport::Nats];
+
     pub fn from_env() -> Result<Self, ConfigError> {
         env_parse("EVENT_TRANSPORT", Transport::Http)
     }
@@ -66,7 +104,31 @@ impl Transport {
         match self {
             Transport::Http => "http",
             Transport::Kafka => "kafka",
+            Transport::Nats => "nats",
         }
+    }
+}
+
+impl FromStr for Transport {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Transport::ALL
+            .iter()
+            .copied()
+            .find(|t| t.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                let names: Vec<String> = Transport::ALL
+                    .iter()
+                    .map(|t| format!("`{}`", t.as_str()))
+                    .collect();
+                format!("expected one of {}", names.join(", "))
+            })
+    }
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -215,9 +277,44 @@ mod tests {
     }
 
     #[test]
+    fn listen_addresses_take_ips_names_and_a_bare_port() {
+        assert_eq!(
+            parse_listen_addr("0.0.0.0:3000"),
+            Ok(SocketAddr::from(([0, 0, 0, 0], 3000)))
+        );
+        assert_eq!(
+            parse_listen_addr("localhost:3381"),
+            Ok(SocketAddr::from(([127, 0, 0, 1], 3381)))
+        );
+        assert_eq!(
+            parse_listen_addr(":8181"),
+            Ok(SocketAddr::from(([0, 0, 0, 0], 8181)))
+        );
+        assert_eq!(
+            parse_listen_addr("[::1]:0"),
+            Ok("[::1]:0".parse::<SocketAddr>().unwrap())
+        );
+        for bad in ["localhost", "3000", "localhost:http-ish", ":x"] {
+            assert!(parse_listen_addr(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
     fn transport_names_parse_and_others_are_refused() {
         assert_eq!("HTTP".parse::<Transport>(), Ok(Transport::Http));
         assert_eq!("kafka".parse::<Transport>(), Ok(Transport::Kafka));
-        assert!("nats".parse::<Transport>().is_err());
+        assert_eq!("NATS".parse::<Transport>(), Ok(Transport::Nats));
+        let err = "carrier-pigeon".parse::<Transport>().unwrap_err();
+        assert!(err.contains("`http`") && err.contains("`kafka`"), "{err}");
+    }
+
+    #[test]
+    fn every_transport_round_trips_through_its_name_and_serde() {
+        for t in Transport::ALL {
+            assert_eq!(t.as_str().parse::<Transport>(), Ok(*t));
+            let json = serde_json::to_string(t).unwrap();
+            assert_eq!(json, format!("\"{}\"", t.as_str()));
+            assert_eq!(serde_json::from_str::<Transport>(&json).unwrap(), *t);
+        }
     }
 }

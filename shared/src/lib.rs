@@ -1,6 +1,8 @@
 //! Types and helpers the user service and the audit service share: the user
 //! events and their CloudEvents mapping, the wire-level pieces the CloudEvents
-//! SDK leaves out, configuration, telemetry and problem+json errors.
+//! SDK leaves out, configuration, broker clients (Kafka, NATS), telemetry (logs,
+//! traces, metrics and the trace context that travels in events) and
+//! problem+json errors.
 
 pub mod auth;
 pub mod binding;
@@ -8,12 +10,16 @@ pub mod config;
 pub mod db;
 pub mod event;
 pub mod kafka;
+pub mod nats;
 pub mod problem;
 pub mod redact;
 pub mod serve;
 pub mod shutdown;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod tls;
+pub mod tracecontext;
 pub mod validate;
 
 pub use cloudevents;

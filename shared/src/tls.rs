@@ -30,8 +30,10 @@ impl TlsFiles {
     /// `TLS_CERT_FILE` and `TLS_KEY_FILE`: both set listens with TLS, neither
     /// listens in plain HTTP, one alone is a mistake.
     pub fn from_env() -> Result<Option<Self>, ConfigError> {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-        match (var("TLS_CERT_FILE"), var("TLS_KEY_FILE")) {
+        let set = |value: Result<String, _>| value.ok().filter(|v: &String| !v.trim().is_empty());
+        let cert = set(std::env::var("TLS_CERT_FILE"));
+        let key = set(std::env::var("TLS_KEY_FILE"));
+        match (cert, key) {
             (Some(cert), Some(key)) => Ok(Some(TlsFiles {
                 cert: cert.into(),
                 key: key.into(),

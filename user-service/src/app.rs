@@ -6,7 +6,7 @@ use crate::hasher::Hasher;
 use crate::publish::Publisher;
 use crate::relay::Relay;
 use crate::routes::{self, AppState};
-use crate::store::Store;
+use crate::store::{Scope, Store};
 use anyhow::Context;
 use axum::http::StatusCode;
 use axum::middleware;
@@ -21,11 +21,12 @@ use tokio_util::sync::CancellationToken;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
+use utoipa::openapi::OpenApi;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
 
 /// Requests carry a name and a password; 64 KiB is generous.
 const BODY_LIMIT: usize = 64 * 1024;
-/// SQLite has one writer at a time; a few connections serve the readers.
-const DB_CONNECTIONS: u32 = 8;
 
 /// A built service: the listener is bound (so the port is known, which is
 /// how tests use port 0), the database is migrated, nothing runs yet.
@@ -37,36 +38,36 @@ pub struct Application {
     relay: Relay,
     publisher: Arc<Publisher>,
     hasher: Hasher,
+    outbox_retention: Duration,
     shutdown: CancellationToken,
 }
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let pool = shared::db::connect_sqlite(&settings.database_url, DB_CONNECTIONS)
-            .await
-            .with_context(|| format!("Failed to open the database {}", settings.database_url))?;
-        sqlx::migrate!("./migrations")
-            .run(&pool)
-            .await
-            .context("Failed to migrate the database")?;
-        let publisher = Arc::new(Publisher::new(&settings.publish)?);
+        // The recorder first: HELP texts go to the recorder installed when
+        // they are described.
+        shared::telemetry::metrics_handle();
+        crate::relay::describe_metrics();
+        let backend = crate::store::open(&settings.database_url).await?;
+        let publisher = Arc::new(Publisher::new(&settings.publish).await?);
         let wake = Arc::new(Notify::new());
         let shutdown = CancellationToken::new();
         let hasher = Hasher::start(settings.hashing.workers, settings.hashing.queue)
             .context("Failed to start the password hashing threads")?;
         let state = AppState {
-            store: Store::new(pool.clone(), settings.event_source.clone(), wake.clone()),
+            store: Store::new(backend.clone(), settings.event_source.clone(), wake.clone()),
             publisher: publisher.clone(),
             hasher: hasher.clone(),
         };
         let relay = Relay {
-            pool,
+            store: backend,
             publisher: publisher.clone(),
             settings: settings.relay.clone(),
             wake,
             shutdown: shutdown.clone(),
+            scope: Scope::All,
         };
-        let listener = TcpListener::bind(&settings.listen_addr)
+        let listener = TcpListener::bind(settings.listen_addr)
             .await
             .with_context(|| format!("Failed to listen on {}", settings.listen_addr))?;
         let addr = listener
@@ -80,6 +81,7 @@ impl Application {
             relay,
             publisher,
             hasher,
+            outbox_retention: settings.outbox_retention,
             shutdown,
         })
     }
@@ -109,6 +111,11 @@ impl Application {
             events = %self.publisher.describe(),
             "user-service listening"
         );
+        let retention = tokio::spawn(crate::retention::run(
+            self.relay.store.clone(),
+            self.outbox_retention,
+            self.shutdown.clone(),
+        ));
         let relay = tokio::spawn(self.relay.run());
         tokio::spawn(cancel_on_signal(self.shutdown.clone()));
         shared::serve::serve(
@@ -122,6 +129,9 @@ impl Application {
         self.shutdown.cancel();
         let relayed = relay.await;
         self.publisher.flush().await;
+        if let Err(e) = retention.await {
+            tracing::error!(error = %e, "outbox retention task failed");
+        }
         tracing::info!("user-service stopped");
         // A relay that died or failed (it cancels the token as it ends,
         // which is what stopped the server) is an error: exiting non-zero
@@ -133,23 +143,54 @@ impl Application {
     }
 }
 
-fn router(state: AppState, request_timeout: Duration) -> Router {
-    Router::new()
+/// The OpenAPI 3.1 document of the service's HTTP API, generated from the
+/// handlers' annotations; served at `GET /openapi.json`.
+pub fn openapi() -> OpenApi {
+    api_routes().2
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(info(
+    title = "user-service",
+    description = "Users over HTTP. Every change is committed together with its CloudEvent \
+                   (user.storeUser, user.updateUser, user.deleteUser) and delivered to the \
+                   audit service by an outbox relay. Errors are application/problem+json (RFC 9457)."
+))]
+struct ApiDoc;
+
+/// The documented routes (the API, then the operational ones) and their
+/// document.
+#[allow(clippy::type_complexity)]
+fn api_routes() -> (Router<AppState>, Router<AppState>, OpenApi) {
+    let (api, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::users::router())
         .merge(routes::health::router())
+        .split_for_parts();
+    let (ops, ops_doc) = shared::telemetry::ops_router().split_for_parts();
+    doc.merge(ops_doc);
+    (api, ops, doc)
+}
+
+fn router(state: AppState, request_timeout: Duration) -> Router {
+    let (api, ops, doc) = api_routes();
+    api
         // A route layer, so metrics are labelled by MatchedPath.
         .route_layer(middleware::from_fn(shared::telemetry::track_http_metrics))
-        .merge(shared::telemetry::ops_router())
+        .merge(ops)
+        .merge(shared::telemetry::openapi_route(&doc))
         // Each `layer` wraps all above it; the last one is outermost. The
         // problem+json rewrite is outermost so the body limit's 413, the
         // timeout's 503 and axum's plain-text rejections all leave as
-        // problem+json.
+        // problem+json. The request id is set before the span is made, so
+        // the span (and every log line in it) carries it, and the response
+        // returns it.
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             request_timeout,
         ))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(shared::telemetry::request_span))
+        .layer(middleware::from_fn(shared::telemetry::request_id))
         .layer(middleware::map_response(
             shared::problem::problem_for_plain_errors,
         ))

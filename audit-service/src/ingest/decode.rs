@@ -8,7 +8,7 @@
 //! the SDK does not enforce.
 
 use crate::limits::{check_attribute_size, MAX_BATCH_EVENTS};
-use chrono::DateTime;
+use chrono::{DateTime, Utc};
 use cloudevents::event::SpecVersion;
 use cloudevents::message::Error as MessageError;
 use cloudevents::{AttributesReader, Data, Event};
@@ -17,6 +17,7 @@ use serde_json::{Map, Value};
 use shared::binding::{is_cloudevents_media_type, BinaryMessage, STRUCTURED_JSON};
 use shared::cloudevents;
 use shared::validate::{validate, InvalidEvent};
+use std::cell::RefCell;
 
 /// Why a message is not a CloudEvent we store. The `Display` text is what
 /// clients read in the problem's `detail` and what the dead-letter header says.
@@ -66,8 +67,119 @@ impl DecodeError {
     }
 }
 
+/// A decoded event, with its typed attributes as they arrived where the
+/// SDK would write them differently.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    pub event: Event,
+    pub as_received: AsReceived,
+}
+
+impl From<Event> for Decoded {
+    fn from(event: Event) -> Self {
+        Decoded {
+            event,
+            as_received: AsReceived::default(),
+        }
+    }
+}
+
+/// Attribute values as a sender wrote them, where the SDK's typed model
+/// would write them back differently: it keeps `time` as a UTC instant
+/// (`+01:00` comes back as `Z`, `.1Z` as `.100Z`) and `dataschema`
+/// (`schemaurl` in 0.3) as a parsed URL (`HTTP://Example.com` comes back as
+/// `http://example.com/`). An audit trail keeps what was sent, so the
+/// stored JSON gets these values back ([`AsReceived::restore`]). Empty, and
+/// free, for an event already in the SDK's form, as the user service's are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AsReceived(Vec<Kept>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Kept {
+    name: &'static str,
+    /// The value as the SDK writes it, as JSON (quoted).
+    written: String,
+    /// The value as it arrived.
+    received: String,
+}
+
+impl AsReceived {
+    /// Keeps `received`, the `time` attribute as it arrived, when the SDK
+    /// would write the instant differently. Called for every event, so the
+    /// usual case (the SDK's own form) allocates nothing: the SDK's form is
+    /// written into a buffer the thread reuses. The SDK parses `time` the
+    /// same way (`parse_from_rfc3339`, then UTC).
+    fn time(&mut self, received: &str) {
+        thread_local! {
+            static WRITTEN: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+        }
+        let Ok(instant) = DateTime::parse_from_rfc3339(received) else {
+            return;
+        };
+        let instant = instant.with_timezone(&Utc);
+        let kept = WRITTEN.with(|buffer| {
+            let mut buffer = buffer.borrow_mut();
+            buffer.clear();
+            serde_json::to_writer(&mut *buffer, &instant).ok()?;
+            let written = std::str::from_utf8(&buffer).ok()?;
+            // A timestamp has nothing to escape: the quoted value is the text.
+            let same = written.get(1..written.len().saturating_sub(1)) == Some(received);
+            (!same).then(|| Kept {
+                name: "time",
+                written: written.to_owned(),
+                received: received.to_owned(),
+            })
+        });
+        self.0.extend(kept);
+    }
+
+    /// Keeps the schema URL as it arrived when the SDK's parsed URL writes
+    /// differently (rare: the attribute is seldom set).
+    fn schema(&mut self, event: &Event, received: Option<String>) {
+        let name = match event.specversion() {
+            SpecVersion::V03 => "schemaurl",
+            SpecVersion::V10 => "dataschema",
+        };
+        let (Some(received), Some(url)) = (received, event.dataschema()) else {
+            return;
+        };
+        if url.as_str() == received {
+            return;
+        }
+        if let Ok(written) = serde_json::to_string(url) {
+            self.0.push(Kept {
+                name,
+                written,
+                received,
+            });
+        }
+    }
+
+    /// Puts the values as they arrived into `json`, the event as the SDK
+    /// serialized it. The SDK writes the context attributes first, `data`
+    /// and the extensions after them, and a quote inside a JSON string is
+    /// always escaped, so the first `"time":<value>` in its output is the
+    /// attribute itself.
+    pub fn restore(&self, json: &mut String) {
+        for kept in &self.0 {
+            let pattern = format!("\"{}\":{}", kept.name, kept.written);
+            let Some(at) = json.find(&pattern) else {
+                continue;
+            };
+            // A String always serializes.
+            let Ok(received) = serde_json::to_string(&kept.received) else {
+                continue;
+            };
+            json.replace_range(
+                at..at + pattern.len(),
+                &format!("\"{}\":{received}", kept.name),
+            );
+        }
+    }
+}
+
 /// A structured-mode event (`application/cloudevents+json`).
-pub fn structured(body: &[u8]) -> Result<Event, DecodeError> {
+pub fn structured(body: &[u8]) -> Result<Decoded, DecodeError> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| DecodeError::MalformedJson(e.to_string()))?;
     from_json(value)
@@ -76,7 +188,7 @@ pub fn structured(body: &[u8]) -> Result<Event, DecodeError> {
 /// A batch (`application/cloudevents-batch+json`): an array of structured
 /// events. "The batch MAY be empty. All batched CloudEvents MUST have the
 /// same `specversion`" (HTTP binding 3.3.2).
-pub fn batch(body: &[u8]) -> Result<Vec<Event>, DecodeError> {
+pub fn batch(body: &[u8]) -> Result<Vec<Decoded>, DecodeError> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| DecodeError::MalformedJson(e.to_string()))?;
     let Value::Array(items) = value else {
@@ -115,11 +227,18 @@ pub fn batch(body: &[u8]) -> Result<Vec<Event>, DecodeError> {
 }
 
 /// A binary-mode message (HTTP `ce-` headers or Kafka `ce_` headers).
-pub fn binary(message: BinaryMessage) -> Result<Event, DecodeError> {
+pub fn binary(message: BinaryMessage) -> Result<Decoded, DecodeError> {
     let version = spec_version(&message.spec_version)?;
+    let mut as_received = AsReceived::default();
+    let mut schema = None;
     for (name, value) in &message.attributes {
         check_attribute_size(name, value).map_err(DecodeError::AttributeTooLarge)?;
         check_string_attribute(&version, name, value)?;
+        match name.as_str() {
+            "time" => as_received.time(value),
+            "dataschema" | "schemaurl" => schema = Some(value.clone()),
+            _ => {}
+        }
     }
     if let Some(content_type) = &message.content_type {
         check_attribute_size("datacontenttype", content_type)
@@ -128,7 +247,8 @@ pub fn binary(message: BinaryMessage) -> Result<Event, DecodeError> {
     let event = message.into_event().map_err(from_message_error)?;
     validate(&event)?;
     check_v03_json_body(&event)?;
-    Ok(event)
+    as_received.schema(&event, schema);
+    Ok(Decoded { event, as_received })
 }
 
 /// A 0.3 event's binary data is stored in the JSON format as base64 with
@@ -203,10 +323,14 @@ fn spec_version(value: &str) -> Result<SpecVersion, DecodeError> {
 
 /// Checks the attributes of a JSON-format event so that errors name them,
 /// then lets the SDK parse it.
-fn from_json(value: Value) -> Result<Event, DecodeError> {
-    let Value::Object(map) = value else {
+fn from_json(value: Value) -> Result<Decoded, DecodeError> {
+    let Value::Object(mut map) = value else {
         return Err(DecodeError::NotAnObject);
     };
+    // "When decoding attributes and a null value is encountered, it MUST be
+    // decoded as if the attribute was absent" (JSON format 3.1). The SDK
+    // refuses `"data": null` beside `"data_base64": null` as both present.
+    map.retain(|_, value| !value.is_null());
     let version = match map.get("specversion") {
         None | Some(Value::Null) => {
             return Err(DecodeError::MissingAttribute("specversion".into()))
@@ -222,10 +346,18 @@ fn from_json(value: Value) -> Result<Event, DecodeError> {
         }
     }
     check_json_attributes(&version, &map)?;
+    let mut as_received = AsReceived::default();
+    if let Some(time) = map.get("time").and_then(Value::as_str) {
+        as_received.time(time);
+    }
+    let schema = ["dataschema", "schemaurl"]
+        .iter()
+        .find_map(|name| map.get(*name).and_then(Value::as_str).map(str::to_owned));
     let event: Event = serde_json::from_value(Value::Object(map))
         .map_err(|e| DecodeError::Other(e.to_string()))?;
     validate(&event)?;
-    Ok(event)
+    as_received.schema(&event, schema);
+    Ok(Decoded { event, as_received })
 }
 
 fn check_json_attributes(
@@ -308,7 +440,7 @@ fn is_absolute_uri(name: &str, value: &str) -> Result<(), DecodeError> {
 /// Decodes one record per the CloudEvents Kafka binding, without ever
 /// handing the SDK a record it would panic on (a null header value, a null
 /// structured payload).
-pub fn kafka_record(message: &impl Message) -> Result<Event, DecodeError> {
+pub fn kafka_record(message: &impl Message) -> Result<Decoded, DecodeError> {
     let headers: Vec<(&str, Option<&[u8]>)> = message
         .headers()
         .map(|h| h.iter().map(|h| (h.key, h.value)).collect())
@@ -320,24 +452,7 @@ pub fn kafka_record(message: &impl Message) -> Result<Event, DecodeError> {
         .and_then(|(_, value)| *value)
         .map(String::from_utf8_lossy);
     if let Some(content_type) = content_type.filter(|ct| is_cloudevents_media_type(ct)) {
-        let media_type = content_type
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase();
-        if media_type != STRUCTURED_JSON {
-            return Err(DecodeError::NotACloudEvent(format!(
-                "structured-mode format {media_type:?} is not supported: use {}",
-                STRUCTURED_JSON
-            )));
-        }
-        if payload.is_empty() {
-            return Err(DecodeError::NotACloudEvent(
-                "a structured-mode record needs a payload".into(),
-            ));
-        }
-        return structured(payload);
+        return structured_message(&content_type, payload);
     }
     if headers.is_empty() {
         return Err(DecodeError::NotACloudEvent(
@@ -353,14 +468,140 @@ pub fn kafka_record(message: &impl Message) -> Result<Event, DecodeError> {
     }
 }
 
+/// A broker message whose content type says structured mode: only the
+/// JSON format, and never an empty payload.
+fn structured_message(content_type: &str, payload: &[u8]) -> Result<Decoded, DecodeError> {
+    let media_type = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    if media_type != STRUCTURED_JSON {
+        return Err(DecodeError::NotACloudEvent(format!(
+            "structured-mode format {media_type:?} is not supported: use {STRUCTURED_JSON}"
+        )));
+    }
+    if payload.is_empty() {
+        return Err(DecodeError::NotACloudEvent(
+            "a structured-mode message needs a payload".into(),
+        ));
+    }
+    structured(payload)
+}
+
+/// Decodes one NATS message per the CloudEvents NATS binding 1.0.3:
+/// structured mode when `Content-Type` is an `application/cloudevents` type,
+/// binary mode (`ce-` headers) when there is a `ce-specversion` header.
+/// `headers` are (name, first value) pairs.
+///
+/// One leniency, for the Go SDK (sdk-go's nats_jetstream binding, v2.16.2):
+/// it sends structured mode as a bare payload with no header at all, and
+/// reads any message without `ce-specversion` as structured. So a message
+/// with neither header is read as a structured-mode JSON event; a payload
+/// that is not one is refused, naming both modes.
+pub fn nats_message(headers: &[(&str, &str)], payload: &[u8]) -> Result<Decoded, DecodeError> {
+    let content_type = headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+        .map(|(_, value)| *value);
+    if let Some(content_type) = content_type.filter(|ct| is_cloudevents_media_type(ct)) {
+        return structured_message(content_type, payload);
+    }
+    let binary_mode = headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("ce-specversion"));
+    if binary_mode {
+        return match BinaryMessage::from_nats(headers.iter().copied(), payload.to_vec()) {
+            Ok(Some(message)) => binary(message),
+            Ok(None) => Err(DecodeError::MissingAttribute("specversion".into())),
+            Err(e) => Err(from_message_error(e)),
+        };
+    }
+    if payload.is_empty() {
+        return Err(DecodeError::NotACloudEvent(
+            "no ce-specversion header, no application/cloudevents content-type and no payload"
+                .into(),
+        ));
+    }
+    structured(payload).map_err(|e| match e {
+        DecodeError::MalformedJson(_) | DecodeError::NotAnObject => {
+            DecodeError::NotACloudEvent(format!(
+                "neither binary mode (no ce-specversion header) nor a structured-mode payload: {e}"
+            ))
+        }
+        other => other,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cloudevents::AttributesReader;
     use serde_json::json;
 
     fn parse(v: Value) -> Result<Event, DecodeError> {
-        structured(v.to_string().as_bytes())
+        structured(v.to_string().as_bytes()).map(|d| d.event)
+    }
+
+    /// The JSON the store would keep for `v`.
+    fn stored(v: Value) -> Value {
+        let decoded = structured(v.to_string().as_bytes()).unwrap();
+        let mut json = serde_json::to_string(&decoded.event).unwrap();
+        decoded.as_received.restore(&mut json);
+        serde_json::from_str(&json).unwrap()
+    }
+
+    #[test]
+    fn time_and_dataschema_are_kept_as_they_arrived() {
+        let mut v = minimal();
+        v["time"] = json!("2026-11-26T10:30:00.1+01:00");
+        v["dataschema"] = json!("HTTP://Example.com");
+        // A `time` in the data and in an extension, as the SDK's form of
+        // the attribute, are not the attribute.
+        v["data"] = json!({"time": "2026-11-26T09:30:00.100Z"});
+        v["note"] = json!("\"time\":\"2026-11-26T09:30:00.100Z\"");
+        let kept = stored(v.clone());
+        assert_eq!(kept["time"], "2026-11-26T10:30:00.1+01:00");
+        assert_eq!(kept["dataschema"], "HTTP://Example.com");
+        assert_eq!(kept["data"], v["data"]);
+        assert_eq!(kept["note"], v["note"]);
+        // The SDK still reads the instant it means.
+        let event: Event = serde_json::from_value(kept).unwrap();
+        assert_eq!(
+            event.time().unwrap().to_rfc3339(),
+            "2026-11-26T09:30:00.100+00:00"
+        );
+    }
+
+    #[test]
+    fn an_event_in_the_sdks_own_form_keeps_nothing_extra() {
+        let mut v = minimal();
+        v["time"] = json!("2026-11-26T09:30:00.123Z");
+        let decoded = structured(v.to_string().as_bytes()).unwrap();
+        assert_eq!(decoded.as_received, AsReceived::default());
+        assert_eq!(stored(v.clone())["time"], v["time"]);
+    }
+
+    #[test]
+    fn binary_mode_keeps_time_as_it_arrived() {
+        let message = BinaryMessage {
+            spec_version: "1.0".into(),
+            attributes: vec![
+                ("id".into(), "1".into()),
+                ("source".into(), "/s".into()),
+                ("type".into(), "t".into()),
+                ("time".into(), "2026-11-26T10:30:00+01:00".into()),
+            ],
+            content_type: None,
+            body: vec![],
+        };
+        let decoded = binary(message).unwrap();
+        let mut json = serde_json::to_string(&decoded.event).unwrap();
+        decoded.as_received.restore(&mut json);
+        assert!(
+            json.contains(r#""time":"2026-11-26T10:30:00+01:00""#),
+            "{json}"
+        );
     }
 
     fn minimal() -> Value {
@@ -407,6 +648,17 @@ mod tests {
     }
 
     #[test]
+    fn null_attributes_are_absent() {
+        let mut v = minimal();
+        v["data"] = Value::Null;
+        v["data_base64"] = Value::Null;
+        v["subject"] = Value::Null;
+        let event = parse(v).unwrap();
+        assert_eq!(event.subject(), None);
+        assert_eq!(event.data(), None);
+    }
+
+    #[test]
     fn a_batch_of_two_specversions_is_refused() {
         let mut v03 = minimal();
         v03["specversion"] = json!("0.3");
@@ -415,7 +667,7 @@ mod tests {
             batch(body.as_bytes()),
             Err(DecodeError::MixedSpecVersions { .. })
         ));
-        assert_eq!(batch(b"[]").unwrap(), vec![]);
+        assert!(batch(b"[]").unwrap().is_empty());
     }
 
     #[test]
@@ -510,5 +762,59 @@ mod tests {
         });
         let body = br#"{"specversion":"1.0","id":"1","source":"/s","type":"t"}"#;
         assert!(kafka_record(&record(Some(headers), Some(body))).is_ok());
+    }
+
+    // NATS messages
+
+    #[test]
+    fn nats_binary_and_structured_modes_are_read_as_the_binding_says() {
+        let binary = nats_message(
+            &[
+                ("ce-specversion", "1.0"),
+                ("ce-id", "n1"),
+                ("ce-source", "/s"),
+                ("ce-type", "t"),
+                ("ce-subject", "Gr%C3%BC%C3%9Fe"),
+                ("ce-datacontenttype", "application/json"),
+                ("Nats-Msg-Id", "n1"),
+            ],
+            br#"{"a":1}"#,
+        )
+        .unwrap()
+        .event;
+        assert_eq!(binary.subject(), Some("Grüße"));
+        assert_eq!(binary.datacontenttype(), Some("application/json"));
+        let body = br#"{"specversion":"1.0","id":"n2","source":"/s","type":"t"}"#;
+        let structured = nats_message(&[("Content-Type", "application/cloudevents+json")], body);
+        assert_eq!(structured.unwrap().event.id(), "n2");
+        // The Go SDK's structured mode: the payload alone.
+        assert_eq!(nats_message(&[], body).unwrap().event.id(), "n2");
+    }
+
+    #[test]
+    fn nats_messages_that_are_not_cloudevents_say_why() {
+        let garbage = nats_message(&[], b"garbage").unwrap_err();
+        assert!(
+            matches!(garbage, DecodeError::NotACloudEvent(_)),
+            "{garbage}"
+        );
+        let empty = nats_message(&[("x", "y")], b"").unwrap_err();
+        assert!(empty.to_string().contains("no payload"), "{empty}");
+        let headerless = nats_message(&[], br#"{"id":"1"}"#).unwrap_err();
+        assert_eq!(
+            headerless,
+            DecodeError::MissingAttribute("specversion".into())
+        );
+        let no_body = nats_message(&[("content-type", "application/cloudevents+json")], b"");
+        assert!(no_body.unwrap_err().to_string().contains("payload"));
+        let no_type = nats_message(
+            &[
+                ("ce-specversion", "1.0"),
+                ("ce-id", "1"),
+                ("ce-source", "/s"),
+            ],
+            b"",
+        );
+        assert_eq!(no_type, Err(DecodeError::MissingAttribute("type".into())));
     }
 }

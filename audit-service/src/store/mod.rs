@@ -11,22 +11,35 @@
 //! not by the writer: the writer is the one serial stage, so it does nothing
 //! but insert and commit. Logging the stored events, counting them and
 //! feeding the live tail happen after the commit on a thread of their own.
+//!
+//! The database is SQLite (`sqlite`, the embedded default) or PostgreSQL
+//! (`postgres`, shared by every replica); each implements the writer's
+//! [`writer::BatchWriter`], and reads go through [`Store::page`], one SQL
+//! text for both (`page`). On PostgreSQL the live tail is fed by polling
+//! the table (`tail_poll`), so it shows every replica's events.
 
+mod page;
+mod postgres;
 mod sqlite;
 pub mod tail;
+mod tail_poll;
 mod writer;
 
+use crate::ingest::decode::{AsReceived, Decoded};
 use chrono::SecondsFormat;
+use cloudevents::event::ExtensionValue;
 use cloudevents::{AttributesReader, Event};
 use serde::ser::{SerializeStruct, Serializer};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use shared::cloudevents;
 use shared::config::Transport;
-use sqlx::SqlitePool;
+use shared::db::Kind;
+use shared::tracecontext;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
+pub use page::{Page, PageQuery};
 pub use tail::{Received, Subscriber, Tail, TAIL_MAX_BYTES};
 pub use writer::WriterHandle;
 
@@ -42,13 +55,63 @@ pub struct EventRow {
     pub id: String,
     pub ty: String,
     pub subject: Option<String>,
+    /// `time` as a UTC instant, so the column sorts; the JSON keeps the
+    /// value as it was sent.
     pub time: Option<String>,
-    /// The CloudEvent in the JSON event format.
+    /// The CloudEvent in the JSON event format, with its attribute values
+    /// as they were received.
     pub json: String,
+    /// The event's trace context (the distributed-tracing extension), for
+    /// the log line and the store span after the commit.
+    pub trace: Option<TraceContext>,
+}
+
+/// An event's `traceparent`, and its `tracestate` when spans are exported
+/// (only a span needs it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceContext {
+    pub traceparent: String,
+    pub tracestate: Option<String>,
+}
+
+impl TraceContext {
+    fn of(event: &Event) -> Option<Self> {
+        let text = |name: &str| match event.extension(name) {
+            Some(ExtensionValue::String(s)) => Some(s.clone()),
+            _ => None,
+        };
+        let traceparent = text(tracecontext::TRACEPARENT)?;
+        let tracestate = if shared::telemetry::traces_exported() {
+            text(tracecontext::TRACESTATE)
+        } else {
+            None
+        };
+        Some(TraceContext {
+            traceparent,
+            tracestate,
+        })
+    }
+
+    /// The trace id, for the log line.
+    pub fn trace_id(&self) -> Option<&str> {
+        tracecontext::trace_id_of(&self.traceparent)
+    }
 }
 
 impl EventRow {
     pub fn from_event(event: &Event) -> Result<Self, serde_json::Error> {
+        Self::new(event, &AsReceived::default())
+    }
+
+    /// The row of a decoded event: its JSON as the SDK writes it, with the
+    /// attribute values it arrived with put back.
+    pub fn from_decoded(decoded: &Decoded) -> Result<Self, serde_json::Error> {
+        Self::new(&decoded.event, &decoded.as_received)
+    }
+
+    fn new(event: &Event, as_received: &AsReceived) -> Result<Self, serde_json::Error> {
+        let mut json = serde_json::to_string(event)?;
+        as_received.restore(&mut json);
         Ok(EventRow {
             source: event.source().to_string(),
             id: event.id().to_owned(),
@@ -57,7 +120,8 @@ impl EventRow {
             time: event
                 .time()
                 .map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
-            json: serde_json::to_string(event)?,
+            json,
+            trace: TraceContext::of(event),
         })
     }
 }
@@ -74,6 +138,9 @@ pub struct StoredEvent {
     pub subject: Option<String>,
     /// The CloudEvent in the JSON format, exactly as stored.
     pub json: String,
+    /// The event's trace context; set for events just stored, not for rows
+    /// read back.
+    pub trace: Option<TraceContext>,
 }
 
 impl Serialize for StoredEvent {
@@ -132,10 +199,18 @@ struct WriteRequest {
     reply: oneshot::Sender<Result<WriteOutcome, WriteFailed>>,
 }
 
+/// Connections for queries, the live tail and readiness; the writer has
+/// its own.
+#[derive(Clone)]
+enum Readers {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
 /// A cheap handle to the store: clone it into every task that writes or reads.
 #[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    readers: Readers,
     writes: mpsc::Sender<Command>,
     tail: Tail,
 }
@@ -146,11 +221,35 @@ impl Store {
     /// is dropped); requests already queued then are still committed and
     /// answered.
     pub async fn open(database_url: &str) -> anyhow::Result<(Store, WriterHandle)> {
-        let (pool, backend) = sqlite::open(database_url).await?;
         let (writes, queue) = mpsc::channel(QUEUE_CAPACITY);
         let tail = Tail::new(TAIL_MAX_BYTES);
-        let writer = writer::spawn(backend, writes.clone(), queue, tail.clone())?;
-        Ok((Store { pool, writes, tail }, writer))
+        let (readers, writer) = match Kind::of(database_url)? {
+            Kind::Sqlite => {
+                let (pool, backend) = sqlite::open(database_url).await?;
+                // One process writes the file: the writer feeds the tail.
+                let feed = writer::Feed::Tail(tail.clone());
+                let writer = writer::spawn(backend, writes.clone(), queue, feed)?;
+                (Readers::Sqlite(pool), writer)
+            }
+            Kind::Postgres => {
+                let (pool, backend) = postgres::open(database_url).await?;
+                // Every replica writes the table: the tail reads it back,
+                // woken at once by this replica's commits.
+                let committed = Arc::new(tokio::sync::Notify::new());
+                let poll = tail_poll::spawn(pool.clone(), tail.clone(), committed.clone());
+                let feed = writer::Feed::Wake(committed);
+                let writer = writer::spawn(backend, writes.clone(), queue, feed)?.with_task(poll);
+                (Readers::Postgres(pool), writer)
+            }
+        };
+        Ok((
+            Store {
+                readers,
+                writes,
+                tail,
+            },
+            writer,
+        ))
     }
 
     /// Stores `events` (duplicates by (source, id) are acknowledged, not
@@ -210,13 +309,20 @@ impl Store {
         self.tail.subscribe()
     }
 
-    /// Connections for reading; the writer has its own.
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
+    /// The next page of stored events in seq order, as `query` asks: up
+    /// to `query.limit` events and `max_bytes` of their JSON, at least one.
+    pub async fn page(&self, query: &PageQuery, max_bytes: usize) -> Result<Page, StoreError> {
+        match &self.readers {
+            Readers::Sqlite(pool) => sqlite::page(pool, query, max_bytes).await,
+            Readers::Postgres(pool) => postgres::page(pool, query, max_bytes).await,
+        }
     }
 
     /// True when the database answers a query.
     pub async fn is_reachable(&self) -> bool {
-        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+        match &self.readers {
+            Readers::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.is_ok(),
+            Readers::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.is_ok(),
+        }
     }
 }

@@ -14,13 +14,17 @@
 //! to its queue as soon as the waiters have their answers.
 
 use super::{
-    Command, EventRow, StoreError, StoredEvent, Tail, WriteFailed, WriteOutcome, WriteRequest,
+    Command, EventRow, StoreError, StoredEvent, Tail, TraceContext, WriteFailed, WriteOutcome,
+    WriteRequest,
 };
 use chrono::{SecondsFormat, Utc};
+use opentelemetry::global::BoxedTracer;
+use opentelemetry::trace::{Span as _, SpanKind, TraceContextExt, Tracer as _};
+use opentelemetry::KeyValue;
 use shared::config::Transport;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 use tokio::sync::mpsc;
 
 /// The most events one transaction takes, so a flood of requests still gets
@@ -46,14 +50,30 @@ pub trait BatchWriter: Send + 'static {
     ) -> Result<Vec<Option<i64>>, StoreError>;
 }
 
+/// Where committed events go besides the log.
+pub(super) enum Feed {
+    /// Straight to the live tail (one process writes the database).
+    Tail(Tail),
+    /// A wake-up for the task that reads the shared table back for the
+    /// live tail (several replicas write it, see `tail_poll`).
+    Wake(Arc<tokio::sync::Notify>),
+}
+
 /// The writer and logger threads.
 pub struct WriterHandle {
     writer: JoinHandle<()>,
     logger: JoinHandle<()>,
     queue: mpsc::Sender<Command>,
+    /// A task that lives as long as the writer (the PostgreSQL tail poll).
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl WriterHandle {
+    pub(super) fn with_task(mut self, task: tokio::task::JoinHandle<()>) -> Self {
+        self.task = Some(task);
+        self
+    }
+
     /// Stops the writer and waits for it: what is queued now is committed,
     /// answered and logged; writes sent after are refused (`WriterGone`).
     /// Closing, rather than waiting for the last `Store` handle to go, lets
@@ -69,6 +89,9 @@ impl WriterHandle {
             writer.is_ok() && logger.is_ok()
         })
         .await;
+        if let Some(task) = self.task {
+            task.abort();
+        }
         if !matches!(joined, Ok(true)) {
             tracing::error!("the audit store writer failed");
         }
@@ -80,13 +103,16 @@ struct Committed {
     rows: Vec<StoredEvent>,
     /// Per request: its transport and outcome, for the counters.
     outcomes: Vec<(Transport, WriteOutcome)>,
+    /// When its transaction began and committed: the store spans' times.
+    began: SystemTime,
+    committed: SystemTime,
 }
 
 pub(super) fn spawn(
     backend: impl BatchWriter,
     sender: mpsc::Sender<Command>,
     queue: mpsc::Receiver<Command>,
-    tail: Tail,
+    feed: Feed,
 ) -> std::io::Result<WriterHandle> {
     let (committed_tx, committed_rx) = std::sync::mpsc::sync_channel(COMMITTED_CAPACITY);
     let writer = std::thread::Builder::new()
@@ -94,11 +120,12 @@ pub(super) fn spawn(
         .spawn(move || run(backend, queue, committed_tx))?;
     let logger = std::thread::Builder::new()
         .name("audit-log".into())
-        .spawn(move || log_committed(committed_rx, tail))?;
+        .spawn(move || log_committed(committed_rx, feed))?;
     Ok(WriterHandle {
         writer,
         logger,
         queue: sender,
+        task: None,
     })
 }
 
@@ -127,6 +154,7 @@ fn run(
             }
         }
         let started = Instant::now();
+        let began = SystemTime::now();
         let received_at: Arc<str> = Utc::now()
             .to_rfc3339_opts(SecondsFormat::Micros, true)
             .into();
@@ -141,7 +169,9 @@ fn run(
             .record(started.elapsed().as_secs_f64());
         match result {
             Ok(seqs) => {
-                let done = answer(batch, seqs, &received_at);
+                let mut done = answer(batch, seqs, &received_at);
+                done.began = began;
+                done.committed = SystemTime::now();
                 // Only fails when the logger thread is gone, i.e. panicked;
                 // the events are stored and answered either way.
                 let _ = committed.send(done);
@@ -181,6 +211,7 @@ fn answer(batch: Vec<WriteRequest>, seqs: Vec<Option<i64>>, received_at: &Arc<st
                         ty: row.ty,
                         subject: row.subject,
                         json: row.json,
+                        trace: row.trace,
                     });
                 }
                 None => outcome.duplicates += 1,
@@ -193,25 +224,43 @@ fn answer(batch: Vec<WriteRequest>, seqs: Vec<Option<i64>>, received_at: &Arc<st
     Committed {
         rows: stored,
         outcomes,
+        began: SystemTime::UNIX_EPOCH,
+        committed: SystemTime::UNIX_EPOCH,
     }
 }
 
 /// One log line per stored event, the counters, and the live tail, in
 /// commit (seq) order.
-fn log_committed(committed: std::sync::mpsc::Receiver<Committed>, tail: Tail) {
+///
+/// While spans are exported, each stored event that carries a trace
+/// context also gets a span `audit.store` in that trace, from the start of
+/// its transaction to the commit. It is made here, after the commit and off
+/// the writer thread, and only then: at 100,000 events a second a span per
+/// event is work the writer must not do, nor the logger when nobody
+/// collects it.
+fn log_committed(committed: std::sync::mpsc::Receiver<Committed>, feed: Feed) {
+    let spans = shared::telemetry::traces_exported().then(StoreSpans::new);
     for batch in committed {
         for row in &batch.rows {
+            let trace_id = row.trace.as_ref().and_then(TraceContext::trace_id);
             tracing::info!(
                 r#type = %row.ty,
                 source = %row.source,
                 id = %row.id,
-                subject = row.subject.as_deref(),
-                transport = row.transport.as_str(),
+                subject = row.subject.as_deref().map(display),
+                transport = %row.transport.as_str(),
                 seq = row.seq,
+                trace_id = trace_id.map(display),
                 "audit event stored"
             );
+            if let Some(spans) = &spans {
+                spans.record(row, batch.began, batch.committed);
+            }
         }
-        tail.publish(batch.rows);
+        match &feed {
+            Feed::Tail(tail) => tail.publish(batch.rows),
+            Feed::Wake(poll) => poll.notify_one(),
+        }
         for (transport, outcome) in batch.outcomes {
             let transport = transport.as_str();
             metrics::counter!("audit_events_stored_total", "transport" => transport)
@@ -226,5 +275,44 @@ fn log_committed(committed: std::sync::mpsc::Receiver<Committed>, tail: Tail) {
                 );
             }
         }
+    }
+}
+
+/// Makes the `audit.store` spans (see [`log_committed`]).
+struct StoreSpans {
+    tracer: BoxedTracer,
+}
+
+impl StoreSpans {
+    fn new() -> Self {
+        StoreSpans {
+            tracer: opentelemetry::global::tracer("audit-service"),
+        }
+    }
+
+    /// One span for `row`, child of the context its event carries.
+    fn record(&self, row: &StoredEvent, began: SystemTime, committed: SystemTime) {
+        let Some(trace) = &row.trace else {
+            return;
+        };
+        let parent =
+            shared::tracecontext::from_values(&trace.traceparent, trace.tracestate.as_deref());
+        if !parent.span().span_context().is_valid() {
+            return;
+        }
+        let mut span = self
+            .tracer
+            .span_builder("audit.store")
+            .with_kind(SpanKind::Consumer)
+            .with_start_time(began)
+            .with_attributes([
+                KeyValue::new("cloudevents.event_id", row.id.clone()),
+                KeyValue::new("cloudevents.event_source", row.source.clone()),
+                KeyValue::new("cloudevents.event_type", row.ty.clone()),
+                KeyValue::new("audit.transport", row.transport.as_str()),
+                KeyValue::new("audit.seq", row.seq),
+            ])
+            .start_with_context(&self.tracer, &parent);
+        span.end_with_timestamp(committed);
     }
 }

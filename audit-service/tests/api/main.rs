@@ -7,6 +7,8 @@ mod bad_input;
 mod helpers;
 mod ingest_http;
 mod kafka;
+mod nats;
 mod process;
 mod query;
+mod replicas;
 mod security;

@@ -6,4 +6,8 @@
 
 mod http;
 mod kafka;
+mod nats;
+mod postgres;
+mod readme;
 mod tls;
+mod trace;

@@ -10,10 +10,11 @@
 //! the commit and seen the row still pending.
 
 use crate::outbox::{self, Outcomes, PendingEvent};
-use chrono::{DateTime, Utc};
+use crate::store::{Backend, Scope};
+use chrono::Utc;
 use futures::future::BoxFuture;
-use sqlx::SqlitePool;
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -29,7 +30,7 @@ enum Job {
         rows: Result<Vec<PendingEvent>, sqlx::Error>,
     },
     Write(Outcomes, Result<(), sqlx::Error>),
-    Lag(Result<Option<DateTime<Utc>>, sqlx::Error>),
+    Lag(Result<outbox::Backlog, sqlx::Error>),
 }
 
 /// What a finished query brought.
@@ -49,7 +50,9 @@ pub enum Fed {
 }
 
 pub struct Feed {
-    pool: SqlitePool,
+    store: Arc<dyn Backend>,
+    /// The rows this relay may send.
+    scope: Arc<Scope>,
     page: u32,
     /// How long to wait before the next query after one failed.
     pause: Duration,
@@ -64,7 +67,7 @@ pub struct Feed {
     /// Committed while a read was running: leave `known` after it.
     release_after_read: Vec<i64>,
     writes: Outcomes,
-    /// The read running (a page, a refill or the lag gauge), if any.
+    /// The read running (a page, a refill or the backlog gauges), if any.
     reading: Option<BoxFuture<'static, Job>>,
     /// The write running, if any.
     writing: Option<BoxFuture<'static, Job>>,
@@ -75,9 +78,10 @@ pub struct Feed {
 }
 
 impl Feed {
-    pub fn new(pool: SqlitePool, page: u32, pause: Duration) -> Self {
+    pub fn new(store: Arc<dyn Backend>, scope: Scope, page: u32, pause: Duration) -> Self {
         Feed {
-            pool,
+            store,
+            scope: Arc::new(scope),
             page,
             pause,
             cursor: 0,
@@ -141,7 +145,7 @@ impl Feed {
 
     /// The poll interval passed: when caught up, scan again from the start
     /// (for rows re-driven by an operator, which keep their old seq), and
-    /// refresh the lag gauge.
+    /// refresh the backlog gauges (depth and age).
     pub fn tick(&mut self) {
         if self.at_end {
             self.rescan();
@@ -167,9 +171,9 @@ impl Feed {
             return;
         }
         let outcomes = std::mem::take(&mut self.writes);
-        let pool = self.pool.clone();
+        let store = self.store.clone();
         self.writing = Some(Box::pin(async move {
-            let written = outbox::record(&pool, &outcomes).await;
+            let written = store.record(&outcomes).await;
             Job::Write(outcomes, written)
         }));
     }
@@ -177,9 +181,9 @@ impl Feed {
     /// Starts reading `user`'s oldest pending rows after `after`, up to
     /// `limit`.
     pub fn start_refill(&mut self, user: String, after: i64, limit: u32) {
-        let pool = self.pool.clone();
+        let store = self.store.clone();
         self.reading = Some(Box::pin(async move {
-            let rows = outbox::pending_for_user(&pool, &user, after, limit).await;
+            let rows = store.pending_for_user(&user, after, limit).await;
             Job::Refill { user, limit, rows }
         }));
     }
@@ -190,26 +194,24 @@ impl Feed {
         if !self.can_read() {
             return false;
         }
-        let pool = self.pool.clone();
+        let (store, scope) = (self.store.clone(), self.scope.clone());
         let (after, limit, pass) = (self.cursor, self.page, self.pass);
         self.reading = Some(Box::pin(async move {
             let held_back: Vec<&str> = held_back.iter().map(String::as_str).collect();
-            let rows = outbox::pending_after(&pool, after, limit, &held_back).await;
+            let rows = store.pending_after(&scope, after, limit, &held_back).await;
             Job::Read { pass, rows }
         }));
         true
     }
 
-    /// Starts refreshing the lag gauge if it is due.
+    /// Starts refreshing the backlog gauges if they are due.
     pub fn start_lag(&mut self) {
         if !self.can_query() || !self.lag_due {
             return;
         }
         self.lag_due = false;
-        let pool = self.pool.clone();
-        self.reading = Some(Box::pin(async move {
-            Job::Lag(outbox::oldest_pending(&pool).await)
-        }));
+        let store = self.store.clone();
+        self.reading = Some(Box::pin(async move { Job::Lag(store.backlog().await) }));
     }
 
     /// Waits for a running query (or the end of a pause) and takes its
@@ -312,11 +314,12 @@ impl Feed {
                 }
                 Fed::Nothing
             }
-            Job::Lag(Ok(oldest)) => {
-                let lag = oldest.map_or(0.0, |created| {
+            Job::Lag(Ok(backlog)) => {
+                let lag = backlog.oldest.map_or(0.0, |created| {
                     (Utc::now() - created).num_milliseconds().max(0) as f64 / 1000.0
                 });
                 metrics::gauge!("outbox_oldest_pending_age_seconds").set(lag);
+                metrics::gauge!("outbox_pending_events").set(backlog.pending as f64);
                 Fed::Nothing
             }
             Job::Lag(Err(e)) => {

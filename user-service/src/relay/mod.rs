@@ -2,47 +2,64 @@
 //! each until it is acknowledged or refused for good, in commit (seq) order
 //! per user.
 //!
-//! Both transports read the outbox the same way ([`feed`]): pages of
+//! Every transport reads the outbox the same way ([`feed`]): pages of
 //! pending rows behind a seq cursor, outcomes written back many to a
-//! commit. How rows go out differs:
-//! - over HTTP ([`http`]), per-user lanes ([`lanes`]) send a user's events
-//!   one request at a time and in order, many users per batch request and
-//!   many requests at once; a user whose event is retried holds back only
-//!   that user;
-//! - to Kafka ([`kafka`]), rows go to the producer in seq order with
-//!   thousands in flight; the producer keeps each partition's order.
+//! commit. How rows go out depends on the kind of publisher:
+//! - request/response (HTTP, [`http`]): per-user lanes ([`lanes`]) send a
+//!   user's events one request at a time and in order, many users per
+//!   batch request and many requests at once; a user whose event is
+//!   retried holds back only that user;
+//! - pipelined with acknowledgements (a broker, [`window`]): rows go to
+//!   the publisher in seq order with thousands in flight; the broker keeps
+//!   the order they were handed over in.
+//!
+//! On a database several replicas share (PostgreSQL), each relay sends only
+//! the rows of the buckets whose lease it holds ([`leases`]), and starts a
+//! new round over the outbox whenever that set changes.
 
 mod feed;
 mod http;
-mod kafka;
 mod lanes;
+mod leases;
+mod window;
 
 use crate::config::RelaySettings;
+use crate::outbox::PendingEvent;
 use crate::publish::Publisher;
+use crate::store::{Backend, Scope};
+use leases::Leases;
+use metrics::Counter;
 use rand::Rng;
-use sqlx::SqlitePool;
+use shared::config::Transport;
+use shared::event::{USER_DELETED, USER_STORED, USER_UPDATED};
+use shared::tracecontext::JsonTraceContext;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tracing::field::Empty;
+use tracing::Span;
 
 /// Rows per outbox read.
 const PAGE: u32 = 1000;
 
 pub struct Relay {
-    pub pool: SqlitePool,
+    pub store: Arc<dyn Backend>,
     pub publisher: Arc<Publisher>,
     pub settings: RelaySettings,
     /// Notified after each commit that adds an outbox row.
     pub wake: Arc<Notify>,
     pub shutdown: CancellationToken,
+    /// The rows this round may send.
+    pub scope: Scope,
 }
 
 impl Relay {
     /// Runs until the shutdown token is cancelled. Requests in flight are
     /// finished first (bounded by the publish timeout) and their outcomes
     /// written; rows waiting for a retry stay pending for the next start.
-    /// An error means the relay cannot go on (a Kafka producer that could
+    /// An error means the relay cannot go on (a broker publisher that could
     /// not be rebuilt).
     #[tracing::instrument(name = "outbox_relay", skip_all)]
     pub async fn run(self) -> anyhow::Result<()> {
@@ -50,20 +67,179 @@ impl Relay {
         // service stops: serving users whose events go nowhere is worse.
         let _stop_service = self.shutdown.clone().drop_guard();
         tracing::info!("outbox relay started");
-        let ended = match &*self.publisher {
-            Publisher::Http(publisher) => http::run(&self, publisher).await,
-            Publisher::Kafka(publisher) => kafka::run(&self, publisher).await,
+        let mut leases = self.store.is_shared().then(|| {
+            Leases::new(
+                self.store.clone(),
+                self.settings.lease_term,
+                self.settings.lease_margin,
+            )
+        });
+        if let Some(leases) = &mut leases {
+            leases.renew(&[]).await;
+        }
+        let ended = loop {
+            let round = Relay {
+                store: self.store.clone(),
+                publisher: self.publisher.clone(),
+                settings: self.settings.clone(),
+                wake: self.wake.clone(),
+                shutdown: self.shutdown.child_token(),
+                scope: leases.as_mut().map_or(Scope::All, Leases::scope),
+            };
+            let ended = {
+                let sending = round.send();
+                tokio::pin!(sending);
+                loop {
+                    tokio::select! {
+                        ended = &mut sending => break ended,
+                        _ = until_change(&mut leases) => round.shutdown.cancel(),
+                    }
+                }
+            };
+            if ended.is_err() || self.shutdown.is_cancelled() {
+                break ended;
+            }
+            if let Some(leases) = &mut leases {
+                leases.round_ended().await;
+            }
         };
+        if let Some(leases) = leases {
+            leases.leave().await;
+        }
         match &ended {
             Ok(()) => tracing::info!("outbox relay stopped"),
             Err(e) => tracing::error!(error = format!("{e:#}"), "outbox relay failed"),
         }
         ended
     }
+
+    /// One round: sends the scope's rows until this round's token is
+    /// cancelled.
+    async fn send(&self) -> anyhow::Result<()> {
+        match &*self.publisher {
+            Publisher::Http(publisher) => http::run(self, publisher).await,
+            Publisher::Pipelined(publisher) => window::run(self, publisher.as_ref()).await,
+        }
+    }
 }
 
-fn count_dead_letter() {
-    metrics::counter!("outbox_dead_letters_total").increment(1);
+async fn until_change(leases: &mut Option<Leases>) {
+    match leases {
+        Some(leases) => leases.until_change().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The relay's counters of events by `type`, for one transport: published
+/// (acknowledged), retried (a failed attempt that will be repeated) and
+/// dead-lettered. The handles are looked up once per type, not per event:
+/// the Kafka relay counts tens of thousands of reports a second.
+pub(crate) struct EventCounters {
+    transport: &'static str,
+    by_type: HashMap<String, TypeCounters>,
+}
+
+struct TypeCounters {
+    published: Counter,
+    retried: Counter,
+    dead_lettered: Counter,
+}
+
+impl EventCounters {
+    /// Counters for `transport`, the user event types already at zero so
+    /// that dashboards see them before the first event.
+    pub(crate) fn new(transport: Transport) -> Self {
+        let mut counters = EventCounters {
+            transport: transport.as_str(),
+            by_type: HashMap::new(),
+        };
+        for ty in [USER_STORED, USER_UPDATED, USER_DELETED] {
+            counters.of(ty);
+        }
+        counters
+    }
+
+    fn of(&mut self, ty: &str) -> &TypeCounters {
+        let transport = self.transport;
+        self.by_type.entry(ty.to_owned()).or_insert_with(|| {
+            let labels = [("type", ty.to_owned()), ("transport", transport.to_owned())];
+            TypeCounters {
+                published: metrics::counter!("outbox_events_published_total", &labels),
+                retried: metrics::counter!("outbox_events_retried_total", &labels),
+                dead_lettered: metrics::counter!("outbox_events_dead_lettered_total", &labels),
+            }
+        })
+    }
+
+    pub(crate) fn published(&mut self, ty: &str) {
+        self.of(ty).published.increment(1);
+    }
+
+    pub(crate) fn retried(&mut self, ty: &str) {
+        self.of(ty).retried.increment(1);
+    }
+
+    pub(crate) fn dead_lettered(&mut self, ty: &str) {
+        self.of(ty).dead_lettered.increment(1);
+    }
+}
+
+/// HELP text for the relay's metrics.
+pub fn describe_metrics() {
+    metrics::describe_counter!(
+        "outbox_events_published_total",
+        "Events the receiver acknowledged, by event type and transport"
+    );
+    metrics::describe_counter!(
+        "outbox_events_retried_total",
+        "Failed delivery attempts that will be repeated, by event type and transport"
+    );
+    metrics::describe_counter!(
+        "outbox_events_dead_lettered_total",
+        "Events parked as dead letters (refused for good, or out of attempts), by event type and transport"
+    );
+    metrics::describe_counter!(
+        "outbox_batches_split_total",
+        "HTTP batches refused as a whole and sent again one event at a time"
+    );
+    metrics::describe_counter!(
+        "kafka_producer_rebuilds_total",
+        "Kafka producers replaced after a fatal error"
+    );
+    metrics::describe_gauge!(
+        "outbox_pending_events",
+        "Outbox rows not delivered yet (the outbox depth)"
+    );
+    metrics::describe_gauge!(
+        "outbox_oldest_pending_age_seconds",
+        metrics::Unit::Seconds,
+        "Age of the oldest outbox row not delivered yet; 0 when there is none"
+    );
+}
+
+/// A span for publishing one row, in the trace its event carries, made only
+/// while spans are exported: per event it is work no log line needs. The
+/// span lasts as long as it is kept; dropping it ends it.
+fn publish_span(row: &PendingEvent, transport: Transport) -> Option<Span> {
+    if !shared::telemetry::traces_exported() {
+        return None;
+    }
+    let span = tracing::info_span!(
+        "publish",
+        event_id = %row.event_id,
+        event_type = %row.event_type,
+        transport = transport.as_str(),
+        outcome = Empty,
+    );
+    shared::tracecontext::set_parent(&span, JsonTraceContext::of(&row.event_json).context());
+    Some(span)
+}
+
+/// The trace id of a row's event, for the log lines about it.
+fn trace_id(row: &PendingEvent) -> Option<String> {
+    JsonTraceContext::of(&row.event_json)
+        .trace_id()
+        .map(str::to_owned)
 }
 
 /// Exponential backoff with full jitter (a uniform delay up to the doubling
@@ -98,6 +274,8 @@ mod tests {
             poll_interval: Duration::from_millis(500),
             concurrency: 32,
             batch_max: 100,
+            lease_term: Duration::from_secs(30),
+            lease_margin: Duration::from_secs(11),
         }
     }
 

@@ -18,23 +18,28 @@
 //! asynchronously while running (the order of commits is kept by
 //! librdkafka) and synchronously once at shutdown.
 
-use super::dead_letter::{DeadLetters, Rejected};
+mod dead_letter;
+
+use self::dead_letter::{DeadLetters, Rejected};
 use super::decode::{self, DecodeError};
-use super::{Backoff, Stopped};
+use super::{Backoff, ConsumerTask, Probe, Stopped};
 use crate::config::{BatchLimits, KafkaSettings};
 use crate::store::{EventRow, Store, StoreError};
+use futures::future::BoxFuture;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
-use rdkafka::error::KafkaResult;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::statistics::Statistics;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use shared::config::Transport;
-use shared::kafka::{client_config, Guarantee, KafkaConfigError};
+use shared::kafka::{client_config, BrokerProbe, Guarantee, KafkaConfigError};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -43,12 +48,12 @@ type AuditConsumer = StreamConsumer<RebalanceLogger>;
 /// Starts the consumer task. It runs until `shutdown` is cancelled, then
 /// finishes the batches in hand (dead letters, store, commit) and leaves
 /// the group.
-pub fn spawn(
+pub fn start(
     settings: &KafkaSettings,
     limits: BatchLimits,
     store: Store,
     shutdown: CancellationToken,
-) -> anyhow::Result<JoinHandle<()>> {
+) -> anyhow::Result<ConsumerTask> {
     use anyhow::Context;
     let consumer: AuditConsumer = client_config(
         &settings.common,
@@ -67,6 +72,8 @@ pub fn spawn(
             // the next fetch by a second, which with a small queue halved
             // the rate.
             ("fetch.queue.backoff.ms", "5"),
+            // The consumer lag gauge comes from librdkafka's statistics.
+            ("statistics.interval.ms", "5000"),
         ],
         &[Guarantee {
             property: "enable.auto.commit",
@@ -100,14 +107,64 @@ pub fn spawn(
         limits,
         shutdown,
     };
-    Ok(tokio::spawn(worker.run()))
+    Ok(ConsumerTask {
+        task: tokio::spawn(worker.run()),
+        probe: Arc::new(BrokerProbe::new(&settings.common)?),
+    })
+}
+
+impl Probe for BrokerProbe {
+    fn check(&self, timeout: Duration) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(BrokerProbe::check(self, timeout))
+    }
 }
 
 /// Logs partition assignments, so operators (and tests) see how a group
-/// shares the topic.
+/// shares the topic; keeps the consumer lag gauge; and reports librdkafka's
+/// errors, a topic that does not exist yet as the wait it is.
 pub struct RebalanceLogger;
 
-impl ClientContext for RebalanceLogger {}
+impl ClientContext for RebalanceLogger {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::UnknownTopicOrPartition) {
+            // A fresh cluster before the topic is created (by a producer, an
+            // operator, or us at start when allowed); consumption starts
+            // once it exists.
+            tracing::info!(%reason, "waiting for the Kafka topic to exist");
+        } else {
+            tracing::error!(%error, %reason, "Kafka client error");
+        }
+    }
+
+    /// Lag per partition this member consumes: the partition's end offset
+    /// minus the committed offset, i.e. records not yet in the store.
+    fn stats(&self, statistics: Statistics) {
+        for (topic, stats) in &statistics.topics {
+            for (partition, p) in &stats.partitions {
+                // -1 is librdkafka's internal partition; "none" is one this
+                // member does not consume.
+                if *partition < 0 || p.fetch_state == "none" {
+                    continue;
+                }
+                let lag = if p.consumer_lag >= 0 {
+                    p.consumer_lag
+                } else if p.hi_offset >= 0 && p.lo_offset >= 0 {
+                    // Nothing committed yet: a new group reads from the
+                    // oldest record, so all of them are still to store.
+                    p.hi_offset - p.lo_offset
+                } else {
+                    continue;
+                };
+                metrics::gauge!(
+                    "audit_kafka_consumer_lag",
+                    "topic" => topic.clone(),
+                    "partition" => partition.to_string()
+                )
+                .set(lag as f64);
+            }
+        }
+    }
+}
 
 impl ConsumerContext for RebalanceLogger {
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -116,7 +173,17 @@ impl ConsumerContext for RebalanceLogger {
                 tracing::info!(partitions = %describe(list), "kafka partitions assigned")
             }
             Rebalance::Revoke(list) => {
-                tracing::info!(partitions = %describe(list), "kafka partitions revoked")
+                tracing::info!(partitions = %describe(list), "kafka partitions revoked");
+                // Another member reports them now; a stale value here would
+                // add to theirs in a sum over the group.
+                for e in list.elements() {
+                    metrics::gauge!(
+                        "audit_kafka_consumer_lag",
+                        "topic" => e.topic().to_owned(),
+                        "partition" => e.partition().to_string()
+                    )
+                    .set(0.0);
+                }
             }
             Rebalance::Error(e) => tracing::warn!(error = %e, "kafka rebalance failed"),
         }
@@ -172,8 +239,8 @@ impl Batch {
                     .insert((partition.0.to_owned(), partition.1), message.offset() + 1);
             }
         }
-        let decoded = decode::kafka_record(message).and_then(|event| {
-            EventRow::from_event(&event).map_err(|e| DecodeError::Other(e.to_string()))
+        let decoded = decode::kafka_record(message).and_then(|decoded| {
+            EventRow::from_decoded(&decoded).map_err(|e| DecodeError::Other(e.to_string()))
         });
         match decoded {
             Ok(row) => self.rows.push(row),
@@ -249,7 +316,14 @@ impl Worker {
                         break;
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "kafka receive failed");
+                        // A missing topic is already reported, once, by the
+                        // client context; it is the normal wait of a fresh
+                        // cluster.
+                        if e.rdkafka_error_code() == Some(RDKafkaErrorCode::UnknownTopicOrPartition) {
+                            tracing::debug!(error = %e, "kafka topic not there yet");
+                        } else {
+                            tracing::warn!(error = %e, "kafka receive failed");
+                        }
                         Backoff::new().pause(&self.shutdown).await.ok()?;
                     }
                 },

@@ -1,12 +1,13 @@
-//! The relay to Kafka: pending rows go to the producer in seq order with up
-//! to `WINDOW` records in flight, and are marked delivered from the
-//! delivery reports, many to a commit.
+//! The relay to a broker with publish acknowledgements (Kafka): pending
+//! rows go to the publisher in seq order with up to `WINDOW` events in
+//! flight, and are marked delivered from the broker's reports, many to a
+//! commit. Written once against `publish::Pipelined`.
 //!
-//! Why one user's order survives thousands in flight. A user's records
-//! share a key, hence a partition, and enter the producer in seq order: the
-//! outbox is read in seq order and each page is handed over whole, in
-//! order, before the next is read. The idempotent producer keeps a
-//! partition's records in that order on the broker, its own retries
+//! Why one user's order survives thousands in flight, on Kafka. A user's
+//! records share a key, hence a partition, and enter the producer in seq
+//! order: the outbox is read in seq order and each page is handed over
+//! whole, in order, before the next is read. The idempotent producer keeps
+//! a partition's records in that order on the broker, its own retries
 //! included: it numbers them, the broker refuses a gap or a duplicate, and
 //! librdkafka sends again from the first one missing. Our default
 //! `message.timeout.ms=0` lets a record wait forever, so librdkafka retries
@@ -35,24 +36,30 @@
 //! outbox instead of only as lag.
 
 use super::feed::{Fed, Feed};
-use super::{backoff, count_dead_letter, Relay, PAGE};
+use super::{backoff, publish_span, EventCounters, Relay, PAGE};
 use crate::outbox::{Failure, PendingEvent};
-use crate::publish::{KafkaPublisher, Report};
+use crate::publish::{Pending, Pipelined, Report};
+use cloudevents::event::ExtensionValue;
 use cloudevents::Event;
 use futures::stream::{FuturesUnordered, StreamExt};
-use rdkafka::producer::DeliveryFuture;
 use std::collections::HashSet;
 use tokio::time::{Instant, MissedTickBehavior};
+use tracing::Span;
 
-/// Records in flight (handed to the producer, no report yet) plus rows
+/// Events in flight (handed to the publisher, no report yet) plus rows
 /// awaiting their write, at most. Enough to keep batches full on a LAN
 /// link; small enough to bound memory and what is re-sent after a crash.
 const WINDOW: usize = 5000;
 
-/// A record handed to the producer: what its report is about.
+/// An event handed to the publisher: what its report is about.
 struct Sent {
     seq: i64,
     attempts: u32,
+    event_type: String,
+    /// The trace id its event carries, for log lines about it.
+    trace_id: Option<String>,
+    /// Its publish span while spans are exported; it ends with the report.
+    span: Option<Span>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,10 +78,16 @@ enum Mode {
     },
 }
 
-pub(super) async fn run(relay: &Relay, publisher: &KafkaPublisher) -> anyhow::Result<()> {
+pub(super) async fn run(relay: &Relay, publisher: &dyn Pipelined) -> anyhow::Result<()> {
     let settings = &relay.settings;
-    let mut feed = Feed::new(relay.pool.clone(), PAGE, settings.poll_interval);
+    let mut feed = Feed::new(
+        relay.store.clone(),
+        relay.scope.clone(),
+        PAGE,
+        settings.poll_interval,
+    );
     let mut in_flight = FuturesUnordered::new();
+    let mut counters = EventCounters::new(publisher.transport());
     let mut sent: HashSet<i64> = HashSet::new();
     let mut mode = Mode::Sending;
     // Recoveries since the last delivered record, for the backoff.
@@ -97,8 +110,8 @@ pub(super) async fn run(relay: &Relay, publisher: &KafkaPublisher) -> anyhow::Re
                 }
                 if fatal {
                     publisher.rebuild()?;
-                    metrics::counter!("kafka_producer_rebuilds_total").increment(1);
-                    tracing::warn!("Kafka producer rebuilt after a fatal error; re-reading the outbox from its oldest pending event");
+                    metrics::counter!("publisher_rebuilds_total", "transport" => publisher.transport().as_str()).increment(1);
+                    tracing::warn!(publisher = %publisher.describe(), "publisher rebuilt after a fatal error; re-reading the outbox from its oldest pending event");
                 }
                 recoveries = recoveries.saturating_add(1);
                 mode = Mode::Paused {
@@ -139,14 +152,13 @@ pub(super) async fn run(relay: &Relay, publisher: &KafkaPublisher) -> anyhow::Re
                 stop_by = Some(now + publisher.timeout());
                 feed.stop();
             }
-            Some((record, delivery)) = in_flight.next() => {
+            Some((record, report)) = in_flight.next() => {
                 let record: Sent = record;
                 sent.remove(&record.seq);
-                let report = publisher.report(delivery);
                 if report == Report::Delivered {
                     recoveries = 0;
                 }
-                reported(relay, &mut feed, &mut mode, publisher, record, report);
+                reported(relay, &mut feed, &mut mode, &mut counters, publisher, record, report);
             }
             fed = feed.next() => {
                 // Rows read while not sending are dropped: the rescan that
@@ -157,9 +169,9 @@ pub(super) async fn run(relay: &Relay, publisher: &KafkaPublisher) -> anyhow::Re
                             if mode != Mode::Sending {
                                 break;
                             }
-                            if let Some((record, delivery)) = enqueue(&mut feed, &mut mode, publisher, row) {
+                            if let Some((record, pending)) = enqueue(&mut feed, &mut mode, &mut counters, publisher, row).await {
                                 sent.insert(record.seq);
-                                in_flight.push(await_report(record, delivery));
+                                in_flight.push(await_report(record, pending));
                             }
                         }
                     }
@@ -178,11 +190,8 @@ pub(super) async fn run(relay: &Relay, publisher: &KafkaPublisher) -> anyhow::Re
     }
 }
 
-async fn await_report(
-    record: Sent,
-    delivery: DeliveryFuture,
-) -> (Sent, <DeliveryFuture as std::future::Future>::Output) {
-    (record, delivery.await)
+async fn await_report(record: Sent, pending: Pending) -> (Sent, Report) {
+    (record, pending.await)
 }
 
 async fn sleep_until(at: Option<Instant>) {
@@ -192,35 +201,45 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// Hands one row to the producer. `None` when it was not sent: parked, or
-/// the producer would not take it (then `mode` says what to do).
-fn enqueue(
+/// Hands one row to the publisher. `None` when it was not sent: parked, or
+/// the publisher would not take it (then `mode` says what to do).
+async fn enqueue(
     feed: &mut Feed,
     mode: &mut Mode,
-    publisher: &KafkaPublisher,
+    counters: &mut EventCounters,
+    publisher: &dyn Pipelined,
     row: PendingEvent,
-) -> Option<(Sent, DeliveryFuture)> {
-    let record = Sent {
+) -> Option<(Sent, Pending)> {
+    let span = publish_span(&row, publisher.transport());
+    let mut record = Sent {
         seq: row.seq,
         attempts: row.attempts,
+        event_type: row.event_type,
+        trace_id: None,
+        span,
     };
     let event: Event = match serde_json::from_str(&row.event_json) {
         Ok(event) => event,
         Err(e) => {
             // Only a hand-edited row gets here; it can never be sent.
             let reason = format!("stored event is not valid CloudEvents JSON: {e}");
-            park(feed, &record, &reason);
+            park(feed, counters, &record, &reason);
             return None;
         }
     };
-    match publisher.enqueue(event) {
-        Ok(delivery) => {
+    record.trace_id = match event.extension(shared::tracecontext::TRACEPARENT) {
+        Some(ExtensionValue::String(traceparent)) => {
+            shared::tracecontext::trace_id_of(traceparent).map(str::to_owned)
+        }
+        _ => None,
+    };
+    match publisher.enqueue(event).await {
+        Ok(pending) => {
             feed.hold(record.seq);
-            Some((record, delivery))
+            Some((record, pending))
         }
         Err(Report::Refused(reason)) => {
-            metrics::counter!("outbox_publish_total", "outcome" => "nack").increment(1);
-            park(feed, &record, &reason);
+            park(feed, counters, &record, &reason);
             None
         }
         Err(Report::Fatal(reason)) => {
@@ -232,7 +251,7 @@ fn enqueue(
             None
         }
         Err(Report::Delivered) => {
-            stop_sending(mode, false, publisher, "the producer refused the record");
+            stop_sending(mode, false, publisher, "the publisher refused the event");
             None
         }
     }
@@ -243,38 +262,49 @@ fn reported(
     relay: &Relay,
     feed: &mut Feed,
     mode: &mut Mode,
-    publisher: &KafkaPublisher,
+    counters: &mut EventCounters,
+    publisher: &dyn Pipelined,
     record: Sent,
     report: Report,
 ) {
+    if let Some(span) = &record.span {
+        let outcome = match report {
+            Report::Delivered => "ack",
+            Report::Refused(_) => "nack",
+            Report::Failed(_) | Report::Fatal(_) => "retry",
+        };
+        span.record("outcome", outcome);
+    }
     match report {
         Report::Delivered => {
-            metrics::counter!("outbox_publish_total", "outcome" => "ack").increment(1);
+            counters.published(&record.event_type);
             feed.outcomes().delivered.push(record.seq);
         }
-        Report::Refused(reason) => {
-            metrics::counter!("outbox_publish_total", "outcome" => "nack").increment(1);
-            park(feed, &record, &reason);
+        Report::Refused(reason) => park(feed, counters, &record, &reason),
+        Report::Failed(reason) => failed(
+            relay, feed, mode, counters, publisher, record, reason, false,
+        ),
+        Report::Fatal(reason) => {
+            failed(relay, feed, mode, counters, publisher, record, reason, true)
         }
-        Report::Failed(reason) => failed(relay, feed, mode, publisher, record, reason, false),
-        Report::Fatal(reason) => failed(relay, feed, mode, publisher, record, reason, true),
     }
 }
 
 /// A record that was not delivered: recorded as a failed attempt (or
 /// parked once out of attempts), and the relay stops sending.
+#[allow(clippy::too_many_arguments)]
 fn failed(
     relay: &Relay,
     feed: &mut Feed,
     mode: &mut Mode,
-    publisher: &KafkaPublisher,
+    counters: &mut EventCounters,
+    publisher: &dyn Pipelined,
     record: Sent,
     reason: String,
     fatal: bool,
 ) {
-    metrics::counter!("outbox_publish_total", "outcome" => "retry").increment(1);
     let attempts = record.attempts.saturating_add(1);
-    // A fatal error is the producer's, not the record's: it does not use
+    // A fatal error is the publisher's, not the event's: it does not use
     // up the record's attempts.
     let out_of_attempts = !fatal
         && relay
@@ -284,10 +314,12 @@ fn failed(
     if out_of_attempts {
         park(
             feed,
+            counters,
             &record,
             &format!("gave up after {attempts} attempts: {reason}"),
         );
     } else {
+        counters.retried(&record.event_type);
         feed.release(record.seq);
         feed.outcomes().failed.push(Failure {
             seq: record.seq,
@@ -299,14 +331,14 @@ fn failed(
 }
 
 /// Enters (or stays in) the drain after a failure, logging its start.
-fn stop_sending(mode: &mut Mode, fatal: bool, publisher: &KafkaPublisher, reason: &str) {
+fn stop_sending(mode: &mut Mode, fatal: bool, publisher: &dyn Pipelined, reason: &str) {
     match *mode {
         Mode::Draining {
             fatal: was_fatal,
             deadline,
         } => {
             if fatal && !was_fatal {
-                tracing::error!(%reason, "Kafka producer failed for good; it will be rebuilt");
+                tracing::error!(%reason, publisher = %publisher.describe(), "publisher failed for good; it will be rebuilt");
             }
             *mode = Mode::Draining {
                 fatal: fatal || was_fatal,
@@ -315,9 +347,9 @@ fn stop_sending(mode: &mut Mode, fatal: bool, publisher: &KafkaPublisher, reason
         }
         Mode::Sending | Mode::Paused { .. } => {
             if fatal {
-                tracing::error!(%reason, "Kafka producer failed for good; it will be rebuilt");
+                tracing::error!(%reason, publisher = %publisher.describe(), "publisher failed for good; it will be rebuilt");
             } else {
-                tracing::warn!(%reason, "publish to Kafka failed; pausing, then sending again from the oldest pending event");
+                tracing::warn!(%reason, publisher = %publisher.describe(), "publish failed; pausing, then sending again from the oldest pending event");
             }
             *mode = Mode::Draining {
                 fatal,
@@ -327,11 +359,16 @@ fn stop_sending(mode: &mut Mode, fatal: bool, publisher: &KafkaPublisher, reason
     }
 }
 
-fn park(feed: &mut Feed, record: &Sent, reason: &str) {
+fn park(feed: &mut Feed, counters: &mut EventCounters, record: &Sent, reason: &str) {
     // The seq leads to the event and its user in the outbox (and in
     // `user-service dead-letters list`).
-    tracing::warn!(seq = record.seq, %reason, "event parked as a dead letter");
-    count_dead_letter();
+    tracing::warn!(
+        seq = record.seq,
+        trace_id = record.trace_id.as_deref(),
+        %reason,
+        "event parked as a dead letter"
+    );
+    counters.dead_lettered(&record.event_type);
     feed.hold(record.seq);
     feed.outcomes().dead.push(Failure {
         seq: record.seq,
