@@ -154,10 +154,16 @@ impl BinaryMessage {
     }
 }
 
-fn is_json_media_type(content_type: &str) -> bool {
-    let media_type = content_type.split(';').next().unwrap_or_default();
-    let media_type = media_type.trim().to_ascii_lowercase();
-    media_type == "application/json" || media_type == "text/json" || media_type.ends_with("+json")
+/// Whether the SDK's JSON event format reads `data` under this content type
+/// as JSON: its own rule, case and parameters included, so that what binary
+/// mode turns into JSON data is read back as JSON from the stored event.
+/// (A looser rule, `Application/JSON` or `application/x+json; charset=utf-8`,
+/// stored `"data": {...}` that the SDK then refused to read: found by
+/// `make fuzz`.) Other JSON bodies stay bytes, stored as base64.
+pub fn is_json_media_type(content_type: &str) -> bool {
+    content_type.starts_with("application/json")
+        || content_type.starts_with("text/json")
+        || content_type.ends_with("+json")
 }
 
 fn is_text_media_type(content_type: &str) -> bool {
@@ -424,6 +430,40 @@ mod tests {
             event(&headers, b"\x00\x01").data(),
             Some(&Data::Binary(vec![0, 1]))
         );
+    }
+
+    /// Found by `make fuzz`: these bodies became JSON data that the SDK
+    /// would not read back from the stored event.
+    #[test]
+    fn a_body_is_json_data_only_under_a_content_type_the_sdk_reads_as_json() {
+        let event = |content_type: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert("ce-specversion", HeaderValue::from_static("1.0"));
+            headers.insert("ce-id", HeaderValue::from_static("1"));
+            headers.insert("ce-source", HeaderValue::from_static("/s"));
+            headers.insert("ce-type", HeaderValue::from_static("t"));
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+            BinaryMessage::from_http(&headers, br#"{"a":1}"#.to_vec())
+                .unwrap()
+                .unwrap()
+                .into_event()
+                .unwrap()
+        };
+        for json in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "application/x+json",
+        ] {
+            let event = event(json);
+            assert!(matches!(event.data(), Some(Data::Json(_))), "{json}");
+        }
+        for other in ["Application/JSON", "application/x+json; charset=utf-8"] {
+            let event = event(other);
+            assert!(matches!(event.data(), Some(Data::Binary(_))), "{other}");
+            let stored = serde_json::to_string(&event).unwrap();
+            let read_back: Event = serde_json::from_str(&stored).unwrap();
+            assert_eq!(read_back, event, "{other}");
+        }
     }
 
     #[test]

@@ -14,7 +14,9 @@ use cloudevents::message::Error as MessageError;
 use cloudevents::{AttributesReader, Data, Event};
 use rdkafka::message::{Headers, Message};
 use serde_json::{Map, Value};
-use shared::binding::{is_cloudevents_media_type, BinaryMessage, STRUCTURED_JSON};
+use shared::binding::{
+    is_cloudevents_media_type, is_json_media_type, BinaryMessage, STRUCTURED_JSON,
+};
 use shared::cloudevents;
 use shared::validate::{validate, InvalidEvent};
 use std::cell::RefCell;
@@ -236,7 +238,10 @@ pub fn binary(message: BinaryMessage) -> Result<Decoded, DecodeError> {
         check_string_attribute(&version, name, value)?;
         match name.as_str() {
             "time" => as_received.time(value),
-            "dataschema" | "schemaurl" => schema = Some(value.clone()),
+            // Only the specversion's own name: in 0.3 `dataschema` is an
+            // extension, and its value is not the schema URL (found by
+            // `make fuzz`: it was written over `schemaurl` in the store).
+            name if name == schema_attribute(&version) => schema = Some(value.clone()),
             _ => {}
         }
     }
@@ -251,23 +256,21 @@ pub fn binary(message: BinaryMessage) -> Result<Decoded, DecodeError> {
     Ok(Decoded { event, as_received })
 }
 
+/// The name of the schema URL attribute in `version`.
+fn schema_attribute(version: &SpecVersion) -> &'static str {
+    match version {
+        SpecVersion::V03 => "schemaurl",
+        SpecVersion::V10 => "dataschema",
+    }
+}
+
 /// A 0.3 event's binary data is stored in the JSON format as base64 with
 /// `datacontentencoding`, and reading it back (the SDK does) parses the
 /// decoded bytes as `datacontenttype` says. A body that claims to be JSON
 /// but does not parse (binary mode leaves it as bytes) would be stored in a
 /// form no reader can parse, so it is refused here. Found by `make fuzz`.
 fn check_v03_json_body(event: &Event) -> Result<(), DecodeError> {
-    let claims_json = event.datacontenttype().is_some_and(|ct| {
-        let media_type = ct
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase();
-        media_type == "application/json"
-            || media_type == "text/json"
-            || media_type.ends_with("+json")
-    });
+    let claims_json = event.datacontenttype().is_some_and(is_json_media_type);
     if event.specversion() == SpecVersion::V03
         && claims_json
         && matches!(event.data(), Some(Data::Binary(_)))
@@ -350,9 +353,10 @@ fn from_json(value: Value) -> Result<Decoded, DecodeError> {
     if let Some(time) = map.get("time").and_then(Value::as_str) {
         as_received.time(time);
     }
-    let schema = ["dataschema", "schemaurl"]
-        .iter()
-        .find_map(|name| map.get(*name).and_then(Value::as_str).map(str::to_owned));
+    let schema = map
+        .get(schema_attribute(&version))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
     let event: Event = serde_json::from_value(Value::Object(map))
         .map_err(|e| DecodeError::Other(e.to_string()))?;
     validate(&event)?;
@@ -704,6 +708,35 @@ mod tests {
         let err = binary(message("application/json")).unwrap_err().to_string();
         assert!(err.contains("`datacontenttype`"), "{err}");
         assert!(binary(message("application/octet-stream")).is_ok());
+    }
+
+    /// Found by `make fuzz`: a 0.3 event's `dataschema` extension was
+    /// stored as its `schemaurl`.
+    #[test]
+    fn a_03_dataschema_extension_is_not_taken_for_the_schema_url() {
+        let mut json = String::new();
+        let message = BinaryMessage {
+            spec_version: "0.3".into(),
+            attributes: vec![
+                ("id".into(), "1".into()),
+                ("source".into(), "/s".into()),
+                ("type".into(), "t".into()),
+                ("schemaurl".into(), "https://example.com/schema".into()),
+                ("dataschema".into(), "1.0".into()),
+            ],
+            content_type: None,
+            body: vec![],
+        };
+        let decoded = binary(message).unwrap();
+        json.push_str(&serde_json::to_string(&decoded.event).unwrap());
+        decoded.as_received.restore(&mut json);
+        let stored: Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(stored["schemaurl"], "https://example.com/schema");
+        assert_eq!(stored["dataschema"], "1.0");
+        let structured = structured(json.as_bytes()).unwrap();
+        let mut again = serde_json::to_string(&structured.event).unwrap();
+        structured.as_received.restore(&mut again);
+        assert_eq!(serde_json::from_str::<Value>(&again).unwrap(), stored);
     }
 
     // Kafka records
