@@ -13,6 +13,10 @@
 #   BROKER_CONTROLLER_PORT   KRaft controller listener, default BROKER_PORT+1 (9093)
 #   BROKER_VERSION           broker version from Maven Central, default below (4.x only)
 #   BROKER_HEAP_OPTS         broker JVM heap, default -Xmx512m
+#   BROKER_SCRAM_USER, BROKER_SCRAM_PASSWORD
+#                            both set: the client listener is SASL_PLAINTEXT with
+#                            SCRAM-SHA-256 and this one user (set at format time,
+#                            so use a fresh BROKER_PORT for it; tests do)
 #   JAVA_HOME               optional; otherwise `java` from PATH (Java 17+)
 #
 # The broker jars come from Maven Central through `mvn dependency:copy-dependencies`
@@ -52,6 +56,16 @@ PIDFILE="$CACHE/kafka-$PORT.pid"
 LOGFILE="$CACHE/kafka-$PORT.log"
 BROKER_LOG4J="$CACHE/log4j2-broker.properties"
 TOOLS_LOG4J="$CACHE/log4j2-tools.properties"
+
+SCRAM_USER="${BROKER_SCRAM_USER:-}"
+SCRAM_PASSWORD="${BROKER_SCRAM_PASSWORD:-}"
+if [[ -n "$SCRAM_USER" && -n "$SCRAM_PASSWORD" ]]; then
+  CLIENT_LISTENER="SASL_PLAINTEXT"
+else
+  CLIENT_LISTENER="PLAINTEXT"
+fi
+# What a client needs to talk to the client listener (the Kafka tools).
+CLIENT_CONF="$CACHE/client-$PORT.properties"
 
 START_DEADLINE=90 # seconds until a started broker must answer
 STOP_DEADLINE=30  # seconds of SIGTERM grace before SIGKILL
@@ -170,12 +184,12 @@ process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:$CONTROLLER_PORT
 controller.listener.names=CONTROLLER
-listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
+listeners=$CLIENT_LISTENER://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
 # Clients must be told 127.0.0.1, not the host name, or they would try to
 # reconnect to an address this broker does not listen on.
-advertised.listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+advertised.listeners=$CLIENT_LISTENER://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
+inter.broker.listener.name=$CLIENT_LISTENER
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,$CLIENT_LISTENER:$CLIENT_LISTENER
 log.dirs=$DATA
 
 # A single node can only hold one replica of anything, including the internal topics.
@@ -195,6 +209,21 @@ auto.create.topics.enable=true
 # Consumers in tests should get their partitions at once, not after 3 s.
 group.initial.rebalance.delay.ms=0
 EOF
+  : >"$CLIENT_CONF"
+  if [[ "$CLIENT_LISTENER" == SASL_PLAINTEXT ]]; then
+    cat >>"$CONF" <<EOF
+
+# SCRAM-SHA-256 on the client listener; the user is created at format time.
+sasl.enabled.mechanisms=SCRAM-SHA-256
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-256
+listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="$SCRAM_USER" password="$SCRAM_PASSWORD";
+EOF
+    cat >"$CLIENT_CONF" <<EOF
+security.protocol=SASL_PLAINTEXT
+sasl.mechanism=SCRAM-SHA-256
+sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="$SCRAM_USER" password="$SCRAM_PASSWORD";
+EOF
+  fi
 }
 
 format_storage() {
@@ -214,8 +243,12 @@ format_storage() {
   log "formatting $DATA (cluster id $cluster_id)"
   # --standalone makes this node the sole voter of a dynamic KRaft quorum,
   # which is what kafka-storage.sh format --standalone does for a dev box.
+  local scram=()
+  if [[ "$CLIENT_LISTENER" == SASL_PLAINTEXT ]]; then
+    scram=(--add-scram "SCRAM-SHA-256=[name=$SCRAM_USER,password=$SCRAM_PASSWORD]")
+  fi
   kafka_tool kafka.tools.StorageTool format --standalone \
-    --cluster-id "$cluster_id" --config "$CONF" >/dev/null
+    --cluster-id "$cluster_id" --config "$CONF" "${scram[@]}" >/dev/null
   echo "$CONTROLLER_PORT" >"$DATA/.controller-port"
 }
 
@@ -242,13 +275,18 @@ port_open() {
 # readiness test: the port opens some time before the broker serves requests.
 broker_answers() {
   port_open "$PORT" || return 1
-  if command -v kcat >/dev/null; then
+  # Debian's kcat (librdkafka 2.x of the distribution) fails SCRAM against
+  # this broker while the services' bundled librdkafka and the Java client
+  # succeed, so a SASL broker is probed with the Java tool.
+  if [[ "$CLIENT_LISTENER" == PLAINTEXT ]] && command -v kcat >/dev/null; then
     # Much faster than a JVM when available; optional.
     timeout 10 kcat -L -b "$BOOTSTRAP" -m 5 >/dev/null 2>&1
   else
+    local sasl=()
+    if [[ "$CLIENT_LISTENER" == SASL_PLAINTEXT ]]; then sasl=(--command-config "$CLIENT_CONF"); fi
     timeout 30 "$JAVA" -Xmx128m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC \
       -Dlog4j2.configurationFile="$TOOLS_LOG4J" -cp "$LIBS/*" \
-      org.apache.kafka.tools.TopicCommand --bootstrap-server "$BOOTSTRAP" --list \
+      org.apache.kafka.tools.TopicCommand --bootstrap-server "$BOOTSTRAP" --list "${sasl[@]}" \
       >/dev/null 2>&1
   fi
 }

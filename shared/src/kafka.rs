@@ -152,29 +152,84 @@ pub async fn create_topics(config: &KafkaConfig, topics: &[&str], timeout: Durat
 /// Answers whether the brokers respond and know the topic, for `/readyz`.
 #[derive(Clone)]
 pub struct BrokerProbe {
-    client: Arc<BaseConsumer>,
+    client: Arc<BaseConsumer<ProbeContext>>,
     topic: String,
 }
 
+/// Keeps librdkafka's last error report. A failed metadata fetch only says
+/// "broker transport failure"; the report says why (`SASL authentication
+/// error: ... invalid credentials`, a TLS handshake failure, a refused
+/// connection), which is what an operator reading `/readyz` needs. Reports
+/// reach `error` only when the client is polled, which `check` does.
+#[derive(Default)]
+struct ProbeContext {
+    last_error: std::sync::Mutex<Option<String>>,
+}
+
+impl ProbeContext {
+    fn keep(&self, reason: &str) {
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = Some(crate::redact::urls(reason));
+        }
+    }
+}
+
+impl rdkafka::ClientContext for ProbeContext {
+    /// Kept, not logged: the consumer logs the same report, and `/readyz`
+    /// polls would repeat it.
+    fn error(&self, _error: rdkafka::error::KafkaError, reason: &str) {
+        self.keep(reason);
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for ProbeContext {}
+
 impl BrokerProbe {
     pub fn new(config: &KafkaConfig) -> Result<Self, KafkaConfigError> {
-        let client: BaseConsumer = client_config(config, &[], &[])?.create()?;
+        let client =
+            client_config(config, &[], &[])?.create_with_context(ProbeContext::default())?;
         Ok(BrokerProbe {
             client: Arc::new(client),
             topic: config.topic.clone(),
         })
     }
 
-    /// Fetches the topic's metadata within `timeout`; the error says why not.
+    /// Fetches the topic's metadata within `timeout`; the error says why
+    /// not, with librdkafka's last report of what went wrong.
     pub async fn check(&self, timeout: Duration) -> Result<(), String> {
         let client = self.client.clone();
         let topic = self.topic.clone();
         // fetch_metadata blocks its thread until the broker answers.
-        tokio::task::spawn_blocking(move || client.fetch_metadata(Some(&topic), timeout))
-            .await
-            .map_err(|e| format!("the Kafka readiness check failed: {e}"))?
-            .map(|_| ())
-            .map_err(|e| format!("Kafka brokers unreachable: {e}"))
+        let fetched = tokio::task::spawn_blocking(move || {
+            let fetched = client.fetch_metadata(Some(&topic), timeout).map(|_| ());
+            if fetched.is_err() {
+                // The client is never subscribed, so a poll only serves the
+                // error events queued for it, which reach `error` above.
+                for _ in 0..16 {
+                    let _ = client.poll(Duration::ZERO);
+                }
+            }
+            let last_error = client
+                .context()
+                .last_error
+                .lock()
+                .ok()
+                .and_then(|mut last| {
+                    // A success clears the report: it is about the past now.
+                    if fetched.is_ok() {
+                        *last = None;
+                    }
+                    last.clone()
+                });
+            (fetched, last_error)
+        })
+        .await
+        .map_err(|e| format!("the Kafka readiness check failed: {e}"))?;
+        match fetched {
+            (Ok(()), _) => Ok(()),
+            (Err(e), None) => Err(format!("Kafka brokers unreachable: {e}")),
+            (Err(e), Some(reason)) => Err(format!("Kafka brokers unreachable: {e}; {reason}")),
+        }
     }
 }
 

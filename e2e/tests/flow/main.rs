@@ -9,5 +9,6 @@ mod kafka;
 mod nats;
 mod postgres;
 mod readme;
+mod sasl;
 mod tls;
 mod trace;
