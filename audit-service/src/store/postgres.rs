@@ -99,6 +99,16 @@ pub(super) struct PgWriter {
     runtime: Handle,
 }
 
+impl Drop for PgWriter {
+    /// Hands the connection back inside the runtime: sqlx returns a pooled
+    /// connection by spawning a task, which panics on the writer thread,
+    /// outside any runtime, when the writer ends at shutdown.
+    fn drop(&mut self) {
+        let _runtime = self.runtime.enter();
+        drop(self.connection.take());
+    }
+}
+
 impl BatchWriter for PgWriter {
     fn insert_batch(
         &mut self,

@@ -31,6 +31,8 @@ pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub shutdown: CancellationToken,
+    /// The app's database (a SQLite file or a PostgreSQL database).
+    pub database_url: String,
     // Held so the database outlives the app; removed on drop.
     _db_dir: TempDir,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -64,6 +66,7 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
     let db_dir = TempDir::new().expect("temporary folder");
     let mut settings = test_settings(db_dir.path()).await;
     customize(&mut settings);
+    let database_url = settings.database_url.clone();
     let app = Application::build(settings).await.expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let shutdown = app.shutdown_token();
@@ -72,17 +75,13 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
         address,
         client: reqwest::Client::new(),
         shutdown,
+        database_url,
         _db_dir: db_dir,
         task,
     }
 }
 
 impl TestApp {
-    /// The app's SQLite file, to read the store directly.
-    pub fn database_path(&self) -> PathBuf {
-        self._db_dir.path().join("audit.db")
-    }
-
     /// `POST /` with the given headers and body.
     pub async fn post(&self, headers: &[(&str, &str)], body: impl Into<reqwest::Body>) -> Response {
         let mut request = self.client.post(format!("{}/", self.address)).body(body);
