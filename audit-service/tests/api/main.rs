@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod bad_input;
+mod filter;
 mod helpers;
 mod ingest_http;
 mod kafka;
