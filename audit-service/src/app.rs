@@ -5,7 +5,7 @@
 use crate::config::Settings;
 use crate::error::ApiError;
 use crate::store::{Store, WriterHandle};
-use crate::{ingest, query};
+use crate::{console, ingest, query};
 use anyhow::Context;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -164,6 +164,7 @@ fn router(state: AppState) -> Router {
     let api = Router::new()
         .merge(ingest::http::router(state.max_body_bytes))
         .merge(query::router())
+        .merge(console::router())
         .route("/readyz", get(readyz))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
