@@ -2,7 +2,8 @@
 # `make test`: the whole suite, from a fresh clone. Installs what it needs
 # (scripts/setup.sh), starts a Kafka broker on 127.0.0.1:9092 unless one is
 # already running (and stops it afterwards if it started it), then runs the
-# Rust tests, the compose-file check and the cross-SDK interop suite.
+# Rust tests (the CESQL TCK among them), the compose-file check, the audit
+# console in headless Chromium and the cross-SDK interop suite.
 # Any missing dependency is a failure, never a skipped test.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,6 +28,9 @@ echo "== compose file"
 
 echo "== Rust tests"
 cargo test --workspace --no-fail-fast
+
+echo "== the audit console in headless Chromium"
+browser/run.sh
 
 echo "== interop with the Go and Python CloudEvents SDKs"
 interop/run.sh
