@@ -1,5 +1,5 @@
 # The two commands a new user needs are `make run` and `make test`.
-.PHONY: run test build setup kafka-up kafka-down up down demo bench fmt lint
+.PHONY: run test build setup kafka-up kafka-down nats-up nats-down pg-up pg-down up down up-nats up-replicas demo bench fmt lint
 
 run: build
 	scripts/run.sh
@@ -20,12 +20,35 @@ kafka-up:
 kafka-down:
 	scripts/kafka.sh stop
 
+# A NATS server with JetStream on 127.0.0.1:4222, without Docker (built once
+# with `go install` into .cache/go/bin).
+nats-up:
+	NATSD_PORT=4222 scripts/nats.sh start
+
+nats-down:
+	NATSD_PORT=4222 scripts/nats.sh stop
+
+# A private PostgreSQL cluster on 127.0.0.1:55432 (data in .cache/postgres),
+# for DATABASE_URL=postgres://postgres@127.0.0.1:55432/<database>.
+pg-up:
+	scripts/postgres.sh start
+
+pg-down:
+	scripts/postgres.sh stop
+
 # Kafka and both services in containers, for machines with a Docker engine.
 up:
 	docker compose up --build
 
 down:
-	docker compose down
+	docker compose --profile nats --profile replicas down
+# NATS JetStream and both services on EVENT_TRANSPORT=nats, in containers.
+up-nats:
+	EVENT_TRANSPORT=nats docker compose --profile nats up --build
+
+# Two replicas of each service on PostgreSQL and Kafka (README, "Scaling out").
+up-replicas:
+	docker compose --profile replicas up --build
 
 # The seed article's request, against a running `make run` or `make up`.
 demo:

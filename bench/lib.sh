@@ -203,8 +203,41 @@ print(round(values[sys.argv[2]], 2))
 EOF
 }
 
-# sql DB QUERY: one value from a service's database (read only).
-sql() { sqlite3 -readonly "$1" "$2"; }
+# sql DB QUERY: one value from a service's database (read only): a SQLite
+# file, or a postgres:// URL.
+sql() {
+  if [[ $1 == postgres://* ]]; then
+    psql "$1" -Atqc "$2"
+  else
+    sqlite3 -readonly "$1" "$2"
+  fi
+}
+
+# db_url DB: the DATABASE_URL of a SQLite file or a postgres:// URL.
+db_url() { if [[ $1 == postgres://* ]]; then echo "$1"; else echo "sqlite://$1"; fi; }
+
+# PostgreSQL: the private cluster of scripts/postgres.sh (127.0.0.1:55432),
+# started (and later stopped) by this run only if it does not answer.
+STARTED_PG=""
+need_pg() {
+  if ! "$REPO/scripts/postgres.sh" status >/dev/null 2>&1; then
+    "$REPO/scripts/postgres.sh" start
+    STARTED_PG=yes
+  fi
+}
+
+# pg_db NAME: a new, empty database on that cluster; prints its URL.
+pg_db() {
+  local admin name
+  admin="$("$REPO/scripts/postgres.sh" url)"
+  name="bench_$1_$(basename "$RUN" | tr -cd '[:alnum:]' | tr '[:upper:]' '[:lower:]')"
+  psql "$admin" -qc "DROP DATABASE IF EXISTS $name" -c "CREATE DATABASE $name" >/dev/null ||
+    die "could not create database $name"
+  echo "${admin%/*}/$name"
+}
+
+# pg_drop URL: drops a database pg_db made.
+pg_drop() { psql "${1%/*}/postgres" -qc "DROP DATABASE IF EXISTS ${1##*/} WITH (FORCE)" >/dev/null || true; }
 
 # wait_rows [--pid PID]... TIMEOUT DB SQL [DB SQL]...: see bench/wait_rows.py.
 # Prints the time each condition became true, one per line.

@@ -3,10 +3,11 @@
 # and to Kafka. See bench/README.md.
 
 # backlog_synthetic DIR N: N pending events written straight into the
-# database by the bench_backlog example (the rows the service would write).
+# database (USER_DB when set) by the bench_backlog example (the rows the
+# service would write).
 backlog_synthetic() {
   BACKLOG_CMD="bench_backlog $2"
-  measured bench_backlog "$1/backlog.out" env DATABASE_URL="sqlite://$1/user-service.db" \
+  measured bench_backlog "$1/backlog.out" env DATABASE_URL="$(db_url "${USER_DB:-$1/user-service.db}")" \
     "$BIN/examples/bench_backlog" "$2"
 }
 
@@ -30,14 +31,16 @@ backlog_api() {
 # synthetic or api), starts audit-service, then times user-service from
 # launch until its outbox has no pending row (DRAIN_S) and until
 # audit-service has stored every event (STORED_S). Sets N to the backlog.
+# The databases are SQLite files, or USER_DB and AUDIT_DB when set.
 relay_drain() {
   local name=$1 transport=$2 backlog=$3
   N=$4
   FIGURE="relay-$name"
   local dir="$RUN/relay-$name"
   mkdir -p "$dir"
+  local udb="${USER_DB:-$dir/user-service.db}" adb="${AUDIT_DB:-$dir/audit-service.db}"
   "backlog_$backlog" "$dir" "$N"
-  N="$(sql "$dir/user-service.db" "SELECT count(*) FROM outbox WHERE status = 'pending'")"
+  N="$(sql "$udb" "SELECT count(*) FROM outbox WHERE status = 'pending'")"
   ((N > 0)) || die "$FIGURE: the backlog is empty"
 
   local transport_env=(EVENT_TRANSPORT="$transport")
@@ -47,22 +50,23 @@ relay_drain() {
     new_topic "$topic"
     transport_env+=(KAFKA_TOPIC="$topic" KAFKA_GROUP_ID="$topic")
   fi
-  start_audit audit-service "$dir" "${transport_env[@]}"
+  start_audit audit-service "$dir" "${transport_env[@]}" DATABASE_URL="$(db_url "$adb")"
   healthy audit-service
 
   local t0 times
   t0="$(now)"
-  start_user user-service "$dir" "${transport_env[@]}" AUDIT_URL="http://127.0.0.1:${PORTS[audit-service]}/"
+  start_user user-service "$dir" "${transport_env[@]}" AUDIT_URL="http://127.0.0.1:${PORTS[audit-service]}/" \
+    DATABASE_URL="$(db_url "$udb")"
   times="$(wait_rows --pid "${PIDS[user-service]}" --pid "${PIDS[audit-service]}" 300 \
-    "$dir/user-service.db" "SELECT NOT EXISTS (SELECT 1 FROM outbox WHERE status = 'pending')" \
-    "$dir/audit-service.db" "SELECT max(seq) >= $N FROM events")" ||
+    "$udb" "SELECT NOT EXISTS (SELECT 1 FROM outbox WHERE status = 'pending')" \
+    "$adb" "SELECT count(*) >= $N FROM events")" ||
     die "$FIGURE: the backlog was not drained and stored (see the logs in $dir)"
   DRAIN_S="$(calc "$(sed -n 1p <<<"$times") - $t0")"
   STORED_S="$(calc "$(sed -n 2p <<<"$times") - $t0")"
 
   local delivered stored
-  delivered="$(sql "$dir/user-service.db" "SELECT count(*) FROM outbox WHERE status = 'delivered'")"
-  stored="$(sql "$dir/audit-service.db" 'SELECT count(*) FROM events')"
+  delivered="$(sql "$udb" "SELECT count(*) FROM outbox WHERE status = 'delivered'")"
+  stored="$(sql "$adb" 'SELECT count(*) FROM events')"
   [[ $delivered == "$N" && $stored == "$N" ]] ||
     die "$FIGURE: $N pending, $delivered delivered, $stored stored"
   SETUP="${CMDS[audit-service]}"$'\n'"${CMDS[user-service]}"

@@ -3,14 +3,14 @@
 # connections, WRK_SECONDS). See bench/README.md.
 
 # sink_server KIND DIR: starts one server on a free port and waits until it
-# listens. KIND is audit-service (ours, durable), go-receiver (the seed's
-# StartReceiver, printing each event) or null-sink (axum answering 204).
-# Sets URL.
+# listens. KIND is audit-service (ours, durable; on AUDIT_DB when set, a
+# postgres:// URL), go-receiver (the seed's StartReceiver, printing each
+# event) or null-sink (axum answering 204). Sets URL.
 sink_server() {
   local kind=$1 dir=$2 port
   case "$kind" in
   audit-service)
-    start_audit audit-service "$dir"
+    start_audit audit-service "$dir" ${AUDIT_DB:+DATABASE_URL="$AUDIT_DB"}
     healthy audit-service
     port=${PORTS[audit-service]}
     ;;
@@ -44,7 +44,7 @@ sink_load() {
     # Every answered request must be on disk (more may be: requests still in
     # flight when wrk stopped counting).
     local stored per_request=${BATCH:-1}
-    stored="$(sql "$dir/audit-service.db" 'SELECT count(*) FROM events')"
+    stored="$(sql "${AUDIT_DB:-$dir/audit-service.db}" 'SELECT count(*) FROM events')"
     ((stored >= ${REQUESTS%.*} * per_request)) ||
       die "audit-service acknowledged $((${REQUESTS%.*} * per_request)) events but stored $stored"
   fi

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Waits, in order, until each SQLite query answers true, and prints the
-Unix time (seconds, as a float) at which each one first did, one per line.
+"""Waits, in order, until each SQLite (or PostgreSQL) query answers true, and
+prints the Unix time (seconds, as a float) at which each one first did, one
+per line. A DB that starts with postgres:// is asked through psql.
 
     wait_rows.py [--pid PID]... TIMEOUT_S  DB SQL  [DB SQL]...
 
@@ -16,14 +17,36 @@ crashed service would otherwise cost the whole deadline).
 import argparse
 import os
 import sqlite3
+import subprocess
 import sys
 import time
 
 POLL_S = 0.005
+# Each PostgreSQL poll is a psql process: poll less often.
+PG_POLL_S = 0.05
+
+
+def pg_answer(db, sql):
+    """The first column through psql; t/f as booleans, None on an error."""
+    done = subprocess.run(["psql", db, "-Atqc", sql], capture_output=True, text=True)
+    if done.returncode:
+        return None
+    out = done.stdout.strip().splitlines()[:1]
+    if not out:
+        return None
+    value = out[0]
+    if value in ("t", "f"):
+        return value == "t"
+    try:
+        return float(value)
+    except ValueError:
+        return value
 
 
 def answer(db, sql, connections):
     """The query's first column, or None while the database is not there yet."""
+    if db.startswith("postgres://"):
+        return pg_answer(db, sql)
     try:
         if db not in connections:
             connections[db] = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
@@ -70,7 +93,7 @@ def main():
                 print(f"wait_rows: {why} before {sql!r} on {db} was true (last answer {value!r})",
                       file=sys.stderr)
                 sys.exit(1)
-            time.sleep(POLL_S)
+            time.sleep(PG_POLL_S if db.startswith("postgres://") else POLL_S)
 
 
 if __name__ == "__main__":

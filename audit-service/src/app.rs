@@ -1,4 +1,4 @@
-//! Building and running the service: the store, the HTTP server, the Kafka
+//! Building and running the service: the store, the HTTP server, the broker
 //! consumer when configured, and a graceful shutdown of all three that ends
 //! within its grace period whatever the clients do.
 
@@ -11,9 +11,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
-use shared::config::Transport;
-use shared::kafka::BrokerProbe;
 use std::future::IntoFuture;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -32,7 +31,8 @@ const BROKER_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct AppState {
     pub store: Store,
     pub max_body_bytes: usize,
-    pub broker: Option<BrokerProbe>,
+    /// The consumer's broker, when there is one.
+    pub broker: Option<Arc<dyn ingest::Probe>>,
     /// Cancelled at shutdown; ends live-tail streams.
     pub shutdown: CancellationToken,
 }
@@ -50,22 +50,15 @@ pub struct Application {
 
 impl Application {
     /// Opens the store, binds the listener (port 0 picks a free port, which
-    /// `port()` reports) and, on Kafka, starts consuming.
+    /// `port()` reports) and, on a broker transport, starts consuming.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let (store, writer) = Store::open(&settings.database_url).await?;
         let shutdown = CancellationToken::new();
-        let (broker, consumer) = match settings.transport {
-            Transport::Http => (None, None),
-            Transport::Kafka => (
-                Some(BrokerProbe::new(&settings.kafka.common)?),
-                Some(ingest::kafka::spawn(
-                    &settings.kafka,
-                    settings.batch,
-                    store.clone(),
-                    shutdown.clone(),
-                )?),
-            ),
-        };
+        let (broker, consumer) =
+            match ingest::start(&settings, store.clone(), shutdown.clone()).await? {
+                Some(consumer) => (Some(consumer.probe), Some(consumer.task)),
+                None => (None, None),
+            };
         let state = AppState {
             store: store.clone(),
             max_body_bytes: settings.max_body_bytes,
@@ -101,14 +94,14 @@ impl Application {
     }
 
     /// Serves until the shutdown token is cancelled, then stops accepting,
-    /// lets in-flight requests and the Kafka batches in hand finish, and
+    /// lets in-flight requests and the broker batches in hand finish, and
     /// has the store writer commit what they queued.
     ///
     /// Waiting for every connection to end could take for ever: a live-tail
     /// client that stopped reading never lets its response finish, and one
     /// that sent half a request never sends the rest (measured: still
     /// running minutes after SIGTERM). So after `shutdown_grace` the
-    /// connections still open are dropped, and so is a Kafka batch not yet
+    /// connections still open are dropped, and so is a broker batch not yet
     /// committed (its records are re-delivered and deduplicated). What a
     /// client got a 2xx for is on disk whatever happens here.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
@@ -141,11 +134,11 @@ impl Application {
         let consumed = match self.consumer {
             None => Ok(()),
             Some(mut consumer) => match tokio::time::timeout_at(deadline, &mut consumer).await {
-                Ok(joined) => joined.context("The Kafka consumer failed"),
+                Ok(joined) => joined.context("The broker consumer failed"),
                 Err(_) => {
                     tracing::warn!(
                         grace_ms,
-                        "the Kafka consumer did not finish within the shutdown grace period; \
+                        "the broker consumer did not finish within the shutdown grace period; \
                          its uncommitted records will be delivered again"
                     );
                     consumer.abort();
@@ -181,7 +174,8 @@ fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Ready when the database answers and, on Kafka, the brokers do.
+/// Ready when the database answers and, on a broker transport, the broker
+/// does.
 async fn readyz(State(state): State<AppState>) -> Result<axum::Json<serde_json::Value>, ApiError> {
     if !state.store.is_reachable().await {
         return Err(ApiError::NotReady(

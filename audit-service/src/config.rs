@@ -1,6 +1,7 @@
 //! The audit service's settings, read once from the environment at start.
 
 use shared::config::{env_or, env_parse, ConfigError, KafkaConfig, Transport};
+use shared::nats::{check_stream_name, check_subject, NatsConfig};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -9,10 +10,11 @@ use std::time::Duration;
 pub struct Settings {
     /// `LISTEN_ADDR`, where the CloudEvents sink and the query API listen.
     pub listen_addr: SocketAddr,
-    /// `DATABASE_URL`, the SQLite audit store.
+    /// `DATABASE_URL`: the audit store, a SQLite file or a PostgreSQL
+    /// database that several replicas share.
     pub database_url: String,
-    /// `EVENT_TRANSPORT`: with `kafka` the service also consumes the topic.
-    /// `POST /` is always available.
+    /// `EVENT_TRANSPORT`: with `kafka` or `nats` the service also consumes
+    /// the broker. `POST /` is always available.
     pub transport: Transport,
     /// `MAX_BODY_BYTES`, the largest request body `POST /` reads.
     pub max_body_bytes: usize,
@@ -23,6 +25,7 @@ pub struct Settings {
     /// already queued for the store is committed either way).
     pub shutdown_grace: Duration,
     pub kafka: KafkaSettings,
+    pub nats: NatsSettings,
 }
 
 /// How many records a broker consumer takes into one batch (one store
@@ -60,12 +63,85 @@ pub struct KafkaSettings {
     pub dlq_topic: String,
 }
 
+/// JetStream consumer settings, used when `transport` is NATS.
+#[derive(Debug, Clone)]
+pub struct NatsSettings {
+    /// Server, credentials, stream and subject (`NATS_*`), shared with
+    /// user-service.
+    pub common: NatsConfig,
+    /// `NATS_CONSUMER`: the durable pull consumer's name. Replicas of the
+    /// service with the same name share its messages.
+    pub consumer: String,
+    /// `NATS_DLQ_SUBJECT`: where messages that are not valid CloudEvents go.
+    /// It must lie outside the stream's subjects, or the consumer would read
+    /// its own dead letters.
+    pub dlq_subject: String,
+    /// `NATS_DLQ_STREAM`: the stream that keeps the dead letters (created
+    /// if missing, capturing `dlq_subject`).
+    pub dlq_stream: String,
+    /// `NATS_ACK_WAIT_MS`: how long the server waits for an acknowledgement
+    /// before delivering a message again (to this or another replica).
+    pub ack_wait: Duration,
+    /// `NATS_MAX_DELIVER`: deliveries of one message at most; one that has
+    /// crashed the consumer that many times is then left, not redelivered
+    /// for ever (the server announces it as a MAX_DELIVERIES advisory).
+    pub max_deliver: i64,
+}
+
+impl NatsSettings {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let settings = NatsSettings {
+            common: NatsConfig::from_env()?,
+            consumer: env_or("NATS_CONSUMER", "audit"),
+            dlq_subject: env_or("NATS_DLQ_SUBJECT", "dlq.audit"),
+            dlq_stream: env_or("NATS_DLQ_STREAM", "AUDIT_DLQ"),
+            ack_wait: Duration::from_millis(at_least_one("NATS_ACK_WAIT_MS", 30_000)? as u64),
+            max_deliver: at_least_one("NATS_MAX_DELIVER", 20)? as i64,
+        };
+        check_stream_name("NATS_CONSUMER", &settings.consumer)?;
+        check_stream_name("NATS_DLQ_STREAM", &settings.dlq_stream)?;
+        check_subject("NATS_DLQ_SUBJECT", &settings.dlq_subject)?;
+        if settings.dlq_in_stream() {
+            return Err(ConfigError {
+                name: "NATS_DLQ_SUBJECT".into(),
+                value: settings.dlq_subject.clone(),
+                reason: format!(
+                    "must lie outside the stream's subjects {:?}",
+                    settings.common.stream_subjects()
+                ),
+            });
+        }
+        Ok(settings)
+    }
+
+    /// Whether the stream of events would capture the dead letters.
+    fn dlq_in_stream(&self) -> bool {
+        let first = |s: &str| s.split('.').next().unwrap_or_default().to_owned();
+        first(&self.dlq_subject) == first(&self.common.subject)
+    }
+}
+
+impl Default for NatsSettings {
+    /// The defaults, for a service on another transport (and tests).
+    fn default() -> Self {
+        NatsSettings {
+            common: NatsConfig::default(),
+            consumer: "audit".into(),
+            dlq_subject: "dlq.audit".into(),
+            dlq_stream: "AUDIT_DLQ".into(),
+            ack_wait: Duration::from_secs(30),
+            max_deliver: 20,
+        }
+    }
+}
+
 impl Settings {
     pub fn from_env() -> Result<Self, ConfigError> {
+        let transport = Transport::from_env()?;
         Ok(Settings {
             listen_addr: env_parse("LISTEN_ADDR", SocketAddr::from(([0, 0, 0, 0], 8080)))?,
             database_url: env_or("DATABASE_URL", "sqlite://data/audit.db"),
-            transport: Transport::from_env()?,
+            transport,
             max_body_bytes: env_parse("MAX_BODY_BYTES", 1024 * 1024)?,
             batch: BatchLimits {
                 max_events: at_least_one("INGEST_BATCH_MAX", BatchLimits::default().max_events)?,
@@ -77,6 +153,11 @@ impl Settings {
                 common: KafkaConfig::from_env(),
                 group_id: env_or("KAFKA_GROUP_ID", "audit-group-id"),
                 dlq_topic: env_or("KAFKA_DLQ_TOPIC", "audit.dlq"),
+            },
+            // Read (and refused when wrong) only when it is used.
+            nats: match transport {
+                Transport::Nats => NatsSettings::from_env()?,
+                _ => NatsSettings::default(),
             },
         })
     }

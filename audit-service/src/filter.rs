@@ -7,9 +7,10 @@
 //! database's answer is the page. Anything else (LIKE, OR, NOT, functions,
 //! `time`, `datacontenttype`, extensions, the data) is evaluated here, on the
 //! stored JSON parsed back into a CloudEvent, after SQL has narrowed the rows
-//! with whatever it could take. The store keeps an absent subject as NULL
-//! and compares with SQLite's BINARY collation, the two conditions under
-//! which the pushed SQL selects exactly what CESQL matches (cesql/README.md).
+//! with whatever it could take. Both stores keep an absent subject as NULL
+//! and compare text byte for byte (SQLite's BINARY collation; PostgreSQL's
+//! default collations are deterministic), the two conditions under which
+//! the pushed SQL selects exactly what CESQL matches (cesql/README.md).
 
 use crate::store::StoredEvent;
 use cesql::{Column, Condition, Expression, ParseError, Pushdown};

@@ -7,12 +7,12 @@
 //! first, and the live tail holds at most one smaller page plus its share
 //! of the store's tail buffer (`store::TAIL_MAX_BYTES`).
 //!
-//! Every page is a keyset query on seq (`seq > after ORDER BY seq`) read
-//! through the primary key or the (subject, seq) index, so a page deep in
-//! the log costs what the first one does (see the plan test below).
+//! Every page is a keyset query on seq read by the store (`store::page`),
+//! so a page deep in the log costs what the first one does.
 //!
 //! A CESQL `filter` is run in two places (see `filter`): its pushed-down
-//! part joins `source`, `type` and `subject` in the SQL; when that is not the
+//! part joins `source`, `type` and `subject` in the SQL, on SQLite and on
+//! PostgreSQL alike (`store::PageQuery::conditions`); when that is not the
 //! whole filter, the rows SQL returns are evaluated here, and a page then
 //! examines at most `EXAMINE_MAX_ROWS` rows and `EXAMINE_MAX_BYTES` of JSON.
 //! Such a page can hold fewer than `limit` events, even none, with a
@@ -23,20 +23,16 @@
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::filter::CesqlFilter;
-use crate::store::StoredEvent;
-use crate::store::{Received, Subscriber};
+use crate::store::{Page, PageQuery, Received, Store, StoreError, StoredEvent, Subscriber};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::routing::get;
 use axum::{Json, Router};
-use cesql::Column;
 use futures::{Stream, StreamExt as _};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use serde::Deserialize;
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -148,18 +144,27 @@ impl Filter {
             && self.cesql.as_ref().is_none_or(|c| c.matches(event))
     }
 
+    /// What the store reads for this filter: the plain parameters and the
+    /// CESQL filter's pushed-down conditions.
+    fn query(&self) -> PageQuery {
+        PageQuery {
+            after: self.after,
+            limit: self.limit,
+            source: self.source.clone(),
+            ty: self.ty.clone(),
+            subject: self.subject.clone(),
+            conditions: self
+                .cesql
+                .as_ref()
+                .map(|c| c.sql_conditions().to_vec())
+                .unwrap_or_default(),
+        }
+    }
+
     /// True when SQL cannot answer this filter alone.
     fn needs_evaluation(&self) -> bool {
         self.cesql.as_ref().is_some_and(|c| c.needs_evaluation())
     }
-}
-
-/// One page of events, and the `after` of the next page (null when no
-/// event follows).
-#[derive(Serialize)]
-struct Page {
-    events: Vec<StoredEvent>,
-    next_after: Option<i64>,
 }
 
 /// The query parameters, or a 400 naming the one that is unknown, repeated
@@ -185,9 +190,9 @@ async fn list(
         ));
     }
     let filter = Filter::parse(raw)?;
-    let page = page(state.store.pool(), &filter, PAGE_MAX_BYTES)
+    let page = page(&state.store, &filter, PAGE_MAX_BYTES)
         .await
-        .map_err(|e| ApiError::Store(Arc::new(e.into())))?;
+        .map_err(|e| ApiError::Store(Arc::new(e)))?;
     Ok(Json(page))
 }
 
@@ -212,158 +217,19 @@ async fn validate(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `seq > after` and the filters, in a form the planner can only answer
-/// in seq order: through the primary key, or the (subject, seq) index when
-/// a subject is given. The (source, id) index would find a source's rows
-/// faster but in id order, and sorting all of them for every page made
-/// each page cost as much as the whole source; `+source` keeps the planner
-/// off it (a unary plus is SQLite's way to say "not through an index").
-/// The CESQL filter adds its pushed-down conditions the same way.
-fn push_filter<'a>(query: &mut QueryBuilder<'a, Sqlite>, filter: &'a Filter, after: i64) {
-    query.push(" WHERE seq > ").push_bind(after);
-    if let Some(source) = &filter.source {
-        query.push(" AND +source = ").push_bind(source);
-    }
-    if let Some(ty) = &filter.ty {
-        query.push(" AND type = ").push_bind(ty);
-    }
-    if let Some(subject) = &filter.subject {
-        query.push(" AND subject = ").push_bind(subject);
-    }
-    let conditions = filter.cesql.as_ref().map(|c| c.sql_conditions());
-    for condition in conditions.unwrap_or_default() {
-        query.push(match condition.column {
-            Column::Id => " AND id",
-            Column::Source => " AND +source",
-            Column::Type => " AND type",
-            Column::Subject => " AND subject",
-        });
-        match condition.any_of.as_slice() {
-            [one] => {
-                query.push(" = ").push_bind(one);
-            }
-            many => {
-                query.push(" IN (");
-                let mut list = query.separated(", ");
-                for value in many {
-                    list.push_bind(value);
-                }
-                query.push(")");
-            }
-        }
-    }
-}
-
-/// The sizes of the next `rows` matching events after `after`, without
-/// reading them: SQLite answers `octet_length` of a column from the record
-/// header. `prefix` is empty, or `EXPLAIN QUERY PLAN ` in tests.
-fn sizes_query<'a>(
-    prefix: &str,
-    filter: &'a Filter,
-    after: i64,
-    rows: usize,
-) -> QueryBuilder<'a, Sqlite> {
-    let mut query = QueryBuilder::new(prefix);
-    query.push("SELECT seq, octet_length(event_json) FROM events");
-    push_filter(&mut query, filter, after);
-    query
-        .push(" ORDER BY seq LIMIT ")
-        .push_bind(i64::try_from(rows).unwrap_or(i64::MAX));
-    query
-}
-
-/// The matching events after `after` up to and including `last`.
-fn events_query<'a>(
-    prefix: &str,
-    filter: &'a Filter,
-    after: i64,
-    last: i64,
-) -> QueryBuilder<'a, Sqlite> {
-    let mut query = QueryBuilder::new(prefix);
-    query.push(
-        "SELECT seq, received_at, transport, event_json, source, id, type, subject FROM events",
-    );
-    push_filter(&mut query, filter, after);
-    query
-        .push(" AND seq <= ")
-        .push_bind(last)
-        .push(" ORDER BY seq");
-    query
-}
-
-fn stored_event(row: &SqliteRow) -> Result<StoredEvent, sqlx::Error> {
-    let transport: String = row.try_get("transport")?;
-    Ok(StoredEvent {
-        seq: row.try_get("seq")?,
-        received_at: row.try_get::<String, _>("received_at")?.into(),
-        transport: transport
-            .parse()
-            .map_err(|e: String| sqlx::Error::Decode(e.into()))?,
-        json: row.try_get("event_json")?,
-        source: row.try_get("source")?,
-        id: row.try_get("id")?,
-        ty: row.try_get("type")?,
-        subject: row.try_get("subject")?,
-    })
-}
-
 /// A stored size as a byte count.
 fn bytes(size: i64) -> usize {
     usize::try_from(size).unwrap_or(usize::MAX)
 }
 
-/// The next page: up to `filter.limit` events and `max_bytes` of their JSON.
-async fn page(pool: &SqlitePool, filter: &Filter, max_bytes: usize) -> Result<Page, sqlx::Error> {
+/// The next page: up to `filter.limit` events and `max_bytes` of their
+/// JSON; at least one when SQL answers alone.
+async fn page(store: &Store, filter: &Filter, max_bytes: usize) -> Result<Page, StoreError> {
     if filter.needs_evaluation() {
-        evaluated_page(pool, filter, max_bytes).await
+        evaluated_page(store, filter, max_bytes).await
     } else {
-        sql_page(pool, filter, max_bytes).await
+        store.page(&filter.query(), max_bytes).await
     }
-}
-
-/// A page SQL answers alone, at least one event. Two queries: the sizes
-/// first, to find where the page ends, then the events up to there. No event
-/// can appear later with a seq at or below one already committed (one writer
-/// assigns them in commit order), so the second query finds exactly what the
-/// first one measured.
-async fn sql_page(
-    pool: &SqlitePool,
-    filter: &Filter,
-    max_bytes: usize,
-) -> Result<Page, sqlx::Error> {
-    let limit = filter.limit as usize;
-    let sizes: Vec<(i64, i64)> = sizes_query("", filter, filter.after, limit + 1)
-        .build_query_as()
-        .fetch_all(pool)
-        .await?;
-    let mut total = 0usize;
-    let mut taken = 0usize;
-    for (_, size) in sizes.iter().take(limit) {
-        let size = bytes(*size);
-        if taken > 0 && total.saturating_add(size) > max_bytes {
-            break;
-        }
-        total = total.saturating_add(size);
-        taken += 1;
-    }
-    let Some(&(last, _)) = taken.checked_sub(1).and_then(|i| sizes.get(i)) else {
-        return Ok(Page {
-            events: Vec::new(),
-            next_after: None,
-        });
-    };
-    let rows = events_query("", filter, filter.after, last)
-        .build()
-        .fetch_all(pool)
-        .await?;
-    let events = rows
-        .iter()
-        .map(stored_event)
-        .collect::<Result<_, sqlx::Error>>()?;
-    Ok(Page {
-        events,
-        next_after: (sizes.len() > taken).then_some(last),
-    })
 }
 
 /// A page whose filter is partly evaluated here. SQL narrows the rows with
@@ -374,15 +240,13 @@ async fn sql_page(
 /// the page did not match, so the next page loses nothing and repeats
 /// nothing, and it is null only when every row SQL had was examined.
 async fn evaluated_page(
-    pool: &SqlitePool,
+    store: &Store,
     filter: &Filter,
     max_bytes: usize,
-) -> Result<Page, sqlx::Error> {
+) -> Result<Page, StoreError> {
     let limit = filter.limit as usize;
-    let sizes: Vec<(i64, i64)> = sizes_query("", filter, filter.after, EXAMINE_MAX_ROWS)
-        .build_query_as()
-        .fetch_all(pool)
-        .await?;
+    let mut query = filter.query();
+    let sizes = store.sizes(&query, EXAMINE_MAX_ROWS).await?;
     let mut events = Vec::new();
     let mut page_bytes = 0usize;
     let mut examined_bytes = 0usize;
@@ -415,13 +279,8 @@ async fn evaluated_page(
         let Some(&(chunk_last, _)) = sizes.get(end - 1) else {
             break;
         };
-        let chunk_after = last_examined.unwrap_or(filter.after);
-        let rows = events_query("", filter, chunk_after, chunk_last)
-            .build()
-            .fetch_all(pool)
-            .await?;
-        for row in &rows {
-            let event = stored_event(row)?;
+        query.after = last_examined.unwrap_or(filter.after);
+        for event in store.events(&query, chunk_last).await? {
             let seq = event.seq;
             if filter.matches(&event) {
                 let size = event.json.len();
@@ -495,7 +354,6 @@ async fn stream(
     // Subscribe before reading the store so that nothing committed in
     // between is missed; what both deliver is skipped by seq.
     let live = state.store.subscribe();
-    let pool = state.store.pool().clone();
     let replay = match (last_event_id, tail) {
         // A reconnecting client resumes where it was, whatever it first asked.
         (Some(seq), _) => {
@@ -503,10 +361,11 @@ async fn stream(
             true
         }
         (None, Some(tail)) => {
-            let newest: i64 = sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM events")
-                .fetch_one(&pool)
+            let newest = state
+                .store
+                .last_seq()
                 .await
-                .map_err(|e| ApiError::Store(Arc::new(e.into())))?;
+                .map_err(|e| ApiError::Store(Arc::new(e)))?;
             filter.after = newest.saturating_sub(tail).max(0);
             true
         }
@@ -514,7 +373,7 @@ async fn stream(
     };
     let tail = LiveTail {
         live,
-        pool,
+        store: state.store.clone(),
         filter,
         page: Vec::new().into_iter(),
         page_end: None,
@@ -533,7 +392,7 @@ async fn stream(
 /// sent or examined) and whether it reads from the store or the live feed.
 struct LiveTail {
     live: Subscriber,
-    pool: SqlitePool,
+    store: Store,
     filter: Filter,
     /// The rest of the store page being sent.
     page: std::vec::IntoIter<StoredEvent>,
@@ -565,7 +424,7 @@ impl LiveTail {
                     limit: MAX_LIMIT,
                     ..self.filter.clone()
                 };
-                match page(&self.pool, &filter, STREAM_PAGE_MAX_BYTES).await {
+                match page(&self.store, &filter, STREAM_PAGE_MAX_BYTES).await {
                     Ok(page) => {
                         // The last page read: what was committed after it
                         // is in the live feed.
@@ -614,108 +473,4 @@ fn to_sse(event: &StoredEvent) -> SseEvent {
     // Serializing fails only if a stored row is not JSON, which the store
     // never writes; the fallback keeps the stream going if it ever did.
     sse.clone().json_data(event).unwrap_or(sse)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::Store;
-
-    /// Every page query, with every combination of filters, walks the
-    /// primary key or the (subject, seq) index from `after` in seq order
-    /// and stops at the limit: no sort of all matching rows, so its cost
-    /// does not grow with the depth of the page or the size of the log.
-    /// CESQL filters add their pushed-down conditions without changing that.
-    #[tokio::test]
-    async fn every_page_query_is_a_keyset_walk_in_seq_order() {
-        let dir = tempfile::TempDir::new().unwrap();
-        let url = format!("sqlite://{}/audit.db", dir.path().display());
-        let (store, writer) = Store::open(&url).await.unwrap();
-        let text = |v: &str| Some(v.to_owned());
-        let cesql_filters = [
-            None,
-            Some("type = 't' AND source IN ('/a', '/b')"),
-            Some("subject = 'u' AND id = 'x' AND type LIKE 'user.%'"),
-            Some("type LIKE 'user.%' OR subject = 'u'"),
-        ];
-        for (source, ty, subject) in [
-            (None, None, None),
-            (text("/s"), None, None),
-            (None, text("t"), None),
-            (None, None, text("u")),
-            (text("/s"), text("t"), None),
-            (text("/s"), None, text("u")),
-            (None, text("t"), text("u")),
-            (text("/s"), text("t"), text("u")),
-        ] {
-            for cesql in cesql_filters {
-                let filter = Filter {
-                    source: source.clone(),
-                    ty: ty.clone(),
-                    subject: subject.clone(),
-                    cesql: cesql.map(|c| Arc::new(CesqlFilter::parse(c).unwrap())),
-                    after: 1_000_000,
-                    limit: MAX_LIMIT,
-                };
-                for mut query in [
-                    sizes_query("EXPLAIN QUERY PLAN ", &filter, filter.after, 1001),
-                    events_query("EXPLAIN QUERY PLAN ", &filter, filter.after, 2_000_000),
-                ] {
-                    let plan = query_plan(&store, &mut query).await;
-                    let walks_seq = |step: &String| {
-                        step.contains("USING INTEGER PRIMARY KEY (rowid>?")
-                            || step.contains("USING INDEX events_subject_seq (subject=? AND seq>?")
-                    };
-                    assert!(
-                        plan.len() == 1 && walks_seq(&plan[0]),
-                        "{filter:?}: {plan:?}"
-                    );
-                }
-            }
-        }
-        drop(store);
-        writer.close().await;
-    }
-
-    async fn query_plan(store: &Store, query: &mut QueryBuilder<'_, Sqlite>) -> Vec<String> {
-        query
-            .build()
-            .fetch_all(store.pool())
-            .await
-            .unwrap()
-            .iter()
-            .map(|row| row.get::<String, _>("detail"))
-            .collect()
-    }
-
-    /// A filter on several subjects reads each one's rows through the
-    /// (subject, seq) index and sorts them: the cost is those users'
-    /// histories after `after`, never the whole table.
-    #[tokio::test]
-    async fn a_filter_on_several_subjects_reads_only_their_rows() {
-        let dir = tempfile::TempDir::new().unwrap();
-        let url = format!("sqlite://{}/audit.db", dir.path().display());
-        let (store, writer) = Store::open(&url).await.unwrap();
-        let filter = Filter {
-            source: None,
-            ty: None,
-            subject: None,
-            cesql: Some(Arc::new(
-                CesqlFilter::parse("subject IN ('u1', 'u2') AND type = 't'").unwrap(),
-            )),
-            after: 5,
-            limit: MAX_LIMIT,
-        };
-        let plan = query_plan(
-            &store,
-            &mut sizes_query("EXPLAIN QUERY PLAN ", &filter, filter.after, 1001),
-        )
-        .await;
-        assert!(
-            plan[0].contains("USING INDEX events_subject_seq (subject=? AND seq>?"),
-            "{plan:?}"
-        );
-        drop(store);
-        writer.close().await;
-    }
 }

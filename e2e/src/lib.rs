@@ -36,6 +36,24 @@ fn binary(name: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// An example program of the workspace (`cargo build --examples` puts it
+/// in the target dir's `examples/`; make test builds them).
+pub fn example(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("test binary has no target dir")?;
+    let path = dir.join("examples").join(name);
+    if !path.exists() {
+        bail!(
+            "{} is missing: run `cargo build --workspace --examples` first (make test does)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
 /// One running service process. Dropping it kills the process.
 pub struct Service {
     name: &'static str,
@@ -112,6 +130,13 @@ impl Service {
         }
     }
 
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     /// SIGKILL: no shutdown code runs, as in a crash or an OOM kill.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -158,10 +183,13 @@ impl Drop for Service {
     }
 }
 
-/// A temporary folder with the two services' databases and logs.
+/// A temporary folder with the two services' logs and their databases
+/// (SQLite files there, or PostgreSQL databases with
+/// `TEST_DATABASE=postgres`, see `shared::testing`).
 pub struct Stack {
     pub dir: tempfile::TempDir,
     pub http: reqwest::Client,
+    databases: std::sync::Mutex<HashMap<String, String>>,
 }
 
 impl Stack {
@@ -171,15 +199,35 @@ impl Stack {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()?,
+            databases: std::sync::Mutex::default(),
         })
     }
 
-    pub fn db_url(&self, file: &str) -> String {
-        format!("sqlite://{}", self.dir.path().join(file).display())
+    /// The URL of this stack's database `name`, made on first use and the
+    /// same afterwards (restarts keep their data).
+    pub async fn db_url(&self, name: &str) -> String {
+        if let Some(url) = self.known_db(name) {
+            return url;
+        }
+        let url = shared::testing::database_url(self.dir.path(), name).await;
+        self.databases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(name.to_owned())
+            .or_insert(url)
+            .clone()
+    }
+
+    fn known_db(&self, name: &str) -> Option<String> {
+        self.databases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
     }
 
     pub async fn audit(&self, extra: &[(&str, &str)]) -> Result<Service> {
-        let db = self.db_url("audit.db");
+        let db = self.db_url("audit.db").await;
         let mut env = vec![("DATABASE_URL", db.as_str())];
         env.extend_from_slice(extra);
         Service::start("audit-service", self.dir.path(), &env).await
@@ -188,7 +236,7 @@ impl Stack {
     /// The user service, sending to `audit_url` over HTTP unless `extra`
     /// says otherwise; retries are fast so tests don't wait on backoff.
     pub async fn user(&self, audit_url: &str, extra: &[(&str, &str)]) -> Result<Service> {
-        let db = self.db_url("users.db");
+        let db = self.db_url("users.db").await;
         let audit = format!("{audit_url}/");
         let mut env = vec![
             ("DATABASE_URL", db.as_str()),

@@ -4,6 +4,7 @@ CloudEvents SDK programs on loopback.
 Environment (all optional):
   INTEROP_ROOT     repository root (default: two levels above this file)
   KAFKA_BROKERS    broker for the Kafka tests (default 127.0.0.1:9092)
+  NATS_URL         NATS server with JetStream for the NATS tests (default nats://127.0.0.1:4222)
   INTEROP_KEEP     keep temporary directories (logs, databases) after the run
 """
 
@@ -34,6 +35,7 @@ PYDIR = ROOT / "interop" / "python"
 PYTHON = sys.executable
 CONFORMANCE_DIR = ROOT / "interop" / "conformance"
 BROKERS = os.environ.get("KAFKA_BROKERS", "127.0.0.1:9092")
+NATS_URL = os.environ.get("NATS_URL", "nats://127.0.0.1:4222")
 
 STARTUP_TIMEOUT = 60.0
 DELIVERY_TIMEOUT = 40.0
@@ -206,6 +208,45 @@ def consume_all(topic, expect, timeout=DELIVERY_TIMEOUT):
 
 
 # --------------------------------------------------------------------------
+# NATS
+
+
+def nats_up():
+    """A NATS server with JetStream greets us with an INFO line saying so."""
+    hostport = NATS_URL.split("://", 1)[-1].split(",")[0]
+    host, port = hostport.rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=2) as s:
+            s.settimeout(2)
+            info = s.recv(4096).decode(errors="replace")
+            return info.startswith("INFO") and '"jetstream":true' in info
+    except OSError:
+        return False
+
+
+class NatsNames:
+    """A stream, subject, consumer and dead-letter subject of one test's own."""
+
+    def __init__(self, tag):
+        u = uuid.uuid4().hex[:12]
+        self.stream = f"IOP_{tag.upper()}_{u}"
+        self.subject = f"iop{u}.events"
+        self.consumer = f"audit-{u}"
+        self.dlq_subject = f"iopdlq{u}"
+        self.dlq_stream = f"IOP_{tag.upper()}_{u}_DLQ"
+
+    def env(self):
+        return {
+            "NATS_URL": NATS_URL,
+            "NATS_STREAM": self.stream,
+            "NATS_SUBJECT": self.subject,
+            "NATS_CONSUMER": self.consumer,
+            "NATS_DLQ_SUBJECT": self.dlq_subject,
+            "NATS_DLQ_STREAM": self.dlq_stream,
+        }
+
+
+# --------------------------------------------------------------------------
 # the Rust services
 
 
@@ -253,6 +294,7 @@ def service_env(tmp, transport, **extra):
         "DATABASE_URL": f"sqlite://{tmp}/db/service.db",
         "EVENT_TRANSPORT": transport,
         "KAFKA_BROKERS": BROKERS,
+        "NATS_URL": NATS_URL,
         "RUST_LOG": os.environ.get("INTEROP_RUST_LOG", "info"),
         "LOG_FORMAT": "json",
     }
@@ -289,7 +331,7 @@ def rust_binaries(audit_binary):
 
 @pytest.fixture(scope="session")
 def go_programs():
-    for name in ["http-sender", "http-receiver", "kafka-sender", "kafka-receiver"]:
+    for name in ["http-sender", "http-receiver", "kafka-sender", "kafka-receiver", "nats-sender", "nats-receiver"]:
         require_file(GOBIN / name, "Run interop/run.sh (it builds the Go programs).")
     return GOBIN
 
@@ -310,9 +352,10 @@ def tmpdir_keep():
         shutil.rmtree(d, ignore_errors=True)
 
 
-def start_audit(tmp, transport, topic=None, dlq=None, group=None):
+def start_audit(tmp, transport, topic=None, dlq=None, group=None, nats=None):
     port = free_port()
-    env = service_env(tmp, transport, LISTEN_ADDR=f"127.0.0.1:{port}", KAFKA_TOPIC=topic, KAFKA_DLQ_TOPIC=dlq, KAFKA_GROUP_ID=group)
+    env = service_env(tmp, transport, LISTEN_ADDR=f"127.0.0.1:{port}", KAFKA_TOPIC=topic, KAFKA_DLQ_TOPIC=dlq, KAFKA_GROUP_ID=group,
+                      **(nats.env() if nats else {}))
     env["DATABASE_URL"] = f"sqlite://{tmp}/db/audit.db"
     proc = Proc(f"audit-{transport}-{port}", [AUDIT_BIN], env=env, log_dir=tmp)
     wait_ready(proc, port, "audit-service")
@@ -328,6 +371,22 @@ def audit_http(audit_binary):
     a.proc.stop()
     if not os.environ.get("INTEROP_KEEP"):
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def nats_server():
+    if not nats_up():
+        pytest.fail(f"MISSING: no NATS server with JetStream answers on {NATS_URL}. Start it with `scripts/nats.sh start`.", pytrace=False)
+    return NATS_URL
+
+
+@pytest.fixture
+def audit_nats(audit_binary, nats_server, tmpdir_keep):
+    names = NatsNames("audit")
+    a = start_audit(tmpdir_keep, "nats", nats=names)
+    a.nats = names
+    yield a
+    a.proc.stop()
 
 
 @pytest.fixture
@@ -360,9 +419,10 @@ class UserService:
         assert 200 <= r.status_code < 300, f"DELETE /v1/users/{uid} -> {r.status_code} {r.text}"
 
 
-def start_user(tmp, transport, audit_url=None, topic=None):
+def start_user(tmp, transport, audit_url=None, topic=None, nats=None):
     port = free_port()
-    env = service_env(tmp, transport, LISTEN_ADDR=f"127.0.0.1:{port}", AUDIT_URL=audit_url, KAFKA_TOPIC=topic)
+    env = service_env(tmp, transport, LISTEN_ADDR=f"127.0.0.1:{port}", AUDIT_URL=audit_url, KAFKA_TOPIC=topic,
+                      **(nats.env() if nats else {}))
     env["DATABASE_URL"] = f"sqlite://{tmp}/db/users.db"
     proc = Proc(f"user-{transport}-{port}", [USER_BIN], env=env, log_dir=tmp)
     wait_ready(proc, port, "user-service")
@@ -414,6 +474,14 @@ def start_kafka_receiver(sdk, tmp, topic):
     return Receiver(proc, out, topic=topic)
 
 
+def start_nats_receiver(tmp, names):
+    """The Go SDK's nats_jetstream consumer on the test's stream and subject."""
+    out = tmp / f"go-nats-{names.stream}.jsonl"
+    argv = [GOBIN / "nats-receiver", "-url", NATS_URL, "-stream", names.stream, "-subject", names.subject, "-out", out]
+    proc = Proc("go-nats-receiver", argv, log_dir=tmp)
+    return Receiver(proc, out, topic=names.subject)
+
+
 # --------------------------------------------------------------------------
 # the SDK senders
 
@@ -437,6 +505,13 @@ def send_kafka(sdk, topic, mode, events, key=None):
         argv = [PYTHON, PYDIR / "kafka_sender.py", "--brokers", BROKERS, "--topic", topic, "--mode", mode, "--in", "-"]
         if key:
             argv += ["--key", key]
+    return run(argv, input_bytes=data)
+
+
+def send_nats(names, mode, events):
+    """The Go SDK's nats_jetstream sender, into the test's stream."""
+    data = json.dumps(events).encode()
+    argv = [GOBIN / "nats-sender", "-url", NATS_URL, "-stream", names.stream, "-subject", names.subject, "-mode", mode, "-in", "-"]
     return run(argv, input_bytes=data)
 
 

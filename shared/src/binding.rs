@@ -5,7 +5,10 @@
 //! - a binary-mode message whose attribute values are already decoded, so that
 //!   values outside ASCII survive (the SDK reads headers with `to_str()`, which
 //!   rejects them), built from HTTP headers or Kafka headers;
-//! - recognising structured mode case-insensitively, as both bindings require.
+//! - recognising structured mode case-insensitively, as both bindings require;
+//! - NATS binary mode altogether (NATS binding 1.0.3, section 3.1): the SDK's
+//!   NATS binding is structured only. `ce-` headers, `datacontenttype`
+//!   included, percent-encoded as over HTTP.
 
 use cloudevents::event::SpecVersion;
 use cloudevents::message::{
@@ -195,6 +198,97 @@ impl BinaryDeserializer for BinaryMessage {
     }
 }
 
+/// The header of a NATS message in binary mode that holds `datacontenttype`
+/// (NATS binding 1.0.3, 3.1.3.1: unlike HTTP and Kafka, not `content-type`).
+pub const NATS_DATACONTENTTYPE: &str = "ce-datacontenttype";
+
+impl BinaryMessage {
+    /// Reads a NATS binary-mode message from its headers: names matched
+    /// case-insensitively (binding 3.1.3.1), values unquoted and
+    /// percent-decoded (3.1.3.2), only the first value of a repeated header.
+    /// `datacontenttype` comes from `ce-datacontenttype`, or failing that
+    /// from `content-type` (which the Go SDK's binding also reads).
+    /// `Ok(None)` when there is no `ce-specversion` header.
+    pub fn from_nats<'a>(
+        headers: impl IntoIterator<Item = (&'a str, &'a str)>,
+        body: Vec<u8>,
+    ) -> Result<Option<Self>, MessageError> {
+        let mut spec_version = None;
+        let mut content_type = None;
+        let mut plain_content_type = None;
+        let mut attributes: Vec<(String, String)> = Vec::new();
+        for (name, value) in headers {
+            let name = name.to_ascii_lowercase();
+            if name == "content-type" {
+                plain_content_type.get_or_insert(value.to_owned());
+                continue;
+            }
+            let Some(attr) = name.strip_prefix("ce-") else {
+                continue;
+            };
+            if attributes.iter().any(|(a, _)| a == attr) {
+                continue;
+            }
+            let value = decode_nats_header_value(value)?;
+            match attr {
+                "specversion" => {
+                    spec_version.get_or_insert(value);
+                }
+                "datacontenttype" => {
+                    content_type.get_or_insert(value);
+                }
+                _ => attributes.push((attr.to_owned(), value)),
+            }
+        }
+        Ok(spec_version.map(|spec_version| BinaryMessage {
+            spec_version,
+            attributes,
+            content_type: content_type.or(plain_content_type),
+            body,
+        }))
+    }
+}
+
+/// Decodes a NATS `ce-` header value: a double-quoted string is unquoted
+/// first (backslash escapes included), then one round of percent-decoding,
+/// which must yield UTF-8 (NATS binding 1.0.3, 3.1.3.2).
+pub fn decode_nats_header_value(raw: &str) -> Result<String, MessageError> {
+    let trimmed = raw.trim();
+    let unquoted = match trimmed
+        .strip_prefix('"')
+        .and_then(|rest| rest.strip_suffix('"'))
+    {
+        Some(inner) => {
+            let mut out = String::with_capacity(inner.len());
+            let mut chars = inner.chars();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => out.extend(chars.next()),
+                    c => out.push(c),
+                }
+            }
+            out
+        }
+        None => trimmed.to_owned(),
+    };
+    decode_header_value(unquoted.as_bytes())
+}
+
+/// The headers and body of a NATS binary-mode message for `event`: every
+/// attribute as a `ce-` header, percent-encoded.
+pub fn to_nats_binary(event: &Event) -> (Vec<(String, String)>, Vec<u8>) {
+    let headers = event
+        .iter()
+        .map(|(name, value)| {
+            (
+                format!("ce-{name}"),
+                encode_header_value(&value.to_string()),
+            )
+        })
+        .collect();
+    (headers, data_bytes(event.data()))
+}
+
 /// The headers and body of an HTTP binary-mode request for `event`, with
 /// every `ce-` value percent-encoded.
 pub fn to_http_binary(event: &Event) -> (HeaderMap, Vec<u8>) {
@@ -318,6 +412,64 @@ mod tests {
     fn kafka_headers_without_a_value_are_an_error_not_a_panic() {
         let headers = vec![("ce_specversion", Some(&b"1.0"[..])), ("ce_id", None)];
         assert!(BinaryMessage::from_kafka(headers, vec![]).is_err());
+    }
+
+    #[test]
+    fn an_event_survives_nats_binary_mode_with_non_ascii_values() {
+        let event = EventBuilderV10::new()
+            .id("id 1%")
+            .source("/source")
+            .ty("com.example.ü")
+            .subject("Grüße \"du\"")
+            .extension("comexampleext", "a value")
+            .data("application/json", serde_json::json!({"a": 1}))
+            .build()
+            .unwrap();
+        let (headers, body) = to_nats_binary(&event);
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(header("ce-subject"), Some("Gr%C3%BC%C3%9Fe%20%22du%22"));
+        assert_eq!(header(NATS_DATACONTENTTYPE), Some("application/json"));
+        assert_eq!(header("ce-specversion"), Some("1.0"));
+        assert!(headers
+            .iter()
+            .all(|(_, v)| v.is_ascii() && !v.contains(' ')));
+        let decoded =
+            BinaryMessage::from_nats(headers.iter().map(|(n, v)| (n.as_str(), v.as_str())), body)
+                .unwrap()
+                .expect("binary mode")
+                .into_event()
+                .unwrap();
+        assert_eq!(decoded, event);
+    }
+
+    #[test]
+    fn nats_headers_are_read_in_any_case_quoted_or_not_and_content_type_is_a_fallback() {
+        let headers = [
+            ("CE-SpecVersion", "1.0"),
+            ("Ce-Id", "\"a \\\"quoted\\\" id\""),
+            ("ce-source", "/s"),
+            ("ce-type", "t"),
+            ("Content-Type", "text/plain"),
+            ("Nats-Msg-Id", "ignored"),
+        ];
+        let message = BinaryMessage::from_nats(headers, b"hi".to_vec())
+            .unwrap()
+            .expect("binary mode");
+        assert_eq!(message.content_type.as_deref(), Some("text/plain"));
+        let event = message.into_event().unwrap();
+        assert_eq!(event.id(), "a \"quoted\" id");
+        assert_eq!(event.data(), Some(&Data::String("hi".into())));
+        assert_eq!(
+            BinaryMessage::from_nats([("ce-id", "1")], vec![]).unwrap(),
+            None
+        );
+        // Invalid UTF-8 after percent-decoding is refused (overlong space).
+        assert!(decode_nats_header_value("%C0%A0").is_err());
     }
 
     #[test]

@@ -1,10 +1,40 @@
-//! Opening the SQLite database each service keeps its state in.
+//! Opening the database each service keeps its state in: SQLite (the
+//! embedded default) or PostgreSQL (what several replicas share), chosen by
+//! the scheme of `DATABASE_URL`.
 
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::SqlitePool;
+use sqlx::{PgPool, SqlitePool};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
+
+/// Which database a `DATABASE_URL` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Sqlite,
+    Postgres,
+}
+
+impl Kind {
+    /// `sqlite:` or `postgres://` / `postgresql://`; anything else is
+    /// refused by name rather than guessed at.
+    pub fn of(url: &str) -> Result<Kind, sqlx::Error> {
+        if url.starts_with("sqlite:") {
+            Ok(Kind::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Kind::Postgres)
+        } else {
+            Err(sqlx::Error::Configuration(
+                format!(
+                    "DATABASE_URL {:?} is not supported: use a sqlite:// or postgres:// URL",
+                    crate::redact::url(url)
+                )
+                .into(),
+            ))
+        }
+    }
+}
 
 /// Opens (creating the file and its folder if missing) a SQLite database in
 /// WAL mode with `synchronous=FULL`: a commit is on disk when it returns,
@@ -13,10 +43,10 @@ use std::time::Duration;
 pub async fn connect_sqlite(url: &str, max_connections: u32) -> Result<SqlitePool, sqlx::Error> {
     // sqlx reads any string as a file name; without this check a
     // `postgres://` URL would quietly become a SQLite file named after it.
-    if !url.starts_with("sqlite:") {
+    if Kind::of(url)? != Kind::Sqlite {
         return Err(sqlx::Error::Configuration(
             format!(
-                "DATABASE_URL {:?} is not supported: use a sqlite:// URL",
+                "DATABASE_URL {:?} is not a sqlite:// URL",
                 crate::redact::url(url)
             )
             .into(),
@@ -37,6 +67,48 @@ pub async fn connect_sqlite(url: &str, max_connections: u32) -> Result<SqlitePoo
         .max_connections(max_connections)
         .connect_with(options)
         .await
+}
+
+/// How long a caller waits for a pooled PostgreSQL connection. While the
+/// server restarts, requests fail after this rather than after the 30 s
+/// default, and the callers' own retries take over.
+const PG_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Opens a pool of PostgreSQL connections with `synchronous_commit=on`
+/// whatever the server's default: a commit has reached the server's WAL on
+/// disk when it returns, the PostgreSQL side of "acknowledge only durable
+/// work". The pool reconnects by itself after the server restarts; a
+/// connection that broke is dropped when it is next checked out.
+pub async fn connect_postgres(
+    url: &str,
+    max_connections: u32,
+    application_name: &str,
+) -> Result<PgPool, sqlx::Error> {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(PG_ACQUIRE_TIMEOUT)
+        .connect_with(postgres_options(url, application_name)?)
+        .await
+}
+
+/// The connection options of [`connect_postgres`], for a connection opened
+/// on its own (the audit writer's, the outbox leases').
+pub fn postgres_options(
+    url: &str,
+    application_name: &str,
+) -> Result<PgConnectOptions, sqlx::Error> {
+    if Kind::of(url)? != Kind::Postgres {
+        return Err(sqlx::Error::Configuration(
+            format!(
+                "DATABASE_URL {:?} is not a postgres:// URL",
+                crate::redact::url(url)
+            )
+            .into(),
+        ));
+    }
+    Ok(PgConnectOptions::from_str(url)?
+        .application_name(application_name)
+        .options([("synchronous_commit", "on")]))
 }
 
 /// The file behind a `sqlite://` URL, for a connection opened outside sqlx
@@ -63,15 +135,30 @@ mod tests {
 
     #[tokio::test]
     async fn a_url_of_another_database_is_refused_not_made_a_file() {
+        let err = connect_sqlite("mysql://user@localhost/db", 1)
+            .await
+            .expect_err("mysql URL accepted");
+        assert!(err.to_string().contains("postgres://"), "{err}");
+        assert!(!std::path::Path::new("mysql:").exists());
         let err = connect_sqlite("postgres://user@localhost/db", 1)
             .await
-            .expect_err("postgres URL accepted");
-        assert!(err.to_string().contains("sqlite://"), "{err}");
+            .expect_err("postgres URL opened as SQLite");
+        assert!(err.to_string().contains("not a sqlite://"), "{err}");
         let err = connect_sqlite("postgres://user:s3cret@localhost/db", 1)
             .await
             .expect_err("postgres URL accepted");
         assert!(!err.to_string().contains("s3cret"), "{err}");
         assert!(!std::path::Path::new("postgres:").exists());
+    }
+
+    #[test]
+    fn the_kind_of_a_url_is_its_scheme() {
+        assert_eq!(Kind::of("sqlite://data/a.db").unwrap(), Kind::Sqlite);
+        assert_eq!(Kind::of("sqlite::memory:").unwrap(), Kind::Sqlite);
+        assert_eq!(Kind::of("postgres://u@h/db").unwrap(), Kind::Postgres);
+        assert_eq!(Kind::of("postgresql://u@h/db").unwrap(), Kind::Postgres);
+        assert!(Kind::of("data/a.db").is_err());
+        assert!(postgres_options("sqlite://a.db", "t").is_err());
     }
 
     #[test]

@@ -1,16 +1,20 @@
 //! Types and helpers the user service and the audit service share: the user
 //! events and their CloudEvents mapping, the wire-level pieces the CloudEvents
-//! SDK leaves out, configuration, telemetry and problem+json errors.
+//! SDK leaves out, configuration, broker clients (Kafka, NATS), telemetry and
+//! problem+json errors.
 
 pub mod binding;
 pub mod config;
 pub mod db;
 pub mod event;
 pub mod kafka;
+pub mod nats;
 pub mod problem;
 pub mod redact;
 pub mod shutdown;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod validate;
 
 pub use cloudevents;

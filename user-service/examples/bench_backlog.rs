@@ -1,6 +1,7 @@
 //! Writes a backlog of pending `user.storeUser` events into user-service's
-//! SQLite database, for the relay-drain benchmark of `make bench`: N users,
-//! each with the outbox row the service itself would have committed with it.
+//! database (SQLite or PostgreSQL), for the relay-drain benchmark of `make
+//! bench`: N users, each with the outbox row the service itself would have
+//! committed with it.
 //!
 //!     DATABASE_URL=sqlite:///tmp/users.db \
 //!         cargo run --release -p user-service --example bench_backlog -- [COUNT=20000]
@@ -15,10 +16,27 @@
 //! through the API, to show the two agree.
 
 use anyhow::Context;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
+use shared::db::Kind;
 use shared::event::{UserData, UserEvent};
 use user_service::domain::{Password, RawPassword};
 use uuid::Uuid;
+
+const INSERT_USER: &str = "INSERT INTO users (id, name, password_hash, created_at, updated_at) \
+     VALUES ($1, $2, $3, $4, $4)";
+const INSERT_EVENT: &str =
+    "INSERT INTO outbox (event_id, user_id, event_type, event_json, created_at) \
+     VALUES ($1, $2, $3, $4, $5)";
+
+/// One user and its event, as the store writes them.
+struct Row {
+    user: Uuid,
+    name: String,
+    event: Uuid,
+    event_type: &'static str,
+    json: String,
+    now: DateTime<Utc>,
+}
 
 /// Rows per transaction: few fsyncs, and no transaction so large that the
 /// WAL balloons.
@@ -35,13 +53,8 @@ async fn main() -> anyhow::Result<()> {
     let url = user_service::config::database_url_from_env();
     let source = std::env::var("EVENT_SOURCE").unwrap_or_else(|_| "/user-service".into());
 
-    let pool = shared::db::connect_sqlite(&url, 1)
-        .await
-        .with_context(|| format!("Failed to open {url}"))?;
-    sqlx::migrate!("./migrations")
-        .run(&pool)
-        .await
-        .context("Failed to migrate the database")?;
+    // The service migrates the database as it always does.
+    drop(user_service::store::open_with(&url, 1).await?);
 
     let raw: RawPassword = serde_json::from_str(r#""bench-password""#)?;
     let mut memory = vec![argon2::Block::default(); Password::memory_blocks()];
@@ -49,44 +62,91 @@ async fn main() -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)?
         .hash_with(&mut memory)
         .map_err(|e| anyhow::anyhow!("Failed to hash the password: {e:?}"))?;
+    let hash = hash.as_str();
 
+    let rows = |from: usize, to: usize| -> anyhow::Result<Vec<Row>> {
+        (from..to)
+            .map(|i| {
+                let now = Utc::now();
+                let user = UserData {
+                    id: Uuid::now_v7(),
+                    name: format!("bench user {i}"),
+                };
+                let (id, name) = (user.id, user.name.clone());
+                let change = UserEvent::Stored(user);
+                let event = Uuid::now_v7();
+                let json = serde_json::to_string(&change.to_cloudevent(event, &source, now)?)?;
+                Ok(Row {
+                    user: id,
+                    name,
+                    event,
+                    event_type: change.event_type(),
+                    json,
+                    now,
+                })
+            })
+            .collect()
+    };
+    // Ids and times as each database keeps them: text on SQLite, uuid and
+    // timestamptz on PostgreSQL.
     let mut written = 0;
-    while written < count {
-        let mut tx = pool.begin().await?;
-        for i in written..count.min(written + CHUNK) {
-            let now = Utc::now();
-            let user = UserData {
-                id: Uuid::now_v7(),
-                name: format!("bench user {i}"),
-            };
-            sqlx::query(
-                "INSERT INTO users (id, name, password_hash, created_at, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?4)",
-            )
-            .bind(user.id.to_string())
-            .bind(&user.name)
-            .bind(hash.as_str())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            let change = UserEvent::Stored(user);
-            let event_id = Uuid::now_v7();
-            let event = change.to_cloudevent(event_id, &source, now)?;
-            sqlx::query(
-                "INSERT INTO outbox (event_id, user_id, event_type, event_json, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )
-            .bind(event_id.to_string())
-            .bind(change.data().id.to_string())
-            .bind(change.event_type())
-            .bind(serde_json::to_string(&event)?)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+    match Kind::of(&url)? {
+        Kind::Sqlite => {
+            let pool = shared::db::connect_sqlite(&url, 1).await?;
+            while written < count {
+                let next = count.min(written + CHUNK);
+                let mut tx = pool.begin().await?;
+                for row in rows(written, next)? {
+                    sqlx::query(INSERT_USER)
+                        .bind(row.user.to_string())
+                        .bind(&row.name)
+                        .bind(hash)
+                        .bind(row.now)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query(INSERT_EVENT)
+                        .bind(row.event.to_string())
+                        .bind(row.user.to_string())
+                        .bind(row.event_type)
+                        .bind(&row.json)
+                        .bind(row.now)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                written = next;
+            }
         }
-        tx.commit().await?;
-        written = count.min(written + CHUNK);
+        Kind::Postgres => {
+            let pool = shared::db::connect_postgres(&url, 1, "bench_backlog").await?;
+            while written < count {
+                let next = count.min(written + CHUNK);
+                let mut tx = pool.begin().await?;
+                for row in rows(written, next)? {
+                    sqlx::query(INSERT_USER)
+                        .bind(row.user)
+                        .bind(&row.name)
+                        .bind(hash)
+                        .bind(row.now)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query(INSERT_EVENT)
+                        .bind(row.event)
+                        .bind(row.user)
+                        .bind(row.event_type)
+                        .bind(&row.json)
+                        .bind(row.now)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                written = next;
+            }
+        }
     }
-    println!("{count} pending events written to {url}");
+    println!(
+        "{count} pending events written to {}",
+        shared::redact::url(&url)
+    );
     Ok(())
 }

@@ -29,7 +29,7 @@ async fn run() -> anyhow::Result<()> {
     std::io::stdin().read_to_string(&mut input)?;
     let event: cloudevents::Event = serde_json::from_str(&input)
         .map_err(|e| anyhow::anyhow!("stdin is not a structured-mode CloudEvent: {e}"))?;
-    let publisher = Publisher::new(&PublishSettings::from_env()?)?;
+    let publisher = Publisher::new(&PublishSettings::from_env()?).await?;
     let outcome = publisher.publish(&event).await;
     publisher.flush().await;
     match outcome {

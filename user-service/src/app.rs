@@ -6,7 +6,7 @@ use crate::hasher::Hasher;
 use crate::publish::Publisher;
 use crate::relay::Relay;
 use crate::routes::{self, AppState};
-use crate::store::Store;
+use crate::store::{Scope, Store};
 use anyhow::Context;
 use axum::http::StatusCode;
 use axum::middleware;
@@ -23,8 +23,6 @@ use tower_http::trace::TraceLayer;
 
 /// Requests carry a name and a password; 64 KiB is generous.
 const BODY_LIMIT: usize = 64 * 1024;
-/// SQLite has one writer at a time; a few connections serve the readers.
-const DB_CONNECTIONS: u32 = 8;
 
 /// A built service: the listener is bound (so the port is known, which is
 /// how tests use port 0), the database is migrated, nothing runs yet.
@@ -35,34 +33,30 @@ pub struct Application {
     relay: Relay,
     publisher: Arc<Publisher>,
     hasher: Hasher,
+    outbox_retention: Duration,
     shutdown: CancellationToken,
 }
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let pool = shared::db::connect_sqlite(&settings.database_url, DB_CONNECTIONS)
-            .await
-            .with_context(|| format!("Failed to open the database {}", settings.database_url))?;
-        sqlx::migrate!("./migrations")
-            .run(&pool)
-            .await
-            .context("Failed to migrate the database")?;
-        let publisher = Arc::new(Publisher::new(&settings.publish)?);
+        let backend = crate::store::open(&settings.database_url).await?;
+        let publisher = Arc::new(Publisher::new(&settings.publish).await?);
         let wake = Arc::new(Notify::new());
         let shutdown = CancellationToken::new();
         let hasher = Hasher::start(settings.hashing.workers, settings.hashing.queue)
             .context("Failed to start the password hashing threads")?;
         let state = AppState {
-            store: Store::new(pool.clone(), settings.event_source.clone(), wake.clone()),
+            store: Store::new(backend.clone(), settings.event_source.clone(), wake.clone()),
             publisher: publisher.clone(),
             hasher: hasher.clone(),
         };
         let relay = Relay {
-            pool,
+            store: backend,
             publisher: publisher.clone(),
             settings: settings.relay.clone(),
             wake,
             shutdown: shutdown.clone(),
+            scope: Scope::All,
         };
         let listener = TcpListener::bind(&settings.listen_addr)
             .await
@@ -77,6 +71,7 @@ impl Application {
             relay,
             publisher,
             hasher,
+            outbox_retention: settings.outbox_retention,
             shutdown,
         })
     }
@@ -105,6 +100,11 @@ impl Application {
             events = %self.publisher.describe(),
             "user-service listening"
         );
+        let retention = tokio::spawn(crate::retention::run(
+            self.relay.store.clone(),
+            self.outbox_retention,
+            self.shutdown.clone(),
+        ));
         let relay = tokio::spawn(self.relay.run());
         tokio::spawn(cancel_on_signal(self.shutdown.clone()));
         let served = axum::serve(self.listener, self.router)
@@ -115,6 +115,9 @@ impl Application {
         self.shutdown.cancel();
         let relayed = relay.await;
         self.publisher.flush().await;
+        if let Err(e) = retention.await {
+            tracing::error!(error = %e, "outbox retention task failed");
+        }
         tracing::info!("user-service stopped");
         served?;
         // A relay that died or failed (it cancels the token as it ends,

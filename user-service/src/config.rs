@@ -1,10 +1,11 @@
 //! The service's settings, read once from the environment at start.
 
 use shared::config::{env_or, env_parse, ConfigError, KafkaConfig, Transport};
+use shared::nats::NatsConfig;
 use std::str::FromStr;
 use std::time::Duration;
 
-/// How the HTTP publisher lays an event out on the wire.
+/// How the HTTP and NATS publishers lay an event out on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ContentMode {
     /// Attributes in `ce-` headers, data as the body (the default, as in the seed).
@@ -46,6 +47,13 @@ pub struct RelaySettings {
     /// Most events in one HTTP request (`HTTP_BATCH_MAX`); 1 sends each
     /// event alone, in `HTTP_CONTENT_MODE`.
     pub batch_max: usize,
+    /// How long a relay's lease on a bucket of users lasts on a shared
+    /// database (`RELAY_LEASE_MS`): a replica that dies holding leases has
+    /// its users' events wait this long for another replica.
+    pub lease_term: Duration,
+    /// How long before its lease may expire a relay stops sending: what a
+    /// request in flight may still take (the publish timeout) and a second.
+    pub lease_margin: Duration,
 }
 
 /// The pool of password hashing threads in front of argon2id.
@@ -75,12 +83,20 @@ pub enum PublishSettings {
         /// `PUBLISH_TIMEOUT_MS`: how long one delivery may take.
         timeout: Duration,
     },
+    Nats {
+        config: NatsConfig,
+        /// `NATS_CONTENT_MODE`.
+        mode: ContentMode,
+        /// `PUBLISH_TIMEOUT_MS`: how long one publish acknowledgement may
+        /// take.
+        timeout: Duration,
+    },
 }
 
 impl PublishSettings {
     /// Reads `EVENT_TRANSPORT` and the settings of the transport it names.
     pub fn from_env() -> Result<Self, ConfigError> {
-        let timeout = Duration::from_millis(positive("PUBLISH_TIMEOUT_MS", 10_000)?);
+        let timeout = Duration::from_millis(publish_timeout_ms()?);
         Ok(match Transport::from_env()? {
             Transport::Http => PublishSettings::Http {
                 url: env_or("AUDIT_URL", "http://localhost:8080/"),
@@ -91,6 +107,11 @@ impl PublishSettings {
                 config: KafkaConfig::from_env(),
                 timeout,
             },
+            Transport::Nats => PublishSettings::Nats {
+                config: NatsConfig::from_env()?,
+                mode: env_parse("NATS_CONTENT_MODE", ContentMode::Binary)?,
+                timeout,
+            },
         })
     }
 
@@ -98,6 +119,7 @@ impl PublishSettings {
         match self {
             PublishSettings::Http { .. } => Transport::Http,
             PublishSettings::Kafka { .. } => Transport::Kafka,
+            PublishSettings::Nats { .. } => Transport::Nats,
         }
     }
 }
@@ -115,6 +137,8 @@ pub struct Settings {
     pub hashing: HashSettings,
     /// Longest time one HTTP request may take before it is answered 503.
     pub request_timeout: Duration,
+    /// How long delivered outbox rows are kept (`OUTBOX_RETENTION`).
+    pub outbox_retention: Duration,
 }
 
 impl Settings {
@@ -123,6 +147,19 @@ impl Settings {
         let backoff_initial = positive("RELAY_BACKOFF_INITIAL_MS", 100)?;
         let backoff_max = positive("RELAY_BACKOFF_MAX_MS", 30_000)?.max(backoff_initial);
         let retry_after_max = positive("RELAY_RETRY_AFTER_MAX_MS", 600_000)?;
+        let lease_margin = Duration::from_millis(publish_timeout_ms()? + 1000);
+        let lease_term = Duration::from_millis(positive("RELAY_LEASE_MS", 30_000)?);
+        if lease_term < 2 * lease_margin {
+            return Err(ConfigError {
+                name: "RELAY_LEASE_MS".to_owned(),
+                value: lease_term.as_millis().to_string(),
+                reason: format!(
+                    "must be at least twice PUBLISH_TIMEOUT_MS + 1000 ({} ms): a relay stops \
+                     sending that long before its lease ends",
+                    2 * lease_margin.as_millis()
+                ),
+            });
+        }
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Settings {
             listen_addr: env_or("LISTEN_ADDR", "0.0.0.0:3000"),
@@ -137,12 +174,15 @@ impl Settings {
                 poll_interval: Duration::from_millis(500),
                 concurrency: count_in("RELAY_CONCURRENCY", 32, MAX_CONCURRENCY)?,
                 batch_max: count_in("HTTP_BATCH_MAX", 100, MAX_BATCH)?,
+                lease_term,
+                lease_margin,
             },
             hashing: HashSettings {
                 workers: count_in("HASH_CONCURRENCY", cpus, MAX_HASH_WORKERS)?,
                 queue: count_in("HASH_QUEUE_MAX", 64, MAX_HASH_QUEUE)?,
             },
             request_timeout: Duration::from_secs(30),
+            outbox_retention: retention("OUTBOX_RETENTION", "7d")?,
         })
     }
 }
@@ -154,6 +194,28 @@ const MAX_BATCH: usize = 10_000;
 /// Each hashing thread keeps ~19 MiB of argon2 working memory.
 const MAX_HASH_WORKERS: usize = 256;
 const MAX_HASH_QUEUE: usize = 100_000;
+
+/// A duration written for people (`7d`, `36h`, `90s`), not zero.
+fn retention(name: &str, default: &str) -> Result<Duration, ConfigError> {
+    let value = env_or(name, default);
+    match humantime::parse_duration(value.trim()) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err(ConfigError {
+            name: name.to_owned(),
+            value,
+            reason: "must be longer than zero".to_owned(),
+        }),
+        Err(e) => Err(ConfigError {
+            name: name.to_owned(),
+            value,
+            reason: format!("{e}; write a duration such as 7d, 36h or 90s"),
+        }),
+    }
+}
+
+fn publish_timeout_ms() -> Result<u64, ConfigError> {
+    positive("PUBLISH_TIMEOUT_MS", 10_000)
+}
 
 /// A count from 1 to `max`: zero would mean a relay with no slot, a batch
 /// of nothing or a pool with no thread.

@@ -2,16 +2,16 @@
 //! `user-service dead-letters list [--json]` and
 //! `user-service dead-letters redrive <seq>...|--all`.
 
-use crate::outbox::{self, Redrive};
+use crate::outbox::Redrive;
+use crate::store::Backend;
 use anyhow::{bail, Context};
-use sqlx::SqlitePool;
 
 pub const USAGE: &str = "usage:
   user-service                                 run the service
   user-service dead-letters list [--json]      show events parked as dead letters
   user-service dead-letters redrive <seq>...   send these again (the running relay picks them up)
   user-service dead-letters redrive --all      send all of them again
-The database is DATABASE_URL (default sqlite://data/users.db).";
+The database is DATABASE_URL (default sqlite://data/users.db; postgres:// works too).";
 
 /// Runs `dead-letters <args>` against the database at `database_url`,
 /// writing the result to `out`.
@@ -23,14 +23,8 @@ pub async fn run(
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let command = parse(&args)?;
     // One connection: an operator command next to a running service.
-    let pool = shared::db::connect_sqlite(database_url, 1)
-        .await
-        .with_context(|| format!("Failed to open the database {database_url}"))?;
-    sqlx::migrate!("./migrations")
-        .run(&pool)
-        .await
-        .context("Failed to migrate the database")?;
-    execute(&pool, command, out).await
+    let store = crate::store::open_with(database_url, 1).await?;
+    execute(store.as_ref(), command, out).await
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -59,13 +53,14 @@ fn parse(args: &[&str]) -> anyhow::Result<Command> {
 }
 
 async fn execute(
-    pool: &SqlitePool,
+    store: &dyn Backend,
     command: Command,
     out: &mut impl std::io::Write,
 ) -> anyhow::Result<()> {
     match command {
         Command::List { json } => {
-            let dead = outbox::dead_letters(pool)
+            let dead = store
+                .dead_letters()
                 .await
                 .context("Failed to read dead letters")?;
             if json {
@@ -92,9 +87,7 @@ async fn execute(
             }
         }
         Command::Redrive(which) => {
-            let changed = outbox::redrive(pool, &which)
-                .await
-                .context("Failed to re-drive")?;
+            let changed = store.redrive(&which).await.context("Failed to re-drive")?;
             writeln!(out, "{changed} dead letter(s) set back to pending")?;
         }
     }

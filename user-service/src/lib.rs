@@ -1,6 +1,6 @@
 //! user-service: user CRUD over HTTP; every change emits a CloudEvent
-//! through a transactional outbox, relayed to the audit service over HTTP
-//! or Kafka.
+//! through a transactional outbox, relayed to the audit service over HTTP,
+//! Kafka or NATS JetStream.
 
 pub mod app;
 pub mod config;
@@ -11,6 +11,7 @@ pub mod hasher;
 pub mod outbox;
 pub mod publish;
 pub mod relay;
+pub mod retention;
 pub mod routes;
 pub mod store;
 

@@ -265,24 +265,7 @@ pub fn kafka_record(message: &impl Message) -> Result<Event, DecodeError> {
         .and_then(|(_, value)| *value)
         .map(String::from_utf8_lossy);
     if let Some(content_type) = content_type.filter(|ct| is_cloudevents_media_type(ct)) {
-        let media_type = content_type
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase();
-        if media_type != STRUCTURED_JSON {
-            return Err(DecodeError::NotACloudEvent(format!(
-                "structured-mode format {media_type:?} is not supported: use {}",
-                STRUCTURED_JSON
-            )));
-        }
-        if payload.is_empty() {
-            return Err(DecodeError::NotACloudEvent(
-                "a structured-mode record needs a payload".into(),
-            ));
-        }
-        return structured(payload);
+        return structured_message(&content_type, payload);
     }
     if headers.is_empty() {
         return Err(DecodeError::NotACloudEvent(
@@ -296,6 +279,72 @@ pub fn kafka_record(message: &impl Message) -> Result<Event, DecodeError> {
         )),
         Err(e) => Err(from_message_error(e)),
     }
+}
+
+/// A broker message whose content type says structured mode: only the
+/// JSON format, and never an empty payload.
+fn structured_message(content_type: &str, payload: &[u8]) -> Result<Event, DecodeError> {
+    let media_type = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    if media_type != STRUCTURED_JSON {
+        return Err(DecodeError::NotACloudEvent(format!(
+            "structured-mode format {media_type:?} is not supported: use {STRUCTURED_JSON}"
+        )));
+    }
+    if payload.is_empty() {
+        return Err(DecodeError::NotACloudEvent(
+            "a structured-mode message needs a payload".into(),
+        ));
+    }
+    structured(payload)
+}
+
+/// Decodes one NATS message per the CloudEvents NATS binding 1.0.3:
+/// structured mode when `Content-Type` is an `application/cloudevents` type,
+/// binary mode (`ce-` headers) when there is a `ce-specversion` header.
+/// `headers` are (name, first value) pairs.
+///
+/// One leniency, for the Go SDK (sdk-go's nats_jetstream binding, v2.16.2):
+/// it sends structured mode as a bare payload with no header at all, and
+/// reads any message without `ce-specversion` as structured. So a message
+/// with neither header is read as a structured-mode JSON event; a payload
+/// that is not one is refused, naming both modes.
+pub fn nats_message(headers: &[(&str, &str)], payload: &[u8]) -> Result<Event, DecodeError> {
+    let content_type = headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+        .map(|(_, value)| *value);
+    if let Some(content_type) = content_type.filter(|ct| is_cloudevents_media_type(ct)) {
+        return structured_message(content_type, payload);
+    }
+    let binary_mode = headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("ce-specversion"));
+    if binary_mode {
+        return match BinaryMessage::from_nats(headers.iter().copied(), payload.to_vec()) {
+            Ok(Some(message)) => binary(message),
+            Ok(None) => Err(DecodeError::MissingAttribute("specversion".into())),
+            Err(e) => Err(from_message_error(e)),
+        };
+    }
+    if payload.is_empty() {
+        return Err(DecodeError::NotACloudEvent(
+            "no ce-specversion header, no application/cloudevents content-type and no payload"
+                .into(),
+        ));
+    }
+    structured(payload).map_err(|e| match e {
+        DecodeError::MalformedJson(_) | DecodeError::NotAnObject => {
+            DecodeError::NotACloudEvent(format!(
+                "neither binary mode (no ce-specversion header) nor a structured-mode payload: {e}"
+            ))
+        }
+        other => other,
+    })
 }
 
 #[cfg(test)]
@@ -436,5 +485,58 @@ mod tests {
         });
         let body = br#"{"specversion":"1.0","id":"1","source":"/s","type":"t"}"#;
         assert!(kafka_record(&record(Some(headers), Some(body))).is_ok());
+    }
+
+    // NATS messages
+
+    #[test]
+    fn nats_binary_and_structured_modes_are_read_as_the_binding_says() {
+        let binary = nats_message(
+            &[
+                ("ce-specversion", "1.0"),
+                ("ce-id", "n1"),
+                ("ce-source", "/s"),
+                ("ce-type", "t"),
+                ("ce-subject", "Gr%C3%BC%C3%9Fe"),
+                ("ce-datacontenttype", "application/json"),
+                ("Nats-Msg-Id", "n1"),
+            ],
+            br#"{"a":1}"#,
+        )
+        .unwrap();
+        assert_eq!(binary.subject(), Some("Grüße"));
+        assert_eq!(binary.datacontenttype(), Some("application/json"));
+        let body = br#"{"specversion":"1.0","id":"n2","source":"/s","type":"t"}"#;
+        let structured = nats_message(&[("Content-Type", "application/cloudevents+json")], body);
+        assert_eq!(structured.unwrap().id(), "n2");
+        // The Go SDK's structured mode: the payload alone.
+        assert_eq!(nats_message(&[], body).unwrap().id(), "n2");
+    }
+
+    #[test]
+    fn nats_messages_that_are_not_cloudevents_say_why() {
+        let garbage = nats_message(&[], b"garbage").unwrap_err();
+        assert!(
+            matches!(garbage, DecodeError::NotACloudEvent(_)),
+            "{garbage}"
+        );
+        let empty = nats_message(&[("x", "y")], b"").unwrap_err();
+        assert!(empty.to_string().contains("no payload"), "{empty}");
+        let headerless = nats_message(&[], br#"{"id":"1"}"#).unwrap_err();
+        assert_eq!(
+            headerless,
+            DecodeError::MissingAttribute("specversion".into())
+        );
+        let no_body = nats_message(&[("content-type", "application/cloudevents+json")], b"");
+        assert!(no_body.unwrap_err().to_string().contains("payload"));
+        let no_type = nats_message(
+            &[
+                ("ce-specversion", "1.0"),
+                ("ce-id", "1"),
+                ("ce-source", "/s"),
+            ],
+            b"",
+        );
+        assert_eq!(no_type, Err(DecodeError::MissingAttribute("type".into())));
     }
 }

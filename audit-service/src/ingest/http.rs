@@ -59,7 +59,7 @@ impl FromRequest<AppState> for CloudEvents {
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let result = extract(request, state).await;
         if result.is_err() {
-            metrics::counter!("audit_events_rejected_total", "transport" => "http").increment(1);
+            metrics::counter!("audit_events_rejected_total", "transport" => Transport::Http.as_str()).increment(1);
         }
         result.map(CloudEvents)
     }

@@ -1,13 +1,58 @@
-//! The ways events come in: `POST /` (http) and a Kafka topic (kafka). Each
-//! decodes with `decode` and writes through the same group-commit store.
+//! The ways events come in: `POST /` (always) and, when `EVENT_TRANSPORT`
+//! names a broker, a consumer of it. One module per transport; each turns
+//! what it receives into `Store::write_rows` calls, decoding with `decode`
+//! and dead-lettering what is not a CloudEvent in its own way. This module
+//! holds what they share and the one place that picks the consumer.
 
 pub mod dead_letter;
 pub mod decode;
 pub mod http;
 pub mod kafka;
+pub mod nats;
 
+use crate::config::Settings;
+use crate::store::Store;
+use futures::future::BoxFuture;
+use shared::config::Transport;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+/// Whether a consumer's broker answers, for `/readyz`.
+pub trait Probe: Send + Sync {
+    /// Asks the broker within `timeout`; the error says why not.
+    fn check(&self, timeout: Duration) -> BoxFuture<'_, Result<(), String>>;
+}
+
+/// A running broker consumer.
+pub struct ConsumerTask {
+    /// Ends after `shutdown` once the work in hand is finished; if it ends
+    /// on its own, it cancels `shutdown`, stopping the service.
+    pub task: JoinHandle<()>,
+    pub probe: Arc<dyn Probe>,
+}
+
+/// Starts the consumer of the broker `EVENT_TRANSPORT` names, if it names
+/// one.
+pub async fn start(
+    settings: &Settings,
+    store: Store,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Option<ConsumerTask>> {
+    Ok(match settings.transport {
+        Transport::Http => None,
+        Transport::Kafka => Some(kafka::start(
+            &settings.kafka,
+            settings.batch,
+            store,
+            shutdown,
+        )?),
+        Transport::Nats => {
+            Some(nats::start(&settings.nats, settings.batch, store, shutdown).await?)
+        }
+    })
+}
 
 /// Shutdown interrupted a wait; nothing of the work in hand is acknowledged.
 #[derive(Debug)]

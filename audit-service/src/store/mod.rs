@@ -11,9 +11,18 @@
 //! not by the writer: the writer is the one serial stage, so it does nothing
 //! but insert and commit. Logging the stored events, counting them and
 //! feeding the live tail happen after the commit on a thread of their own.
+//!
+//! The database is SQLite (`sqlite`, the embedded default) or PostgreSQL
+//! (`postgres`, shared by every replica); each implements the writer's
+//! [`writer::BatchWriter`], and reads go through [`Store::page`], one SQL
+//! text for both (`page`). On PostgreSQL the live tail is fed by polling
+//! the table (`tail_poll`), so it shows every replica's events.
 
+mod page;
+mod postgres;
 mod sqlite;
 pub mod tail;
+mod tail_poll;
 mod writer;
 
 use chrono::SecondsFormat;
@@ -23,10 +32,11 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use shared::cloudevents;
 use shared::config::Transport;
-use sqlx::SqlitePool;
+use shared::db::Kind;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
+pub use page::{Page, PageQuery};
 pub use tail::{Received, Subscriber, Tail, TAIL_MAX_BYTES};
 pub use writer::WriterHandle;
 
@@ -132,10 +142,18 @@ struct WriteRequest {
     reply: oneshot::Sender<Result<WriteOutcome, WriteFailed>>,
 }
 
+/// Connections for queries, the live tail and readiness; the writer has
+/// its own.
+#[derive(Clone)]
+enum Readers {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
 /// A cheap handle to the store: clone it into every task that writes or reads.
 #[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    readers: Readers,
     writes: mpsc::Sender<Command>,
     tail: Tail,
 }
@@ -146,11 +164,35 @@ impl Store {
     /// is dropped); requests already queued then are still committed and
     /// answered.
     pub async fn open(database_url: &str) -> anyhow::Result<(Store, WriterHandle)> {
-        let (pool, backend) = sqlite::open(database_url).await?;
         let (writes, queue) = mpsc::channel(QUEUE_CAPACITY);
         let tail = Tail::new(TAIL_MAX_BYTES);
-        let writer = writer::spawn(backend, writes.clone(), queue, tail.clone())?;
-        Ok((Store { pool, writes, tail }, writer))
+        let (readers, writer) = match Kind::of(database_url)? {
+            Kind::Sqlite => {
+                let (pool, backend) = sqlite::open(database_url).await?;
+                // One process writes the file: the writer feeds the tail.
+                let feed = writer::Feed::Tail(tail.clone());
+                let writer = writer::spawn(backend, writes.clone(), queue, feed)?;
+                (Readers::Sqlite(pool), writer)
+            }
+            Kind::Postgres => {
+                let (pool, backend) = postgres::open(database_url).await?;
+                // Every replica writes the table: the tail reads it back,
+                // woken at once by this replica's commits.
+                let committed = Arc::new(tokio::sync::Notify::new());
+                let poll = tail_poll::spawn(pool.clone(), tail.clone(), committed.clone());
+                let feed = writer::Feed::Wake(committed);
+                let writer = writer::spawn(backend, writes.clone(), queue, feed)?.with_task(poll);
+                (Readers::Postgres(pool), writer)
+            }
+        };
+        Ok((
+            Store {
+                readers,
+                writes,
+                tail,
+            },
+            writer,
+        ))
     }
 
     /// Stores `events` (duplicates by (source, id) are acknowledged, not
@@ -210,13 +252,61 @@ impl Store {
         self.tail.subscribe()
     }
 
-    /// Connections for reading; the writer has its own.
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
+    /// The next page of stored events in seq order, as `query` asks: up
+    /// to `query.limit` events and `max_bytes` of their JSON, at least one.
+    /// Two queries: the sizes first, to find where the page ends, then the
+    /// events up to there.
+    pub async fn page(&self, query: &PageQuery, max_bytes: usize) -> Result<Page, StoreError> {
+        let sizes = self.sizes(query, query.limit as usize + 1).await?;
+        let Some((last, more)) = query.cut(&sizes, max_bytes) else {
+            return Ok(Page::empty());
+        };
+        Ok(Page {
+            events: self.events(query, last).await?,
+            next_after: more.then_some(last),
+        })
+    }
+
+    /// The seqs and JSON sizes of the next `rows` events `query` selects
+    /// (its `limit` aside), in seq order, without reading the events.
+    pub async fn sizes(
+        &self,
+        query: &PageQuery,
+        rows: usize,
+    ) -> Result<Vec<(i64, i64)>, StoreError> {
+        match &self.readers {
+            Readers::Sqlite(pool) => sqlite::sizes(pool, query, rows).await,
+            Readers::Postgres(pool) => postgres::sizes(pool, query, rows).await,
+        }
+    }
+
+    /// The events `query` selects (its `limit` aside) up to and including
+    /// seq `last`, in seq order: what a `sizes` answer measured, since no
+    /// event appears later with a seq at or below one already committed.
+    pub async fn events(
+        &self,
+        query: &PageQuery,
+        last: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        match &self.readers {
+            Readers::Sqlite(pool) => sqlite::events(pool, query, last).await,
+            Readers::Postgres(pool) => postgres::events(pool, query, last).await,
+        }
+    }
+
+    /// The newest seq, 0 for an empty store.
+    pub async fn last_seq(&self) -> Result<i64, StoreError> {
+        Ok(match &self.readers {
+            Readers::Sqlite(pool) => sqlite::last_seq(pool).await?,
+            Readers::Postgres(pool) => postgres::last_seq(pool).await?,
+        })
     }
 
     /// True when the database answers a query.
     pub async fn is_reachable(&self) -> bool {
-        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+        match &self.readers {
+            Readers::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.is_ok(),
+            Readers::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.is_ok(),
+        }
     }
 }

@@ -125,6 +125,11 @@ impl Tail {
         self.shared.published.notify_waiters();
     }
 
+    /// Whether anyone is subscribed now.
+    pub fn has_subscribers(&self) -> bool {
+        self.shared.subscribers.load(Ordering::Acquire) > 0
+    }
+
     /// Every event published from now on.
     pub fn subscribe(&self) -> Subscriber {
         let mut ring = self.shared.lock();

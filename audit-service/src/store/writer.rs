@@ -46,14 +46,30 @@ pub trait BatchWriter: Send + 'static {
     ) -> Result<Vec<Option<i64>>, StoreError>;
 }
 
+/// Where committed events go besides the log.
+pub(super) enum Feed {
+    /// Straight to the live tail (one process writes the database).
+    Tail(Tail),
+    /// A wake-up for the task that reads the shared table back for the
+    /// live tail (several replicas write it, see `tail_poll`).
+    Wake(Arc<tokio::sync::Notify>),
+}
+
 /// The writer and logger threads.
 pub struct WriterHandle {
     writer: JoinHandle<()>,
     logger: JoinHandle<()>,
     queue: mpsc::Sender<Command>,
+    /// A task that lives as long as the writer (the PostgreSQL tail poll).
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl WriterHandle {
+    pub(super) fn with_task(mut self, task: tokio::task::JoinHandle<()>) -> Self {
+        self.task = Some(task);
+        self
+    }
+
     /// Stops the writer and waits for it: what is queued now is committed,
     /// answered and logged; writes sent after are refused (`WriterGone`).
     /// Closing, rather than waiting for the last `Store` handle to go, lets
@@ -69,6 +85,9 @@ impl WriterHandle {
             writer.is_ok() && logger.is_ok()
         })
         .await;
+        if let Some(task) = self.task {
+            task.abort();
+        }
         if !matches!(joined, Ok(true)) {
             tracing::error!("the audit store writer failed");
         }
@@ -86,7 +105,7 @@ pub(super) fn spawn(
     backend: impl BatchWriter,
     sender: mpsc::Sender<Command>,
     queue: mpsc::Receiver<Command>,
-    tail: Tail,
+    feed: Feed,
 ) -> std::io::Result<WriterHandle> {
     let (committed_tx, committed_rx) = std::sync::mpsc::sync_channel(COMMITTED_CAPACITY);
     let writer = std::thread::Builder::new()
@@ -94,11 +113,12 @@ pub(super) fn spawn(
         .spawn(move || run(backend, queue, committed_tx))?;
     let logger = std::thread::Builder::new()
         .name("audit-log".into())
-        .spawn(move || log_committed(committed_rx, tail))?;
+        .spawn(move || log_committed(committed_rx, feed))?;
     Ok(WriterHandle {
         writer,
         logger,
         queue: sender,
+        task: None,
     })
 }
 
@@ -198,7 +218,7 @@ fn answer(batch: Vec<WriteRequest>, seqs: Vec<Option<i64>>, received_at: &Arc<st
 
 /// One log line per stored event, the counters, and the live tail, in
 /// commit (seq) order.
-fn log_committed(committed: std::sync::mpsc::Receiver<Committed>, tail: Tail) {
+fn log_committed(committed: std::sync::mpsc::Receiver<Committed>, feed: Feed) {
     for batch in committed {
         for row in &batch.rows {
             tracing::info!(
@@ -211,7 +231,10 @@ fn log_committed(committed: std::sync::mpsc::Receiver<Committed>, tail: Tail) {
                 "audit event stored"
             );
         }
-        tail.publish(batch.rows);
+        match &feed {
+            Feed::Tail(tail) => tail.publish(batch.rows),
+            Feed::Wake(poll) => poll.notify_one(),
+        }
         for (transport, outcome) in batch.outcomes {
             let transport = transport.as_str();
             metrics::counter!("audit_events_stored_total", "transport" => transport)

@@ -1,8 +1,9 @@
 //! Starting audit-service for a test (in-process on port 0 with a fresh
-//! database, or as the real binary) and talking to it and to Kafka.
+//! database, SQLite or with `TEST_DATABASE=postgres` PostgreSQL, or as the
+//! real binary) and talking to it and to Kafka.
 
 use audit_service::app::Application;
-use audit_service::config::{BatchLimits, KafkaSettings, Settings};
+use audit_service::config::{BatchLimits, KafkaSettings, NatsSettings, Settings};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -45,11 +46,12 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
-/// Settings for a test: port 0, a database in a fresh temporary folder.
-pub fn test_settings(db_dir: &Path) -> Settings {
+/// Settings for a test: port 0, a fresh database (a file in `db_dir`, or a
+/// PostgreSQL database of its own).
+pub async fn test_settings(db_dir: &Path) -> Settings {
     Settings {
         listen_addr: "127.0.0.1:0".parse().expect("valid address"),
-        database_url: format!("sqlite://{}/audit.db", db_dir.display()),
+        database_url: shared::testing::database_url(db_dir, "audit.db").await,
         transport: Transport::Http,
         max_body_bytes: 1024 * 1024,
         batch: BatchLimits::default(),
@@ -59,13 +61,14 @@ pub fn test_settings(db_dir: &Path) -> Settings {
             group_id: "audit-group-id".into(),
             dlq_topic: "audit.dlq".into(),
         },
+        nats: NatsSettings::default(),
     }
 }
 
 pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
     init_logs();
     let db_dir = TempDir::new().expect("temporary folder");
-    let mut settings = test_settings(db_dir.path());
+    let mut settings = test_settings(db_dir.path()).await;
     customize(&mut settings);
     let app = Application::build(settings).await.expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
@@ -81,6 +84,11 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
 }
 
 impl TestApp {
+    /// The app's SQLite file, to read the store directly.
+    pub fn database_path(&self) -> PathBuf {
+        self._db_dir.path().join("audit.db")
+    }
+
     /// `POST /` with the given headers and body.
     pub async fn post(&self, headers: &[(&str, &str)], body: impl Into<reqwest::Body>) -> Response {
         let mut request = self.client.post(format!("{}/", self.address)).body(body);
@@ -396,5 +404,123 @@ impl ServiceProcess {
 impl Drop for ServiceProcess {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+// ------------------------------------------------------------------- NATS
+
+pub const NATS_URL: &str = "nats://127.0.0.1:4222";
+
+/// A client of the shared NATS server; fails the test loudly when there is
+/// none: NATS tests must not pass by skipping.
+pub async fn nats() -> async_nats::jetstream::Context {
+    let connected =
+        tokio::time::timeout(Duration::from_secs(5), async_nats::connect(NATS_URL)).await;
+    match connected {
+        Ok(Ok(client)) => async_nats::jetstream::new(client),
+        Ok(Err(e)) => panic!(
+            "no NATS server on {NATS_URL} ({e}); start one with `scripts/nats.sh start` (make test does)"
+        ),
+        Err(_) => panic!(
+            "no NATS server answered on {NATS_URL} within 5 s; start one with `scripts/nats.sh start`"
+        ),
+    }
+}
+
+/// Names of a test's own stream, subjects and consumer on the shared
+/// server, so tests don't see each other's messages.
+#[derive(Clone)]
+pub struct NatsNames {
+    pub stream: String,
+    pub subject: String,
+    pub consumer: String,
+    pub dlq_subject: String,
+    pub dlq_stream: String,
+}
+
+impl NatsNames {
+    pub fn new(tag: &str) -> Self {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        NatsNames {
+            stream: format!("T_{tag}_{id}"),
+            subject: format!("t{id}.events"),
+            consumer: format!("c{id}"),
+            dlq_subject: format!("dlq{id}"),
+            dlq_stream: format!("T_{tag}_{id}_DLQ"),
+        }
+    }
+
+    /// The services' environment for these names.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("EVENT_TRANSPORT", "nats".into()),
+            ("NATS_URL", NATS_URL.into()),
+            ("NATS_STREAM", self.stream.clone()),
+            ("NATS_SUBJECT", self.subject.clone()),
+            ("NATS_CONSUMER", self.consumer.clone()),
+            ("NATS_DLQ_SUBJECT", self.dlq_subject.clone()),
+            ("NATS_DLQ_STREAM", self.dlq_stream.clone()),
+        ]
+    }
+
+    /// In-process settings for these names.
+    pub fn apply(&self, settings: &mut Settings) {
+        settings.transport = Transport::Nats;
+        let nats = &mut settings.nats;
+        nats.common.url = NATS_URL.into();
+        nats.common.stream = self.stream.clone();
+        nats.common.subject = self.subject.clone();
+        nats.consumer = self.consumer.clone();
+        nats.dlq_subject = self.dlq_subject.clone();
+        nats.dlq_stream = self.dlq_stream.clone();
+    }
+
+    /// Creates the stream as the services would, so a test can publish
+    /// before any service runs.
+    pub async fn create_stream(&self, js: &async_nats::jetstream::Context) {
+        let config = shared::nats::NatsConfig {
+            stream: self.stream.clone(),
+            subject: self.subject.clone(),
+            ..Default::default()
+        };
+        js.get_or_create_stream(config.stream_config())
+            .await
+            .expect("test stream created");
+    }
+}
+
+/// Publishes `n` binary-mode events from `source` (ids `e0`..), ten users
+/// taking turns, a thousand in flight at a time, and waits for every ack.
+/// (The client holds at most 5,000 acks pending by default and waits for a
+/// slot when they are all taken: awaited in chunks, they never are.)
+pub async fn publish_bulk(
+    js: &async_nats::jetstream::Context,
+    subject: &str,
+    source: &str,
+    n: usize,
+) {
+    let mut acks: Vec<async_nats::jetstream::context::PublishAckFuture> = Vec::with_capacity(1000);
+    for i in 0..n {
+        if acks.len() == 1000 {
+            for ack in acks.drain(..) {
+                ack.await.expect("acknowledged by the stream");
+            }
+        }
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("ce-specversion", "1.0");
+        headers.insert("ce-id", format!("e{i}").as_str());
+        headers.insert("ce-source", source);
+        headers.insert("ce-type", "user.updateUser");
+        headers.insert("ce-subject", format!("user-{}", i % 10).as_str());
+        headers.insert("ce-datacontenttype", "application/json");
+        let payload = serde_json::json!({"n": i}).to_string();
+        acks.push(
+            js.publish_with_headers(subject.to_owned(), headers, payload.into())
+                .await
+                .expect("published"),
+        );
+    }
+    for ack in acks {
+        ack.await.expect("acknowledged by the stream");
     }
 }

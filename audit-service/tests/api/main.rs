@@ -9,5 +9,7 @@ mod filter;
 mod helpers;
 mod ingest_http;
 mod kafka;
+mod nats;
 mod process;
 mod query;
+mod replicas;

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-const SHARED_BROKER: &str = "127.0.0.1:9092";
+pub(crate) const SHARED_BROKER: &str = "127.0.0.1:9092";
 
 fn kafka_script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka.sh")
@@ -27,7 +27,7 @@ fn kafka_sh(port: u16, args: &[&str]) {
     );
 }
 
-fn require_shared_broker() {
+pub(crate) fn require_shared_broker() {
     let up = Command::new(kafka_script())
         .arg("status")
         .status()

@@ -6,3 +6,5 @@
 
 mod http;
 mod kafka;
+mod nats;
+mod postgres;

@@ -1,98 +1,91 @@
 //! Publishing to Kafka: binary mode (`ce_` headers), key = user id, through
-//! an idempotent producer, acknowledged only by the broker's delivery
-//! report. The producer is rebuilt when it hits a fatal error.
+//! an idempotent producer (built by `shared::kafka`, so the operator's
+//! `KAFKA_<PROPERTY>` settings follow the same rule in both services),
+//! acknowledged only by the broker's delivery report. The producer is
+//! rebuilt when it hits a fatal error.
 
-use super::Outcome;
+use super::{Pending, Pipelined, Report};
 use anyhow::Context;
 use cloudevents::binding::rdkafka::{FutureRecordExt, MessageRecord};
 use cloudevents::{AttributesReader, Event};
+use futures::future::BoxFuture;
+use futures::FutureExt;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
-use shared::config::KafkaConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use shared::config::{KafkaConfig, Transport};
+use shared::kafka::{client_config, BrokerProbe, Guarantee};
 use std::sync::RwLock;
 use std::time::Duration;
 
 /// Records the producer may hold at once; above the relay's window, so a
 /// full local queue never happens in normal operation.
-const QUEUE_MESSAGES: usize = 20_000;
+const QUEUE_MESSAGES: &str = "20000";
+
+/// Longest wait of one `/readyz` metadata request.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The producer's defaults; an operator's `KAFKA_<PROPERTY>` wins over each.
+const DEFAULTS: &[(&str, &str)] = &[
+    // With thousands of records in flight, a short linger makes fewer,
+    // fuller produce requests: less CPU here and on the broker per record.
+    // Draining 100,000 events on a 2-core machine shared with the broker
+    // and audit-service: linger.ms=0 25,000-36,000 events/s, linger.ms=10
+    // 33,000-55,000 events/s (noisy; 1.6-2.3 s of our CPU instead of
+    // 2.1-2.8 s). A lone event waits 10 ms more.
+    ("linger.ms", "10"),
+    ("queue.buffering.max.messages", QUEUE_MESSAGES),
+    // No local expiry: librdkafka retries a record until the broker takes
+    // it, which is what keeps one user's records in order with many in
+    // flight (see the relay's window module). The cost: while the broker is
+    // away no report comes at all, so the outbox shows no failed attempts;
+    // the lag gauge and /readyz tell instead. An operator's
+    // KAFKA_MESSAGE_TIMEOUT_MS wins, with the ordering cost described there.
+    ("message.timeout.ms", "0"),
+];
+
+/// What the relay's delivery guarantee rests on; an operator setting that
+/// contradicts one stops the service at start.
+const GUARANTEES: &[Guarantee] = &[
+    Guarantee {
+        property: "enable.idempotence",
+        value: "true",
+        same: &[],
+        why: "the producer's own retries must keep each partition's order and write no duplicates",
+    },
+    Guarantee {
+        property: "acks",
+        value: "all",
+        same: &["-1"],
+        why: "a record counts as delivered only once every in-sync replica has it",
+    },
+];
 
 pub struct KafkaPublisher {
     /// Replaced as a whole after a fatal error; the lock is held only to
     /// clone or swap it, never across an await.
     producer: RwLock<FutureProducer>,
     client: ClientConfig,
+    probe: BrokerProbe,
     topic: String,
     brokers: String,
     timeout: Duration,
 }
 
-/// What became of one record, as the relay acts on it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Report {
-    Delivered,
-    /// The broker refuses this record for what it is: park it.
-    Refused(String),
-    /// Not delivered this time (a timeout the operator configured, a purge
-    /// at shutdown, an unknown topic): send it again later.
-    Failed(String),
-    /// The producer is unusable (a fatal idempotence error): every later
-    /// send fails too, so it must be rebuilt.
-    Fatal(String),
-}
-
 impl KafkaPublisher {
     pub fn new(config: &KafkaConfig, timeout: Duration) -> anyhow::Result<Self> {
-        let mut client = ClientConfig::new();
-        client
-            .set("bootstrap.servers", &config.brokers)
-            // Idempotence keeps per-partition order across librdkafka's own
-            // retries and drops the duplicates they would make; acks=all
-            // means a delivery report comes only once every in-sync replica
-            // has the record.
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            // With thousands of records in flight, a short linger makes
-            // fewer, fuller produce requests: less CPU here and on the
-            // broker per record. Draining 100,000 events on a 2-core
-            // machine shared with the broker and audit-service: linger.ms=0
-            // 25,000-36,000 events/s, linger.ms=10 33,000-55,000 events/s
-            // (noisy; 1.6-2.3 s of our CPU instead of 2.1-2.8 s). A lone
-            // event waits 10 ms more.
-            .set("linger.ms", "10")
-            .set("queue.buffering.max.messages", QUEUE_MESSAGES.to_string())
-            // No local expiry: librdkafka retries a record until the broker
-            // takes it, which is what keeps one user's records in order with
-            // many in flight (see the relay's Kafka module). The cost: while
-            // the broker is away no report comes at all, so the outbox shows
-            // no failed attempts; the lag gauge and /readyz tell instead.
-            .set("message.timeout.ms", "0");
-        // Set last, so an operator's KAFKA_<PROPERTY> wins over our defaults
-        // (KAFKA_MESSAGE_TIMEOUT_MS included, with the ordering cost the
-        // relay's Kafka module describes).
-        for (key, value) in &config.properties {
-            client.set(key, value);
-        }
+        let client = client_config(config, DEFAULTS, GUARANTEES)?;
         let producer: FutureProducer = client
             .create()
             .context("Failed to create the Kafka producer")?;
         Ok(KafkaPublisher {
             producer: RwLock::new(producer),
             client,
+            probe: BrokerProbe::new(config)?,
             topic: config.topic.clone(),
             brokers: config.brokers.clone(),
             timeout,
         })
-    }
-
-    pub fn describe(&self) -> String {
-        format!("kafka {} topic {}", self.brokers, self.topic)
-    }
-
-    /// `PUBLISH_TIMEOUT_MS`: how long the relay waits for reports in flight
-    /// when it stops or recovers.
-    pub fn timeout(&self) -> Duration {
-        self.timeout
     }
 
     /// The current producer (a cheap handle). A poisoned lock only means a
@@ -104,10 +97,9 @@ impl KafkaPublisher {
             .clone()
     }
 
-    /// Hands one event to the producer without waiting for the broker:
-    /// the future resolves with its delivery report. `Err` when the
-    /// producer would not take it.
-    pub fn enqueue(&self, mut event: Event) -> Result<DeliveryFuture, Report> {
+    /// Hands one event to the producer; the future resolves with its
+    /// delivery report.
+    fn send(&self, mut event: Event) -> Result<Pending, Report> {
         // The record key is the event's `partitionkey` extension where it
         // has one (the Kafka binding maps the two), otherwise its subject,
         // the user id: one user's events share a partition and keep their
@@ -124,33 +116,48 @@ impl KafkaPublisher {
             .message_record(&message)
             .key(&key);
         let producer = self.producer();
-        producer
+        let delivery = producer
             .send_result(record)
-            .map_err(|(error, _)| classify(&error, producer.client().fatal_error().is_some()))
-    }
-
-    /// What a delivery report means. A report that never came (the
-    /// producer was dropped) is a failure to retry.
-    pub fn report(&self, delivery: <DeliveryFuture as std::future::Future>::Output) -> Report {
-        match delivery {
-            Ok(Ok(_)) => Report::Delivered,
-            Ok(Err((error, _))) => classify(&error, self.fatal_error().is_some()),
-            Err(_) => Report::Failed("the producer was dropped before reporting".to_owned()),
+            .map_err(|(error, _)| classify(&error, fatal_error(&producer).is_some()))?;
+        Ok(async move {
+            match delivery.await {
+                Ok(Ok(_)) => Report::Delivered,
+                Ok(Err((error, _))) => classify(&error, fatal_error(&producer).is_some()),
+                // The producer was dropped (rebuilt) before reporting.
+                Err(_) => Report::Failed("the producer was dropped before reporting".to_owned()),
+            }
         }
+        .boxed())
+    }
+}
+
+/// The producer's fatal error, if it has one.
+fn fatal_error(producer: &FutureProducer) -> Option<String> {
+    producer
+        .client()
+        .fatal_error()
+        .map(|(code, reason)| format!("{code:?}: {reason}"))
+}
+
+impl Pipelined for KafkaPublisher {
+    fn transport(&self) -> Transport {
+        Transport::Kafka
     }
 
-    /// The producer's fatal error, if it has one.
-    pub fn fatal_error(&self) -> Option<String> {
-        self.producer()
-            .client()
-            .fatal_error()
-            .map(|(code, reason)| format!("{code:?}: {reason}"))
+    fn enqueue(&self, event: Event) -> BoxFuture<'_, Result<Pending, Report>> {
+        // librdkafka takes the record at once (or refuses it): nothing to
+        // wait for here.
+        futures::future::ready(self.send(event)).boxed()
+    }
+
+    fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// Replaces the producer by a new one with the same configuration. The
     /// old one is dropped on a blocking thread: dropping purges and flushes
     /// it, which waits.
-    pub fn rebuild(&self) -> anyhow::Result<()> {
+    fn rebuild(&self) -> anyhow::Result<()> {
         let fresh: FutureProducer = self
             .client
             .create()
@@ -166,59 +173,32 @@ impl KafkaPublisher {
         Ok(())
     }
 
-    /// Sends one event and waits for its report, at most the publish
-    /// timeout (the one-shot path of the `send_event` example).
-    #[tracing::instrument(skip_all, fields(event_id = event.id(), event_type = event.ty()))]
-    pub async fn publish(&self, event: &Event) -> Outcome {
-        let report = match self.enqueue(event.clone()) {
-            Ok(delivery) => match tokio::time::timeout(self.timeout, delivery).await {
-                Ok(delivery) => self.report(delivery),
-                Err(_) => Report::Failed("no delivery report within the publish timeout".into()),
-            },
-            Err(report) => report,
-        };
-        match report {
-            Report::Delivered => Outcome::Ack,
-            Report::Refused(reason) => Outcome::Nack {
-                status: None,
-                reason,
-            },
-            Report::Failed(reason) | Report::Fatal(reason) => Outcome::Retry {
-                after: None,
-                status: None,
-                reason,
-            },
+    /// Ready when the producer is usable and the brokers answer a metadata
+    /// request for the topic.
+    fn check_ready(&self) -> BoxFuture<'_, Result<(), String>> {
+        async move {
+            if let Some(fatal) = fatal_error(&self.producer()) {
+                return Err(format!("Kafka producer failed for good: {fatal}"));
+            }
+            self.probe.check(self.timeout.min(PROBE_TIMEOUT)).await
         }
+        .boxed()
     }
 
-    /// Ready when the producer is usable and the broker answers a metadata
-    /// request for our topic.
-    pub async fn check_ready(&self) -> Result<(), String> {
-        if let Some(fatal) = self.fatal_error() {
-            return Err(format!("Kafka producer failed for good: {fatal}"));
+    fn flush(&self) -> BoxFuture<'_, ()> {
+        async move {
+            let producer = self.producer();
+            let timeout = self.timeout;
+            let flushed = tokio::task::spawn_blocking(move || producer.flush(timeout)).await;
+            if !matches!(flushed, Ok(Ok(()))) {
+                tracing::warn!("Kafka producer did not flush before shutdown");
+            }
         }
-        let producer = self.producer();
-        let topic = self.topic.clone();
-        let timeout = self.timeout.min(Duration::from_secs(2));
-        // fetch_metadata blocks the calling thread.
-        tokio::task::spawn_blocking(move || {
-            producer
-                .client()
-                .fetch_metadata(Some(&topic), timeout)
-                .map(|_| ())
-                .map_err(|e| format!("Kafka broker unreachable: {e}"))
-        })
-        .await
-        .map_err(|e| format!("metadata task failed: {e}"))?
+        .boxed()
     }
 
-    pub async fn flush(&self) {
-        let producer = self.producer();
-        let timeout = self.timeout;
-        let flushed = tokio::task::spawn_blocking(move || producer.flush(timeout)).await;
-        if !matches!(flushed, Ok(Ok(()))) {
-            tracing::warn!("Kafka producer did not flush before shutdown");
-        }
+    fn describe(&self) -> String {
+        format!("kafka {} topic {}", self.brokers, self.topic)
     }
 }
 

@@ -9,11 +9,12 @@
 //! after that read's result is taken in: the read may have looked before
 //! the commit and seen the row still pending.
 
-use crate::outbox::{self, Outcomes, PendingEvent};
+use crate::outbox::{Outcomes, PendingEvent};
+use crate::store::{Backend, Scope};
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
-use sqlx::SqlitePool;
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -49,7 +50,9 @@ pub enum Fed {
 }
 
 pub struct Feed {
-    pool: SqlitePool,
+    store: Arc<dyn Backend>,
+    /// The rows this relay may send.
+    scope: Arc<Scope>,
     page: u32,
     /// How long to wait before the next query after one failed.
     pause: Duration,
@@ -75,9 +78,10 @@ pub struct Feed {
 }
 
 impl Feed {
-    pub fn new(pool: SqlitePool, page: u32, pause: Duration) -> Self {
+    pub fn new(store: Arc<dyn Backend>, scope: Scope, page: u32, pause: Duration) -> Self {
         Feed {
-            pool,
+            store,
+            scope: Arc::new(scope),
             page,
             pause,
             cursor: 0,
@@ -167,9 +171,9 @@ impl Feed {
             return;
         }
         let outcomes = std::mem::take(&mut self.writes);
-        let pool = self.pool.clone();
+        let store = self.store.clone();
         self.writing = Some(Box::pin(async move {
-            let written = outbox::record(&pool, &outcomes).await;
+            let written = store.record(&outcomes).await;
             Job::Write(outcomes, written)
         }));
     }
@@ -177,9 +181,9 @@ impl Feed {
     /// Starts reading `user`'s oldest pending rows after `after`, up to
     /// `limit`.
     pub fn start_refill(&mut self, user: String, after: i64, limit: u32) {
-        let pool = self.pool.clone();
+        let store = self.store.clone();
         self.reading = Some(Box::pin(async move {
-            let rows = outbox::pending_for_user(&pool, &user, after, limit).await;
+            let rows = store.pending_for_user(&user, after, limit).await;
             Job::Refill { user, limit, rows }
         }));
     }
@@ -190,11 +194,11 @@ impl Feed {
         if !self.can_read() {
             return false;
         }
-        let pool = self.pool.clone();
+        let (store, scope) = (self.store.clone(), self.scope.clone());
         let (after, limit, pass) = (self.cursor, self.page, self.pass);
         self.reading = Some(Box::pin(async move {
             let held_back: Vec<&str> = held_back.iter().map(String::as_str).collect();
-            let rows = outbox::pending_after(&pool, after, limit, &held_back).await;
+            let rows = store.pending_after(&scope, after, limit, &held_back).await;
             Job::Read { pass, rows }
         }));
         true
@@ -206,10 +210,10 @@ impl Feed {
             return;
         }
         self.lag_due = false;
-        let pool = self.pool.clone();
-        self.reading = Some(Box::pin(async move {
-            Job::Lag(outbox::oldest_pending(&pool).await)
-        }));
+        let store = self.store.clone();
+        self.reading = Some(Box::pin(
+            async move { Job::Lag(store.oldest_pending().await) },
+        ));
     }
 
     /// Waits for a running query (or the end of a pause) and takes its

@@ -31,7 +31,12 @@ const HELD_MAX: usize = 10_000;
 
 pub(super) async fn run(relay: &Relay, publisher: &HttpPublisher) -> anyhow::Result<()> {
     let settings = &relay.settings;
-    let mut feed = Feed::new(relay.pool.clone(), PAGE, settings.poll_interval);
+    let mut feed = Feed::new(
+        relay.store.clone(),
+        relay.scope.clone(),
+        PAGE,
+        settings.poll_interval,
+    );
     // Rows one user's lane keeps: two full batches keep that user's
     // requests full back to back; a user with more pending has the rest
     // read in order as the lane drains, so a few long backlogs cannot fill

@@ -2,25 +2,32 @@
 //! each until it is acknowledged or refused for good, in commit (seq) order
 //! per user.
 //!
-//! Both transports read the outbox the same way ([`feed`]): pages of
+//! Every transport reads the outbox the same way ([`feed`]): pages of
 //! pending rows behind a seq cursor, outcomes written back many to a
-//! commit. How rows go out differs:
-//! - over HTTP ([`http`]), per-user lanes ([`lanes`]) send a user's events
-//!   one request at a time and in order, many users per batch request and
-//!   many requests at once; a user whose event is retried holds back only
-//!   that user;
-//! - to Kafka ([`kafka`]), rows go to the producer in seq order with
-//!   thousands in flight; the producer keeps each partition's order.
+//! commit. How rows go out depends on the kind of publisher:
+//! - request/response (HTTP, [`http`]): per-user lanes ([`lanes`]) send a
+//!   user's events one request at a time and in order, many users per
+//!   batch request and many requests at once; a user whose event is
+//!   retried holds back only that user;
+//! - pipelined with acknowledgements (a broker, [`window`]): rows go to
+//!   the publisher in seq order with thousands in flight; the broker keeps
+//!   the order they were handed over in.
+//!
+//! On a database several replicas share (PostgreSQL), each relay sends only
+//! the rows of the buckets whose lease it holds ([`leases`]), and starts a
+//! new round over the outbox whenever that set changes.
 
 mod feed;
 mod http;
-mod kafka;
 mod lanes;
+mod leases;
+mod window;
 
 use crate::config::RelaySettings;
 use crate::publish::Publisher;
+use crate::store::{Backend, Scope};
+use leases::Leases;
 use rand::Rng;
-use sqlx::SqlitePool;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -30,19 +37,21 @@ use tokio_util::sync::CancellationToken;
 const PAGE: u32 = 1000;
 
 pub struct Relay {
-    pub pool: SqlitePool,
+    pub store: Arc<dyn Backend>,
     pub publisher: Arc<Publisher>,
     pub settings: RelaySettings,
     /// Notified after each commit that adds an outbox row.
     pub wake: Arc<Notify>,
     pub shutdown: CancellationToken,
+    /// The rows this round may send.
+    pub scope: Scope,
 }
 
 impl Relay {
     /// Runs until the shutdown token is cancelled. Requests in flight are
     /// finished first (bounded by the publish timeout) and their outcomes
     /// written; rows waiting for a retry stay pending for the next start.
-    /// An error means the relay cannot go on (a Kafka producer that could
+    /// An error means the relay cannot go on (a broker publisher that could
     /// not be rebuilt).
     #[tracing::instrument(name = "outbox_relay", skip_all)]
     pub async fn run(self) -> anyhow::Result<()> {
@@ -50,15 +59,66 @@ impl Relay {
         // service stops: serving users whose events go nowhere is worse.
         let _stop_service = self.shutdown.clone().drop_guard();
         tracing::info!("outbox relay started");
-        let ended = match &*self.publisher {
-            Publisher::Http(publisher) => http::run(&self, publisher).await,
-            Publisher::Kafka(publisher) => kafka::run(&self, publisher).await,
+        let mut leases = self.store.is_shared().then(|| {
+            Leases::new(
+                self.store.clone(),
+                self.settings.lease_term,
+                self.settings.lease_margin,
+            )
+        });
+        if let Some(leases) = &mut leases {
+            leases.renew(&[]).await;
+        }
+        let ended = loop {
+            let round = Relay {
+                store: self.store.clone(),
+                publisher: self.publisher.clone(),
+                settings: self.settings.clone(),
+                wake: self.wake.clone(),
+                shutdown: self.shutdown.child_token(),
+                scope: leases.as_mut().map_or(Scope::All, Leases::scope),
+            };
+            let ended = {
+                let sending = round.send();
+                tokio::pin!(sending);
+                loop {
+                    tokio::select! {
+                        ended = &mut sending => break ended,
+                        _ = until_change(&mut leases) => round.shutdown.cancel(),
+                    }
+                }
+            };
+            if ended.is_err() || self.shutdown.is_cancelled() {
+                break ended;
+            }
+            if let Some(leases) = &mut leases {
+                leases.round_ended().await;
+            }
         };
+        if let Some(leases) = leases {
+            leases.leave().await;
+        }
         match &ended {
             Ok(()) => tracing::info!("outbox relay stopped"),
             Err(e) => tracing::error!(error = format!("{e:#}"), "outbox relay failed"),
         }
         ended
+    }
+
+    /// One round: sends the scope's rows until this round's token is
+    /// cancelled.
+    async fn send(&self) -> anyhow::Result<()> {
+        match &*self.publisher {
+            Publisher::Http(publisher) => http::run(self, publisher).await,
+            Publisher::Pipelined(publisher) => window::run(self, publisher.as_ref()).await,
+        }
+    }
+}
+
+async fn until_change(leases: &mut Option<Leases>) {
+    match leases {
+        Some(leases) => leases.until_change().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -98,6 +158,8 @@ mod tests {
             poll_interval: Duration::from_millis(500),
             concurrency: 32,
             batch_max: 100,
+            lease_term: Duration::from_secs(30),
+            lease_margin: Duration::from_secs(11),
         }
     }
 

@@ -12,11 +12,11 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/readyz", get(readyz))
 }
 
-/// Ready when the database answers and, on Kafka, the broker does. On HTTP
+/// Ready when the database answers and, on a broker, the broker does. On HTTP
 /// the audit service is deliberately not checked: events wait in the outbox
 /// while it is down, and users can still be created.
 async fn readyz(State(state): State<AppState>) -> Response {
-    if let Err(e) = sqlx::query("SELECT 1").execute(state.store.pool()).await {
+    if let Err(e) = state.store.backend().ping().await {
         return Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("database unreachable: {e}"),

@@ -32,7 +32,7 @@ async fn terminate(child: &mut std::process::Child) -> std::process::ExitStatus 
 async fn the_binary_serves_the_seed_request_and_exits_cleanly_on_sigterm() {
     let audit = FakeAudit::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let database_url = format!("sqlite://{}", dir.path().join("users.db").display());
+    let database_url = shared::testing::database_url(dir.path(), "users.db").await;
     let mut child = Command::new(BINARY)
         .env("LISTEN_ADDR", "127.0.0.1:0")
         .env("DATABASE_URL", &database_url)
@@ -138,7 +138,7 @@ async fn sigterm_stops_the_binary_even_when_its_log_output_is_a_closed_pipe() {
 #[tokio::test]
 async fn a_zero_or_nonsense_setting_stops_the_binary_with_a_message_naming_it() {
     let dir = tempfile::tempdir().unwrap();
-    let database_url = format!("sqlite://{}", dir.path().join("users.db").display());
+    let database_url = shared::testing::database_url(dir.path(), "users.db").await;
     for (name, value) in [
         ("HTTP_BATCH_MAX", "0"),
         ("HTTP_BATCH_MAX", "lots"),
@@ -146,6 +146,10 @@ async fn a_zero_or_nonsense_setting_stops_the_binary_with_a_message_naming_it() 
         ("HASH_CONCURRENCY", "0"),
         ("HASH_QUEUE_MAX", "-1"),
         ("RELAY_CONCURRENCY", "1000000"),
+        ("OUTBOX_RETENTION", "0s"),
+        ("OUTBOX_RETENTION", "a week"),
+        // Shorter than twice the publish timeout (10 s) plus a second.
+        ("RELAY_LEASE_MS", "5000"),
     ] {
         let output = Command::new(BINARY)
             .env("LISTEN_ADDR", "127.0.0.1:0")
@@ -172,7 +176,7 @@ async fn a_dead_letter_is_logged_with_its_status_as_a_number() {
         .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
         .env(
             "DATABASE_URL",
-            format!("sqlite://{}", dir.path().join("users.db").display()),
+            shared::testing::database_url(dir.path(), "users.db").await,
         )
         .env("AUDIT_URL", &audit.url)
         .env("RUST_LOG", "warn")

@@ -370,3 +370,41 @@ async fn one_users_refused_event_holds_back_only_that_user_while_others_flow() {
     assert_eq!(stuck_events, ["stuck", "stuck again"]);
     assert!(app.dead_letters().await.is_empty());
 }
+
+#[tokio::test]
+async fn delivered_rows_past_retention_are_deleted_and_dead_letters_are_kept() {
+    let audit = FakeAudit::start().await;
+    audit.respond_with(|r| {
+        if r.names().iter().any(|n| n == "refused") {
+            return (StatusCode::BAD_REQUEST, "no").into_response();
+        }
+        StatusCode::OK.into_response()
+    });
+    let app = spawn_app_with(&audit.url, |s| {
+        s.outbox_retention = Duration::from_secs(1);
+    })
+    .await;
+    app.create_user("refused").await;
+    for i in 0..3 {
+        app.create_user(&format!("kept {i}")).await;
+    }
+    audit.wait_for_accepted(3).await;
+    let db = app.db().await;
+    eventually(
+        "delivered rows deleted",
+        Duration::from_secs(20),
+        || async {
+            let rows = db.int("SELECT count(*) FROM outbox").await;
+            (rows == 1).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        db.text("SELECT status FROM outbox").await,
+        "dead",
+        "only the dead letter is left"
+    );
+    assert_eq!(app.dead_letters().await.len(), 1);
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains("outbox_pruned_total"), "{metrics}");
+}

@@ -105,6 +105,7 @@ async fn attribute_values_are_percent_encoded_in_binary_mode_headers() {
         mode: ContentMode::Binary,
         timeout: Duration::from_secs(2),
     })
+    .await
     .unwrap();
     let event = EventBuilderV10::new()
         .id("id with space")

@@ -1,6 +1,6 @@
-//! Starting the real application on port 0 with a fresh SQLite database,
-//! and a fake audit service that records what it receives and answers as
-//! a test tells it to.
+//! Starting the real application on port 0 with a fresh database (SQLite,
+//! or PostgreSQL with `TEST_DATABASE=postgres`), and a fake audit service
+//! that records what it receives and answers as a test tells it to.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -36,14 +36,34 @@ pub struct TestApp {
     pub shutdown: CancellationToken,
     pub hasher: Hasher,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    _dir: Arc<tempfile::TempDir>,
+    db: Arc<TestDb>,
+}
+
+/// A test's database, kept across restarts of its app: a SQLite file in a
+/// temporary folder, or a PostgreSQL database of its own.
+pub struct TestDb {
+    /// Holds the SQLite file; removed when the last handle goes.
+    _dir: tempfile::TempDir,
+    pub url: String,
+}
+
+impl TestDb {
+    pub fn new(dir: tempfile::TempDir, url: String) -> Self {
+        TestDb { _dir: dir, url }
+    }
+}
+
+pub async fn test_db() -> Arc<TestDb> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = shared::testing::database_url(dir.path(), "users.db").await;
+    Arc::new(TestDb { _dir: dir, url })
 }
 
 /// Settings for a test: fast retries and polling, an HTTP audit URL.
-pub fn test_settings(audit_url: &str, dir: &tempfile::TempDir) -> Settings {
+pub fn test_settings(audit_url: &str, db: &TestDb) -> Settings {
     Settings {
         listen_addr: "127.0.0.1:0".into(),
-        database_url: format!("sqlite://{}", dir.path().join("users.db").display()),
+        database_url: db.url.clone(),
         event_source: "/user-service".into(),
         publish: PublishSettings::Http {
             url: audit_url.to_owned(),
@@ -58,12 +78,15 @@ pub fn test_settings(audit_url: &str, dir: &tempfile::TempDir) -> Settings {
             poll_interval: Duration::from_millis(100),
             concurrency: 32,
             batch_max: 100,
+            lease_term: Duration::from_secs(6),
+            lease_margin: Duration::from_secs(3),
         },
         hashing: HashSettings {
             workers: 2,
             queue: 64,
         },
         request_timeout: Duration::from_secs(10),
+        outbox_retention: Duration::from_secs(7 * 24 * 3600),
     }
 }
 
@@ -72,14 +95,14 @@ pub async fn spawn_app(audit_url: &str) -> TestApp {
 }
 
 pub async fn spawn_app_with(audit_url: &str, customize: impl FnOnce(&mut Settings)) -> TestApp {
-    let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
-    let mut settings = test_settings(audit_url, &dir);
+    let db = test_db().await;
+    let mut settings = test_settings(audit_url, &db);
     customize(&mut settings);
-    spawn_app_in(dir, settings).await
+    spawn_app_in(db, settings).await
 }
 
-/// Starts the app on `settings`, keeping `dir` (its database) alive.
-pub async fn spawn_app_in(dir: Arc<tempfile::TempDir>, settings: Settings) -> TestApp {
+/// Starts the app on `settings`, keeping `db` alive.
+pub async fn spawn_app_in(db: Arc<TestDb>, settings: Settings) -> TestApp {
     LazyLock::force(&TRACING);
     let database_url = settings.database_url.clone();
     let app = Application::build(settings).await.expect("app builds");
@@ -94,7 +117,7 @@ pub async fn spawn_app_in(dir: Arc<tempfile::TempDir>, settings: Settings) -> Te
         shutdown,
         hasher,
         task,
-        _dir: dir,
+        db,
     }
 }
 
@@ -179,14 +202,20 @@ impl TestApp {
         serde_json::from_str(&json).expect("dead letters as JSON")
     }
 
-    /// Stops the app as SIGTERM would and waits until it has.
-    pub async fn stop(self) -> Arc<tempfile::TempDir> {
+    /// Stops the app as SIGTERM would and waits until it has; its database
+    /// is kept for a restart.
+    pub async fn stop(self) -> Arc<TestDb> {
         self.shutdown.cancel();
         self.task
             .await
             .expect("app task")
             .expect("app stops cleanly");
-        self._dir
+        self.db
+    }
+
+    /// A connection to this app's database, for looking at the outbox.
+    pub async fn db(&self) -> shared::testing::Db {
+        shared::testing::Db::open(&self.database_url).await
     }
 }
 

@@ -12,6 +12,7 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::ClientConfig;
 use shared::binding::BinaryMessage;
 use shared::config::KafkaConfig;
+use shared::testing::Db;
 use std::time::Duration;
 use user_service::config::PublishSettings;
 
@@ -98,15 +99,12 @@ fn poll_one(consumer: &BaseConsumer) -> Option<Record> {
 }
 
 /// Waits until the only outbox row is marked delivered.
-async fn wait_until_delivered(pool: &sqlx::SqlitePool) {
+async fn wait_until_delivered(db: &Db) {
     eventually(
         "the row marked delivered",
         Duration::from_secs(10),
         || async {
-            let status: String = sqlx::query_scalar("SELECT status FROM outbox")
-                .fetch_one(pool)
-                .await
-                .unwrap();
+            let status = db.text("SELECT status FROM outbox").await;
             (status == "delivered").then_some(())
         },
     )
@@ -153,17 +151,12 @@ async fn a_created_users_event_lands_on_the_topic_keyed_by_user_id_in_binary_mod
     assert!(!String::from_utf8_lossy(&record.2).contains("12345"));
 
     // What arrived is what the outbox holds, plus the partition key.
-    let pool = shared::db::connect_sqlite(&app.database_url, 1)
-        .await
-        .unwrap();
-    let stored: String = sqlx::query_scalar("SELECT event_json FROM outbox")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let db = app.db().await;
+    let stored = db.text("SELECT event_json FROM outbox").await;
     let mut expected: Event = serde_json::from_str(&stored).unwrap();
     expected.set_extension("partitionkey", id.clone());
     assert_eq!(decode(&record), expected);
-    wait_until_delivered(&pool).await;
+    wait_until_delivered(&db).await;
 }
 
 #[tokio::test]
@@ -275,17 +268,13 @@ async fn a_broker_outage_delays_events_until_the_broker_is_back() {
     })
     .await;
     let id = app.create_user("Ozzy").await;
-    let pool = shared::db::connect_sqlite(&app.database_url, 1)
-        .await
-        .unwrap();
+    let db = app.db().await;
 
     // Failed attempts are recorded and the event stays pending.
     eventually("a failed attempt", Duration::from_secs(15), || async {
-        let (attempts, status): (i64, String) =
-            sqlx::query_as("SELECT attempts, status FROM outbox")
-                .fetch_one(&pool)
-                .await
-                .unwrap();
+        let (attempts, status) = db
+            .int_text("SELECT CAST(attempts AS BIGINT), status FROM outbox")
+            .await;
         assert_eq!(status, "pending");
         (attempts >= 1).then_some(())
     })
@@ -304,7 +293,7 @@ async fn a_broker_outage_delays_events_until_the_broker_is_back() {
     )
     .await;
     assert_eq!(record.0.as_deref(), Some(id.as_str()));
-    wait_until_delivered(&pool).await;
+    wait_until_delivered(&db).await;
 }
 
 /// Runs `scripts/kafka.sh` for the broker on `port` (its controller on
@@ -411,13 +400,11 @@ fn distinct(events: &[Event]) -> usize {
 }
 
 /// Waits until no outbox row is pending.
-async fn wait_until_all_delivered(pool: &sqlx::SqlitePool, deadline: Duration) {
+async fn wait_until_all_delivered(db: &Db, deadline: Duration) {
     eventually("every row delivered", deadline, || async {
-        let pending: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE status <> 'delivered'")
-                .fetch_one(pool)
-                .await
-                .unwrap();
+        let pending = db
+            .int("SELECT count(*) FROM outbox WHERE status <> 'delivered'")
+            .await;
         (pending == 0).then_some(())
     })
     .await;
@@ -471,14 +458,10 @@ async fn many_in_flight_keep_each_users_order_across_a_broker_restart() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     kafka_sh_async(port, &["stop"]).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let pool = shared::db::connect_sqlite(&app.database_url, 1)
-        .await
-        .unwrap();
-    let pending_in_outage: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE status = 'pending'")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+    let db = app.db().await;
+    let pending_in_outage = db
+        .int("SELECT count(*) FROM outbox WHERE status = 'pending'")
+        .await;
     kafka_sh_async(port, &["start"]).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     writing.store(false, std::sync::atomic::Ordering::SeqCst);
@@ -495,11 +478,9 @@ async fn many_in_flight_keep_each_users_order_across_a_broker_restart() {
 
     let start = std::time::Instant::now();
     loop {
-        let pending: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE status <> 'delivered'")
-                .fetch_one(&pool)
-                .await
-                .unwrap();
+        let pending = db
+            .int("SELECT count(*) FROM outbox WHERE status <> 'delivered'")
+            .await;
         if pending == 0 {
             break;
         }
@@ -568,14 +549,12 @@ async fn a_fatal_producer_error_rebuilds_the_producer_and_loses_nothing() {
         assert_eq!(app.put_user(&id, body).await.status(), 200);
     }
 
-    let pool = shared::db::connect_sqlite(&app.database_url, 1)
-        .await
-        .unwrap();
-    wait_until_all_delivered(&pool, Duration::from_secs(30)).await;
+    let db = app.db().await;
+    wait_until_all_delivered(&db, Duration::from_secs(30)).await;
     let metrics = app.get("/metrics").await.text().await.unwrap();
     let rebuilds = metrics
         .lines()
-        .find(|l| l.starts_with("kafka_producer_rebuilds_total"))
+        .find(|l| l.starts_with("publisher_rebuilds_total{transport=\"kafka\"}"))
         .and_then(|l| l.split_whitespace().last())
         .and_then(|n| n.parse::<f64>().ok());
     assert!(

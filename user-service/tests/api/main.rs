@@ -11,4 +11,6 @@ mod events;
 mod hashing;
 mod helpers;
 mod kafka;
+mod nats;
+mod replicas;
 mod users;

@@ -1,12 +1,13 @@
-//! The relay to Kafka: pending rows go to the producer in seq order with up
-//! to `WINDOW` records in flight, and are marked delivered from the
-//! delivery reports, many to a commit.
+//! The relay to a broker with publish acknowledgements (Kafka): pending
+//! rows go to the publisher in seq order with up to `WINDOW` events in
+//! flight, and are marked delivered from the broker's reports, many to a
+//! commit. Written once against `publish::Pipelined`.
 //!
-//! Why one user's order survives thousands in flight. A user's records
-//! share a key, hence a partition, and enter the producer in seq order: the
-//! outbox is read in seq order and each page is handed over whole, in
-//! order, before the next is read. The idempotent producer keeps a
-//! partition's records in that order on the broker, its own retries
+//! Why one user's order survives thousands in flight, on Kafka. A user's
+//! records share a key, hence a partition, and enter the producer in seq
+//! order: the outbox is read in seq order and each page is handed over
+//! whole, in order, before the next is read. The idempotent producer keeps
+//! a partition's records in that order on the broker, its own retries
 //! included: it numbers them, the broker refuses a gap or a duplicate, and
 //! librdkafka sends again from the first one missing. Our default
 //! `message.timeout.ms=0` lets a record wait forever, so librdkafka retries
@@ -37,19 +38,18 @@
 use super::feed::{Fed, Feed};
 use super::{backoff, count_dead_letter, Relay, PAGE};
 use crate::outbox::{Failure, PendingEvent};
-use crate::publish::{KafkaPublisher, Report};
+use crate::publish::{Pending, Pipelined, Report};
 use cloudevents::Event;
 use futures::stream::{FuturesUnordered, StreamExt};
-use rdkafka::producer::DeliveryFuture;
 use std::collections::HashSet;
 use tokio::time::{Instant, MissedTickBehavior};
 
-/// Records in flight (handed to the producer, no report yet) plus rows
+/// Events in flight (handed to the publisher, no report yet) plus rows
 /// awaiting their write, at most. Enough to keep batches full on a LAN
 /// link; small enough to bound memory and what is re-sent after a crash.
 const WINDOW: usize = 5000;
 
-/// A record handed to the producer: what its report is about.
+/// An event handed to the publisher: what its report is about.
 struct Sent {
     seq: i64,
     attempts: u32,
@@ -71,9 +71,14 @@ enum Mode {
     },
 }
 
-pub(super) async fn run(relay: &Relay, publisher: &KafkaPublisher) -> anyhow::Result<()> {
+pub(super) async fn run(relay: &Relay, publisher: &dyn Pipelined) -> anyhow::Result<()> {
     let settings = &relay.settings;
-    let mut feed = Feed::new(relay.pool.clone(), PAGE, settings.poll_interval);
+    let mut feed = Feed::new(
+        relay.store.clone(),
+        relay.scope.clone(),
+        PAGE,
+        settings.poll_interval,
+    );
     let mut in_flight = FuturesUnordered::new();
     let mut sent: HashSet<i64> = HashSet::new();
     let mut mode = Mode::Sending;
@@ -97,8 +102,8 @@ pub(super) async fn run(relay: &Relay, publisher: &KafkaPublisher) -> anyhow::Re
                 }
                 if fatal {
                     publisher.rebuild()?;
-                    metrics::counter!("kafka_producer_rebuilds_total").increment(1);
-                    tracing::warn!("Kafka producer rebuilt after a fatal error; re-reading the outbox from its oldest pending event");
+                    metrics::counter!("publisher_rebuilds_total", "transport" => publisher.transport().as_str()).increment(1);
+                    tracing::warn!(publisher = %publisher.describe(), "publisher rebuilt after a fatal error; re-reading the outbox from its oldest pending event");
                 }
                 recoveries = recoveries.saturating_add(1);
                 mode = Mode::Paused {
@@ -139,10 +144,9 @@ pub(super) async fn run(relay: &Relay, publisher: &KafkaPublisher) -> anyhow::Re
                 stop_by = Some(now + publisher.timeout());
                 feed.stop();
             }
-            Some((record, delivery)) = in_flight.next() => {
+            Some((record, report)) = in_flight.next() => {
                 let record: Sent = record;
                 sent.remove(&record.seq);
-                let report = publisher.report(delivery);
                 if report == Report::Delivered {
                     recoveries = 0;
                 }
@@ -157,9 +161,9 @@ pub(super) async fn run(relay: &Relay, publisher: &KafkaPublisher) -> anyhow::Re
                             if mode != Mode::Sending {
                                 break;
                             }
-                            if let Some((record, delivery)) = enqueue(&mut feed, &mut mode, publisher, row) {
+                            if let Some((record, pending)) = enqueue(&mut feed, &mut mode, publisher, row).await {
                                 sent.insert(record.seq);
-                                in_flight.push(await_report(record, delivery));
+                                in_flight.push(await_report(record, pending));
                             }
                         }
                     }
@@ -178,11 +182,8 @@ pub(super) async fn run(relay: &Relay, publisher: &KafkaPublisher) -> anyhow::Re
     }
 }
 
-async fn await_report(
-    record: Sent,
-    delivery: DeliveryFuture,
-) -> (Sent, <DeliveryFuture as std::future::Future>::Output) {
-    (record, delivery.await)
+async fn await_report(record: Sent, pending: Pending) -> (Sent, Report) {
+    (record, pending.await)
 }
 
 async fn sleep_until(at: Option<Instant>) {
@@ -192,14 +193,14 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// Hands one row to the producer. `None` when it was not sent: parked, or
-/// the producer would not take it (then `mode` says what to do).
-fn enqueue(
+/// Hands one row to the publisher. `None` when it was not sent: parked, or
+/// the publisher would not take it (then `mode` says what to do).
+async fn enqueue(
     feed: &mut Feed,
     mode: &mut Mode,
-    publisher: &KafkaPublisher,
+    publisher: &dyn Pipelined,
     row: PendingEvent,
-) -> Option<(Sent, DeliveryFuture)> {
+) -> Option<(Sent, Pending)> {
     let record = Sent {
         seq: row.seq,
         attempts: row.attempts,
@@ -213,10 +214,10 @@ fn enqueue(
             return None;
         }
     };
-    match publisher.enqueue(event) {
-        Ok(delivery) => {
+    match publisher.enqueue(event).await {
+        Ok(pending) => {
             feed.hold(record.seq);
-            Some((record, delivery))
+            Some((record, pending))
         }
         Err(Report::Refused(reason)) => {
             metrics::counter!("outbox_publish_total", "outcome" => "nack").increment(1);
@@ -232,7 +233,7 @@ fn enqueue(
             None
         }
         Err(Report::Delivered) => {
-            stop_sending(mode, false, publisher, "the producer refused the record");
+            stop_sending(mode, false, publisher, "the publisher refused the event");
             None
         }
     }
@@ -243,7 +244,7 @@ fn reported(
     relay: &Relay,
     feed: &mut Feed,
     mode: &mut Mode,
-    publisher: &KafkaPublisher,
+    publisher: &dyn Pipelined,
     record: Sent,
     report: Report,
 ) {
@@ -267,14 +268,14 @@ fn failed(
     relay: &Relay,
     feed: &mut Feed,
     mode: &mut Mode,
-    publisher: &KafkaPublisher,
+    publisher: &dyn Pipelined,
     record: Sent,
     reason: String,
     fatal: bool,
 ) {
     metrics::counter!("outbox_publish_total", "outcome" => "retry").increment(1);
     let attempts = record.attempts.saturating_add(1);
-    // A fatal error is the producer's, not the record's: it does not use
+    // A fatal error is the publisher's, not the event's: it does not use
     // up the record's attempts.
     let out_of_attempts = !fatal
         && relay
@@ -299,14 +300,14 @@ fn failed(
 }
 
 /// Enters (or stays in) the drain after a failure, logging its start.
-fn stop_sending(mode: &mut Mode, fatal: bool, publisher: &KafkaPublisher, reason: &str) {
+fn stop_sending(mode: &mut Mode, fatal: bool, publisher: &dyn Pipelined, reason: &str) {
     match *mode {
         Mode::Draining {
             fatal: was_fatal,
             deadline,
         } => {
             if fatal && !was_fatal {
-                tracing::error!(%reason, "Kafka producer failed for good; it will be rebuilt");
+                tracing::error!(%reason, publisher = %publisher.describe(), "publisher failed for good; it will be rebuilt");
             }
             *mode = Mode::Draining {
                 fatal: fatal || was_fatal,
@@ -315,9 +316,9 @@ fn stop_sending(mode: &mut Mode, fatal: bool, publisher: &KafkaPublisher, reason
         }
         Mode::Sending | Mode::Paused { .. } => {
             if fatal {
-                tracing::error!(%reason, "Kafka producer failed for good; it will be rebuilt");
+                tracing::error!(%reason, publisher = %publisher.describe(), "publisher failed for good; it will be rebuilt");
             } else {
-                tracing::warn!(%reason, "publish to Kafka failed; pausing, then sending again from the oldest pending event");
+                tracing::warn!(%reason, publisher = %publisher.describe(), "publish failed; pausing, then sending again from the oldest pending event");
             }
             *mode = Mode::Draining {
                 fatal,

@@ -18,11 +18,14 @@
 //! asynchronously while running (the order of commits is kept by
 //! librdkafka) and synchronously once at shutdown.
 
-use super::dead_letter::{DeadLetters, Rejected};
+mod dead_letter;
+
+use self::dead_letter::{DeadLetters, Rejected};
 use super::decode::{self, DecodeError};
-use super::{Backoff, Stopped};
+use super::{Backoff, ConsumerTask, Probe, Stopped};
 use crate::config::{BatchLimits, KafkaSettings};
 use crate::store::{EventRow, Store, StoreError};
+use futures::future::BoxFuture;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
@@ -30,11 +33,11 @@ use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use shared::config::Transport;
-use shared::kafka::{client_config, Guarantee, KafkaConfigError};
+use shared::kafka::{client_config, BrokerProbe, Guarantee, KafkaConfigError};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -43,12 +46,12 @@ type AuditConsumer = StreamConsumer<RebalanceLogger>;
 /// Starts the consumer task. It runs until `shutdown` is cancelled, then
 /// finishes the batches in hand (dead letters, store, commit) and leaves
 /// the group.
-pub fn spawn(
+pub fn start(
     settings: &KafkaSettings,
     limits: BatchLimits,
     store: Store,
     shutdown: CancellationToken,
-) -> anyhow::Result<JoinHandle<()>> {
+) -> anyhow::Result<ConsumerTask> {
     use anyhow::Context;
     let consumer: AuditConsumer = client_config(
         &settings.common,
@@ -100,7 +103,16 @@ pub fn spawn(
         limits,
         shutdown,
     };
-    Ok(tokio::spawn(worker.run()))
+    Ok(ConsumerTask {
+        task: tokio::spawn(worker.run()),
+        probe: Arc::new(BrokerProbe::new(&settings.common)?),
+    })
+}
+
+impl Probe for BrokerProbe {
+    fn check(&self, timeout: Duration) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(BrokerProbe::check(self, timeout))
+    }
 }
 
 /// Logs partition assignments, so operators (and tests) see how a group

@@ -1,0 +1,421 @@
+//! NATS JetStream ingest against the shared server on 127.0.0.1:4222
+//! (`scripts/nats.sh start`): binary and structured messages are stored in
+//! stream order, anything else goes to the dead-letter subject with the
+//! reason and consumption goes on; the real binary killed mid-stream stores
+//! each event once, and two processes share one durable consumer.
+
+use crate::helpers::{
+    nats, poll_until, publish_bulk, spawn_app_with, unique, NatsNames, ServiceProcess, TestApp,
+};
+use async_nats::jetstream;
+use async_nats::HeaderMap;
+use futures::StreamExt;
+use serde_json::json;
+use shared::cloudevents::Event;
+use sqlx::SqlitePool;
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::time::Duration;
+use tempfile::TempDir;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn spawn_nats_app(names: &NatsNames) -> TestApp {
+    nats().await;
+    let names = names.clone();
+    spawn_app_with(move |s| names.apply(s)).await
+}
+
+async fn publish(js: &jetstream::Context, subject: &str, headers: HeaderMap, payload: &[u8]) {
+    js.publish_with_headers(subject.to_owned(), headers, payload.to_vec().into())
+        .await
+        .expect("published")
+        .await
+        .expect("acknowledged");
+}
+
+fn headers(list: &[(&str, &str)]) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (name, value) in list {
+        headers.insert(*name, *value);
+    }
+    headers
+}
+
+#[tokio::test]
+async fn binary_and_structured_messages_are_stored_as_nats() {
+    let names = NatsNames::new("modes");
+    let app = spawn_nats_app(&names).await;
+    let js = nats().await;
+    names.create_stream(&js).await;
+    let source = unique("/nats");
+    let binary = headers(&[
+        ("ce-specversion", "1.0"),
+        ("ce-id", "n1"),
+        ("ce-source", &source),
+        ("ce-type", "user.storeUser"),
+        ("ce-subject", "Gr%C3%BC%C3%9Fe%20du"),
+        ("ce-datacontenttype", "application/json"),
+    ]);
+    publish(&js, &names.subject, binary, br#"{"name":"alice"}"#).await;
+    let structured =
+        json!({"specversion": "1.0", "id": "n2", "source": source, "type": "t", "data": {"n": 2}});
+    publish(
+        &js,
+        &names.subject,
+        headers(&[("Content-Type", "application/cloudevents+json")]),
+        structured.to_string().as_bytes(),
+    )
+    .await;
+    // As the Go SDK sends structured mode: the payload, no header at all.
+    let bare = json!({"specversion": "0.3", "id": "n3", "source": source, "type": "t"});
+    js.publish(names.subject.clone(), bare.to_string().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+
+    let items = app
+        .wait_for_events(&format!("source={source}"), 3, WAIT)
+        .await;
+    assert!(items.iter().all(|i| i["transport"] == "nats"), "{items:?}");
+    assert_eq!(items[0]["event"]["id"], "n1");
+    assert_eq!(items[0]["event"]["subject"], "Grüße du");
+    assert_eq!(items[0]["event"]["data"], json!({"name": "alice"}));
+    let event = |n: usize| -> Event { serde_json::from_value(items[n]["event"].clone()).unwrap() };
+    assert_eq!(
+        event(1),
+        serde_json::from_value::<Event>(structured).unwrap()
+    );
+    assert_eq!(event(2), serde_json::from_value::<Event>(bare).unwrap());
+    assert_eq!(app.get("/readyz").await.status(), 200);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_messages_are_dead_lettered_with_the_reason_and_the_next_event_is_stored() {
+    let names = NatsNames::new("dlq");
+    let app = spawn_nats_app(&names).await;
+    let js = nats().await;
+    names.create_stream(&js).await;
+    let source = unique("/dlq");
+    // Garbage: says structured mode, is not JSON.
+    publish(
+        &js,
+        &names.subject,
+        headers(&[
+            ("Content-Type", "application/cloudevents+json"),
+            ("mark", "garbage"),
+        ]),
+        b"garbage",
+    )
+    .await;
+    // A headerless message: not binary mode, and not a structured event.
+    js.publish(names.subject.clone(), r#"{"hello":"world"}"#.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    // A null body in structured mode.
+    publish(
+        &js,
+        &names.subject,
+        headers(&[
+            ("Content-Type", "application/cloudevents+json"),
+            ("mark", "null-body"),
+        ]),
+        b"",
+    )
+    .await;
+    // Binary mode without ce-type, with an original header to keep.
+    publish(
+        &js,
+        &names.subject,
+        headers(&[
+            ("ce-specversion", "1.0"),
+            ("ce-id", "x"),
+            ("ce-source", &source),
+            ("mark", "no-type"),
+        ]),
+        b"{}",
+    )
+    .await;
+    // And then a valid event, which must still be stored.
+    publish(
+        &js,
+        &names.subject,
+        headers(&[
+            ("ce-specversion", "1.0"),
+            ("ce-id", "after-bad"),
+            ("ce-source", &source),
+            ("ce-type", "t"),
+        ]),
+        b"{}",
+    )
+    .await;
+
+    let items = app
+        .wait_for_events(&format!("source={source}"), 1, WAIT)
+        .await;
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["event"]["id"], "after-bad");
+
+    let dead = read_stream(&js, &names.dlq_stream, 4).await;
+    let mark = |m: &async_nats::Message| header(m, "mark");
+    let by_mark = |wanted: Option<&str>| {
+        dead.iter()
+            .find(|m| mark(m).as_deref() == wanted)
+            .unwrap_or_else(|| panic!("no dead letter marked {wanted:?}"))
+    };
+    let garbage = by_mark(Some("garbage"));
+    assert_eq!(&garbage.payload[..], b"garbage");
+    assert!(header(garbage, "dlq-error")
+        .unwrap()
+        .contains("malformed JSON"));
+    assert!(header(garbage, "dlq-origin")
+        .unwrap()
+        .starts_with(&format!("{}/{}/", names.stream, names.consumer)));
+    let headerless = by_mark(None);
+    assert_eq!(&headerless.payload[..], br#"{"hello":"world"}"#);
+    assert!(
+        header(headerless, "dlq-error")
+            .unwrap()
+            .contains("specversion"),
+        "{:?}",
+        header(headerless, "dlq-error")
+    );
+    let null_body = by_mark(Some("null-body"));
+    assert!(null_body.payload.is_empty());
+    assert!(header(null_body, "dlq-error").unwrap().contains("payload"));
+    let no_type = by_mark(Some("no-type"));
+    assert!(header(no_type, "dlq-error").unwrap().contains("`type`"));
+    assert_eq!(header(no_type, "ce-id").as_deref(), Some("x"));
+
+    assert_eq!(app.get("/healthz").await.status(), 200);
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("audit_events_rejected_total{transport=\"nats\"} 4"),
+        "{metrics}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn one_users_events_are_stored_in_the_order_they_were_published() {
+    const N: usize = 2000;
+    let names = NatsNames::new("order");
+    let js = nats().await;
+    names.create_stream(&js).await;
+    let source = unique("/order");
+    publish_bulk(&js, &names.subject, &source, N).await;
+    let app = spawn_nats_app(&names).await;
+
+    let db = open(&app.database_path()).await;
+    let done = poll_until(WAIT, || async { count(&db).await >= N as i64 }).await;
+    assert!(done, "stored {} of {N}", count(&db).await);
+    let rows: Vec<(String, String)> = sqlx::query_as("SELECT subject, id FROM events ORDER BY seq")
+        .fetch_all(&db)
+        .await
+        .unwrap();
+    let mut per_user: HashMap<String, Vec<usize>> = HashMap::new();
+    for (subject, id) in rows {
+        per_user
+            .entry(subject)
+            .or_default()
+            .push(id[1..].parse().unwrap());
+    }
+    assert_eq!(per_user.len(), 10);
+    for (user, ids) in per_user {
+        let mut sorted = ids.clone();
+        sorted.sort_unstable();
+        assert_eq!(ids, sorted, "{user}'s events out of order");
+    }
+    app.stop().await;
+}
+
+/// Every message on `stream` from the start, until `n` have come.
+async fn read_stream(js: &jetstream::Context, stream: &str, n: usize) -> Vec<async_nats::Message> {
+    let stream = js
+        .get_stream(stream)
+        .await
+        .expect("dead-letter stream exists");
+    let consumer: jetstream::consumer::PullConsumer = stream
+        .create_consumer(jetstream::consumer::pull::Config::default())
+        .await
+        .unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    let mut out = Vec::new();
+    while out.len() < n {
+        let next = tokio::time::timeout(WAIT, messages.next())
+            .await
+            .unwrap_or_else(|_| panic!("read {} of {n} dead letters", out.len()))
+            .expect("message stream open")
+            .expect("message");
+        out.push(next.message);
+    }
+    out
+}
+
+fn header(message: &async_nats::Message, name: &str) -> Option<String> {
+    message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(name))
+        .map(|v| v.as_str().to_owned())
+}
+
+async fn open(db: &Path) -> SqlitePool {
+    shared::db::connect_sqlite(&format!("sqlite://{}", db.display()), 1)
+        .await
+        .unwrap()
+}
+
+async fn count(db: &SqlitePool) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM events")
+        .fetch_one(db)
+        .await
+        .unwrap()
+}
+
+async fn ids(db: &SqlitePool) -> BTreeSet<String> {
+    sqlx::query_scalar::<_, String>("SELECT id FROM events")
+        .fetch_all(db)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+fn process_env(db: &Path, names: &NatsNames) -> Vec<(&'static str, String)> {
+    let mut env = names.env();
+    env.push(("DATABASE_URL", format!("sqlite://{}", db.display())));
+    // Redeliver what a killed process held soon, to keep the test short.
+    env.push(("NATS_ACK_WAIT_MS", "3000".into()));
+    env
+}
+
+async fn wait_listening(process: &mut ServiceProcess) {
+    let url = format!("http://127.0.0.1:{}/healthz", process.port);
+    let up = poll_until(Duration::from_secs(30), || async {
+        reqwest::get(&url).await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert!(up, "audit-service did not start:\n{}", process.log_text());
+}
+
+#[tokio::test]
+async fn sigkill_while_consuming_nats_then_restart_stores_each_event_exactly_once() {
+    const N: usize = 20_000;
+    let names = NatsNames::new("kill");
+    let js = nats().await;
+    names.create_stream(&js).await;
+    let source = unique("/kill");
+    publish_bulk(&js, &names.subject, &source, N).await;
+
+    let dir = TempDir::new().unwrap();
+    let db_path = dir.path().join("audit.db");
+    let env = process_env(&db_path, &names);
+    let mut first = ServiceProcess::start(&env, dir.path().join("first.log"));
+    wait_listening(&mut first).await;
+    let db = open(&db_path).await;
+    let started = poll_until(WAIT, || async { count(&db).await > 0 }).await;
+    assert!(started, "nothing consumed:\n{}", first.log_text());
+    first.kill();
+    let at_kill = count(&db).await;
+    assert!(
+        at_kill < N as i64,
+        "all {N} events were stored before the kill; the test proves nothing"
+    );
+
+    let mut second = ServiceProcess::start(&env, dir.path().join("second.log"));
+    wait_listening(&mut second).await;
+    let done = poll_until(Duration::from_secs(120), || async {
+        count(&db).await >= N as i64
+    })
+    .await;
+    assert!(
+        done,
+        "only {} of {N} stored after restart:\n{}",
+        count(&db).await,
+        second.log_text()
+    );
+    let expected: BTreeSet<String> = (0..N).map(|i| format!("e{i}")).collect();
+    assert_eq!(
+        ids(&db).await,
+        expected,
+        "the stored ids are exactly the sent ones"
+    );
+    assert_eq!(count(&db).await, N as i64, "no event stored twice");
+    eprintln!("killed after {at_kill} of {N} stored; the restart stored the rest");
+    assert!(second.terminate().success(), "{}", second.log_text());
+}
+
+#[tokio::test]
+async fn two_processes_on_one_durable_consumer_share_the_work_and_store_each_event_once() {
+    const N: usize = 5000;
+    let names = NatsNames::new("share");
+    let js = nats().await;
+    names.create_stream(&js).await;
+    let dir = TempDir::new().unwrap();
+    let db_path = dir.path().join("audit.db");
+    let env = process_env(&db_path, &names);
+    let mut a = ServiceProcess::start(&env, dir.path().join("a.log"));
+    wait_listening(&mut a).await;
+    let mut b = ServiceProcess::start(&env, dir.path().join("b.log"));
+    wait_listening(&mut b).await;
+    // Both pull before anything is published, so neither takes it all.
+    let ready = |p: &ServiceProcess| {
+        let url = format!("http://127.0.0.1:{}/readyz", p.port);
+        async move { reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) }
+    };
+    assert!(poll_until(WAIT, || ready(&a)).await, "{}", a.log_text());
+    assert!(poll_until(WAIT, || ready(&b)).await, "{}", b.log_text());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let source = unique("/share");
+    publish_bulk(&js, &names.subject, &source, N).await;
+
+    let db = open(&db_path).await;
+    let done = poll_until(Duration::from_secs(120), || async {
+        count(&db).await >= N as i64
+    })
+    .await;
+    assert!(done, "stored {} of {N}", count(&db).await);
+    let expected: BTreeSet<String> = (0..N).map(|i| format!("e{i}")).collect();
+    assert_eq!(ids(&db).await, expected);
+    assert_eq!(count(&db).await, N as i64);
+    let logged = poll_until(Duration::from_secs(10), || async {
+        a.log_count("audit event stored") + b.log_count("audit event stored") == N
+    })
+    .await;
+    let (by_a, by_b) = (
+        a.log_count("audit event stored"),
+        b.log_count("audit event stored"),
+    );
+    assert!(logged, "log lines: {by_a} + {by_b} != {N}");
+    assert!(
+        by_a > 0 && by_b > 0,
+        "one replica did all the work: {by_a} / {by_b}"
+    );
+    eprintln!("replica A stored {by_a}, replica B stored {by_b}");
+    assert!(a.terminate().success(), "{}", a.log_text());
+    assert!(b.terminate().success(), "{}", b.log_text());
+}
+
+#[tokio::test]
+async fn readiness_on_nats_fails_without_a_server_and_the_service_still_serves() {
+    let names = NatsNames::new("down");
+    let app = spawn_app_with(move |s| {
+        names.apply(s);
+        // Nothing listens on port 9 of loopback.
+        s.nats.common.url = "nats://127.0.0.1:9".into();
+    })
+    .await;
+    let response = app.get("/readyz").await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    assert_eq!(app.get("/healthz").await.status(), 200);
+    app.stop().await;
+}

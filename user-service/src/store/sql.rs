@@ -1,0 +1,49 @@
+//! The statements both databases run as written. Parameters are `$n`,
+//! which SQLite reads too; the values bound differ (SQLite keeps ids and
+//! times as text, PostgreSQL as `uuid` and `timestamptz`), the text does not.
+//! What a database does its own way (sets of values, locks, leases) is in
+//! its module.
+
+pub const INSERT_USER: &str =
+    "INSERT INTO users (id, name, password_hash, created_at, updated_at) \
+     VALUES ($1, $2, $3, $4, $4)";
+
+pub const INSERT_EVENT: &str =
+    "INSERT INTO outbox (event_id, user_id, event_type, event_json, created_at) \
+     VALUES ($1, $2, $3, $4, $5)";
+
+pub const GET_USER: &str = "SELECT id, name, created_at, updated_at FROM users WHERE id = $1";
+
+pub const LIST_USERS: &str = "SELECT id, name, created_at, updated_at FROM users \
+     WHERE $1 IS NULL OR id > $1 ORDER BY id LIMIT $2";
+
+pub const UPDATE_USER: &str = "UPDATE users SET name = $2, updated_at = $3, \
+     password_hash = COALESCE($4, password_hash) \
+     WHERE id = $1 RETURNING id, name, created_at, updated_at";
+
+pub const DELETE_USER: &str = "DELETE FROM users WHERE id = $1 RETURNING name";
+
+pub const PENDING_FOR_USER: &str =
+    "SELECT seq, event_id, user_id, event_json, attempts FROM outbox \
+     WHERE status = 'pending' AND user_id = $1 AND seq > $2 ORDER BY seq LIMIT $3";
+
+pub const OLDEST_PENDING: &str =
+    "SELECT created_at FROM outbox WHERE status = 'pending' ORDER BY seq LIMIT 1";
+
+/// The oldest delivered rows first, a bounded number per statement, so a
+/// large backlog of expired rows is deleted in short transactions that
+/// never hold up the relay's writes for long.
+pub const PRUNE_DELIVERED: &str = "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox \
+     WHERE status = 'delivered' AND delivered_at < $1 ORDER BY delivered_at LIMIT $2)";
+
+pub const DEAD_LETTERS: &str =
+    "SELECT seq, event_id, event_type, user_id, attempts, last_status, last_error, \
+     created_at FROM outbox WHERE status = 'dead' ORDER BY seq";
+
+pub const REDRIVE_ALL: &str =
+    "UPDATE outbox SET status = 'pending', attempts = 0 WHERE status = 'dead'";
+
+pub const REDRIVE_ONE: &str =
+    "UPDATE outbox SET status = 'pending', attempts = 0 WHERE status = 'dead' AND seq = $1";
+
+pub const PING: &str = "SELECT 1";
