@@ -9,9 +9,10 @@ WORKDIR /src
 COPY . .
 RUN cargo build --release --locked -p user-service -p audit-service
 
+# curl: the compose file's healthchecks ask /readyz with it.
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates libcurl4 libssl3 zlib1g \
+ && apt-get install -y --no-install-recommends ca-certificates curl libcurl4 libssl3 zlib1g \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --create-home --home-dir /app app \
  && mkdir -p /app/data && chown app /app/data

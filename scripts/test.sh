@@ -3,10 +3,11 @@
 # (scripts/setup.sh), starts a Kafka broker on 127.0.0.1:9092, a NATS
 # server with JetStream on 127.0.0.1:4222 and a private PostgreSQL cluster
 # on 127.0.0.1:55432 unless they already run (and stops afterwards what it
-# started), then runs the Rust tests (the CESQL TCK among them; the storage
-# and delivery tests twice: on SQLite, then on PostgreSQL), the compose-file
-# check, the audit console in headless Chromium and the cross-SDK interop
-# suite. Any missing dependency is a failure, never a skipped test.
+# started), then runs the compose-file and README checks, schemathesis
+# against both APIs, the Rust tests (the CESQL TCK among them; the storage
+# and delivery tests twice: on SQLite, then on PostgreSQL), the audit
+# console in headless Chromium and the cross-SDK interop suite. Any
+# missing dependency is a failure, never a skipped test.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
@@ -41,17 +42,25 @@ fi
 # Databases an interrupted earlier run left behind.
 scripts/postgres.sh clean
 
-echo "== compose file"
+echo "== compose file, and make up without Docker Compose"
 .cache/venv/bin/python scripts/check-compose.py
+scripts/test-compose-sh.sh
+
+echo "== README's configuration table against the variables the services read"
+.cache/venv/bin/python scripts/check-docs.py
+
+echo "== both HTTP APIs against their OpenAPI documents (schemathesis)"
+scripts/check-api.sh
 
 echo "== Rust tests (storage on SQLite; the tests of replicas always on PostgreSQL)"
 cargo test --workspace --no-fail-fast
 
 echo "== storage and delivery tests again, on PostgreSQL"
 # The same tests with their databases on the PostgreSQL cluster; the
-# replica and scale tests (replicas::, postgres::) ran above already.
+# replica and scale tests (replicas::, postgres::) ran above already, and
+# the README and trace checks (readme::, trace::) do not depend on storage.
 TEST_DATABASE=postgres cargo test -p user-service -p audit-service -p e2e --no-fail-fast \
-  --test api --test flow -- --skip replicas:: --skip postgres::
+  --test api --test flow -- --skip replicas:: --skip postgres:: --skip readme:: --skip trace::
 
 echo "== the audit console in headless Chromium"
 browser/run.sh

@@ -9,8 +9,9 @@ use crate::{console, ingest, query};
 use anyhow::Context;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
 use axum::Router;
+use shared::config::Transport;
+use shared::problem::Problem;
 use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,10 +20,16 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
+use utoipa::openapi::OpenApi;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// A request that takes longer than this (a stuck store) is answered 408,
 /// so a graceful shutdown can't hang on it.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long start-up waits for the brokers to create the topics.
+const TOPIC_CREATE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long `/readyz` waits for the brokers.
 const BROKER_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -53,7 +60,19 @@ impl Application {
     /// `port()` reports) and, on a broker transport, starts consuming.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let (store, writer) = Store::open(&settings.database_url).await?;
+        if settings.transport == Transport::Kafka {
+            // Before subscribing: a consumer of a topic that does not exist
+            // waits for it, and a fresh cluster has none.
+            let kafka = &settings.kafka;
+            shared::kafka::create_topics(
+                &kafka.common,
+                &[&kafka.common.topic, &kafka.dlq_topic],
+                TOPIC_CREATE_TIMEOUT,
+            )
+            .await;
+        }
         let shutdown = CancellationToken::new();
+        crate::metrics::describe(settings.transport);
         let (broker, consumer) =
             match ingest::start(&settings, store.clone(), shutdown.clone()).await? {
                 Some(consumer) => (Some(consumer.probe), Some(consumer.task)),
@@ -153,21 +172,41 @@ impl Application {
     }
 }
 
-fn router(state: AppState) -> Router {
-    let api = Router::new()
-        .merge(ingest::http::router(state.max_body_bytes))
+/// The OpenAPI 3.1 document of the service's HTTP API, generated from the
+/// handlers' annotations; served at `GET /openapi.json`.
+pub fn openapi() -> OpenApi {
+    api_routes(1024).2
+}
+
+/// The documented routes (the API, then the operational ones) and their
+/// document.
+fn api_routes(max_body_bytes: usize) -> (Router<AppState>, Router<AppState>, OpenApi) {
+    let (api, mut doc) = OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
+        .merge(ingest::http::router(max_body_bytes))
         .merge(query::router())
         .merge(console::router())
-        .route("/readyz", get(readyz))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            REQUEST_TIMEOUT,
-        ));
-    api.merge(shared::telemetry::ops_router())
+        .routes(routes!(readyz))
+        .split_for_parts();
+    let (ops, ops_doc) = shared::telemetry::ops_router().split_for_parts();
+    doc.merge(ops_doc);
+    (api, ops, doc)
+}
+
+fn router(state: AppState) -> Router {
+    let (api, ops, doc) = api_routes(state.max_body_bytes);
+    let api = api.layer(TimeoutLayer::with_status_code(
+        StatusCode::REQUEST_TIMEOUT,
+        REQUEST_TIMEOUT,
+    ));
+    api.merge(ops)
+        .merge(shared::telemetry::openapi_route(&doc))
         .layer(axum::middleware::from_fn(
             shared::telemetry::track_http_metrics,
         ))
-        .layer(TraceLayer::new_for_http())
+        // The request id is set before the span is made, so the span (and
+        // every log line in it) carries it, and the response returns it.
+        .layer(TraceLayer::new_for_http().make_span_with(shared::telemetry::request_span))
+        .layer(axum::middleware::from_fn(shared::telemetry::request_id))
         .layer(axum::middleware::map_response(
             shared::problem::problem_for_plain_errors,
         ))
@@ -176,6 +215,15 @@ fn router(state: AppState) -> Router {
 
 /// Ready when the database answers and, on a broker transport, the broker
 /// does.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = Object, example = json!({"status": "ready"})),
+        (status = 503, description = "The database or the broker does not answer", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn readyz(State(state): State<AppState>) -> Result<axum::Json<serde_json::Value>, ApiError> {
     if !state.store.is_reachable().await {
         return Err(ApiError::NotReady(

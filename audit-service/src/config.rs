@@ -1,6 +1,6 @@
 //! The audit service's settings, read once from the environment at start.
 
-use shared::config::{env_or, env_parse, ConfigError, KafkaConfig, Transport};
+use shared::config::{env_or, env_parse, listen_addr, ConfigError, KafkaConfig, Transport};
 use shared::nats::{check_stream_name, check_subject, NatsConfig};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -8,7 +8,8 @@ use std::time::Duration;
 /// Everything the service needs to start. Tests build one by hand.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// `LISTEN_ADDR`, where the CloudEvents sink and the query API listen.
+    /// `LISTEN_ADDR` (see `shared::config::listen_addr`), where the
+    /// CloudEvents sink and the query API listen.
     pub listen_addr: SocketAddr,
     /// `DATABASE_URL`: the audit store, a SQLite file or a PostgreSQL
     /// database that several replicas share.
@@ -139,7 +140,7 @@ impl Settings {
     pub fn from_env() -> Result<Self, ConfigError> {
         let transport = Transport::from_env()?;
         Ok(Settings {
-            listen_addr: env_parse("LISTEN_ADDR", SocketAddr::from(([0, 0, 0, 0], 8080)))?,
+            listen_addr: listen_addr(SocketAddr::from(([0, 0, 0, 0], 8080)))?,
             database_url: env_or("DATABASE_URL", "sqlite://data/audit.db"),
             transport,
             max_body_bytes: env_parse("MAX_BODY_BYTES", 1024 * 1024)?,

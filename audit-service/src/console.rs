@@ -16,7 +16,8 @@ use crate::app::AppState;
 use axum::http::{header, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 const INDEX_HTML: &str = include_str!("../console/index.html");
 const CONSOLE_JS: &str = include_str!("../console/console.js");
@@ -40,12 +41,11 @@ const SECURITY_HEADERS: [(HeaderName, &str); 5] = [
     (header::CACHE_CONTROL, "no-cache"),
 ];
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/console",
-            get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }),
-        )
+/// The page is in the OpenAPI document; its files are not (they are the
+/// page's own, fetched by it).
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(page))
         .route(
             "/console/console.js",
             get(|| async { asset("text/javascript; charset=utf-8", CONSOLE_JS) }),
@@ -58,6 +58,20 @@ pub fn router() -> Router<AppState> {
             "/console/favicon.svg",
             get(|| async { asset("image/svg+xml", FAVICON_SVG) }),
         )
+}
+
+/// The audit console, a web page for people: the live tail, a CESQL
+/// filter and each event's detail.
+#[utoipa::path(
+    get,
+    path = "/console",
+    tag = "audit console",
+    responses(
+        (status = 200, description = "The console's HTML page", body = String, content_type = "text/html"),
+    )
+)]
+async fn page() -> Response {
+    asset("text/html; charset=utf-8", INDEX_HTML)
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {

@@ -116,6 +116,7 @@ mod tests {
             ty: text("type").unwrap_or_default(),
             subject: text("subject"),
             json: json.to_string(),
+            trace: None,
         }
     }
 

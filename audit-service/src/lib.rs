@@ -10,5 +10,7 @@ pub mod console;
 pub mod error;
 pub mod filter;
 pub mod ingest;
+pub mod metrics;
+pub mod openapi;
 pub mod query;
 pub mod store;

@@ -23,18 +23,22 @@
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::filter::CesqlFilter;
+use crate::openapi::EventPage;
 use crate::store::{Page, PageQuery, Received, Store, StoreError, StoredEvent, Subscriber};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use futures::{Stream, StreamExt as _};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use shared::problem::Problem;
 use std::convert::Infallible;
 use std::sync::Arc;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 1000;
@@ -59,29 +63,40 @@ const EXAMINE_CHUNK_BYTES: usize = 1024 * 1024;
 /// The largest `tail` the stream accepts.
 const MAX_TAIL: i64 = 100_000;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/events", get(list))
-        .route("/v1/events/stream", get(stream))
-        .route("/v1/filters/validate", get(validate))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(stream))
+        .routes(routes!(validate))
 }
 
 /// Query parameters as sent; `Filter::parse` turns them into a filter or
 /// an error naming the parameter. A parameter not listed here is refused
 /// (`query_params`) rather than ignored: a client that sends a filter this
 /// service does not know would otherwise read every event as if it matched.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RawFilter {
+    /// Only events of this `source`.
     source: Option<String>,
+    /// Only events of this `type`.
     #[serde(rename = "type")]
     ty: Option<String>,
+    /// Only events of this `subject`.
     subject: Option<String>,
-    /// A CESQL expression.
+    /// Only events matching this CESQL v1 expression, such as
+    /// `type LIKE 'user.%' AND subject = 'u1'` (at most 4096 bytes).
     filter: Option<String>,
+    /// Only events after this seq (the previous page's `next_after`).
+    #[param(value_type = Option<i64>, minimum = 0)]
     after: Option<String>,
+    /// Events per page, 1 to 1000 (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
-    /// The stream only: replay from the newest `tail` stored events.
+    /// The stream only: replay from the newest `tail` stored events
+    /// (documented on the stream's own operation).
+    #[param(ignore)]
     tail: Option<String>,
 }
 
@@ -178,6 +193,18 @@ fn query_params<T: DeserializeOwned>(
         .map_err(|rejection| ApiError::BadRequest(rejection.body_text()))
 }
 
+/// Stored events in seq order, a page at a time, filtered by attribute.
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "audit log",
+    params(RawFilter),
+    responses(
+        (status = 200, description = "A page of stored events. With a `filter` that is evaluated in the service a page examines at most 10,000 rows, so it may hold fewer than `limit` events, even none, and a `next_after` to go on from", body = EventPage),
+        (status = 400, description = "A query parameter is invalid; a bad `filter` has `column` and `offset` members", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 #[tracing::instrument(skip(state))]
 async fn list(
     State(state): State<AppState>,
@@ -197,9 +224,11 @@ async fn list(
 }
 
 /// The one parameter of `GET /v1/filters/validate`; others are refused.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ValidateParams {
+    /// A CESQL v1 expression, at most 4096 bytes.
     filter: String,
 }
 
@@ -207,6 +236,16 @@ struct ValidateParams {
 /// accepted (an empty one filters nothing), else the 400 problem a query
 /// with it gets, with the position. Nothing is read from the store, so it
 /// is cheap to call on each keystroke.
+#[utoipa::path(
+    get,
+    path = "/v1/filters/validate",
+    tag = "audit log",
+    params(ValidateParams),
+    responses(
+        (status = 204, description = "The filter is valid CESQL and calls only functions that exist, with their arities"),
+        (status = 400, description = "The filter is refused: `detail` says why, `column` (characters from 1) and `offset` (bytes) say where", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn validate(
     query: Result<Query<ValidateParams>, QueryRejection>,
 ) -> Result<StatusCode, ApiError> {
@@ -321,6 +360,20 @@ async fn evaluated_page(
 /// from the store until it has caught up, so it misses nothing either.
 /// Streams end at shutdown, or after `event: error` when reading the store
 /// fails.
+#[utoipa::path(
+    get,
+    path = "/v1/events/stream",
+    tag = "audit log",
+    params(
+        RawFilter,
+        ("tail" = Option<i64>, Query, minimum = 1, maximum = 100000, description = "Replay the newest `tail` stored events (counted before filtering) first; not with `after`"),
+        ("last-event-id" = Option<i64>, Header, description = "Resume after this seq"),
+    ),
+    responses(
+        (status = 200, description = "Server-Sent Events: `event: audit` with a stored item as data and its seq as id", body = String, content_type = "text/event-stream"),
+        (status = 400, description = "A query parameter is invalid; a bad `filter` has `column` and `offset` members", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn stream(
     State(state): State<AppState>,
     headers: HeaderMap,

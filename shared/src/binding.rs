@@ -10,7 +10,8 @@
 //!   NATS binding is structured only. `ce-` headers, `datacontenttype`
 //!   included, percent-encoded as over HTTP.
 
-use cloudevents::event::SpecVersion;
+use chrono::SecondsFormat;
+use cloudevents::event::{AttributeValue, SpecVersion};
 use cloudevents::message::{
     BinaryDeserializer, BinarySerializer, Error as MessageError, MessageAttributeValue,
 };
@@ -298,7 +299,14 @@ pub fn to_http_binary(event: &Event) -> (HeaderMap, Vec<u8>) {
             continue;
         }
         let header = HeaderName::try_from(format!("ce-{name}"));
-        let value = HeaderValue::try_from(encode_header_value(&value.to_string()));
+        // `time` as the JSON format writes it (`...Z`), not the SDK's
+        // `+00:00`: receivers that keep values as sent then store one form
+        // whichever content mode brought the event.
+        let text = match value {
+            AttributeValue::Time(time) => time.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+            other => other.to_string(),
+        };
+        let value = HeaderValue::try_from(encode_header_value(&text));
         // Attribute names are lower-case alphanumerics (the SDK enforces it)
         // and encoded values are printable ASCII, so both always convert.
         if let (Ok(header), Ok(value)) = (header, value) {
@@ -345,6 +353,22 @@ mod tests {
                 s
             );
         }
+    }
+
+    #[test]
+    fn time_goes_out_in_the_json_formats_form() {
+        let time = chrono::DateTime::parse_from_rfc3339("2026-11-26T09:30:00.1Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let event = EventBuilderV10::new()
+            .id("1")
+            .source("/s")
+            .ty("t")
+            .time(time)
+            .build()
+            .unwrap();
+        let (headers, _) = to_http_binary(&event);
+        assert_eq!(headers["ce-time"], "2026-11-26T09:30:00.100Z");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! wrong stops the service at start with a message naming the variable.
 
 use std::fmt::Display;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::str::FromStr;
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +36,48 @@ where
         }),
         _ => Ok(default),
     }
+}
+
+/// `LISTEN_ADDR`, the same way for both services: `host:port`, where the
+/// host is an IP address (`0.0.0.0`, `127.0.0.1`, `[::1]`) or a name
+/// (`localhost`), or empty as in Go's `:3000` (every interface). A name is
+/// resolved once, at start, to its first IPv4 address if it has one (so
+/// `localhost` is `127.0.0.1`, what `curl localhost` tries first), else to
+/// its first address. Port 0 picks a free port.
+pub fn listen_addr(default: SocketAddr) -> Result<SocketAddr, ConfigError> {
+    match std::env::var("LISTEN_ADDR") {
+        Ok(v) if !v.trim().is_empty() => {
+            parse_listen_addr(v.trim()).map_err(|reason| ConfigError {
+                name: "LISTEN_ADDR".to_owned(),
+                value: v,
+                reason,
+            })
+        }
+        _ => Ok(default),
+    }
+}
+
+/// See [`listen_addr`].
+pub fn parse_listen_addr(value: &str) -> Result<SocketAddr, String> {
+    if let Ok(address) = value.parse::<SocketAddr>() {
+        return Ok(address);
+    }
+    if let Some(port) = value.strip_prefix(':') {
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("{port:?} is not a port number"))?;
+        return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
+    }
+    let addresses: Vec<SocketAddr> = value
+        .to_socket_addrs()
+        .map_err(|e| format!("expected host:port, such as 0.0.0.0:3000 or localhost:3000 ({e})"))?
+        .collect();
+    addresses
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addresses.first())
+        .copied()
+        .ok_or_else(|| format!("{value:?} resolves to no address"))
 }
 
 /// How events travel from the user service to the audit service. Both
@@ -231,6 +274,29 @@ mod tests {
         let shown = format!("{c:?}");
         assert!(shown.contains("sasl.password"), "{shown}");
         assert!(!shown.contains("s3cret"), "{shown}");
+    }
+
+    #[test]
+    fn listen_addresses_take_ips_names_and_a_bare_port() {
+        assert_eq!(
+            parse_listen_addr("0.0.0.0:3000"),
+            Ok(SocketAddr::from(([0, 0, 0, 0], 3000)))
+        );
+        assert_eq!(
+            parse_listen_addr("localhost:3381"),
+            Ok(SocketAddr::from(([127, 0, 0, 1], 3381)))
+        );
+        assert_eq!(
+            parse_listen_addr(":8181"),
+            Ok(SocketAddr::from(([0, 0, 0, 0], 8181)))
+        );
+        assert_eq!(
+            parse_listen_addr("[::1]:0"),
+            Ok("[::1]:0".parse::<SocketAddr>().unwrap())
+        );
+        for bad in ["localhost", "3000", "localhost:http-ish", ":x"] {
+            assert!(parse_listen_addr(bad).is_err(), "{bad} accepted");
+        }
     }
 
     #[test]

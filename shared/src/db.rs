@@ -41,23 +41,7 @@ impl Kind {
 /// which is what lets the services acknowledge only durable work. NORMAL
 /// could lose the last commits on power loss.
 pub async fn connect_sqlite(url: &str, max_connections: u32) -> Result<SqlitePool, sqlx::Error> {
-    // sqlx reads any string as a file name; without this check a
-    // `postgres://` URL would quietly become a SQLite file named after it.
-    if Kind::of(url)? != Kind::Sqlite {
-        return Err(sqlx::Error::Configuration(
-            format!(
-                "DATABASE_URL {:?} is not a sqlite:// URL",
-                crate::redact::url(url)
-            )
-            .into(),
-        ));
-    }
-    let options = SqliteConnectOptions::from_str(url)?
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Full)
-        .foreign_keys(true)
-        .busy_timeout(Duration::from_secs(10));
+    let options = options(url)?.create_if_missing(true);
     if let Some(dir) = options.get_filename().parent() {
         if !dir.as_os_str().is_empty() {
             std::fs::create_dir_all(dir)?;
@@ -109,6 +93,51 @@ pub fn postgres_options(
     Ok(PgConnectOptions::from_str(url)?
         .application_name(application_name)
         .options([("synchronous_commit", "on")]))
+}
+
+/// Opens a SQLite database that must already exist, with the same settings
+/// as [`connect_sqlite`], for operator commands: pointed at a wrong path they
+/// must fail, not create an empty database (and its folders) and report on
+/// it.
+pub async fn open_existing_sqlite(
+    url: &str,
+    max_connections: u32,
+) -> Result<SqlitePool, sqlx::Error> {
+    let options = options(url)?.create_if_missing(false);
+    let path = options.get_filename();
+    if !path.is_file() {
+        return Err(sqlx::Error::Configuration(
+            format!(
+                "there is no database at {} ({})",
+                path.display(),
+                crate::redact::url(url)
+            )
+            .into(),
+        ));
+    }
+    SqlitePoolOptions::new()
+        .max_connections(max_connections)
+        .connect_with(options)
+        .await
+}
+
+fn options(url: &str) -> Result<SqliteConnectOptions, sqlx::Error> {
+    // sqlx reads any string as a file name; without this check a
+    // `postgres://` URL would quietly become a SQLite file named after it.
+    if Kind::of(url)? != Kind::Sqlite {
+        return Err(sqlx::Error::Configuration(
+            format!(
+                "DATABASE_URL {:?} is not a sqlite:// URL",
+                crate::redact::url(url)
+            )
+            .into(),
+        ));
+    }
+    Ok(SqliteConnectOptions::from_str(url)?
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(10)))
 }
 
 /// The file behind a `sqlite://` URL, for a connection opened outside sqlx
@@ -169,6 +198,17 @@ mod tests {
         );
         assert!(sqlite_path("sqlite::memory:").is_err());
         assert!(sqlite_path("postgres://localhost/db").is_err());
+    }
+
+    #[tokio::test]
+    async fn opening_an_existing_database_creates_nothing_when_there_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/nested/missing.db", dir.path().display());
+        let err = open_existing_sqlite(&url, 1).await.expect_err("opened");
+        assert!(err.to_string().contains("there is no database at"), "{err}");
+        assert!(!dir.path().join("nested").exists());
+        drop(connect_sqlite(&url, 1).await.unwrap());
+        assert!(open_existing_sqlite(&url, 1).await.is_ok());
     }
 
     #[tokio::test]

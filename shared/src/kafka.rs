@@ -11,8 +11,11 @@
 //! overridden or silently weakening the guarantee.
 
 use crate::config::KafkaConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::types::RDKafkaErrorCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -101,6 +104,49 @@ pub fn client_config(
         client.set(guarantee.property, guarantee.value);
     }
     Ok(client)
+}
+
+/// Creates `topics` when they do not exist, with the broker's default
+/// partition count and replication factor, and says what came of it in the
+/// log. Never fails: a broker that refuses (no permission, a policy) or
+/// does not answer within `timeout` leaves a consumer to wait for the topic,
+/// which is normal on a fresh cluster, not an error.
+pub async fn create_topics(config: &KafkaConfig, topics: &[&str], timeout: Duration) {
+    let admin: AdminClient<DefaultClientContext> =
+        match client_config(config, &[], &[]).and_then(|c| Ok(c.create()?)) {
+            Ok(admin) => admin,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot create Kafka topics: no admin client");
+                return;
+            }
+        };
+    // -1: the broker's own defaults (num.partitions, default.replication.factor).
+    let new: Vec<NewTopic> = topics
+        .iter()
+        .map(|name| NewTopic::new(name, -1, TopicReplication::Fixed(-1)))
+        .collect();
+    let options = AdminOptions::new()
+        .request_timeout(Some(timeout))
+        .operation_timeout(Some(timeout));
+    match admin.create_topics(&new, &options).await {
+        Ok(results) => {
+            for result in results {
+                match result {
+                    Ok(topic) => tracing::info!(%topic, "created Kafka topic"),
+                    Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                    Err((topic, code)) => tracing::info!(
+                        %topic,
+                        reason = %code,
+                        "cannot create Kafka topic; waiting for it to be created"
+                    ),
+                }
+            }
+        }
+        Err(e) => tracing::info!(
+            error = %e,
+            "cannot create Kafka topics now; waiting for them to exist"
+        ),
+    }
 }
 
 /// Answers whether the brokers respond and know the topic, for `/readyz`.

@@ -1,6 +1,7 @@
 //! Types and helpers the user service and the audit service share: the user
 //! events and their CloudEvents mapping, the wire-level pieces the CloudEvents
-//! SDK leaves out, configuration, broker clients (Kafka, NATS), telemetry and
+//! SDK leaves out, configuration, broker clients (Kafka, NATS), telemetry (logs,
+//! traces, metrics and the trace context that travels in events) and
 //! problem+json errors.
 
 pub mod binding;
@@ -15,6 +16,7 @@ pub mod shutdown;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod tracecontext;
 pub mod validate;
 
 pub use cloudevents;

@@ -9,12 +9,24 @@ pub const CONTENT_TYPE: &str = "application/problem+json";
 
 /// A problem detail. `type` stays `about:blank`, so `title` is the status
 /// phrase, as RFC 9457 section 4.2.1 asks; `detail` says what was wrong.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({
+    "type": "about:blank",
+    "title": "Bad Request",
+    "status": 400,
+    "detail": "`name`: invalid type: integer `5`, expected a string"
+}))]
 pub struct Problem {
+    /// Always `about:blank`: the status says what kind of problem it is.
     #[serde(rename = "type")]
+    #[schema(value_type = String)]
     pub kind: &'static str,
+    /// The HTTP status phrase.
     pub title: String,
+    /// The HTTP status code.
+    #[schema(minimum = 400, maximum = 599)]
     pub status: u16,
+    /// What was wrong, in words; for a 5xx, nothing of the internals.
     pub detail: String,
 }
 

@@ -20,6 +20,9 @@ use tokio_util::sync::CancellationToken;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
+use utoipa::openapi::OpenApi;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
 
 /// Requests carry a name and a password; 64 KiB is generous.
 const BODY_LIMIT: usize = 64 * 1024;
@@ -39,6 +42,10 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        // The recorder first: HELP texts go to the recorder installed when
+        // they are described.
+        shared::telemetry::metrics_handle();
+        crate::relay::describe_metrics();
         let backend = crate::store::open(&settings.database_url).await?;
         let publisher = Arc::new(Publisher::new(&settings.publish).await?);
         let wake = Arc::new(Notify::new());
@@ -58,7 +65,7 @@ impl Application {
             shutdown: shutdown.clone(),
             scope: Scope::All,
         };
-        let listener = TcpListener::bind(&settings.listen_addr)
+        let listener = TcpListener::bind(settings.listen_addr)
             .await
             .with_context(|| format!("Failed to listen on {}", settings.listen_addr))?;
         let addr = listener
@@ -130,23 +137,54 @@ impl Application {
     }
 }
 
-fn router(state: AppState, request_timeout: Duration) -> Router {
-    Router::new()
+/// The OpenAPI 3.1 document of the service's HTTP API, generated from the
+/// handlers' annotations; served at `GET /openapi.json`.
+pub fn openapi() -> OpenApi {
+    api_routes().2
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(info(
+    title = "user-service",
+    description = "Users over HTTP. Every change is committed together with its CloudEvent \
+                   (user.storeUser, user.updateUser, user.deleteUser) and delivered to the \
+                   audit service by an outbox relay. Errors are application/problem+json (RFC 9457)."
+))]
+struct ApiDoc;
+
+/// The documented routes (the API, then the operational ones) and their
+/// document.
+#[allow(clippy::type_complexity)]
+fn api_routes() -> (Router<AppState>, Router<AppState>, OpenApi) {
+    let (api, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::users::router())
         .merge(routes::health::router())
+        .split_for_parts();
+    let (ops, ops_doc) = shared::telemetry::ops_router().split_for_parts();
+    doc.merge(ops_doc);
+    (api, ops, doc)
+}
+
+fn router(state: AppState, request_timeout: Duration) -> Router {
+    let (api, ops, doc) = api_routes();
+    api
         // A route layer, so metrics are labelled by MatchedPath.
         .route_layer(middleware::from_fn(shared::telemetry::track_http_metrics))
-        .merge(shared::telemetry::ops_router())
+        .merge(ops)
+        .merge(shared::telemetry::openapi_route(&doc))
         // Each `layer` wraps all above it; the last one is outermost. The
         // problem+json rewrite is outermost so the body limit's 413, the
         // timeout's 503 and axum's plain-text rejections all leave as
-        // problem+json.
+        // problem+json. The request id is set before the span is made, so
+        // the span (and every log line in it) carries it, and the response
+        // returns it.
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             request_timeout,
         ))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(shared::telemetry::request_span))
+        .layer(middleware::from_fn(shared::telemetry::request_id))
         .layer(middleware::map_response(
             shared::problem::problem_for_plain_errors,
         ))

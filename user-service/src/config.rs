@@ -1,7 +1,8 @@
 //! The service's settings, read once from the environment at start.
 
-use shared::config::{env_or, env_parse, ConfigError, KafkaConfig, Transport};
+use shared::config::{env_or, env_parse, listen_addr, ConfigError, KafkaConfig, Transport};
 use shared::nats::NatsConfig;
+use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -126,8 +127,9 @@ impl PublishSettings {
 
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// `LISTEN_ADDR`; port 0 picks a free port (tests).
-    pub listen_addr: String,
+    /// `LISTEN_ADDR` (see `shared::config::listen_addr`); port 0 picks a
+    /// free port (tests).
+    pub listen_addr: SocketAddr,
     /// `DATABASE_URL`.
     pub database_url: String,
     /// `EVENT_SOURCE`: the `source` of every event this service emits.
@@ -162,7 +164,7 @@ impl Settings {
         }
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Settings {
-            listen_addr: env_or("LISTEN_ADDR", "0.0.0.0:3000"),
+            listen_addr: listen_addr(SocketAddr::from(([0, 0, 0, 0], 3000)))?,
             database_url: database_url_from_env(),
             event_source: env_or("EVENT_SOURCE", "/user-service"),
             publish: PublishSettings::from_env()?,

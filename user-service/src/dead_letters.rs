@@ -11,7 +11,7 @@ pub const USAGE: &str = "usage:
   user-service dead-letters list [--json]      show events parked as dead letters
   user-service dead-letters redrive <seq>...   send these again (the running relay picks them up)
   user-service dead-letters redrive --all      send all of them again
-The database is DATABASE_URL (default sqlite://data/users.db; postgres:// works too).";
+The database is DATABASE_URL (default sqlite://data/users.db; postgres:// works too); it must exist.";
 
 /// Runs `dead-letters <args>` against the database at `database_url`,
 /// writing the result to `out`.
@@ -23,7 +23,7 @@ pub async fn run(
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let command = parse(&args)?;
     // One connection: an operator command next to a running service.
-    let store = crate::store::open_with(database_url, 1).await?;
+    let store = crate::store::open_existing(database_url).await?;
     execute(store.as_ref(), command, out).await
 }
 
@@ -88,7 +88,11 @@ async fn execute(
         }
         Command::Redrive(which) => {
             let changed = store.redrive(&which).await.context("Failed to re-drive")?;
-            writeln!(out, "{changed} dead letter(s) set back to pending")?;
+            match changed {
+                0 => writeln!(out, "there are no dead letters to re-drive")?,
+                1 => writeln!(out, "1 dead letter set back to pending")?,
+                n => writeln!(out, "{n} dead letters set back to pending")?,
+            }
         }
     }
     Ok(())

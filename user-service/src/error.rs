@@ -1,6 +1,6 @@
 //! The one error type of the HTTP API, answered as problem+json.
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use shared::problem::Problem;
@@ -11,7 +11,7 @@ pub enum ApiError {
     #[error("{0}")]
     Invalid(String),
     /// The body or query could not be read as the endpoint expects; the
-    /// rejection carries its own status (400, 413, 415 or 422).
+    /// rejection carries its own status (400, 413 or 415).
     #[error("{detail}")]
     Rejected { status: StatusCode, detail: String },
     #[error("no user with id {0}")]
@@ -23,15 +23,6 @@ pub enum ApiError {
     /// Anything that is our fault. Logged in full, answered without detail.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
-}
-
-impl From<JsonRejection> for ApiError {
-    fn from(rejection: JsonRejection) -> Self {
-        ApiError::Rejected {
-            status: rejection.status(),
-            detail: rejection.body_text(),
-        }
-    }
 }
 
 impl From<QueryRejection> for ApiError {

@@ -1,5 +1,6 @@
 //! Entry point: the service by default, or an operator command.
 
+use shared::telemetry::{self, Spans};
 use user_service::config::{database_url_from_env, Settings};
 use user_service::{dead_letters, Application};
 
@@ -7,10 +8,7 @@ use user_service::{dead_letters, Application};
 async fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
-        None | Some("serve") => {
-            shared::telemetry::init_tracing();
-            serve().await
-        }
+        None | Some("serve") => serve().await,
         Some("dead-letters") => {
             dead_letters::run(&args[1..], &database_url_from_env(), &mut std::io::stdout()).await
         }
@@ -25,17 +23,21 @@ async fn main() -> std::process::ExitCode {
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            // The whole cause chain, on stderr and in the log.
-            tracing::error!(error = format!("{e:#}"), "user-service failed");
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
+        // The whole cause chain, once.
+        Err(e) => telemetry::report_fatal("user-service", format_args!("{e:#}")),
     }
 }
 
 async fn serve() -> anyhow::Result<()> {
-    let settings = Settings::from_env()?;
-    let app = Application::build(settings).await?;
-    app.run_until_stopped().await
+    // The user service starts traces: a request without a traceparent gets a
+    // new one, and its events carry it, exported or not.
+    let telemetry = telemetry::init("user-service", Spans::Always)?;
+    let served = async {
+        let settings = Settings::from_env()?;
+        let app = Application::build(settings).await?;
+        app.run_until_stopped().await
+    }
+    .await;
+    telemetry.shutdown();
+    served
 }

@@ -18,10 +18,20 @@ pub struct PendingEvent {
     pub seq: i64,
     pub event_id: String,
     pub user_id: String,
+    /// The CloudEvent's `type`, for the relay's counters.
+    pub event_type: String,
     /// The CloudEvent in the JSON event format. Shared, not copied, when
     /// the row is put in a request.
     pub event_json: Arc<str>,
     pub attempts: u32,
+}
+
+/// How far behind the relay is: the outbox's depth (pending rows) and
+/// when the oldest of them was committed, if there is one.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backlog {
+    pub pending: i64,
+    pub oldest: Option<DateTime<Utc>>,
 }
 
 /// What came of sent rows, written to the outbox together.
@@ -85,4 +95,32 @@ pub struct DeadLetter {
 pub enum Redrive {
     All,
     Seqs(Vec<i64>),
+}
+
+/// Why named dead letters were not re-driven.
+#[derive(Debug, thiserror::Error)]
+pub enum RedriveError {
+    #[error("{}; nothing was re-driven", describe_not_dead(.0))]
+    NotDead(Vec<NotDead>),
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+}
+
+/// A seq an operator named that is not a dead letter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotDead {
+    pub seq: i64,
+    /// The row's status, or `None` when there is no row with that seq.
+    pub status: Option<String>,
+}
+
+fn describe_not_dead(not_dead: &[NotDead]) -> String {
+    not_dead
+        .iter()
+        .map(|n| match &n.status {
+            None => format!("there is no dead letter with seq {}", n.seq),
+            Some(status) => format!("seq {} is not a dead letter (it is {status})", n.seq),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }

@@ -7,15 +7,16 @@
 //! is known to be well-formed, and shared::validate adds the spec's rules
 //! the SDK does not enforce.
 
-use chrono::DateTime;
+use chrono::{DateTime, Utc};
 use cloudevents::event::SpecVersion;
 use cloudevents::message::Error as MessageError;
-use cloudevents::Event;
+use cloudevents::{AttributesReader, Event};
 use rdkafka::message::{Headers, Message};
 use serde_json::{Map, Value};
 use shared::binding::{is_cloudevents_media_type, BinaryMessage, STRUCTURED_JSON};
 use shared::cloudevents;
 use shared::validate::{validate, InvalidEvent};
+use std::cell::RefCell;
 
 /// Why a message is not a CloudEvent we store. The `Display` text is what
 /// clients read in the problem's `detail` and what the dead-letter header says.
@@ -59,8 +60,119 @@ impl DecodeError {
     }
 }
 
+/// A decoded event, with its typed attributes as they arrived where the
+/// SDK would write them differently.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    pub event: Event,
+    pub as_received: AsReceived,
+}
+
+impl From<Event> for Decoded {
+    fn from(event: Event) -> Self {
+        Decoded {
+            event,
+            as_received: AsReceived::default(),
+        }
+    }
+}
+
+/// Attribute values as a sender wrote them, where the SDK's typed model
+/// would write them back differently: it keeps `time` as a UTC instant
+/// (`+01:00` comes back as `Z`, `.1Z` as `.100Z`) and `dataschema`
+/// (`schemaurl` in 0.3) as a parsed URL (`HTTP://Example.com` comes back as
+/// `http://example.com/`). An audit trail keeps what was sent, so the
+/// stored JSON gets these values back ([`AsReceived::restore`]). Empty, and
+/// free, for an event already in the SDK's form, as the user service's are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AsReceived(Vec<Kept>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Kept {
+    name: &'static str,
+    /// The value as the SDK writes it, as JSON (quoted).
+    written: String,
+    /// The value as it arrived.
+    received: String,
+}
+
+impl AsReceived {
+    /// Keeps `received`, the `time` attribute as it arrived, when the SDK
+    /// would write the instant differently. Called for every event, so the
+    /// usual case (the SDK's own form) allocates nothing: the SDK's form is
+    /// written into a buffer the thread reuses. The SDK parses `time` the
+    /// same way (`parse_from_rfc3339`, then UTC).
+    fn time(&mut self, received: &str) {
+        thread_local! {
+            static WRITTEN: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+        }
+        let Ok(instant) = DateTime::parse_from_rfc3339(received) else {
+            return;
+        };
+        let instant = instant.with_timezone(&Utc);
+        let kept = WRITTEN.with(|buffer| {
+            let mut buffer = buffer.borrow_mut();
+            buffer.clear();
+            serde_json::to_writer(&mut *buffer, &instant).ok()?;
+            let written = std::str::from_utf8(&buffer).ok()?;
+            // A timestamp has nothing to escape: the quoted value is the text.
+            let same = written.get(1..written.len().saturating_sub(1)) == Some(received);
+            (!same).then(|| Kept {
+                name: "time",
+                written: written.to_owned(),
+                received: received.to_owned(),
+            })
+        });
+        self.0.extend(kept);
+    }
+
+    /// Keeps the schema URL as it arrived when the SDK's parsed URL writes
+    /// differently (rare: the attribute is seldom set).
+    fn schema(&mut self, event: &Event, received: Option<String>) {
+        let name = match event.specversion() {
+            SpecVersion::V03 => "schemaurl",
+            SpecVersion::V10 => "dataschema",
+        };
+        let (Some(received), Some(url)) = (received, event.dataschema()) else {
+            return;
+        };
+        if url.as_str() == received {
+            return;
+        }
+        if let Ok(written) = serde_json::to_string(url) {
+            self.0.push(Kept {
+                name,
+                written,
+                received,
+            });
+        }
+    }
+
+    /// Puts the values as they arrived into `json`, the event as the SDK
+    /// serialized it. The SDK writes the context attributes first, `data`
+    /// and the extensions after them, and a quote inside a JSON string is
+    /// always escaped, so the first `"time":<value>` in its output is the
+    /// attribute itself.
+    pub fn restore(&self, json: &mut String) {
+        for kept in &self.0 {
+            let pattern = format!("\"{}\":{}", kept.name, kept.written);
+            let Some(at) = json.find(&pattern) else {
+                continue;
+            };
+            // A String always serializes.
+            let Ok(received) = serde_json::to_string(&kept.received) else {
+                continue;
+            };
+            json.replace_range(
+                at..at + pattern.len(),
+                &format!("\"{}\":{received}", kept.name),
+            );
+        }
+    }
+}
+
 /// A structured-mode event (`application/cloudevents+json`).
-pub fn structured(body: &[u8]) -> Result<Event, DecodeError> {
+pub fn structured(body: &[u8]) -> Result<Decoded, DecodeError> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| DecodeError::MalformedJson(e.to_string()))?;
     from_json(value)
@@ -69,7 +181,7 @@ pub fn structured(body: &[u8]) -> Result<Event, DecodeError> {
 /// A batch (`application/cloudevents-batch+json`): an array of structured
 /// events. "The batch MAY be empty. All batched CloudEvents MUST have the
 /// same `specversion`" (HTTP binding 3.3.2).
-pub fn batch(body: &[u8]) -> Result<Vec<Event>, DecodeError> {
+pub fn batch(body: &[u8]) -> Result<Vec<Decoded>, DecodeError> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| DecodeError::MalformedJson(e.to_string()))?;
     let Value::Array(items) = value else {
@@ -102,14 +214,22 @@ pub fn batch(body: &[u8]) -> Result<Vec<Event>, DecodeError> {
 }
 
 /// A binary-mode message (HTTP `ce-` headers or Kafka `ce_` headers).
-pub fn binary(message: BinaryMessage) -> Result<Event, DecodeError> {
+pub fn binary(message: BinaryMessage) -> Result<Decoded, DecodeError> {
     let version = spec_version(&message.spec_version)?;
+    let mut as_received = AsReceived::default();
+    let mut schema = None;
     for (name, value) in &message.attributes {
         check_string_attribute(&version, name, value)?;
+        match name.as_str() {
+            "time" => as_received.time(value),
+            "dataschema" | "schemaurl" => schema = Some(value.clone()),
+            _ => {}
+        }
     }
     let event = message.into_event().map_err(from_message_error)?;
     validate(&event)?;
-    Ok(event)
+    as_received.schema(&event, schema);
+    Ok(Decoded { event, as_received })
 }
 
 /// The HTTP or Kafka binding failed before we saw any attribute.
@@ -153,10 +273,14 @@ fn spec_version(value: &str) -> Result<SpecVersion, DecodeError> {
 
 /// Checks the attributes of a JSON-format event so that errors name them,
 /// then lets the SDK parse it.
-fn from_json(value: Value) -> Result<Event, DecodeError> {
-    let Value::Object(map) = value else {
+fn from_json(value: Value) -> Result<Decoded, DecodeError> {
+    let Value::Object(mut map) = value else {
         return Err(DecodeError::NotAnObject);
     };
+    // "When decoding attributes and a null value is encountered, it MUST be
+    // decoded as if the attribute was absent" (JSON format 3.1). The SDK
+    // refuses `"data": null` beside `"data_base64": null` as both present.
+    map.retain(|_, value| !value.is_null());
     let version = match map.get("specversion") {
         None | Some(Value::Null) => {
             return Err(DecodeError::MissingAttribute("specversion".into()))
@@ -172,10 +296,18 @@ fn from_json(value: Value) -> Result<Event, DecodeError> {
         }
     }
     check_json_attributes(&version, &map)?;
+    let mut as_received = AsReceived::default();
+    if let Some(time) = map.get("time").and_then(Value::as_str) {
+        as_received.time(time);
+    }
+    let schema = ["dataschema", "schemaurl"]
+        .iter()
+        .find_map(|name| map.get(*name).and_then(Value::as_str).map(str::to_owned));
     let event: Event = serde_json::from_value(Value::Object(map))
         .map_err(|e| DecodeError::Other(e.to_string()))?;
     validate(&event)?;
-    Ok(event)
+    as_received.schema(&event, schema);
+    Ok(Decoded { event, as_received })
 }
 
 fn check_json_attributes(
@@ -253,7 +385,7 @@ fn is_absolute_uri(name: &str, value: &str) -> Result<(), DecodeError> {
 /// Decodes one record per the CloudEvents Kafka binding, without ever
 /// handing the SDK a record it would panic on (a null header value, a null
 /// structured payload).
-pub fn kafka_record(message: &impl Message) -> Result<Event, DecodeError> {
+pub fn kafka_record(message: &impl Message) -> Result<Decoded, DecodeError> {
     let headers: Vec<(&str, Option<&[u8]>)> = message
         .headers()
         .map(|h| h.iter().map(|h| (h.key, h.value)).collect())
@@ -283,7 +415,7 @@ pub fn kafka_record(message: &impl Message) -> Result<Event, DecodeError> {
 
 /// A broker message whose content type says structured mode: only the
 /// JSON format, and never an empty payload.
-fn structured_message(content_type: &str, payload: &[u8]) -> Result<Event, DecodeError> {
+fn structured_message(content_type: &str, payload: &[u8]) -> Result<Decoded, DecodeError> {
     let media_type = content_type
         .split(';')
         .next()
@@ -313,7 +445,7 @@ fn structured_message(content_type: &str, payload: &[u8]) -> Result<Event, Decod
 /// reads any message without `ce-specversion` as structured. So a message
 /// with neither header is read as a structured-mode JSON event; a payload
 /// that is not one is refused, naming both modes.
-pub fn nats_message(headers: &[(&str, &str)], payload: &[u8]) -> Result<Event, DecodeError> {
+pub fn nats_message(headers: &[(&str, &str)], payload: &[u8]) -> Result<Decoded, DecodeError> {
     let content_type = headers
         .iter()
         .find(|(name, _)| name.eq_ignore_ascii_case("content-type"))
@@ -350,11 +482,71 @@ pub fn nats_message(headers: &[(&str, &str)], payload: &[u8]) -> Result<Event, D
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cloudevents::AttributesReader;
     use serde_json::json;
 
     fn parse(v: Value) -> Result<Event, DecodeError> {
-        structured(v.to_string().as_bytes())
+        structured(v.to_string().as_bytes()).map(|d| d.event)
+    }
+
+    /// The JSON the store would keep for `v`.
+    fn stored(v: Value) -> Value {
+        let decoded = structured(v.to_string().as_bytes()).unwrap();
+        let mut json = serde_json::to_string(&decoded.event).unwrap();
+        decoded.as_received.restore(&mut json);
+        serde_json::from_str(&json).unwrap()
+    }
+
+    #[test]
+    fn time_and_dataschema_are_kept_as_they_arrived() {
+        let mut v = minimal();
+        v["time"] = json!("2026-11-26T10:30:00.1+01:00");
+        v["dataschema"] = json!("HTTP://Example.com");
+        // A `time` in the data and in an extension, as the SDK's form of
+        // the attribute, are not the attribute.
+        v["data"] = json!({"time": "2026-11-26T09:30:00.100Z"});
+        v["note"] = json!("\"time\":\"2026-11-26T09:30:00.100Z\"");
+        let kept = stored(v.clone());
+        assert_eq!(kept["time"], "2026-11-26T10:30:00.1+01:00");
+        assert_eq!(kept["dataschema"], "HTTP://Example.com");
+        assert_eq!(kept["data"], v["data"]);
+        assert_eq!(kept["note"], v["note"]);
+        // The SDK still reads the instant it means.
+        let event: Event = serde_json::from_value(kept).unwrap();
+        assert_eq!(
+            event.time().unwrap().to_rfc3339(),
+            "2026-11-26T09:30:00.100+00:00"
+        );
+    }
+
+    #[test]
+    fn an_event_in_the_sdks_own_form_keeps_nothing_extra() {
+        let mut v = minimal();
+        v["time"] = json!("2026-11-26T09:30:00.123Z");
+        let decoded = structured(v.to_string().as_bytes()).unwrap();
+        assert_eq!(decoded.as_received, AsReceived::default());
+        assert_eq!(stored(v.clone())["time"], v["time"]);
+    }
+
+    #[test]
+    fn binary_mode_keeps_time_as_it_arrived() {
+        let message = BinaryMessage {
+            spec_version: "1.0".into(),
+            attributes: vec![
+                ("id".into(), "1".into()),
+                ("source".into(), "/s".into()),
+                ("type".into(), "t".into()),
+                ("time".into(), "2026-11-26T10:30:00+01:00".into()),
+            ],
+            content_type: None,
+            body: vec![],
+        };
+        let decoded = binary(message).unwrap();
+        let mut json = serde_json::to_string(&decoded.event).unwrap();
+        decoded.as_received.restore(&mut json);
+        assert!(
+            json.contains(r#""time":"2026-11-26T10:30:00+01:00""#),
+            "{json}"
+        );
     }
 
     fn minimal() -> Value {
@@ -401,6 +593,17 @@ mod tests {
     }
 
     #[test]
+    fn null_attributes_are_absent() {
+        let mut v = minimal();
+        v["data"] = Value::Null;
+        v["data_base64"] = Value::Null;
+        v["subject"] = Value::Null;
+        let event = parse(v).unwrap();
+        assert_eq!(event.subject(), None);
+        assert_eq!(event.data(), None);
+    }
+
+    #[test]
     fn a_batch_of_two_specversions_is_refused() {
         let mut v03 = minimal();
         v03["specversion"] = json!("0.3");
@@ -409,7 +612,7 @@ mod tests {
             batch(body.as_bytes()),
             Err(DecodeError::MixedSpecVersions { .. })
         ));
-        assert_eq!(batch(b"[]").unwrap(), vec![]);
+        assert!(batch(b"[]").unwrap().is_empty());
     }
 
     #[test]
@@ -503,14 +706,15 @@ mod tests {
             ],
             br#"{"a":1}"#,
         )
-        .unwrap();
+        .unwrap()
+        .event;
         assert_eq!(binary.subject(), Some("Grüße"));
         assert_eq!(binary.datacontenttype(), Some("application/json"));
         let body = br#"{"specversion":"1.0","id":"n2","source":"/s","type":"t"}"#;
         let structured = nats_message(&[("Content-Type", "application/cloudevents+json")], body);
-        assert_eq!(structured.unwrap().id(), "n2");
+        assert_eq!(structured.unwrap().event.id(), "n2");
         // The Go SDK's structured mode: the payload alone.
-        assert_eq!(nats_message(&[], body).unwrap().id(), "n2");
+        assert_eq!(nats_message(&[], body).unwrap().event.id(), "n2");
     }
 
     #[test]

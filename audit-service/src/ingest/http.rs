@@ -4,33 +4,65 @@
 //! as 500 or plain text, so this module has its own extractor behind
 //! `DefaultBodyLimit`, answering every rejection as problem+json.
 
-use super::decode::{self, DecodeError};
+use super::decode::{self, DecodeError, Decoded};
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::openapi::CloudEvent;
 use crate::store::EventRow;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
-use axum::Router;
-use cloudevents::Event;
 use shared::binding::{
     decode_header_value, is_cloudevents_media_type, BinaryMessage, BATCH_JSON, STRUCTURED_JSON,
 };
-use shared::cloudevents;
 use shared::config::Transport;
+use shared::problem::Problem;
 use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router(max_body_bytes: usize) -> Router<AppState> {
-    Router::new()
-        .route("/", post(receive))
+pub fn router(max_body_bytes: usize) -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(receive))
         .layer(DefaultBodyLimit::max(max_body_bytes))
 }
 
 /// Stores the events and answers `204 No Content` once they are committed
 /// (a duplicate of a stored event is acknowledged the same way). 204
 /// rather than 200 so no sender mistakes the answer for a reply event.
+///
+/// The content mode follows the HTTP protocol binding: a batch
+/// (`application/cloudevents-batch+json`, one specversion), one structured
+/// event (`application/cloudevents+json`), or binary mode: the attributes
+/// in `ce-` headers (percent-encoded), the data as the body in any media
+/// type.
+#[utoipa::path(
+    post,
+    path = "/",
+    tag = "ingest",
+    params(
+        ("ce-specversion" = Option<String>, Header, description = "Binary mode: `1.0` or `0.3`"),
+        ("ce-id" = Option<String>, Header, description = "Binary mode: the event id"),
+        ("ce-source" = Option<String>, Header, description = "Binary mode: the event source"),
+        ("ce-type" = Option<String>, Header, description = "Binary mode: the event type"),
+    ),
+    request_body(
+        description = "One event (structured or binary mode) or a batch",
+        content(
+            (CloudEvent = "application/cloudevents+json"),
+            (Vec<CloudEvent> = "application/cloudevents-batch+json"),
+            (serde_json::Value = "application/json"),
+        )
+    ),
+    responses(
+        (status = 204, description = "Stored (or already stored): on disk before this answer"),
+        (status = 400, description = "Not a valid CloudEvent; the detail names the attribute", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is larger than MAX_BODY_BYTES", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Neither binary, structured nor batch mode", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable; nothing was stored, send again", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 #[tracing::instrument(level = "debug", name = "receive_http", skip_all, fields(events = events.0.len()))]
 async fn receive(
     State(state): State<AppState>,
@@ -39,7 +71,7 @@ async fn receive(
     let rows = events
         .0
         .iter()
-        .map(EventRow::from_event)
+        .map(EventRow::from_decoded)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ApiError::Store(Arc::new(e.into())))?;
     state
@@ -51,7 +83,7 @@ async fn receive(
 }
 
 /// The events of one request, valid per the spec. Empty for an empty batch.
-pub struct CloudEvents(pub Vec<Event>);
+pub struct CloudEvents(pub Vec<Decoded>);
 
 impl FromRequest<AppState> for CloudEvents {
     type Rejection = ApiError;
@@ -72,7 +104,7 @@ enum Mode {
     Binary,
 }
 
-async fn extract(request: Request, state: &AppState) -> Result<Vec<Event>, ApiError> {
+async fn extract(request: Request, state: &AppState) -> Result<Vec<Decoded>, ApiError> {
     let mode = mode(request.headers())?;
     let headers = request.headers().clone();
     let body = Bytes::from_request(request, state)

@@ -25,7 +25,9 @@ pub mod tail;
 mod tail_poll;
 mod writer;
 
+use crate::ingest::decode::{AsReceived, Decoded};
 use chrono::SecondsFormat;
+use cloudevents::event::ExtensionValue;
 use cloudevents::{AttributesReader, Event};
 use serde::ser::{SerializeStruct, Serializer};
 use serde::Serialize;
@@ -33,6 +35,7 @@ use serde_json::value::RawValue;
 use shared::cloudevents;
 use shared::config::Transport;
 use shared::db::Kind;
+use shared::tracecontext;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
@@ -52,13 +55,63 @@ pub struct EventRow {
     pub id: String,
     pub ty: String,
     pub subject: Option<String>,
+    /// `time` as a UTC instant, so the column sorts; the JSON keeps the
+    /// value as it was sent.
     pub time: Option<String>,
-    /// The CloudEvent in the JSON event format.
+    /// The CloudEvent in the JSON event format, with its attribute values
+    /// as they were received.
     pub json: String,
+    /// The event's trace context (the distributed-tracing extension), for
+    /// the log line and the store span after the commit.
+    pub trace: Option<TraceContext>,
+}
+
+/// An event's `traceparent`, and its `tracestate` when spans are exported
+/// (only a span needs it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceContext {
+    pub traceparent: String,
+    pub tracestate: Option<String>,
+}
+
+impl TraceContext {
+    fn of(event: &Event) -> Option<Self> {
+        let text = |name: &str| match event.extension(name) {
+            Some(ExtensionValue::String(s)) => Some(s.clone()),
+            _ => None,
+        };
+        let traceparent = text(tracecontext::TRACEPARENT)?;
+        let tracestate = if shared::telemetry::traces_exported() {
+            text(tracecontext::TRACESTATE)
+        } else {
+            None
+        };
+        Some(TraceContext {
+            traceparent,
+            tracestate,
+        })
+    }
+
+    /// The trace id, for the log line.
+    pub fn trace_id(&self) -> Option<&str> {
+        tracecontext::trace_id_of(&self.traceparent)
+    }
 }
 
 impl EventRow {
     pub fn from_event(event: &Event) -> Result<Self, serde_json::Error> {
+        Self::new(event, &AsReceived::default())
+    }
+
+    /// The row of a decoded event: its JSON as the SDK writes it, with the
+    /// attribute values it arrived with put back.
+    pub fn from_decoded(decoded: &Decoded) -> Result<Self, serde_json::Error> {
+        Self::new(&decoded.event, &decoded.as_received)
+    }
+
+    fn new(event: &Event, as_received: &AsReceived) -> Result<Self, serde_json::Error> {
+        let mut json = serde_json::to_string(event)?;
+        as_received.restore(&mut json);
         Ok(EventRow {
             source: event.source().to_string(),
             id: event.id().to_owned(),
@@ -67,7 +120,8 @@ impl EventRow {
             time: event
                 .time()
                 .map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
-            json: serde_json::to_string(event)?,
+            json,
+            trace: TraceContext::of(event),
         })
     }
 }
@@ -84,6 +138,9 @@ pub struct StoredEvent {
     pub subject: Option<String>,
     /// The CloudEvent in the JSON format, exactly as stored.
     pub json: String,
+    /// The event's trace context; set for events just stored, not for rows
+    /// read back.
+    pub trace: Option<TraceContext>,
 }
 
 impl Serialize for StoredEvent {

@@ -248,5 +248,6 @@ fn stored_event(row: &PgRow) -> Result<StoredEvent, StoreError> {
         id: row.try_get("id")?,
         ty: row.try_get("type")?,
         subject: row.try_get("subject")?,
+        trace: None,
     })
 }

@@ -85,6 +85,7 @@ pub(super) async fn events(
                     id,
                     ty,
                     subject,
+                    trace: None,
                 })
             },
         )

@@ -234,6 +234,7 @@ mod tests {
             ty: "t".into(),
             subject: None,
             json: "x".repeat(json_bytes),
+            trace: None,
         }
     }
 

@@ -14,13 +14,17 @@
 //! to its queue as soon as the waiters have their answers.
 
 use super::{
-    Command, EventRow, StoreError, StoredEvent, Tail, WriteFailed, WriteOutcome, WriteRequest,
+    Command, EventRow, StoreError, StoredEvent, Tail, TraceContext, WriteFailed, WriteOutcome,
+    WriteRequest,
 };
 use chrono::{SecondsFormat, Utc};
+use opentelemetry::global::BoxedTracer;
+use opentelemetry::trace::{Span as _, SpanKind, TraceContextExt, Tracer as _};
+use opentelemetry::KeyValue;
 use shared::config::Transport;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 use tokio::sync::mpsc;
 
 /// The most events one transaction takes, so a flood of requests still gets
@@ -99,6 +103,9 @@ struct Committed {
     rows: Vec<StoredEvent>,
     /// Per request: its transport and outcome, for the counters.
     outcomes: Vec<(Transport, WriteOutcome)>,
+    /// When its transaction began and committed: the store spans' times.
+    began: SystemTime,
+    committed: SystemTime,
 }
 
 pub(super) fn spawn(
@@ -147,6 +154,7 @@ fn run(
             }
         }
         let started = Instant::now();
+        let began = SystemTime::now();
         let received_at: Arc<str> = Utc::now()
             .to_rfc3339_opts(SecondsFormat::Micros, true)
             .into();
@@ -161,7 +169,9 @@ fn run(
             .record(started.elapsed().as_secs_f64());
         match result {
             Ok(seqs) => {
-                let done = answer(batch, seqs, &received_at);
+                let mut done = answer(batch, seqs, &received_at);
+                done.began = began;
+                done.committed = SystemTime::now();
                 // Only fails when the logger thread is gone, i.e. panicked;
                 // the events are stored and answered either way.
                 let _ = committed.send(done);
@@ -201,6 +211,7 @@ fn answer(batch: Vec<WriteRequest>, seqs: Vec<Option<i64>>, received_at: &Arc<st
                         ty: row.ty,
                         subject: row.subject,
                         json: row.json,
+                        trace: row.trace,
                     });
                 }
                 None => outcome.duplicates += 1,
@@ -213,23 +224,38 @@ fn answer(batch: Vec<WriteRequest>, seqs: Vec<Option<i64>>, received_at: &Arc<st
     Committed {
         rows: stored,
         outcomes,
+        began: SystemTime::UNIX_EPOCH,
+        committed: SystemTime::UNIX_EPOCH,
     }
 }
 
 /// One log line per stored event, the counters, and the live tail, in
 /// commit (seq) order.
+///
+/// While spans are exported, each stored event that carries a trace
+/// context also gets a span `audit.store` in that trace, from the start of
+/// its transaction to the commit. It is made here, after the commit and off
+/// the writer thread, and only then: at 100,000 events a second a span per
+/// event is work the writer must not do, nor the logger when nobody
+/// collects it.
 fn log_committed(committed: std::sync::mpsc::Receiver<Committed>, feed: Feed) {
+    let spans = shared::telemetry::traces_exported().then(StoreSpans::new);
     for batch in committed {
         for row in &batch.rows {
+            let trace_id = row.trace.as_ref().and_then(TraceContext::trace_id);
             tracing::info!(
                 r#type = %row.ty,
                 source = %row.source,
                 id = %row.id,
-                subject = row.subject.as_deref(),
-                transport = row.transport.as_str(),
+                subject = row.subject.as_deref().map(display),
+                transport = %row.transport.as_str(),
                 seq = row.seq,
+                trace_id = trace_id.map(display),
                 "audit event stored"
             );
+            if let Some(spans) = &spans {
+                spans.record(row, batch.began, batch.committed);
+            }
         }
         match &feed {
             Feed::Tail(tail) => tail.publish(batch.rows),
@@ -249,5 +275,44 @@ fn log_committed(committed: std::sync::mpsc::Receiver<Committed>, feed: Feed) {
                 );
             }
         }
+    }
+}
+
+/// Makes the `audit.store` spans (see [`log_committed`]).
+struct StoreSpans {
+    tracer: BoxedTracer,
+}
+
+impl StoreSpans {
+    fn new() -> Self {
+        StoreSpans {
+            tracer: opentelemetry::global::tracer("audit-service"),
+        }
+    }
+
+    /// One span for `row`, child of the context its event carries.
+    fn record(&self, row: &StoredEvent, began: SystemTime, committed: SystemTime) {
+        let Some(trace) = &row.trace else {
+            return;
+        };
+        let parent =
+            shared::tracecontext::from_values(&trace.traceparent, trace.tracestate.as_deref());
+        if !parent.span().span_context().is_valid() {
+            return;
+        }
+        let mut span = self
+            .tracer
+            .span_builder("audit.store")
+            .with_kind(SpanKind::Consumer)
+            .with_start_time(began)
+            .with_attributes([
+                KeyValue::new("cloudevents.event_id", row.id.clone()),
+                KeyValue::new("cloudevents.event_source", row.source.clone()),
+                KeyValue::new("cloudevents.event_type", row.ty.clone()),
+                KeyValue::new("audit.transport", row.transport.as_str()),
+                KeyValue::new("audit.seq", row.seq),
+            ])
+            .start_with_context(&self.tracer, &parent);
+        span.end_with_timestamp(committed);
     }
 }

@@ -15,7 +15,6 @@ use serde_json::Value;
 use shared::config::{KafkaConfig, Transport};
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::Once;
 use std::time::Duration;
 use tempfile::TempDir;
 use tokio::time::Instant;
@@ -25,12 +24,7 @@ pub const BROKERS: &str = "127.0.0.1:9092";
 
 /// Logs go to the test output only with TEST_LOG set.
 fn init_logs() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        if std::env::var_os("TEST_LOG").is_some() {
-            shared::telemetry::init_tracing();
-        }
-    });
+    shared::telemetry::init_for_tests("audit-service", shared::telemetry::Spans::WhenExported);
 }
 
 pub struct TestApp {

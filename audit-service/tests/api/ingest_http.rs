@@ -108,6 +108,55 @@ async fn structured_events_of_both_specversions_are_stored_unchanged() {
 }
 
 #[tokio::test]
+async fn time_and_dataschema_are_served_as_they_were_sent_in_every_mode() {
+    let app = spawn_app().await;
+    let source = unique("/as-sent");
+    let structured = json!({
+        "specversion": "1.0", "id": "t-1", "source": source, "type": "t",
+        "time": "2026-11-26T10:30:00.1+01:00", "dataschema": "HTTP://Example.com"
+    });
+    assert_eq!(app.post_structured(&structured).await.status(), 204);
+    let batch = json!([{
+        "specversion": "1.0", "id": "t-2", "source": source, "type": "t",
+        "time": "2026-11-26T09:30:00.1Z"
+    }]);
+    assert_eq!(app.post_batch(&batch).await.status(), 204);
+    let binary = app
+        .post(
+            &[
+                ("ce-specversion", "1.0"),
+                ("ce-id", "t-3"),
+                ("ce-source", source.as_str()),
+                ("ce-type", "t"),
+                ("ce-time", "2026-11-26T04:30:00-05:00"),
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(binary.status(), 204);
+
+    let items = app.events(&format!("source={source}")).await;
+    let sent: Vec<(&str, &str)> = items
+        .iter()
+        .map(|i| {
+            (
+                i["event"]["id"].as_str().unwrap(),
+                i["event"]["time"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            ("t-1", "2026-11-26T10:30:00.1+01:00"),
+            ("t-2", "2026-11-26T09:30:00.1Z"),
+            ("t-3", "2026-11-26T04:30:00-05:00"),
+        ]
+    );
+    assert_eq!(items[0]["event"]["dataschema"], "HTTP://Example.com");
+}
+
+#[tokio::test]
 async fn a_batch_is_stored_in_order_and_an_empty_batch_stores_nothing() {
     let app = spawn_app().await;
     let source = unique("/batch");

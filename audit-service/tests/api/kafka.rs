@@ -77,6 +77,44 @@ fn structured_headers(content_type: &str) -> OwnedHeaders {
 }
 
 #[tokio::test]
+async fn the_consumer_lag_of_each_partition_is_a_gauge() {
+    let k = spawn_kafka_app().await;
+    let p = producer();
+    let source = unique("/lag");
+    produce(
+        &p,
+        &k.topic,
+        None,
+        binary_headers("lag-1", &source),
+        Some(b"{}"),
+    )
+    .await;
+    k.app
+        .wait_for_events(&format!("source={source}"), 1, WAIT)
+        .await;
+    // From librdkafka's statistics, every 5 s; once the offset after the
+    // stored event is committed the lag is 0.
+    let series = format!(
+        "audit_kafka_consumer_lag{{topic=\"{}\",partition=\"0\"}} 0",
+        k.topic
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = k.app.get("/metrics").await.text().await.unwrap();
+        if metrics.contains(&series) {
+            assert!(metrics.contains("# HELP audit_kafka_consumer_lag "));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {series} in:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    k.app.stop().await;
+}
+
+#[tokio::test]
 async fn binary_and_structured_records_are_stored() {
     let k = spawn_kafka_app().await;
     let p = producer();

@@ -653,3 +653,70 @@ async fn a_refused_setting_with_credentials_stops_the_service_without_logging_th
         );
     }
 }
+
+#[tokio::test]
+async fn a_fresh_start_creates_the_topics_and_logs_no_error_or_warning() {
+    let topic = unique("audit-fresh");
+    let dir = TempDir::new().unwrap();
+    let db_url = shared::testing::database_url(dir.path(), "audit.db").await;
+    let env = kafka_env(&db_url, &topic, &unique("audit-fresh-group"));
+    let mut service = ServiceProcess::start(&env, dir.path().join("fresh.log"));
+    wait_listening(&mut service).await;
+
+    // The topic exists: an event produced to it now is stored.
+    let source = unique("/fresh");
+    crate::kafka::produce_bulk(&topic, &source, 1).await;
+    let db = Db::open(&db_url).await;
+    let stored = poll_until(Duration::from_secs(60), || async {
+        counts(&db).await.0 == 1
+    })
+    .await;
+    assert!(stored, "not stored:\n{}", service.log_text());
+    let status = service.terminate();
+    assert!(status.success(), "{status}");
+
+    let log = service.log_text();
+    assert!(log.contains("created Kafka topic"), "{log}");
+    for line in log.lines() {
+        assert!(
+            !line.contains("\"level\":\"ERROR\"") && !line.contains("\"level\":\"WARN\""),
+            "{line}\n{log}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn listen_addr_takes_a_host_name_and_a_bad_one_stops_it_with_one_line() {
+    let dir = TempDir::new().unwrap();
+    let port = crate::helpers::free_port();
+    let db = format!("sqlite://{}", dir.path().join("audit.db").display());
+    let mut service = ServiceProcess::start(
+        &[
+            ("DATABASE_URL", db.clone()),
+            ("LISTEN_ADDR", format!("localhost:{port}")),
+        ],
+        dir.path().join("named.log"),
+    );
+    service.port = port;
+    wait_listening(&mut service).await;
+    assert!(service.terminate().success());
+
+    for (name, value) in [("LISTEN_ADDR", "localhost"), ("LOG_FORMAT", "text")] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_audit-service"))
+            .env("DATABASE_URL", &db)
+            .env("RUST_BACKTRACE", "1")
+            .env(name, value)
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{name}={value} accepted");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let naming: Vec<&str> = text.lines().filter(|l| l.contains(name)).collect();
+        assert_eq!(naming.len(), 1, "{name}={value}: {text}");
+        assert!(!text.contains("Error: "), "{text}");
+        assert!(!text.contains("backtrace"), "{text}");
+    }
+}

@@ -107,6 +107,25 @@ async fn healthz_readyz_and_metrics_answer() {
     let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(metrics.contains("audit_events_stored_total"), "{metrics}");
     assert!(metrics.contains("audit_commit_batch_events"), "{metrics}");
+    let families = shared::telemetry::metric_families(&metrics);
+    for (name, kind) in [
+        ("http_requests_total", "counter"),
+        ("http_request_duration_seconds", "histogram"),
+        ("audit_events_stored_total", "counter"),
+        ("audit_events_duplicate_total", "counter"),
+        ("audit_events_rejected_total", "counter"),
+        ("audit_commit_batch_events", "histogram"),
+        ("audit_commit_duration_seconds", "histogram"),
+    ] {
+        let (found, _) = families
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} missing: {metrics}"));
+        assert_eq!(found, kind, "{name}");
+    }
+    for (name, (kind, help)) in &families {
+        assert!(help, "{name} has no # HELP line");
+        assert_ne!(kind, "summary", "{name} is a summary");
+    }
 }
 
 #[tokio::test]

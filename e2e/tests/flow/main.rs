@@ -8,3 +8,5 @@ mod http;
 mod kafka;
 mod nats;
 mod postgres;
+mod readme;
+mod trace;

@@ -92,6 +92,16 @@ impl HttpPublisher {
 }
 
 async fn send(request: reqwest::RequestBuilder) -> Outcome {
+    // While spans are exported the request continues the current one (the
+    // event's publish span, for a single event), so the receiver's request
+    // span joins that trace. The event's own context is in the event.
+    let request = if shared::telemetry::traces_exported() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        shared::tracecontext::to_headers(&shared::tracecontext::current(), &mut headers);
+        request.headers(headers)
+    } else {
+        request
+    };
     let response = match request.send().await {
         Ok(r) => r,
         Err(e) => {

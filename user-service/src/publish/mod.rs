@@ -100,6 +100,17 @@ pub trait Pipelined: Send + Sync {
     fn describe(&self) -> String;
 }
 
+impl Outcome {
+    /// A word for logs and spans.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Outcome::Ack => "ack",
+            Outcome::Retry { .. } => "retry",
+            Outcome::Nack { .. } => "nack",
+        }
+    }
+}
+
 pub enum Publisher {
     Http(HttpPublisher),
     Pipelined(Box<dyn Pipelined>),

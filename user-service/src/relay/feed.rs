@@ -9,9 +9,9 @@
 //! after that read's result is taken in: the read may have looked before
 //! the commit and seen the row still pending.
 
-use crate::outbox::{Outcomes, PendingEvent};
+use crate::outbox::{self, Outcomes, PendingEvent};
 use crate::store::{Backend, Scope};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use futures::future::BoxFuture;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -30,7 +30,7 @@ enum Job {
         rows: Result<Vec<PendingEvent>, sqlx::Error>,
     },
     Write(Outcomes, Result<(), sqlx::Error>),
-    Lag(Result<Option<DateTime<Utc>>, sqlx::Error>),
+    Lag(Result<outbox::Backlog, sqlx::Error>),
 }
 
 /// What a finished query brought.
@@ -67,7 +67,7 @@ pub struct Feed {
     /// Committed while a read was running: leave `known` after it.
     release_after_read: Vec<i64>,
     writes: Outcomes,
-    /// The read running (a page, a refill or the lag gauge), if any.
+    /// The read running (a page, a refill or the backlog gauges), if any.
     reading: Option<BoxFuture<'static, Job>>,
     /// The write running, if any.
     writing: Option<BoxFuture<'static, Job>>,
@@ -145,7 +145,7 @@ impl Feed {
 
     /// The poll interval passed: when caught up, scan again from the start
     /// (for rows re-driven by an operator, which keep their old seq), and
-    /// refresh the lag gauge.
+    /// refresh the backlog gauges (depth and age).
     pub fn tick(&mut self) {
         if self.at_end {
             self.rescan();
@@ -204,16 +204,14 @@ impl Feed {
         true
     }
 
-    /// Starts refreshing the lag gauge if it is due.
+    /// Starts refreshing the backlog gauges if they are due.
     pub fn start_lag(&mut self) {
         if !self.can_query() || !self.lag_due {
             return;
         }
         self.lag_due = false;
         let store = self.store.clone();
-        self.reading = Some(Box::pin(
-            async move { Job::Lag(store.oldest_pending().await) },
-        ));
+        self.reading = Some(Box::pin(async move { Job::Lag(store.backlog().await) }));
     }
 
     /// Waits for a running query (or the end of a pause) and takes its
@@ -316,11 +314,12 @@ impl Feed {
                 }
                 Fed::Nothing
             }
-            Job::Lag(Ok(oldest)) => {
-                let lag = oldest.map_or(0.0, |created| {
+            Job::Lag(Ok(backlog)) => {
+                let lag = backlog.oldest.map_or(0.0, |created| {
                     (Utc::now() - created).num_milliseconds().max(0) as f64 / 1000.0
                 });
                 metrics::gauge!("outbox_oldest_pending_age_seconds").set(lag);
+                metrics::gauge!("outbox_pending_events").set(backlog.pending as f64);
                 Fed::Nothing
             }
             Job::Lag(Err(e)) => {

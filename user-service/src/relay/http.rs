@@ -19,12 +19,14 @@
 
 use super::feed::{Fed, Feed};
 use super::lanes::{Batch, Lanes};
-use super::{backoff, count_dead_letter, Relay, PAGE};
+use super::{backoff, publish_span, trace_id, EventCounters, Relay, PAGE};
 use crate::outbox::Failure;
 use crate::publish::{HttpPublisher, Outcome};
 use cloudevents::Event;
 use futures::stream::{FuturesUnordered, StreamExt};
+use shared::config::Transport;
 use tokio::time::{Instant, MissedTickBehavior};
+use tracing::Instrument;
 
 /// Rows held in memory in all, in lanes or awaiting their write.
 const HELD_MAX: usize = 10_000;
@@ -43,6 +45,7 @@ pub(super) async fn run(relay: &Relay, publisher: &HttpPublisher) -> anyhow::Res
     // memory and hold everyone else's events back.
     let per_user = (2 * settings.batch_max).clamp(16, HELD_MAX / 20);
     let mut lanes = Lanes::new(per_user);
+    let mut counters = EventCounters::new(Transport::Http);
     let mut in_flight = FuturesUnordered::new();
     let mut tick = tokio::time::interval(settings.poll_interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -77,7 +80,7 @@ pub(super) async fn run(relay: &Relay, publisher: &HttpPublisher) -> anyhow::Res
                 feed.stop();
             }
             Some((batch, outcome)) = in_flight.next() => {
-                answered(relay, &mut lanes, &mut feed, batch, outcome);
+                answered(relay, &mut lanes, &mut feed, &mut counters, batch, outcome);
             }
             fed = feed.next() => match fed {
                 Fed::Rows(rows) => {
@@ -112,11 +115,21 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 /// Sends a batch: alone in the configured content mode when it holds one
-/// event, in batch mode otherwise.
+/// event, in batch mode otherwise. While spans are exported, each event's
+/// publish is a span in that event's trace; a single event's request is
+/// sent inside it, so its `traceparent` header continues the same trace.
 async fn send(publisher: &HttpPublisher, batch: Batch) -> (Batch, Outcome) {
+    let spans: Vec<_> = batch
+        .rows
+        .iter()
+        .filter_map(|row| publish_span(row, Transport::Http))
+        .collect();
     let outcome = if batch.is_single() {
         match serde_json::from_str::<Event>(&batch.rows[0].event_json) {
-            Ok(event) => publisher.publish(&event).await,
+            Ok(event) => match spans.first() {
+                Some(span) => publisher.publish(&event).instrument(span.clone()).await,
+                None => publisher.publish(&event).await,
+            },
             // Only a hand-edited row gets here; it can never be sent.
             Err(e) => Outcome::Nack {
                 status: None,
@@ -126,16 +139,27 @@ async fn send(publisher: &HttpPublisher, batch: Batch) -> (Batch, Outcome) {
     } else {
         publisher.publish_batch(&batch.events_json()).await
     };
+    for span in &spans {
+        span.record("outcome", outcome.name());
+    }
     (batch, outcome)
 }
 
 /// Acts on the answer to one request.
-fn answered(relay: &Relay, lanes: &mut Lanes, feed: &mut Feed, batch: Batch, outcome: Outcome) {
+fn answered(
+    relay: &Relay,
+    lanes: &mut Lanes,
+    feed: &mut Feed,
+    counters: &mut EventCounters,
+    batch: Batch,
+    outcome: Outcome,
+) {
     let settings = &relay.settings;
     match outcome {
         Outcome::Ack => {
-            metrics::counter!("outbox_publish_total", "outcome" => "ack")
-                .increment(batch.rows.len() as u64);
+            for row in &batch.rows {
+                counters.published(&row.event_type);
+            }
             for (user, _) in &batch.users {
                 for row in lanes.finish(user) {
                     feed.outcomes().delivered.push(row.seq);
@@ -159,27 +183,27 @@ fn answered(relay: &Relay, lanes: &mut Lanes, feed: &mut Feed, batch: Batch, out
             lanes.split(&batch.users);
         }
         Outcome::Nack { status, reason } => {
-            metrics::counter!("outbox_publish_total", "outcome" => "nack").increment(1);
-            park(lanes, feed, &batch, status, &reason);
+            park(lanes, feed, counters, &batch, status, &reason);
         }
         Outcome::Retry {
             after,
             status,
             reason,
         } => {
-            metrics::counter!("outbox_publish_total", "outcome" => "retry").increment(1);
             let row = &batch.rows[0];
             let attempts = row.attempts.saturating_add(1);
             if settings.max_attempts.is_some_and(|max| attempts >= max) {
                 let reason = format!("gave up after {attempts} attempts: {reason}");
-                park(lanes, feed, &batch, status, &reason);
+                park(lanes, feed, counters, &batch, status, &reason);
                 return;
             }
+            counters.retried(&row.event_type);
             let delay = backoff(settings, attempts, after);
             tracing::warn!(
                 seq = row.seq,
                 event_id = %row.event_id,
                 user_id = %row.user_id,
+                trace_id = trace_id(row),
                 attempts,
                 status,
                 %reason,
@@ -199,17 +223,25 @@ fn answered(relay: &Relay, lanes: &mut Lanes, feed: &mut Feed, batch: Batch, out
 }
 
 /// Parks a single event as a dead letter; the user's next event goes on.
-fn park(lanes: &mut Lanes, feed: &mut Feed, batch: &Batch, status: Option<u16>, reason: &str) {
+fn park(
+    lanes: &mut Lanes,
+    feed: &mut Feed,
+    counters: &mut EventCounters,
+    batch: &Batch,
+    status: Option<u16>,
+    reason: &str,
+) {
     let row = &batch.rows[0];
     tracing::warn!(
         seq = row.seq,
         event_id = %row.event_id,
         user_id = %row.user_id,
+        trace_id = trace_id(row),
         status,
         %reason,
         "event parked as a dead letter"
     );
-    count_dead_letter();
+    counters.dead_lettered(&row.event_type);
     feed.outcomes().dead.push(Failure {
         seq: row.seq,
         status,

@@ -328,6 +328,7 @@ mod tests {
             seq,
             event_id: format!("e{seq}"),
             user_id: user.to_owned(),
+            event_type: "user.storeUser".to_owned(),
             event_json: Arc::from(format!("{{\"seq\":{seq}}}")),
             attempts: 0,
         }

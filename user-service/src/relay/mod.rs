@@ -24,14 +24,22 @@ mod leases;
 mod window;
 
 use crate::config::RelaySettings;
+use crate::outbox::PendingEvent;
 use crate::publish::Publisher;
 use crate::store::{Backend, Scope};
 use leases::Leases;
+use metrics::Counter;
 use rand::Rng;
+use shared::config::Transport;
+use shared::event::{USER_DELETED, USER_STORED, USER_UPDATED};
+use shared::tracecontext::JsonTraceContext;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tracing::field::Empty;
+use tracing::Span;
 
 /// Rows per outbox read.
 const PAGE: u32 = 1000;
@@ -122,8 +130,116 @@ async fn until_change(leases: &mut Option<Leases>) {
     }
 }
 
-fn count_dead_letter() {
-    metrics::counter!("outbox_dead_letters_total").increment(1);
+/// The relay's counters of events by `type`, for one transport: published
+/// (acknowledged), retried (a failed attempt that will be repeated) and
+/// dead-lettered. The handles are looked up once per type, not per event:
+/// the Kafka relay counts tens of thousands of reports a second.
+pub(crate) struct EventCounters {
+    transport: &'static str,
+    by_type: HashMap<String, TypeCounters>,
+}
+
+struct TypeCounters {
+    published: Counter,
+    retried: Counter,
+    dead_lettered: Counter,
+}
+
+impl EventCounters {
+    /// Counters for `transport`, the user event types already at zero so
+    /// that dashboards see them before the first event.
+    pub(crate) fn new(transport: Transport) -> Self {
+        let mut counters = EventCounters {
+            transport: transport.as_str(),
+            by_type: HashMap::new(),
+        };
+        for ty in [USER_STORED, USER_UPDATED, USER_DELETED] {
+            counters.of(ty);
+        }
+        counters
+    }
+
+    fn of(&mut self, ty: &str) -> &TypeCounters {
+        let transport = self.transport;
+        self.by_type.entry(ty.to_owned()).or_insert_with(|| {
+            let labels = [("type", ty.to_owned()), ("transport", transport.to_owned())];
+            TypeCounters {
+                published: metrics::counter!("outbox_events_published_total", &labels),
+                retried: metrics::counter!("outbox_events_retried_total", &labels),
+                dead_lettered: metrics::counter!("outbox_events_dead_lettered_total", &labels),
+            }
+        })
+    }
+
+    pub(crate) fn published(&mut self, ty: &str) {
+        self.of(ty).published.increment(1);
+    }
+
+    pub(crate) fn retried(&mut self, ty: &str) {
+        self.of(ty).retried.increment(1);
+    }
+
+    pub(crate) fn dead_lettered(&mut self, ty: &str) {
+        self.of(ty).dead_lettered.increment(1);
+    }
+}
+
+/// HELP text for the relay's metrics.
+pub fn describe_metrics() {
+    metrics::describe_counter!(
+        "outbox_events_published_total",
+        "Events the receiver acknowledged, by event type and transport"
+    );
+    metrics::describe_counter!(
+        "outbox_events_retried_total",
+        "Failed delivery attempts that will be repeated, by event type and transport"
+    );
+    metrics::describe_counter!(
+        "outbox_events_dead_lettered_total",
+        "Events parked as dead letters (refused for good, or out of attempts), by event type and transport"
+    );
+    metrics::describe_counter!(
+        "outbox_batches_split_total",
+        "HTTP batches refused as a whole and sent again one event at a time"
+    );
+    metrics::describe_counter!(
+        "kafka_producer_rebuilds_total",
+        "Kafka producers replaced after a fatal error"
+    );
+    metrics::describe_gauge!(
+        "outbox_pending_events",
+        "Outbox rows not delivered yet (the outbox depth)"
+    );
+    metrics::describe_gauge!(
+        "outbox_oldest_pending_age_seconds",
+        metrics::Unit::Seconds,
+        "Age of the oldest outbox row not delivered yet; 0 when there is none"
+    );
+}
+
+/// A span for publishing one row, in the trace its event carries, made only
+/// while spans are exported: per event it is work no log line needs. The
+/// span lasts as long as it is kept; dropping it ends it.
+fn publish_span(row: &PendingEvent, transport: Transport) -> Option<Span> {
+    if !shared::telemetry::traces_exported() {
+        return None;
+    }
+    let span = tracing::info_span!(
+        "publish",
+        event_id = %row.event_id,
+        event_type = %row.event_type,
+        transport = transport.as_str(),
+        outcome = Empty,
+    );
+    shared::tracecontext::set_parent(&span, JsonTraceContext::of(&row.event_json).context());
+    Some(span)
+}
+
+/// The trace id of a row's event, for the log lines about it.
+fn trace_id(row: &PendingEvent) -> Option<String> {
+    JsonTraceContext::of(&row.event_json)
+        .trace_id()
+        .map(str::to_owned)
 }
 
 /// Exponential backoff with full jitter (a uniform delay up to the doubling

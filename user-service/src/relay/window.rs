@@ -36,13 +36,15 @@
 //! outbox instead of only as lag.
 
 use super::feed::{Fed, Feed};
-use super::{backoff, count_dead_letter, Relay, PAGE};
+use super::{backoff, publish_span, EventCounters, Relay, PAGE};
 use crate::outbox::{Failure, PendingEvent};
 use crate::publish::{Pending, Pipelined, Report};
+use cloudevents::event::ExtensionValue;
 use cloudevents::Event;
 use futures::stream::{FuturesUnordered, StreamExt};
 use std::collections::HashSet;
 use tokio::time::{Instant, MissedTickBehavior};
+use tracing::Span;
 
 /// Events in flight (handed to the publisher, no report yet) plus rows
 /// awaiting their write, at most. Enough to keep batches full on a LAN
@@ -53,6 +55,11 @@ const WINDOW: usize = 5000;
 struct Sent {
     seq: i64,
     attempts: u32,
+    event_type: String,
+    /// The trace id its event carries, for log lines about it.
+    trace_id: Option<String>,
+    /// Its publish span while spans are exported; it ends with the report.
+    span: Option<Span>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +87,7 @@ pub(super) async fn run(relay: &Relay, publisher: &dyn Pipelined) -> anyhow::Res
         settings.poll_interval,
     );
     let mut in_flight = FuturesUnordered::new();
+    let mut counters = EventCounters::new(publisher.transport());
     let mut sent: HashSet<i64> = HashSet::new();
     let mut mode = Mode::Sending;
     // Recoveries since the last delivered record, for the backoff.
@@ -150,7 +158,7 @@ pub(super) async fn run(relay: &Relay, publisher: &dyn Pipelined) -> anyhow::Res
                 if report == Report::Delivered {
                     recoveries = 0;
                 }
-                reported(relay, &mut feed, &mut mode, publisher, record, report);
+                reported(relay, &mut feed, &mut mode, &mut counters, publisher, record, report);
             }
             fed = feed.next() => {
                 // Rows read while not sending are dropped: the rescan that
@@ -161,7 +169,7 @@ pub(super) async fn run(relay: &Relay, publisher: &dyn Pipelined) -> anyhow::Res
                             if mode != Mode::Sending {
                                 break;
                             }
-                            if let Some((record, pending)) = enqueue(&mut feed, &mut mode, publisher, row).await {
+                            if let Some((record, pending)) = enqueue(&mut feed, &mut mode, &mut counters, publisher, row).await {
                                 sent.insert(record.seq);
                                 in_flight.push(await_report(record, pending));
                             }
@@ -198,21 +206,32 @@ async fn sleep_until(at: Option<Instant>) {
 async fn enqueue(
     feed: &mut Feed,
     mode: &mut Mode,
+    counters: &mut EventCounters,
     publisher: &dyn Pipelined,
     row: PendingEvent,
 ) -> Option<(Sent, Pending)> {
-    let record = Sent {
+    let span = publish_span(&row, publisher.transport());
+    let mut record = Sent {
         seq: row.seq,
         attempts: row.attempts,
+        event_type: row.event_type,
+        trace_id: None,
+        span,
     };
     let event: Event = match serde_json::from_str(&row.event_json) {
         Ok(event) => event,
         Err(e) => {
             // Only a hand-edited row gets here; it can never be sent.
             let reason = format!("stored event is not valid CloudEvents JSON: {e}");
-            park(feed, &record, &reason);
+            park(feed, counters, &record, &reason);
             return None;
         }
+    };
+    record.trace_id = match event.extension(shared::tracecontext::TRACEPARENT) {
+        Some(ExtensionValue::String(traceparent)) => {
+            shared::tracecontext::trace_id_of(traceparent).map(str::to_owned)
+        }
+        _ => None,
     };
     match publisher.enqueue(event).await {
         Ok(pending) => {
@@ -220,8 +239,7 @@ async fn enqueue(
             Some((record, pending))
         }
         Err(Report::Refused(reason)) => {
-            metrics::counter!("outbox_publish_total", "outcome" => "nack").increment(1);
-            park(feed, &record, &reason);
+            park(feed, counters, &record, &reason);
             None
         }
         Err(Report::Fatal(reason)) => {
@@ -244,36 +262,47 @@ fn reported(
     relay: &Relay,
     feed: &mut Feed,
     mode: &mut Mode,
+    counters: &mut EventCounters,
     publisher: &dyn Pipelined,
     record: Sent,
     report: Report,
 ) {
+    if let Some(span) = &record.span {
+        let outcome = match report {
+            Report::Delivered => "ack",
+            Report::Refused(_) => "nack",
+            Report::Failed(_) | Report::Fatal(_) => "retry",
+        };
+        span.record("outcome", outcome);
+    }
     match report {
         Report::Delivered => {
-            metrics::counter!("outbox_publish_total", "outcome" => "ack").increment(1);
+            counters.published(&record.event_type);
             feed.outcomes().delivered.push(record.seq);
         }
-        Report::Refused(reason) => {
-            metrics::counter!("outbox_publish_total", "outcome" => "nack").increment(1);
-            park(feed, &record, &reason);
+        Report::Refused(reason) => park(feed, counters, &record, &reason),
+        Report::Failed(reason) => failed(
+            relay, feed, mode, counters, publisher, record, reason, false,
+        ),
+        Report::Fatal(reason) => {
+            failed(relay, feed, mode, counters, publisher, record, reason, true)
         }
-        Report::Failed(reason) => failed(relay, feed, mode, publisher, record, reason, false),
-        Report::Fatal(reason) => failed(relay, feed, mode, publisher, record, reason, true),
     }
 }
 
 /// A record that was not delivered: recorded as a failed attempt (or
 /// parked once out of attempts), and the relay stops sending.
+#[allow(clippy::too_many_arguments)]
 fn failed(
     relay: &Relay,
     feed: &mut Feed,
     mode: &mut Mode,
+    counters: &mut EventCounters,
     publisher: &dyn Pipelined,
     record: Sent,
     reason: String,
     fatal: bool,
 ) {
-    metrics::counter!("outbox_publish_total", "outcome" => "retry").increment(1);
     let attempts = record.attempts.saturating_add(1);
     // A fatal error is the publisher's, not the event's: it does not use
     // up the record's attempts.
@@ -285,10 +314,12 @@ fn failed(
     if out_of_attempts {
         park(
             feed,
+            counters,
             &record,
             &format!("gave up after {attempts} attempts: {reason}"),
         );
     } else {
+        counters.retried(&record.event_type);
         feed.release(record.seq);
         feed.outcomes().failed.push(Failure {
             seq: record.seq,
@@ -328,11 +359,16 @@ fn stop_sending(mode: &mut Mode, fatal: bool, publisher: &dyn Pipelined, reason:
     }
 }
 
-fn park(feed: &mut Feed, record: &Sent, reason: &str) {
+fn park(feed: &mut Feed, counters: &mut EventCounters, record: &Sent, reason: &str) {
     // The seq leads to the event and its user in the outbox (and in
     // `user-service dead-letters list`).
-    tracing::warn!(seq = record.seq, %reason, "event parked as a dead letter");
-    count_dead_letter();
+    tracing::warn!(
+        seq = record.seq,
+        trace_id = record.trace_id.as_deref(),
+        %reason,
+        "event parked as a dead letter"
+    );
+    counters.dead_lettered(&record.event_type);
     feed.hold(record.seq);
     feed.outcomes().dead.push(Failure {
         seq: record.seq,

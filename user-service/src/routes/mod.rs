@@ -1,5 +1,6 @@
 //! The HTTP routes: the users API and the readiness probe.
 
+pub mod body;
 pub mod health;
 pub mod users;
 

@@ -13,7 +13,7 @@ mod sql;
 mod sqlite;
 
 use crate::domain::{PasswordHash, UserName};
-use crate::outbox::{DeadLetter, Outcomes, PendingEvent, Redrive};
+use crate::outbox::{Backlog, DeadLetter, Outcomes, PendingEvent, Redrive, RedriveError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -37,12 +37,20 @@ pub enum StoreError {
 }
 
 /// A user as the API shows it: never the password hash.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct User {
     pub id: Uuid,
     pub name: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// What an update did: the user as it is now, and whether anything changed
+/// (an unchanged user was not written and emitted no event).
+#[derive(Debug, Clone)]
+pub struct Updated {
+    pub user: User,
+    pub changed: bool,
 }
 
 /// An outbox row to insert with a user change.
@@ -94,7 +102,8 @@ pub trait Backend: Send + Sync + 'static {
     async fn get_user(&self, id: Uuid) -> Result<Option<User>, StoreError>;
     async fn list_users(&self, limit: u32, after: Option<Uuid>) -> Result<Vec<User>, StoreError>;
     /// Renames the user (and rehashes its password when given) and inserts
-    /// `event`, or does nothing and returns `None` when there is no such user.
+    /// `event`, or does nothing and returns `None` when there is no such
+    /// user or the update would change nothing (the same name, no password).
     async fn update_user(
         &self,
         id: Uuid,
@@ -124,8 +133,8 @@ pub trait Backend: Send + Sync + 'static {
         after: i64,
         limit: u32,
     ) -> Result<Vec<PendingEvent>, sqlx::Error>;
-    /// When the oldest pending row was committed, if there is one.
-    async fn oldest_pending(&self) -> Result<Option<DateTime<Utc>>, sqlx::Error>;
+    /// The outbox's depth and the age of its oldest pending row.
+    async fn backlog(&self) -> Result<Backlog, sqlx::Error>;
     /// Writes a batch of delivery outcomes in one transaction: one commit
     /// (one fsync) for many rows is what lets the relay go faster than one
     /// event per fsync.
@@ -135,11 +144,14 @@ pub trait Backend: Send + Sync + 'static {
     async fn prune_delivered(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, sqlx::Error>;
 
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>, sqlx::Error>;
-    /// Puts dead letters back to pending with a fresh attempt count; the
-    /// running relay's poll picks them up. Returns how many rows changed.
-    /// Rows that are not dead are left alone, so re-driving twice is
-    /// harmless.
-    async fn redrive(&self, which: &Redrive) -> Result<u64, sqlx::Error>;
+    /// Sets dead letters back to pending with a fresh attempt count, all of
+    /// them or the ones named; the running relay's poll picks them up.
+    /// Returns how many rows changed.
+    ///
+    /// Named seqs are set back together or not at all: when one of them is
+    /// not a dead letter (no such row, or it is pending or delivered),
+    /// nothing changes and the error says which.
+    async fn redrive(&self, which: &Redrive) -> Result<u64, RedriveError>;
 
     /// Whether several processes may share this database, so that relays
     /// must hold leases to send (PostgreSQL); SQLite has one.
@@ -177,6 +189,17 @@ pub async fn open_with(url: &str, connections: u32) -> anyhow::Result<Arc<dyn Ba
     Ok(match Kind::of(url)? {
         Kind::Sqlite => Arc::new(sqlite::SqliteBackend::open(url, connections).await?),
         Kind::Postgres => Arc::new(postgres::PgBackend::open(url, connections).await?),
+    })
+}
+
+/// Opens the service's database for an operator command, with one
+/// connection: a SQLite file must already exist and be the service's (see
+/// [`sqlite::SqliteBackend::open_existing`]); a PostgreSQL database that
+/// does not exist fails to connect by itself.
+pub async fn open_existing(url: &str) -> anyhow::Result<Arc<dyn Backend>> {
+    Ok(match Kind::of(url)? {
+        Kind::Sqlite => Arc::new(sqlite::SqliteBackend::open_existing(url, 1).await?),
+        Kind::Postgres => Arc::new(postgres::PgBackend::open(url, 1).await?),
     })
 }
 
@@ -244,13 +267,21 @@ impl Store {
 
     /// Renames the user, and rehashes the password when a new one is given.
     /// `None` when there is no such user.
+    ///
+    /// A change is a new name or a new password. An update that changes
+    /// nothing (the same name, no password) writes nothing and emits no
+    /// event: the audit trail records changes, and `updated_at` stays the
+    /// time of the last one. A new password with the same name is a change
+    /// and emits `user.updateUser`, whose data (id and name) then looks the
+    /// same as before: the event says the user was changed, never the
+    /// secret.
     #[tracing::instrument(skip(self, name, password_hash))]
     pub async fn update_user(
         &self,
         id: Uuid,
         name: UserName,
         password_hash: Option<PasswordHash>,
-    ) -> Result<Option<User>, StoreError> {
+    ) -> Result<Option<Updated>, StoreError> {
         let now = Utc::now();
         let data = UserData {
             id,
@@ -267,10 +298,21 @@ impl Store {
                 event,
             )
             .await?;
-        if user.is_some() {
-            self.relay_wake.notify_one();
+        match user {
+            Some(user) => {
+                self.relay_wake.notify_one();
+                Ok(Some(Updated {
+                    user,
+                    changed: true,
+                }))
+            }
+            // Nothing changed, or there is no such user; either way nothing
+            // was written.
+            None => Ok(self.get_user(id).await?.map(|user| Updated {
+                user,
+                changed: false,
+            })),
         }
-        Ok(user)
     }
 
     /// Deletes the user; `false` when there was none.
@@ -294,7 +336,10 @@ impl Store {
     /// CPU of random v4 ids).
     fn event(&self, change: UserEvent, time: DateTime<Utc>) -> Result<NewEvent, StoreError> {
         let event_id = Uuid::now_v7();
-        let event = change.to_cloudevent(event_id, &self.event_source, time)?;
+        let mut event = change.to_cloudevent(event_id, &self.event_source, time)?;
+        // The request's trace travels in its event (the distributed-tracing
+        // extension), so the relay and the receivers can continue it.
+        shared::tracecontext::set_on_event(&mut event, &shared::tracecontext::current());
         Ok(NewEvent {
             event_id,
             user_id: change.data().id,

@@ -18,7 +18,7 @@
 //!   lease it holds (`relay::leases` decides; the SQL is here).
 
 use super::{sql, Backend, DeletedEvent, LeaseState, NewEvent, Scope, StoreError, User};
-use crate::outbox::{DeadLetter, Outcomes, PendingEvent, Redrive};
+use crate::outbox::{Backlog, DeadLetter, NotDead, Outcomes, PendingEvent, Redrive, RedriveError};
 use anyhow::Context;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -176,7 +176,7 @@ impl Backend for PgBackend {
             Scope::Buckets(b) => Some(b),
         };
         let rows = sqlx::query(
-            "SELECT seq, event_id, user_id, event_json, attempts FROM outbox \
+            "SELECT seq, event_id, user_id, event_type, event_json, attempts FROM outbox \
              WHERE status = 'pending' AND seq > $1 \
              AND ($4::smallint[] IS NULL OR bucket = ANY($4)) \
              AND user_id <> ALL($3) \
@@ -209,10 +209,9 @@ impl Backend for PgBackend {
         rows.iter().map(pending_from_row).collect()
     }
 
-    async fn oldest_pending(&self) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-        sqlx::query_scalar(sql::OLDEST_PENDING)
-            .fetch_optional(&self.pool)
-            .await
+    async fn backlog(&self) -> Result<Backlog, sqlx::Error> {
+        let (pending, oldest) = sqlx::query_as(sql::BACKLOG).fetch_one(&self.pool).await?;
+        Ok(Backlog { pending, oldest })
     }
 
     async fn record(&self, outcomes: &Outcomes) -> Result<(), sqlx::Error> {
@@ -279,20 +278,41 @@ impl Backend for PgBackend {
             .collect()
     }
 
-    async fn redrive(&self, which: &Redrive) -> Result<u64, sqlx::Error> {
-        let changed = match which {
-            Redrive::All => sqlx::query(sql::REDRIVE_ALL).execute(&self.pool).await?,
-            Redrive::Seqs(seqs) => {
-                sqlx::query(
-                    "UPDATE outbox SET status = 'pending', attempts = 0 \
-                     WHERE status = 'dead' AND seq = ANY($1)",
-                )
-                .bind(seqs)
-                .execute(&self.pool)
-                .await?
+    async fn redrive(&self, which: &Redrive) -> Result<u64, RedriveError> {
+        let seqs = match which {
+            Redrive::All => {
+                return Ok(sqlx::query(sql::REDRIVE_ALL)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected())
             }
+            Redrive::Seqs(seqs) => seqs,
         };
-        Ok(changed.rows_affected())
+        let mut seqs = seqs.clone();
+        seqs.sort_unstable();
+        seqs.dedup();
+        let mut tx = self.pool.begin().await?;
+        let mut not_dead = Vec::new();
+        for &seq in &seqs {
+            let changed = sqlx::query(sql::REDRIVE_ONE)
+                .bind(seq)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if changed == 0 {
+                let status: Option<String> = sqlx::query_scalar(sql::STATUS_OF)
+                    .bind(seq)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                not_dead.push(NotDead { seq, status });
+            }
+        }
+        if !not_dead.is_empty() {
+            // Dropping the transaction rolls it back.
+            return Err(RedriveError::NotDead(not_dead));
+        }
+        tx.commit().await?;
+        Ok(seqs.len() as u64)
     }
 
     fn is_shared(&self) -> bool {
@@ -422,6 +442,7 @@ fn pending_from_row(r: &PgRow) -> Result<PendingEvent, sqlx::Error> {
         seq: r.try_get("seq")?,
         event_id: r.try_get::<Uuid, _>("event_id")?.to_string(),
         user_id: r.try_get::<Uuid, _>("user_id")?.to_string(),
+        event_type: r.try_get("event_type")?,
         event_json: Arc::from(r.try_get::<&str, _>("event_json")?),
         attempts: attempts(r)?,
     })

@@ -19,16 +19,19 @@ pub const LIST_USERS: &str = "SELECT id, name, created_at, updated_at FROM users
 
 pub const UPDATE_USER: &str = "UPDATE users SET name = $2, updated_at = $3, \
      password_hash = COALESCE($4, password_hash) \
-     WHERE id = $1 RETURNING id, name, created_at, updated_at";
+     WHERE id = $1 AND (name <> $2 OR $4 IS NOT NULL) \
+     RETURNING id, name, created_at, updated_at";
 
 pub const DELETE_USER: &str = "DELETE FROM users WHERE id = $1 RETURNING name";
 
 pub const PENDING_FOR_USER: &str =
-    "SELECT seq, event_id, user_id, event_json, attempts FROM outbox \
+    "SELECT seq, event_id, user_id, event_type, event_json, attempts FROM outbox \
      WHERE status = 'pending' AND user_id = $1 AND seq > $2 ORDER BY seq LIMIT $3";
 
-pub const OLDEST_PENDING: &str =
-    "SELECT created_at FROM outbox WHERE status = 'pending' ORDER BY seq LIMIT 1";
+/// The outbox's depth and the commit time of its oldest pending row, both
+/// read from the pending rows' partial index.
+pub const BACKLOG: &str = "SELECT (SELECT COUNT(*) FROM outbox WHERE status = 'pending'), \
+     (SELECT created_at FROM outbox WHERE status = 'pending' ORDER BY seq LIMIT 1)";
 
 /// The oldest delivered rows first, a bounded number per statement, so a
 /// large backlog of expired rows is deleted in short transactions that
@@ -45,5 +48,7 @@ pub const REDRIVE_ALL: &str =
 
 pub const REDRIVE_ONE: &str =
     "UPDATE outbox SET status = 'pending', attempts = 0 WHERE status = 'dead' AND seq = $1";
+
+pub const STATUS_OF: &str = "SELECT status FROM outbox WHERE seq = $1";
 
 pub const PING: &str = "SELECT 1";

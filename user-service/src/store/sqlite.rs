@@ -3,7 +3,7 @@
 //! one transaction at a time.
 
 use super::{sql, Backend, DeletedEvent, LeaseState, NewEvent, Scope, StoreError, User};
-use crate::outbox::{DeadLetter, Outcomes, PendingEvent, Redrive};
+use crate::outbox::{Backlog, DeadLetter, NotDead, Outcomes, PendingEvent, Redrive, RedriveError};
 use anyhow::Context;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -26,6 +26,27 @@ impl SqliteBackend {
             .run(&pool)
             .await
             .context("Failed to migrate the database")?;
+        Ok(SqliteBackend { pool })
+    }
+
+    /// Opens the service's database for an operator command: it must exist
+    /// and have an outbox. A wrong DATABASE_URL fails here instead of
+    /// creating an empty database (and its folders) and reporting on it. It
+    /// is not migrated either; that is the service's job at start.
+    pub async fn open_existing(url: &str, connections: u32) -> anyhow::Result<Self> {
+        let shown = shared::redact::url(url);
+        let pool = shared::db::open_existing_sqlite(url, connections)
+            .await
+            .with_context(|| format!("Failed to open the database {shown}"))?;
+        let has_outbox: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'outbox'",
+        )
+        .fetch_optional(&pool)
+        .await
+        .with_context(|| format!("Failed to read the database {shown}"))?;
+        if has_outbox.is_none() {
+            anyhow::bail!("{shown} is not a user-service database: it has no outbox table");
+        }
         Ok(SqliteBackend { pool })
     }
 
@@ -148,7 +169,7 @@ impl Backend for SqliteBackend {
         // The held-back users travel as a JSON array.
         let held_back = serde_json::to_string(held_back).unwrap_or_else(|_| "[]".to_owned());
         let rows = sqlx::query(
-            "SELECT seq, event_id, user_id, event_json, attempts FROM outbox \
+            "SELECT seq, event_id, user_id, event_type, event_json, attempts FROM outbox \
              WHERE status = 'pending' AND seq > $1 \
              AND user_id NOT IN (SELECT value FROM json_each($3)) \
              ORDER BY seq LIMIT $2",
@@ -176,10 +197,9 @@ impl Backend for SqliteBackend {
         rows.iter().map(pending_from_row).collect()
     }
 
-    async fn oldest_pending(&self) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-        sqlx::query_scalar(sql::OLDEST_PENDING)
-            .fetch_optional(&self.pool)
-            .await
+    async fn backlog(&self) -> Result<Backlog, sqlx::Error> {
+        let (pending, oldest) = sqlx::query_as(sql::BACKLOG).fetch_one(&self.pool).await?;
+        Ok(Backlog { pending, oldest })
     }
 
     async fn record(&self, outcomes: &Outcomes) -> Result<(), sqlx::Error> {
@@ -253,26 +273,41 @@ impl Backend for SqliteBackend {
             .collect()
     }
 
-    async fn redrive(&self, which: &Redrive) -> Result<u64, sqlx::Error> {
-        match which {
-            Redrive::All => Ok(sqlx::query(sql::REDRIVE_ALL)
-                .execute(&self.pool)
+    async fn redrive(&self, which: &Redrive) -> Result<u64, RedriveError> {
+        let seqs = match which {
+            Redrive::All => {
+                return Ok(sqlx::query(sql::REDRIVE_ALL)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected())
+            }
+            Redrive::Seqs(seqs) => seqs,
+        };
+        let mut seqs = seqs.clone();
+        seqs.sort_unstable();
+        seqs.dedup();
+        let mut tx = self.begin().await?;
+        let mut not_dead = Vec::new();
+        for &seq in &seqs {
+            let changed = sqlx::query(sql::REDRIVE_ONE)
+                .bind(seq)
+                .execute(&mut *tx)
                 .await?
-                .rows_affected()),
-            Redrive::Seqs(seqs) => {
-                let mut tx = self.begin().await?;
-                let mut changed = 0;
-                for seq in seqs {
-                    changed += sqlx::query(sql::REDRIVE_ONE)
-                        .bind(seq)
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected();
-                }
-                tx.commit().await?;
-                Ok(changed)
+                .rows_affected();
+            if changed == 0 {
+                let status: Option<String> = sqlx::query_scalar(sql::STATUS_OF)
+                    .bind(seq)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                not_dead.push(NotDead { seq, status });
             }
         }
+        if !not_dead.is_empty() {
+            // Dropping the transaction rolls it back.
+            return Err(RedriveError::NotDead(not_dead));
+        }
+        tx.commit().await?;
+        Ok(seqs.len() as u64)
     }
 
     fn is_shared(&self) -> bool {
@@ -309,6 +344,7 @@ fn pending_from_row(r: &SqliteRow) -> Result<PendingEvent, sqlx::Error> {
         seq: r.try_get("seq")?,
         event_id: r.try_get("event_id")?,
         user_id: r.try_get("user_id")?,
+        event_type: r.try_get("event_type")?,
         event_json: Arc::from(r.try_get::<&str, _>("event_json")?),
         attempts: r.try_get("attempts")?,
     })

@@ -48,6 +48,7 @@ async fn the_binary_serves_the_seed_request_and_exits_cleanly_on_sigterm() {
     // so the service never blocks on a full one.
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel();
+    let (created_tx, created_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut tx = Some(tx);
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -59,6 +60,9 @@ async fn the_binary_serves_the_seed_request_and_exits_cleanly_on_sigterm() {
                     let _ = tx.send(log["address"].as_str().unwrap_or_default().to_owned());
                 }
             }
+            if log["message"] == "user created" {
+                let _ = created_tx.send(log);
+            }
         }
     });
     let address = tokio::time::timeout(Duration::from_secs(20), rx)
@@ -69,12 +73,28 @@ async fn the_binary_serves_the_seed_request_and_exits_cleanly_on_sigterm() {
     let response = reqwest::Client::new()
         .post(format!("http://{address}/v1/user"))
         .header("content-type", "application/json")
+        .header("x-request-id", "seed-curl-1")
         .body(SEED_BODY)
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 201);
+    assert_eq!(response.headers()["x-request-id"], "seed-curl-1");
     audit.wait_for_accepted(1).await;
+    // The request's log line carries its request id and trace id.
+    let created = created_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a `user created` line");
+    let request = created["spans"]
+        .as_array()
+        .and_then(|spans| spans.iter().find(|s| s["name"] == "request"))
+        .unwrap_or_else(|| panic!("no request span in {created}"));
+    assert_eq!(request["request_id"], "seed-curl-1", "{created}");
+    assert_eq!(
+        request["trace_id"].as_str().map(str::len),
+        Some(32),
+        "{created}"
+    );
 
     let status = terminate(&mut child).await;
     assert!(status.success(), "{status}");
@@ -136,7 +156,7 @@ async fn sigterm_stops_the_binary_even_when_its_log_output_is_a_closed_pipe() {
 }
 
 #[tokio::test]
-async fn a_zero_or_nonsense_setting_stops_the_binary_with_a_message_naming_it() {
+async fn a_zero_or_nonsense_setting_stops_the_binary_with_one_line_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let database_url = shared::testing::database_url(dir.path(), "users.db").await;
     for (name, value) in [
@@ -150,17 +170,116 @@ async fn a_zero_or_nonsense_setting_stops_the_binary_with_a_message_naming_it() 
         ("OUTBOX_RETENTION", "a week"),
         // Shorter than twice the publish timeout (10 s) plus a second.
         ("RELAY_LEASE_MS", "5000"),
+        ("LISTEN_ADDR", "localhost"),
+        ("LOG_FORMAT", "text"),
     ] {
         let output = Command::new(BINARY)
             .env("LISTEN_ADDR", "127.0.0.1:0")
             .env("DATABASE_URL", &database_url)
+            // A backtrace must not turn one error into forty lines.
+            .env("RUST_BACKTRACE", "1")
             .env(name, value)
             .output()
             .unwrap();
         assert!(!output.status.success(), "{name}={value} was accepted");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(stderr.contains(name), "{name}={value}: {stderr}");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let naming: Vec<&str> = text.lines().filter(|l| l.contains(name)).collect();
+        assert_eq!(naming.len(), 1, "{name}={value}: {text}");
+        assert!(!text.contains("Error: "), "{name}={value}: {text}");
+        assert!(!text.contains("backtrace"), "{name}={value}: {text}");
     }
+}
+
+#[tokio::test]
+async fn listen_addr_takes_a_host_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = Command::new(BINARY)
+        .env("LISTEN_ADDR", format!("localhost:{port}"))
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}", dir.path().join("users.db").display()),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    eventually("the service answers", Duration::from_secs(20), || async {
+        let health = client
+            .get(format!("http://127.0.0.1:{port}/healthz"))
+            .send()
+            .await;
+        health.is_ok_and(|r| r.status() == 200).then_some(())
+    })
+    .await;
+    let status = terminate(&mut child).await;
+    assert!(status.success(), "{status}");
+}
+
+#[tokio::test]
+async fn dead_letter_commands_need_an_existing_database_and_say_when_a_seq_is_not_dead() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nowhere").join("users.db");
+    let listing = Command::new(BINARY)
+        .args(["dead-letters", "list"])
+        .env("DATABASE_URL", format!("sqlite://{}", missing.display()))
+        .output()
+        .unwrap();
+    assert!(!listing.status.success());
+    let stderr = String::from_utf8_lossy(&listing.stderr);
+    assert!(stderr.contains("there is no database at"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        !dir.path().join("nowhere").exists(),
+        "the command made a folder"
+    );
+
+    // A database that is not the service's is refused too.
+    let other = dir.path().join("other.db");
+    drop(
+        shared::db::connect_sqlite(&format!("sqlite://{}", other.display()), 1)
+            .await
+            .unwrap(),
+    );
+    let listing = Command::new(BINARY)
+        .args(["dead-letters", "list"])
+        .env("DATABASE_URL", format!("sqlite://{}", other.display()))
+        .output()
+        .unwrap();
+    assert!(!listing.status.success());
+    let stderr = String::from_utf8_lossy(&listing.stderr);
+    assert!(stderr.contains("no outbox table"), "{stderr}");
+
+    // The service's own database, with no dead letter 42.
+    let app = crate::helpers::spawn_app(&format!("http://127.0.0.1:{}/", free_port())).await;
+    let database_url = app.database_url.clone();
+    let _dir = app.stop().await;
+    let redrive = Command::new(BINARY)
+        .args(["dead-letters", "redrive", "42"])
+        .env("DATABASE_URL", &database_url)
+        .output()
+        .unwrap();
+    assert!(!redrive.status.success());
+    let stderr = String::from_utf8_lossy(&redrive.stderr);
+    assert!(
+        stderr.contains("there is no dead letter with seq 42"),
+        "{stderr}"
+    );
+    let all = Command::new(BINARY)
+        .args(["dead-letters", "redrive", "--all"])
+        .env("DATABASE_URL", &database_url)
+        .output()
+        .unwrap();
+    assert!(all.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&all.stdout).trim(),
+        "there are no dead letters to re-drive"
+    );
 }
 
 #[tokio::test]

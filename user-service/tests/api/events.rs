@@ -70,6 +70,93 @@ async fn update_and_delete_arrive_after_create_in_order() {
 }
 
 #[tokio::test]
+async fn an_update_that_changes_nothing_emits_no_event_and_a_new_password_does() {
+    let audit = FakeAudit::start().await;
+    let app = spawn_app(&audit.url).await;
+    let id = app.create_user("Ozzy").await;
+    audit.wait_for_accepted(1).await;
+    let before: serde_json::Value = app.get_user(&id).await.json().await.unwrap();
+
+    let same = app.put_user(&id, json!({"name": "Ozzy"})).await;
+    assert_eq!(same.status(), 200);
+    let same: serde_json::Value = same.json().await.unwrap();
+    assert_eq!(same, before, "an unchanged user keeps its updated_at");
+    let new_password = app
+        .put_user(&id, json!({"name": "Ozzy", "password": "another one"}))
+        .await;
+    assert_eq!(new_password.status(), 200);
+
+    // The password change is the second event, and the last: the no-op
+    // before it emitted none.
+    let events = audit.wait_for_accepted(2).await;
+    assert_eq!(events[1].ty(), "user.updateUser");
+    assert_eq!(data_json(&events[1]), json!({"id": id, "name": "Ozzy"}));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(audit.received().len(), 2);
+}
+
+#[tokio::test]
+async fn the_traceparent_of_the_request_travels_in_the_event() {
+    let audit = FakeAudit::start().await;
+    // One event a request, so each arrives with its own ce- headers.
+    let app = spawn_app_with(&audit.url, |s| s.relay.batch_max = 1).await;
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let caller = format!("00-{trace_id}-00f067aa0ba902b7-01");
+
+    let response = app
+        .client
+        .post(format!("{}/v1/user", app.address))
+        .header("content-type", "application/json")
+        .header("traceparent", &caller)
+        .header("tracestate", "vendor=abc")
+        .body(SEED_BODY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    assert!(response.headers().contains_key("x-request-id"));
+    let traced: serde_json::Value = response.json().await.unwrap();
+    // Without a traceparent a new trace starts, and its event carries it.
+    let untraced = app.create_user("untraced").await;
+
+    audit.wait_for_accepted(2).await;
+    let received = audit.received();
+    let of = |user: &str| {
+        received
+            .iter()
+            .find(|r| r.event().subject() == Some(user))
+            .expect("the user's event")
+    };
+    let first = of(traced["id"].as_str().unwrap());
+    let traceparent = first
+        .event()
+        .extension("traceparent")
+        .map(ToString::to_string);
+    let traceparent = traceparent.expect("a traceparent");
+    assert!(
+        traceparent.starts_with(&format!("00-{trace_id}-")),
+        "{traceparent}"
+    );
+    assert_ne!(traceparent, caller, "a span of ours is the event's parent");
+    assert_eq!(
+        first
+            .event()
+            .extension("tracestate")
+            .map(ToString::to_string),
+        Some("vendor=abc".to_owned())
+    );
+    // In binary mode the extension is a ce- header.
+    assert_eq!(first.headers["ce-traceparent"], traceparent.as_str());
+    let second = of(&untraced)
+        .event()
+        .extension("traceparent")
+        .map(ToString::to_string)
+        .expect("a traceparent");
+    assert!(second.starts_with("00-") && second.len() == 55, "{second}");
+    assert!(!second.contains(trace_id), "{second}");
+}
+
+#[tokio::test]
 async fn structured_mode_sends_the_event_as_cloudevents_json() {
     let audit = FakeAudit::start().await;
     let app = spawn_app_with(&audit.url, |s| {

@@ -17,11 +17,10 @@ use user_service::hasher::Hasher;
 use user_service::outbox::DeadLetter;
 use user_service::Application;
 
-/// Logs only when TEST_LOG is set, so test output stays readable.
+/// Spans as the binary makes them (so events carry a trace context); logs
+/// only when TEST_LOG is set, so test output stays readable.
 static TRACING: LazyLock<()> = LazyLock::new(|| {
-    if std::env::var("TEST_LOG").is_ok() {
-        shared::telemetry::init_tracing();
-    }
+    shared::telemetry::init_for_tests("user-service", shared::telemetry::Spans::Always);
 });
 
 pub const SEED_PASSWORD: &str = "12345";
@@ -62,7 +61,7 @@ pub async fn test_db() -> Arc<TestDb> {
 /// Settings for a test: fast retries and polling, an HTTP audit URL.
 pub fn test_settings(audit_url: &str, db: &TestDb) -> Settings {
     Settings {
-        listen_addr: "127.0.0.1:0".into(),
+        listen_addr: "127.0.0.1:0".parse().expect("valid address"),
         database_url: db.url.clone(),
         event_source: "/user-service".into(),
         publish: PublishSettings::Http {

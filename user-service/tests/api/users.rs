@@ -161,6 +161,8 @@ async fn a_user_can_be_renamed_and_given_a_new_password() {
         400,
     )
     .await;
+    let wrong = problem(app.put_user(&id, json!({"name": ["x"]})).await, 400).await;
+    assert!(wrong["detail"].as_str().unwrap().contains("name"));
 }
 
 #[tokio::test]
@@ -181,12 +183,21 @@ async fn bad_create_requests_are_problems_naming_what_is_wrong() {
 
     problem(app.post_raw("{\"name\": ", "application/json").await, 400).await;
     problem(app.post_raw(SEED_BODY, "text/plain").await, 415).await;
-    let missing = problem(
-        app.post_raw("{\"name\": \"x\"}", "application/json").await,
-        422,
-    )
-    .await;
-    assert!(missing["detail"].as_str().unwrap().contains("password"));
+    // A body of the wrong shape is a 400 naming the field, as other bad
+    // input, and says nothing of the service's own types.
+    for (body, field) in [
+        (r#"{"name": "x"}"#, "password"),
+        (r#"{"password": "x"}"#, "name"),
+        (r#"{"name": 5, "password": "12345"}"#, "name"),
+        ("[]", "name"),
+        ("\"Ozzy\"", "name"),
+    ] {
+        let wrong = problem(app.post_raw(body, "application/json").await, 400).await;
+        let detail = wrong["detail"].as_str().unwrap();
+        assert!(detail.contains(field), "{body}: {detail}");
+        assert!(!detail.contains("struct"), "{body}: {detail}");
+        assert!(!detail.contains("CreateUser"), "{body}: {detail}");
+    }
     let short = problem(
         app.post_user(json!({"name": "x", "password": "1234"}))
             .await,
@@ -224,8 +235,9 @@ async fn a_password_of_the_wrong_type_is_rejected_without_echoing_it() {
             "application/json",
         )
         .await;
-    let body = problem(response, 422).await;
+    let body = problem(response, 400).await;
     assert!(!body.to_string().contains("987654321"));
+    assert!(body["detail"].as_str().unwrap().contains("password"));
 }
 
 #[tokio::test]
@@ -261,4 +273,56 @@ async fn health_readiness_and_metrics_answer() {
     app.create_user("x").await;
     let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(metrics.contains("path=\"/v1/user\""), "{metrics}");
+}
+
+#[tokio::test]
+async fn every_metric_is_described_and_latencies_are_histograms() {
+    let app = spawn_app(&format!(
+        "http://127.0.0.1:{}/",
+        crate::helpers::free_port()
+    ))
+    .await;
+    app.create_user("x").await;
+    // The backlog gauges come with the relay's first poll.
+    let families = crate::helpers::eventually(
+        "the backlog gauges",
+        std::time::Duration::from_secs(10),
+        || async {
+            let metrics = app.get("/metrics").await.text().await.unwrap();
+            let families = shared::telemetry::metric_families(&metrics);
+            families
+                .contains_key("outbox_pending_events")
+                .then_some(families)
+        },
+    )
+    .await;
+    let expected = [
+        ("http_requests_total", "counter"),
+        ("http_request_duration_seconds", "histogram"),
+        ("outbox_pending_events", "gauge"),
+        ("outbox_oldest_pending_age_seconds", "gauge"),
+        ("outbox_events_published_total", "counter"),
+        ("outbox_events_retried_total", "counter"),
+        ("outbox_events_dead_lettered_total", "counter"),
+    ];
+    for (name, kind) in expected {
+        let (found, _) = families
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} missing: {families:?}"));
+        assert_eq!(found, kind, "{name}");
+    }
+    for (name, (kind, help)) in &families {
+        assert!(help, "{name} has no # HELP line");
+        assert_ne!(kind, "summary", "{name} is a summary");
+    }
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics
+            .contains("outbox_events_published_total{type=\"user.storeUser\",transport=\"http\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("http_request_duration_seconds_bucket{"),
+        "{metrics}"
+    );
 }

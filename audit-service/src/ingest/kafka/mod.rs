@@ -29,8 +29,10 @@ use futures::future::BoxFuture;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
-use rdkafka::error::KafkaResult;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::statistics::Statistics;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use shared::config::Transport;
 use shared::kafka::{client_config, BrokerProbe, Guarantee, KafkaConfigError};
@@ -70,6 +72,8 @@ pub fn start(
             // the next fetch by a second, which with a small queue halved
             // the rate.
             ("fetch.queue.backoff.ms", "5"),
+            // The consumer lag gauge comes from librdkafka's statistics.
+            ("statistics.interval.ms", "5000"),
         ],
         &[Guarantee {
             property: "enable.auto.commit",
@@ -116,10 +120,51 @@ impl Probe for BrokerProbe {
 }
 
 /// Logs partition assignments, so operators (and tests) see how a group
-/// shares the topic.
+/// shares the topic; keeps the consumer lag gauge; and reports librdkafka's
+/// errors, a topic that does not exist yet as the wait it is.
 pub struct RebalanceLogger;
 
-impl ClientContext for RebalanceLogger {}
+impl ClientContext for RebalanceLogger {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::UnknownTopicOrPartition) {
+            // A fresh cluster before the topic is created (by a producer, an
+            // operator, or us at start when allowed); consumption starts
+            // once it exists.
+            tracing::info!(%reason, "waiting for the Kafka topic to exist");
+        } else {
+            tracing::error!(%error, %reason, "Kafka client error");
+        }
+    }
+
+    /// Lag per partition this member consumes: the partition's end offset
+    /// minus the committed offset, i.e. records not yet in the store.
+    fn stats(&self, statistics: Statistics) {
+        for (topic, stats) in &statistics.topics {
+            for (partition, p) in &stats.partitions {
+                // -1 is librdkafka's internal partition; "none" is one this
+                // member does not consume.
+                if *partition < 0 || p.fetch_state == "none" {
+                    continue;
+                }
+                let lag = if p.consumer_lag >= 0 {
+                    p.consumer_lag
+                } else if p.hi_offset >= 0 && p.lo_offset >= 0 {
+                    // Nothing committed yet: a new group reads from the
+                    // oldest record, so all of them are still to store.
+                    p.hi_offset - p.lo_offset
+                } else {
+                    continue;
+                };
+                metrics::gauge!(
+                    "audit_kafka_consumer_lag",
+                    "topic" => topic.clone(),
+                    "partition" => partition.to_string()
+                )
+                .set(lag as f64);
+            }
+        }
+    }
+}
 
 impl ConsumerContext for RebalanceLogger {
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -128,7 +173,17 @@ impl ConsumerContext for RebalanceLogger {
                 tracing::info!(partitions = %describe(list), "kafka partitions assigned")
             }
             Rebalance::Revoke(list) => {
-                tracing::info!(partitions = %describe(list), "kafka partitions revoked")
+                tracing::info!(partitions = %describe(list), "kafka partitions revoked");
+                // Another member reports them now; a stale value here would
+                // add to theirs in a sum over the group.
+                for e in list.elements() {
+                    metrics::gauge!(
+                        "audit_kafka_consumer_lag",
+                        "topic" => e.topic().to_owned(),
+                        "partition" => e.partition().to_string()
+                    )
+                    .set(0.0);
+                }
             }
             Rebalance::Error(e) => tracing::warn!(error = %e, "kafka rebalance failed"),
         }
@@ -184,8 +239,8 @@ impl Batch {
                     .insert((partition.0.to_owned(), partition.1), message.offset() + 1);
             }
         }
-        let decoded = decode::kafka_record(message).and_then(|event| {
-            EventRow::from_event(&event).map_err(|e| DecodeError::Other(e.to_string()))
+        let decoded = decode::kafka_record(message).and_then(|decoded| {
+            EventRow::from_decoded(&decoded).map_err(|e| DecodeError::Other(e.to_string()))
         });
         match decoded {
             Ok(row) => self.rows.push(row),
@@ -261,7 +316,14 @@ impl Worker {
                         break;
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "kafka receive failed");
+                        // A missing topic is already reported, once, by the
+                        // client context; it is the normal wait of a fresh
+                        // cluster.
+                        if e.rdkafka_error_code() == Some(RDKafkaErrorCode::UnknownTopicOrPartition) {
+                            tracing::debug!(error = %e, "kafka topic not there yet");
+                        } else {
+                            tracing::warn!(error = %e, "kafka receive failed");
+                        }
                         Backoff::new().pause(&self.shutdown).await.ok()?;
                     }
                 },

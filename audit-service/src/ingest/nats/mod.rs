@@ -144,8 +144,8 @@ impl Batch {
                     .collect()
             })
             .unwrap_or_default();
-        let decoded = decode::nats_message(&headers, &message.payload).and_then(|event| {
-            EventRow::from_event(&event).map_err(|e| DecodeError::Other(e.to_string()))
+        let decoded = decode::nats_message(&headers, &message.payload).and_then(|decoded| {
+            EventRow::from_decoded(&decoded).map_err(|e| DecodeError::Other(e.to_string()))
         });
         match decoded {
             Ok(row) => self.rows.push(row),

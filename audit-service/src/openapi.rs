@@ -1,0 +1,85 @@
+//! The OpenAPI 3.1 document of the HTTP API: the routes document themselves
+//! (`#[utoipa::path]` on each handler); this module holds the document's
+//! header and the schemas of what the service stores as raw JSON (a
+//! CloudEvent, a stored item), which have no Rust type of their own.
+
+use serde::Serialize;
+use std::collections::HashMap;
+use utoipa::ToSchema;
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "audit-service",
+        description = "Receives CloudEvents (POST /: binary, structured and batch content modes, \
+                       specversion 1.0 and 0.3; or from a Kafka topic), stores each once by \
+                       (source, id), and serves the audit log back. Errors are \
+                       application/problem+json (RFC 9457)."
+    ),
+    components(schemas(CloudEvent, StoredItem))
+)]
+pub struct ApiDoc;
+
+/// A CloudEvent in the JSON event format. Attribute values are served as
+/// they were received; extension attributes are further members.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct CloudEvent {
+    /// `1.0` or `0.3`.
+    #[schema(example = "1.0")]
+    specversion: String,
+    #[schema(min_length = 1, example = "01a21b7f-a553-75b3-bc3a-893327404cbc")]
+    id: String,
+    /// A URI-reference.
+    #[schema(min_length = 1, example = "/user-service")]
+    source: String,
+    #[serde(rename = "type")]
+    #[schema(min_length = 1, example = "user.storeUser")]
+    ty: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "application/json")]
+    datacontenttype: Option<String>,
+    /// An absolute URI (`schemaurl` in 0.3).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dataschema: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subject: Option<String>,
+    /// An RFC 3339 timestamp, as sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "2026-11-26T09:30:00.123Z")]
+    time: Option<String>,
+    /// The event's data, as JSON.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<serde_json::Value>,
+    /// Binary data, base64-encoded (1.0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_base64: Option<String>,
+    /// Extension attributes (`traceparent`, `partitionkey`, ...).
+    #[serde(flatten)]
+    extensions: HashMap<String, serde_json::Value>,
+}
+
+/// One stored event, as `GET /v1/events` and the live tail serve it.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct StoredItem {
+    /// Its position in the audit log; `after` pages by it.
+    seq: i64,
+    /// When the store committed it (RFC 3339, UTC).
+    received_at: String,
+    /// What brought it.
+    #[schema(example = "http")]
+    transport: String,
+    event: CloudEvent,
+}
+
+/// A page of `GET /v1/events`.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct EventPage {
+    events: Vec<StoredItem>,
+    /// Pass as `after` for the next page; null on the last one. With a
+    /// `filter` it is the last seq examined, which may be past the last
+    /// event on the page.
+    next_after: Option<i64>,
+}

@@ -1,0 +1,27 @@
+"""The environment variables a service's binary reads, found in its Rust
+sources and the shared crate's: the names passed to the configuration helpers
+(env_or, env_parse, positive, count_in, at_least_one, retention, std::env::var, and the
+lookups of shared::nats's settings) and every
+OTEL_* name the telemetry code mentions. Used by check-compose.py and
+check-docs.py so both hold the same list."""
+
+import pathlib
+import re
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+# Read by libraries rather than by a call in our sources.
+READ_BY_LIBRARIES = {"RUST_LOG"}
+ENV_CALL = re.compile(
+    r'(?:env_or|env_parse|positive|count_in|at_least_one|retention|env::var|env::var_os|\bget)\(\s*"([A-Z][A-Z0-9_]*)"'
+)
+OTEL_NAME = re.compile(r'"(OTEL_[A-Z0-9_]+)"')
+
+
+def variables_read_by(crate: str) -> set[str]:
+    names = set(READ_BY_LIBRARIES)
+    for src in [REPO / crate / "src", REPO / "shared" / "src"]:
+        for path in src.rglob("*.rs"):
+            text = path.read_text()
+            names.update(ENV_CALL.findall(text))
+            names.update(OTEL_NAME.findall(text))
+    return names
