@@ -57,9 +57,14 @@ pub const EXAMINE_MAX_ROWS: usize = 10_000;
 /// the row bound alone would let large events make a request read gigabytes.
 /// At least one row is examined, however large.
 pub const EXAMINE_MAX_BYTES: usize = 16 * 1024 * 1024;
-/// Rows to evaluate are read in chunks of about this much JSON, so a page
-/// holds one chunk besides the events it keeps.
+/// Rows to evaluate are read in chunks of at most about this much JSON, so
+/// a page holds one chunk besides the events it keeps.
 const EXAMINE_CHUNK_BYTES: usize = 1024 * 1024;
+/// The first chunk of a page is this small, and each next one twice the
+/// last, up to `EXAMINE_CHUNK_BYTES`: a filter that matches often fills its
+/// page from a few hundred rows, and a whole first chunk of 1 MiB (some
+/// 5,000 user events) made such a page cost what examining them all does.
+const EXAMINE_FIRST_CHUNK_BYTES: usize = 64 * 1024;
 /// The largest `tail` the stream accepts.
 const MAX_TAIL: i64 = 100_000;
 
@@ -273,7 +278,7 @@ async fn page(store: &Store, filter: &Filter, max_bytes: usize) -> Result<Page, 
 
 /// A page whose filter is partly evaluated here. SQL narrows the rows with
 /// what it can run and measures the next `EXAMINE_MAX_ROWS` of them; they
-/// are read in chunks of `EXAMINE_CHUNK_BYTES` and evaluated in seq order
+/// are read in growing chunks (64 KiB to 1 MiB) and evaluated in seq order
 /// until the page is full or `EXAMINE_MAX_BYTES` were examined. The page's
 /// `next_after` is the last seq examined: the rows up to it that are not on
 /// the page did not match, so the next page loses nothing and repeats
@@ -291,6 +296,7 @@ async fn evaluated_page(
     let mut examined_bytes = 0usize;
     let mut last_examined: Option<i64> = None;
     let mut next = 0usize;
+    let mut chunk_max = EXAMINE_FIRST_CHUNK_BYTES;
     while next < sizes.len() {
         // The next chunk: at least one row, within the chunk size and what
         // is left of the budget (the first row of a page is always read).
@@ -300,7 +306,7 @@ async fn evaluated_page(
             let size = bytes(size);
             let grown = chunk_bytes.saturating_add(size);
             let first_of_chunk = end == next;
-            if !first_of_chunk && grown > EXAMINE_CHUNK_BYTES {
+            if !first_of_chunk && grown > chunk_max {
                 break;
             }
             if (last_examined.is_some() || !first_of_chunk)
@@ -342,6 +348,7 @@ async fn evaluated_page(
         last_examined = Some(chunk_last);
         examined_bytes = examined_bytes.saturating_add(chunk_bytes);
         next = end;
+        chunk_max = chunk_max.saturating_mul(2).min(EXAMINE_CHUNK_BYTES);
     }
     let examined_all = next >= sizes.len() && sizes.len() < EXAMINE_MAX_ROWS;
     Ok(Page {

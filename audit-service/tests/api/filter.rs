@@ -337,3 +337,24 @@ async fn the_stream_replays_the_newest_events_through_its_filter_then_goes_live(
     assert!(detail.contains("`tail`"), "{detail}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_evaluated_page_stops_at_its_byte_budget_and_goes_on_from_there() {
+    let app = spawn_app().await;
+    let padding = "x".repeat(900 * 1024);
+    for n in 0..20 {
+        let mut big = event(&format!("big{n}"), "big", Some("s"), json!({"n": n}));
+        big["data"] = json!({ "pad": padding });
+        assert_eq!(app.post_structured(&big).await.status(), 204);
+    }
+    // Each event is about 0.9 MiB of JSON, so the 16 MiB a page may examine
+    // hold 18 of them: the first page is empty and says to go on after 18.
+    let query = format!("filter={}", encode("n = 19"));
+    let page: Value = app.get_events(&query).await.json().await.unwrap();
+    assert_eq!(page["events"], json!([]));
+    assert_eq!(page["next_after"], 18);
+    let (seen, pages, _) = walk_pages(&app, &query, 10).await;
+    assert_eq!(seen, ["big19"]);
+    assert_eq!(pages, 2);
+    app.stop().await;
+}
