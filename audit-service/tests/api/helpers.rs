@@ -159,6 +159,30 @@ impl TestApp {
     }
 }
 
+/// Reads SSE `audit` events from `response` until `n` arrived (or 10 s).
+pub async fn read_sse_items(response: &mut reqwest::Response, n: usize) -> Vec<Value> {
+    let mut text = String::new();
+    let mut items = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while items.len() < n {
+            let Some(chunk) = response.chunk().await.unwrap() else {
+                break;
+            };
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = text.find("\n\n") {
+                let frame: String = text.drain(..end + 2).collect();
+                if let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data:")) {
+                    if frame.contains("event: audit") {
+                        items.push(serde_json::from_str(data.trim()).unwrap());
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    items
+}
+
 /// Checks a response is problem+json with `status`, returning its detail.
 pub async fn problem_detail(response: Response, status: u16) -> String {
     assert_eq!(response.status(), status, "status");
