@@ -4,8 +4,9 @@
 # server with JetStream on 127.0.0.1:4222 and a private PostgreSQL cluster
 # on 127.0.0.1:55432 unless they already run (and stops afterwards what it
 # started), then runs the compose-file and README checks, schemathesis
-# against both APIs, the Rust tests (the storage and delivery tests twice:
-# on SQLite, then on PostgreSQL) and the cross-SDK interop suite. Any
+# against both APIs, the Rust tests (the CESQL TCK among them; the storage
+# and delivery tests twice: on SQLite, then on PostgreSQL), the audit
+# console in headless Chromium and the cross-SDK interop suite. Any
 # missing dependency is a failure, never a skipped test.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -60,6 +61,9 @@ echo "== storage and delivery tests again, on PostgreSQL"
 # the README and trace checks (readme::, trace::) do not depend on storage.
 TEST_DATABASE=postgres cargo test -p user-service -p audit-service -p e2e --no-fail-fast \
   --test api --test flow -- --skip replicas:: --skip postgres:: --skip readme:: --skip trace::
+
+echo "== the audit console in headless Chromium"
+browser/run.sh
 
 echo "== interop with the Go and Python CloudEvents SDKs"
 interop/run.sh

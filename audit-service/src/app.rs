@@ -5,7 +5,7 @@
 use crate::config::Settings;
 use crate::error::ApiError;
 use crate::store::{Store, WriterHandle};
-use crate::{ingest, query};
+use crate::{console, ingest, query};
 use anyhow::Context;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -187,6 +187,7 @@ fn api_routes(max_body_bytes: usize) -> (Router<AppState>, Router<AppState>, Ope
     let (api, mut doc) = OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
         .merge(ingest::http::router(max_body_bytes))
         .merge(query::router())
+        .merge(console::router())
         .routes(routes!(readyz))
         .split_for_parts();
     let (ops, ops_doc) = shared::telemetry::ops_router().split_for_parts();

@@ -1,8 +1,9 @@
 //! The one error type of the HTTP API, answered as application/problem+json.
 
+use crate::filter::FilterError;
 use crate::ingest::decode::DecodeError;
 use crate::store::StoreError;
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use shared::problem::Problem;
 use std::sync::Arc;
@@ -18,6 +19,9 @@ pub enum ApiError {
     PayloadTooLarge(usize),
     #[error("{0}")]
     BadRequest(String),
+    /// A `filter` that is too long or not CESQL; answered with where.
+    #[error(transparent)]
+    BadFilter(#[from] FilterError),
     /// Not the client's fault: logged in full, answered without details.
     #[error("the audit store failed")]
     Store(#[source] Arc<StoreError>),
@@ -31,7 +35,9 @@ impl IntoResponse for ApiError {
             ApiError::InvalidEvent(DecodeError::TooManyEvents { .. }) => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
-            ApiError::InvalidEvent(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::InvalidEvent(_) | ApiError::BadRequest(_) | ApiError::BadFilter(_) => {
+                StatusCode::BAD_REQUEST
+            }
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Store(_) | ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -42,8 +48,27 @@ impl IntoResponse for ApiError {
                 // A sender retries a 503; the event was not stored.
                 "the audit store is unavailable, retry later".to_owned()
             }
+            ApiError::BadFilter(FilterError::Invalid(error)) => {
+                return filter_problem(Problem::new(status, self.to_string()), error);
+            }
             other => other.to_string(),
         };
         Problem::new(status, detail).into_response()
     }
+}
+
+/// A bad filter's problem, with where it went wrong as extension members
+/// (RFC 9457 section 3.2) that a client can point at: `column` counts
+/// characters from 1, `offset` is the byte offset in the UTF-8 text.
+fn filter_problem(problem: Problem, error: &cesql::ParseError) -> Response {
+    let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::BAD_REQUEST);
+    let mut body = serde_json::json!(problem);
+    body["column"] = error.column.into();
+    body["offset"] = error.offset.into();
+    (
+        status,
+        [(header::CONTENT_TYPE, shared::problem::CONTENT_TYPE)],
+        axum::Json(body),
+    )
+        .into_response()
 }

@@ -20,11 +20,11 @@ pub fn describe(transport: Transport) {
     );
     metrics::describe_counter!(
         "audit_events_rejected_total",
-        "Requests (http) or records (kafka) refused as not valid CloudEvents, by transport"
+        "Requests (http) or messages (kafka, nats) refused as not valid CloudEvents, by transport"
     );
     metrics::describe_counter!(
         "audit_dead_letters_failed_total",
-        "Attempts to produce a dead letter to the dead-letter topic that failed (retried)"
+        "Attempts to publish a dead letter (Kafka topic or NATS subject) that failed (retried)"
     );
     metrics::describe_histogram!(
         "audit_commit_batch_events",
@@ -34,6 +34,10 @@ pub fn describe(transport: Transport) {
         "audit_commit_duration_seconds",
         metrics::Unit::Seconds,
         "Time to insert and commit one store transaction"
+    );
+    metrics::describe_counter!(
+        "audit_stream_catch_ups_total",
+        "Live-tail clients that fell behind the live feed and were served from the store until caught up"
     );
     metrics::describe_gauge!(
         "audit_kafka_consumer_lag",

@@ -78,6 +78,8 @@ pub struct StoredItem {
 #[allow(dead_code)]
 pub struct EventPage {
     events: Vec<StoredItem>,
-    /// Pass as `after` for the next page; null on the last one.
+    /// Pass as `after` for the next page; null on the last one. With a
+    /// `filter` it is the last seq examined, which may be past the last
+    /// event on the page.
     next_after: Option<i64>,
 }

@@ -1,5 +1,6 @@
-//! Reading the audit log back: `GET /v1/events` (pages by seq) and
-//! `GET /v1/events/stream` (a Server-Sent Events live tail).
+//! Reading the audit log back: `GET /v1/events` (pages by seq),
+//! `GET /v1/events/stream` (a Server-Sent Events live tail) and
+//! `GET /v1/filters/validate` (checks a CESQL filter without querying).
 //!
 //! Memory per request is bounded in bytes, not only in events: a page stops
 //! at `limit` events or `PAGE_MAX_BYTES` of event JSON, whichever comes
@@ -8,17 +9,29 @@
 //!
 //! Every page is a keyset query on seq read by the store (`store::page`),
 //! so a page deep in the log costs what the first one does.
+//!
+//! A CESQL `filter` is run in two places (see `filter`): its pushed-down
+//! part joins `source`, `type` and `subject` in the SQL, on SQLite and on
+//! PostgreSQL alike (`store::PageQuery::conditions`); when that is not the
+//! whole filter, the rows SQL returns are evaluated here, and a page then
+//! examines at most `EXAMINE_MAX_ROWS` rows and `EXAMINE_MAX_BYTES` of JSON.
+//! Such a page can hold fewer than `limit` events, even none, with a
+//! `next_after` to go on from: `next_after` is the last seq examined, not
+//! the last one returned, so paging stays exact and no request reads the
+//! whole table.
 
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::filter::CesqlFilter;
 use crate::openapi::EventPage;
-use crate::store::{Page, PageQuery, Received, Store, StoredEvent, Subscriber};
+use crate::store::{Page, PageQuery, Received, Store, StoreError, StoredEvent, Subscriber};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::Json;
 use futures::{Stream, StreamExt as _};
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use shared::problem::Problem;
 use std::convert::Infallible;
@@ -36,11 +49,30 @@ pub const PAGE_MAX_BYTES: usize = 4 * 1024 * 1024;
 /// The same for the pages the live tail reads from the store (a replay, or
 /// a slow client catching up): each stream holds one while it sends it.
 pub const STREAM_PAGE_MAX_BYTES: usize = 1024 * 1024;
+/// The most rows one page examines when a filter is evaluated here. At the
+/// few microseconds it takes to parse and test a typical event, this is
+/// tens of milliseconds of one core, whatever the table's size.
+pub const EXAMINE_MAX_ROWS: usize = 10_000;
+/// The most event JSON one page examines when a filter is evaluated here:
+/// the row bound alone would let large events make a request read gigabytes.
+/// At least one row is examined, however large.
+pub const EXAMINE_MAX_BYTES: usize = 16 * 1024 * 1024;
+/// Rows to evaluate are read in chunks of at most about this much JSON, so
+/// a page holds one chunk besides the events it keeps.
+const EXAMINE_CHUNK_BYTES: usize = 1024 * 1024;
+/// The first chunk of a page is this small, and each next one twice the
+/// last, up to `EXAMINE_CHUNK_BYTES`: a filter that matches often fills its
+/// page from a few hundred rows, and a whole first chunk of 1 MiB (some
+/// 5,000 user events) made such a page cost what examining them all does.
+const EXAMINE_FIRST_CHUNK_BYTES: usize = 64 * 1024;
+/// The largest `tail` the stream accepts.
+const MAX_TAIL: i64 = 100_000;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list))
         .routes(routes!(stream))
+        .routes(routes!(validate))
 }
 
 /// Query parameters as sent; `Filter::parse` turns them into a filter or
@@ -58,12 +90,19 @@ pub struct RawFilter {
     ty: Option<String>,
     /// Only events of this `subject`.
     subject: Option<String>,
+    /// Only events matching this CESQL v1 expression, such as
+    /// `type LIKE 'user.%' AND subject = 'u1'` (at most 4096 bytes).
+    filter: Option<String>,
     /// Only events after this seq (the previous page's `next_after`).
     #[param(value_type = Option<i64>, minimum = 0)]
     after: Option<String>,
     /// Events per page, 1 to 1000 (default 100).
     #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
+    /// The stream only: replay from the newest `tail` stored events
+    /// (documented on the stream's own operation).
+    #[param(ignore)]
+    tail: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -71,6 +110,8 @@ pub struct Filter {
     source: Option<String>,
     ty: Option<String>,
     subject: Option<String>,
+    /// Shared by the store pages a live tail reads.
+    cesql: Option<Arc<CesqlFilter>>,
     after: i64,
     limit: u32,
 }
@@ -99,24 +140,18 @@ impl Filter {
                     ))
                 })?,
         };
+        let cesql = match non_empty(raw.filter) {
+            None => None,
+            Some(text) => Some(Arc::new(CesqlFilter::parse(&text)?)),
+        };
         Ok(Filter {
             source: non_empty(raw.source),
             ty: non_empty(raw.ty),
             subject: non_empty(raw.subject),
+            cesql,
             after,
             limit,
         })
-    }
-
-    /// What the store reads for this filter.
-    fn query(&self) -> PageQuery {
-        PageQuery {
-            after: self.after,
-            limit: self.limit,
-            source: self.source.clone(),
-            ty: self.ty.clone(),
-            subject: self.subject.clone(),
-        }
     }
 
     fn matches(&self, event: &StoredEvent) -> bool {
@@ -126,13 +161,38 @@ impl Filter {
         wanted(&self.source, Some(&event.source))
             && wanted(&self.ty, Some(&event.ty))
             && wanted(&self.subject, event.subject.as_ref())
+            && self.cesql.as_ref().is_none_or(|c| c.matches(event))
+    }
+
+    /// What the store reads for this filter: the plain parameters and the
+    /// CESQL filter's pushed-down conditions.
+    fn query(&self) -> PageQuery {
+        PageQuery {
+            after: self.after,
+            limit: self.limit,
+            source: self.source.clone(),
+            ty: self.ty.clone(),
+            subject: self.subject.clone(),
+            conditions: self
+                .cesql
+                .as_ref()
+                .map(|c| c.sql_conditions().to_vec())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// True when SQL cannot answer this filter alone.
+    fn needs_evaluation(&self) -> bool {
+        self.cesql.as_ref().is_some_and(|c| c.needs_evaluation())
     }
 }
 
 /// The query parameters, or a 400 naming the one that is unknown, repeated
-/// or malformed (serde's message quotes it: "unknown field `filter`, expected
+/// or malformed (serde's message quotes it: "unknown field `nope`, expected
 /// one of ...").
-fn query_params(query: Result<Query<RawFilter>, QueryRejection>) -> Result<RawFilter, ApiError> {
+fn query_params<T: DeserializeOwned>(
+    query: Result<Query<T>, QueryRejection>,
+) -> Result<T, ApiError> {
     query
         .map(|Query(raw)| raw)
         .map_err(|rejection| ApiError::BadRequest(rejection.body_text()))
@@ -145,8 +205,8 @@ fn query_params(query: Result<Query<RawFilter>, QueryRejection>) -> Result<RawFi
     tag = "audit log",
     params(RawFilter),
     responses(
-        (status = 200, description = "A page of stored events", body = EventPage),
-        (status = 400, description = "A query parameter is invalid", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "A page of stored events. With a `filter` that is evaluated in the service a page examines at most 10,000 rows, so it may hold fewer than `limit` events, even none, and a `next_after` to go on from", body = EventPage),
+        (status = 400, description = "A query parameter is invalid; a bad `filter` has `column` and `offset` members", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The store is unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -155,34 +215,170 @@ async fn list(
     State(state): State<AppState>,
     query: Result<Query<RawFilter>, QueryRejection>,
 ) -> Result<Json<Page>, ApiError> {
-    let filter = Filter::parse(query_params(query)?)?;
-    let page = state
-        .store
-        .page(&filter.query(), PAGE_MAX_BYTES)
+    let raw = query_params(query)?;
+    if raw.tail.is_some() {
+        return Err(ApiError::BadRequest(
+            "query parameter `tail` is for /v1/events/stream; pages start at `after`".into(),
+        ));
+    }
+    let filter = Filter::parse(raw)?;
+    let page = page(&state.store, &filter, PAGE_MAX_BYTES)
         .await
         .map_err(|e| ApiError::Store(Arc::new(e)))?;
     Ok(Json(page))
 }
 
+/// The one parameter of `GET /v1/filters/validate`; others are refused.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+struct ValidateParams {
+    /// A CESQL v1 expression, at most 4096 bytes.
+    filter: String,
+}
+
+/// `GET /v1/filters/validate?filter=`: 204 when the filter would be
+/// accepted (an empty one filters nothing), else the 400 problem a query
+/// with it gets, with the position. Nothing is read from the store, so it
+/// is cheap to call on each keystroke.
+#[utoipa::path(
+    get,
+    path = "/v1/filters/validate",
+    tag = "audit log",
+    params(ValidateParams),
+    responses(
+        (status = 204, description = "The filter is valid CESQL and calls only functions that exist, with their arities"),
+        (status = 400, description = "The filter is refused: `detail` says why, `column` (characters from 1) and `offset` (bytes) say where", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn validate(
+    query: Result<Query<ValidateParams>, QueryRejection>,
+) -> Result<StatusCode, ApiError> {
+    let params = query_params(query)?;
+    if !params.filter.is_empty() {
+        CesqlFilter::parse(&params.filter)?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A stored size as a byte count.
+fn bytes(size: i64) -> usize {
+    usize::try_from(size).unwrap_or(usize::MAX)
+}
+
+/// The next page: up to `filter.limit` events and `max_bytes` of their
+/// JSON; at least one when SQL answers alone.
+async fn page(store: &Store, filter: &Filter, max_bytes: usize) -> Result<Page, StoreError> {
+    if filter.needs_evaluation() {
+        evaluated_page(store, filter, max_bytes).await
+    } else {
+        store.page(&filter.query(), max_bytes).await
+    }
+}
+
+/// A page whose filter is partly evaluated here. SQL narrows the rows with
+/// what it can run and measures the next `EXAMINE_MAX_ROWS` of them; they
+/// are read in growing chunks (64 KiB to 1 MiB) and evaluated in seq order
+/// until the page is full or `EXAMINE_MAX_BYTES` were examined. The page's
+/// `next_after` is the last seq examined: the rows up to it that are not on
+/// the page did not match, so the next page loses nothing and repeats
+/// nothing, and it is null only when every row SQL had was examined.
+async fn evaluated_page(
+    store: &Store,
+    filter: &Filter,
+    max_bytes: usize,
+) -> Result<Page, StoreError> {
+    let limit = filter.limit as usize;
+    let mut query = filter.query();
+    let sizes = store.sizes(&query, EXAMINE_MAX_ROWS).await?;
+    let mut events = Vec::new();
+    let mut page_bytes = 0usize;
+    let mut examined_bytes = 0usize;
+    let mut last_examined: Option<i64> = None;
+    let mut next = 0usize;
+    let mut chunk_max = EXAMINE_FIRST_CHUNK_BYTES;
+    while next < sizes.len() {
+        // The next chunk: at least one row, within the chunk size and what
+        // is left of the budget (the first row of a page is always read).
+        let mut end = next;
+        let mut chunk_bytes = 0usize;
+        for &(_, size) in &sizes[next..] {
+            let size = bytes(size);
+            let grown = chunk_bytes.saturating_add(size);
+            let first_of_chunk = end == next;
+            if !first_of_chunk && grown > chunk_max {
+                break;
+            }
+            if (last_examined.is_some() || !first_of_chunk)
+                && examined_bytes.saturating_add(grown) > EXAMINE_MAX_BYTES
+            {
+                break;
+            }
+            chunk_bytes = grown;
+            end += 1;
+        }
+        // Nothing fits: the budget is spent.
+        if end == next {
+            break;
+        }
+        let Some(&(chunk_last, _)) = sizes.get(end - 1) else {
+            break;
+        };
+        query.after = last_examined.unwrap_or(filter.after);
+        for event in store.events(&query, chunk_last).await? {
+            let seq = event.seq;
+            if filter.matches(&event) {
+                let size = event.json.len();
+                if events.len() == limit
+                    || (!events.is_empty() && page_bytes.saturating_add(size) > max_bytes)
+                {
+                    // This event starts the next page.
+                    return Ok(Page {
+                        events,
+                        next_after: last_examined,
+                    });
+                }
+                page_bytes = page_bytes.saturating_add(size);
+                events.push(event);
+            }
+            last_examined = Some(seq);
+        }
+        // Rows are never deleted, so the chunk holds exactly the rows
+        // measured; its last seq is examined even if it were not.
+        last_examined = Some(chunk_last);
+        examined_bytes = examined_bytes.saturating_add(chunk_bytes);
+        next = end;
+        chunk_max = chunk_max.saturating_mul(2).min(EXAMINE_CHUNK_BYTES);
+    }
+    let examined_all = next >= sizes.len() && sizes.len() < EXAMINE_MAX_ROWS;
+    Ok(Page {
+        events,
+        next_after: if examined_all { None } else { last_examined },
+    })
+}
+
 /// The live tail: one SSE `event: audit` per stored event matching the
-/// filter (`source`, `type`, `subject`), the item as `data`, its seq as `id`.
-/// With `after` (or the `Last-Event-ID` header a reconnecting EventSource
-/// sends) the stored events after that seq come first, then the live ones,
-/// with no gap and no repeat. A client too slow for the live feed (its
-/// events left the store's tail buffer before it read them) is served from
-/// the store until it has caught up, so it misses nothing either. Streams
-/// end at shutdown, or after `event: error` when reading the store fails.
+/// filter (`source`, `type`, `subject`, `filter`), the item as `data`, its
+/// seq as `id`. With `after` (or the `Last-Event-ID` header a reconnecting
+/// client sends) the stored events after that seq come first, then the live
+/// ones, with no gap and no repeat; `tail=N` does the same from the newest N
+/// stored events (before filtering). A client too slow for the live feed
+/// (its events left the store's tail buffer before it read them) is served
+/// from the store until it has caught up, so it misses nothing either.
+/// Streams end at shutdown, or after `event: error` when reading the store
+/// fails.
 #[utoipa::path(
     get,
     path = "/v1/events/stream",
     tag = "audit log",
     params(
         RawFilter,
+        ("tail" = Option<i64>, Query, minimum = 1, maximum = 100000, description = "Replay the newest `tail` stored events (counted before filtering) first; not with `after`"),
         ("last-event-id" = Option<i64>, Header, description = "Resume after this seq"),
     ),
     responses(
         (status = 200, description = "Server-Sent Events: `event: audit` with a stored item as data and its seq as id", body = String, content_type = "text/event-stream"),
-        (status = 400, description = "A query parameter is invalid", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A query parameter is invalid; a bad `filter` has `column` and `offset` members", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn stream(
@@ -190,23 +386,57 @@ async fn stream(
     headers: HeaderMap,
     query: Result<Query<RawFilter>, QueryRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
-    let raw = query_params(query)?;
+    let mut raw = query_params(query)?;
     let last_event_id = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<i64>().ok());
-    let replay = raw.after.as_deref().is_some_and(|a| !a.is_empty()) || last_event_id.is_some();
+    let has_after = raw.after.as_deref().is_some_and(|a| !a.is_empty());
+    let tail = match raw.tail.take().filter(|t| !t.is_empty()) {
+        None => None,
+        Some(_) if has_after => {
+            return Err(ApiError::BadRequest(
+                "query parameters `after` and `tail` cannot be used together".into(),
+            ))
+        }
+        Some(t) => Some(
+            t.parse::<i64>()
+                .ok()
+                .filter(|t| (1..=MAX_TAIL).contains(t))
+                .ok_or_else(|| {
+                    ApiError::BadRequest(format!(
+                        "query parameter `tail` must be an integer from 1 to {MAX_TAIL}, got {t:?}"
+                    ))
+                })?,
+        ),
+    };
     let mut filter = Filter::parse(raw)?;
-    if let Some(seq) = last_event_id {
-        filter.after = seq;
-    }
     // Subscribe before reading the store so that nothing committed in
     // between is missed; what both deliver is skipped by seq.
+    let live = state.store.subscribe();
+    let replay = match (last_event_id, tail) {
+        // A reconnecting client resumes where it was, whatever it first asked.
+        (Some(seq), _) => {
+            filter.after = seq;
+            true
+        }
+        (None, Some(tail)) => {
+            let newest = state
+                .store
+                .last_seq()
+                .await
+                .map_err(|e| ApiError::Store(Arc::new(e)))?;
+            filter.after = newest.saturating_sub(tail).max(0);
+            true
+        }
+        (None, None) => has_after,
+    };
     let tail = LiveTail {
-        live: state.store.subscribe(),
+        live,
         store: state.store.clone(),
         filter,
         page: Vec::new().into_iter(),
+        page_end: None,
         from_store: replay,
         ended: false,
     };
@@ -219,13 +449,16 @@ async fn stream(
 }
 
 /// One live-tail client's state: where it is (`filter.after`, the last seq
-/// sent) and whether it reads from the store or the live feed.
+/// sent or examined) and whether it reads from the store or the live feed.
 struct LiveTail {
     live: Subscriber,
     store: Store,
     filter: Filter,
     /// The rest of the store page being sent.
     page: std::vec::IntoIter<StoredEvent>,
+    /// The `next_after` of that page: with a filter evaluated here, the rows
+    /// examined run past the last event on it.
+    page_end: Option<i64>,
     /// Reading from the store: a replay, or catching up after lagging.
     from_store: bool,
     ended: bool,
@@ -240,6 +473,9 @@ impl LiveTail {
                     return Some(to_sse(&event));
                 }
             }
+            if let Some(end) = self.page_end.take() {
+                self.filter.after = self.filter.after.max(end);
+            }
             if self.ended {
                 return None;
             }
@@ -248,15 +484,12 @@ impl LiveTail {
                     limit: MAX_LIMIT,
                     ..self.filter.clone()
                 };
-                match self
-                    .store
-                    .page(&filter.query(), STREAM_PAGE_MAX_BYTES)
-                    .await
-                {
+                match page(&self.store, &filter, STREAM_PAGE_MAX_BYTES).await {
                     Ok(page) => {
                         // The last page read: what was committed after it
                         // is in the live feed.
                         self.from_store = page.next_after.is_some();
+                        self.page_end = page.next_after;
                         self.page = page.events.into_iter();
                     }
                     // The response has started, so the error can't be a

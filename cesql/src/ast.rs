@@ -32,11 +32,13 @@ pub(crate) enum Node {
         negated: bool,
     },
     /// `function` is `None` when no built-in has this name and arity: the
-    /// spec makes that an evaluation error (MissingFunction), not a parse error.
+    /// spec makes that an evaluation error (MissingFunction), not a parse
+    /// error. `at` is the byte offset of the name, for `Expression::validate`.
     Call {
         name: String,
         function: Option<Builtin>,
         args: Vec<Node>,
+        at: usize,
     },
 }
 

@@ -73,6 +73,7 @@ impl Node {
                 name,
                 function,
                 args,
+                ..
             } => {
                 let Some(function) = function else {
                     return Err(Failure {

@@ -8,6 +8,7 @@ use crate::ast::Node;
 use crate::error::{EvalError, ParseError};
 use crate::parser;
 use crate::pushdown::{self, Pushdown};
+use crate::validate;
 use crate::value::Value;
 
 /// A parsed CESQL expression. Parse once, evaluate against many events; it is
@@ -26,6 +27,18 @@ impl Expression {
             source: source.to_owned(),
             root: parser::parse(source)?,
         })
+    }
+
+    /// Checks what the spec leaves to evaluation: that every function
+    /// called exists and takes that many arguments. An expression that fails
+    /// here evaluates to a MissingFunction error for every event, so a
+    /// service taking filters from people should refuse it up front. The
+    /// error points at the first such call in the text.
+    pub fn validate(&self) -> Result<(), ParseError> {
+        match validate::first_missing_function(&self.root, &self.source) {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
     }
 
     /// The text the expression was parsed from.

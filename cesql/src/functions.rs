@@ -57,6 +57,23 @@ impl Builtin {
         })
     }
 
+    /// The numbers of arguments the built-ins named `name` (upper case)
+    /// take, in words for an error message; `None` when no built-in has
+    /// that name.
+    pub(crate) fn arities(name: &str) -> Option<&'static str> {
+        Some(match name {
+            "LENGTH" | "LOWER" | "UPPER" | "TRIM" | "ABS" | "INT" | "BOOL" | "STRING"
+            | "IS_INT" | "IS_BOOL" => "1 argument",
+            "LEFT" | "RIGHT" => "2 arguments",
+            "SUBSTRING" => "2 or 3 arguments",
+            "CONCAT_WS" => "at least 1 argument",
+            // CONCAT takes any number, so it never reaches here; listed so
+            // the names agree with `resolve`.
+            "CONCAT" => "any number of arguments",
+            _ => return None,
+        })
+    }
+
     pub(crate) fn name(self) -> &'static str {
         use Builtin::*;
         match self {

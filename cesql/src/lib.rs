@@ -29,6 +29,7 @@ mod lexer;
 mod like;
 mod parser;
 mod pushdown;
+mod validate;
 mod value;
 
 pub use error::{ErrorKind, EvalError, MathError, ParseError};

@@ -404,6 +404,7 @@ impl<'s> Parser<'s> {
                 name,
                 function,
                 args,
+                at: name_token.start,
             },
             depth,
         ))
@@ -537,6 +538,7 @@ mod tests {
                 name: "CONCAT_WS".into(),
                 function: Some(Builtin::ConcatWs),
                 args: vec![Node::Literal(Value::String(",".into())), attr("myext")],
+                at: 0,
             }
         );
     }

@@ -30,12 +30,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use tracing::field::Empty;
-use tracing::Span;
+use tracing::{Level, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::filter::{filter_fn, FilterExt, LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Layer, Registry};
+use tracing_subscriber::{EnvFilter, Layer};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -188,10 +188,13 @@ fn install_with(
         }
         return Ok(Telemetry { provider: None });
     }
-    let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = Vec::new();
-    if let Some((format, filter)) = logs {
-        layers.push(log_layer(format).with_filter(filter).boxed());
-    }
+    // What the log's filter lets through at most, for the global filter
+    // below.
+    let log_max = logs
+        .as_ref()
+        .and_then(|(_, filter)| filter.max_level_hint())
+        .unwrap_or(LevelFilter::OFF);
+    let log_layer = logs.map(|(format, filter)| log_layer(format).with_filter(filter));
     let provider = (exporting || spans == Spans::Always).then(|| {
         let mut builder = SdkTracerProvider::builder().with_resource(resource(service));
         if let Some(exporter) = exporter {
@@ -199,7 +202,8 @@ fn install_with(
         }
         builder.build()
     });
-    if let Some(provider) = &provider {
+    let traced = provider.is_some();
+    let otel_layer = if let Some(provider) = &provider {
         // Spans of the services' own code, whatever RUST_LOG lets into the
         // log: a quiet log must not break the trace. A background task's
         // span lives as long as the process; as a trace it would be one
@@ -210,16 +214,30 @@ fn install_with(
             .with_target("audit_service", LevelFilter::INFO)
             .with_target("shared", LevelFilter::INFO);
         let not_a_task = filter_fn(|meta| !(meta.is_span() && TASK_SPANS.contains(&meta.name())));
-        layers.push(
+        opentelemetry::global::set_tracer_provider(provider.clone());
+        Some(
             tracing_opentelemetry::layer()
                 .with_tracer(provider.tracer(service))
-                .with_filter(own_code.and(not_a_task))
-                .boxed(),
-        );
-        opentelemetry::global::set_tracer_provider(provider.clone());
-    }
+                .with_filter(own_code.and(not_a_task)),
+        )
+    } else {
+        None
+    };
+    // A global filter, outermost, that refuses what neither layer takes.
+    // Without it, an `enabled!` check that both per-layer filters refuse
+    // (sqlx makes one per statement, to decide whether to log it) leaves
+    // the filters' per-thread state dirty, and the next line logged on that
+    // thread is dropped: seen as user-service on PostgreSQL losing its
+    // "listening" line and its request spans at RUST_LOG=info. A refusal by
+    // a global filter clears that state.
+    let wanted = filter_fn(move |meta| {
+        meta.level() <= &log_max
+            || (traced && is_own_code(meta.target()) && meta.level() <= &Level::INFO)
+    });
     if tracing_subscriber::registry()
-        .with(layers)
+        .with(log_layer)
+        .with(otel_layer)
+        .with(wanted)
         .try_init()
         .is_ok()
     {
@@ -227,6 +245,18 @@ fn install_with(
         EXPORTING.store(exporting, Ordering::Relaxed);
     }
     Ok(Telemetry { provider })
+}
+
+/// Whether `target` is in this workspace's crates (the targets whose spans
+/// are traced whatever the log level).
+fn is_own_code(target: &str) -> bool {
+    ["user_service", "audit_service", "shared"]
+        .iter()
+        .any(|own| {
+            target
+                .strip_prefix(own)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+        })
 }
 
 fn log_layer<S>(format: LogFormat) -> Box<dyn Layer<S> + Send + Sync>

@@ -311,11 +311,52 @@ impl Store {
 
     /// The next page of stored events in seq order, as `query` asks: up
     /// to `query.limit` events and `max_bytes` of their JSON, at least one.
+    /// Two queries: the sizes first, to find where the page ends, then the
+    /// events up to there.
     pub async fn page(&self, query: &PageQuery, max_bytes: usize) -> Result<Page, StoreError> {
+        let sizes = self.sizes(query, query.limit as usize + 1).await?;
+        let Some((last, more)) = query.cut(&sizes, max_bytes) else {
+            return Ok(Page::empty());
+        };
+        Ok(Page {
+            events: self.events(query, last).await?,
+            next_after: more.then_some(last),
+        })
+    }
+
+    /// The seqs and JSON sizes of the next `rows` events `query` selects
+    /// (its `limit` aside), in seq order, without reading the events.
+    pub async fn sizes(
+        &self,
+        query: &PageQuery,
+        rows: usize,
+    ) -> Result<Vec<(i64, i64)>, StoreError> {
         match &self.readers {
-            Readers::Sqlite(pool) => sqlite::page(pool, query, max_bytes).await,
-            Readers::Postgres(pool) => postgres::page(pool, query, max_bytes).await,
+            Readers::Sqlite(pool) => sqlite::sizes(pool, query, rows).await,
+            Readers::Postgres(pool) => postgres::sizes(pool, query, rows).await,
         }
+    }
+
+    /// The events `query` selects (its `limit` aside) up to and including
+    /// seq `last`, in seq order: what a `sizes` answer measured, since no
+    /// event appears later with a seq at or below one already committed.
+    pub async fn events(
+        &self,
+        query: &PageQuery,
+        last: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        match &self.readers {
+            Readers::Sqlite(pool) => sqlite::events(pool, query, last).await,
+            Readers::Postgres(pool) => postgres::events(pool, query, last).await,
+        }
+    }
+
+    /// The newest seq, 0 for an empty store.
+    pub async fn last_seq(&self) -> Result<i64, StoreError> {
+        Ok(match &self.readers {
+            Readers::Sqlite(pool) => sqlite::last_seq(pool).await?,
+            Readers::Postgres(pool) => postgres::last_seq(pool).await?,
+        })
     }
 
     /// True when the database answers a query.

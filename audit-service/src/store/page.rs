@@ -1,6 +1,7 @@
 //! Reading pages of stored events, written once for both databases:
-//! keyset paging by seq with optional equality filters, bounded in events
-//! and in bytes. Parameters are `$n`, which SQLite reads too; each backend
+//! keyset paging by seq with optional equality filters (the plain
+//! parameters, and the part of a CESQL filter pushed down to SQL), bounded
+//! in events and in bytes. Parameters are `$n`, which SQLite reads too; each backend
 //! binds the values and decodes the rows (their column types differ, the
 //! text does not, but for the one word in [`Dialect`]).
 //!
@@ -9,6 +10,7 @@
 //! the log costs what the first one does (see the plan test in `sqlite`).
 
 use super::StoredEvent;
+use cesql::{Column, Condition};
 use serde::Serialize;
 
 /// Which stored events to read.
@@ -20,6 +22,9 @@ pub struct PageQuery {
     pub source: Option<String>,
     pub ty: Option<String>,
     pub subject: Option<String>,
+    /// Conditions pushed down from a CESQL filter (`cesql::Pushdown`),
+    /// ANDed with the rest: each says a column equals one of its values.
+    pub conditions: Vec<Condition>,
 }
 
 /// One page of events, and the `after` of the next page (null when no
@@ -83,16 +88,36 @@ impl PageQuery {
                 sql.push_str(&format!(" AND {column} = ${}", binds.len()));
             }
         }
+        for condition in &self.conditions {
+            let column = match condition.column {
+                Column::Id => "id",
+                Column::Source => dialect.source(),
+                Column::Type => "type",
+                Column::Subject => "subject",
+            };
+            let mut placeholders = Vec::with_capacity(condition.any_of.len());
+            for value in &condition.any_of {
+                binds.push(Bind::Text(value));
+                placeholders.push(format!("${}", binds.len()));
+            }
+            match placeholders.as_slice() {
+                [one] => sql.push_str(&format!(" AND {column} = {one}")),
+                // CESQL's grammar has no empty IN list, and SQL cannot
+                // say one either; a condition no value satisfies is false.
+                [] => sql.push_str(" AND FALSE"),
+                many => sql.push_str(&format!(" AND {column} IN ({})", many.join(", "))),
+            }
+        }
     }
 
-    /// The seqs and JSON sizes of the next `limit + 1` matching events,
+    /// The seqs and JSON sizes of the next `rows` matching events,
     /// without reading the events (both databases answer `octet_length`
     /// from the row's header or the value's length word).
-    pub(super) fn sizes_sql(&self, dialect: Dialect) -> (String, Vec<Bind<'_>>) {
+    pub(super) fn sizes_sql(&self, dialect: Dialect, rows: usize) -> (String, Vec<Bind<'_>>) {
         let mut sql = "SELECT seq, octet_length(event_json) FROM events".to_owned();
         let mut binds = Vec::new();
         self.filter(dialect, &mut sql, &mut binds);
-        binds.push(Bind::Int(i64::from(self.limit) + 1));
+        binds.push(Bind::Int(i64::try_from(rows).unwrap_or(i64::MAX)));
         sql.push_str(&format!(" ORDER BY seq LIMIT ${}", binds.len()));
         (sql, binds)
     }
@@ -164,9 +189,48 @@ mod tests {
             source: Some("/s".into()),
             ..query
         }
-        .sizes_sql(Dialect::Sqlite);
+        .sizes_sql(Dialect::Sqlite, 11);
         assert!(sql.contains("+source = $2"), "{sql}");
         assert!(sql.ends_with("ORDER BY seq LIMIT $5"), "{sql}");
+    }
+
+    #[test]
+    fn pushed_down_conditions_follow_the_plain_filters_as_parameters() {
+        let query = PageQuery {
+            after: 3,
+            ty: Some("t".into()),
+            conditions: cesql::Expression::parse(
+                "source IN ('/a', '/b') AND id = 'x' AND type LIKE 'u%'",
+            )
+            .unwrap()
+            .pushdown()
+            .conditions,
+            ..PageQuery::default()
+        };
+        let (sql, binds) = query.sizes_sql(Dialect::Postgres, 100);
+        assert!(
+            sql.ends_with(
+                "WHERE seq > $1 AND type = $2 AND source IN ($3, $4) AND id = $5 \
+                 ORDER BY seq LIMIT $6"
+            ),
+            "{sql}"
+        );
+        assert_eq!(
+            binds,
+            [
+                Bind::Int(3),
+                Bind::Text("t"),
+                Bind::Text("/a"),
+                Bind::Text("/b"),
+                Bind::Text("x"),
+                Bind::Int(100)
+            ]
+        );
+        let (sql, _) = query.events_sql(Dialect::Sqlite, 9);
+        assert!(
+            sql.contains("AND +source IN ($3, $4) AND id = $5 AND seq <= $6"),
+            "{sql}"
+        );
     }
 
     #[test]

@@ -99,6 +99,16 @@ pub(super) struct PgWriter {
     runtime: Handle,
 }
 
+impl Drop for PgWriter {
+    /// Hands the connection back inside the runtime: sqlx returns a pooled
+    /// connection by spawning a task, which panics on the writer thread,
+    /// outside any runtime, when the writer ends at shutdown.
+    fn drop(&mut self) {
+        let _runtime = self.runtime.enter();
+        drop(self.connection.take());
+    }
+}
+
 impl BatchWriter for PgWriter {
     fn insert_batch(
         &mut self,
@@ -150,25 +160,44 @@ async fn insert(
         .collect())
 }
 
-/// Reads a page of stored events: up to `query.limit` events and
-/// `max_bytes` of their JSON, at least one.
+/// Reads a page of stored events for the live tail's poll: up to
+/// `query.limit` events and `max_bytes` of their JSON, at least one (what
+/// `Store::page` does, on the pool the poll holds).
 pub(super) async fn page(
     pool: &PgPool,
     query: &PageQuery,
     max_bytes: usize,
 ) -> Result<Page, StoreError> {
-    let (sql, binds) = query.sizes_sql(Dialect::Postgres);
-    let sizes: Vec<(i64, i32)> = bind(sqlx::query_as(&sql), binds).fetch_all(pool).await?;
-    let sizes: Vec<(i64, i64)> = sizes.into_iter().map(|(s, n)| (s, i64::from(n))).collect();
+    let sizes = sizes(pool, query, query.limit as usize + 1).await?;
     let Some((last, more)) = query.cut(&sizes, max_bytes) else {
         return Ok(Page::empty());
     };
-    let (sql, binds) = query.events_sql(Dialect::Postgres, last);
-    let rows = bind(sqlx::query(&sql), binds).fetch_all(pool).await?;
     Ok(Page {
-        events: rows.iter().map(stored_event).collect::<Result<_, _>>()?,
+        events: events(pool, query, last).await?,
         next_after: more.then_some(last),
     })
+}
+
+/// The seqs and JSON sizes of the next `rows` events `query` selects.
+pub(super) async fn sizes(
+    pool: &PgPool,
+    query: &PageQuery,
+    rows: usize,
+) -> Result<Vec<(i64, i64)>, StoreError> {
+    let (sql, binds) = query.sizes_sql(Dialect::Postgres, rows);
+    let sizes: Vec<(i64, i32)> = bind(sqlx::query_as(&sql), binds).fetch_all(pool).await?;
+    Ok(sizes.into_iter().map(|(s, n)| (s, i64::from(n))).collect())
+}
+
+/// The events `query` selects, up to and including seq `last`.
+pub(super) async fn events(
+    pool: &PgPool,
+    query: &PageQuery,
+    last: i64,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let (sql, binds) = query.events_sql(Dialect::Postgres, last);
+    let rows = bind(sqlx::query(&sql), binds).fetch_all(pool).await?;
+    rows.iter().map(stored_event).collect()
 }
 
 fn bind<'q, Q: BindText<'q>>(mut query: Q, binds: Vec<Bind<'q>>) -> Q {

@@ -305,10 +305,11 @@ async fn a_ce_data_header_cannot_replace_the_body_and_nothing_is_stored() {
 async fn unknown_query_parameters_are_400_naming_them() {
     let app = spawn_app().await;
     for (path, name) in [
-        ("/v1/events?filter=type%20%3D%20%27x%27", "filter"),
+        ("/v1/events?filtre=type%20%3D%20%27x%27", "filtre"),
         ("/v1/events?limit=5&sourcee=/a", "sourcee"),
-        ("/v1/events/stream?filter=true", "filter"),
+        ("/v1/events/stream?where=true", "where"),
         ("/v1/events/stream?after=0&nope=1", "nope"),
+        ("/v1/filters/validate?filter=true&limit=1", "limit"),
     ] {
         let detail = problem_detail(app.get(path).await, 400).await;
         assert!(detail.contains(&format!("`{name}`")), "{path}: {detail}");

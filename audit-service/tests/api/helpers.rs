@@ -31,6 +31,8 @@ pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub shutdown: CancellationToken,
+    /// The app's database (a SQLite file or a PostgreSQL database).
+    pub database_url: String,
     // Held so the database outlives the app; removed on drop.
     _db_dir: TempDir,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -72,6 +74,7 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
         Some(_) => "https://localhost",
         None => "http://127.0.0.1",
     };
+    let database_url = settings.database_url.clone();
     let app = Application::build(settings).await.expect("app builds");
     let address = format!("{address}:{}", app.port());
     let shutdown = app.shutdown_token();
@@ -80,17 +83,13 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
         address,
         client: reqwest::Client::new(),
         shutdown,
+        database_url,
         _db_dir: db_dir,
         task,
     }
 }
 
 impl TestApp {
-    /// The app's SQLite file, to read the store directly.
-    pub fn database_path(&self) -> PathBuf {
-        self._db_dir.path().join("audit.db")
-    }
-
     /// `POST /` with the given headers and body.
     pub async fn post(&self, headers: &[(&str, &str)], body: impl Into<reqwest::Body>) -> Response {
         let mut request = self.client.post(format!("{}/", self.address)).body(body);
@@ -166,6 +165,30 @@ impl TestApp {
             .expect("app task joins")
             .expect("app stops cleanly");
     }
+}
+
+/// Reads SSE `audit` events from `response` until `n` arrived (or 10 s).
+pub async fn read_sse_items(response: &mut reqwest::Response, n: usize) -> Vec<Value> {
+    let mut text = String::new();
+    let mut items = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while items.len() < n {
+            let Some(chunk) = response.chunk().await.unwrap() else {
+                break;
+            };
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = text.find("\n\n") {
+                let frame: String = text.drain(..end + 2).collect();
+                if let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data:")) {
+                    if frame.contains("event: audit") {
+                        items.push(serde_json::from_str(data.trim()).unwrap());
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    items
 }
 
 /// Checks a response is problem+json with `status`, returning its detail.

@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used)]
 
 mod bad_input;
+mod console;
+mod filter;
 mod helpers;
 mod ingest_http;
 mod kafka;

@@ -210,15 +210,18 @@ async fn one_users_events_are_stored_in_the_order_they_were_published() {
     publish_bulk(&js, &names.subject, &source, N).await;
     let app = spawn_nats_app(&names).await;
 
-    let db = open(&app.database_path()).await;
-    let done = poll_until(WAIT, || async { count(&db).await >= N as i64 }).await;
-    assert!(done, "stored {} of {N}", count(&db).await);
-    let rows: Vec<(String, String)> = sqlx::query_as("SELECT subject, id FROM events ORDER BY seq")
-        .fetch_all(&db)
-        .await
-        .unwrap();
+    // The app's own database, SQLite or PostgreSQL.
+    let db = shared::testing::Db::open(&app.database_url).await;
+    let stored = || db.int("SELECT COUNT(*) FROM events");
+    let done = poll_until(WAIT, || async { stored().await >= N as i64 }).await;
+    assert!(done, "stored {} of {N}", stored().await);
+    let rows = db
+        .texts("SELECT subject || ' ' || id FROM events ORDER BY seq")
+        .await;
     let mut per_user: HashMap<String, Vec<usize>> = HashMap::new();
-    for (subject, id) in rows {
+    for row in rows {
+        let (subject, id) = row.split_once(' ').expect("subject and id");
+        let subject = subject.to_owned();
         per_user
             .entry(subject)
             .or_default()

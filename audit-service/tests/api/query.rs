@@ -1,8 +1,7 @@
 //! `GET /v1/events` filters and pages; `GET /v1/events/stream` tails.
 
-use crate::helpers::{spawn_app, unique};
+use crate::helpers::{read_sse_items, spawn_app, unique};
 use serde_json::{json, Value};
-use std::time::Duration;
 
 fn event(id: &str, source: &str, ty: &str, subject: &str) -> Value {
     json!({"specversion": "1.0", "id": id, "source": source, "type": ty, "subject": subject})
@@ -144,30 +143,6 @@ async fn readyz_is_503_when_the_brokers_are_unreachable() {
     let event = event("r1", "/r", "t", "s");
     assert_eq!(app.post_structured(&event).await.status(), 204);
     app.stop().await;
-}
-
-/// Reads SSE `audit` events from `response` until `n` arrived (or 10 s).
-async fn read_sse_items(response: &mut reqwest::Response, n: usize) -> Vec<Value> {
-    let mut text = String::new();
-    let mut items = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), async {
-        while items.len() < n {
-            let Some(chunk) = response.chunk().await.unwrap() else {
-                break;
-            };
-            text.push_str(&String::from_utf8_lossy(&chunk));
-            while let Some(end) = text.find("\n\n") {
-                let frame: String = text.drain(..end + 2).collect();
-                if let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data:")) {
-                    if frame.contains("event: audit") {
-                        items.push(serde_json::from_str(data.trim()).unwrap());
-                    }
-                }
-            }
-        }
-    })
-    .await;
-    items
 }
 
 #[tokio::test]

@@ -27,8 +27,8 @@ impl HttpPublisher {
         timeout: Duration,
         security: &HttpClientSettings,
     ) -> anyhow::Result<Self> {
-        let url =
-            reqwest::Url::parse(url).with_context(|| format!("AUDIT_URL {url:?} is not a URL"))?;
+        let url = reqwest::Url::parse(url)
+            .with_context(|| format!("AUDIT_URL {:?} is not a URL", shared::redact::url(url)))?;
         let mut builder = reqwest::Client::builder();
         if let Some(token) = &security.token {
             if url.scheme() != "https" {
@@ -65,7 +65,12 @@ impl HttpPublisher {
     }
 
     pub fn describe(&self) -> String {
-        format!("http {} ({:?} mode)", self.url, self.mode)
+        // The URL may carry credentials (https://user:password@host/).
+        format!(
+            "http {} ({:?} mode)",
+            shared::redact::url(self.url.as_str()),
+            self.mode
+        )
     }
 
     /// Sends one event in the configured content mode.
@@ -240,6 +245,30 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(parse_retry_after(&HeaderValue::from_static("soon")), None);
+    }
+
+    #[test]
+    fn credentials_in_audit_url_are_never_shown() {
+        let publisher = HttpPublisher::new(
+            "https://relay:s3cret@audit.example:8443/",
+            ContentMode::Binary,
+            Duration::from_secs(1),
+            &HttpClientSettings::default(),
+        )
+        .unwrap();
+        let shown = publisher.describe();
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("relay:***@audit.example"), "{shown}");
+        let Err(error) = HttpPublisher::new(
+            "http://relay:s3cret@[bad",
+            ContentMode::Binary,
+            Duration::from_secs(1),
+            &HttpClientSettings::default(),
+        ) else {
+            panic!("a bad URL was accepted");
+        };
+        let shown = format!("{error:#}");
+        assert!(!shown.contains("s3cret"), "{shown}");
     }
 
     #[tokio::test]

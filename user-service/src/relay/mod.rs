@@ -203,8 +203,16 @@ pub fn describe_metrics() {
         "HTTP batches refused as a whole and sent again one event at a time"
     );
     metrics::describe_counter!(
-        "kafka_producer_rebuilds_total",
-        "Kafka producers replaced after a fatal error"
+        "publisher_rebuilds_total",
+        "Broker publishers (Kafka producers, NATS clients) replaced after a fatal error, by transport"
+    );
+    metrics::describe_counter!(
+        "outbox_pruned_total",
+        "Delivered outbox rows deleted once older than OUTBOX_RETENTION"
+    );
+    metrics::describe_gauge!(
+        "outbox_leases_held",
+        "Buckets of users whose outbox rows this relay sends (PostgreSQL; see RELAY_LEASE_MS)"
     );
     metrics::describe_gauge!(
         "outbox_pending_events",

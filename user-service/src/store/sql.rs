@@ -14,8 +14,13 @@ pub const INSERT_EVENT: &str =
 
 pub const GET_USER: &str = "SELECT id, name, created_at, updated_at FROM users WHERE id = $1";
 
+/// Keyset paging on the primary key. `id > COALESCE(...)` rather than
+/// `$1 IS NULL OR id > $1`: with the OR, SQLite scans the index from its
+/// start for every page, so page n reads n pages of rows; with a single
+/// bound it seeks to the cursor. The nil UUID sorts before every id (as
+/// text and as `uuid`) and is never one.
 pub const LIST_USERS: &str = "SELECT id, name, created_at, updated_at FROM users \
-     WHERE $1 IS NULL OR id > $1 ORDER BY id LIMIT $2";
+     WHERE id > COALESCE($1, '00000000-0000-0000-0000-000000000000') ORDER BY id LIMIT $2";
 
 pub const UPDATE_USER: &str = "UPDATE users SET name = $2, updated_at = $3, \
      password_hash = COALESCE($4, password_hash) \

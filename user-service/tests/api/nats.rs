@@ -8,6 +8,7 @@ use cloudevents::{AttributesReader, Event};
 use futures::StreamExt;
 use shared::binding::BinaryMessage;
 use shared::nats::NatsConfig;
+use shared::testing::Db;
 use std::time::Duration;
 use user_service::config::{ContentMode, PublishSettings};
 use user_service::publish::{Outcome, Publisher};
@@ -85,13 +86,11 @@ fn decode(message: &async_nats::Message) -> Event {
         .unwrap()
 }
 
-async fn wait_until_all_delivered(pool: &sqlx::SqlitePool) {
+async fn wait_until_all_delivered(db: &Db) {
     eventually("every row delivered", Duration::from_secs(30), || async {
-        let pending: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE status <> 'delivered'")
-                .fetch_one(pool)
-                .await
-                .unwrap();
+        let pending = db
+            .int("SELECT count(*) FROM outbox WHERE status <> 'delivered'")
+            .await;
         (pending == 0).then_some(())
     })
     .await;
@@ -122,14 +121,10 @@ async fn a_created_users_event_lands_on_the_stream_in_binary_mode_with_its_id_as
     );
     assert!(!String::from_utf8_lossy(&message.payload).contains("12345"));
     // What arrived is what the outbox holds; the event id is the message id.
-    let pool = shared::db::connect_sqlite(&app.database_url, 1)
-        .await
-        .unwrap();
-    wait_until_all_delivered(&pool).await;
-    let stored: String = sqlx::query_scalar("SELECT event_json FROM outbox")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    // The app's own database, SQLite or PostgreSQL.
+    let db = Db::open(&app.database_url).await;
+    wait_until_all_delivered(&db).await;
+    let stored = db.text("SELECT event_json FROM outbox").await;
     let expected: Event = serde_json::from_str(&stored).unwrap();
     assert_eq!(decode(&message), expected);
     assert_eq!(
