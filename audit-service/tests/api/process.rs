@@ -659,7 +659,10 @@ async fn a_fresh_start_creates_the_topics_and_logs_no_error_or_warning() {
     let topic = unique("audit-fresh");
     let dir = TempDir::new().unwrap();
     let db_url = shared::testing::database_url(dir.path(), "audit.db").await;
-    let env = kafka_env(&db_url, &topic, &unique("audit-fresh-group"));
+    let mut env = kafka_env(&db_url, &topic, &unique("audit-fresh-group"));
+    // Without tokens the service warns that its doors are open, on purpose.
+    env.push(("INGEST_TOKENS", "fresh-ingest-token-0123456789".into()));
+    env.push(("READ_TOKENS", "fresh-read-token-0123456789".into()));
     let mut service = ServiceProcess::start(&env, dir.path().join("fresh.log"));
     wait_listening(&mut service).await;
 
