@@ -35,8 +35,9 @@ pub enum Scope {
     Ingest,
     Read,
     Metrics,
-    /// Liveness, readiness and the API description: probes and tools
-    /// reach them without a token, and they show no event.
+    /// Liveness, readiness, the API description and the console's static
+    /// page: probes, tools and browsers reach them without a token, and
+    /// they show no event.
     Open,
 }
 
@@ -46,6 +47,13 @@ impl Scope {
             "/" => Scope::Ingest,
             "/metrics" => Scope::Metrics,
             "/healthz" | "/readyz" | "/openapi.json" => Scope::Open,
+            // The console's page and files show no event: the page asks
+            // for a read token when its fetches of the API get a 401, so
+            // it must load without one.
+            "/console"
+            | "/console/console.js"
+            | "/console/console.css"
+            | "/console/favicon.svg" => Scope::Open,
             _ => Scope::Read,
         }
     }
@@ -211,10 +219,16 @@ mod tests {
         assert_eq!(Scope::of("/"), Scope::Ingest);
         assert_eq!(Scope::of("/v1/events"), Scope::Read);
         assert_eq!(Scope::of("/v1/events/stream"), Scope::Read);
-        assert_eq!(Scope::of("/console"), Scope::Read);
+        assert_eq!(Scope::of("/console/anything-else"), Scope::Read);
         assert_eq!(Scope::of("/anything/new"), Scope::Read);
         assert_eq!(Scope::of("/metrics"), Scope::Metrics);
-        for open in ["/healthz", "/readyz", "/openapi.json"] {
+        for open in [
+            "/healthz",
+            "/readyz",
+            "/openapi.json",
+            "/console",
+            "/console/console.js",
+        ] {
             assert_eq!(Scope::of(open), Scope::Open);
         }
     }
