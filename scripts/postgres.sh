@@ -12,7 +12,8 @@
 # Environment (PG_*, not PG*: libpq reads PGPORT, PGUSER and friends, and a
 # shell that sets them for this script must not redirect the services too):
 #   PG_PORT   port on 127.0.0.1, default 55432 (not 5432, so a system cluster can run beside it)
-#   PG_DIR    where the clusters live, default $REPO/.cache/postgres
+#   PG_DIR    where the clusters live, default $REPO/.cache/postgres (as root, when
+#             the server's user cannot reach the checkout: /var/tmp/cloudevents-pg-<hash>)
 #
 # The server refuses to run as root. As root, the cluster is run as the
 # `postgres` user that Debian's package creates (or, failing that, a system
@@ -186,6 +187,17 @@ cmd_clean() {
   done
   log "dropped $n test database(s)"
 }
+
+# As root the server runs as another user, who must reach the data folder
+# through every parent. A checkout in a private folder (`mktemp -d`, a 0700
+# home) is out of its reach, so without PG_DIR the clusters of such a
+# checkout live under /var/tmp instead, in a folder of their own per
+# checkout.
+if [[ -z "${PG_DIR:-}" && $(id -u) -eq 0 ]] && ! runuser -u "$(run_as)" -- test -x "$REPO"; then
+  DIR="/var/tmp/cloudevents-pg-$(printf '%s' "$REPO" | sha256sum | cut -c1-12)"
+  DATA="$DIR/data-$PORT"
+  LOGFILE="$DIR/postgres-$PORT.log"
+fi
 
 case "${1:-}" in
 start) cmd_start ;;
