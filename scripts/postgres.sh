@@ -99,7 +99,7 @@ psql_admin() {
 answers() {
   local host=127.0.0.1
   [[ -n "$LISTEN" ]] || host="$SOCKET_DIR"
-  "$(bindir)/pg_isready" -q -h "$host" -p "$PORT" -t 2 2>/dev/null
+  "$(bindir)/pg_isready" -q -h "$host" -p "$PORT" -U "$SUPERUSER" -t 2 2>/dev/null
 }
 
 init_cluster() {
