@@ -110,7 +110,7 @@ class KafkaImage(Image):
         commands.update({f"{HOME}/bin/{n}": f"{HOME}/bin/{n}" for n in ("kafka-run-class.sh", "kafka-server-start.sh")})
         return commands
 
-    def variable_problems(self, service: Service) -> list[str]:
+    def problems(self, service: Service) -> list[str]:
         return [
             f"{service.name}: sets {name}, which the {self.reference} image does not read "
             "(it reads KAFKA_* and CLUSTER_ID)"

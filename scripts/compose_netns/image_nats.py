@@ -36,7 +36,7 @@ class NatsImage(Image):
                          "docker-entrypoint.sh": "/usr/local/bin/docker-entrypoint.sh"})
         return commands
 
-    def variable_problems(self, service: Service) -> list[str]:
+    def problems(self, service: Service) -> list[str]:
         return [f"{service.name}: sets {name}, which the {self.reference} image does not read"
                 for name in service.environment]
 

@@ -12,6 +12,9 @@ skipped."""
 from __future__ import annotations
 
 import shlex
+import subprocess
+from functools import cache
+from pathlib import Path
 
 import envvars
 
@@ -19,10 +22,61 @@ from . import dockerfile
 from .images import APT_COMMANDS, DEBIAN_ESSENTIAL, DEBIAN_PATH, LIBRARY_PACKAGES, Image, Layer, ProcessMain
 from .project import ComposeError, Service
 
+# The debug build make test makes, standing for the image's release build.
+REPO_TARGET = Path(__file__).resolve().parents[2] / "target" / "debug"
 # `useradd --system` gives a fresh Debian image's first system user uid 999.
 FIRST_SYSTEM_UID = 999
 # Where the build stage's binaries are, and where cargo puts ours.
 RELEASE_DIR = "/src/target/release/"
+# What debian:bookworm-slim has installed (`dpkg -l` in the image): the
+# shared libraries our binaries find there without an apt-get install.
+BOOKWORM_SLIM = set("""
+adduser apt base-files base-passwd bash bsdutils coreutils dash debconf debian-archive-keyring debianutils
+diffutils dpkg e2fsprogs findutils gcc-12-base gpgv grep gzip hostname init-system-helpers libacl1
+libapt-pkg6.0 libattr1 libaudit-common libaudit1 libblkid1 libbz2-1.0 libc-bin libc6 libcap-ng0 libcap2
+libcom-err2 libcrypt1 libdb5.3 libdebconfclient0 libext2fs2 libffi8 libgcc-s1 libgcrypt20 libgmp10
+libgnutls30 libgpg-error0 libhogweed6 libidn2-0 liblz4-1 liblzma5 libmd0 libmount1 libnettle8 libp11-kit0
+libpam-modules libpam-modules-bin libpam-runtime libpam0g libpcre2-8-0 libseccomp2 libselinux1
+libsemanage-common libsemanage2 libsepol2 libsmartcols1 libss2 libstdc++6 libsystemd0 libtasn1-6 libtinfo6
+libudev1 libunistring2 libuuid1 libxxhash0 libzstd1 login logsave mawk mount ncurses-base ncurses-bin passwd
+perl-base sed sysvinit-utils tar tzdata usr-is-merged util-linux util-linux-extra zlib1g
+""".split())
+
+
+@cache
+def with_dependencies(packages: tuple[str, ...]) -> frozenset[str]:
+    """`packages` and what apt installs with them (no recommends, as the
+    Dockerfile's --no-install-recommends), from this machine's apt lists."""
+    if not packages:
+        return frozenset()
+    done = subprocess.run(
+        ["apt-cache", "depends", "--recurse", "--no-recommends", "--no-suggests", "--no-conflicts",
+         "--no-breaks", "--no-replaces", "--no-enhances", *packages], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise ComposeError(f"apt-cache cannot say what {' '.join(packages)} install: {done.stderr.strip()} "
+                           "(apt-get update first)")
+    return frozenset(line.strip() for line in done.stdout.splitlines() if line and not line.startswith((" ", "<")))
+
+
+@cache
+def shared_library_packages(binary: Path) -> dict[str, str]:
+    """The binary's shared libraries here: file name -> the Debian package
+    that ships it ("?" for none)."""
+    libraries = {}
+    for line in subprocess.run(["ldd", str(binary)], capture_output=True, text=True, check=True).stdout.splitlines():
+        name, _, where = line.partition("=>")
+        if where.strip().startswith("/"):
+            path = where.split()[0]
+            # dpkg knows a file by the path its package ships, /lib or /usr/lib.
+            libraries[name.strip()] = {path, str(Path(path).resolve())}
+            libraries[name.strip()] |= {p.replace("/usr/lib/", "/lib/", 1) for p in libraries[name.strip()]}
+            libraries[name.strip()] |= {p.replace("/lib/", "/usr/lib/", 1) for p in libraries[name.strip()]}
+    paths = sorted(set().union(*libraries.values())) if libraries else []
+    owners = {}
+    for line in subprocess.run(["dpkg", "-S", *paths], capture_output=True, text=True).stdout.splitlines():
+        package, _, path = line.partition(": ")
+        owners[path.strip()] = package.split(":")[0]
+    return {name: next((owners[p] for p in candidates if p in owners), "?") for name, candidates in libraries.items()}
 
 
 def _simple_commands(text: str) -> list[list[str]]:
@@ -120,16 +174,28 @@ class BuiltImage(Image):
             raise ComposeError(f"{self.reference}: copies {sorted(names)}; expected one service binary")
         return names.pop()
 
-    def variable_problems(self, service: Service) -> list[str]:
+    def problems(self, service: Service) -> list[str]:
         binary = self._binary()
         known = envvars.variables_read_by(binary) | set(self.target.env)
-        return [
+        problems = [
             f"{service.name}: sets {name}, which {binary} does not read (a misspelling?)"
             for name in service.environment
             # Every KAFKA_<PROPERTY> goes to librdkafka, which refuses an
             # unknown one when the service starts.
             if name not in known and not name.startswith("KAFKA_")
         ]
+        # The container runs on this machine's libraries; the image has
+        # only its base's and what its apt-get installs.
+        has = BOOKWORM_SLIM | with_dependencies(tuple(self.packages))
+        built = REPO_TARGET / binary
+        if built.is_file():
+            problems += [
+                f"{service.name}: {binary} needs {library} (Debian package {package}), which the {self.reference} "
+                "image neither has nor installs"
+                for library, package in shared_library_packages(built).items()
+                if package not in has
+            ]
+        return problems
 
     def _uid(self, user: str) -> int:
         return 0 if user == "root" else self.users[user][0]
@@ -144,7 +210,7 @@ class BuiltImage(Image):
         if not (layer.root / self.target.workdir.lstrip("/")).exists():
             layer.dir(self.target.workdir)
         for dest, name in self.binaries.items():
-            built = runtime.repo / "target" / "debug" / name
+            built = REPO_TARGET / name
             if not built.is_file():
                 raise ComposeError(f"{service.name}: {built} is missing; build it with `cargo build -p {name}`")
             layer.symlink(dest, str(built))

@@ -59,7 +59,7 @@ class PostgresImage(Image):
         commands.update(gosu="/usr/local/bin/gosu", **{"docker-entrypoint.sh": "/usr/local/bin/docker-entrypoint.sh"})
         return commands
 
-    def variable_problems(self, service: Service) -> list[str]:
+    def problems(self, service: Service) -> list[str]:
         problems = []
         for name in service.environment:
             if name not in READ_BY_IMAGE and not name.startswith("PG"):

@@ -138,9 +138,10 @@ class Image(ABC):
     def commands(self) -> dict[str, str]:
         """Every command a healthcheck may run: name -> path in the image."""
 
-    def variable_problems(self, service: Service) -> list[str]:
-        """Environment variables the image will not read (misspelt, or
-        meant for another image), each naming the service and variable."""
+    def problems(self, service: Service) -> list[str]:
+        """What is wrong before the container starts: environment variables
+        the image will not read (misspelt, or meant for another image), and
+        what the image lacks; each names the service and the setting."""
         return []
 
     @abstractmethod

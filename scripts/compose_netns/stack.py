@@ -97,7 +97,7 @@ class Stack:
                 problems.append(str(error))
                 continue
             self.units[name] = Unit(service, image)
-            problems += image.variable_problems(service)
+            problems += image.problems(service)
             if service.healthcheck:
                 try:
                     missing = health.missing_commands(service.healthcheck, image)

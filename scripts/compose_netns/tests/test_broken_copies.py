@@ -34,13 +34,17 @@ def healthcheck(service: str, test: list[str]):
     return change
 
 
-def dockerfile_without_curl(compose: dict, directory: Path) -> None:
-    broken = directory / "Dockerfile"
-    text = (REPO / "Dockerfile").read_text()
-    assert " curl " in text
-    broken.write_text(text.replace(" curl ", " "))
-    for name in ("audit-service", "user-service"):
-        compose["services"][name]["build"]["dockerfile"] = str(broken)
+def dockerfile_without(packages: str):
+    """Our services built from a copy of the Dockerfile whose runtime stage
+    does not install `packages`."""
+    def change(compose: dict, directory: Path) -> None:
+        broken = directory / "Dockerfile"
+        text = (REPO / "Dockerfile").read_text()
+        assert f" {packages} " in text
+        broken.write_text(text.replace(f" {packages} ", " "))
+        for name in ("audit-service", "user-service"):
+            compose["services"][name]["build"]["dockerfile"] = str(broken)
+    return change
 
 
 CASES = {
@@ -62,7 +66,10 @@ CASES = {
                           ["user-service:", "healthcheck", "`wget`"]),
     "curl_in_the_kafka_image": ([], healthcheck("kafka", ["CMD-SHELL", "curl -fsS http://localhost:9092 || exit 1"]),
                                 ["kafka:", "healthcheck", "`curl`"]),
-    "curl_gone_from_the_dockerfile": ([], dockerfile_without_curl, ["audit-service:", "healthcheck", "`curl`"]),
+    "curl_gone_from_the_dockerfile": ([], dockerfile_without("curl"), ["audit-service:", "healthcheck", "`curl`"]),
+    # Not asked for, but the same kind of fault: a library the binary needs.
+    "openssl_gone_from_the_dockerfile": ([], dockerfile_without("ca-certificates curl libcurl4 libssl3"),
+                                         ["user-service:", "libssl.so.3", "libssl3"]),
 }
 
 
