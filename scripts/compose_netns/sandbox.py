@@ -195,16 +195,29 @@ class Container:
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
         )
         deadline = time.monotonic() + 20
+
+        def failed() -> SandboxError:
+            try:
+                os.killpg(self._holder.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            output = self._holder.communicate()[0].decode(errors="replace")
+            return SandboxError(f"{self.service}: the container did not start: {output.strip()}")
+
         while not ready.exists():
             if self._holder.poll() is not None or time.monotonic() > deadline:
-                output = self._holder.stdout.read().decode() if self._holder.stdout else ""
-                raise SandboxError(f"{self.service}: the container did not start: {output.strip()}")
+                raise failed()
             time.sleep(0.02)
         # unshare --fork: its only child is the namespace's first process.
         children = Path(f"/proc/{self._holder.pid}/task/{self._holder.pid}/children").read_text().split()
+        if not children:
+            raise failed()
         self.pid = int(children[0])
+        # Until the first process has chrooted (the last step of setup.sh).
         while Path(f"/proc/{self.pid}/root").resolve() == Path("/"):
-            time.sleep(0.01)  # until the first process has chrooted
+            if self._holder.poll() is not None or time.monotonic() > deadline:
+                raise failed()
+            time.sleep(0.01)
 
     def process(self, argv: list[str], env: dict[str, str], user: str | None = None, cwd: str = "/",
                 stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT) -> subprocess.Popen:
