@@ -18,7 +18,6 @@ start before the init scripts have made their databases."""
 from __future__ import annotations
 
 import pwd
-from pathlib import Path
 
 from .images import DEBIAN_ESSENTIAL, DEBIAN_PATH, Image, Layer, Main, StartError, postgres_bindir
 from .project import Service

@@ -337,7 +337,7 @@ class Stack:
                 status, _ = self.units[name].container.run(
                     ["/bin/bash", "-c", f"exec 3<>/dev/tcp/{address}/{ref.port}"], {"PATH": "/usr/bin:/bin"}, timeout=5)
                 if status != 0:
-                    problems.append(f"{name}: {ref.variable}={ref.value}: nothing accepts connections on {ref.host}:{ref.port}")
+                    problems.append(f"{name}: {ref.variable}={wiring.masked(ref.value)}: nothing accepts connections on {ref.host}:{ref.port}")
         for note in notes:
             self.say(f"compose-netns: note: {note}")
         if problems:

@@ -18,6 +18,12 @@ _REFERENCE = re.compile(
     r"(?::(?P<port>\d+))?(?:[/?#].*)?$"
 )
 LOCAL_NAMES = {"localhost", "ip6-localhost", "ip6-loopback"}
+_PASSWORD = re.compile(r"(://[^:/@]*:)[^@/]*@")
+
+
+def masked(value: str) -> str:
+    """A value fit for a message: a URL's password becomes ***."""
+    return _PASSWORD.sub(r"\1***@", value)
 
 
 @dataclass(frozen=True)
@@ -60,7 +66,7 @@ def unknown_hosts(project: Project) -> list[str]:
             if is_address(ref.host) or ref.host in LOCAL_NAMES or ref.host in project.services:
                 continue
             problems.append(
-                f"{service}: {ref.variable}={ref.value} names host `{ref.host}`, which is no service of "
+                f"{service}: {ref.variable}={masked(ref.value)} names host `{ref.host}`, which is no service of "
                 f"{project.path.name} (services: {', '.join(sorted(project.services))})"
             )
     return problems

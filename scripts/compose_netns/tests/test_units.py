@@ -50,6 +50,11 @@ def test_references_find_hosts_in_urls_lists_and_listeners():
     assert all(r[2] for r in found), "a listener without a host names none"
 
 
+def test_messages_mask_a_urls_password():
+    assert wiring.masked("postgres://postgres:s3cret@postgres:5432/users") == "postgres://postgres:***@postgres:5432/users"
+    assert wiring.masked("kafka:19092") == "kafka:19092"
+
+
 def test_kafka_variables_become_properties_as_the_image_wrapper_makes_them():
     assert property_name("KAFKA_ADVERTISED_LISTENERS") == "advertised.listeners"
     assert property_name("KAFKA_LISTENER_NAME_INTERNAL_SSL__KEY___X") == "listener.name.internal.ssl_key-x"
