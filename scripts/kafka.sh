@@ -2,6 +2,7 @@
 # Runs a real single-node Apache Kafka broker (KRaft, no ZooKeeper) on loopback
 # without Docker, for the integration tests and for users who have no Docker.
 #
+#   scripts/kafka.sh fetch                   fetch the broker's jars into .cache/kafka/libs if needed
 #   scripts/kafka.sh start                   fetch jars if needed, format, start, wait until it answers
 #   scripts/kafka.sh stop                    SIGTERM, wait, SIGKILL after a deadline; data is kept
 #   scripts/kafka.sh status                  exit 0 if the broker on BROKER_PORT answers
@@ -448,11 +449,12 @@ cmd_topic() {
 }
 
 usage() {
-  sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
 case "${1:-}" in
+fetch) fetch_jars ;;
 start) cmd_start ;;
 stop) cmd_stop ;;
 status) cmd_status ;;

@@ -14,13 +14,20 @@
 #   PG_PORT   port on 127.0.0.1, default 55432 (not 5432, so a system cluster can run beside it)
 #   PG_DIR    where the clusters live, default $REPO/.cache/postgres (as root, when
 #             the server's user cannot reach the checkout: /var/tmp/cloudevents-pg-<hash>)
+#   PG_LISTEN       listen_addresses at start, default 127.0.0.1; `*` for every
+#                   interface, empty for none (then PG_SOCKET_DIR must be set)
+#   PG_SOCKET_DIR   unix_socket_directories at start, default none
+#   PG_PASSWORD     set when the cluster is created: the superuser's password,
+#                   required from every client but loopback (scram-sha-256), as
+#                   the postgres image's entrypoint sets it up from POSTGRES_PASSWORD
 #
 # The server refuses to run as root. As root, the cluster is run as the
 # `postgres` user that Debian's package creates (or, failing that, a system
 # user `cloudevents-pg` made with useradd); otherwise as the calling user.
 # Each PG_PORT gets its own data directory ($PG_DIR/data-$PORT), log and
 # lock, so several instances can run side by side. Authentication is `trust`
-# on 127.0.0.1 only: a private test cluster, never a production setup.
+# on loopback and the socket; other addresses need PG_PASSWORD, and without
+# it nothing else is let in: a private test cluster, never a production setup.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -30,6 +37,9 @@ DATA="$DIR/data-$PORT"
 LOGFILE="$DIR/postgres-$PORT.log"
 SUPERUSER=postgres
 URL="postgres://$SUPERUSER@127.0.0.1:$PORT/postgres"
+LISTEN="${PG_LISTEN-127.0.0.1}"
+SOCKET_DIR="${PG_SOCKET_DIR:-}"
+PASSWORD="${PG_PASSWORD:-}"
 START_DEADLINE=60
 
 log() { echo "postgres.sh: $*" >&2; }
@@ -85,8 +95,11 @@ psql_admin() {
   "$(bindir)/psql" "$URL" -v ON_ERROR_STOP=1 -qAt "$@"
 }
 
+# Over TCP on loopback when the server listens there, else on its socket.
 answers() {
-  "$(bindir)/pg_isready" -q -h 127.0.0.1 -p "$PORT" -t 2 2>/dev/null
+  local host=127.0.0.1
+  [[ -n "$LISTEN" ]] || host="$SOCKET_DIR"
+  "$(bindir)/pg_isready" -q -h "$host" -p "$PORT" -U "$SUPERUSER" -t 2 2>/dev/null
 }
 
 init_cluster() {
@@ -101,13 +114,29 @@ init_cluster() {
   as_owner test -w "$DATA" ||
     die "user $user cannot write $DATA (a parent folder is private); set PG_DIR to a folder it can reach, e.g. PG_DIR=/var/tmp/cloudevents-pg"
   log "initdb $DATA (server user $user)"
-  as_owner "$(bindir)/initdb" -D "$DATA" -U "$SUPERUSER" --auth=trust -E UTF8 --locale=C.UTF-8 \
+  local pwfile=()
+  if [[ -n "$PASSWORD" ]]; then
+    # A file only the server's user reads, gone once initdb has it.
+    printf '%s\n' "$PASSWORD" >"$DIR/pwfile-$PORT"
+    chmod 600 "$DIR/pwfile-$PORT"
+    [[ "$user" == "$(id -un)" ]] || chown "$user" "$DIR/pwfile-$PORT"
+    pwfile=(--pwfile="$DIR/pwfile-$PORT")
+  fi
+  as_owner "$(bindir)/initdb" -D "$DATA" -U "$SUPERUSER" --auth=trust "${pwfile[@]}" -E UTF8 --locale=C.UTF-8 \
     >"$DIR/initdb-$PORT.log" 2>&1 || {
+    rm -f "$DIR/pwfile-$PORT"
     cat "$DIR/initdb-$PORT.log" >&2
     die "initdb failed"
   }
+  rm -f "$DIR/pwfile-$PORT"
+  if [[ -n "$PASSWORD" ]]; then
+    # initdb trusts loopback and the socket; every other address must
+    # give the password (the same line the postgres image appends).
+    printf '\nhost all all all scram-sha-256\n' >>"$DATA/pg_hba.conf"
+  fi
   # Loopback TCP only, no Unix socket (its path would depend on the
-  # checkout's). Enough connections for a suite that runs tests in parallel,
+  # checkout's): the defaults, which PG_LISTEN and PG_SOCKET_DIR replace at
+  # each start. Enough connections for a suite that runs tests in parallel,
   # each test with its own database and pools. fsync stays on: the tests
   # prove that a commit is durable.
   cat >>"$DATA/postgresql.conf" <<EOF
@@ -143,7 +172,10 @@ cmd_start() {
   # never holds a caller's pipe open (cargo test would wait for it). The
   # lock's descriptor is closed for it: a server holding it would block
   # every later stop.
-  as_owner setsid "$(bindir)/pg_ctl" -D "$DATA" -l "$LOGFILE" -w -t "$START_DEADLINE" start \
+  # Where it listens is decided at each start (pg_ctl passes -o to the
+  # server through a shell, hence the inner quotes).
+  as_owner setsid "$(bindir)/pg_ctl" -D "$DATA" -l "$LOGFILE" -w -t "$START_DEADLINE" \
+    -o "-c listen_addresses='$LISTEN' -c unix_socket_directories='$SOCKET_DIR'" start \
     </dev/null >/dev/null 2>&1 8>&- || {
     tail -n 40 "$LOGFILE" >&2 || true
     die "PostgreSQL on 127.0.0.1:$PORT did not start"

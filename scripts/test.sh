@@ -3,7 +3,8 @@
 # (scripts/setup.sh), starts a Kafka broker on 127.0.0.1:9092, a NATS
 # server with JetStream on 127.0.0.1:4222 and a private PostgreSQL cluster
 # on 127.0.0.1:55432 unless they already run (and stops afterwards what it
-# started), then runs the compose-file and README checks, schemathesis
+# started), then runs the compose-file checks (the file's services brought
+# up in network namespaces among them) and the README checks, schemathesis
 # against both APIs, the Rust tests (the CESQL TCK among them; the storage
 # and delivery tests twice: on SQLite, then on PostgreSQL), the audit
 # console in headless Chromium and the cross-SDK interop suite. Any
@@ -45,6 +46,9 @@ scripts/postgres.sh clean
 echo "== compose file, and make up without Docker Compose"
 .cache/venv/bin/python scripts/check-compose.py
 scripts/test-compose-sh.sh
+
+echo "== docker compose up, its services in network namespaces (default, nats and replicas profiles)"
+scripts/test-compose-netns.sh
 
 echo "== README's configuration table against the variables the services read"
 .cache/venv/bin/python scripts/check-docs.py

@@ -1,0 +1,1 @@
+"""Tests of compose_netns: unit tests, the scenarios, and broken copies."""
