@@ -124,13 +124,15 @@ impl Access {
 }
 
 /// Documents the bearer scheme in `doc`, and on every operation outside the
-/// open paths its optional security, its 401 and its 429.
+/// open paths its optional security, its 401 and, for ingest and reading,
+/// its 429.
 pub fn document(doc: &mut OpenApi) {
     shared::auth::document(
         doc,
         Scope::door_of,
         "A token of the operation's door: INGEST_TOKENS for POST /, METRICS_TOKENS for \
          /metrics, READ_TOKENS for the rest. A door whose tokens are not configured is open.",
+        &[Scope::Ingest.name(), Scope::Read.name()],
     );
 }
 
@@ -167,6 +169,11 @@ mod tests {
         for (path, method) in [("/", "post"), ("/v1/events", "get"), ("/metrics", "get")] {
             let operation = &doc["paths"][path][method];
             assert!(operation["responses"]["401"].is_object(), "{path}");
+            assert_eq!(
+                operation["responses"]["429"].is_object(),
+                path != "/metrics",
+                "{path}"
+            );
             assert_eq!(operation["security"][1]["bearer"], serde_json::json!([]));
         }
         assert!(doc["paths"]["/healthz"]["get"]["responses"]["401"].is_null());

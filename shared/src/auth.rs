@@ -295,8 +295,10 @@ fn too_many_requests(door: &str, wait: Duration) -> Response {
 
 /// Documents the bearer scheme in `doc` (`description` says which token
 /// opens which door), and on every operation behind a door its optional
-/// security (a door may be left open by configuration), its 401 and 429.
-pub fn document(doc: &mut OpenApi, door_of: DoorOf, description: &str) {
+/// security (a door may be left open by configuration) and its 401, and
+/// its 429 when its door is one of `rate_limited` (which a configuration
+/// may leave unlimited).
+pub fn document(doc: &mut OpenApi, door_of: DoorOf, description: &str, rate_limited: &[&str]) {
     let mut scheme = Http::new(HttpAuthScheme::Bearer);
     scheme.description = Some(description.to_owned());
     doc.components
@@ -315,11 +317,11 @@ pub fn document(doc: &mut OpenApi, door_of: DoorOf, description: &str) {
     };
     let unauthorized =
         problem("No bearer token, or not one of this door's (`WWW-Authenticate: Bearer ...`)");
-    let limited = problem("Over the client's rate limit, when one is configured (`Retry-After`)");
+    let limited = problem("Over the client's rate limit (`Retry-After`)");
     for (path, item) in doc.paths.paths.iter_mut() {
-        if door_of(path).is_none() {
+        let Some(door) = door_of(path) else {
             continue;
-        }
+        };
         let operations = [
             &mut item.get,
             &mut item.put,
@@ -337,7 +339,9 @@ pub fn document(doc: &mut OpenApi, door_of: DoorOf, description: &str) {
             ]);
             let responses = &mut operation.responses.responses;
             responses.insert("401".to_owned(), unauthorized.clone().into());
-            responses.insert("429".to_owned(), limited.clone().into());
+            if rate_limited.contains(&door) {
+                responses.insert("429".to_owned(), limited.clone().into());
+            }
         }
     }
 }
