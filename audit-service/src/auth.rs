@@ -81,8 +81,8 @@ impl Access {
             ingest: Tokens::from_env("INGEST_TOKENS")?,
             read: Tokens::from_env("READ_TOKENS")?,
             metrics: Tokens::from_env("METRICS_TOKENS")?,
-            ingest_rate: RateSettings::from_env("INGEST")?,
-            read_rate: RateSettings::from_env("READ")?,
+            ingest_rate: RateSettings::from_env("INGEST_RATE_LIMIT", "INGEST_RATE_BURST")?,
+            read_rate: RateSettings::from_env("READ_RATE_LIMIT", "READ_RATE_BURST")?,
         })
     }
 

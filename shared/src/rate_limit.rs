@@ -23,8 +23,8 @@ pub const MAX_CLIENTS: usize = 65_536;
 /// How often the clients whose state is as good as new are forgotten.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(1);
 
-/// One door's limit as configured: `<NAME>_RATE_LIMIT` requests a second per
-/// client, in bursts of up to `<NAME>_RATE_BURST` (by default the same).
+/// One door's limit as configured: requests a second per client, in bursts
+/// of up to `burst` (by default as many as a second's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateSettings {
     pub per_second: NonZeroU32,
@@ -32,15 +32,14 @@ pub struct RateSettings {
 }
 
 impl RateSettings {
-    /// `None` when `<name>_RATE_LIMIT` is unset or empty: no limit.
-    pub fn from_env(name: &str) -> Result<Option<Self>, ConfigError> {
-        let limit_var = format!("{name}_RATE_LIMIT");
-        let burst_var = format!("{name}_RATE_BURST");
-        if env_or(&limit_var, "").trim().is_empty() {
+    /// The rate of the variable `limit_var` and the burst of `burst_var`;
+    /// `None` (no limit) when the rate is unset or empty.
+    pub fn from_env(limit_var: &str, burst_var: &str) -> Result<Option<Self>, ConfigError> {
+        if env_or(limit_var, "").trim().is_empty() {
             return Ok(None);
         }
-        let per_second = positive(&limit_var, env_parse(&limit_var, 0)?)?;
-        let burst = positive(&burst_var, env_parse(&burst_var, per_second.get())?)?;
+        let per_second = positive(limit_var, env_parse(limit_var, 0)?)?;
+        let burst = positive(burst_var, env_parse(burst_var, per_second.get())?)?;
         Ok(Some(RateSettings { per_second, burst }))
     }
 
