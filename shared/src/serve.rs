@@ -77,7 +77,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// The same for a connection closed to make room for a new one, which
 /// waits meanwhile.
-const EVICTION_GRACE: Duration = Duration::from_millis(100);
+const EVICTION_GRACE: Duration = Duration::from_millis(50);
 
 /// How long an HTTP/2 connection may send nothing before it is pinged; it
 /// is closed when the ping is not acknowledged within the write timeout.

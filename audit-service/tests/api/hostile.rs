@@ -392,44 +392,43 @@ fn event_with_data(data_bytes: usize) -> String {
 
 const SMALL_CAP: [(&str, &str); 2] = [("MAX_CONNECTIONS", "8"), ("HEADER_READ_TIMEOUT_MS", "1000")];
 
-/// The attack of the report: `MAX_CONNECTIONS=8` and 8 sockets that send
-/// nothing, here each opened again as soon as the server closes it, so
-/// that every place is always wanted by one of them.
+/// The attack of the report, `MAX_CONNECTIONS=8` and 8 sockets that send
+/// `opening` and then nothing, here each opened again as soon as the
+/// server closes it, so that every place is always wanted by one of them:
+/// the server closes each within about the header-read timeout (1 s), and
+/// a normal client is served throughout.
+async fn sockets_at_the_cap(service: &Hostile, attack: &str, opening: Opening) {
+    let held = service
+        .served_throughout(
+            attack,
+            hold_sockets(&service.target, 8, opening, Duration::from_secs(4)),
+        )
+        .await;
+    assert!(
+        held.closed >= 8,
+        "{attack}: the server closed only {held:?}"
+    );
+    assert!(
+        held.longest < Duration::from_millis(2500),
+        "{attack}: a socket stayed open {held:?}"
+    );
+}
+
 #[tokio::test]
 async fn sockets_that_send_nothing_neither_stay_open_nor_keep_a_new_client_out() {
     let service = Hostile::start(&SMALL_CAP).await;
-    let held = service
-        .served_throughout(
-            "8 silent sockets",
-            hold_sockets(&service.target, 8, Opening::Nothing, Duration::from_secs(4)),
-        )
-        .await;
-    assert!(held.closed >= 8, "the server closed only {held:?}");
-    assert!(
-        held.longest < Duration::from_millis(2500),
-        "a silent socket stayed open {held:?}"
-    );
+    sockets_at_the_cap(&service, "8 silent sockets", Opening::Nothing).await;
 }
 
 #[tokio::test]
 async fn half_sent_headers_do_not_keep_a_new_client_out() {
     let service = Hostile::start(&SMALL_CAP).await;
-    let held = service
-        .served_throughout(
-            "8 sockets with half their headers sent",
-            hold_sockets(
-                &service.target,
-                8,
-                Opening::HalfHeaders,
-                Duration::from_secs(4),
-            ),
-        )
-        .await;
-    assert!(held.closed >= 8, "the server closed only {held:?}");
-    assert!(
-        held.longest < Duration::from_millis(2500),
-        "a socket with half its headers stayed open {held:?}"
-    );
+    sockets_at_the_cap(
+        &service,
+        "8 sockets with half their headers sent",
+        Opening::HalfHeaders,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -450,18 +449,12 @@ async fn an_http2_preface_then_silence_gets_a_goaway_and_is_closed() {
         took >= Duration::from_millis(800) && took < Duration::from_millis(2500),
         "closed after {took:?}, with a header-read timeout of 1 s"
     );
-    let held = service
-        .served_throughout(
-            "8 HTTP/2 connections that open no stream",
-            hold_sockets(
-                &service.target,
-                8,
-                Opening::Http2Preface,
-                Duration::from_secs(4),
-            ),
-        )
-        .await;
-    assert!(held.closed >= 8, "the server closed only {held:?}");
+    sockets_at_the_cap(
+        &service,
+        "8 HTTP/2 connections that open no stream",
+        Opening::Http2Preface,
+    )
+    .await;
 }
 
 #[tokio::test]
