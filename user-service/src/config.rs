@@ -171,6 +171,8 @@ pub struct Settings {
     pub outbox_retention: Duration,
     /// TLS and the HTTP server's limits (`shared::serve`).
     pub listen: ListenSettings,
+    /// Who may use the API (`crate::access`).
+    pub access: crate::access::Access,
 }
 
 impl Settings {
@@ -216,6 +218,7 @@ impl Settings {
             request_timeout: Duration::from_secs(30),
             outbox_retention: retention("OUTBOX_RETENTION", "7d")?,
             listen: ListenSettings::from_env()?,
+            access: crate::access::Access::from_env()?,
         })
     }
 }

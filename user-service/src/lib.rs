@@ -2,6 +2,7 @@
 //! through a transactional outbox, relayed to the audit service over HTTP,
 //! Kafka or NATS JetStream.
 
+pub mod access;
 pub mod app;
 pub mod config;
 pub mod dead_letters;

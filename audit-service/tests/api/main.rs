@@ -7,6 +7,7 @@ mod bad_input;
 mod console;
 mod filter;
 mod helpers;
+mod hostile;
 mod ingest_http;
 mod kafka;
 mod nats;

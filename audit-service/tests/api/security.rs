@@ -267,17 +267,40 @@ async fn a_request_slower_than_the_timeout_is_408() {
 }
 
 #[tokio::test]
-async fn connections_over_the_cap_are_answered_503_until_one_closes() {
+async fn a_connection_over_the_cap_takes_the_place_of_an_idle_one_or_gets_503() {
     let app = spawn_app_with(|s| s.listen.limits.max_connections = 2).await;
     let request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
-    let mut first = connect(&app, request).await;
-    assert!(read_response_head(&mut first)
+    let stream = b"GET /v1/events/stream HTTP/1.1\r\nHost: x\r\n\r\n";
+    // A live tail keeps its connection busy; a client between requests
+    // leaves its own idle.
+    let mut busy = connect(&app, stream).await;
+    assert!(read_response_head(&mut busy)
         .await
         .starts_with("HTTP/1.1 200"));
-    let mut second = connect(&app, request).await;
-    assert!(read_response_head(&mut second)
+    let mut idle = connect(&app, request).await;
+    assert!(read_response_head(&mut idle)
         .await
         .starts_with("HTTP/1.1 200"));
+    let mut newcomer = connect(&app, request).await;
+    assert!(read_response_head(&mut newcomer)
+        .await
+        .starts_with("HTTP/1.1 200"));
+    assert_eq!(
+        read_response_head(&mut idle).await,
+        "",
+        "the idle connection was closed to make room"
+    );
+    // With every connection busy, a new one is answered 503.
+    drop(newcomer);
+    let mut second_busy = connect(&app, stream).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !read_response_head(&mut second_busy)
+        .await
+        .starts_with("HTTP/1.1 200")
+    {
+        assert!(Instant::now() < deadline, "no place for a second live tail");
+        second_busy = connect(&app, stream).await;
+    }
     let mut third = connect(&app, request).await;
     let refused = read_response_head(&mut third).await;
     assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
@@ -286,7 +309,7 @@ async fn connections_over_the_cap_are_answered_503_until_one_closes() {
         refused.to_ascii_lowercase().contains("retry-after"),
         "{refused}"
     );
-    drop(first);
+    drop(busy);
     // The closed connection's place is free once the server has seen it go.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {

@@ -88,6 +88,7 @@ pub fn test_settings(audit_url: &str, db: &TestDb) -> Settings {
         request_timeout: Duration::from_secs(10),
         outbox_retention: Duration::from_secs(7 * 24 * 3600),
         listen: Default::default(),
+        access: Default::default(),
     }
 }
 

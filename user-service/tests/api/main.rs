@@ -4,6 +4,7 @@
 // Test code: a failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used)]
 
+mod access;
 mod batches;
 mod binary;
 mod delivery;
