@@ -1,6 +1,7 @@
 //! Who may write and read the audit trail: bearer tokens for ingest
 //! (`POST /`), for reading (the query API, the live tail, the console and
-//! any route added later) and, optionally, for `/metrics`.
+//! any route added later), optionally for `/metrics`, and for erasure (the
+//! admin door, closed unless its tokens are set).
 //!
 //! One middleware classifies requests by path rather than one layer per
 //! router, so that a route added later is a reading route, closed by
@@ -27,6 +28,10 @@ pub struct Access {
     pub read: Option<Tokens>,
     /// `METRICS_TOKENS` (or `METRICS_TOKENS_FILE`): who may scrape `/metrics`.
     pub metrics: Option<Tokens>,
+    /// `ADMIN_TOKENS` (or `ADMIN_TOKENS_FILE`): who may erase data. Unlike
+    /// the other doors this one is closed while it has no tokens: erasure
+    /// cannot be undone.
+    pub admin: Option<Tokens>,
 }
 
 /// What a request asks to do.
@@ -35,6 +40,8 @@ pub enum Scope {
     Ingest,
     Read,
     Metrics,
+    /// Erasure (`/v1/subjects/...`).
+    Admin,
     /// Liveness, readiness, the API description and the console's static
     /// page: probes, tools and browsers reach them without a token, and
     /// they show no event.
@@ -47,6 +54,10 @@ impl Scope {
             "/" => Scope::Ingest,
             "/metrics" => Scope::Metrics,
             "/healthz" | "/readyz" | "/openapi.json" => Scope::Open,
+            // A checkpoint and its key show no event: anyone may check the
+            // log's size and root, and publish them elsewhere.
+            "/log/checkpoint" | "/log/key" => Scope::Open,
+            _ if path.starts_with("/v1/subjects/") => Scope::Admin,
             // The console's page and files show no event: the page asks
             // for a read token when its fetches of the API get a 401, so
             // it must load without one.
@@ -63,6 +74,7 @@ impl Scope {
             Scope::Ingest => "ingest",
             Scope::Read => "read",
             Scope::Metrics => "metrics",
+            Scope::Admin => "admin",
             Scope::Open => "open",
         }
     }
@@ -74,6 +86,7 @@ impl Access {
             ingest: Tokens::from_env("INGEST_TOKENS")?,
             read: Tokens::from_env("READ_TOKENS")?,
             metrics: Tokens::from_env("METRICS_TOKENS")?,
+            admin: Tokens::from_env("ADMIN_TOKENS")?,
         })
     }
 
@@ -82,6 +95,7 @@ impl Access {
             Scope::Ingest => self.ingest.as_ref(),
             Scope::Read => self.read.as_ref(),
             Scope::Metrics => self.metrics.as_ref(),
+            Scope::Admin => self.admin.as_ref(),
             Scope::Open => None,
         }
     }
@@ -118,6 +132,9 @@ async fn require_token(
 ) -> Response {
     let scope = Scope::of(request.uri().path());
     let Some(tokens) = access.tokens(scope) else {
+        if scope == Scope::Admin {
+            return unauthorized(scope, false);
+        }
         return next.run(request).await;
     };
     match bearer_token(request.headers()) {
@@ -168,7 +185,8 @@ pub fn document(doc: &mut OpenApi) {
     let mut scheme = Http::new(HttpAuthScheme::Bearer);
     scheme.description = Some(
         "A token of the operation's door: INGEST_TOKENS for POST /, METRICS_TOKENS for \
-         /metrics, READ_TOKENS for the rest. A door whose tokens are not configured is open."
+         /metrics, ADMIN_TOKENS for /v1/subjects/... (erasure), READ_TOKENS for the rest. A \
+         door whose tokens are not configured is open, but for the admin door, which is closed."
             .to_owned(),
     );
     doc.components
@@ -222,6 +240,9 @@ mod tests {
         assert_eq!(Scope::of("/console/anything-else"), Scope::Read);
         assert_eq!(Scope::of("/anything/new"), Scope::Read);
         assert_eq!(Scope::of("/metrics"), Scope::Metrics);
+        assert_eq!(Scope::of("/v1/subjects/u1/data"), Scope::Admin);
+        assert_eq!(Scope::of("/log/tile/0/000"), Scope::Read);
+        assert_eq!(Scope::of("/log/checkpoint"), Scope::Open);
         for open in [
             "/healthz",
             "/readyz",

@@ -18,6 +18,7 @@
 //! text for both (`page`). On PostgreSQL the live tail is fed by polling
 //! the table (`tail_poll`), so it shows every replica's events.
 
+mod annotate;
 mod page;
 mod postgres;
 mod sqlite;
@@ -39,6 +40,7 @@ use shared::tracecontext;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
+pub use annotate::{Leaf, Trail};
 pub use page::{Page, PageQuery};
 pub use tail::{Received, Subscriber, Tail, TAIL_MAX_BYTES};
 pub use writer::WriterHandle;
@@ -141,19 +143,32 @@ pub struct StoredEvent {
     /// The event's trace context; set for events just stored, not for rows
     /// read back.
     pub trace: Option<TraceContext>,
+    /// Its leaf in the transparency log and whether its data was erased;
+    /// set for rows read back (`annotate`), not for events just stored.
+    pub trail: Option<Box<Trail>>,
 }
 
 impl Serialize for StoredEvent {
     /// `{"seq", "received_at", "transport", "event"}` with the stored JSON
-    /// written as it is, not parsed into a value and printed again.
+    /// written as it is, not parsed into a value and printed again; then
+    /// `"erased": true` for an event whose data was erased, and `"log"`
+    /// once the event is in the transparency log.
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let event: &RawValue =
             serde_json::from_str(&self.json).map_err(serde::ser::Error::custom)?;
-        let mut item = serializer.serialize_struct("StoredEvent", 4)?;
+        let mut item = serializer.serialize_struct("StoredEvent", 6)?;
         item.serialize_field("seq", &self.seq)?;
         item.serialize_field("received_at", &*self.received_at)?;
         item.serialize_field("transport", self.transport.as_str())?;
         item.serialize_field("event", event)?;
+        if let Some(trail) = &self.trail {
+            if trail.erased {
+                item.serialize_field("erased", &true)?;
+            }
+            if let Some(leaf) = &trail.leaf {
+                item.serialize_field("log", leaf)?;
+            }
+        }
         item.end()
     }
 }
@@ -175,6 +190,9 @@ pub enum StoreError {
     Serialize(#[from] serde_json::Error),
     #[error("the store writer has stopped")]
     WriterGone,
+    /// Recording an erasure as an event failed.
+    #[error("failed to record an erasure: {0}")]
+    Record(String),
 }
 
 /// A write that did not commit. The rows come back so that a caller that
@@ -202,7 +220,7 @@ struct WriteRequest {
 /// Connections for queries, the live tail and readiness; the writer has
 /// its own.
 #[derive(Clone)]
-enum Readers {
+pub enum Readers {
     Sqlite(sqlx::SqlitePool),
     Postgres(sqlx::PgPool),
 }
@@ -304,6 +322,11 @@ impl Store {
         })
     }
 
+    /// The read pool, for the transparency log's own tables (`tlog`).
+    pub fn readers(&self) -> &Readers {
+        &self.readers
+    }
+
     /// Every event stored from now on, for the live tail.
     pub fn subscribe(&self) -> Subscriber {
         self.tail.subscribe()
@@ -345,10 +368,12 @@ impl Store {
         query: &PageQuery,
         last: i64,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        match &self.readers {
-            Readers::Sqlite(pool) => sqlite::events(pool, query, last).await,
-            Readers::Postgres(pool) => postgres::events(pool, query, last).await,
-        }
+        let mut events = match &self.readers {
+            Readers::Sqlite(pool) => sqlite::events(pool, query, last).await?,
+            Readers::Postgres(pool) => postgres::events(pool, query, last).await?,
+        };
+        annotate::annotate(&self.readers, &mut events).await?;
+        Ok(events)
     }
 
     /// The newest seq, 0 for an empty store.

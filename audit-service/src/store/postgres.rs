@@ -259,5 +259,6 @@ fn stored_event(row: &PgRow) -> Result<StoredEvent, StoreError> {
         ty: row.try_get("type")?,
         subject: row.try_get("subject")?,
         trace: None,
+        trail: None,
     })
 }

@@ -235,6 +235,7 @@ mod tests {
             subject: None,
             json: "x".repeat(json_bytes),
             trace: None,
+            trail: None,
         }
     }
 

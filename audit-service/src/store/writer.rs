@@ -212,6 +212,7 @@ fn answer(batch: Vec<WriteRequest>, seqs: Vec<Option<i64>>, received_at: &Arc<st
                         subject: row.subject,
                         json: row.json,
                         trace: row.trace,
+                        trail: None,
                     });
                 }
                 None => outcome.duplicates += 1,
