@@ -40,7 +40,8 @@ const ROUND_MAX_EVENTS: u32 = 5000;
 const ROUND_INTERVAL: Duration = Duration::from_millis(200);
 /// How often a waiting replica tries to take the lease.
 const LEASE_RETRY: Duration = Duration::from_secs(1);
-/// How often retention looks for expired data.
+/// How often retention looks for expired data, at most: a retention
+/// shorter than twice this is looked at twice per period.
 const RETENTION_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Starts the sequencer when the log is on or an erasure rule is set.
@@ -111,7 +112,9 @@ impl Sequencer {
                     tracing::warn!(error = %e, "erasing on event types failed; retrying");
                 }
                 if tokio::time::Instant::now() >= next_retention {
-                    next_retention += RETENTION_INTERVAL;
+                    next_retention += self.retention.map_or(RETENTION_INTERVAL, |r| {
+                        (r / 2).clamp(ROUND_INTERVAL, RETENTION_INTERVAL)
+                    });
                     self.expire().await;
                 }
                 if !more {

@@ -58,9 +58,11 @@ pub async fn verify(
         while index < to {
             let leaf = match leaves.next() {
                 Some(leaf) if leaf.index == index => leaf,
-                _ => return Err(format!(
+                _ => {
+                    return Err(format!(
                     "index {index}: the leaf after seq {last_seq} is missing from the log's tables"
-                )),
+                ))
+                }
             };
             let event = events.until(leaf.seq, latest.size).await?;
             let Some(event) = event else {

@@ -14,3 +14,4 @@ mod process;
 mod query;
 mod replicas;
 mod security;
+mod tlog;
