@@ -155,6 +155,10 @@ impl SqliteWriter {
         // default 2 MiB cache holds; spilling them mid-transaction doubles
         // the writes.
         conn.pragma_update(None, "cache_size", -4 * 1024)?;
+        // Erased data must leave the file (`tlog::erase`), and a page split
+        // leaves copies of the cells it moved in the space it freed; FAST
+        // zeroes freed space within pages, which costs no extra I/O.
+        conn.pragma_update(None, "secure_delete", "FAST")?;
         conn.set_prepared_statement_cache_capacity(4);
         Ok(SqliteWriter { conn })
     }

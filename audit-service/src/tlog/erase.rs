@@ -8,7 +8,8 @@
 //! SQLite the erasing connection runs with `secure_delete` (freed space and
 //! pages are zeroed) and the WAL, which still holds the old pages, is then
 //! checkpointed and truncated; on PostgreSQL the old row versions are dead
-//! tuples until `VACUUM` prunes their pages, which it runs next.
+//! tuples whose bytes even `VACUUM` leaves in the pages, so the tables are
+//! rewritten (`VACUUM FULL`).
 //!
 //! Each erasure is recorded in the trail as an event of audit-service's own
 //! (`audit.eraseData`, `audit.expireData`): what was erased, how many events
@@ -36,14 +37,19 @@ const SCRUB_DEADLINE: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, Copy)]
 pub enum Selector<'a> {
     Subject(&'a str),
-    ReceivedBefore(DateTime<Utc>),
+    /// Events received before `before`, up to seq `up_to` (with the log on,
+    /// the last one in the tree: data is erased only once committed to).
+    ReceivedBefore {
+        before: DateTime<Utc>,
+        up_to: i64,
+    },
 }
 
 impl Selector<'_> {
     fn reason(&self) -> String {
         match self {
             Selector::Subject(_) => "subject".to_owned(),
-            Selector::ReceivedBefore(_) => "retention".to_owned(),
+            Selector::ReceivedBefore { .. } => "retention".to_owned(),
         }
     }
 }
@@ -60,7 +66,7 @@ pub async fn erase_and_record(
         Selector::Subject(subject) => serde_json::json!({
             "subject": subject, "events": erased, "requested_by": requested_by,
         }),
-        Selector::ReceivedBefore(before) => {
+        Selector::ReceivedBefore { before, .. } => {
             if erased == 0 {
                 return Ok(0);
             }
@@ -72,7 +78,7 @@ pub async fn erase_and_record(
     };
     let ty = match selector {
         Selector::Subject(_) => ERASED_TYPE,
-        Selector::ReceivedBefore(_) => EXPIRED_TYPE,
+        Selector::ReceivedBefore { .. } => EXPIRED_TYPE,
     };
     // The record carries the erased subject in its data, not as its own
     // subject, so that erasing the subject again does not erase the record.
@@ -127,12 +133,12 @@ async fn erase_batch(readers: &Readers, selector: Selector<'_>) -> Result<u64, S
             format!("SELECT seq, event_json FROM events WHERE subject = $1 AND {UNERASED} ORDER BY seq LIMIT {BATCH}"),
             subject.to_owned(),
         ),
-        (Readers::Sqlite(_), Selector::ReceivedBefore(before)) => (
-            format!("SELECT seq, event_json FROM events WHERE received_at < $1 AND {UNERASED} ORDER BY seq LIMIT {BATCH}"),
+        (Readers::Sqlite(_), Selector::ReceivedBefore { before, up_to }) => (
+            format!("SELECT seq, event_json FROM events WHERE received_at < $1 AND seq <= {up_to} AND {UNERASED} ORDER BY seq LIMIT {BATCH}"),
             before.to_rfc3339_opts(SecondsFormat::Micros, true),
         ),
-        (Readers::Postgres(_), Selector::ReceivedBefore(before)) => (
-            format!("SELECT seq, event_json FROM events WHERE received_at < $1::timestamptz AND {UNERASED} ORDER BY seq LIMIT {BATCH}"),
+        (Readers::Postgres(_), Selector::ReceivedBefore { before, up_to }) => (
+            format!("SELECT seq, event_json FROM events WHERE received_at < $1::timestamptz AND seq <= {up_to} AND {UNERASED} ORDER BY seq LIMIT {BATCH}"),
             before.to_rfc3339_opts(SecondsFormat::Micros, true),
         ),
     };
@@ -211,11 +217,14 @@ async fn scrub(readers: &Readers) -> Result<(), StoreError> {
             }
         }
         Readers::Postgres(pool) => {
-            // Outside a transaction, as VACUUM must be. Pages whose dead
-            // tuples an older snapshot can still see keep them until the
-            // next VACUUM (autovacuum's, or the next erasure's).
+            // A plain VACUUM removes the dead row versions but leaves their
+            // bytes in the pages' free space (measured: 57 of 300 erased
+            // names still in the file). VACUUM FULL writes the tables anew
+            // and truncates the old files; it holds an exclusive lock
+            // meanwhile, so ingest and reads wait (about 0.25 s for 200,000
+            // events here). Outside a transaction, as VACUUM must be.
             for table in ["events", "log_leaves"] {
-                sqlx::query(&format!("VACUUM {table}"))
+                sqlx::query(&format!("VACUUM FULL {table}"))
                     .execute(pool)
                     .await?;
             }

@@ -299,11 +299,17 @@ impl Sequencer {
             return;
         };
         let before = Utc::now() - age;
+        let up_to = match (&self.key, db::state(self.store.readers()).await) {
+            (None, _) => i64::MAX,
+            (Some(_), Ok(state)) => state.last_seq,
+            (Some(_), Err(e)) => {
+                tracing::warn!(error = %e, "erasing expired data failed; retrying");
+                return;
+            }
+        };
         let requested_by = format!("RETENTION={}", humantime::format_duration(retention));
-        if let Err(e) =
-            erase::erase_and_record(&self.store, Selector::ReceivedBefore(before), &requested_by)
-                .await
-        {
+        let selector = Selector::ReceivedBefore { before, up_to };
+        if let Err(e) = erase::erase_and_record(&self.store, selector, &requested_by).await {
             tracing::warn!(error = %e, "erasing expired data failed; retrying");
         }
     }

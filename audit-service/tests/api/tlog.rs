@@ -416,3 +416,263 @@ async fn verify_finds_the_newest_events_cut_off_against_a_checkpoint_saved_befor
     let (ok, output) = run_verify(&url, signer, Some(saved.path()));
     assert!(!ok, "{output}");
 }
+
+// ---------------------------------------------------------------- erasure
+
+const ERASABLE: &str = "Zyxwv Erasable";
+
+/// Whether any file of the database holds `needle`: the SQLite file and
+/// its WAL; on PostgreSQL, after a checkpoint writes the pages out, the
+/// files of the events table, its TOAST table and the leaves.
+async fn files_hold(database_url: &str, needle: &str) -> bool {
+    let db = Db::open(database_url).await;
+    let files: Vec<std::path::PathBuf> = match &db {
+        Db::Sqlite(_) => {
+            let path = shared::db::sqlite_path(database_url).unwrap();
+            let wal = std::path::PathBuf::from(format!("{}-wal", path.display()));
+            vec![path, wal]
+        }
+        Db::Postgres(_) => {
+            db.execute("CHECKPOINT").await;
+            let data = db.text("SHOW data_directory").await;
+            let relations = db
+                .texts(
+                    "SELECT pg_relation_filepath(oid) FROM pg_class \
+                     WHERE relname IN ('events', 'log_leaves') \
+                     UNION ALL SELECT pg_relation_filepath(reltoastrelid) FROM pg_class \
+                     WHERE relname = 'events' AND reltoastrelid <> 0",
+                )
+                .await;
+            let mut files = Vec::new();
+            for relation in relations {
+                let base = std::path::Path::new(&data).join(relation);
+                files.push(base.clone());
+                for segment in 1..100 {
+                    let next = std::path::PathBuf::from(format!("{}.{segment}", base.display()));
+                    if !next.exists() {
+                        break;
+                    }
+                    files.push(next);
+                }
+            }
+            files
+        }
+    };
+    let holding: Vec<&std::path::PathBuf> = files
+        .iter()
+        .filter(|file| {
+            std::fs::read(file)
+                .map(|bytes| bytes.windows(needle.len()).any(|w| w == needle.as_bytes()))
+                .unwrap_or(false)
+        })
+        .collect();
+    if !holding.is_empty() {
+        eprintln!("{needle:?} is in {holding:?}");
+    }
+    !holding.is_empty()
+}
+
+async fn erase(app: &TestApp, subject: &str, token: Option<&str>) -> reqwest::Response {
+    let mut request = app
+        .client
+        .delete(format!("{}/v1/subjects/{subject}/data", app.address));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap()
+}
+
+/// Every item's proof verifies against the latest checkpoint once it
+/// covers `n` events.
+async fn all_proofs_verify(logged: &LoggedApp, n: u64) -> Vec<Item> {
+    let tree = logged.wait_size(n).await;
+    let items = logged.items().await;
+    for item in items
+        .iter()
+        .filter(|i| i.log.as_ref().is_some_and(|l| l.index < tree.size))
+    {
+        logged.check_inclusion(item, &tree).await;
+    }
+    items
+}
+
+#[tokio::test]
+async fn erasing_a_subject_removes_its_data_from_the_events_and_the_files_and_keeps_every_proof() {
+    let logged = spawn_logged(|_| {}).await;
+    let app = &logged.app;
+    let mut events = vec![
+        user_event("v1", "victim", ERASABLE),
+        json!({"specversion": "1.0", "id": "v2", "source": "/user-service", "type": "user.updateUser",
+               "subject": "victim", "datacontenttype": "application/json",
+               "data": {"id": "victim", "name": format!("{ERASABLE} II")}}),
+    ];
+    for i in 0..40 {
+        events.push(user_event(
+            &format!("o{i}"),
+            &format!("other{i}"),
+            "Someone Else",
+        ));
+    }
+    assert_eq!(app.post_batch(&json!(events)).await.status(), 204);
+    logged.wait_size(42).await;
+    assert!(
+        files_hold(&app.database_url, ERASABLE).await,
+        "the test looks in the wrong files"
+    );
+
+    assert_eq!(erase(app, "victim", None).await.status(), 401);
+    assert_eq!(
+        erase(app, "victim", Some("wrong-token-0123456789"))
+            .await
+            .status(),
+        401
+    );
+    let response = erase(app, "victim", Some(ADMIN_TOKEN)).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body, json!({"subject": "victim", "erased": 2}));
+
+    // The record of the erasure is integrated too.
+    let items = all_proofs_verify(&logged, 43).await;
+    let victims: Vec<&Item> = items
+        .iter()
+        .filter(|i| serde_json::from_str::<Value>(i.event.get()).unwrap()["subject"] == "victim")
+        .collect();
+    assert_eq!(victims.len(), 2);
+    for item in victims {
+        assert!(item.erased);
+        assert!(!item.event.get().contains(ERASABLE), "{}", item.event.get());
+        let log = item.log.as_ref().unwrap();
+        assert!(log.salt.is_none() && log.commitment.is_some());
+    }
+    let record: Value = serde_json::from_str(items.last().unwrap().event.get()).unwrap();
+    assert_eq!(record["type"], "audit.eraseData");
+    assert_eq!(record["source"], "/audit-service");
+    assert_eq!(record["data"]["subject"], "victim");
+    assert_eq!(record["data"]["events"], 2);
+    let by = record["data"]["requested_by"].as_str().unwrap();
+    assert!(
+        by.starts_with("admin token sha256:") && !by.contains(ADMIN_TOKEN),
+        "{by}"
+    );
+
+    assert!(
+        !files_hold(&app.database_url, ERASABLE).await,
+        "the erased name is still in the files"
+    );
+    let (ok, output) = run_verify(&app.database_url, &logged.signer, None);
+    assert!(ok, "{output}");
+    let again: Value = erase(app, "victim", Some(ADMIN_TOKEN))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["erased"], 0);
+}
+
+#[tokio::test]
+async fn the_admin_door_is_closed_without_admin_tokens() {
+    let app = crate::helpers::spawn_app().await;
+    let detail =
+        crate::helpers::problem_detail(erase(&app, "u1", Some(ADMIN_TOKEN)).await, 401).await;
+    assert!(detail.contains("admin"), "{detail}");
+}
+
+#[tokio::test]
+async fn a_deleted_users_data_is_erased_once_its_deletion_is_stored() {
+    let logged = spawn_logged(|settings| {
+        settings.log.erase_on_types = vec!["user.deleteUser".into()];
+    })
+    .await;
+    let app = &logged.app;
+    let stored = user_event("d1", "leaver", ERASABLE);
+    let kept = user_event("d2", "stayer", "Kept Name");
+    assert_eq!(app.post_batch(&json!([stored, kept])).await.status(), 204);
+    logged.wait_size(2).await;
+    let deleted = json!({"specversion": "1.0", "id": "d3", "source": "/user-service",
+        "type": "user.deleteUser", "subject": "leaver", "datacontenttype": "application/json",
+        "data": {"id": "leaver", "name": ERASABLE}});
+    assert_eq!(app.post_structured(&deleted).await.status(), 204);
+    let mut items = Vec::new();
+    for _ in 0..200 {
+        items = logged.items().await;
+        if items.len() > 3 && items.iter().filter(|i| i.erased).count() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let erased: Vec<bool> = items.iter().map(|i| i.erased).collect();
+    assert_eq!(&erased[..3], [true, false, true], "leaver's two events");
+    let record: Value = serde_json::from_str(items[3].event.get()).unwrap();
+    assert_eq!(record["type"], "audit.eraseData");
+    assert!(record["data"]["requested_by"]
+        .as_str()
+        .unwrap()
+        .contains("ERASE_ON_TYPES"));
+    all_proofs_verify(&logged, 4).await;
+    assert!(!files_hold(&app.database_url, ERASABLE).await);
+}
+
+#[tokio::test]
+async fn retention_erases_old_data_and_every_proof_still_verifies() {
+    let logged = spawn_logged(|settings| {
+        settings.log.retention = Some(Duration::from_secs(2));
+    })
+    .await;
+    let app = &logged.app;
+    // Enough events for page splits, whose moved cells must not linger.
+    post_users(app, "old", 300).await;
+    logged.wait_size(300).await;
+    let mut items = Vec::new();
+    for _ in 0..200 {
+        items = logged.items().await;
+        // The record follows the erasure, after the files are scrubbed.
+        if items.len() > 300 && items.iter().filter(|i| i.erased).count() >= 300 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        items[..300].iter().all(|i| i.erased),
+        "old events not erased"
+    );
+    let record: Value = serde_json::from_str(items[300].event.get()).unwrap();
+    assert_eq!(record["type"], "audit.expireData");
+    assert_eq!(record["data"]["events"], 300);
+    all_proofs_verify(&logged, 301).await;
+    assert!(!files_hold(&app.database_url, "Name old").await);
+}
+
+#[tokio::test]
+async fn the_erase_command_erases_a_subject_and_records_it() {
+    let logged = spawn_logged(|_| {}).await;
+    let app = &logged.app;
+    assert_eq!(
+        app.post_batch(&json!([user_event("c1", "cli-user", ERASABLE)]))
+            .await
+            .status(),
+        204
+    );
+    logged.wait_size(1).await;
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_audit-service"))
+        .args(["erase", "--subject", "cli-user"])
+        .env_clear()
+        .env("DATABASE_URL", &app.database_url)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(text.contains("erased the data of 1 events"), "{text}");
+    let items = all_proofs_verify(&logged, 2).await;
+    assert!(items[0].erased);
+    let record: Value = serde_json::from_str(items[1].event.get()).unwrap();
+    assert!(record["data"]["requested_by"]
+        .as_str()
+        .unwrap()
+        .starts_with("audit-service erase"));
+    assert!(!files_hold(&app.database_url, ERASABLE).await);
+}
