@@ -4,7 +4,7 @@
 //! naming the seq; erasure removes the data (from the files too) and keeps
 //! every proof valid. On SQLite, or on PostgreSQL with TEST_DATABASE.
 
-use crate::helpers::{spawn_app_with, TestApp};
+use crate::helpers::{spawn_app_with, ServiceProcess, TestApp};
 use audit_service::tlog::checkpoint::{self, SignedTree};
 use audit_service::tlog::entry;
 use audit_service::tlog::LogKey;
@@ -675,4 +675,126 @@ async fn the_erase_command_erases_a_subject_and_records_it() {
         .unwrap()
         .starts_with("audit-service erase"));
     assert!(!files_hold(&app.database_url, ERASABLE).await);
+}
+
+// ------------------------------------------------------------- sequencer
+
+/// The real binary with the log on, on `database_url`.
+pub fn logged_process(database_url: &str, signer: &str, log: std::path::PathBuf) -> ServiceProcess {
+    ServiceProcess::start(
+        &[
+            ("DATABASE_URL", database_url.to_owned()),
+            ("LOG_SIGNING_KEY", signer.to_owned()),
+        ],
+        log,
+    )
+}
+
+pub async fn wait_listening(process: &ServiceProcess) {
+    let url = format!("http://127.0.0.1:{}/healthz", process.port);
+    let up = crate::helpers::poll_until(Duration::from_secs(30), || async {
+        reqwest::get(&url).await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert!(up, "audit-service did not start:\n{}", process.log_text());
+}
+
+/// Posts batches of 100 user events to `port` until `stop`, or until a
+/// post fails (the process was killed); returns how many were accepted.
+pub async fn post_until(
+    port: u16,
+    prefix: String,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> usize {
+    let client = reqwest::Client::new();
+    let mut accepted = 0;
+    for batch in 0.. {
+        if stop.load(std::sync::atomic::Ordering::SeqCst) {
+            break;
+        }
+        let events: Vec<Value> = (0..100)
+            .map(|i| {
+                user_event(
+                    &format!("{prefix}-{batch}-{i}"),
+                    &format!("{prefix}-u{i}"),
+                    "Someone",
+                )
+            })
+            .collect();
+        let sent = client
+            .post(format!("http://127.0.0.1:{port}/"))
+            .header("content-type", "application/cloudevents-batch+json")
+            .body(json!(events).to_string())
+            .send()
+            .await;
+        match sent {
+            Ok(response) if response.status() == 204 => accepted += 100,
+            _ => break,
+        }
+    }
+    accepted
+}
+
+/// Waits until the checkpoint at `port` covers every stored event.
+pub async fn wait_all_integrated(port: u16, verifier: &str, db: &Db) -> u64 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let events = db.int("SELECT COUNT(*) FROM events").await as u64;
+        let text = reqwest::get(format!("http://127.0.0.1:{port}/log/checkpoint"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if let Ok(tree) = checkpoint::open(text.as_bytes(), verifier) {
+            if tree.size == events {
+                return events;
+            }
+            assert!(
+                tree.size < events,
+                "more leaves ({}) than events ({events})",
+                tree.size
+            );
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the tree did not catch up with {events} events"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_sequencer_killed_mid_way_is_restarted_and_the_tree_goes_on_without_a_gap() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let url = shared::testing::database_url(dir.path(), "audit.db").await;
+    let (signer, verifier) = LogKey::generate("audit.test/kill").unwrap();
+    let mut first = logged_process(&url, &signer, dir.path().join("first.log"));
+    wait_listening(&first).await;
+    let db = Db::open(&url).await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let posting = tokio::spawn(post_until(first.port, "k1".into(), stop.clone()));
+    // Killed once the tree has grown, while events keep coming.
+    let grown = crate::helpers::poll_until(Duration::from_secs(60), || async {
+        db.int("SELECT size FROM log_state").await >= 1000
+    })
+    .await;
+    assert!(grown, "the tree did not grow:\n{}", first.log_text());
+    first.kill();
+    let accepted = posting.await.unwrap();
+    let size_at_kill = db.int("SELECT size FROM log_state").await;
+    let events_at_kill = db.int("SELECT COUNT(*) FROM events").await;
+    assert!(accepted as i64 <= events_at_kill);
+
+    let second = logged_process(&url, &signer, dir.path().join("second.log"));
+    wait_listening(&second).await;
+    let more = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let posting = tokio::spawn(post_until(second.port, "k2".into(), more.clone()));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    more.store(true, std::sync::atomic::Ordering::SeqCst);
+    posting.await.unwrap();
+    let events = wait_all_integrated(second.port, &verifier, &db).await;
+    assert!(events as i64 > events_at_kill && size_at_kill > 0);
+    let (ok, output) = run_verify(&url, &signer, None);
+    assert!(ok, "{output}");
 }
