@@ -37,11 +37,10 @@ pub async fn run(command: &str, args: &[String], out: &mut impl Write) -> anyhow
                 _ => bail!("erase takes --subject S\n{USAGE}"),
             };
             let (store, writer) = open_store().await?;
-            let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
             let erased = erase::erase_and_record(
                 &store,
                 Selector::Subject(subject),
-                &format!("audit-service erase (user {user})"),
+                "audit-service erase (the command line)",
             )
             .await
             .context("Failed to erase")?;

@@ -234,6 +234,47 @@ mod tests {
         assert_eq!(encode("t", "http", &small, None).unwrap()[0], 1);
     }
 
+    /// README.md's worked example, so that it cannot drift from the code.
+    #[test]
+    fn the_readme_worked_example_is_what_the_code_computes() {
+        use base64::prelude::{Engine as _, BASE64_STANDARD};
+        let readme = include_str!("../../../README.md");
+        let item: serde_json::Value = serde_json::from_str(
+            readme
+                .lines()
+                .find(|l| l.starts_with(r#"{"seq":1,"received_at":"2026-11-26T08:30:00.123456Z""#))
+                .expect("the example item is in the README"),
+        )
+        .unwrap();
+        let event = serde_json::to_string(&item["event"]).unwrap();
+        // serde_json's map sorts members; the entry sorts them too, and the
+        // data's own members are already in order.
+        let data = Members::parse(&event).unwrap().data().unwrap().to_owned();
+        let salt = BASE64_STANDARD
+            .decode(item["log"]["salt"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(salt, (1..=32).collect::<Vec<u8>>());
+        let c = commitment(&salt, &data);
+        let c64 = BASE64_STANDARD.encode(c);
+        assert_eq!(item["log"]["commitment"], c64.as_str());
+        assert!(readme.contains(&format!("= `{c64}`, the")), "{c64}");
+        let entry = encode(
+            item["received_at"].as_str().unwrap(),
+            item["transport"].as_str().unwrap(),
+            &event,
+            Some(&c),
+        )
+        .unwrap();
+        let hex: String = entry.iter().map(|b| format!("{b:02x}")).collect();
+        assert!(readme.contains(&format!("the {}-byte entry", entry.len())));
+        assert!(readme.contains(&format!("\n{hex}\n")), "{hex}");
+        let leaf = BASE64_STANDARD.encode(tlog_tiles::record_hash(&entry).0);
+        assert!(
+            readme.contains(&format!("the leaf hash `{leaf}`")),
+            "{leaf}"
+        );
+    }
+
     #[test]
     fn escaped_strings_are_encoded_as_their_text() {
         let json = r#"{"id":"a\"b\u00e9","specversion":"1.0"}"#;

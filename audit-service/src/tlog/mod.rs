@@ -55,8 +55,8 @@ impl LogSettings {
             reason,
         };
         let key_text = match (
-            non_empty("LOG_SIGNING_KEY"),
-            non_empty("LOG_SIGNING_KEY_FILE"),
+            non_empty(env_or("LOG_SIGNING_KEY", "")),
+            non_empty(env_or("LOG_SIGNING_KEY_FILE", "")),
         ) {
             (Some(key), _) => Some(("LOG_SIGNING_KEY", key)),
             (None, Some(path)) => Some((
@@ -71,7 +71,7 @@ impl LogSettings {
             )),
             (None, None) => None,
         };
-        let wanted = match non_empty("TRANSPARENCY_LOG").as_deref() {
+        let wanted = match non_empty(env_or("TRANSPARENCY_LOG", "")).as_deref() {
             None => key_text.is_some(),
             Some("on") => true,
             Some("off") => false,
@@ -99,7 +99,7 @@ impl LogSettings {
                 Some(Arc::new(key))
             }
         };
-        if let (Some(origin), Some(key)) = (non_empty("LOG_ORIGIN"), &key) {
+        if let (Some(origin), Some(key)) = (non_empty(env_or("LOG_ORIGIN", "")), &key) {
             if origin != key.origin() {
                 return Err(error(
                     "LOG_ORIGIN",
@@ -114,7 +114,7 @@ impl LogSettings {
             .filter(|t| !t.is_empty())
             .map(str::to_owned)
             .collect();
-        let retention = match non_empty("RETENTION") {
+        let retention = match non_empty(env_or("RETENTION", "")) {
             None => None,
             Some(text) => match humantime::parse_duration(text.trim()) {
                 Ok(d) if !d.is_zero() => Some(d),
@@ -150,6 +150,6 @@ impl LogSettings {
     }
 }
 
-fn non_empty(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+fn non_empty(value: String) -> Option<String> {
+    Some(value).filter(|v| !v.trim().is_empty())
 }

@@ -11,6 +11,12 @@
 //! it was read at (`db::commit_round`), so the tree grows without a gap.
 //! On SQLite one process owns the file.
 //!
+//! It reads the events from the store's live feed (the one the live tail
+//! reads), as they commit, and from the table only to catch up: at start,
+//! after falling behind the feed, and after an erasure (whose rows the feed
+//! still holds as they were). Reading each event back from the table cost
+//! more than the rest of the sequencer's work together.
+//!
 //! The same task carries out `ERASE_ON_TYPES` and `RETENTION`, after the
 //! events concerned are in the tree.
 
@@ -19,7 +25,7 @@ use super::entry;
 use super::erase::{self, Selector};
 use super::tiles::{partial_tiles, RightEdge};
 use super::{LogKey, LogSettings};
-use crate::store::{PageQuery, Store, StoreError, StoredEvent};
+use crate::store::{PageQuery, Received, Store, StoreError, StoredEvent, Subscriber};
 use chrono::{DateTime, SecondsFormat, Utc};
 use rand::Rng as _;
 use shared::db::Kind;
@@ -62,6 +68,9 @@ pub fn spawn(
         store,
         database_url: database_url.to_owned(),
         edge: None,
+        live: None,
+        from_store: true,
+        synced_epoch: 0,
     };
     Some(tokio::spawn(sequencer.run(shutdown)))
 }
@@ -75,6 +84,13 @@ struct Sequencer {
     /// The tree's right edge as of the last round this task wrote; `None`
     /// until loaded, and after a round it could not write.
     edge: Option<RightEdge>,
+    /// The store's live feed, subscribed once this process sequences.
+    live: Option<Subscriber>,
+    /// Reading from the table until caught up with the live feed.
+    from_store: bool,
+    /// The erasure epoch the last read from the table saw: an erasure since
+    /// then may have changed events the live feed holds as they were.
+    synced_epoch: i64,
 }
 
 /// Proof that this process may sequence: on PostgreSQL, the connection
@@ -100,6 +116,10 @@ impl Sequencer {
                 return;
             };
             self.edge = None;
+            // Subscribed before the first read from the table, so nothing
+            // committed in between is missed.
+            self.live = Some(self.store.subscribe());
+            self.from_store = true;
             loop {
                 let more = match self.round().await {
                     Ok(more) => more,
@@ -186,24 +206,17 @@ impl Sequencer {
             Some(edge) if edge.size() == state.size => edge,
             _ => self.load_edge(&state).await?,
         };
-        let page = self
-            .store
-            .page(
-                &PageQuery {
-                    after: state.last_seq,
-                    limit: ROUND_MAX_EVENTS,
-                    ..PageQuery::default()
-                },
-                64 * 1024 * 1024,
-            )
-            .await?;
-        if page.events.is_empty() && state.checkpoint.is_some() {
+        if state.erasure_epoch != self.synced_epoch {
+            self.from_store = true;
+        }
+        let (events, more) = self.next_events(&state).await?;
+        if events.is_empty() && state.checkpoint.is_some() {
             self.edge = Some(edge);
             return Ok(false);
         }
         let from_size = edge.size();
-        let mut leaves = Vec::with_capacity(page.events.len());
-        for event in &page.events {
+        let mut leaves = Vec::with_capacity(events.len());
+        for event in &events {
             let leaf = leaf_of(event, edge.size()).map_err(RoundError::Tree)?;
             edge.push(tlog_tiles::record_hash(&leaf.1));
             leaves.push(leaf.0);
@@ -217,18 +230,19 @@ impl Sequencer {
             leaves,
             tiles: edge.take_changes(),
             size: edge.size(),
-            last_seq: page.events.last().map_or(state.last_seq, |e| e.seq),
+            last_seq: events.last().map_or(state.last_seq, |e| e.seq),
             checkpoint,
             signed_at: signed.to_rfc3339_opts(SecondsFormat::Micros, true),
         };
         if !db::commit_round(&readers, &round).await? {
+            self.from_store = true;
             tracing::info!(
                 size = from_size,
                 "the tree moved or an erasure intervened; reading the round again"
             );
             return Ok(true);
         }
-        for event in &page.events {
+        for event in &events {
             if let Ok(received) = DateTime::parse_from_rfc3339(&event.received_at) {
                 let lag = (signed - received.with_timezone(&Utc)).num_microseconds();
                 metrics::histogram!("audit_log_checkpoint_lag_seconds")
@@ -238,7 +252,52 @@ impl Sequencer {
         metrics::gauge!("audit_log_size").set(round.size as f64);
         tracing::debug!(size = round.size, "signed a checkpoint");
         self.edge = Some(edge);
-        Ok(page.next_after.is_some())
+        Ok(more)
+    }
+
+    /// The next committed events after the tree's last (up to a round's
+    /// worth), and whether more are waiting: from the live feed once caught
+    /// up, else from the table.
+    async fn next_events(
+        &mut self,
+        state: &LogState,
+    ) -> Result<(Vec<Arc<StoredEvent>>, bool), StoreError> {
+        if let (false, Some(live)) = (self.from_store, self.live.as_mut()) {
+            let mut events = Vec::new();
+            while events.len() < ROUND_MAX_EVENTS as usize {
+                match live.try_recv() {
+                    Some(Received::Event(event)) if event.seq > state.last_seq => {
+                        events.push(event)
+                    }
+                    Some(Received::Event(_)) => {}
+                    Some(Received::Lagged(_)) => {
+                        self.from_store = true;
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            if !self.from_store {
+                let more = events.len() == ROUND_MAX_EVENTS as usize;
+                return Ok((events, more));
+            }
+        }
+        let page = self
+            .store
+            .page(
+                &PageQuery {
+                    after: state.last_seq,
+                    limit: ROUND_MAX_EVENTS,
+                    ..PageQuery::default()
+                },
+                64 * 1024 * 1024,
+            )
+            .await?;
+        self.synced_epoch = state.erasure_epoch;
+        // The last page: what commits after it is in the live feed.
+        self.from_store = page.next_after.is_some();
+        let more = page.next_after.is_some();
+        Ok((page.events.into_iter().map(Arc::new).collect(), more))
     }
 
     async fn load_edge(&self, state: &LogState) -> Result<RightEdge, RoundError> {
