@@ -114,27 +114,18 @@ pub async fn commit_round(readers: &Readers, round: &Round) -> Result<bool, Stor
             if moved != 1 {
                 return Ok(false);
             }
-            // 4 parameters a row, SQLite allows 32,766 in a statement.
-            for chunk in round.leaves.chunks(1000) {
-                let mut sql =
-                    String::from("INSERT INTO log_leaves (idx, seq, commitment, salt) VALUES ");
-                for i in 0..chunk.len() {
-                    if i > 0 {
-                        sql.push(',');
-                    }
-                    let p = i * 4;
-                    sql.push_str(&format!("(${},${},${},${})", p + 1, p + 2, p + 3, p + 4));
-                }
-                let mut insert = sqlx::query(&sql);
-                for leaf in chunk {
-                    insert = insert
-                        .bind(i64::try_from(leaf.index).unwrap_or(i64::MAX))
-                        .bind(leaf.seq)
-                        .bind(leaf.commitment.map(|c| c.to_vec()))
-                        .bind(leaf.salt.map(|s| s.to_vec()));
-                }
-                insert.execute(&mut *tx).await?;
-            }
+            // All the leaves as one JSON parameter, split by SQLite: sqlx
+            // looks each parameter's name up among the statement's, so a
+            // multi-row VALUES list of n parameters costs n^2 (measured: a
+            // third of the service's CPU with 4,000 a statement).
+            sqlx::query(
+                "INSERT INTO log_leaves (idx, seq, commitment, salt) \
+                 SELECT value ->> 0, value ->> 1, unhex(value ->> 2), unhex(value ->> 3) \
+                 FROM json_each($1)",
+            )
+            .bind(leaves_json(&round.leaves))
+            .execute(&mut *tx)
+            .await?;
             for (level, index, hashes) in &round.tiles {
                 sqlx::query(TILE)
                     .bind(i64::from(*level))
@@ -198,6 +189,36 @@ pub async fn commit_round(readers: &Readers, round: &Round) -> Result<bool, Stor
         }
     }
     Ok(true)
+}
+
+/// `[[index, seq, "commitment hex" | null, "salt hex" | null], ...]`.
+fn leaves_json(leaves: &[NewLeaf]) -> String {
+    use std::fmt::Write as _;
+    let hex = |bytes: &Option<[u8; 32]>, out: &mut String| match bytes {
+        Some(bytes) => {
+            out.push('"');
+            for b in bytes {
+                // Writing to a String cannot fail.
+                let _ = write!(out, "{b:02x}");
+            }
+            out.push('"');
+        }
+        None => out.push_str("null"),
+    };
+    let mut out = String::with_capacity(leaves.len() * 160 + 2);
+    out.push('[');
+    for (i, leaf) in leaves.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "[{},{},", leaf.index, leaf.seq);
+        hex(&leaf.commitment, &mut out);
+        out.push(',');
+        hex(&leaf.salt, &mut out);
+        out.push(']');
+    }
+    out.push(']');
+    out
 }
 
 /// Moves the ERASE_ON_TYPES cursor forward (never back).
