@@ -203,9 +203,17 @@ pub struct WriteFailed {
     pub rows: Vec<EventRow>,
 }
 
+/// Work the writer runs on its own SQLite connection, between two batches:
+/// another writer of the same file would contend with ingest for the write
+/// lock (SQLite's busy wait starved the transparency log's sequencer). The
+/// job answers its caller itself.
+pub type WriterJob = Box<dyn FnOnce(&mut rusqlite::Connection) + Send>;
+
 /// What the writer's queue carries.
 enum Command {
     Write(WriteRequest),
+    /// On SQLite only (`Store::run_on_writer`).
+    Job(WriterJob),
     /// Refuse what comes after; commit and answer what is queued, then stop.
     Close,
 }
@@ -305,7 +313,7 @@ impl Store {
         if let Err(refused) = self.writes.send(Command::Write(request)).await {
             let rows = match refused.0 {
                 Command::Write(request) => request.rows,
-                Command::Close => Vec::new(),
+                Command::Close | Command::Job(_) => Vec::new(),
             };
             return Err(WriteFailed {
                 error: Arc::new(StoreError::WriterGone),
@@ -320,6 +328,22 @@ impl Store {
                 rows: Vec::new(),
             })
         })
+    }
+
+    /// Runs `job` on the writer's connection between two batches, on
+    /// SQLite; `None` on PostgreSQL, where writers do not contend so. The
+    /// job's own channel carries its result; `WriterGone` when the writer
+    /// has stopped.
+    pub async fn run_on_writer(&self, job: WriterJob) -> Option<Result<(), StoreError>> {
+        if !matches!(self.readers, Readers::Sqlite(_)) {
+            return None;
+        }
+        Some(
+            self.writes
+                .send(Command::Job(job))
+                .await
+                .map_err(|_| StoreError::WriterGone),
+        )
     }
 
     /// The read pool, for the transparency log's own tables (`tlog`).

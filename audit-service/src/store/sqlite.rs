@@ -209,6 +209,10 @@ impl BatchWriter for SqliteWriter {
         tx.commit()?;
         Ok(seqs)
     }
+
+    fn run_job(&mut self, job: super::WriterJob) {
+        job(&mut self.conn);
+    }
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@
 
 use super::{
     Command, EventRow, StoreError, StoredEvent, Tail, TraceContext, WriteFailed, WriteOutcome,
-    WriteRequest,
+    WriteRequest, WriterJob,
 };
 use chrono::{SecondsFormat, Utc};
 use opentelemetry::global::BoxedTracer;
@@ -48,6 +48,10 @@ pub trait BatchWriter: Send + 'static {
         rows: &[(&EventRow, Transport)],
         received_at: &str,
     ) -> Result<Vec<Option<i64>>, StoreError>;
+
+    /// Runs a job on the writer's connection (`Store::run_on_writer`; sent
+    /// on SQLite only).
+    fn run_job(&mut self, job: WriterJob);
 }
 
 /// Where committed events go besides the log.
@@ -136,10 +140,19 @@ fn run(
 ) {
     // After `close` the queue still yields what it holds, then `None`.
     while let Some(command) = queue.blocking_recv() {
-        let Command::Write(first) = command else {
-            queue.close();
-            continue;
+        let first = match command {
+            Command::Write(first) => first,
+            Command::Job(job) => {
+                backend.run_job(job);
+                continue;
+            }
+            Command::Close => {
+                queue.close();
+                continue;
+            }
         };
+        // A job that arrives while the batch is gathered runs after it.
+        let mut job = None;
         let mut batch = vec![first];
         let mut events = batch[0].rows.len();
         // Take what is already waiting, without waiting for more.
@@ -150,6 +163,10 @@ fn run(
                     batch.push(request);
                 }
                 Ok(Command::Close) => queue.close(),
+                Ok(Command::Job(next)) => {
+                    job = Some(next);
+                    break;
+                }
                 Err(_) => break,
             }
         }
@@ -186,6 +203,9 @@ fn run(
                     }));
                 }
             }
+        }
+        if let Some(job) = job {
+            backend.run_job(job);
         }
     }
 }

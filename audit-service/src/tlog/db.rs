@@ -3,7 +3,7 @@
 //! leaves, the tiles.
 
 use super::tiles::TileMap;
-use crate::store::{Readers, StoreError};
+use crate::store::{Readers, Store, StoreError, WriterJob};
 
 /// Runs the same sqlx expression on whichever pool `readers` holds.
 macro_rules! on_pool {
@@ -89,117 +89,135 @@ pub struct Round {
 /// `from_size` and no erasure happened since its events were read: false
 /// when another sequencer moved the tree or an erasure intervened (the
 /// round is then read again). The compare-and-set comes first, so on
-/// PostgreSQL it waits for a concurrent erasure's row lock, and on SQLite
-/// the transaction takes the write lock with its first statement.
-pub async fn commit_round(readers: &Readers, round: &Round) -> Result<bool, StoreError> {
-    const CAS: &str = "UPDATE log_state SET size = $1, last_seq = $2, checkpoint = $3, \
-                       signed_at = $4 WHERE id = 1 AND size = $5 AND erasure_epoch = $6";
-    const TILE: &str = "INSERT INTO log_tiles (level, idx, hashes) VALUES ($1, $2, $3) \
-                        ON CONFLICT (level, idx) DO UPDATE SET hashes = excluded.hashes";
-    let size = i64::try_from(round.size).unwrap_or(i64::MAX);
-    let from = i64::try_from(round.from_size).unwrap_or(i64::MAX);
-    match readers {
-        Readers::Sqlite(pool) => {
-            let mut tx = pool.begin().await?;
-            let moved = sqlx::query(CAS)
-                .bind(size)
-                .bind(round.last_seq)
-                .bind(&round.checkpoint)
-                .bind(&round.signed_at)
-                .bind(from)
-                .bind(round.epoch)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if moved != 1 {
-                return Ok(false);
+/// PostgreSQL it waits for a concurrent erasure's row lock. On SQLite the
+/// store's writer runs it between two ingest batches, on its own
+/// connection: a second writer of the file contended with ingest for its
+/// lock, and SQLite's busy wait made it lose every time under load.
+pub async fn commit_round(store: &Store, round: Round) -> Result<bool, StoreError> {
+    let pool = match store.readers() {
+        Readers::Postgres(pool) => pool.clone(),
+        Readers::Sqlite(_) => {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            let job: WriterJob = Box::new(move |connection| {
+                let _ = reply.send(commit_on_sqlite(connection, &round));
+            });
+            if let Some(sent) = store.run_on_writer(job).await {
+                sent?;
             }
-            // All the leaves as one JSON parameter, split by SQLite: sqlx
-            // looks each parameter's name up among the statement's, so a
-            // multi-row VALUES list of n parameters costs n^2 (measured: a
-            // third of the service's CPU with 4,000 a statement).
-            sqlx::query(
-                "INSERT INTO log_leaves (idx, seq, commitment, salt) \
-                 SELECT value ->> 0, value ->> 1, unhex(value ->> 2), unhex(value ->> 3) \
-                 FROM json_each($1)",
-            )
-            .bind(leaves_json(&round.leaves))
-            .execute(&mut *tx)
-            .await?;
-            for (level, index, hashes) in &round.tiles {
-                sqlx::query(TILE)
-                    .bind(i64::from(*level))
-                    .bind(i64::try_from(*index).unwrap_or(i64::MAX))
-                    .bind(hashes)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
+            // No answer: the writer stopped with the job in its queue.
+            return answer.await.map_err(|_| StoreError::WriterGone)?;
         }
-        Readers::Postgres(pool) => {
-            let mut tx = pool.begin().await?;
-            let moved = sqlx::query(CAS)
-                .bind(size)
-                .bind(round.last_seq)
-                .bind(&round.checkpoint)
-                .bind(&round.signed_at)
-                .bind(from)
-                .bind(round.epoch)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if moved != 1 {
-                return Ok(false);
-            }
-            let indexes: Vec<i64> = round
-                .leaves
-                .iter()
-                .map(|l| i64::try_from(l.index).unwrap_or(i64::MAX))
-                .collect();
-            let seqs: Vec<i64> = round.leaves.iter().map(|l| l.seq).collect();
-            let commitments: Vec<Option<Vec<u8>>> = round
-                .leaves
-                .iter()
-                .map(|l| l.commitment.map(|c| c.to_vec()))
-                .collect();
-            let salts: Vec<Option<Vec<u8>>> = round
-                .leaves
-                .iter()
-                .map(|l| l.salt.map(|s| s.to_vec()))
-                .collect();
-            sqlx::query(
-                "INSERT INTO log_leaves (idx, seq, commitment, salt) \
-                 SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bytea[], $4::bytea[])",
-            )
-            .bind(indexes)
-            .bind(seqs)
-            .bind(commitments)
-            .bind(salts)
-            .execute(&mut *tx)
-            .await?;
-            for (level, index, hashes) in &round.tiles {
-                sqlx::query(TILE)
-                    .bind(i64::from(*level))
-                    .bind(i64::try_from(*index).unwrap_or(i64::MAX))
-                    .bind(hashes)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
-        }
+    };
+    let mut tx = pool.begin().await?;
+    let moved = sqlx::query(CAS)
+        .bind(i64::try_from(round.size).unwrap_or(i64::MAX))
+        .bind(round.last_seq)
+        .bind(&round.checkpoint)
+        .bind(&round.signed_at)
+        .bind(i64::try_from(round.from_size).unwrap_or(i64::MAX))
+        .bind(round.epoch)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if moved != 1 {
+        return Ok(false);
     }
+    let indexes: Vec<i64> = round
+        .leaves
+        .iter()
+        .map(|l| i64::try_from(l.index).unwrap_or(i64::MAX))
+        .collect();
+    let seqs: Vec<i64> = round.leaves.iter().map(|l| l.seq).collect();
+    let commitments: Vec<Option<Vec<u8>>> = round
+        .leaves
+        .iter()
+        .map(|l| l.commitment.map(|c| c.to_vec()))
+        .collect();
+    let salts: Vec<Option<Vec<u8>>> = round
+        .leaves
+        .iter()
+        .map(|l| l.salt.map(|s| s.to_vec()))
+        .collect();
+    sqlx::query(
+        "INSERT INTO log_leaves (idx, seq, commitment, salt) \
+         SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bytea[], $4::bytea[])",
+    )
+    .bind(indexes)
+    .bind(seqs)
+    .bind(commitments)
+    .bind(salts)
+    .execute(&mut *tx)
+    .await?;
+    for (level, index, hashes) in &round.tiles {
+        sqlx::query(TILE)
+            .bind(i64::from(*level))
+            .bind(i64::try_from(*index).unwrap_or(i64::MAX))
+            .bind(hashes)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Moves the tree from `from_size` (see `commit_round`).
+const CAS: &str = "UPDATE log_state SET size = $1, last_seq = $2, checkpoint = $3, \
+                   signed_at = $4 WHERE id = 1 AND size = $5 AND erasure_epoch = $6";
+const TILE: &str = "INSERT INTO log_tiles (level, idx, hashes) VALUES ($1, $2, $3) \
+                    ON CONFLICT (level, idx) DO UPDATE SET hashes = excluded.hashes";
+
+/// `commit_round` on the SQLite writer's connection.
+fn commit_on_sqlite(
+    connection: &mut rusqlite::Connection,
+    round: &Round,
+) -> Result<bool, StoreError> {
+    let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let moved = tx.execute(
+        CAS,
+        rusqlite::params![
+            i64::try_from(round.size).unwrap_or(i64::MAX),
+            round.last_seq,
+            round.checkpoint,
+            round.signed_at,
+            i64::try_from(round.from_size).unwrap_or(i64::MAX),
+            round.epoch
+        ],
+    )?;
+    if moved != 1 {
+        return Ok(false);
+    }
+    // All the leaves as one JSON parameter, split by SQLite: one statement
+    // and one parameter whatever the round's size.
+    tx.execute(
+        "INSERT INTO log_leaves (idx, seq, commitment, salt) \
+         SELECT value ->> 0, value ->> 1, unhex(value ->> 2), unhex(value ->> 3) \
+         FROM json_each(?1)",
+        [leaves_json(&round.leaves)],
+    )?;
+    for (level, index, hashes) in &round.tiles {
+        tx.execute(
+            TILE,
+            rusqlite::params![
+                i64::from(*level),
+                i64::try_from(*index).unwrap_or(i64::MAX),
+                hashes
+            ],
+        )?;
+    }
+    tx.commit()?;
     Ok(true)
 }
 
 /// `[[index, seq, "commitment hex" | null, "salt hex" | null], ...]`.
 fn leaves_json(leaves: &[NewLeaf]) -> String {
     use std::fmt::Write as _;
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let hex = |bytes: &Option<[u8; 32]>, out: &mut String| match bytes {
         Some(bytes) => {
             out.push('"');
             for b in bytes {
-                // Writing to a String cannot fail.
-                let _ = write!(out, "{b:02x}");
+                out.push(char::from(HEX[usize::from(b >> 4)]));
+                out.push(char::from(HEX[usize::from(b & 15)]));
             }
             out.push('"');
         }
@@ -211,6 +229,7 @@ fn leaves_json(leaves: &[NewLeaf]) -> String {
         if i > 0 {
             out.push(',');
         }
+        // Writing to a String cannot fail.
         let _ = write!(out, "[{},{},", leaf.index, leaf.seq);
         hex(&leaf.commitment, &mut out);
         out.push(',');

@@ -23,9 +23,10 @@
 //! proof over it, unchanged, while what remains (the digest) no longer lets
 //! anyone confirm a guess of the erased data.
 
-use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 use std::fmt;
 
 /// The entry format version.
@@ -38,8 +39,10 @@ pub const MAX_ENTRY_BYTES: usize = u16::MAX as usize;
 const DATA_MEMBERS: [&str; 2] = ["data", "data_base64"];
 
 /// The top-level members of a JSON object in their order, each with its
-/// value's exact text (serde_json's map would reorder them).
-pub struct Members<'a>(pub Vec<(String, &'a RawValue)>);
+/// value's exact text (serde_json's map would reorder them). Names are
+/// borrowed from the text unless they hold an escape: the sequencer parses
+/// every event, and allocating each name was a good part of its time.
+pub struct Members<'a>(pub Vec<(Cow<'a, str>, &'a RawValue)>);
 
 impl<'a> Members<'a> {
     pub fn parse(json: &'a str) -> Result<Self, serde_json::Error> {
@@ -53,7 +56,7 @@ impl<'a> Members<'a> {
     pub fn data(&self) -> Option<&'a str> {
         self.0
             .iter()
-            .find(|(name, _)| DATA_MEMBERS.contains(&name.as_str()))
+            .find(|(name, _)| DATA_MEMBERS.contains(&name.as_ref()))
             .map(|(_, value)| value.get())
     }
 
@@ -64,13 +67,13 @@ impl<'a> Members<'a> {
         for (name, value) in self
             .0
             .iter()
-            .filter(|(name, _)| !DATA_MEMBERS.contains(&name.as_str()))
+            .filter(|(name, _)| !DATA_MEMBERS.contains(&name.as_ref()))
         {
             if out.len() > 1 {
                 out.push(',');
             }
             // A String always serializes.
-            out.push_str(&serde_json::to_string(name).unwrap_or_default());
+            out.push_str(&serde_json::to_string(name.as_ref()).unwrap_or_default());
             out.push(':');
             out.push_str(value.get());
         }
@@ -90,10 +93,35 @@ impl<'de> Visitor<'de> for MembersVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut members = Vec::new();
-        while let Some((name, value)) = map.next_entry::<String, &'de RawValue>()? {
+        while let Some((Text(name), value)) = map.next_entry::<Text<'de>, &'de RawValue>()? {
             members.push((name, value));
         }
         Ok(Members(members))
+    }
+}
+
+/// A JSON string, borrowed from the text when it has no escape.
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+        impl<'de> Visitor<'de> for TextVisitor {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        deserializer.deserialize_str(TextVisitor)
     }
 }
 
@@ -130,16 +158,20 @@ pub fn encode_members(
     members: &Members<'_>,
     commitment: Option<&[u8]>,
 ) -> Vec<u8> {
-    let mut attributes: Vec<(&str, std::borrow::Cow<'_, str>)> = Vec::new();
+    let mut attributes: Vec<(&str, Cow<'_, str>)> = Vec::with_capacity(members.0.len());
     for (name, value) in &members.0 {
-        if DATA_MEMBERS.contains(&name.as_str()) {
+        if DATA_MEMBERS.contains(&name.as_ref()) {
             continue;
         }
-        let text = match serde_json::from_str::<String>(value.get()) {
-            Ok(s) => std::borrow::Cow::Owned(s),
-            Err(_) => std::borrow::Cow::Borrowed(value.get()),
+        let raw = value.get();
+        let text = match raw.starts_with('"') {
+            true => match serde_json::from_str::<Text<'_>>(raw) {
+                Ok(Text(text)) => text,
+                Err(_) => Cow::Borrowed(raw),
+            },
+            false => Cow::Borrowed(raw),
         };
-        attributes.push((name.as_str(), text));
+        attributes.push((name.as_ref(), text));
     }
     attributes.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     let mut entry = Vec::with_capacity(256);

@@ -121,7 +121,12 @@ impl Sequencer {
             self.live = Some(self.store.subscribe());
             self.from_store = true;
             loop {
-                let more = match self.round().await {
+                // A round cut short at shutdown commits nothing.
+                let round = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    round = self.round() => round,
+                };
+                let more = match round {
                     Ok(more) => more,
                     Err(e) => {
                         tracing::warn!(error = %e, "a transparency log round failed; retrying");
@@ -214,6 +219,7 @@ impl Sequencer {
             self.edge = Some(edge);
             return Ok(false);
         }
+        let started = std::time::Instant::now();
         let from_size = edge.size();
         let mut leaves = Vec::with_capacity(events.len());
         for event in &events {
@@ -234,7 +240,9 @@ impl Sequencer {
             checkpoint,
             signed_at: signed.to_rfc3339_opts(SecondsFormat::Micros, true),
         };
-        if !db::commit_round(&readers, &round).await? {
+        let computed = started.elapsed();
+        let size = round.size;
+        if !db::commit_round(&self.store, round).await? {
             self.from_store = true;
             tracing::info!(
                 size = from_size,
@@ -242,15 +250,32 @@ impl Sequencer {
             );
             return Ok(true);
         }
+        // The events of one commit share its received_at: parsed once.
+        let lag = metrics::histogram!("audit_log_checkpoint_lag_seconds");
+        let mut parsed: Option<(&str, f64)> = None;
         for event in &events {
-            if let Ok(received) = DateTime::parse_from_rfc3339(&event.received_at) {
-                let lag = (signed - received.with_timezone(&Utc)).num_microseconds();
-                metrics::histogram!("audit_log_checkpoint_lag_seconds")
-                    .record(lag.unwrap_or_default() as f64 / 1e6);
-            }
+            let seconds = match parsed {
+                Some((text, seconds)) if text == &*event.received_at => seconds,
+                _ => {
+                    let Ok(received) = DateTime::parse_from_rfc3339(&event.received_at) else {
+                        continue;
+                    };
+                    let micros = (signed - received.with_timezone(&Utc)).num_microseconds();
+                    let seconds = micros.unwrap_or_default() as f64 / 1e6;
+                    parsed = Some((&event.received_at, seconds));
+                    seconds
+                }
+            };
+            lag.record(seconds);
         }
-        metrics::gauge!("audit_log_size").set(round.size as f64);
-        tracing::debug!(size = round.size, "signed a checkpoint");
+        metrics::gauge!("audit_log_size").set(size as f64);
+        tracing::debug!(
+            size,
+            events = events.len(),
+            compute_ms = computed.as_secs_f64() * 1e3,
+            write_ms = (started.elapsed() - computed).as_secs_f64() * 1e3,
+            "signed a checkpoint"
+        );
         self.edge = Some(edge);
         Ok(more)
     }
