@@ -203,17 +203,18 @@ pub struct WriteFailed {
     pub rows: Vec<EventRow>,
 }
 
-/// Work the writer runs on its own SQLite connection, between two batches:
-/// another writer of the same file would contend with ingest for the write
-/// lock (SQLite's busy wait starved the transparency log's sequencer). The
-/// job answers its caller itself.
+/// Work the writer runs on its own SQLite connection, before the next
+/// batch: another writer of the same file would contend with ingest for
+/// the write lock (SQLite's busy wait starved the transparency log's
+/// sequencer). Jobs jump the queue of ingest requests, so a job waits for
+/// one batch at most. The job answers its caller itself.
 pub type WriterJob = Box<dyn FnOnce(&mut rusqlite::Connection) + Send>;
 
 /// What the writer's queue carries.
 enum Command {
     Write(WriteRequest),
-    /// On SQLite only (`Store::run_on_writer`).
-    Job(WriterJob),
+    /// A job is waiting (`Store::run_on_writer`): wakes an idle writer.
+    Wake,
     /// Refuse what comes after; commit and answer what is queued, then stop.
     Close,
 }
@@ -238,6 +239,8 @@ pub enum Readers {
 pub struct Store {
     readers: Readers,
     writes: mpsc::Sender<Command>,
+    /// Jobs for the writer, ahead of `writes` (SQLite only).
+    jobs: std::sync::mpsc::Sender<WriterJob>,
     tail: Tail,
 }
 
@@ -248,13 +251,14 @@ impl Store {
     /// answered.
     pub async fn open(database_url: &str) -> anyhow::Result<(Store, WriterHandle)> {
         let (writes, queue) = mpsc::channel(QUEUE_CAPACITY);
+        let (jobs, job_queue) = std::sync::mpsc::channel();
         let tail = Tail::new(TAIL_MAX_BYTES);
         let (readers, writer) = match Kind::of(database_url)? {
             Kind::Sqlite => {
                 let (pool, backend) = sqlite::open(database_url).await?;
                 // One process writes the file: the writer feeds the tail.
                 let feed = writer::Feed::Tail(tail.clone());
-                let writer = writer::spawn(backend, writes.clone(), queue, feed)?;
+                let writer = writer::spawn(backend, writes.clone(), queue, job_queue, feed)?;
                 (Readers::Sqlite(pool), writer)
             }
             Kind::Postgres => {
@@ -264,7 +268,8 @@ impl Store {
                 let committed = Arc::new(tokio::sync::Notify::new());
                 let poll = tail_poll::spawn(pool.clone(), tail.clone(), committed.clone());
                 let feed = writer::Feed::Wake(committed);
-                let writer = writer::spawn(backend, writes.clone(), queue, feed)?.with_task(poll);
+                let writer =
+                    writer::spawn(backend, writes.clone(), queue, job_queue, feed)?.with_task(poll);
                 (Readers::Postgres(pool), writer)
             }
         };
@@ -272,6 +277,7 @@ impl Store {
             Store {
                 readers,
                 writes,
+                jobs,
                 tail,
             },
             writer,
@@ -313,7 +319,7 @@ impl Store {
         if let Err(refused) = self.writes.send(Command::Write(request)).await {
             let rows = match refused.0 {
                 Command::Write(request) => request.rows,
-                Command::Close | Command::Job(_) => Vec::new(),
+                Command::Close | Command::Wake => Vec::new(),
             };
             return Err(WriteFailed {
                 error: Arc::new(StoreError::WriterGone),
@@ -338,12 +344,15 @@ impl Store {
         if !matches!(self.readers, Readers::Sqlite(_)) {
             return None;
         }
-        Some(
-            self.writes
-                .send(Command::Job(job))
-                .await
-                .map_err(|_| StoreError::WriterGone),
-        )
+        if self.jobs.send(job).is_err() {
+            return Some(Err(StoreError::WriterGone));
+        }
+        // A full queue means a busy writer, which takes the job after its
+        // batch anyway.
+        match self.writes.try_send(Command::Wake) {
+            Err(mpsc::error::TrySendError::Closed(_)) => Some(Err(StoreError::WriterGone)),
+            _ => Some(Ok(())),
+        }
     }
 
     /// The read pool, for the transparency log's own tables (`tlog`).

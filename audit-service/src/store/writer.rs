@@ -116,12 +116,13 @@ pub(super) fn spawn(
     backend: impl BatchWriter,
     sender: mpsc::Sender<Command>,
     queue: mpsc::Receiver<Command>,
+    jobs: std::sync::mpsc::Receiver<WriterJob>,
     feed: Feed,
 ) -> std::io::Result<WriterHandle> {
     let (committed_tx, committed_rx) = std::sync::mpsc::sync_channel(COMMITTED_CAPACITY);
     let writer = std::thread::Builder::new()
         .name("audit-writer".into())
-        .spawn(move || run(backend, queue, committed_tx))?;
+        .spawn(move || run(backend, queue, jobs, committed_tx))?;
     let logger = std::thread::Builder::new()
         .name("audit-log".into())
         .spawn(move || log_committed(committed_rx, feed))?;
@@ -136,23 +137,26 @@ pub(super) fn spawn(
 fn run(
     mut backend: impl BatchWriter,
     mut queue: mpsc::Receiver<Command>,
+    jobs: std::sync::mpsc::Receiver<WriterJob>,
     committed: std::sync::mpsc::SyncSender<Committed>,
 ) {
     // After `close` the queue still yields what it holds, then `None`.
-    while let Some(command) = queue.blocking_recv() {
+    loop {
+        // Jobs first: each waits for one batch at most.
+        while let Ok(job) = jobs.try_recv() {
+            backend.run_job(job);
+        }
+        let Some(command) = queue.blocking_recv() else {
+            break;
+        };
         let first = match command {
             Command::Write(first) => first,
-            Command::Job(job) => {
-                backend.run_job(job);
-                continue;
-            }
+            Command::Wake => continue,
             Command::Close => {
                 queue.close();
                 continue;
             }
         };
-        // A job that arrives while the batch is gathered runs after it.
-        let mut job = None;
         let mut batch = vec![first];
         let mut events = batch[0].rows.len();
         // Take what is already waiting, without waiting for more.
@@ -163,10 +167,7 @@ fn run(
                     batch.push(request);
                 }
                 Ok(Command::Close) => queue.close(),
-                Ok(Command::Job(next)) => {
-                    job = Some(next);
-                    break;
-                }
+                Ok(Command::Wake) => {}
                 Err(_) => break,
             }
         }
@@ -203,9 +204,6 @@ fn run(
                     }));
                 }
             }
-        }
-        if let Some(job) = job {
-            backend.run_job(job);
         }
     }
 }

@@ -39,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 /// store's seq lock and user-service's).
 const LEASE: i64 = 0x0061_7564_6974_0002;
 /// Most events one round appends: one transaction, one checkpoint.
-const ROUND_MAX_EVENTS: u32 = 5000;
+const ROUND_MAX_EVENTS: u32 = 10_000;
 /// Between rounds when the sequencer has caught up: a new checkpoint at
 /// most this long after the first event that needs one (the signed
 /// checkpoint lags a commit by about this plus a round).
