@@ -58,31 +58,26 @@ pub(super) async fn annotate(
         return Ok(());
     };
     let (first, last) = (first.seq, last.seq);
+    // The same two queries on whichever pool this is.
+    macro_rules! read {
+        ($pool:expr) => {
+            (
+                sqlx::query_as(LEAVES)
+                    .bind(first)
+                    .bind(last)
+                    .fetch_all($pool)
+                    .await?,
+                sqlx::query_scalar(ERASED)
+                    .bind(first)
+                    .bind(last)
+                    .fetch_all($pool)
+                    .await?,
+            )
+        };
+    }
     let (leaves, erased): (Vec<LeafRow>, Vec<i64>) = match readers {
-        Readers::Sqlite(pool) => (
-            sqlx::query_as(LEAVES)
-                .bind(first)
-                .bind(last)
-                .fetch_all(pool)
-                .await?,
-            sqlx::query_scalar(ERASED)
-                .bind(first)
-                .bind(last)
-                .fetch_all(pool)
-                .await?,
-        ),
-        Readers::Postgres(pool) => (
-            sqlx::query_as(LEAVES)
-                .bind(first)
-                .bind(last)
-                .fetch_all(pool)
-                .await?,
-            sqlx::query_scalar(ERASED)
-                .bind(first)
-                .bind(last)
-                .fetch_all(pool)
-                .await?,
-        ),
+        Readers::Sqlite(pool) => read!(pool),
+        Readers::Postgres(pool) => read!(pool),
     };
     if leaves.is_empty() && erased.is_empty() {
         return Ok(());

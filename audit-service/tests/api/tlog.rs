@@ -161,12 +161,7 @@ impl LoggedApp {
         assert_eq!(response.status(), 200, "proof of seq {}", item.seq);
         let proof: Value = response.json().await.unwrap();
         assert_eq!(proof["index"], log.index);
-        let path: Vec<Hash> = proof["proof"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|h| Hash::parse_hash(h.as_str().unwrap()).unwrap())
-            .collect();
+        let path = hashes(&proof["proof"]);
         tlog_tiles::check_record(
             &path,
             tree.size,
@@ -176,6 +171,16 @@ impl LoggedApp {
         )
         .unwrap_or_else(|e| panic!("seq {}: {e}", item.seq));
     }
+}
+
+/// The base64 hashes of a proof.
+fn hashes(proof: &Value) -> Vec<Hash> {
+    proof
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| Hash::parse_hash(h.as_str().unwrap()).unwrap())
+        .collect()
 }
 
 /// Posts `n` user events in batches (subjects `{prefix}-{i % 10}`).
@@ -266,12 +271,7 @@ async fn every_event_is_a_leaf_whose_proof_verifies_against_the_signed_checkpoin
         .await;
     assert_eq!(response.status(), 200);
     let proof: Value = response.json().await.unwrap();
-    let path: Vec<Hash> = proof["proof"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| Hash::parse_hash(h.as_str().unwrap()).unwrap())
-        .collect();
+    let path = hashes(&proof["proof"]);
     tlog_tiles::check_tree(&path, tree.size, tree.root, first.size, first.root).unwrap();
     assert!(checkpoint::open(first_note.as_bytes(), &logged.verifier).is_ok());
     let bad = logged.app.get("/log/consistency?from=5&to=999999").await;
