@@ -238,6 +238,7 @@ def test_an_events_inclusion_proof_is_checked_in_the_browser(services, browser):
     expect(proof).to_contain_text(re.compile(
         r"^Verified in this browser: leaf \d+ of the checkpoint of \d+ events, signed \d+ s ago "
         r"\(console\.test/audit\); its data matches its commitment\.$"))
+    page.locator("#detail").screenshot(path=str(screenshots_dir() / "console-proof.png"))
     status, _, body = request("GET", f"{services.audit.base}/log/checkpoint")
     assert status == 200 and body.split("\n")[0] == "console.test/audit"
     assert seq >= 1
