@@ -46,15 +46,15 @@ bench_tlog() {
   local dir="$RUN/tlog" size=100
   mkdir -p "$dir"
   TLOG_KEY="$("$BIN/audit-service" log-key bench.local/audit 2>/dev/null)"
-  local best_off=0 best_on=0 batch_off=0 batch_on=0 lag="" round
-  for round in 1 2; do
+  local best_off=0 best_on=0 batch_off=0 batch_on=0 lag="" _round
+  for _round in 1 2; do
     tlog_load off "$dir" binary.lua
     best_off="$(calc "max($best_off, $RPS)")"
     tlog_load on "$dir" binary.lua
     best_on="$(calc "max($best_on, $RPS)")"
   done
   local sink_command=${WRK_CMD//http:\/\/127.0.0.1:${PORTS[audit-log-on]}\//URL}
-  for round in 1 2; do
+  for _round in 1 2; do
     tlog_load off "$dir" batch.lua "$size"
     batch_off="$(calc "max($batch_off, $RPS * $size)")"
     LAG=""
