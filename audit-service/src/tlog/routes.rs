@@ -9,6 +9,7 @@ use super::erase::{self, Selector};
 use super::tiles::{Reader, TilePath, WIDTH};
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::query::query_params;
 use crate::store::{PageQuery, StoreError};
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
@@ -58,12 +59,6 @@ fn key_of(state: &AppState) -> Result<&Arc<super::LogKey>, ApiError> {
 
 fn store_error(e: StoreError) -> ApiError {
     ApiError::Store(Arc::new(e))
-}
-
-fn params<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
-    query
-        .map(|Query(raw)| raw)
-        .map_err(|rejection| ApiError::BadRequest(rejection.body_text()))
 }
 
 /// The latest checkpoint, and the state it is of.
@@ -295,7 +290,7 @@ async fn inclusion(
     Path(seq): Path<i64>,
     query: Result<Query<ProofParams>, QueryRejection>,
 ) -> Result<Json<InclusionProof>, ApiError> {
-    let params = params(query)?;
+    let params = query_params(query)?;
     let (log, note) = latest(&state).await?;
     let leaf: StoredLeaf = db::leaf_of(state.store.readers(), seq)
         .await
@@ -356,7 +351,7 @@ async fn consistency(
     State(state): State<AppState>,
     query: Result<Query<ConsistencyParams>, QueryRejection>,
 ) -> Result<Json<ConsistencyProof>, ApiError> {
-    let params = params(query)?;
+    let params = query_params(query)?;
     let (log, _) = latest(&state).await?;
     let to = params.to.unwrap_or(log.size);
     if params.from == 0 || params.from > to || to > log.size {
