@@ -39,6 +39,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 STARTUP_TIMEOUT = 60.0
+ADMIN_TOKEN = "console-admin-token-0123456789"
 
 
 def screenshots_dir():
@@ -172,7 +173,16 @@ class Services:
 @pytest.fixture(scope="session")
 def services():
     tmp = Path(tempfile.mkdtemp(prefix="console-browser-"))
-    audit = Service("audit-service", {"EVENT_TRANSPORT": "http", "DATABASE_URL": f"sqlite://{tmp}/audit.db"}, tmp)
+    # With the transparency log on (the console checks inclusion proofs) and
+    # an admin token (a test erases a user's data).
+    key = subprocess.run([str(TARGET / "audit-service"), "log-key", "console.test/audit"],
+                         capture_output=True, check=True).stdout.decode().strip()
+    audit = Service("audit-service", {
+        "EVENT_TRANSPORT": "http",
+        "DATABASE_URL": f"sqlite://{tmp}/audit.db",
+        "LOG_SIGNING_KEY": key,
+        "ADMIN_TOKENS": ADMIN_TOKEN,
+    }, tmp)
     try:
         users = Service("user-service", {
             "EVENT_TRANSPORT": "http",

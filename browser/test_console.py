@@ -1,7 +1,8 @@
 """The audit console in a real browser: users created through user-service
 appear live, a filter narrows the list, an event opens with its attributes,
-pause and resume, a bearer token asked for on 401, and event data that is
-never run as HTML. Screenshots go to SCREENSHOTS_DIR (see conftest.py)."""
+pause and resume, a bearer token asked for on 401, event data that is
+never run as HTML, and each event's inclusion in the transparency log checked
+in the browser. Screenshots go to SCREENSHOTS_DIR (see conftest.py)."""
 
 import json
 import re
@@ -9,7 +10,7 @@ import uuid
 
 from playwright.sync_api import expect
 
-from conftest import screenshots_dir
+from conftest import ADMIN_TOKEN, request, screenshots_dir, wait_for
 
 TIMEOUT_MS = 20_000
 
@@ -217,4 +218,39 @@ def test_the_console_fits_a_phone(services, browser):
     page.screenshot(path=str(screenshots_dir() / "console-phone.png"))
     page.locator("#back").click()
     expect(row_for(page, uid).locator("button")).to_be_focused()
+    assert not browser.errors, browser.errors
+
+
+def open_event(page, uid):
+    expect(row_for(page, uid)).to_have_count(1)
+    row_for(page, uid).locator("button").click()
+
+
+def test_an_events_inclusion_proof_is_checked_in_the_browser(services, browser):
+    uid = services.create_user(f"Proof {uuid.uuid4().hex[:6]}")
+    seq = services.stored(uid)[0]["seq"]
+    # Once the event is in a signed checkpoint (within a second).
+    wait_for(lambda: "log" in services.stored(uid)[0], 20, "the event's leaf")
+    page = open_console(browser, services)
+    open_event(page, uid)
+    proof = page.locator("#proof")
+    expect(proof).to_have_attribute("data-kind", "ok")
+    expect(proof).to_contain_text(re.compile(
+        r"^Verified in this browser: leaf \d+ of the checkpoint of \d+ events, signed \d+ s ago "
+        r"\(console\.test/audit\); its data matches its commitment\.$"))
+    page.locator("#detail").screenshot(path=str(screenshots_dir() / "console-proof.png"))
+    status, _, body = request("GET", f"{services.audit.base}/log/checkpoint")
+    assert status == 200 and body.split("\n")[0] == "console.test/audit"
+    assert seq >= 1
+
+    # Erased: no data, and still in the tree.
+    status, _, body = request("DELETE", f"{services.audit.base}/v1/subjects/{uid}/data",
+                              headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert status == 200 and body["erased"] == 1, (status, body)
+    page.reload()
+    expect(page.locator("#status")).to_have_text(re.compile("^Live"))
+    open_event(page, uid)
+    expect(proof).to_have_attribute("data-kind", "ok")
+    expect(proof).to_contain_text("its data was erased")
+    expect(page.locator("#data")).to_have_text("(no data)")
     assert not browser.errors, browser.errors

@@ -4,7 +4,7 @@
 # bench/RESULTS.md + bench/results.json.
 #
 #   scripts/bench.sh                 all figures (what `make bench` runs)
-#   scripts/bench.sh sink kafka      only these (sink batch kafka relay e2e rss pg scale);
+#   scripts/bench.sh sink kafka      only these (sink batch kafka relay e2e rss pg scale tlog);
 #                                    the results then go to the run's folder only
 #
 # Needs (checked first): cargo, python3, go (figure sink), java (the Kafka
@@ -22,7 +22,7 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 
-ALL=(sink batch kafka relay e2e rss pg scale)
+ALL=(sink batch kafka relay e2e rss pg scale tlog)
 figures=("$@")
 ((${#figures[@]})) || figures=("${ALL[@]}")
 for f in "${figures[@]}"; do
@@ -39,7 +39,7 @@ unset RUST_LOG LOG_FORMAT LISTEN_ADDR DATABASE_URL EVENT_TRANSPORT AUDIT_URL HTT
 
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
-for f in sink consume relay e2e postgres; do
+for f in sink consume relay e2e postgres tlog; do
   # shellcheck source=/dev/null
   source "bench/$f.sh"
 done

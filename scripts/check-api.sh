@@ -42,8 +42,10 @@ wait_healthy() {
 
 audit_port="$(free_port)"
 user_port="$(free_port)"
+# With the transparency log on, so that its endpoints answer as they do in use.
+log_key="$("$bin/audit-service" log-key check-api.local/audit 2>/dev/null)"
 LISTEN_ADDR="127.0.0.1:$audit_port" DATABASE_URL="sqlite://$work/audit.db" RUST_LOG=warn \
-  "$bin/audit-service" >"$work/audit.log" 2>&1 &
+  LOG_SIGNING_KEY="$log_key" "$bin/audit-service" >"$work/audit.log" 2>&1 &
 pids+=($!)
 LISTEN_ADDR="127.0.0.1:$user_port" DATABASE_URL="sqlite://$work/users.db" RUST_LOG=warn \
   AUDIT_URL="http://127.0.0.1:$audit_port/" "$bin/user-service" >"$work/user.log" 2>&1 &

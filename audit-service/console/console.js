@@ -472,6 +472,230 @@ function showDetail(item) {
   } else {
     data.textContent = '(no data)';
   }
+  checkInclusion(item.seq);
+}
+
+// ---------------------------------------------------------------- the proof
+
+/**
+ * Checks, in this browser, that the event is in the transparency log: the
+ * latest checkpoint's Ed25519 signature against the key at /log/key, the
+ * event's entry rebuilt from the item the API serves (the README's recipe),
+ * its data against its commitment, and its inclusion proof up to the signed
+ * root (RFC 9162). WebCrypto does the SHA-256 and the Ed25519; nothing here
+ * trusts a verdict of the server's.
+ */
+async function checkInclusion(seq) {
+  const out = $('proof');
+  const show = (message, kind) => {
+    if (state.selected !== seq) return;
+    out.textContent = message;
+    out.dataset.kind = kind;
+  };
+  show('Checking…', 'pending');
+  try {
+    const verdict = await proveInclusion(seq);
+    show(verdict.message, verdict.kind);
+  } catch (error) {
+    show(`Could not check: ${error.message}`, 'error');
+  }
+}
+
+async function proveInclusion(seq) {
+  const keyResponse = await api('/log/key');
+  if (keyResponse.status === 404) return { message: 'The transparency log is off.', kind: 'off' };
+  if (!keyResponse.ok) throw new Error(`/log/key answered ${keyResponse.status}`);
+  const checkpointResponse = await api('/log/checkpoint');
+  if (!checkpointResponse.ok) throw new Error(`/log/checkpoint answered ${checkpointResponse.status}`);
+  const checkpoint = await openCheckpoint(await checkpointResponse.text(), (await keyResponse.text()).trim());
+  const signed = Date.parse(checkpointResponse.headers.get('Last-Modified') || '');
+  const age = Number.isNaN(signed) ? '' : `, signed ${ageText(Date.now() - signed)} ago`;
+  const where = `the checkpoint of ${checkpoint.size} events${age}`;
+
+  const pageResponse = await api(`/v1/events?after=${seq - 1}&limit=1`);
+  if (!pageResponse.ok) throw new Error(`/v1/events answered ${pageResponse.status}`);
+  const pageText = await pageResponse.text();
+  const item = JSON.parse(pageText).events[0];
+  if (!item || item.seq !== seq) throw new Error('the event was not served');
+  if (!item.log || item.log.index >= checkpoint.size) {
+    return { message: `Not in ${where} yet: events join the log within a second or so; open it again.`, kind: 'pending' };
+  }
+  const commitment = item.log.commitment ? base64Bytes(item.log.commitment) : null;
+  let dataNote = 'no data';
+  const data = rawMember(pageText, ['events', 0, 'event', 'data'])
+    ?? rawMember(pageText, ['events', 0, 'event', 'data_base64']);
+  if (data !== null) {
+    if (!commitment || !item.log.salt) return { message: 'FAILED: the event has data its leaf does not commit to.', kind: 'bad' };
+    const digest = await sha256(concat(base64Bytes(item.log.salt), utf8(data)));
+    if (!equal(digest, commitment)) return { message: 'FAILED: the data does not match its commitment.', kind: 'bad' };
+    dataNote = 'its data matches its commitment';
+  } else if (item.erased) {
+    dataNote = 'its data was erased';
+  }
+  const proofResponse = await api(`/v1/events/${seq}/proof?size=${checkpoint.size}`);
+  if (!proofResponse.ok) throw new Error(`the proof answered ${proofResponse.status}`);
+  const proof = (await proofResponse.json()).proof.map(base64Bytes);
+  const leaf = await sha256(concat(new Uint8Array([0]), entryOf(item, commitment)));
+  const root = await rootFromProof(item.log.index, checkpoint.size, leaf, proof);
+  if (!root || !equal(root, checkpoint.root)) {
+    return { message: `FAILED: the inclusion proof does not lead to the root of ${where}.`, kind: 'bad' };
+  }
+  return {
+    message: `Verified in this browser: leaf ${item.log.index} of ${where} (${checkpoint.origin}); ${dataNote}.`,
+    kind: 'ok',
+  };
+}
+
+function ageText(ms) {
+  const s = Math.max(0, Math.round(ms / 1000));
+  if (s < 120) return `${s} s`;
+  if (s < 7200) return `${Math.round(s / 60)} min`;
+  return `${Math.round(s / 3600)} h`;
+}
+
+const encoder = new TextEncoder();
+function utf8(value) { return encoder.encode(value); }
+function base64Bytes(value) { return Uint8Array.from(atob(value), (c) => c.charCodeAt(0)); }
+async function sha256(bytes) { return new Uint8Array(await crypto.subtle.digest('SHA-256', bytes)); }
+function equal(a, b) { return a.length === b.length && a.every((x, i) => x === b[i]); }
+function concat(...parts) {
+  const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const part of parts) { all.set(part, at); at += part.length; }
+  return all;
+}
+
+/** A C2SP signed note's checkpoint, once its Ed25519 signature verifies. */
+async function openCheckpoint(note, verifierKey) {
+  const [name, id, key64] = verifierKey.split('+');
+  const keyBytes = base64Bytes(key64 || '');
+  if (!name || keyBytes.length !== 33 || keyBytes[0] !== 1) throw new Error('the verifier key is not Ed25519');
+  const keyId = (await sha256(concat(utf8(`${name}\n`), keyBytes))).slice(0, 4);
+  if (!equal(keyId, hexBytes(id))) throw new Error('the verifier key id does not match the key');
+  const split = note.lastIndexOf('\n\n');
+  if (split < 0) throw new Error('the checkpoint is not a signed note');
+  const text = note.slice(0, split + 1);
+  const publicKey = await crypto.subtle.importKey('raw', keyBytes.slice(1), { name: 'Ed25519' }, false, ['verify']);
+  let verified = false;
+  for (const line of note.slice(split + 2).split('\n')) {
+    const match = /^\u2014 (\S+) (\S+)$/.exec(line);
+    if (!match || match[1] !== name) continue;
+    const signature = base64Bytes(match[2]);
+    if (!equal(signature.slice(0, 4), keyId)) continue;
+    verified = await crypto.subtle.verify({ name: 'Ed25519' }, publicKey, signature.slice(4), utf8(text));
+    if (verified) break;
+  }
+  if (!verified) throw new Error('the checkpoint is not signed by the log\'s key');
+  const [origin, size, root] = text.split('\n');
+  if (origin !== name) throw new Error('the checkpoint is of another log');
+  return { origin, size: Number(size), root: base64Bytes(root) };
+}
+
+function hexBytes(hex) { return Uint8Array.from((hex || '').match(/../g) || [], (h) => parseInt(h, 16)); }
+
+/** The event's log entry, rebuilt as the README says. */
+function entryOf(item, commitment) {
+  const parts = [new Uint8Array([1])];
+  const field = (name, value) => {
+    const n = utf8(name);
+    const head = new DataView(new ArrayBuffer(2));
+    head.setUint16(0, n.length);
+    const size = new DataView(new ArrayBuffer(4));
+    size.setUint32(0, value.length);
+    parts.push(new Uint8Array(head.buffer), n, new Uint8Array(size.buffer), value);
+  };
+  field(':received_at', utf8(item.received_at));
+  field(':transport', utf8(item.transport));
+  const names = Object.keys(item.event).filter((n) => n !== 'data' && n !== 'data_base64');
+  // Byte order of the UTF-8 names: attribute names are ASCII, where it is
+  // the order of the code units.
+  names.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  for (const name of names) {
+    const value = item.event[name];
+    field(name, utf8(typeof value === 'string' ? value : JSON.stringify(value)));
+  }
+  if (commitment) field(':data', commitment);
+  const entry = concat(...parts);
+  if (entry.length > 65535) throw new Error('entries over 64 KiB are checked by audit-service verify');
+  return entry;
+}
+
+/** RFC 9162 2.1.3.2: the root an inclusion proof leads to, or null. */
+async function rootFromProof(index, size, leaf, proof) {
+  let fn = index;
+  let sn = size - 1;
+  let r = leaf;
+  const node = (left, right) => sha256(concat(new Uint8Array([1]), left, right));
+  for (const p of proof) {
+    if (sn === 0) return null;
+    if (fn % 2 === 1 || fn === sn) {
+      r = await node(p, r);
+      if (fn % 2 === 0) {
+        while (fn % 2 === 0 && fn !== 0) { fn = Math.floor(fn / 2); sn = Math.floor(sn / 2); }
+      }
+    } else {
+      r = await node(r, p);
+    }
+    fn = Math.floor(fn / 2);
+    sn = Math.floor(sn / 2);
+  }
+  return sn === 0 ? r : null;
+}
+
+/**
+ * The exact text of the JSON value at `path` in `text`, or null: the data's
+ * commitment covers its bytes as served, which JSON.parse does not keep.
+ */
+function rawMember(text, path) {
+  let at = 0;
+  const space = () => { while (/\s/.test(text[at] || '')) at++; };
+  const skipString = () => {
+    at++;
+    while (text[at] !== '"') at += text[at] === '\\' ? 2 : 1;
+    at++;
+  };
+  const skipValue = () => {
+    space();
+    const start = at;
+    if (text[at] === '"') skipString();
+    else if (text[at] === '{' || text[at] === '[') {
+      let depth = 0;
+      do {
+        if (text[at] === '"') { skipString(); continue; }
+        if (text[at] === '{' || text[at] === '[') depth++;
+        if (text[at] === '}' || text[at] === ']') depth--;
+        at++;
+      } while (depth > 0 && at < text.length);
+    } else while (at < text.length && !/[,}\]\s]/.test(text[at])) at++;
+    return text.slice(start, at);
+  };
+  for (const step of path) {
+    space();
+    if (typeof step === 'number') {
+      if (text[at] !== '[') return null;
+      at++;
+      for (let i = 0; i < step; i++) { skipValue(); space(); if (text[at] !== ',') return null; at++; }
+    } else {
+      if (text[at] !== '{') return null;
+      at++;
+      for (;;) {
+        space();
+        if (text[at] !== '"') return null;
+        const keyStart = at;
+        skipString();
+        const key = JSON.parse(text.slice(keyStart, at));
+        space();
+        at++; // the colon
+        if (key === step) break;
+        skipValue();
+        space();
+        if (text[at] !== ',') return null;
+        at++;
+      }
+    }
+  }
+  space();
+  return skipValue();
 }
 
 // ---------------------------------------------------------------- the chart

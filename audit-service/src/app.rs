@@ -5,7 +5,7 @@
 use crate::config::Settings;
 use crate::error::ApiError;
 use crate::store::{Store, WriterHandle};
-use crate::{console, ingest, query};
+use crate::{console, ingest, query, tlog};
 use anyhow::Context;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -39,6 +39,8 @@ pub struct AppState {
     pub broker: Option<Arc<dyn ingest::Probe>>,
     /// Cancelled at shutdown; ends live-tail streams.
     pub shutdown: CancellationToken,
+    /// The transparency log's key; `None` when the log is off.
+    pub log: Option<Arc<tlog::LogKey>>,
 }
 
 pub struct Application {
@@ -49,6 +51,7 @@ pub struct Application {
     store: Store,
     writer: WriterHandle,
     consumer: Option<JoinHandle<()>>,
+    sequencer: Option<JoinHandle<()>>,
     shutdown: CancellationToken,
     shutdown_grace: Duration,
 }
@@ -76,11 +79,19 @@ impl Application {
                 Some(consumer) => (Some(consumer.probe), Some(consumer.task)),
                 None => (None, None),
             };
+        settings.log.announce();
+        let sequencer = tlog::sequencer::spawn(
+            &settings.log,
+            store.clone(),
+            &settings.database_url,
+            shutdown.clone(),
+        );
         let state = AppState {
             store: store.clone(),
             max_body_bytes: settings.max_body_bytes,
             broker,
             shutdown: shutdown.clone(),
+            log: settings.log.key.clone(),
         };
         let listener = TcpListener::bind(settings.listen_addr)
             .await
@@ -101,6 +112,7 @@ impl Application {
             store,
             writer,
             consumer,
+            sequencer,
             shutdown,
             shutdown_grace: settings.shutdown_grace,
         })
@@ -169,6 +181,13 @@ impl Application {
                 }
             },
         };
+        if let Some(sequencer) = self.sequencer {
+            // It ends a round in hand at the cancellation; a round cut
+            // short commits nothing.
+            if tokio::time::timeout_at(deadline, sequencer).await.is_err() {
+                tracing::warn!("the sequencer did not stop within the shutdown grace period");
+            }
+        }
         drop(self.store);
         self.writer.close().await;
         consumed
@@ -188,6 +207,7 @@ fn api_routes(max_body_bytes: usize) -> (Router<AppState>, Router<AppState>, Ope
         .merge(ingest::http::router(max_body_bytes))
         .merge(query::router())
         .merge(console::router())
+        .merge(tlog::routes::router())
         .routes(routes!(readyz))
         .split_for_parts();
     let (ops, ops_doc) = shared::telemetry::ops_router().split_for_parts();

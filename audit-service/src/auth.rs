@@ -1,7 +1,8 @@
 //! Who may write and read the audit trail, and how often: bearer tokens and
 //! per-client rate limits for ingest (`POST /`) and for reading (the query
-//! API, the live tail, the console and any route added later), and,
-//! optionally, tokens for `/metrics`. The doors themselves are
+//! API, the live tail, the console and any route added later), optionally
+//! tokens for `/metrics`, and the admin door for erasure, closed unless its
+//! tokens are set. The doors themselves are
 //! `shared::auth`'s; this module says which path goes through which, so
 //! that a route added later is a reading route, closed by default.
 
@@ -26,6 +27,10 @@ pub struct Access {
     pub ingest_rate: Option<RateSettings>,
     /// `READ_RATE_LIMIT`, `READ_RATE_BURST`: reading requests per client.
     pub read_rate: Option<RateSettings>,
+    /// `ADMIN_TOKENS` (or `ADMIN_TOKENS_FILE`): who may erase data. Unlike
+    /// the other doors this one is closed while it has no tokens: erasure
+    /// cannot be undone.
+    pub admin: Option<Tokens>,
 }
 
 /// What a request asks to do.
@@ -34,6 +39,8 @@ pub enum Scope {
     Ingest,
     Read,
     Metrics,
+    /// Erasure (`/v1/subjects/...`).
+    Admin,
     /// Liveness, readiness, the API description and the console's static
     /// page: probes, tools and browsers reach them without a token, and
     /// they show no event.
@@ -46,6 +53,10 @@ impl Scope {
             "/" => Scope::Ingest,
             "/metrics" => Scope::Metrics,
             "/healthz" | "/readyz" | "/openapi.json" => Scope::Open,
+            // A checkpoint and its key show no event: anyone may check the
+            // log's size and root, and publish them elsewhere.
+            "/log/checkpoint" | "/log/key" => Scope::Open,
+            _ if path.starts_with("/v1/subjects/") => Scope::Admin,
             // The console's page and files show no event: the page asks
             // for a read token when its fetches of the API get a 401, so
             // it must load without one.
@@ -70,6 +81,7 @@ impl Scope {
             Scope::Ingest => "ingest",
             Scope::Read => "read",
             Scope::Metrics => "metrics",
+            Scope::Admin => "admin",
             Scope::Open => "open",
         }
     }
@@ -83,6 +95,7 @@ impl Access {
             metrics: Tokens::from_env("METRICS_TOKENS")?,
             ingest_rate: RateSettings::from_env("INGEST_RATE_LIMIT", "INGEST_RATE_BURST")?,
             read_rate: RateSettings::from_env("READ_RATE_LIMIT", "READ_RATE_BURST")?,
+            admin: Tokens::from_env("ADMIN_TOKENS")?,
         })
     }
 
@@ -109,6 +122,7 @@ impl Access {
             name: scope.name(),
             tokens,
             rate: rate.map(RateLimiter::new),
+            closed_without_tokens: scope == Scope::Admin,
         };
         Doors {
             realm: "audit-service",
@@ -117,6 +131,7 @@ impl Access {
                 door(Scope::Ingest, self.ingest, self.ingest_rate),
                 door(Scope::Read, self.read, self.read_rate),
                 door(Scope::Metrics, self.metrics, None),
+                door(Scope::Admin, self.admin, None),
             ],
         }
         .guard(router)
@@ -131,7 +146,8 @@ pub fn document(doc: &mut OpenApi) {
         doc,
         Scope::door_of,
         "A token of the operation's door: INGEST_TOKENS for POST /, METRICS_TOKENS for \
-         /metrics, READ_TOKENS for the rest. A door whose tokens are not configured is open.",
+         /metrics, ADMIN_TOKENS for /v1/subjects/... (erasure), READ_TOKENS for the rest. A \
+         door whose tokens are not configured is open, but for the admin door, which is closed.",
         &[Scope::Ingest.name(), Scope::Read.name()],
     );
 }
@@ -148,6 +164,9 @@ mod tests {
         assert_eq!(Scope::of("/console/anything-else"), Scope::Read);
         assert_eq!(Scope::of("/anything/new"), Scope::Read);
         assert_eq!(Scope::of("/metrics"), Scope::Metrics);
+        assert_eq!(Scope::of("/v1/subjects/u1/data"), Scope::Admin);
+        assert_eq!(Scope::of("/log/tile/0/000"), Scope::Read);
+        assert_eq!(Scope::of("/log/checkpoint"), Scope::Open);
         for open in [
             "/healthz",
             "/readyz",

@@ -2,6 +2,7 @@
 
 use crate::auth::Access;
 use crate::limits::ApiLimits;
+use crate::tlog::LogSettings;
 use shared::config::{env_or, env_parse, listen_addr, ConfigError, KafkaConfig, Transport};
 use shared::nats::{check_stream_name, check_subject, NatsConfig};
 use shared::serve::ListenSettings;
@@ -36,6 +37,8 @@ pub struct Settings {
     pub access: Access,
     /// Request timeout and live-tail clients (`crate::limits`).
     pub limits: ApiLimits,
+    /// The transparency log, erasure on types and retention (`crate::tlog`).
+    pub log: LogSettings,
 }
 
 /// How many records a broker consumer takes into one batch (one store
@@ -172,6 +175,7 @@ impl Settings {
             listen: ListenSettings::from_env()?,
             access: Access::from_env()?,
             limits: ApiLimits::from_env()?,
+            log: LogSettings::from_env()?,
         })
     }
 }

@@ -27,6 +27,8 @@ pub enum ApiError {
     Store(#[source] Arc<StoreError>),
     #[error("{0}")]
     NotReady(String),
+    #[error("{0}")]
+    NotFound(String),
 }
 
 impl IntoResponse for ApiError {
@@ -41,6 +43,7 @@ impl IntoResponse for ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Store(_) | ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
         };
         let detail = match &self {
             ApiError::Store(e) => {

@@ -117,6 +117,7 @@ mod tests {
             subject: text("subject"),
             json: json.to_string(),
             trace: None,
+            trail: None,
         }
     }
 

@@ -16,3 +16,4 @@ pub mod metrics;
 pub mod openapi;
 pub mod query;
 pub mod store;
+pub mod tlog;

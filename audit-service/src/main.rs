@@ -1,4 +1,5 @@
-//! Starts audit-service with settings from the environment.
+//! Starts audit-service with settings from the environment, or runs an
+//! operator command (`erase`, `verify`, `log-key`).
 
 use anyhow::Context;
 use audit_service::app::{shutdown_signal, Application};
@@ -10,7 +11,18 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    match run().await {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        None | Some("serve") => run().await,
+        Some("help" | "-h" | "--help") => {
+            println!("{}", audit_service::tlog::commands::USAGE);
+            Ok(())
+        }
+        Some(command) => {
+            audit_service::tlog::commands::run(command, &args[1..], &mut std::io::stdout()).await
+        }
+    };
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         // The whole cause chain, once.
         Err(e) => telemetry::report_fatal("audit-service", format_args!("{e:#}")),

@@ -43,6 +43,15 @@ pub fn describe(transport: Transport) {
         "audit_kafka_consumer_lag",
         "Records of a partition this member consumes that are not yet stored (end offset minus committed offset)"
     );
+    metrics::describe_gauge!(
+        "audit_log_size",
+        "Entries in the transparency log's latest signed checkpoint (this replica's sequencer)"
+    );
+    metrics::describe_histogram!(
+        "audit_log_checkpoint_lag_seconds",
+        metrics::Unit::Seconds,
+        "Time from an event's commit to the signed checkpoint that first holds it"
+    );
     let mut transports = vec![Transport::Http];
     if transport != Transport::Http {
         transports.push(transport);

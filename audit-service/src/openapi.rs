@@ -13,7 +13,9 @@ use utoipa::ToSchema;
         title = "audit-service",
         description = "Receives CloudEvents (POST /: binary, structured and batch content modes, \
                        specversion 1.0 and 0.3; or from a Kafka topic), stores each once by \
-                       (source, id), and serves the audit log back. Errors are \
+                       (source, id), and serves the audit log back; with a signing key, \
+                       as a C2SP tlog-tiles transparency log (/log/) with inclusion and \
+                       consistency proofs, and erasure that keeps every proof. Errors are \
                        application/problem+json (RFC 9457)."
     ),
     components(schemas(CloudEvent, StoredItem))

@@ -190,7 +190,7 @@ impl Filter {
 /// The query parameters, or a 400 naming the one that is unknown, repeated
 /// or malformed (serde's message quotes it: "unknown field `nope`, expected
 /// one of ...").
-fn query_params<T: DeserializeOwned>(
+pub(crate) fn query_params<T: DeserializeOwned>(
     query: Result<Query<T>, QueryRejection>,
 ) -> Result<T, ApiError> {
     query

@@ -191,6 +191,9 @@ pub struct Door {
     /// Requests per client, a client being its token, or its address when
     /// the door has no tokens; `None`: no limit.
     pub rate: Option<RateLimiter>,
+    /// Whether the door is shut to everyone while it has no tokens (a door
+    /// for what cannot be undone), rather than open.
+    pub closed_without_tokens: bool,
 }
 
 /// Which door a path goes through; `None` for the paths open to anyone
@@ -222,6 +225,9 @@ async fn pass(State(doors): State<Arc<Doors>>, request: Request, next: Next) -> 
         return next.run(request).await;
     };
     let client = match &door.tokens {
+        None if door.closed_without_tokens => {
+            return unauthorized(doors.realm, door.name, false)
+        }
         None => Client::address(peer(&request)),
         Some(tokens) => match bearer_token(request.headers()) {
             None => return unauthorized(doors.realm, door.name, false),

@@ -135,6 +135,16 @@ impl Db {
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
+    /// Runs a statement that returns no rows (a test tampering with, or
+    /// setting up, a database).
+    pub async fn execute(&self, sql: &str) {
+        match self {
+            Db::Sqlite(pool) => sqlx::query(sql).execute(pool).await.map(|_| ()),
+            Db::Postgres(pool) => sqlx::query(sql).execute(pool).await.map(|_| ()),
+        }
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
     /// A query's one row of a BIGINT and a text.
     pub async fn int_text(&self, sql: &str) -> (i64, String) {
         match self {

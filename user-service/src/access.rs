@@ -44,6 +44,7 @@ impl Access {
             name,
             tokens,
             rate: None,
+            closed_without_tokens: false,
         };
         Doors {
             realm: "user-service",

@@ -18,6 +18,7 @@
 //! text for both (`page`). On PostgreSQL the live tail is fed by polling
 //! the table (`tail_poll`), so it shows every replica's events.
 
+mod annotate;
 mod page;
 mod postgres;
 mod sqlite;
@@ -39,6 +40,7 @@ use shared::tracecontext;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
+pub use annotate::{Leaf, Trail};
 pub use page::{Page, PageQuery};
 pub use tail::{Received, Subscriber, Tail, TAIL_MAX_BYTES};
 pub use writer::WriterHandle;
@@ -141,19 +143,32 @@ pub struct StoredEvent {
     /// The event's trace context; set for events just stored, not for rows
     /// read back.
     pub trace: Option<TraceContext>,
+    /// Its leaf in the transparency log and whether its data was erased;
+    /// set for rows read back (`annotate`), not for events just stored.
+    pub trail: Option<Box<Trail>>,
 }
 
 impl Serialize for StoredEvent {
     /// `{"seq", "received_at", "transport", "event"}` with the stored JSON
-    /// written as it is, not parsed into a value and printed again.
+    /// written as it is, not parsed into a value and printed again; then
+    /// `"erased": true` for an event whose data was erased, and `"log"`
+    /// once the event is in the transparency log.
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let event: &RawValue =
             serde_json::from_str(&self.json).map_err(serde::ser::Error::custom)?;
-        let mut item = serializer.serialize_struct("StoredEvent", 4)?;
+        let mut item = serializer.serialize_struct("StoredEvent", 6)?;
         item.serialize_field("seq", &self.seq)?;
         item.serialize_field("received_at", &*self.received_at)?;
         item.serialize_field("transport", self.transport.as_str())?;
         item.serialize_field("event", event)?;
+        if let Some(trail) = &self.trail {
+            if trail.erased {
+                item.serialize_field("erased", &true)?;
+            }
+            if let Some(leaf) = &trail.leaf {
+                item.serialize_field("log", leaf)?;
+            }
+        }
         item.end()
     }
 }
@@ -175,6 +190,9 @@ pub enum StoreError {
     Serialize(#[from] serde_json::Error),
     #[error("the store writer has stopped")]
     WriterGone,
+    /// Recording an erasure as an event failed.
+    #[error("failed to record an erasure: {0}")]
+    Record(String),
 }
 
 /// A write that did not commit. The rows come back so that a caller that
@@ -185,9 +203,18 @@ pub struct WriteFailed {
     pub rows: Vec<EventRow>,
 }
 
+/// Work the writer runs on its own SQLite connection, before the next
+/// batch: another writer of the same file would contend with ingest for
+/// the write lock (SQLite's busy wait starved the transparency log's
+/// sequencer). Jobs jump the queue of ingest requests, so a job waits for
+/// one batch at most. The job answers its caller itself.
+pub type WriterJob = Box<dyn FnOnce(&mut rusqlite::Connection) + Send>;
+
 /// What the writer's queue carries.
 enum Command {
     Write(WriteRequest),
+    /// A job is waiting (`Store::run_on_writer`): wakes an idle writer.
+    Wake,
     /// Refuse what comes after; commit and answer what is queued, then stop.
     Close,
 }
@@ -202,7 +229,7 @@ struct WriteRequest {
 /// Connections for queries, the live tail and readiness; the writer has
 /// its own.
 #[derive(Clone)]
-enum Readers {
+pub enum Readers {
     Sqlite(sqlx::SqlitePool),
     Postgres(sqlx::PgPool),
 }
@@ -212,6 +239,8 @@ enum Readers {
 pub struct Store {
     readers: Readers,
     writes: mpsc::Sender<Command>,
+    /// Jobs for the writer, ahead of `writes` (SQLite only).
+    jobs: std::sync::mpsc::Sender<WriterJob>,
     tail: Tail,
 }
 
@@ -222,13 +251,14 @@ impl Store {
     /// answered.
     pub async fn open(database_url: &str) -> anyhow::Result<(Store, WriterHandle)> {
         let (writes, queue) = mpsc::channel(QUEUE_CAPACITY);
+        let (jobs, job_queue) = std::sync::mpsc::channel();
         let tail = Tail::new(TAIL_MAX_BYTES);
         let (readers, writer) = match Kind::of(database_url)? {
             Kind::Sqlite => {
                 let (pool, backend) = sqlite::open(database_url).await?;
                 // One process writes the file: the writer feeds the tail.
                 let feed = writer::Feed::Tail(tail.clone());
-                let writer = writer::spawn(backend, writes.clone(), queue, feed)?;
+                let writer = writer::spawn(backend, writes.clone(), queue, job_queue, feed)?;
                 (Readers::Sqlite(pool), writer)
             }
             Kind::Postgres => {
@@ -238,7 +268,8 @@ impl Store {
                 let committed = Arc::new(tokio::sync::Notify::new());
                 let poll = tail_poll::spawn(pool.clone(), tail.clone(), committed.clone());
                 let feed = writer::Feed::Wake(committed);
-                let writer = writer::spawn(backend, writes.clone(), queue, feed)?.with_task(poll);
+                let writer =
+                    writer::spawn(backend, writes.clone(), queue, job_queue, feed)?.with_task(poll);
                 (Readers::Postgres(pool), writer)
             }
         };
@@ -246,6 +277,7 @@ impl Store {
             Store {
                 readers,
                 writes,
+                jobs,
                 tail,
             },
             writer,
@@ -287,7 +319,7 @@ impl Store {
         if let Err(refused) = self.writes.send(Command::Write(request)).await {
             let rows = match refused.0 {
                 Command::Write(request) => request.rows,
-                Command::Close => Vec::new(),
+                Command::Close | Command::Wake => Vec::new(),
             };
             return Err(WriteFailed {
                 error: Arc::new(StoreError::WriterGone),
@@ -302,6 +334,30 @@ impl Store {
                 rows: Vec::new(),
             })
         })
+    }
+
+    /// Runs `job` on the writer's connection between two batches, on
+    /// SQLite; `None` on PostgreSQL, where writers do not contend so. The
+    /// job's own channel carries its result; `WriterGone` when the writer
+    /// has stopped.
+    pub async fn run_on_writer(&self, job: WriterJob) -> Option<Result<(), StoreError>> {
+        if !matches!(self.readers, Readers::Sqlite(_)) {
+            return None;
+        }
+        if self.jobs.send(job).is_err() {
+            return Some(Err(StoreError::WriterGone));
+        }
+        // A full queue means a busy writer, which takes the job after its
+        // batch anyway.
+        match self.writes.try_send(Command::Wake) {
+            Err(mpsc::error::TrySendError::Closed(_)) => Some(Err(StoreError::WriterGone)),
+            _ => Some(Ok(())),
+        }
+    }
+
+    /// The read pool, for the transparency log's own tables (`tlog`).
+    pub fn readers(&self) -> &Readers {
+        &self.readers
     }
 
     /// Every event stored from now on, for the live tail.
@@ -345,10 +401,12 @@ impl Store {
         query: &PageQuery,
         last: i64,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        match &self.readers {
-            Readers::Sqlite(pool) => sqlite::events(pool, query, last).await,
-            Readers::Postgres(pool) => postgres::events(pool, query, last).await,
-        }
+        let mut events = match &self.readers {
+            Readers::Sqlite(pool) => sqlite::events(pool, query, last).await?,
+            Readers::Postgres(pool) => postgres::events(pool, query, last).await?,
+        };
+        annotate::annotate(&self.readers, &mut events).await?;
+        Ok(events)
     }
 
     /// The newest seq, 0 for an empty store.

@@ -125,6 +125,12 @@ impl BatchWriter for PgWriter {
             Ok(inserted)
         })
     }
+
+    /// Never sent on PostgreSQL (`Store::run_on_writer`); dropping the job
+    /// drops its reply channel, which its caller sees as a failure.
+    fn run_job(&mut self, job: super::WriterJob) {
+        drop(job);
+    }
 }
 
 async fn insert(
@@ -259,5 +265,6 @@ fn stored_event(row: &PgRow) -> Result<StoredEvent, StoreError> {
         ty: row.try_get("type")?,
         subject: row.try_get("subject")?,
         trace: None,
+        trail: None,
     })
 }

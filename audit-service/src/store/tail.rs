@@ -177,7 +177,8 @@ impl Subscriber {
         }
     }
 
-    fn try_recv(&mut self) -> Option<Received> {
+    /// The next event or lag notice if one is waiting, without waiting.
+    pub fn try_recv(&mut self) -> Option<Received> {
         let mut ring = self.shared.lock();
         if self.next < ring.first {
             let missed = ring.first - self.next;
@@ -235,6 +236,7 @@ mod tests {
             subject: None,
             json: "x".repeat(json_bytes),
             trace: None,
+            trail: None,
         }
     }
 

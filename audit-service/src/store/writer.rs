@@ -15,7 +15,7 @@
 
 use super::{
     Command, EventRow, StoreError, StoredEvent, Tail, TraceContext, WriteFailed, WriteOutcome,
-    WriteRequest,
+    WriteRequest, WriterJob,
 };
 use chrono::{SecondsFormat, Utc};
 use opentelemetry::global::BoxedTracer;
@@ -48,6 +48,10 @@ pub trait BatchWriter: Send + 'static {
         rows: &[(&EventRow, Transport)],
         received_at: &str,
     ) -> Result<Vec<Option<i64>>, StoreError>;
+
+    /// Runs a job on the writer's connection (`Store::run_on_writer`; sent
+    /// on SQLite only).
+    fn run_job(&mut self, job: WriterJob);
 }
 
 /// Where committed events go besides the log.
@@ -112,12 +116,13 @@ pub(super) fn spawn(
     backend: impl BatchWriter,
     sender: mpsc::Sender<Command>,
     queue: mpsc::Receiver<Command>,
+    jobs: std::sync::mpsc::Receiver<WriterJob>,
     feed: Feed,
 ) -> std::io::Result<WriterHandle> {
     let (committed_tx, committed_rx) = std::sync::mpsc::sync_channel(COMMITTED_CAPACITY);
     let writer = std::thread::Builder::new()
         .name("audit-writer".into())
-        .spawn(move || run(backend, queue, committed_tx))?;
+        .spawn(move || run(backend, queue, jobs, committed_tx))?;
     let logger = std::thread::Builder::new()
         .name("audit-log".into())
         .spawn(move || log_committed(committed_rx, feed))?;
@@ -132,13 +137,25 @@ pub(super) fn spawn(
 fn run(
     mut backend: impl BatchWriter,
     mut queue: mpsc::Receiver<Command>,
+    jobs: std::sync::mpsc::Receiver<WriterJob>,
     committed: std::sync::mpsc::SyncSender<Committed>,
 ) {
     // After `close` the queue still yields what it holds, then `None`.
-    while let Some(command) = queue.blocking_recv() {
-        let Command::Write(first) = command else {
-            queue.close();
-            continue;
+    loop {
+        // Jobs first: each waits for one batch at most.
+        while let Ok(job) = jobs.try_recv() {
+            backend.run_job(job);
+        }
+        let Some(command) = queue.blocking_recv() else {
+            break;
+        };
+        let first = match command {
+            Command::Write(first) => first,
+            Command::Wake => continue,
+            Command::Close => {
+                queue.close();
+                continue;
+            }
         };
         let mut batch = vec![first];
         let mut events = batch[0].rows.len();
@@ -150,6 +167,7 @@ fn run(
                     batch.push(request);
                 }
                 Ok(Command::Close) => queue.close(),
+                Ok(Command::Wake) => {}
                 Err(_) => break,
             }
         }
@@ -212,6 +230,7 @@ fn answer(batch: Vec<WriteRequest>, seqs: Vec<Option<i64>>, received_at: &Arc<st
                         subject: row.subject,
                         json: row.json,
                         trace: row.trace,
+                        trail: None,
                     });
                 }
                 None => outcome.duplicates += 1,

@@ -61,6 +61,7 @@ pub async fn test_settings(db_dir: &Path) -> Settings {
         listen: Default::default(),
         access: Default::default(),
         limits: Default::default(),
+        log: Default::default(),
     }
 }
 

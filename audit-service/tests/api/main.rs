@@ -15,3 +15,4 @@ mod process;
 mod query;
 mod replicas;
 mod security;
+mod tlog;

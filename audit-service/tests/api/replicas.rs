@@ -125,3 +125,63 @@ async fn readers_paging_by_seq_while_three_replicas_commit_at_once_miss_no_event
         writer.close().await;
     }
 }
+
+/// Two replicas on one database, one of them the transparency log's
+/// sequencer; killed, the other takes over and the tree goes on with no
+/// gap and no fork.
+#[tokio::test]
+async fn two_replicas_have_one_sequencer_and_the_other_takes_over_when_it_is_killed() {
+    use crate::tlog::{
+        logged_process, post_until, run_verify, wait_all_integrated, wait_listening,
+    };
+    use audit_service::tlog::LogKey;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const SEQUENCER: &str = "this replica is the transparency log's sequencer";
+    let dir = tempfile::TempDir::new().unwrap();
+    let url = shared::testing::fresh_postgres_database().await;
+    let (signer, verifier) = LogKey::generate("audit.test/replicas").unwrap();
+    let mut a = logged_process(&url, &signer, dir.path().join("a.log"));
+    wait_listening(&a).await;
+    let mut b = logged_process(&url, &signer, dir.path().join("b.log"));
+    wait_listening(&b).await;
+    let db = shared::testing::Db::open(&url).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let to_a = tokio::spawn(post_until(a.port, "ra".into(), stop.clone()));
+    let to_b = tokio::spawn(post_until(b.port, "rb".into(), stop.clone()));
+    let grown = crate::helpers::poll_until(Duration::from_secs(60), || async {
+        db.int("SELECT size FROM log_state").await >= 2000
+    })
+    .await;
+    assert!(grown, "the tree did not grow");
+    let holders = [a.log_count(SEQUENCER), b.log_count(SEQUENCER)];
+    assert_eq!(
+        holders.iter().sum::<usize>(),
+        1,
+        "one sequencer: {holders:?}"
+    );
+    let (killed, survivor) = if holders[0] == 1 {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
+    killed.kill();
+    let survivor_port = survivor.port;
+    // The survivor takes the lease within a second or so, while its
+    // clients go on sending.
+    let took_over = crate::helpers::poll_until(Duration::from_secs(30), || async {
+        survivor.log_count(SEQUENCER) == 1
+    })
+    .await;
+    assert!(
+        took_over,
+        "the survivor did not take over:\n{}",
+        survivor.log_text()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::SeqCst);
+    let _ = to_a.await.unwrap();
+    let _ = to_b.await.unwrap();
+    wait_all_integrated(survivor_port, &verifier, &db).await;
+    let (ok, output) = run_verify(&url, &signer, None);
+    assert!(ok, "{output}");
+}

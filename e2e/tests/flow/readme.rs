@@ -101,8 +101,17 @@ async fn the_readme_examples_are_what_the_services_do() {
         .to_owned();
 
     let stack = Stack::new().unwrap();
-    // Text logs, as `make run` shows them (not a terminal: no colour).
-    let audit = stack.audit(&[("LOG_FORMAT", "pretty")]).await.unwrap();
+    // Text logs, as `make run` shows them (not a terminal: no colour), and
+    // the transparency log on, with a key made as `make run` makes it.
+    let key = std::process::Command::new(e2e::binary("audit-service").unwrap())
+        .args(["log-key", "localhost/audit-service"])
+        .output()
+        .unwrap();
+    let key = String::from_utf8(key.stdout).unwrap();
+    let audit = stack
+        .audit(&[("LOG_FORMAT", "pretty"), ("LOG_SIGNING_KEY", key.trim())])
+        .await
+        .unwrap();
     let user = stack.user(&audit.base_url, &[]).await.unwrap();
     let created: Value = stack
         .http
@@ -123,7 +132,8 @@ async fn the_readme_examples_are_what_the_services_do() {
             &audit,
             &format!("subject={id}"),
             Duration::from_secs(20),
-            |i| !i.is_empty(),
+            // Once it is in the transparency log too.
+            |i| i.first().is_some_and(|item| item.get("log").is_some()),
         )
         .await
         .unwrap();

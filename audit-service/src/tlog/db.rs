@@ -1,0 +1,296 @@
+//! The transparency log's tables, on SQLite or PostgreSQL (one SQL text
+//! for both where they agree): the tree's state and checkpoint, the
+//! leaves, the tiles.
+
+use super::tiles::TileMap;
+use crate::store::{Readers, Store, StoreError, WriterJob};
+
+/// Runs the same sqlx expression on whichever pool `readers` holds.
+macro_rules! on_pool {
+    ($readers:expr, |$pool:ident| $body:expr) => {
+        match $readers {
+            Readers::Sqlite($pool) => $body,
+            Readers::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// The tree as of its latest checkpoint, and the erasure bookkeeping.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogState {
+    pub size: u64,
+    /// The seq of the last integrated event (0 for none).
+    pub last_seq: i64,
+    /// The signed checkpoint note; `None` until the first is signed.
+    pub checkpoint: Option<String>,
+    /// When it was signed (RFC 3339).
+    pub signed_at: Option<String>,
+    pub erasure_epoch: i64,
+    pub erase_cursor: i64,
+}
+
+type StateRow = (i64, i64, Option<String>, Option<String>, i64, i64);
+
+pub async fn state(readers: &Readers) -> Result<LogState, StoreError> {
+    const SQL: &str = "SELECT size, last_seq, checkpoint, signed_at, erasure_epoch, erase_cursor \
+                       FROM log_state WHERE id = 1";
+    let row: StateRow = on_pool!(readers, |pool| sqlx::query_as(SQL).fetch_one(pool).await?);
+    Ok(LogState {
+        size: u64::try_from(row.0).unwrap_or_default(),
+        last_seq: row.1,
+        checkpoint: row.2,
+        signed_at: row.3,
+        erasure_epoch: row.4,
+        erase_cursor: row.5,
+    })
+}
+
+/// The stored tiles among `wanted` (level, index).
+pub async fn tiles(readers: &Readers, wanted: &[(u8, u64)]) -> Result<TileMap, StoreError> {
+    const SQL: &str = "SELECT hashes FROM log_tiles WHERE level = $1 AND idx = $2";
+    let mut tiles = TileMap::new();
+    for &(level, index) in wanted {
+        let index_i64 = i64::try_from(index).unwrap_or(i64::MAX);
+        let hashes: Option<Vec<u8>> = on_pool!(readers, |pool| sqlx::query_scalar(SQL)
+            .bind(i64::from(level))
+            .bind(index_i64)
+            .fetch_optional(pool)
+            .await?);
+        if let Some(hashes) = hashes {
+            tiles.insert((level, index), hashes);
+        }
+    }
+    Ok(tiles)
+}
+
+/// One leaf as the sequencer writes it.
+#[derive(Debug, Clone)]
+pub struct NewLeaf {
+    pub index: u64,
+    pub seq: i64,
+    pub commitment: Option<[u8; 32]>,
+    pub salt: Option<[u8; 32]>,
+}
+
+/// What one sequencer round moves the tree to.
+pub struct Round {
+    pub from_size: u64,
+    /// The erasure epoch the round's events were read in.
+    pub epoch: i64,
+    pub leaves: Vec<NewLeaf>,
+    pub tiles: Vec<(u8, u64, Vec<u8>)>,
+    pub size: u64,
+    pub last_seq: i64,
+    pub checkpoint: String,
+    pub signed_at: String,
+}
+
+/// Writes a round in one transaction, only if the tree is still at
+/// `from_size` and no erasure happened since its events were read: false
+/// when another sequencer moved the tree or an erasure intervened (the
+/// round is then read again). The compare-and-set comes first, so on
+/// PostgreSQL it waits for a concurrent erasure's row lock. On SQLite the
+/// store's writer runs it between two ingest batches, on its own
+/// connection: a second writer of the file contended with ingest for its
+/// lock, and SQLite's busy wait made it lose every time under load.
+pub async fn commit_round(store: &Store, round: Round) -> Result<bool, StoreError> {
+    let pool = match store.readers() {
+        Readers::Postgres(pool) => pool.clone(),
+        Readers::Sqlite(_) => {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            let job: WriterJob = Box::new(move |connection| {
+                let _ = reply.send(commit_on_sqlite(connection, &round));
+            });
+            if let Some(sent) = store.run_on_writer(job).await {
+                sent?;
+            }
+            // No answer: the writer stopped with the job in its queue.
+            return answer.await.map_err(|_| StoreError::WriterGone)?;
+        }
+    };
+    let mut tx = pool.begin().await?;
+    let moved = sqlx::query(CAS)
+        .bind(i64::try_from(round.size).unwrap_or(i64::MAX))
+        .bind(round.last_seq)
+        .bind(&round.checkpoint)
+        .bind(&round.signed_at)
+        .bind(i64::try_from(round.from_size).unwrap_or(i64::MAX))
+        .bind(round.epoch)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if moved != 1 {
+        return Ok(false);
+    }
+    let indexes: Vec<i64> = round
+        .leaves
+        .iter()
+        .map(|l| i64::try_from(l.index).unwrap_or(i64::MAX))
+        .collect();
+    let seqs: Vec<i64> = round.leaves.iter().map(|l| l.seq).collect();
+    let commitments: Vec<Option<Vec<u8>>> = round
+        .leaves
+        .iter()
+        .map(|l| l.commitment.map(|c| c.to_vec()))
+        .collect();
+    let salts: Vec<Option<Vec<u8>>> = round
+        .leaves
+        .iter()
+        .map(|l| l.salt.map(|s| s.to_vec()))
+        .collect();
+    sqlx::query(
+        "INSERT INTO log_leaves (idx, seq, commitment, salt) \
+         SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bytea[], $4::bytea[])",
+    )
+    .bind(indexes)
+    .bind(seqs)
+    .bind(commitments)
+    .bind(salts)
+    .execute(&mut *tx)
+    .await?;
+    for (level, index, hashes) in &round.tiles {
+        sqlx::query(TILE)
+            .bind(i64::from(*level))
+            .bind(i64::try_from(*index).unwrap_or(i64::MAX))
+            .bind(hashes)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Moves the tree from `from_size` (see `commit_round`).
+const CAS: &str = "UPDATE log_state SET size = $1, last_seq = $2, checkpoint = $3, \
+                   signed_at = $4 WHERE id = 1 AND size = $5 AND erasure_epoch = $6";
+const TILE: &str = "INSERT INTO log_tiles (level, idx, hashes) VALUES ($1, $2, $3) \
+                    ON CONFLICT (level, idx) DO UPDATE SET hashes = excluded.hashes";
+
+/// `commit_round` on the SQLite writer's connection.
+fn commit_on_sqlite(
+    connection: &mut rusqlite::Connection,
+    round: &Round,
+) -> Result<bool, StoreError> {
+    let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let moved = tx.execute(
+        CAS,
+        rusqlite::params![
+            i64::try_from(round.size).unwrap_or(i64::MAX),
+            round.last_seq,
+            round.checkpoint,
+            round.signed_at,
+            i64::try_from(round.from_size).unwrap_or(i64::MAX),
+            round.epoch
+        ],
+    )?;
+    if moved != 1 {
+        return Ok(false);
+    }
+    // All the leaves as one JSON parameter, split by SQLite: one statement
+    // and one parameter whatever the round's size.
+    tx.execute(
+        "INSERT INTO log_leaves (idx, seq, commitment, salt) \
+         SELECT value ->> 0, value ->> 1, unhex(value ->> 2), unhex(value ->> 3) \
+         FROM json_each(?1)",
+        [leaves_json(&round.leaves)],
+    )?;
+    for (level, index, hashes) in &round.tiles {
+        tx.execute(
+            TILE,
+            rusqlite::params![
+                i64::from(*level),
+                i64::try_from(*index).unwrap_or(i64::MAX),
+                hashes
+            ],
+        )?;
+    }
+    tx.commit()?;
+    Ok(true)
+}
+
+/// `[[index, seq, "commitment hex" | null, "salt hex" | null], ...]`.
+fn leaves_json(leaves: &[NewLeaf]) -> String {
+    use std::fmt::Write as _;
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let hex = |bytes: &Option<[u8; 32]>, out: &mut String| match bytes {
+        Some(bytes) => {
+            out.push('"');
+            for b in bytes {
+                out.push(char::from(HEX[usize::from(b >> 4)]));
+                out.push(char::from(HEX[usize::from(b & 15)]));
+            }
+            out.push('"');
+        }
+        None => out.push_str("null"),
+    };
+    let mut out = String::with_capacity(leaves.len() * 160 + 2);
+    out.push('[');
+    for (i, leaf) in leaves.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        // Writing to a String cannot fail.
+        let _ = write!(out, "[{},{},", leaf.index, leaf.seq);
+        hex(&leaf.commitment, &mut out);
+        out.push(',');
+        hex(&leaf.salt, &mut out);
+        out.push(']');
+    }
+    out.push(']');
+    out
+}
+
+/// Moves the ERASE_ON_TYPES cursor forward (never back).
+pub async fn set_erase_cursor(readers: &Readers, seq: i64) -> Result<(), StoreError> {
+    const SQL: &str = "UPDATE log_state SET erase_cursor = $1 WHERE id = 1 AND erase_cursor < $1";
+    on_pool!(readers, |pool| {
+        sqlx::query(SQL).bind(seq).execute(pool).await?;
+    });
+    Ok(())
+}
+
+/// A leaf as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredLeaf {
+    pub index: u64,
+    pub seq: i64,
+    pub commitment: Option<Vec<u8>>,
+    pub salt: Option<Vec<u8>>,
+}
+
+type LeafRow = (i64, i64, Option<Vec<u8>>, Option<Vec<u8>>);
+
+fn leaf(row: LeafRow) -> StoredLeaf {
+    StoredLeaf {
+        index: u64::try_from(row.0).unwrap_or_default(),
+        seq: row.1,
+        commitment: row.2,
+        salt: row.3,
+    }
+}
+
+/// The leaves with indexes `from..to`, in order.
+pub async fn leaves(readers: &Readers, from: u64, to: u64) -> Result<Vec<StoredLeaf>, StoreError> {
+    const SQL: &str = "SELECT idx, seq, commitment, salt FROM log_leaves \
+                       WHERE idx >= $1 AND idx < $2 ORDER BY idx";
+    let (from, to) = (
+        i64::try_from(from).unwrap_or(i64::MAX),
+        i64::try_from(to).unwrap_or(i64::MAX),
+    );
+    let rows: Vec<LeafRow> = on_pool!(readers, |pool| sqlx::query_as(SQL)
+        .bind(from)
+        .bind(to)
+        .fetch_all(pool)
+        .await?);
+    Ok(rows.into_iter().map(leaf).collect())
+}
+
+/// The leaf of the event `seq`, if it is in the tree.
+pub async fn leaf_of(readers: &Readers, seq: i64) -> Result<Option<StoredLeaf>, StoreError> {
+    const SQL: &str = "SELECT idx, seq, commitment, salt FROM log_leaves WHERE seq = $1";
+    let row: Option<LeafRow> = on_pool!(readers, |pool| sqlx::query_as(SQL)
+        .bind(seq)
+        .fetch_optional(pool)
+        .await?);
+    Ok(row.map(leaf))
+}

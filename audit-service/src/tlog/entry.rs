@@ -1,0 +1,321 @@
+//! The log entry of a stored event: a canonical byte encoding of the event
+//! as it is stored and served, which anyone holding a `GET /v1/events` item
+//! can rebuild (README, "The transparency log", gives the recipe).
+//!
+//! ```text
+//! entry    = 0x01 field(":received_at", received_at)
+//!                 field(":transport", transport)
+//!                 field(name, value)...          every attribute but the data, names in byte order
+//!                 [field(":data", commitment)]   when the event has data
+//! field    = uint16(len(name)) name uint32(len(value)) value   (big-endian)
+//! value    = a JSON string attribute's text; any other attribute's JSON text as served
+//! commitment = SHA-256(salt || data), data = the exact JSON text of the
+//!              event's `data` (or `data_base64`) member as stored and served
+//! ```
+//!
+//! Names starting with `:` cannot collide with attributes (CloudEvents names
+//! are `a-z0-9`). An encoding longer than 65,535 bytes does not fit a C2SP
+//! entry bundle, whose entries carry a uint16 length: such an event's entry
+//! is `0x02 || SHA-256(the encoding)` instead, 33 bytes.
+//!
+//! The data is committed to by a salted digest rather than included, so
+//! that erasing the data and the salt (`erase`) leaves the entry, and every
+//! proof over it, unchanged, while what remains (the digest) no longer lets
+//! anyone confirm a guess of the erased data.
+
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+use std::borrow::Cow;
+use std::fmt;
+
+/// The entry format version.
+const V1: u8 = 0x01;
+/// The form of an entry whose v1 encoding is too long for a bundle.
+const V1_DIGEST: u8 = 0x02;
+/// The longest entry a bundle's uint16 length prefix can carry.
+pub const MAX_ENTRY_BYTES: usize = u16::MAX as usize;
+/// The members of the JSON event format that hold the data.
+const DATA_MEMBERS: [&str; 2] = ["data", "data_base64"];
+
+/// The top-level members of a JSON object in their order, each with its
+/// value's exact text (serde_json's map would reorder them). Names are
+/// borrowed from the text unless they hold an escape: the sequencer parses
+/// every event, and allocating each name was a good part of its time.
+pub struct Members<'a>(pub Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'a> Members<'a> {
+    pub fn parse(json: &'a str) -> Result<Self, serde_json::Error> {
+        let mut de = serde_json::Deserializer::from_str(json);
+        let members = de.deserialize_map(MembersVisitor)?;
+        de.end()?;
+        Ok(members)
+    }
+
+    /// The exact text of the event's data member, if it has one.
+    pub fn data(&self) -> Option<&'a str> {
+        self.0
+            .iter()
+            .find(|(name, _)| DATA_MEMBERS.contains(&name.as_ref()))
+            .map(|(_, value)| value.get())
+    }
+
+    /// The object again, without its data members, the others unchanged
+    /// and in their order.
+    pub fn without_data(&self) -> String {
+        let mut out = String::from("{");
+        for (name, value) in self
+            .0
+            .iter()
+            .filter(|(name, _)| !DATA_MEMBERS.contains(&name.as_ref()))
+        {
+            if out.len() > 1 {
+                out.push(',');
+            }
+            // A String always serializes.
+            out.push_str(&serde_json::to_string(name.as_ref()).unwrap_or_default());
+            out.push(':');
+            out.push_str(value.get());
+        }
+        out.push('}');
+        out
+    }
+}
+
+struct MembersVisitor;
+
+impl<'de> Visitor<'de> for MembersVisitor {
+    type Value = Members<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut members = Vec::new();
+        while let Some((Text(name), value)) = map.next_entry::<Text<'de>, &'de RawValue>()? {
+            members.push((name, value));
+        }
+        Ok(Members(members))
+    }
+}
+
+/// A JSON string, borrowed from the text when it has no escape.
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+        impl<'de> Visitor<'de> for TextVisitor {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        deserializer.deserialize_str(TextVisitor)
+    }
+}
+
+/// SHA-256(salt || data).
+pub fn commitment(salt: &[u8], data: &str) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(salt);
+    hasher.update(data.as_bytes());
+    hasher.finalize().into()
+}
+
+/// Why an event has no entry: its stored JSON is not an object.
+#[derive(Debug, thiserror::Error)]
+#[error("the stored event is not a JSON object: {0}")]
+pub struct NotAnObject(#[from] serde_json::Error);
+
+/// The entry of an event stored with `received_at` and `transport`, whose
+/// JSON is `event_json` (data, if any, removed or not) and whose data
+/// commitment is `commitment` (`None` when it had no data).
+pub fn encode(
+    received_at: &str,
+    transport: &str,
+    event_json: &str,
+    commitment: Option<&[u8]>,
+) -> Result<Vec<u8>, NotAnObject> {
+    let members = Members::parse(event_json)?;
+    Ok(encode_members(received_at, transport, &members, commitment))
+}
+
+/// As [`encode`], for an event already parsed into its members.
+pub fn encode_members(
+    received_at: &str,
+    transport: &str,
+    members: &Members<'_>,
+    commitment: Option<&[u8]>,
+) -> Vec<u8> {
+    let mut attributes: Vec<(&str, Cow<'_, str>)> = Vec::with_capacity(members.0.len());
+    for (name, value) in &members.0 {
+        if DATA_MEMBERS.contains(&name.as_ref()) {
+            continue;
+        }
+        let raw = value.get();
+        let text = match raw.starts_with('"') {
+            true => match serde_json::from_str::<Text<'_>>(raw) {
+                Ok(Text(text)) => text,
+                Err(_) => Cow::Borrowed(raw),
+            },
+            false => Cow::Borrowed(raw),
+        };
+        attributes.push((name.as_ref(), text));
+    }
+    attributes.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    let mut entry = Vec::with_capacity(256);
+    entry.push(V1);
+    field(&mut entry, ":received_at", received_at.as_bytes());
+    field(&mut entry, ":transport", transport.as_bytes());
+    for (name, value) in &attributes {
+        field(&mut entry, name, value.as_bytes());
+    }
+    if let Some(commitment) = commitment {
+        field(&mut entry, ":data", commitment);
+    }
+    if entry.len() > MAX_ENTRY_BYTES {
+        let digest: [u8; 32] = Sha256::digest(&entry).into();
+        entry.clear();
+        entry.push(V1_DIGEST);
+        entry.extend_from_slice(&digest);
+    }
+    entry
+}
+
+fn field(entry: &mut Vec<u8>, name: &str, value: &[u8]) {
+    // Names are at most an attribute's 4 KiB and values an event's 1 MiB
+    // (the body limits), far below the prefixes' ranges; saturating keeps
+    // a longer one from wrapping.
+    entry.extend_from_slice(&u16::try_from(name.len()).unwrap_or(u16::MAX).to_be_bytes());
+    entry.extend_from_slice(name.as_bytes());
+    entry.extend_from_slice(&u32::try_from(value.len()).unwrap_or(u32::MAX).to_be_bytes());
+    entry.extend_from_slice(value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EVENT: &str = r#"{"specversion":"1.0","id":"e1","source":"/user-service","type":"user.storeUser","datacontenttype":"application/json","subject":"u1","time":"2026-11-26T10:30:00.1+01:00","data":{"id":"u1","name":"Ozzy Osbourne"},"comexampleint":5}"#;
+
+    #[test]
+    fn attributes_are_sorted_strings_unquoted_and_data_is_committed_to() {
+        let salt = [7u8; 32];
+        let data = Members::parse(EVENT).unwrap().data().unwrap();
+        assert_eq!(data, r#"{"id":"u1","name":"Ozzy Osbourne"}"#);
+        let c = commitment(&salt, data);
+        let entry = encode("2026-11-26T09:30:00.123456Z", "http", EVENT, Some(&c)).unwrap();
+        let mut expected = vec![1u8];
+        for (name, value) in [
+            (":received_at", b"2026-11-26T09:30:00.123456Z".as_slice()),
+            (":transport", b"http"),
+            ("comexampleint", b"5"),
+            ("datacontenttype", b"application/json"),
+            ("id", b"e1"),
+            ("source", b"/user-service"),
+            ("specversion", b"1.0"),
+            ("subject", b"u1"),
+            ("time", b"2026-11-26T10:30:00.1+01:00"),
+            ("type", b"user.storeUser"),
+            (":data", &c),
+        ] {
+            field(&mut expected, name, value);
+        }
+        assert_eq!(entry, expected);
+    }
+
+    #[test]
+    fn removing_the_data_keeps_every_other_member_as_it_was_and_the_entry() {
+        let members = Members::parse(EVENT).unwrap();
+        let erased = members.without_data();
+        assert_eq!(
+            erased,
+            r#"{"specversion":"1.0","id":"e1","source":"/user-service","type":"user.storeUser","datacontenttype":"application/json","subject":"u1","time":"2026-11-26T10:30:00.1+01:00","comexampleint":5}"#
+        );
+        let c = commitment(&[1; 32], members.data().unwrap());
+        assert_eq!(
+            encode("t", "kafka", EVENT, Some(&c)).unwrap(),
+            encode("t", "kafka", &erased, Some(&c)).unwrap()
+        );
+    }
+
+    #[test]
+    fn an_entry_too_long_for_a_bundle_becomes_the_digest_of_its_encoding() {
+        let big = format!(
+            r#"{{"specversion":"1.0","id":"e","source":"/s","type":"t","ext":"{}"}}"#,
+            "x".repeat(70_000)
+        );
+        let entry = encode("t", "http", &big, None).unwrap();
+        assert_eq!(entry.len(), 33);
+        assert_eq!(entry[0], 2);
+        let small = format!(
+            r#"{{"specversion":"1.0","id":"e","source":"/s","type":"t","ext":"{}"}}"#,
+            "x".repeat(60_000)
+        );
+        assert_eq!(encode("t", "http", &small, None).unwrap()[0], 1);
+    }
+
+    /// README.md's worked example, so that it cannot drift from the code.
+    #[test]
+    fn the_readme_worked_example_is_what_the_code_computes() {
+        use base64::prelude::{Engine as _, BASE64_STANDARD};
+        let readme = include_str!("../../../README.md");
+        let item: serde_json::Value = serde_json::from_str(
+            readme
+                .lines()
+                .find(|l| l.starts_with(r#"{"seq":1,"received_at":"2026-11-26T08:30:00.123456Z""#))
+                .expect("the example item is in the README"),
+        )
+        .unwrap();
+        let event = serde_json::to_string(&item["event"]).unwrap();
+        // serde_json's map sorts members; the entry sorts them too, and the
+        // data's own members are already in order.
+        let data = Members::parse(&event).unwrap().data().unwrap().to_owned();
+        let salt = BASE64_STANDARD
+            .decode(item["log"]["salt"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(salt, (1..=32).collect::<Vec<u8>>());
+        let c = commitment(&salt, &data);
+        let c64 = BASE64_STANDARD.encode(c);
+        assert_eq!(item["log"]["commitment"], c64.as_str());
+        assert!(readme.contains(&format!("= `{c64}`, the")), "{c64}");
+        let entry = encode(
+            item["received_at"].as_str().unwrap(),
+            item["transport"].as_str().unwrap(),
+            &event,
+            Some(&c),
+        )
+        .unwrap();
+        let hex: String = entry.iter().map(|b| format!("{b:02x}")).collect();
+        assert!(readme.contains(&format!("the {}-byte entry", entry.len())));
+        assert!(readme.contains(&format!("\n{hex}\n")), "{hex}");
+        let leaf = BASE64_STANDARD.encode(tlog_tiles::record_hash(&entry).0);
+        assert!(
+            readme.contains(&format!("the leaf hash `{leaf}`")),
+            "{leaf}"
+        );
+    }
+
+    #[test]
+    fn escaped_strings_are_encoded_as_their_text() {
+        let json = r#"{"id":"a\"b\u00e9","specversion":"1.0"}"#;
+        let entry = encode("t", "nats", json, None).unwrap();
+        let mut expected = vec![1u8];
+        field(&mut expected, ":received_at", b"t");
+        field(&mut expected, ":transport", b"nats");
+        field(&mut expected, "id", "a\"b\u{e9}".as_bytes());
+        field(&mut expected, "specversion", b"1.0");
+        assert_eq!(entry, expected);
+    }
+}
