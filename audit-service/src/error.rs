@@ -27,6 +27,10 @@ pub enum ApiError {
     Store(#[source] Arc<StoreError>),
     #[error("{0}")]
     NotReady(String),
+    /// A valid event the database refused for a value in it: sending it
+    /// again would meet the same refusal.
+    #[error("{0}")]
+    Unstorable(String),
 }
 
 impl IntoResponse for ApiError {
@@ -40,6 +44,7 @@ impl IntoResponse for ApiError {
             }
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unstorable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Store(_) | ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         let detail = match &self {

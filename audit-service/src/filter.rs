@@ -15,6 +15,7 @@
 use crate::store::StoredEvent;
 use cesql::{Column, Condition, Expression, ParseError, Pushdown};
 use shared::cloudevents::Event;
+use shared::validate::code_point;
 
 /// The longest filter accepted. A filter is a few conditions; this bound
 /// keeps the SQL it becomes well under SQLite's limit of bound parameters
@@ -25,6 +26,11 @@ pub const FILTER_MAX_BYTES: usize = 4096;
 pub enum FilterError {
     #[error("query parameter `filter` is longer than {FILTER_MAX_BYTES} bytes")]
     TooLong,
+    /// A control character other than the white space between tokens: a
+    /// string literal holding one matches no stored attribute, and
+    /// PostgreSQL cannot compare a NUL at all.
+    #[error("query parameter `filter` contains the control character {}, which no CloudEvents attribute may hold", code_point(*.0))]
+    ControlCharacter(char),
     /// The text is not CESQL, or calls a function that does not exist; the
     /// error says where.
     #[error("query parameter `filter` is not a valid CESQL expression: {0}")]
@@ -45,6 +51,12 @@ impl CesqlFilter {
     pub fn parse(text: &str) -> Result<Self, FilterError> {
         if text.len() > FILTER_MAX_BYTES {
             return Err(FilterError::TooLong);
+        }
+        if let Some(c) = text
+            .chars()
+            .find(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r' | '\u{c}'))
+        {
+            return Err(FilterError::ControlCharacter(c));
         }
         let expression = Expression::parse(text).map_err(FilterError::Invalid)?;
         expression.validate().map_err(FilterError::Invalid)?;

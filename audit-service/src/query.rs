@@ -34,6 +34,7 @@ use futures::{Stream, StreamExt as _};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use shared::problem::Problem;
+use shared::validate::{code_point, forbidden_character};
 use std::convert::Infallible;
 use std::sync::Arc;
 use utoipa::IntoParams;
@@ -140,6 +141,20 @@ impl Filter {
                     ))
                 })?,
         };
+        for (name, value) in [
+            ("source", &raw.source),
+            ("type", &raw.ty),
+            ("subject", &raw.subject),
+        ] {
+            if let Some(c) = value.as_deref().and_then(forbidden_character) {
+                // No stored attribute holds one (ingest refuses them), and
+                // PostgreSQL cannot even compare a NUL.
+                return Err(ApiError::BadRequest(format!(
+                    "query parameter `{name}` contains the character {}, which no CloudEvents attribute may hold",
+                    code_point(c)
+                )));
+            }
+        }
         let cesql = match non_empty(raw.filter) {
             None => None,
             Some(text) => Some(Arc::new(CesqlFilter::parse(&text)?)),

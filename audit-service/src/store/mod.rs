@@ -158,11 +158,26 @@ impl Serialize for StoredEvent {
     }
 }
 
-/// What a write did: new rows and duplicates that were already there.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What a write did: new rows, duplicates that were already there, and
+/// rows the database refused for what they hold.
+#[derive(Debug, Default)]
 pub struct WriteOutcome {
     pub stored: usize,
     pub duplicates: usize,
+    /// Rows the database refused for a value in them, in request order; the
+    /// request's other rows are stored (see `writer`).
+    pub refused: Vec<Refused>,
+}
+
+/// A row the database refused for a value in it: it would be refused
+/// again, so a sender must not retry it, and a broker consumer
+/// dead-letters it.
+#[derive(Debug)]
+pub struct Refused {
+    /// Where the row was in its request.
+    pub index: usize,
+    pub row: EventRow,
+    pub error: Arc<StoreError>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -175,6 +190,43 @@ pub enum StoreError {
     Serialize(#[from] serde_json::Error),
     #[error("the store writer has stopped")]
     WriterGone,
+}
+
+impl StoreError {
+    /// The error and its causes on one line (`database error: invalid byte
+    /// sequence ...`), for a dead letter's reason.
+    pub fn describe(&self) -> String {
+        let mut text = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(error) = cause {
+            text.push_str(": ");
+            text.push_str(&error.to_string());
+            cause = error.source();
+        }
+        text
+    }
+
+    /// True when the database refused the statement for the data in it (a
+    /// value it cannot hold, a constraint), so the same rows would be
+    /// refused again; false for everything that may pass on a retry (a
+    /// connection lost, a lock timeout, the writer gone).
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            // SQLSTATE classes 22 (data exception: a NUL in text), 23
+            // (integrity constraint violation) and 54 (program limit
+            // exceeded: an index entry over the b-tree limit).
+            StoreError::Database(sqlx::Error::Database(e)) => e
+                .code()
+                .is_some_and(|code| ["22", "23", "54"].iter().any(|c| code.starts_with(c))),
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.code,
+                rusqlite::ErrorCode::ConstraintViolation
+                    | rusqlite::ErrorCode::TooBig
+                    | rusqlite::ErrorCode::TypeMismatch
+            ),
+            _ => false,
+        }
+    }
 }
 
 /// A write that did not commit. The rows come back so that a caller that

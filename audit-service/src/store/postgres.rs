@@ -120,9 +120,13 @@ impl BatchWriter for PgWriter {
                 Some(connection) => connection,
                 None => self.pool.acquire().await?,
             };
-            let inserted = insert(&mut connection, rows, received_at).await?;
-            self.connection = Some(connection);
-            Ok(inserted)
+            let inserted = insert(&mut connection, rows, received_at).await;
+            // A refusal leaves the connection as it was (the statement's
+            // implicit transaction rolled back); any other error may not.
+            if inserted.as_ref().is_ok() || inserted.as_ref().is_err_and(StoreError::is_refusal) {
+                self.connection = Some(connection);
+            }
+            inserted
         })
     }
 }
