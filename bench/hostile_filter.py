@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """The cost of one hostile CESQL filter, against a running audit-service.
 
-    python3 bench/hostile_filter.py http://127.0.0.1:8080 [events]
+    python3 bench/hostile_filter.py http://127.0.0.1:8080 [events] [inner]
 
 Stores `events` events (1,000 by default) with fresh ids, then times one
 `GET /v1/events` with the 4,096-byte filter
 `CONCAT(id,id,...x680) LIKE '%' + '_'x2039 + 'X'` (LIKE in O(text x pattern)
 and an unbounded CONCAT made it cost about 25 ms per examined event), and
-the worst `GET /healthz` latency while two such requests run at once. Start
+the worst `GET /healthz` latency while two such requests run at once. With
+`inner` the pattern is `'%' + '_'x2038 + 'X%'` instead, the most expensive
+shape for a linear matcher. Start
 the service with the settings to measure under, e.g.
 `REQUEST_TIMEOUT_MS=2000 DATABASE_URL=sqlite:///tmp/x/audit.db
 target/release/audit-service`. Standard library only.
@@ -24,7 +26,10 @@ import uuid
 
 
 def hostile_filter():
-    text = "CONCAT(" + "id," * 679 + "id) LIKE '%" + "_" * 2039 + "X'"
+    if "inner" in sys.argv[3:]:
+        text = "CONCAT(" + "id," * 679 + "id) LIKE '%" + "_" * 2038 + "X%'"
+    else:
+        text = "CONCAT(" + "id," * 679 + "id) LIKE '%" + "_" * 2039 + "X'"
     assert len(text) == 4096, len(text)
     return text
 

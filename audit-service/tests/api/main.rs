@@ -10,6 +10,7 @@ mod helpers;
 mod ingest_http;
 mod kafka;
 mod nats;
+mod poison;
 mod process;
 mod query;
 mod replicas;
