@@ -122,6 +122,11 @@ impl CesqlFilter {
         })
     }
 
+    /// The attribute names the filter reads, lower case, each once.
+    pub fn attributes(&self) -> Vec<&str> {
+        self.expression.attributes()
+    }
+
     /// The conditions for the SQL `WHERE` clause, ANDed; each is necessary
     /// for a match.
     pub fn sql_conditions(&self) -> &[Condition] {

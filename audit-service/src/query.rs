@@ -24,14 +24,16 @@ use crate::app::AppState;
 use crate::error::ApiError;
 use crate::filter::{self, CesqlFilter, FilterError, INLINE_WORK_UNITS, PAGE_WORK_UNITS};
 use crate::openapi::EventPage;
+use crate::store::attributes::{self, CONTEXT_ATTRIBUTES};
 use crate::store::{Page, PageQuery, Received, Store, StoreError, StoredEvent, Subscriber};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use cesql::{Budget, OverBudget};
-use futures::{Stream, StreamExt as _};
+use futures::StreamExt as _;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use shared::problem::Problem;
@@ -259,7 +261,8 @@ fn query_params<T: DeserializeOwned>(
     tag = "audit log",
     params(RawFilter),
     responses(
-        (status = 200, description = "A page of stored events. With a `filter` that is evaluated in the service a page examines at most 10,000 rows, so it may hold fewer than `limit` events, even none, and a `next_after` to go on from", body = EventPage),
+        (status = 200, description = "A page of stored events. With a `filter` that is evaluated in the service a page examines at most 10,000 rows and a budget of work, so it may hold fewer than `limit` events, even none, and a `next_after` to go on from", body = EventPage,
+            headers(("Warning" = String, description = "One per attribute the `filter` names that no stored event has had (a likely typo: the filter matches nothing), e.g. `199 audit-service \"no stored event has the attribute `subjekt`; did you mean `subject`?\"`"))),
         (status = 400, description = "A query parameter is invalid; a bad `filter` has `column` and `offset` members", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The store is unavailable", body = Problem, content_type = "application/problem+json"),
     )
@@ -268,7 +271,7 @@ fn query_params<T: DeserializeOwned>(
 async fn list(
     State(state): State<AppState>,
     query: Result<Query<RawFilter>, QueryRejection>,
-) -> Result<Json<Page>, ApiError> {
+) -> Result<Response, ApiError> {
     let raw = query_params(query)?;
     if raw.tail.is_some() {
         return Err(ApiError::BadRequest(
@@ -277,7 +280,8 @@ async fn list(
     }
     let filter = Filter::parse(raw)?;
     let page = page(&state.store, &filter, PAGE_MAX_BYTES).await?;
-    Ok(Json(page))
+    let warnings = unknown_attributes(&state.store, filter.cesql.as_deref()).await;
+    Ok(with_warnings(Json(page).into_response(), warnings))
 }
 
 /// The one parameter of `GET /v1/filters/validate`; others are refused.
@@ -299,18 +303,68 @@ struct ValidateParams {
     tag = "audit log",
     params(ValidateParams),
     responses(
-        (status = 204, description = "The filter is valid CESQL and calls only functions that exist, with their arities"),
+        (status = 204, description = "The filter is valid CESQL and calls only functions that exist, with their arities",
+            headers(("Warning" = String, description = "One per attribute the filter names that no stored event has had (a likely typo: the filter matches nothing), e.g. `199 audit-service \"no stored event has the attribute `subjekt`; did you mean `subject`?\"`"))),
         (status = 400, description = "The filter is refused: `detail` says why, `column` (characters from 1) and `offset` (bytes) say where", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn validate(
+    State(state): State<AppState>,
     query: Result<Query<ValidateParams>, QueryRejection>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     let params = query_params(query)?;
+    let mut warnings = Vec::new();
     if !params.filter.is_empty() {
-        CesqlFilter::parse(&params.filter)?;
+        let filter = CesqlFilter::parse(&params.filter)?;
+        warnings = unknown_attributes(&state.store, Some(&filter)).await;
     }
-    Ok(StatusCode::NO_CONTENT)
+    Ok(with_warnings(
+        StatusCode::NO_CONTENT.into_response(),
+        warnings,
+    ))
+}
+
+/// What a `Warning` header says about a filter that names attributes no
+/// stored event has had: valid CESQL that matches nothing, most likely a
+/// typo (`subjekt`). Reads the store's list of names only for a filter that
+/// names something besides the context attributes; a failure to read it
+/// gives no warning rather than fail the request.
+async fn unknown_attributes(store: &Store, filter: Option<&CesqlFilter>) -> Vec<String> {
+    let Some(filter) = filter else {
+        return Vec::new();
+    };
+    let names = filter.attributes();
+    if names.iter().all(|n| CONTEXT_ATTRIBUTES.contains(n)) {
+        return Vec::new();
+    }
+    let stored = match store.attribute_names().await {
+        Ok(stored) => stored,
+        Err(error) => {
+            tracing::warn!(error = ?error, "reading the stored attribute names failed");
+            return Vec::new();
+        }
+    };
+    attributes::unknown(&names, &stored)
+        .into_iter()
+        .map(|(name, closest)| match closest {
+            Some(closest) => format!(
+                "199 audit-service \"no stored event has the attribute `{name}`; did you mean `{closest}`?\""
+            ),
+            None => format!("199 audit-service \"no stored event has the attribute `{name}`\""),
+        })
+        .collect()
+}
+
+/// `response` with one `Warning` header (RFC 9110's warn-code 199, a
+/// miscellaneous warning) per text. Attribute names are lower-case letters
+/// and digits, so the texts are valid header values.
+fn with_warnings(mut response: Response, warnings: Vec<String>) -> Response {
+    for warning in warnings {
+        if let Ok(value) = HeaderValue::from_str(&warning) {
+            response.headers_mut().append(header::WARNING, value);
+        }
+    }
+    response
 }
 
 /// A stored size as a byte count.
@@ -484,7 +538,8 @@ async fn evaluated_page(
         ("last-event-id" = Option<i64>, Header, description = "Resume after this seq"),
     ),
     responses(
-        (status = 200, description = "Server-Sent Events: `event: audit` with a stored item as data and its seq as id", body = String, content_type = "text/event-stream"),
+        (status = 200, description = "Server-Sent Events: `event: audit` with a stored item as data and its seq as id", body = String, content_type = "text/event-stream",
+            headers(("Warning" = String, description = "One per attribute the `filter` names that no stored event has had, as on `GET /v1/events`"))),
         (status = 400, description = "A query parameter is invalid; a bad `filter` has `column` and `offset` members", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -492,7 +547,7 @@ async fn stream(
     State(state): State<AppState>,
     headers: HeaderMap,
     query: Result<Query<RawFilter>, QueryRejection>,
-) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+) -> Result<Response, ApiError> {
     let mut raw = query_params(query)?;
     let last_event_id = headers
         .get("last-event-id")
@@ -518,6 +573,7 @@ async fn stream(
         ),
     };
     let mut filter = Filter::parse(raw)?;
+    let warnings = unknown_attributes(&state.store, filter.cesql.as_deref()).await;
     // Subscribe before reading the store so that nothing committed in
     // between is missed; what both deliver is skipped by seq.
     let live = state.store.subscribe();
@@ -549,10 +605,11 @@ async fn stream(
     };
     let events = futures::stream::unfold(tail, |mut tail| async move {
         let event = tail.next().await?;
-        Some((Ok(event), tail))
+        Some((Ok::<_, Infallible>(event), tail))
     })
     .take_until(state.shutdown.clone().cancelled_owned());
-    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+    let sse = Sse::new(events).keep_alive(KeepAlive::default());
+    Ok(with_warnings(sse.into_response(), warnings))
 }
 
 /// One live-tail client's state: where it is (`filter.after`, the last seq

@@ -18,6 +18,7 @@
 //! text for both (`page`). On PostgreSQL the live tail is fed by polling
 //! the table (`tail_poll`), so it shows every replica's events.
 
+pub mod attributes;
 mod page;
 mod postgres;
 mod sqlite;
@@ -36,6 +37,7 @@ use shared::cloudevents;
 use shared::config::Transport;
 use shared::db::Kind;
 use shared::tracecontext;
+use std::collections::HashSet;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
@@ -64,6 +66,9 @@ pub struct EventRow {
     /// The event's trace context (the distributed-tracing extension), for
     /// the log line and the store span after the commit.
     pub trace: Option<TraceContext>,
+    /// A fingerprint of its extension names (`attributes::fingerprint`), so
+    /// the writer records the names of a set it has not seen.
+    pub extensions: u64,
 }
 
 /// An event's `traceparent`, and its `tracestate` when spans are exported
@@ -122,6 +127,7 @@ impl EventRow {
                 .map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
             json,
             trace: TraceContext::of(event),
+            extensions: attributes::fingerprint(event.iter_extensions().map(|(name, _)| name)),
         })
     }
 }
@@ -401,6 +407,16 @@ impl Store {
             Readers::Sqlite(pool) => sqlite::events(pool, query, last).await,
             Readers::Postgres(pool) => postgres::events(pool, query, last).await,
         }
+    }
+
+    /// Every extension name a stored event has had (`attributes`).
+    pub async fn attribute_names(&self) -> Result<HashSet<String>, StoreError> {
+        const SQL: &str = "SELECT name FROM event_attributes";
+        let names: Vec<String> = match &self.readers {
+            Readers::Sqlite(pool) => sqlx::query_scalar(SQL).fetch_all(pool).await?,
+            Readers::Postgres(pool) => sqlx::query_scalar(SQL).fetch_all(pool).await?,
+        };
+        Ok(names.into_iter().collect())
     }
 
     /// The newest seq, 0 for an empty store.

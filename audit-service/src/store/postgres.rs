@@ -129,6 +129,24 @@ impl BatchWriter for PgWriter {
             inserted
         })
     }
+
+    fn record_attributes(&mut self, names: &[String]) -> Result<(), StoreError> {
+        self.runtime.block_on(async {
+            let mut connection = match self.connection.take() {
+                Some(connection) => connection,
+                None => self.pool.acquire().await?,
+            };
+            sqlx::query(
+                "INSERT INTO event_attributes (name) SELECT unnest($1::text[]) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(names)
+            .execute(&mut *connection)
+            .await?;
+            self.connection = Some(connection);
+            Ok(())
+        })
+    }
 }
 
 async fn insert(

@@ -25,6 +25,7 @@
 //! retry (the database away) still fails the whole batch for its senders
 //! to retry.
 
+use super::attributes::Recorded;
 use super::{
     Command, EventRow, Refused, StoreError, StoredEvent, Tail, TraceContext, WriteFailed,
     WriteOutcome, WriteRequest,
@@ -60,6 +61,10 @@ pub trait BatchWriter: Send + 'static {
         rows: &[(&EventRow, Transport)],
         received_at: &str,
     ) -> Result<Vec<Option<i64>>, StoreError>;
+
+    /// Adds extension names to the names stored events have had
+    /// (`attributes`), keeping those already there; committed on its own.
+    fn record_attributes(&mut self, names: &[String]) -> Result<(), StoreError>;
 }
 
 /// Where committed events go besides the log.
@@ -147,6 +152,7 @@ fn run(
     mut queue: mpsc::Receiver<Command>,
     committed: std::sync::mpsc::SyncSender<Committed>,
 ) {
+    let mut recorded = Recorded::default();
     // After `close` the queue still yields what it holds, then `None`.
     while let Some(command) = queue.blocking_recv() {
         let Command::Write(first) = command else {
@@ -175,6 +181,17 @@ fn run(
             .iter()
             .flat_map(|r| r.rows.iter().map(|row| (row, r.transport)))
             .collect();
+        // Before the events, so no stored event has a name not recorded; a
+        // failure only delays the names to a later batch.
+        let (names, fingerprints) = recorded.new_names(rows.iter().map(|(row, _)| *row));
+        if !fingerprints.is_empty() {
+            match backend.record_attributes(&names) {
+                Ok(()) => recorded.remember(fingerprints),
+                Err(error) => {
+                    tracing::warn!(error = ?error, "recording the attribute names of new events failed")
+                }
+            }
+        }
         let mut results = Vec::with_capacity(rows.len());
         insert_splitting(&mut backend, &rows, &received_at, &mut results);
         drop(rows);
@@ -429,6 +446,10 @@ mod tests {
                 })
                 .collect())
         }
+
+        fn record_attributes(&mut self, _: &[String]) -> Result<(), StoreError> {
+            Ok(())
+        }
     }
 
     fn row(id: &str) -> EventRow {
@@ -440,6 +461,7 @@ mod tests {
             time: None,
             json: "{}".into(),
             trace: None,
+            extensions: 0,
         }
     }
 

@@ -479,3 +479,54 @@ async fn a_filter_too_expensive_for_one_event_is_refused() {
     );
     app.stop().await;
 }
+
+/// `subjekt = 'x'` is valid CESQL that matches nothing: the answer says
+/// which names no stored event has had, and the closest one that exists.
+#[tokio::test]
+async fn a_filter_naming_an_attribute_no_event_has_gets_a_warning() {
+    let app = spawn_app().await;
+    store_mixed_events(&app).await;
+    let warnings = |response: &reqwest::Response| -> Vec<String> {
+        response
+            .headers()
+            .get_all("warning")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
+    };
+    let app = &app;
+    let validate = |filter: &str| {
+        let path = format!("/v1/filters/validate?filter={}", encode(filter));
+        async move { app.get(&path).await }
+    };
+    let response = validate("subjekt = 'u1' AND tennant = 'acme' AND nosuch = 1").await;
+    assert_eq!(response.status(), 204);
+    assert_eq!(
+        warnings(&response),
+        [
+            "199 audit-service \"no stored event has the attribute `subjekt`; did you mean `subject`?\"",
+            "199 audit-service \"no stored event has the attribute `tennant`; did you mean `tenant`?\"",
+            "199 audit-service \"no stored event has the attribute `nosuch`\"",
+        ]
+    );
+    // Context attributes and extensions stored events have: no warning.
+    let response = validate("subject = 'u1' AND tenant = 'acme' AND EXISTS dataschema").await;
+    assert!(warnings(&response).is_empty(), "{:?}", warnings(&response));
+    // The same on the query itself, and on the stream.
+    let response = app
+        .get_events(&format!("filter={}", encode("subjekt = 'u1'")))
+        .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(warnings(&response).len(), 1);
+    let response = app
+        .get(&format!(
+            "/v1/events/stream?filter={}",
+            encode("colour = 'red'")
+        ))
+        .await;
+    assert_eq!(warnings(&response).len(), 1);
+    // A name recorded once the first event with it is stored.
+    let colourful = event("c1", "t", None, json!({"colour": "red"}));
+    assert_eq!(app.post_structured(&colourful).await.status(), 204);
+    assert!(warnings(&validate("colour = 'red'").await).is_empty());
+}
