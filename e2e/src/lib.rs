@@ -20,7 +20,7 @@ pub fn free_port() -> u16 {
 }
 
 /// Where cargo put the binaries: next to the `deps/` folder of this test.
-fn binary(name: &str) -> Result<PathBuf> {
+pub fn binary(name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let dir = exe
         .parent()

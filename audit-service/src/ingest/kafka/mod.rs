@@ -26,6 +26,7 @@ use super::{Backoff, ConsumerTask, Probe, Stopped};
 use crate::config::{BatchLimits, KafkaSettings};
 use crate::store::{EventRow, Refused, Store, StoreError};
 use futures::future::BoxFuture;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
@@ -130,10 +131,16 @@ impl ClientContext for RebalanceLogger {
             // A fresh cluster before the topic is created (by a producer, an
             // operator, or us at start when allowed); consumption starts
             // once it exists.
+            let reason = shared::redact::in_text(reason);
             tracing::info!(%reason, "waiting for the Kafka topic to exist");
         } else {
+            let reason = shared::redact::in_text(reason);
             tracing::error!(%error, %reason, "Kafka client error");
         }
+    }
+
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        shared::kafka::log(level, fac, message);
     }
 
     /// Lag per partition this member consumes: the partition's end offset

@@ -76,7 +76,7 @@ pub async fn start(
         .context("Failed to set up the NATS connection")?;
     let js = jetstream::new(client.clone());
     tracing::info!(
-        server = %settings.common.url,
+        server = %shared::redact::urls(&settings.common.url),
         stream = %settings.common.stream,
         consumer = %settings.consumer,
         dlq = %settings.dlq_subject,
