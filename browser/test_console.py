@@ -92,6 +92,24 @@ def test_a_filter_is_checked_as_typed_and_shows_only_matching_events(services, b
     assert not browser.errors, browser.errors
 
 
+def test_a_filter_naming_an_attribute_no_event_has_shows_a_hint(services, browser):
+    services.create_user(f"Hint {uuid.uuid4().hex[:6]}")
+    page = open_console(browser, services)
+    box = page.locator("#filter")
+    hint = page.locator("#filter-hint")
+    expect(hint).to_be_hidden()
+    # Valid CESQL that matches nothing: a typo of `subject`.
+    box.press_sequentially("subjekt = 'x'", delay=5)
+    expect(page.locator("#filter-message")).to_have_text("Valid. Press Enter to apply.")
+    expect(hint).to_be_visible()
+    expect(hint).to_have_text("No stored event has the attribute `subjekt`; did you mean `subject`?")
+    box.fill("")
+    box.press_sequentially("subject = 'x'", delay=5)
+    expect(page.locator("#filter-message")).to_have_text("Valid. Press Enter to apply.")
+    expect(hint).to_be_hidden()
+    assert not browser.errors, browser.errors
+
+
 def test_an_event_opens_with_all_its_attributes_from_the_keyboard(services, browser):
     name = f"Detail {uuid.uuid4().hex[:6]}"
     uid = services.create_user(name)

@@ -842,12 +842,31 @@ function showFilterOk(message) {
   $('filter-pointer').hidden = true;
 }
 
+/** The texts of a response's `Warning` headers (`199 agent "text"`, several joined by commas). */
+function warningsOf(response) {
+  const header = response.headers.get('Warning') || '';
+  return Array.from(header.matchAll(/"((?:[^"\\]|\\.)*)"/g), (match) => match[1]);
+}
+
+/**
+ * A valid filter that names an attribute no stored event has (a typo such as
+ * `subjekt`) matches nothing: the service says so, and this shows it under the box.
+ */
+function showFilterHint(warnings) {
+  const hint = $('filter-hint');
+  hint.textContent = warnings
+    .map((text) => `${text.charAt(0).toUpperCase()}${text.slice(1)}${/[.?!]$/.test(text) ? '' : '.'}`)
+    .join(' ');
+  hint.hidden = warnings.length === 0;
+}
+
 /** Asks the service whether `value` is a filter it accepts; true or false. */
 async function validate(value) {
   if (state.validation.text === value) return state.validation.ok;
   if (value.trim() === '') {
     state.validation = { ...state.validation, text: value, ok: true };
     showFilterOk('');
+    showFilterHint([]);
     return true;
   }
   const response = await api(`/v1/filters/validate?${new URLSearchParams({ filter: value })}`);
@@ -855,6 +874,7 @@ async function validate(value) {
   if ($('filter').value !== value) return false;
   const ok = response.status === 204;
   state.validation = { ...state.validation, text: value, ok };
+  showFilterHint(ok ? warningsOf(response) : []);
   if (ok) {
     showFilterOk(value === state.filter ? 'Valid; applied.' : 'Valid. Press Enter to apply.');
   } else {

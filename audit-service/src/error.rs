@@ -29,6 +29,10 @@ pub enum ApiError {
     NotReady(String),
     #[error("{0}")]
     NotFound(String),
+    /// A valid event the database refused for a value in it: sending it
+    /// again would meet the same refusal.
+    #[error("{0}")]
+    Unstorable(String),
 }
 
 impl IntoResponse for ApiError {
@@ -42,6 +46,7 @@ impl IntoResponse for ApiError {
             }
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unstorable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Store(_) | ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
         };

@@ -10,6 +10,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use futures::StreamExt;
+use shared::cloudevents;
 use shared::config::{env_parse, ConfigError};
 use shared::problem::Problem;
 use std::sync::Arc;
@@ -21,6 +22,16 @@ use tokio::sync::Semaphore;
 /// logged with each event; 4 KiB holds any URI a browser accepts (2 KiB)
 /// twice over, and 16 of them still fit a 64 KiB event.
 pub const MAX_ATTRIBUTE_BYTES: usize = 4096;
+
+/// The longest `subject`, and the longest `source` and `id` together, in
+/// bytes. The store indexes them ((subject, seq), and UNIQUE (source, id)),
+/// and PostgreSQL refuses a b-tree index entry over 2,704 bytes: one such
+/// event failed the whole group commit it was in, and wedged a broker
+/// consumer that retried it. SQLite has no such limit; the cap is applied
+/// on ingest, whatever the database, so both accept the same events. 2 KiB
+/// leaves room for the entry's own header and the seq, uncompressed, and
+/// holds any URI a browser accepts.
+pub const MAX_INDEXED_BYTES: usize = 2048;
 
 /// The most events in one batch request: one store transaction, one
 /// answer. The same figure as a Kafka batch (`INGEST_BATCH_MAX`'s default);
@@ -115,6 +126,27 @@ async fn cap_stream_clients(
             chunk
         }))
     })
+}
+
+/// Refuses an event whose indexed values are longer than
+/// `MAX_INDEXED_BYTES` (see there), naming them.
+pub fn check_indexed_sizes(event: &cloudevents::Event) -> Result<(), String> {
+    use cloudevents::AttributesReader;
+    if let Some(subject) = event.subject() {
+        if subject.len() > MAX_INDEXED_BYTES {
+            return Err(format!(
+                "attribute `subject` is {} bytes, longer than the limit of {MAX_INDEXED_BYTES} for an indexed attribute",
+                subject.len()
+            ));
+        }
+    }
+    let key = event.source().len() + event.id().len();
+    if key > MAX_INDEXED_BYTES {
+        return Err(format!(
+            "attributes `source` and `id` are {key} bytes together, longer than the limit of {MAX_INDEXED_BYTES} for the event's key"
+        ));
+    }
+    Ok(())
 }
 
 /// Refuses an attribute name or value longer than `MAX_ATTRIBUTE_BYTES`,

@@ -22,18 +22,22 @@
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::filter::CesqlFilter;
+use crate::filter::{self, CesqlFilter, FilterError, INLINE_WORK_UNITS, PAGE_WORK_UNITS};
 use crate::openapi::EventPage;
+use crate::store::attributes::{self, CONTEXT_ATTRIBUTES};
 use crate::store::{Page, PageQuery, Received, Store, StoreError, StoredEvent, Subscriber};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures::{Stream, StreamExt as _};
+use cesql::{Budget, OverBudget};
+use futures::StreamExt as _;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use shared::problem::Problem;
+use shared::validate::{code_point, forbidden_character};
 use std::convert::Infallible;
 use std::sync::Arc;
 use utoipa::IntoParams;
@@ -140,6 +144,20 @@ impl Filter {
                     ))
                 })?,
         };
+        for (name, value) in [
+            ("source", &raw.source),
+            ("type", &raw.ty),
+            ("subject", &raw.subject),
+        ] {
+            if let Some(c) = value.as_deref().and_then(forbidden_character) {
+                // No stored attribute holds one (ingest refuses them), and
+                // PostgreSQL cannot even compare a NUL.
+                return Err(ApiError::BadRequest(format!(
+                    "query parameter `{name}` contains the character {}, which no CloudEvents attribute may hold",
+                    code_point(c)
+                )));
+            }
+        }
         let cesql = match non_empty(raw.filter) {
             None => None,
             Some(text) => Some(Arc::new(CesqlFilter::parse(&text)?)),
@@ -154,14 +172,31 @@ impl Filter {
         })
     }
 
-    fn matches(&self, event: &StoredEvent) -> bool {
+    /// Whether `event` passes, spending `budget` on the CESQL filter.
+    fn matches(&self, event: &StoredEvent, budget: &mut Budget) -> Result<bool, OverBudget> {
         let wanted = |want: &Option<String>, have: Option<&String>| {
             want.as_ref().is_none_or(|w| Some(w) == have)
         };
-        wanted(&self.source, Some(&event.source))
+        let plain = wanted(&self.source, Some(&event.source))
             && wanted(&self.ty, Some(&event.ty))
-            && wanted(&self.subject, event.subject.as_ref())
-            && self.cesql.as_ref().is_none_or(|c| c.matches(event))
+            && wanted(&self.subject, event.subject.as_ref());
+        match &self.cesql {
+            Some(cesql) if plain => cesql.matches(event, budget),
+            _ => Ok(plain),
+        }
+    }
+
+    /// Whether a live event passes: within `INLINE_WORK_UNITS` here, else
+    /// again on the blocking pool with a page's budget (see `filter`).
+    async fn matches_live(&self, event: &StoredEvent) -> Result<bool, PageError> {
+        if let Ok(matched) = self.matches(event, &mut Budget::new(INLINE_WORK_UNITS)) {
+            return Ok(matched);
+        }
+        let (filter, copy) = (self.clone(), event.clone());
+        filter::evaluate(move || filter.matches(&copy, &mut Budget::new(PAGE_WORK_UNITS)))
+            .await
+            .ok_or(PageError::ShuttingDown)?
+            .map_err(|OverBudget| PageError::TooExpensive { seq: event.seq })
     }
 
     /// What the store reads for this filter: the plain parameters and the
@@ -185,6 +220,27 @@ impl Filter {
     fn needs_evaluation(&self) -> bool {
         self.cesql.as_ref().is_some_and(|c| c.needs_evaluation())
     }
+
+    /// Whether each of `rows` passes, in order, until `wanted` have or
+    /// `budget` runs out (then the verdicts stop before the row it ran out
+    /// on). Blocking work: see `filter::evaluate`.
+    fn verdicts(&self, rows: &[StoredEvent], wanted: usize, budget: &mut Budget) -> Vec<bool> {
+        let mut verdicts = Vec::with_capacity(rows.len());
+        let mut matched = 0;
+        for event in rows {
+            if matched == wanted {
+                break;
+            }
+            match self.matches(event, budget) {
+                Ok(verdict) => {
+                    matched += usize::from(verdict);
+                    verdicts.push(verdict);
+                }
+                Err(OverBudget) => break,
+            }
+        }
+        verdicts
+    }
 }
 
 /// The query parameters, or a 400 naming the one that is unknown, repeated
@@ -205,7 +261,8 @@ pub(crate) fn query_params<T: DeserializeOwned>(
     tag = "audit log",
     params(RawFilter),
     responses(
-        (status = 200, description = "A page of stored events. With a `filter` that is evaluated in the service a page examines at most 10,000 rows, so it may hold fewer than `limit` events, even none, and a `next_after` to go on from", body = EventPage),
+        (status = 200, description = "A page of stored events. With a `filter` that is evaluated in the service a page examines at most 10,000 rows and a budget of work, so it may hold fewer than `limit` events, even none, and a `next_after` to go on from", body = EventPage,
+            headers(("Warning" = String, description = "One per attribute the `filter` names that no stored event has had (a likely typo: the filter matches nothing), e.g. `199 audit-service \"no stored event has the attribute `subjekt`; did you mean `subject`?\"`"))),
         (status = 400, description = "A query parameter is invalid; a bad `filter` has `column` and `offset` members", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The store is unavailable", body = Problem, content_type = "application/problem+json"),
     )
@@ -214,7 +271,7 @@ pub(crate) fn query_params<T: DeserializeOwned>(
 async fn list(
     State(state): State<AppState>,
     query: Result<Query<RawFilter>, QueryRejection>,
-) -> Result<Json<Page>, ApiError> {
+) -> Result<Response, ApiError> {
     let raw = query_params(query)?;
     if raw.tail.is_some() {
         return Err(ApiError::BadRequest(
@@ -222,10 +279,9 @@ async fn list(
         ));
     }
     let filter = Filter::parse(raw)?;
-    let page = page(&state.store, &filter, PAGE_MAX_BYTES)
-        .await
-        .map_err(|e| ApiError::Store(Arc::new(e)))?;
-    Ok(Json(page))
+    let page = page(&state.store, &filter, PAGE_MAX_BYTES).await?;
+    let warnings = unknown_attributes(&state.store, filter.cesql.as_deref()).await;
+    Ok(with_warnings(Json(page).into_response(), warnings))
 }
 
 /// The one parameter of `GET /v1/filters/validate`; others are refused.
@@ -247,18 +303,68 @@ struct ValidateParams {
     tag = "audit log",
     params(ValidateParams),
     responses(
-        (status = 204, description = "The filter is valid CESQL and calls only functions that exist, with their arities"),
+        (status = 204, description = "The filter is valid CESQL and calls only functions that exist, with their arities",
+            headers(("Warning" = String, description = "One per attribute the filter names that no stored event has had (a likely typo: the filter matches nothing), e.g. `199 audit-service \"no stored event has the attribute `subjekt`; did you mean `subject`?\"`"))),
         (status = 400, description = "The filter is refused: `detail` says why, `column` (characters from 1) and `offset` (bytes) say where", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn validate(
+    State(state): State<AppState>,
     query: Result<Query<ValidateParams>, QueryRejection>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     let params = query_params(query)?;
+    let mut warnings = Vec::new();
     if !params.filter.is_empty() {
-        CesqlFilter::parse(&params.filter)?;
+        let filter = CesqlFilter::parse(&params.filter)?;
+        warnings = unknown_attributes(&state.store, Some(&filter)).await;
     }
-    Ok(StatusCode::NO_CONTENT)
+    Ok(with_warnings(
+        StatusCode::NO_CONTENT.into_response(),
+        warnings,
+    ))
+}
+
+/// What a `Warning` header says about a filter that names attributes no
+/// stored event has had: valid CESQL that matches nothing, most likely a
+/// typo (`subjekt`). Reads the store's list of names only for a filter that
+/// names something besides the context attributes; a failure to read it
+/// gives no warning rather than fail the request.
+async fn unknown_attributes(store: &Store, filter: Option<&CesqlFilter>) -> Vec<String> {
+    let Some(filter) = filter else {
+        return Vec::new();
+    };
+    let names = filter.attributes();
+    if names.iter().all(|n| CONTEXT_ATTRIBUTES.contains(n)) {
+        return Vec::new();
+    }
+    let stored = match store.attribute_names().await {
+        Ok(stored) => stored,
+        Err(error) => {
+            tracing::warn!(error = ?error, "reading the stored attribute names failed");
+            return Vec::new();
+        }
+    };
+    attributes::unknown(&names, &stored)
+        .into_iter()
+        .map(|(name, closest)| match closest {
+            Some(closest) => format!(
+                "199 audit-service \"no stored event has the attribute `{name}`; did you mean `{closest}`?\""
+            ),
+            None => format!("199 audit-service \"no stored event has the attribute `{name}`\""),
+        })
+        .collect()
+}
+
+/// `response` with one `Warning` header (RFC 9110's warn-code 199, a
+/// miscellaneous warning) per text. Attribute names are lower-case letters
+/// and digits, so the texts are valid header values.
+fn with_warnings(mut response: Response, warnings: Vec<String>) -> Response {
+    for warning in warnings {
+        if let Ok(value) = HeaderValue::from_str(&warning) {
+            response.headers_mut().append(header::WARNING, value);
+        }
+    }
+    response
 }
 
 /// A stored size as a byte count.
@@ -266,28 +372,58 @@ fn bytes(size: i64) -> usize {
     usize::try_from(size).unwrap_or(usize::MAX)
 }
 
+/// Why a page could not be read.
+#[derive(Debug)]
+enum PageError {
+    Store(StoreError),
+    /// One event needs more than a page's work budget.
+    TooExpensive {
+        seq: i64,
+    },
+    /// The blocking pool is gone: the runtime is stopping.
+    ShuttingDown,
+}
+
+impl From<StoreError> for PageError {
+    fn from(error: StoreError) -> Self {
+        PageError::Store(error)
+    }
+}
+
+impl From<PageError> for ApiError {
+    fn from(error: PageError) -> Self {
+        match error {
+            PageError::Store(e) => ApiError::Store(Arc::new(e)),
+            PageError::TooExpensive { seq } => FilterError::TooExpensive { seq }.into(),
+            PageError::ShuttingDown => ApiError::NotReady("the service is shutting down".into()),
+        }
+    }
+}
+
 /// The next page: up to `filter.limit` events and `max_bytes` of their
 /// JSON; at least one when SQL answers alone.
-async fn page(store: &Store, filter: &Filter, max_bytes: usize) -> Result<Page, StoreError> {
+async fn page(store: &Store, filter: &Filter, max_bytes: usize) -> Result<Page, PageError> {
     if filter.needs_evaluation() {
         evaluated_page(store, filter, max_bytes).await
     } else {
-        store.page(&filter.query(), max_bytes).await
+        Ok(store.page(&filter.query(), max_bytes).await?)
     }
 }
 
 /// A page whose filter is partly evaluated here. SQL narrows the rows with
 /// what it can run and measures the next `EXAMINE_MAX_ROWS` of them; they
-/// are read in growing chunks (64 KiB to 1 MiB) and evaluated in seq order
-/// until the page is full or `EXAMINE_MAX_BYTES` were examined. The page's
-/// `next_after` is the last seq examined: the rows up to it that are not on
-/// the page did not match, so the next page loses nothing and repeats
-/// nothing, and it is null only when every row SQL had was examined.
+/// are read in growing chunks (64 KiB to 1 MiB) and evaluated in seq order,
+/// on the blocking pool (`filter::evaluate`), until the page is full, or
+/// `EXAMINE_MAX_BYTES` were examined, or the page's `PAGE_WORK_UNITS` are
+/// spent. The page's `next_after` is the last seq examined: the rows up to
+/// it that are not on the page did not match, so the next page loses
+/// nothing and repeats nothing, and it is null only when every row SQL had
+/// was examined.
 async fn evaluated_page(
     store: &Store,
     filter: &Filter,
     max_bytes: usize,
-) -> Result<Page, StoreError> {
+) -> Result<Page, PageError> {
     let limit = filter.limit as usize;
     let mut query = filter.query();
     let sizes = store.sizes(&query, EXAMINE_MAX_ROWS).await?;
@@ -297,6 +433,7 @@ async fn evaluated_page(
     let mut last_examined: Option<i64> = None;
     let mut next = 0usize;
     let mut chunk_max = EXAMINE_FIRST_CHUNK_BYTES;
+    let mut budget = Budget::new(PAGE_WORK_UNITS);
     while next < sizes.len() {
         // The next chunk: at least one row, within the chunk size and what
         // is left of the budget (the first row of a page is always read).
@@ -325,9 +462,22 @@ async fn evaluated_page(
             break;
         };
         query.after = last_examined.unwrap_or(filter.after);
-        for event in store.events(&query, chunk_last).await? {
+        let rows = store.events(&query, chunk_last).await?;
+        // Matches beyond the one that starts the next page are not needed.
+        let wanted = limit + 1 - events.len();
+        let evaluator = filter.clone();
+        let (rows, verdicts, left) = filter::evaluate(move || {
+            let verdicts = evaluator.verdicts(&rows, wanted, &mut budget);
+            (rows, verdicts, budget)
+        })
+        .await
+        .ok_or(PageError::ShuttingDown)?;
+        budget = left;
+        let evaluated = verdicts.len();
+        let unevaluated = rows.get(evaluated).map(|event| event.seq);
+        for (event, matched) in rows.into_iter().zip(verdicts) {
             let seq = event.seq;
-            if filter.matches(&event) {
+            if matched {
                 let size = event.json.len();
                 if events.len() == limit
                     || (!events.is_empty() && page_bytes.saturating_add(size) > max_bytes)
@@ -342,6 +492,17 @@ async fn evaluated_page(
                 events.push(event);
             }
             last_examined = Some(seq);
+        }
+        if let Some(seq) = unevaluated {
+            // The work budget ran out at `seq`: the page ends before it,
+            // unless it is the page's first row, which no page can afford.
+            return match last_examined {
+                None => Err(PageError::TooExpensive { seq }),
+                Some(_) => Ok(Page {
+                    events,
+                    next_after: last_examined,
+                }),
+            };
         }
         // Rows are never deleted, so the chunk holds exactly the rows
         // measured; its last seq is examined even if it were not.
@@ -377,7 +538,8 @@ async fn evaluated_page(
         ("last-event-id" = Option<i64>, Header, description = "Resume after this seq"),
     ),
     responses(
-        (status = 200, description = "Server-Sent Events: `event: audit` with a stored item as data and its seq as id", body = String, content_type = "text/event-stream"),
+        (status = 200, description = "Server-Sent Events: `event: audit` with a stored item as data and its seq as id", body = String, content_type = "text/event-stream",
+            headers(("Warning" = String, description = "One per attribute the `filter` names that no stored event has had, as on `GET /v1/events`"))),
         (status = 400, description = "A query parameter is invalid; a bad `filter` has `column` and `offset` members", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -385,7 +547,7 @@ async fn stream(
     State(state): State<AppState>,
     headers: HeaderMap,
     query: Result<Query<RawFilter>, QueryRejection>,
-) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+) -> Result<Response, ApiError> {
     let mut raw = query_params(query)?;
     let last_event_id = headers
         .get("last-event-id")
@@ -411,6 +573,7 @@ async fn stream(
         ),
     };
     let mut filter = Filter::parse(raw)?;
+    let warnings = unknown_attributes(&state.store, filter.cesql.as_deref()).await;
     // Subscribe before reading the store so that nothing committed in
     // between is missed; what both deliver is skipped by seq.
     let live = state.store.subscribe();
@@ -442,10 +605,11 @@ async fn stream(
     };
     let events = futures::stream::unfold(tail, |mut tail| async move {
         let event = tail.next().await?;
-        Some((Ok(event), tail))
+        Some((Ok::<_, Infallible>(event), tail))
     })
     .take_until(state.shutdown.clone().cancelled_owned());
-    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+    let sse = Sse::new(events).keep_alive(KeepAlive::default());
+    Ok(with_warnings(sse.into_response(), warnings))
 }
 
 /// One live-tail client's state: where it is (`filter.after`, the last seq
@@ -492,27 +656,22 @@ impl LiveTail {
                         self.page_end = page.next_after;
                         self.page = page.events.into_iter();
                     }
-                    // The response has started, so the error can't be a
-                    // problem+json: log it, tell the client and end, so that
-                    // it reconnects with Last-Event-ID rather than carry on
-                    // past a gap.
-                    Err(e) => {
-                        tracing::error!(error = ?e, "reading stored events for a stream failed");
-                        self.ended = true;
-                        return Some(
-                            SseEvent::default()
-                                .event("error")
-                                .data("reading stored events failed; reconnect to resume"),
-                        );
-                    }
+                    Err(e) => return Some(self.end(e)),
                 }
                 continue;
             }
             match self.live.recv().await {
                 Received::Event(event) => {
-                    if event.seq > self.filter.after && self.filter.matches(&event) {
-                        self.filter.after = event.seq;
-                        return Some(to_sse(&event));
+                    if event.seq <= self.filter.after {
+                        continue;
+                    }
+                    match self.filter.matches_live(&event).await {
+                        Ok(true) => {
+                            self.filter.after = event.seq;
+                            return Some(to_sse(&event));
+                        }
+                        Ok(false) => {}
+                        Err(e) => return Some(self.end(e)),
                     }
                 }
                 Received::Lagged(missed) => {
@@ -525,6 +684,28 @@ impl LiveTail {
                 }
             }
         }
+    }
+}
+
+impl LiveTail {
+    /// The response has started, so an error can't be a problem+json: it
+    /// is logged, told to the client in an `event: error`, and the stream
+    /// ends, so that the client reconnects with Last-Event-ID (or a
+    /// cheaper filter) rather than carry on past a gap.
+    fn end(&mut self, error: PageError) -> SseEvent {
+        self.ended = true;
+        let message = match error {
+            PageError::Store(e) => {
+                tracing::error!(error = ?e, "reading stored events for a stream failed");
+                "reading stored events failed; reconnect to resume".to_owned()
+            }
+            PageError::TooExpensive { seq } => {
+                tracing::info!(seq, "a live tail's filter needs more than its work budget on one event; ending the stream");
+                FilterError::TooExpensive { seq }.to_string()
+            }
+            PageError::ShuttingDown => "the service is shutting down".to_owned(),
+        };
+        SseEvent::default().event("error").data(message)
     }
 }
 

@@ -2,14 +2,15 @@
 
 use std::fmt;
 
-use cloudevents::Event;
-
 use crate::ast::Node;
+use crate::attributes::Attributes;
+use crate::budget::{Budget, OverBudget};
 use crate::error::{EvalError, ParseError};
+use crate::eval::Context;
 use crate::parser;
 use crate::pushdown::{self, Pushdown};
 use crate::validate;
-use crate::value::Value;
+use crate::value::{Scalar, Value};
 
 /// A parsed CESQL expression. Parse once, evaluate against many events; it is
 /// cheap to clone and can be shared between threads.
@@ -46,13 +47,17 @@ impl Expression {
         &self.source
     }
 
-    /// Evaluates against `event`. The result always has a value (CESQL is
-    /// total); when an error happened the value is the one the spec defines
-    /// for it, usually the zero value of the expression's type. Evaluation
-    /// stops at the first error (the spec's fail-fast mode), so the list holds
-    /// at most one error.
-    pub fn evaluate(&self, event: &Event) -> (Value, Vec<EvalError>) {
-        match self.root.eval(event) {
+    /// Evaluates against `event`: the SDK's [`cloudevents::Event`], or the
+    /// JSON format as stored (`serde_json::Map`; see [`Attributes`]). The
+    /// result always has a value (CESQL is total); when an error happened
+    /// the value is the one the spec defines for it, usually the zero value
+    /// of the expression's type. Evaluation stops at the first error (the
+    /// spec's fail-fast mode), so the list holds at most one error. The work
+    /// is unbounded, but no function builds a string longer than
+    /// [`crate::MAX_STRING_BYTES`].
+    pub fn evaluate<E: Attributes + ?Sized>(&self, event: &E) -> (Value, Vec<EvalError>) {
+        let mut cx = Context::new(event, Budget::UNLIMITED);
+        match self.root.eval(&mut cx) {
             Ok(value) => (value.into_value(), Vec::new()),
             Err(failure) => (failure.value.into_value(), vec![failure.error]),
         }
@@ -60,11 +65,57 @@ impl Expression {
 
     /// Whether `event` passes this expression used as a filter: only a
     /// Boolean `true` with no error does (§1.2).
-    pub fn matches(&self, event: &Event) -> bool {
-        matches!(
-            self.root.eval(event),
-            Ok(crate::value::Scalar::Boolean(true))
-        )
+    pub fn matches<E: Attributes + ?Sized>(&self, event: &E) -> bool {
+        let mut budget = Budget::UNLIMITED;
+        self.matches_within(event, &mut budget).unwrap_or(false)
+    }
+
+    /// [`Self::matches`], spending at most what `budget` holds and taking
+    /// what it spent from it; [`OverBudget`] when that was not enough for
+    /// an answer. A service that evaluates filters from people gives each
+    /// request (or each event of a live feed) a budget.
+    pub fn matches_within<E: Attributes + ?Sized>(
+        &self,
+        event: &E,
+        budget: &mut Budget,
+    ) -> Result<bool, OverBudget> {
+        let mut cx = Context::new(event, *budget);
+        let result = self.root.eval(&mut cx);
+        *budget = cx.budget();
+        if cx.exhausted {
+            return Err(OverBudget);
+        }
+        Ok(matches!(result, Ok(Scalar::Boolean(true))))
+    }
+
+    /// The attribute names the expression reads (`subject`, `EXISTS myext`),
+    /// lower case, each once, in order of first appearance. A name no event
+    /// has makes every test of it fail: a service can warn about a typo.
+    pub fn attributes(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = Vec::new();
+        let mut stack = vec![&self.root];
+        while let Some(node) = stack.pop() {
+            match node {
+                Node::Attribute(name) | Node::Exists(name) => {
+                    if !names.contains(&name.as_str()) {
+                        names.push(name);
+                    }
+                }
+                Node::Literal(_) => {}
+                Node::Not(inner) | Node::Negate(inner) => stack.push(inner),
+                Node::Chain { first, rest } => {
+                    stack.extend(rest.iter().rev().map(|(_, operand)| operand));
+                    stack.push(first);
+                }
+                Node::Like { operand, .. } => stack.push(operand),
+                Node::In { operand, set, .. } => {
+                    stack.extend(set.iter().rev());
+                    stack.push(operand);
+                }
+                Node::Call { args, .. } => stack.extend(args.iter().rev()),
+            }
+        }
+        names
     }
 
     /// The equality tests on `id`, `source`, `type` and `subject` that a store

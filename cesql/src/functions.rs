@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 
+use crate::budget::MAX_STRING_BYTES;
 use crate::error::{EvalError, MathError};
 use crate::value::{Scalar, Type};
 
@@ -118,7 +119,38 @@ impl Builtin {
     }
 
     /// Runs the function on arguments already cast to [`Self::param_type`].
-    pub(crate) fn call<'a>(self, mut args: Vec<Scalar<'a>>) -> Outcome<'a> {
+    /// A string result longer than [`MAX_STRING_BYTES`] is not built: the
+    /// function fails instead (see `budget`).
+    pub(crate) fn call<'a>(self, args: Vec<Scalar<'a>>) -> Outcome<'a> {
+        use Builtin::*;
+        // CONCAT and CONCAT_WS are measured before they build; LOWER and
+        // UPPER grow a string by at most three times, from an input that
+        // is a bounded string or an attribute.
+        let built = match self {
+            Concat => Some(string_lengths(&args)),
+            ConcatWs => {
+                let separator = args.first().map_or(0, string_length);
+                let parts = args.len().saturating_sub(1);
+                Some(
+                    string_lengths(args.get(1..).unwrap_or_default())
+                        .saturating_add(separator.saturating_mul(parts.saturating_sub(1))),
+                )
+            }
+            _ => None,
+        };
+        if let Some(length) = built.filter(|l| *l > MAX_STRING_BYTES) {
+            return too_long(self, length);
+        }
+        let (value, error) = self.run(args);
+        if let Scalar::String(s) = &value {
+            if s.len() > MAX_STRING_BYTES {
+                return too_long(self, s.len());
+            }
+        }
+        (value, error)
+    }
+
+    fn run<'a>(self, mut args: Vec<Scalar<'a>>) -> Outcome<'a> {
         use Builtin::*;
         // Arguments are popped from the back, so they are taken in reverse order.
         match self {
@@ -180,6 +212,34 @@ impl Builtin {
             }
         }
     }
+}
+
+/// The bytes of `arg` as a string (its String cast for the other types,
+/// which are a few bytes).
+fn string_length(arg: &Scalar<'_>) -> usize {
+    match arg {
+        Scalar::String(s) => s.len(),
+        _ => 11,
+    }
+}
+
+fn string_lengths(args: &[Scalar<'_>]) -> usize {
+    args.iter()
+        .map(string_length)
+        .fold(0, usize::saturating_add)
+}
+
+/// The failure of a function whose result would be `length` bytes.
+fn too_long(function: Builtin, length: usize) -> Outcome<'static> {
+    (
+        Scalar::String(Cow::Borrowed("")),
+        Some(EvalError::FunctionEvaluation {
+            function: function.name(),
+            reason: format!(
+                "the result would be {length} bytes, more than the limit of {MAX_STRING_BYTES}"
+            ),
+        }),
+    )
 }
 
 /// The parser resolved the arity and the evaluator cast every argument, so a
@@ -331,6 +391,30 @@ mod tests {
             call(Builtin::ConcatWs, vec![s(", ")]),
             (String::new(), None)
         );
+    }
+
+    #[test]
+    fn strings_longer_than_the_limit_are_not_built() {
+        let quarter = Scalar::String(Cow::Owned("x".repeat(MAX_STRING_BYTES / 4)));
+        let (value, error) = Builtin::Concat.call(vec![quarter.clone(); 4]);
+        assert_eq!(value.into_value().to_string().len(), MAX_STRING_BYTES);
+        assert_eq!(error, None);
+        let (value, error) = Builtin::Concat.call(vec![quarter.clone(); 5]);
+        assert_eq!(value.into_value().to_string(), "");
+        assert_eq!(
+            error.map(|e| e.kind()),
+            Some(crate::ErrorKind::FunctionEvaluation)
+        );
+        let parts = vec![quarter.clone(), s("a"), s("b"), s("c"), s("d"), s("e")];
+        let (_, error) = Builtin::ConcatWs.call(parts);
+        assert_eq!(
+            error.map(|e| e.kind()),
+            Some(crate::ErrorKind::FunctionEvaluation)
+        );
+        // `ŉ` (2 bytes) upper-cases to `ʼN` (3 bytes).
+        let growing = Scalar::String(Cow::Owned("ŉ".repeat(MAX_STRING_BYTES / 2 - 8)));
+        let (_, error) = Builtin::Upper.call(vec![growing]);
+        assert!(error.is_some());
     }
 
     #[test]

@@ -17,10 +17,14 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! The crate follows the v1.0.0 specification and passes its TCK (see the
-//! README for the cases and the one documented difference).
+//! The crate follows the v1.0.0 specification and passes every case of its
+//! TCK (see the README). Events are read through [`Attributes`]: the SDK's
+//! `Event`, or a CloudEvent in the JSON format read exactly as written.
+//! [`Expression::matches_within`] bounds the work of one evaluation.
 
 mod ast;
+mod attributes;
+mod budget;
 mod error;
 mod eval;
 mod expression;
@@ -32,6 +36,8 @@ mod pushdown;
 mod validate;
 mod value;
 
+pub use attributes::{Attribute, Attributes};
+pub use budget::{Budget, OverBudget, MAX_STRING_BYTES};
 pub use error::{ErrorKind, EvalError, MathError, ParseError};
 pub use expression::Expression;
 pub use parser::MAX_DEPTH;

@@ -331,7 +331,8 @@ def rust_binaries(audit_binary):
 
 @pytest.fixture(scope="session")
 def go_programs():
-    for name in ["http-sender", "http-receiver", "kafka-sender", "kafka-receiver", "nats-sender", "nats-receiver"]:
+    for name in ["http-sender", "http-receiver", "kafka-sender", "kafka-receiver", "nats-sender", "nats-receiver",
+                 "nats-plain-receiver"]:
         require_file(GOBIN / name, "Run interop/run.sh (it builds the Go programs).")
     return GOBIN
 
@@ -419,10 +420,10 @@ class UserService:
         assert 200 <= r.status_code < 300, f"DELETE /v1/users/{uid} -> {r.status_code} {r.text}"
 
 
-def start_user(tmp, transport, audit_url=None, topic=None, nats=None):
+def start_user(tmp, transport, audit_url=None, topic=None, nats=None, **extra):
     port = free_port()
     env = service_env(tmp, transport, LISTEN_ADDR=f"127.0.0.1:{port}", AUDIT_URL=audit_url, KAFKA_TOPIC=topic,
-                      **(nats.env() if nats else {}))
+                      **(nats.env() if nats else {}), **extra)
     env["DATABASE_URL"] = f"sqlite://{tmp}/db/users.db"
     proc = Proc(f"user-{transport}-{port}", [USER_BIN], env=env, log_dir=tmp)
     wait_ready(proc, port, "user-service")
@@ -479,6 +480,15 @@ def start_nats_receiver(tmp, names):
     out = tmp / f"go-nats-{names.stream}.jsonl"
     argv = [GOBIN / "nats-receiver", "-url", NATS_URL, "-stream", names.stream, "-subject", names.subject, "-out", out]
     proc = Proc("go-nats-receiver", argv, log_dir=tmp)
+    return Receiver(proc, out, topic=names.subject)
+
+
+def start_nats_plain_receiver(tmp, names):
+    """The Go SDK's plain (core) NATS consumer on the test's subject: what a
+    subscriber that knows nothing of JetStream runs."""
+    out = tmp / f"go-nats-plain-{names.stream}.jsonl"
+    argv = [GOBIN / "nats-plain-receiver", "-url", NATS_URL, "-subject", names.subject, "-out", out]
+    proc = Proc("go-nats-plain-receiver", argv, log_dir=tmp)
     return Receiver(proc, out, topic=names.subject)
 
 

@@ -1,6 +1,7 @@
 """2 and 3 (Rust -> SDK): what user-service publishes, over HTTP and Kafka, is
 decoded by the Go and Python CloudEvents SDKs attribute by attribute, and over
-NATS JetStream by the Go SDK; arbitrary events published through
+NATS JetStream by the Go SDK (and by its plain NATS binding in structured
+mode, the one mode it reads); arbitrary events published through
 user-service's publisher (examples/send_event) too."""
 
 import json
@@ -19,9 +20,11 @@ from conftest import (
     service_env,
     start_http_receiver,
     start_kafka_receiver,
+    start_nats_plain_receiver,
     start_nats_receiver,
     start_user,
     unique,
+    wait_for,
 )
 from vectors import make_events
 
@@ -126,6 +129,44 @@ def test_user_service_nats_to_go_sdk_receiver(rust_binaries, go_programs, nats_s
         us.update(u["id"], name + " v2")
         us.delete(u["id"])
         check_user_events(rcv, u["id"], name, name + " v2", pw, "nats", decode=decode_nats_go)
+    finally:
+        us.proc.stop()
+        rcv.proc.stop()
+
+
+@pytest.mark.parametrize("mode", ["structured", "binary"])
+def test_a_plain_nats_go_subscriber_reads_user_service_in_structured_mode_only(
+        rust_binaries, go_programs, nats_server, tmpdir_keep, mode):
+    """sdk-go's plain NATS binding (v2.16.2) reads structured mode only, as
+    the README says: such a subscriber needs NATS_CONTENT_MODE=structured."""
+    names = NatsNames("plain")
+    us = start_user(tmpdir_keep, "nats", nats=names, NATS_CONTENT_MODE=mode)
+    rcv = start_nats_plain_receiver(tmpdir_keep, names)
+    try:
+        # A core NATS subscriber gets only what is published after it has
+        # subscribed: create users until the first reaches it.
+        def arrived():
+            us.create(unique("warm-up"), "12345")
+            return rcv.lines()
+        wait_for(arrived, 30, "a first message at the plain subscriber", interval=1)
+        name = unique("Plain")
+        u = us.create(name, "12345")
+        us.update(u["id"], name + " v2")
+        us.delete(u["id"])
+
+        def mine():
+            lines = rcv.lines()
+            ours = [l for l in lines if l.get("event", {}).get("subject") == u["id"]]
+            if mode == "binary":
+                # Nothing decodes; every message of the test is an error.
+                return len(lines) >= 4 and lines
+            return len(ours) >= 3 and ours
+        lines = wait_for(mine, 30, f"the user's events at the plain subscriber ({mode})")
+        if mode == "structured":
+            assert [l["event"]["type"] for l in lines] == ["user.storeUser", "user.updateUser", "user.deleteUser"]
+            assert lines[0]["event"]["data"] == {"id": u["id"], "name": name}
+        else:
+            assert all("event" not in l and l.get("error") for l in lines), lines
     finally:
         us.proc.stop()
         rcv.proc.stop()

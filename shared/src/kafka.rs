@@ -12,12 +12,59 @@
 
 use crate::config::KafkaConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The context of a Kafka client that has no other job: librdkafka's log
+/// lines and error reports, as rdkafka's default context logs them, with
+/// credentials masked.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Redacting;
+
+impl rdkafka::ClientContext for Redacting {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        log(level, fac, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        report(&error, reason);
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for Redacting {}
+
+/// A librdkafka log line, at the level rdkafka's default context gives it,
+/// with every URL-like word through `redact::in_text`.
+pub fn log(level: RDKafkaLogLevel, fac: &str, message: &str) {
+    let message = crate::redact::in_text(message);
+    match level {
+        RDKafkaLogLevel::Emerg
+        | RDKafkaLogLevel::Alert
+        | RDKafkaLogLevel::Critical
+        | RDKafkaLogLevel::Error => {
+            tracing::error!(target: "librdkafka", "librdkafka: {fac} {message}")
+        }
+        RDKafkaLogLevel::Warning => {
+            tracing::warn!(target: "librdkafka", "librdkafka: {fac} {message}")
+        }
+        RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+            tracing::info!(target: "librdkafka", "librdkafka: {fac} {message}")
+        }
+        RDKafkaLogLevel::Debug => {
+            tracing::debug!(target: "librdkafka", "librdkafka: {fac} {message}")
+        }
+    }
+}
+
+/// A librdkafka error report, as rdkafka's default context logs it, masked.
+pub fn report(error: &KafkaError, reason: &str) {
+    let reason = crate::redact::in_text(reason);
+    tracing::error!("librdkafka: {error}: {reason}");
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaConfigError {
@@ -112,8 +159,8 @@ pub fn client_config(
 /// does not answer within `timeout` leaves a consumer to wait for the topic,
 /// which is normal on a fresh cluster, not an error.
 pub async fn create_topics(config: &KafkaConfig, topics: &[&str], timeout: Duration) {
-    let admin: AdminClient<DefaultClientContext> =
-        match client_config(config, &[], &[]).and_then(|c| Ok(c.create()?)) {
+    let admin: AdminClient<Redacting> =
+        match client_config(config, &[], &[]).and_then(|c| Ok(c.create_with_context(Redacting)?)) {
             Ok(admin) => admin,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot create Kafka topics: no admin client");
@@ -169,7 +216,7 @@ struct ProbeContext {
 impl ProbeContext {
     fn keep(&self, reason: &str) {
         if let Ok(mut last) = self.last_error.lock() {
-            *last = Some(crate::redact::urls(reason));
+            *last = Some(crate::redact::in_text(reason));
         }
     }
 }
@@ -179,6 +226,10 @@ impl rdkafka::ClientContext for ProbeContext {
     /// polls would repeat it.
     fn error(&self, _error: rdkafka::error::KafkaError, reason: &str) {
         self.keep(reason);
+    }
+
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        log(level, fac, message);
     }
 }
 

@@ -53,8 +53,9 @@ impl fmt::Debug for NatsAuth {
     }
 }
 
-/// NATS settings both services read.
-#[derive(Debug, Clone)]
+/// NATS settings both services read. Its `Debug` shows `url` through
+/// `redact::urls`: a NATS URL can carry a token or a password.
+#[derive(Clone)]
 pub struct NatsConfig {
     /// `NATS_URL`: one server or a comma-separated list.
     pub url: String,
@@ -63,6 +64,17 @@ pub struct NatsConfig {
     /// `NATS_SUBJECT`: where user-service publishes.
     pub subject: String,
     pub auth: NatsAuth,
+}
+
+impl fmt::Debug for NatsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsConfig")
+            .field("url", &crate::redact::urls(&self.url))
+            .field("stream", &self.stream)
+            .field("subject", &self.subject)
+            .field("auth", &self.auth)
+            .finish()
+    }
 }
 
 /// The defaults: a server on loopback, the `AUDIT` stream, no credentials.
@@ -155,11 +167,14 @@ impl NatsConfig {
         options.connect(self.url.as_str()).await
     }
 
-    /// Names the server for logs, without credentials.
+    /// Names the server for logs, without credentials (the URLs through
+    /// `redact::urls`: a token or password in `NATS_URL` stays out).
     pub fn describe(&self) -> String {
         format!(
             "nats {} stream {} subject {}",
-            self.url, self.stream, self.subject
+            crate::redact::urls(&self.url),
+            self.stream,
+            self.subject
         )
     }
 }

@@ -4,6 +4,10 @@
 //! type, extension names must be lower-case ASCII letters and digits, and no
 //! extension may take the name of a context attribute or of a member the JSON
 //! format reserves (`data`, `data_base64`).
+//!
+//! It also holds the type system's rule for String values
+//! ([`forbidden_character`]), which the receiving side applies to every
+//! attribute value as it arrives.
 
 use cloudevents::{AttributesReader, Event};
 
@@ -23,6 +27,24 @@ pub enum InvalidEvent {
          JSON event format, so it cannot be an extension"
     )]
     ReservedName(String),
+}
+
+/// The first character of `value` that the CloudEvents type system forbids
+/// in a String: the control characters U+0000-U+001F and U+007F-U+009F, and
+/// the Unicode noncharacters (U+FDD0-U+FDEF, and the last two code points of
+/// every plane). Surrogates cannot occur in a Rust string. Besides the
+/// spec, a NUL is a value PostgreSQL's `text` cannot hold at all, and a line
+/// break forges lines in logs and headers.
+pub fn forbidden_character(value: &str) -> Option<char> {
+    value.chars().find(|&c| {
+        let code = u32::from(c);
+        c.is_control() || (0xFDD0..=0xFDEF).contains(&code) || code & 0xFFFE == 0xFFFE
+    })
+}
+
+/// How an error message names a character: `U+0000`.
+pub fn code_point(c: char) -> String {
+    format!("U+{:04X}", u32::from(c))
 }
 
 /// Members of the JSON event format that are not attributes of the event's
@@ -90,6 +112,30 @@ mod tests {
 
     fn event() -> EventBuilderV10 {
         EventBuilderV10::new().id("1").source("/s").ty("t")
+    }
+
+    #[test]
+    fn strings_may_not_hold_control_characters_or_noncharacters() {
+        for bad in [
+            "a\u{0}b",
+            "\u{1f}",
+            "line\nbreak",
+            "tab\t",
+            "\u{7f}",
+            "\u{9f}",
+            "\u{fdd0}",
+            "\u{fffe}",
+            "\u{10ffff}",
+        ] {
+            assert!(forbidden_character(bad).is_some(), "{bad:?}");
+        }
+        for good in [
+            "", "plain", "Grüße", "日本", "\u{a0}", "\u{fdcf}", "\u{fffd}", "😀",
+        ] {
+            assert_eq!(forbidden_character(good), None, "{good:?}");
+        }
+        assert_eq!(code_point('\0'), "U+0000");
+        assert_eq!(code_point('\u{9f}'), "U+009F");
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! is known to be well-formed, and shared::validate adds the spec's rules
 //! the SDK does not enforce.
 
-use crate::limits::{check_attribute_size, MAX_BATCH_EVENTS};
+use crate::limits::{check_attribute_size, check_indexed_sizes, MAX_BATCH_EVENTS};
 use chrono::{DateTime, Utc};
 use cloudevents::event::SpecVersion;
 use cloudevents::message::Error as MessageError;
@@ -18,7 +18,7 @@ use shared::binding::{
     is_cloudevents_media_type, is_json_media_type, BinaryMessage, STRUCTURED_JSON,
 };
 use shared::cloudevents;
-use shared::validate::{validate, InvalidEvent};
+use shared::validate::{code_point, forbidden_character, validate, InvalidEvent};
 use std::cell::RefCell;
 
 /// Why a message is not a CloudEvent we store. The `Display` text is what
@@ -55,6 +55,10 @@ pub enum DecodeError {
     /// See `crate::limits::MAX_ATTRIBUTE_BYTES`.
     #[error("{0}")]
     AttributeTooLarge(String),
+    /// A valid event the database refused for a value in it (broker
+    /// consumers dead-letter it with this reason).
+    #[error("the audit store refused the event: {0}")]
+    Unstorable(String),
     /// See `crate::limits::MAX_BATCH_EVENTS`.
     #[error("a batch may hold at most {max} events; this one has {count}")]
     TooManyEvents { count: usize, max: usize },
@@ -248,9 +252,11 @@ pub fn binary(message: BinaryMessage) -> Result<Decoded, DecodeError> {
     if let Some(content_type) = &message.content_type {
         check_attribute_size("datacontenttype", content_type)
             .map_err(DecodeError::AttributeTooLarge)?;
+        check_characters("datacontenttype", content_type)?;
     }
     let event = message.into_event().map_err(from_message_error)?;
     validate(&event)?;
+    check_indexed_sizes(&event).map_err(DecodeError::AttributeTooLarge)?;
     check_v03_json_body(&event)?;
     as_received.schema(&event, schema);
     Ok(Decoded { event, as_received })
@@ -360,6 +366,7 @@ fn from_json(value: Value) -> Result<Decoded, DecodeError> {
     let event: Event = serde_json::from_value(Value::Object(map))
         .map_err(|e| DecodeError::Other(e.to_string()))?;
     validate(&event)?;
+    check_indexed_sizes(&event).map_err(DecodeError::AttributeTooLarge)?;
     as_received.schema(&event, schema);
     Ok(Decoded { event, as_received })
 }
@@ -406,12 +413,15 @@ fn is_present(value: Option<&Value>) -> bool {
     value.is_some_and(|v| !v.is_null())
 }
 
-/// The typed attributes whose string form the SDK parses.
+/// Every attribute value that is a string: the characters the type system
+/// allows, then, for the typed attributes whose string form the SDK parses,
+/// that form.
 fn check_string_attribute(
     version: &SpecVersion,
     name: &str,
     value: &str,
 ) -> Result<(), DecodeError> {
+    check_characters(name, value)?;
     match name {
         "time" => DateTime::parse_from_rfc3339(value)
             .map(|_| ())
@@ -419,6 +429,22 @@ fn check_string_attribute(
         "dataschema" if matches!(version, SpecVersion::V10) => is_absolute_uri(name, value),
         "schemaurl" if matches!(version, SpecVersion::V03) => is_absolute_uri(name, value),
         _ => Ok(()),
+    }
+}
+
+/// A String may not hold control characters or noncharacters (the type
+/// system of the CloudEvents spec); the error names the first one, never
+/// quoting the value.
+fn check_characters(name: &str, value: &str) -> Result<(), DecodeError> {
+    match forbidden_character(value) {
+        None => Ok(()),
+        Some(c) => Err(DecodeError::invalid(
+            name,
+            format!(
+                "it contains the control character or noncharacter {}, which CloudEvents strings may not hold",
+                code_point(c)
+            ),
+        )),
     }
 }
 

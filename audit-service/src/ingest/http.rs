@@ -60,6 +60,7 @@ pub fn router(max_body_bytes: usize) -> OpenApiRouter<AppState> {
         (status = 400, description = "Not a valid CloudEvent; the detail names the attribute", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body is larger than MAX_BODY_BYTES", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Neither binary, structured nor batch mode", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A valid CloudEvent the database refused for a value in it; sending it again meets the same answer (a batch's other events are stored)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The store is unavailable; nothing was stored, send again", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -74,11 +75,27 @@ async fn receive(
         .map(EventRow::from_decoded)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ApiError::Store(Arc::new(e.into())))?;
-    state
+    let batch = rows.len() > 1;
+    let outcome = state
         .store
         .write_rows(rows, Transport::Http)
         .await
         .map_err(|failed| ApiError::Store(failed.error))?;
+    if let Some(refused) = outcome.refused.first() {
+        metrics::counter!("audit_events_rejected_total", "transport" => Transport::Http.as_str())
+            .increment(1);
+        // The database's words stay in the log (the writer's line): they
+        // name its indexes and encodings, not the client's mistake.
+        let what = if batch {
+            format!(
+                "batch event {}: the audit store cannot hold it (the database refused a value in it); the batch's other events are stored",
+                refused.index
+            )
+        } else {
+            "the audit store cannot hold this event (the database refused a value in it); it is not stored".to_owned()
+        };
+        return Err(ApiError::Unstorable(what));
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

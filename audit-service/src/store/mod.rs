@@ -19,6 +19,7 @@
 //! the table (`tail_poll`), so it shows every replica's events.
 
 mod annotate;
+pub mod attributes;
 mod page;
 mod postgres;
 mod sqlite;
@@ -37,6 +38,7 @@ use shared::cloudevents;
 use shared::config::Transport;
 use shared::db::Kind;
 use shared::tracecontext;
+use std::collections::HashSet;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
@@ -66,6 +68,9 @@ pub struct EventRow {
     /// The event's trace context (the distributed-tracing extension), for
     /// the log line and the store span after the commit.
     pub trace: Option<TraceContext>,
+    /// A fingerprint of its extension names (`attributes::fingerprint`), so
+    /// the writer records the names of a set it has not seen.
+    pub extensions: u64,
 }
 
 /// An event's `traceparent`, and its `tracestate` when spans are exported
@@ -124,6 +129,7 @@ impl EventRow {
                 .map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
             json,
             trace: TraceContext::of(event),
+            extensions: attributes::fingerprint(event.iter_extensions().map(|(name, _)| name)),
         })
     }
 }
@@ -173,11 +179,26 @@ impl Serialize for StoredEvent {
     }
 }
 
-/// What a write did: new rows and duplicates that were already there.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What a write did: new rows, duplicates that were already there, and
+/// rows the database refused for what they hold.
+#[derive(Debug, Default)]
 pub struct WriteOutcome {
     pub stored: usize,
     pub duplicates: usize,
+    /// Rows the database refused for a value in them, in request order; the
+    /// request's other rows are stored (see `writer`).
+    pub refused: Vec<Refused>,
+}
+
+/// A row the database refused for a value in it: it would be refused
+/// again, so a sender must not retry it, and a broker consumer
+/// dead-letters it.
+#[derive(Debug)]
+pub struct Refused {
+    /// Where the row was in its request.
+    pub index: usize,
+    pub row: EventRow,
+    pub error: Arc<StoreError>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -193,6 +214,43 @@ pub enum StoreError {
     /// Recording an erasure as an event failed.
     #[error("failed to record an erasure: {0}")]
     Record(String),
+}
+
+impl StoreError {
+    /// The error and its causes on one line (`database error: invalid byte
+    /// sequence ...`), for a dead letter's reason.
+    pub fn describe(&self) -> String {
+        let mut text = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(error) = cause {
+            text.push_str(": ");
+            text.push_str(&error.to_string());
+            cause = error.source();
+        }
+        text
+    }
+
+    /// True when the database refused the statement for the data in it (a
+    /// value it cannot hold, a constraint), so the same rows would be
+    /// refused again; false for everything that may pass on a retry (a
+    /// connection lost, a lock timeout, the writer gone).
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            // SQLSTATE classes 22 (data exception: a NUL in text), 23
+            // (integrity constraint violation) and 54 (program limit
+            // exceeded: an index entry over the b-tree limit).
+            StoreError::Database(sqlx::Error::Database(e)) => e
+                .code()
+                .is_some_and(|code| ["22", "23", "54"].iter().any(|c| code.starts_with(c))),
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.code,
+                rusqlite::ErrorCode::ConstraintViolation
+                    | rusqlite::ErrorCode::TooBig
+                    | rusqlite::ErrorCode::TypeMismatch
+            ),
+            _ => false,
+        }
+    }
 }
 
 /// A write that did not commit. The rows come back so that a caller that
@@ -407,6 +465,16 @@ impl Store {
         };
         annotate::annotate(&self.readers, &mut events).await?;
         Ok(events)
+    }
+
+    /// Every extension name a stored event has had (`attributes`).
+    pub async fn attribute_names(&self) -> Result<HashSet<String>, StoreError> {
+        const SQL: &str = "SELECT name FROM event_attributes";
+        let names: Vec<String> = match &self.readers {
+            Readers::Sqlite(pool) => sqlx::query_scalar(SQL).fetch_all(pool).await?,
+            Readers::Postgres(pool) => sqlx::query_scalar(SQL).fetch_all(pool).await?,
+        };
+        Ok(names.into_iter().collect())
     }
 
     /// The newest seq, 0 for an empty store.

@@ -120,9 +120,31 @@ impl BatchWriter for PgWriter {
                 Some(connection) => connection,
                 None => self.pool.acquire().await?,
             };
-            let inserted = insert(&mut connection, rows, received_at).await?;
+            let inserted = insert(&mut connection, rows, received_at).await;
+            // A refusal leaves the connection as it was (the statement's
+            // implicit transaction rolled back); any other error may not.
+            if inserted.as_ref().is_ok() || inserted.as_ref().is_err_and(StoreError::is_refusal) {
+                self.connection = Some(connection);
+            }
+            inserted
+        })
+    }
+
+    fn record_attributes(&mut self, names: &[String]) -> Result<(), StoreError> {
+        self.runtime.block_on(async {
+            let mut connection = match self.connection.take() {
+                Some(connection) => connection,
+                None => self.pool.acquire().await?,
+            };
+            sqlx::query(
+                "INSERT INTO event_attributes (name) SELECT unnest($1::text[]) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(names)
+            .execute(&mut *connection)
+            .await?;
             self.connection = Some(connection);
-            Ok(inserted)
+            Ok(())
         })
     }
 

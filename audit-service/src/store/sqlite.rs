@@ -213,20 +213,36 @@ impl BatchWriter for SqliteWriter {
     fn run_job(&mut self, job: super::WriterJob) {
         job(&mut self.conn);
     }
+
+    fn record_attributes(&mut self, names: &[String]) -> Result<(), StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut insert =
+                tx.prepare_cached("INSERT OR IGNORE INTO event_attributes (name) VALUES (?1)")?;
+            for name in names {
+                insert.execute([name])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Version and SHA-384 of each migration as databases created before
-    /// the move recorded them: moving a file must not change either, or
-    /// every existing database would refuse to start.
+    /// Version and SHA-384 of each migration as databases recorded them
+    /// (the first two before they moved): moving or editing a file must not
+    /// change either, or every existing database would refuse to start.
     #[test]
     fn moved_migrations_keep_the_versions_and_checksums_databases_recorded() {
         let recorded = [
             (20250101000000, "586aa22813077c2dc89957b99d33eb095f78995465aa17b37abf84963cc3b4bd1c19730d61e41deb383186d4784683c9"),
             (20261127000000, "29cdd7f47fb519d3fad56842eab8dda8defc8c1ff51a4f7515b1ab79c419d8152682530a9eb05b147894242b45677c47"),
+            (20261215000000, "946d1139ccf6c5bf963374d545e8468da95bd3085887784640db73a2b059919e1c8466ef6c82572e330ee8aec3a30a58"),
         ];
         let migrator = migrator();
         for (version, checksum) in recorded {

@@ -12,10 +12,23 @@
 //! hops. What happens after a commit (the log line per event, metrics, the
 //! live tail's feed, `tail`) runs on a second thread, so the writer goes back
 //! to its queue as soon as the waiters have their answers.
+//!
+//! A shared transaction must not make one client's bad event everybody's
+//! failure. When the database refuses a batch for the data in it (a value
+//! it cannot hold, a constraint: `StoreError::is_refusal`), the writer
+//! splits the batch in halves and commits each on its own, down to the
+//! rows it refuses: those, and only those, come back as `Refused`, and every
+//! other row is stored. Ingest validation keeps such rows out (control
+//! characters, indexed values over PostgreSQL's limit), so this is the
+//! safety net for what it does not foresee; k refused rows among n cost
+//! at most 2k * ceil(log2 n) more transactions. A failure that may pass on a
+//! retry (the database away) still fails the whole batch for its senders
+//! to retry.
 
+use super::attributes::Recorded;
 use super::{
-    Command, EventRow, StoreError, StoredEvent, Tail, TraceContext, WriteFailed, WriteOutcome,
-    WriteRequest, WriterJob,
+    Command, EventRow, Refused, StoreError, StoredEvent, Tail, TraceContext, WriteFailed,
+    WriteOutcome, WriteRequest, WriterJob,
 };
 use chrono::{SecondsFormat, Utc};
 use opentelemetry::global::BoxedTracer;
@@ -52,6 +65,10 @@ pub trait BatchWriter: Send + 'static {
     /// Runs a job on the writer's connection (`Store::run_on_writer`; sent
     /// on SQLite only).
     fn run_job(&mut self, job: WriterJob);
+
+    /// Adds extension names to the names stored events have had
+    /// (`attributes`), keeping those already there; committed on its own.
+    fn record_attributes(&mut self, names: &[String]) -> Result<(), StoreError>;
 }
 
 /// Where committed events go besides the log.
@@ -105,8 +122,9 @@ impl WriterHandle {
 /// A committed batch on its way to the log and the live tail.
 struct Committed {
     rows: Vec<StoredEvent>,
-    /// Per request: its transport and outcome, for the counters.
-    outcomes: Vec<(Transport, WriteOutcome)>,
+    /// Per request: its transport, rows stored and duplicates, for the
+    /// counters.
+    outcomes: Vec<(Transport, (usize, usize))>,
     /// When its transaction began and committed: the store spans' times.
     began: SystemTime,
     committed: SystemTime,
@@ -140,6 +158,7 @@ fn run(
     jobs: std::sync::mpsc::Receiver<WriterJob>,
     committed: std::sync::mpsc::SyncSender<Committed>,
 ) {
+    let mut recorded = Recorded::default();
     // After `close` the queue still yields what it holds, then `None`.
     loop {
         // Jobs first: each waits for one batch at most.
@@ -180,45 +199,114 @@ fn run(
             .iter()
             .flat_map(|r| r.rows.iter().map(|row| (row, r.transport)))
             .collect();
-        let result = backend.insert_batch(&rows, &received_at);
+        // Before the events, so no stored event has a name not recorded; a
+        // failure only delays the names to a later batch.
+        let (names, fingerprints) = recorded.new_names(rows.iter().map(|(row, _)| *row));
+        if !fingerprints.is_empty() {
+            match backend.record_attributes(&names) {
+                Ok(()) => recorded.remember(fingerprints),
+                Err(error) => {
+                    tracing::warn!(error = ?error, "recording the attribute names of new events failed")
+                }
+            }
+        }
+        let mut results = Vec::with_capacity(rows.len());
+        insert_splitting(&mut backend, &rows, &received_at, &mut results);
         drop(rows);
         metrics::histogram!("audit_commit_batch_events").record(events as f64);
         metrics::histogram!("audit_commit_duration_seconds")
             .record(started.elapsed().as_secs_f64());
-        match result {
-            Ok(seqs) => {
-                let mut done = answer(batch, seqs, &received_at);
-                done.began = began;
-                done.committed = SystemTime::now();
-                // Only fails when the logger thread is gone, i.e. panicked;
-                // the events are stored and answered either way.
-                let _ = committed.send(done);
-            }
-            Err(e) => {
-                tracing::error!(error = ?e, events, "failed to commit audit events");
-                let e = Arc::new(e);
-                for request in batch {
-                    let _ = request.reply.send(Err(WriteFailed {
-                        error: e.clone(),
-                        rows: request.rows,
-                    }));
-                }
-            }
+        let mut done = answer(batch, results, &received_at);
+        done.began = began;
+        done.committed = SystemTime::now();
+        let counted = done.outcomes.iter().any(|(_, (s, d))| s + d > 0);
+        if counted {
+            // Only fails when the logger thread is gone, i.e. panicked;
+            // the events are stored and answered either way.
+            let _ = committed.send(done);
         }
     }
 }
 
-/// Answers every request of a committed batch and turns its new rows into
-/// stored events, moving the rows rather than copying them.
-fn answer(batch: Vec<WriteRequest>, seqs: Vec<Option<i64>>, received_at: &Arc<str>) -> Committed {
-    let mut seqs = seqs.into_iter();
+/// What became of one row.
+#[derive(Debug, Clone)]
+enum RowResult {
+    Stored(i64),
+    Duplicate,
+    /// The database refused the row for what it holds.
+    Refused(Arc<StoreError>),
+    /// Its transaction failed for a reason a retry may not meet.
+    Failed(Arc<StoreError>),
+}
+
+/// Inserts `rows` in one transaction, or, when the database refuses them
+/// for their data, each half on its own, recursively (see the module
+/// header). Pushes one result per row, in order. Returns false once a
+/// failure that is not a refusal has happened: the rows after it are then
+/// failed with it rather than tried, since the database is likely away.
+fn insert_splitting(
+    backend: &mut impl BatchWriter,
+    rows: &[(&EventRow, Transport)],
+    received_at: &str,
+    results: &mut Vec<RowResult>,
+) -> bool {
+    let error = match backend.insert_batch(rows, received_at) {
+        Ok(seqs) => {
+            results.extend(
+                seqs.into_iter()
+                    .map(|seq| seq.map_or(RowResult::Duplicate, RowResult::Stored)),
+            );
+            return true;
+        }
+        Err(error) => error,
+    };
+    if error.is_refusal() && rows.len() > 1 {
+        let (first, second) = rows.split_at(rows.len() / 2);
+        if insert_splitting(backend, first, received_at, results) {
+            return insert_splitting(backend, second, received_at, results);
+        }
+        let failed = match results.last() {
+            Some(RowResult::Failed(e)) => e.clone(),
+            _ => Arc::new(StoreError::WriterGone),
+        };
+        results.extend(std::iter::repeat_n(RowResult::Failed(failed), second.len()));
+        return false;
+    }
+    let error = Arc::new(error);
+    if error.is_refusal() {
+        let (row, _) = rows[0];
+        tracing::warn!(
+            error = ?error, source = %row.source, id = %row.id,
+            "the database refused an event; only it fails, the events committed with it are stored"
+        );
+        results.push(RowResult::Refused(error));
+        return true;
+    }
+    tracing::error!(error = ?error, events = rows.len(), "failed to commit audit events");
+    results.extend(std::iter::repeat_n(RowResult::Failed(error), rows.len()));
+    false
+}
+
+/// Answers every request of a batch and turns its new rows into stored
+/// events, moving the rows rather than copying them (except those of a
+/// request that failed, which go back to their sender for a retry).
+fn answer(batch: Vec<WriteRequest>, results: Vec<RowResult>, received_at: &Arc<str>) -> Committed {
+    let mut results = results.into_iter();
     let mut stored = Vec::new();
     let mut outcomes = Vec::with_capacity(batch.len());
     for request in batch {
         let mut outcome = WriteOutcome::default();
-        for row in request.rows {
-            match seqs.next().flatten() {
-                Some(seq) => {
+        let mut failed: Option<(Arc<StoreError>, Vec<EventRow>)> = None;
+        let request_results: Vec<RowResult> = results.by_ref().take(request.rows.len()).collect();
+        if let Some(error) = request_results.iter().find_map(|r| match r {
+            RowResult::Failed(e) => Some(e.clone()),
+            _ => None,
+        }) {
+            failed = Some((error, request.rows.clone()));
+        }
+        for (index, (row, result)) in request.rows.into_iter().zip(request_results).enumerate() {
+            match result {
+                RowResult::Stored(seq) => {
                     outcome.stored += 1;
                     stored.push(StoredEvent {
                         seq,
@@ -233,12 +321,18 @@ fn answer(batch: Vec<WriteRequest>, seqs: Vec<Option<i64>>, received_at: &Arc<st
                         trail: None,
                     });
                 }
-                None => outcome.duplicates += 1,
+                RowResult::Duplicate => outcome.duplicates += 1,
+                RowResult::Refused(error) => outcome.refused.push(Refused { index, row, error }),
+                RowResult::Failed(_) => {}
             }
         }
+        let counts = (outcome.stored, outcome.duplicates);
         // A waiter that gave up (its client went away) is no error.
-        let _ = request.reply.send(Ok(outcome));
-        outcomes.push((request.transport, outcome));
+        let _ = request.reply.send(match failed {
+            None => Ok(outcome),
+            Some((error, rows)) => Err(WriteFailed { error, rows }),
+        });
+        outcomes.push((request.transport, counts));
     }
     Committed {
         rows: stored,
@@ -280,18 +374,14 @@ fn log_committed(committed: std::sync::mpsc::Receiver<Committed>, feed: Feed) {
             Feed::Tail(tail) => tail.publish(batch.rows),
             Feed::Wake(poll) => poll.notify_one(),
         }
-        for (transport, outcome) in batch.outcomes {
+        for (transport, (stored, duplicates)) in batch.outcomes {
             let transport = transport.as_str();
             metrics::counter!("audit_events_stored_total", "transport" => transport)
-                .increment(outcome.stored as u64);
-            if outcome.duplicates > 0 {
+                .increment(stored as u64);
+            if duplicates > 0 {
                 metrics::counter!("audit_events_duplicate_total", "transport" => transport)
-                    .increment(outcome.duplicates as u64);
-                tracing::debug!(
-                    duplicates = outcome.duplicates,
-                    transport,
-                    "duplicate audit events acknowledged"
-                );
+                    .increment(duplicates as u64);
+                tracing::debug!(duplicates, transport, "duplicate audit events acknowledged");
             }
         }
     }
@@ -333,5 +423,152 @@ impl StoreSpans {
             ])
             .start_with_context(&self.tracer, &parent);
         span.end_with_timestamp(committed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::oneshot;
+
+    /// A database that refuses every batch holding a row whose id starts
+    /// with `poison` (as PostgreSQL refuses a NUL), or fails every batch
+    /// while `down`, and counts its transactions.
+    #[derive(Default)]
+    struct Fake {
+        seq: i64,
+        transactions: usize,
+        down: bool,
+    }
+
+    impl BatchWriter for Fake {
+        fn insert_batch(
+            &mut self,
+            rows: &[(&EventRow, Transport)],
+            _: &str,
+        ) -> Result<Vec<Option<i64>>, StoreError> {
+            self.transactions += 1;
+            if self.down {
+                return Err(StoreError::WriterGone);
+            }
+            if rows.iter().any(|(row, _)| row.id.starts_with("poison")) {
+                return Err(StoreError::Sqlite(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT),
+                    Some("refused".into()),
+                )));
+            }
+            Ok(rows
+                .iter()
+                .map(|_| {
+                    self.seq += 1;
+                    Some(self.seq)
+                })
+                .collect())
+        }
+
+        fn record_attributes(&mut self, _: &[String]) -> Result<(), StoreError> {
+            Ok(())
+        }
+
+        fn run_job(&mut self, job: WriterJob) {
+            drop(job);
+        }
+    }
+
+    fn row(id: &str) -> EventRow {
+        EventRow {
+            source: "/s".into(),
+            id: id.into(),
+            ty: "t".into(),
+            subject: None,
+            time: None,
+            json: "{}".into(),
+            trace: None,
+            extensions: 0,
+        }
+    }
+
+    type Answer = oneshot::Receiver<Result<WriteOutcome, WriteFailed>>;
+
+    fn request(ids: &[&str]) -> (WriteRequest, Answer) {
+        let (reply, answer) = oneshot::channel();
+        let request = WriteRequest {
+            rows: ids.iter().map(|id| row(id)).collect(),
+            transport: Transport::Http,
+            reply,
+        };
+        (request, answer)
+    }
+
+    /// Runs one group commit of `requests` on `backend`.
+    fn commit(backend: &mut Fake, requests: &[&[&str]]) -> (Committed, Vec<Answer>) {
+        let (batch, answers): (Vec<_>, Vec<_>) = requests.iter().map(|ids| request(ids)).unzip();
+        let rows: Vec<(&EventRow, Transport)> = batch
+            .iter()
+            .flat_map(|r| r.rows.iter().map(|row| (row, r.transport)))
+            .collect();
+        let mut results = Vec::new();
+        insert_splitting(backend, &rows, "now", &mut results);
+        drop(rows);
+        (answer(batch, results, &"now".into()), answers)
+    }
+
+    #[test]
+    fn a_refused_row_fails_alone_and_every_other_row_of_the_commit_is_stored() {
+        let mut backend = Fake::default();
+        let (committed, answers) = commit(
+            &mut backend,
+            &[
+                &["a1", "a2"],
+                &["poison-b"],
+                &["c1", "poison-c", "c2"],
+                &["d1"],
+            ],
+        );
+        let outcomes: Vec<WriteOutcome> = answers
+            .into_iter()
+            .map(|mut a| a.try_recv().unwrap().unwrap())
+            .collect();
+        assert_eq!((outcomes[0].stored, outcomes[0].refused.len()), (2, 0));
+        assert_eq!((outcomes[1].stored, outcomes[1].refused.len()), (0, 1));
+        assert_eq!(outcomes[1].refused[0].row.id, "poison-b");
+        assert_eq!((outcomes[2].stored, outcomes[2].refused.len()), (2, 1));
+        assert_eq!(outcomes[2].refused[0].index, 1);
+        assert!(outcomes[2].refused[0].error.is_refusal());
+        assert_eq!((outcomes[3].stored, outcomes[3].refused.len()), (1, 0));
+        // Stored in request order, seqs ascending.
+        let stored: Vec<(&str, i64)> = committed
+            .rows
+            .iter()
+            .map(|r| (r.id.as_str(), r.seq))
+            .collect();
+        assert_eq!(
+            stored,
+            [("a1", 1), ("a2", 2), ("c1", 3), ("c2", 4), ("d1", 5)]
+        );
+        // Seven rows, two refused: at most 1 + 2k * ceil(log2 n)
+        // transactions, the bound the module header gives.
+        assert!(
+            backend.transactions <= 1 + 2 * 2 * 3,
+            "{}",
+            backend.transactions
+        );
+    }
+
+    #[test]
+    fn a_failure_that_may_pass_on_a_retry_fails_every_request_with_its_rows() {
+        let mut backend = Fake {
+            down: true,
+            ..Fake::default()
+        };
+        let (committed, answers) = commit(&mut backend, &[&["a1"], &["poison", "b1"]]);
+        assert!(committed.rows.is_empty());
+        for (mut answer, ids) in answers.into_iter().zip([vec!["a1"], vec!["poison", "b1"]]) {
+            let failed = answer.try_recv().unwrap().unwrap_err();
+            assert!(!failed.error.is_refusal());
+            let back: Vec<&str> = failed.rows.iter().map(|r| r.id.as_str()).collect();
+            assert_eq!(back, ids);
+        }
+        assert_eq!(backend.transactions, 1, "no split for an outage");
     }
 }

@@ -315,3 +315,116 @@ async fn unknown_query_parameters_are_400_naming_them() {
         assert!(detail.contains(&format!("`{name}`")), "{path}: {detail}");
     }
 }
+
+/// The CloudEvents type system forbids control characters in Strings;
+/// PostgreSQL cannot store a NUL at all, so letting one through failed the
+/// store's whole group commit.
+#[tokio::test]
+async fn control_characters_in_attribute_values_are_refused_in_every_mode() {
+    let app = spawn_app().await;
+    for (name, value) in [
+        ("subject", "a\u{0}b"),
+        ("id", "\u{1}"),
+        ("source", "/s\u{7f}"),
+        ("type", "t\u{9f}"),
+        ("datacontenttype", "text/plain; x=\u{0}"),
+        ("myext", "two\nlines"),
+    ] {
+        assert_rejected(&app, with(&[(name, json!(value))]), &format!("`{name}`")).await;
+    }
+    let binary = |subject: &'static str| {
+        [
+            ("ce-specversion", "1.0"),
+            ("ce-id", "b1"),
+            ("ce-source", "/s"),
+            ("ce-type", "t"),
+            ("ce-subject", subject),
+        ]
+    };
+    let detail = problem_detail(app.post(&binary("a%00b"), "").await, 400).await;
+    assert!(
+        detail.contains("`subject`") && detail.contains("U+0000"),
+        "{detail}"
+    );
+    let detail = problem_detail(app.post(&binary("%C2%85"), "").await, 400).await;
+    assert!(detail.contains("U+0085"), "{detail}");
+    let poisoned = with(&[("id", json!("2")), ("subject", json!("\u{0}"))]);
+    let detail = problem_detail(app.post_batch(&json!([valid(), poisoned])).await, 400).await;
+    assert!(detail.contains("batch event 1"), "{detail}");
+    assert_nothing_stored(&app).await;
+    // What is allowed stays allowed.
+    let fine = with(&[("subject", json!("Grüße \u{a0} 日本 😀"))]);
+    assert_eq!(app.post_structured(&fine).await.status(), 204);
+}
+
+/// Hex digits of random UUIDs: text PostgreSQL cannot compress into an
+/// index entry, so a test at the limit is one.
+fn incompressible(len: usize) -> String {
+    let mut text = String::new();
+    while text.len() < len {
+        text.push_str(&uuid::Uuid::new_v4().simple().to_string());
+    }
+    text.truncate(len);
+    text
+}
+
+/// PostgreSQL refuses a b-tree index entry over 2,704 bytes; both
+/// databases refuse (and accept) the same events, on ingest.
+#[tokio::test]
+async fn indexed_attributes_longer_than_the_index_limit_are_refused_on_both_databases() {
+    let app = spawn_app().await;
+    let long_subject = with(&[("subject", json!(incompressible(2049)))]);
+    let detail = problem_detail(app.post_structured(&long_subject).await, 400).await;
+    assert!(
+        detail.contains("`subject`") && detail.contains("2048"),
+        "{detail}"
+    );
+    let long_key = with(&[
+        ("id", json!(incompressible(1024))),
+        ("source", json!(format!("/{}", incompressible(1024)))),
+    ]);
+    let detail = problem_detail(app.post_structured(&long_key).await, 400).await;
+    assert!(detail.contains("`source` and `id`"), "{detail}");
+    assert_nothing_stored(&app).await;
+    // At the limit: stored, on PostgreSQL too.
+    let at_limit = with(&[
+        ("id", json!(incompressible(1024))),
+        ("source", json!(format!("/{}", incompressible(1023)))),
+        ("subject", json!(incompressible(2048))),
+    ]);
+    assert_eq!(app.post_structured(&at_limit).await.status(), 204);
+    assert_eq!(app.events("").await.len(), 1);
+}
+
+/// `?subject=%00` reached PostgreSQL, which cannot compare a NUL: a 503.
+#[tokio::test]
+async fn query_parameters_with_control_characters_are_400() {
+    let app = spawn_app().await;
+    assert_eq!(app.post_structured(&valid()).await.status(), 204);
+    for query in [
+        "subject=%00",
+        "source=%2Fs%01",
+        "type=t%7F",
+        "filter=subject%20%3D%20%27a%00%27",
+        "filter=subject%20%3D%20%27a%C2%9F%27",
+    ] {
+        let detail = problem_detail(app.get_events(query).await, 400).await;
+        assert!(detail.contains("U+00"), "{query}: {detail}");
+        let stream = app.get(&format!("/v1/events/stream?{query}")).await;
+        problem_detail(stream, 400).await;
+    }
+    let detail = problem_detail(
+        app.get("/v1/filters/validate?filter=type%20%3D%20%27%00%27")
+            .await,
+        400,
+    )
+    .await;
+    assert!(detail.contains("U+0000"), "{detail}");
+    // White space between tokens is not a value.
+    assert_eq!(
+        app.events("filter=type%20%3D%20%27t%27%0A%09AND%0D%0Aid%20%3D%20%271%27")
+            .await
+            .len(),
+        1
+    );
+}

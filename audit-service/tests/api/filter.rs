@@ -358,3 +358,175 @@ async fn an_evaluated_page_stops_at_its_byte_budget_and_goes_on_from_there() {
     assert_eq!(pages, 2);
     app.stop().await;
 }
+
+/// A filter sees attributes as they were received and are served: `time`
+/// with its offset and digits, the schema URL unparsed (1.0 and 0.3).
+#[tokio::test]
+async fn a_filter_sees_time_and_the_schema_url_as_stored() {
+    let app = spawn_app().await;
+    let mut sent = event("t1", "user.storeUser", None, json!({}));
+    sent["time"] = "2024-05-01T10:00:00.5+02:00".into();
+    sent["dataschema"] = "https://example.com".into();
+    let v03 = json!({"specversion": "0.3", "id": "t2", "source": "/filter", "type": "t",
+        "schemaurl": "HTTP://Example.com"});
+    assert_eq!(app.post_structured(&sent).await.status(), 204);
+    assert_eq!(app.post_structured(&v03).await.status(), 204);
+    assert_eq!(
+        filtered(&app, "time = '2024-05-01T10:00:00.5+02:00'").await,
+        ["t1"]
+    );
+    assert!(filtered(&app, "time = '2024-05-01T08:00:00.500Z'")
+        .await
+        .is_empty());
+    assert_eq!(
+        filtered(&app, "dataschema = 'https://example.com'").await,
+        ["t1"]
+    );
+    assert_eq!(
+        filtered(&app, "schemaurl = 'HTTP://Example.com'").await,
+        ["t2"]
+    );
+    // What the filter matched is what the API serves.
+    let served = app.events("").await;
+    assert_eq!(served[0]["event"]["time"], "2024-05-01T10:00:00.5+02:00");
+    app.stop().await;
+}
+
+/// The filter, 4,096 bytes: CONCAT of 680 ids, matched against a
+/// LIKE pattern of 2,039 `_`. The one below keeps its shape but puts the
+/// run of `_` between two `%` (the linear matcher's most expensive case),
+/// so every event costs tens of thousands of work units.
+fn hostile_filter() -> String {
+    let filter = format!(
+        "CONCAT({}id) LIKE '%{}X%'",
+        "id,".repeat(679),
+        "_".repeat(2038)
+    );
+    assert_eq!(filter.len(), 4096);
+    filter
+}
+
+/// A filter that costs a lot per event gets a short page with a
+/// `next_after` (its work budget is spent), never a page that holds a
+/// worker for seconds, and paging through it still loses nothing.
+#[tokio::test]
+async fn an_expensive_filter_gets_short_pages_bounded_by_its_work_budget() {
+    let app = spawn_app().await;
+    let batch: Vec<Value> = (0..200)
+        .map(|n| event(&format!("{n:036}"), "page.item", Some("s"), json!({})))
+        .collect();
+    assert_eq!(app.post_batch(&json!(batch)).await.status(), 204);
+    let query = format!("filter={}", encode(&hostile_filter()));
+    let started = std::time::Instant::now();
+    let page: Value = app
+        .get_events(&format!("{query}&limit=1000"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["events"], json!([]));
+    let next = page["next_after"].as_i64().expect("a short page goes on");
+    assert!(next > 0 && next < 200, "examined {next} of 200 rows");
+    eprintln!("one page: {next} rows examined in {:?}", started.elapsed());
+    let (seen, pages, _) = walk_pages(&app, &query, 1000).await;
+    assert!(seen.is_empty());
+    assert!(pages > 1, "{pages}");
+    app.stop().await;
+}
+
+/// One event that alone needs more than a page's budget is a 400 on the
+/// API and an `event: error` that ends the live tail.
+#[tokio::test]
+async fn a_filter_too_expensive_for_one_event_is_refused() {
+    let app = spawn_app().await;
+    // 2 KiB subjects: a CONCAT of 31 of them stays under CESQL's 64 KiB
+    // string bound, and LOWER applied to it 60 times over reads and builds
+    // 64 KiB each time: five such clauses need more than a page's budget.
+    let subject = "s".repeat(2048);
+    let clause = format!(
+        "{}CONCAT({}subject){} = 'x'",
+        "LOWER(".repeat(60),
+        "subject,".repeat(30),
+        ")".repeat(60)
+    );
+    let filter = vec![clause; 5].join(" OR ");
+    assert!(filter.len() <= 4096, "{}", filter.len());
+    let mut response = app
+        .get(&format!("/v1/events/stream?filter={}", encode(&filter)))
+        .await;
+    assert_eq!(response.status(), 200);
+    let poisoned = event("big", "t", Some(&subject), json!({}));
+    assert_eq!(app.post_structured(&poisoned).await.status(), 204);
+    let detail = problem_detail(
+        app.get_events(&format!("filter={}", encode(&filter))).await,
+        400,
+    )
+    .await;
+    assert!(
+        detail.contains("more work on one event (seq 1)"),
+        "{detail}"
+    );
+    let mut text = String::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        while let Ok(Some(chunk)) = response.chunk().await {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await;
+    assert!(
+        text.contains("event: error") && text.contains("more work on one event"),
+        "{text}"
+    );
+    app.stop().await;
+}
+
+/// `subjekt = 'x'` is valid CESQL that matches nothing: the answer says
+/// which names no stored event has had, and the closest one that exists.
+#[tokio::test]
+async fn a_filter_naming_an_attribute_no_event_has_gets_a_warning() {
+    let app = spawn_app().await;
+    store_mixed_events(&app).await;
+    let warnings = |response: &reqwest::Response| -> Vec<String> {
+        response
+            .headers()
+            .get_all("warning")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
+    };
+    let app = &app;
+    let validate = |filter: &str| {
+        let path = format!("/v1/filters/validate?filter={}", encode(filter));
+        async move { app.get(&path).await }
+    };
+    let response = validate("subjekt = 'u1' AND tennant = 'acme' AND nosuch = 1").await;
+    assert_eq!(response.status(), 204);
+    assert_eq!(
+        warnings(&response),
+        [
+            "199 audit-service \"no stored event has the attribute `subjekt`; did you mean `subject`?\"",
+            "199 audit-service \"no stored event has the attribute `tennant`; did you mean `tenant`?\"",
+            "199 audit-service \"no stored event has the attribute `nosuch`\"",
+        ]
+    );
+    // Context attributes and extensions stored events have: no warning.
+    let response = validate("subject = 'u1' AND tenant = 'acme' AND EXISTS dataschema").await;
+    assert!(warnings(&response).is_empty(), "{:?}", warnings(&response));
+    // The same on the query itself, and on the stream.
+    let response = app
+        .get_events(&format!("filter={}", encode("subjekt = 'u1'")))
+        .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(warnings(&response).len(), 1);
+    let response = app
+        .get(&format!(
+            "/v1/events/stream?filter={}",
+            encode("colour = 'red'")
+        ))
+        .await;
+    assert_eq!(warnings(&response).len(), 1);
+    // A name recorded once the first event with it is stored.
+    let colourful = event("c1", "t", None, json!({"colour": "red"}));
+    assert_eq!(app.post_structured(&colourful).await.status(), 204);
+    assert!(warnings(&validate("colour = 'red'").await).is_empty());
+}

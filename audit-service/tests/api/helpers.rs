@@ -204,6 +204,33 @@ pub async fn problem_detail(response: Response, status: u16) -> String {
     problem["detail"].as_str().expect("detail").to_owned()
 }
 
+/// Makes the store of `database_url` refuse, for good, every event whose
+/// id starts with `poison`, as a database refuses a value it cannot hold:
+/// a CHECK constraint on PostgreSQL (SQLSTATE 23514), a trigger that
+/// aborts on SQLite (SQLITE_CONSTRAINT). Call it once the service has
+/// created its tables.
+pub async fn refuse_poison_ids(database_url: &str) {
+    match shared::testing::Db::open(database_url).await {
+        shared::testing::Db::Postgres(pool) => {
+            sqlx::query(
+                "ALTER TABLE events ADD CONSTRAINT no_poison CHECK (id NOT LIKE 'poison%')",
+            )
+            .execute(&pool)
+            .await
+            .expect("constraint added");
+        }
+        shared::testing::Db::Sqlite(pool) => {
+            sqlx::query(
+                "CREATE TRIGGER no_poison BEFORE INSERT ON events WHEN NEW.id LIKE 'poison%' \
+                 BEGIN SELECT RAISE(ABORT, 'poisoned'); END",
+            )
+            .execute(&pool)
+            .await
+            .expect("trigger created");
+        }
+    }
+}
+
 /// Re-checks `condition` until it holds or `timeout` passes.
 pub async fn poll_until<F, Fut>(timeout: Duration, mut condition: F) -> bool
 where

@@ -248,3 +248,43 @@ async fn two_hundred_concurrent_requests_are_all_stored() {
     let items = app.events(&format!("source={source}&limit=1000")).await;
     assert_eq!(items.len(), 200);
 }
+
+/// One INSERT per group commit: an event the database refused used to fail
+/// every request sharing the commit with 503. Now only its own request
+/// fails, with 422, and a batch's other events are stored.
+#[tokio::test]
+async fn an_event_the_database_refuses_fails_alone_and_the_requests_sharing_its_commit_are_stored()
+{
+    let app = spawn_app().await;
+    crate::helpers::refuse_poison_ids(&app.database_url).await;
+    let source = unique("/shared-commit");
+    let event = |id: String| json!({"specversion": "1.0", "id": id, "source": source, "type": "t"});
+    // Many at once, so that they share commits with the refused ones.
+    let requests = (0..80).map(|i| {
+        let id = if i % 10 == 3 {
+            format!("poison-{i}")
+        } else {
+            format!("ok-{i}")
+        };
+        let body = event(id.clone());
+        let app = &app;
+        async move { (id, app.post_structured(&body).await.status().as_u16()) }
+    });
+    for (id, status) in futures::future::join_all(requests).await {
+        let expected = if id.starts_with("poison") { 422 } else { 204 };
+        assert_eq!(status, expected, "{id}");
+    }
+    let batch = json!([
+        event("b-0".into()),
+        event("poison-b".into()),
+        event("b-2".into())
+    ]);
+    let response = app.post_batch(&batch).await;
+    let detail = crate::helpers::problem_detail(response, 422).await;
+    assert!(detail.contains("batch event 1"), "{detail}");
+    let stored = app.events(&format!("source={source}&limit=1000")).await;
+    assert_eq!(stored.len(), 72 + 2);
+    assert!(stored
+        .iter()
+        .all(|item| !item["event"]["id"].as_str().unwrap().starts_with("poison")));
+}

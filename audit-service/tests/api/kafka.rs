@@ -427,3 +427,60 @@ pub async fn produce_bulk(topic: &str, source: &str, n: usize) {
         .collect::<Vec<()>>()
         .await;
 }
+
+/// A record with a control character in an attribute, and one the database
+/// refuses (here a constraint), used to be retried for ever on PostgreSQL:
+/// the partition never moved again. Now both are dead-lettered, the first
+/// as sent, the second as the event it was, and the records after them are
+/// stored.
+#[tokio::test]
+async fn records_the_store_cannot_hold_are_dead_lettered_and_consumption_goes_on() {
+    let k = spawn_kafka_app().await;
+    crate::helpers::refuse_poison_ids(&k.app.database_url).await;
+    let p = producer();
+    let source = unique("/poison");
+    let nul_subject = binary_headers("nul", &source).insert(Header {
+        key: "ce_subject",
+        value: Some("a\u{0}b"),
+    });
+    produce(&p, &k.topic, Some("k1"), nul_subject, Some(b"{}")).await;
+    let refused = json!({"specversion": "1.0", "id": "poison-1", "source": source, "type": "t"});
+    produce(
+        &p,
+        &k.topic,
+        Some("k2"),
+        structured_headers("application/cloudevents+json"),
+        Some(refused.to_string().as_bytes()),
+    )
+    .await;
+    produce(
+        &p,
+        &k.topic,
+        None,
+        binary_headers("after", &source),
+        Some(b"{}"),
+    )
+    .await;
+
+    let items = k
+        .app
+        .wait_for_events(&format!("source={source}"), 1, WAIT)
+        .await;
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["event"]["id"], "after");
+    let dead = read_topic(&k.dlq, 2, WAIT).await;
+    let error = |i: usize| header(&dead[i], "dlq-error").unwrap_or_default();
+    assert!(error(0).contains("U+0000"), "{}", error(0));
+    assert_eq!(dead[0].key(), Some(&b"k1"[..]));
+    assert!(error(1).contains("refused"), "{}", error(1));
+    assert_eq!(
+        header(&dead[1], "dlq-origin").unwrap(),
+        format!("{}/0/1", k.topic)
+    );
+    let event: Event = serde_json::from_slice(dead[1].payload().unwrap()).unwrap();
+    assert_eq!(
+        shared::cloudevents::AttributesReader::id(&event),
+        "poison-1"
+    );
+    k.app.stop().await;
+}

@@ -11,6 +11,7 @@ mod hostile;
 mod ingest_http;
 mod kafka;
 mod nats;
+mod poison;
 mod process;
 mod query;
 mod replicas;

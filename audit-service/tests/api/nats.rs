@@ -422,3 +422,53 @@ async fn readiness_on_nats_fails_without_a_server_and_the_service_still_serves()
     assert_eq!(app.get("/healthz").await.status(), 200);
     app.stop().await;
 }
+
+/// A message with a control character in an attribute, and one the
+/// database refuses (here a constraint), used to be retried for ever on
+/// PostgreSQL. Now both are dead-lettered as they arrived, and the messages
+/// after them are stored.
+#[tokio::test]
+async fn messages_the_store_cannot_hold_are_dead_lettered_and_consumption_goes_on() {
+    let names = NatsNames::new("poison");
+    let app = spawn_nats_app(&names).await;
+    let db = app.database_url.clone();
+    // The service has migrated its database once it answers.
+    crate::helpers::refuse_poison_ids(&db).await;
+    let js = nats().await;
+    names.create_stream(&js).await;
+    let source = unique("/poison");
+    let binary = |id: &str, subject: &str| {
+        headers(&[
+            ("ce-specversion", "1.0"),
+            ("ce-id", id),
+            ("ce-source", &source),
+            ("ce-type", "t"),
+            ("ce-subject", subject),
+            ("mark", id),
+        ])
+    };
+    publish(&js, &names.subject, binary("nul", "a%00b"), b"{}").await;
+    publish(&js, &names.subject, binary("poison-1", "u"), b"{}").await;
+    publish(&js, &names.subject, binary("after", "u"), b"{}").await;
+
+    let items = app
+        .wait_for_events(&format!("source={source}"), 1, WAIT)
+        .await;
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["event"]["id"], "after");
+    let dead = read_stream(&js, &names.dlq_stream, 2).await;
+    let by_mark = |wanted: &str| {
+        dead.iter()
+            .find(|m| header(m, "mark").as_deref() == Some(wanted))
+            .unwrap_or_else(|| panic!("no dead letter marked {wanted}"))
+    };
+    let nul = by_mark("nul");
+    assert!(header(nul, "dlq-error").unwrap().contains("U+0000"));
+    let refused = by_mark("poison-1");
+    assert!(header(refused, "dlq-error").unwrap().contains("refused"));
+    assert_eq!(header(refused, "ce-id").as_deref(), Some("poison-1"));
+    assert!(header(refused, "dlq-origin")
+        .unwrap()
+        .starts_with(&format!("{}/{}/", names.stream, names.consumer)));
+    app.stop().await;
+}

@@ -9,6 +9,7 @@ mod kafka;
 mod nats;
 mod postgres;
 mod readme;
+mod redact;
 mod sasl;
 mod tls;
 mod trace;

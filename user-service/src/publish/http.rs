@@ -142,8 +142,10 @@ async fn send(request: reqwest::RequestBuilder) -> Outcome {
             return Outcome::Retry {
                 after: None,
                 status: None,
-                reason: format!("{:#}", anyhow::Error::new(e)),
-            }
+                // Without the URL: it may carry credentials, and the
+                // publisher's description names the target already.
+                reason: format!("{:#}", anyhow::Error::new(e.without_url())),
+            };
         }
     };
     let status = response.status();

@@ -14,7 +14,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use shared::config::{KafkaConfig, Transport};
-use shared::kafka::{client_config, BrokerProbe, Guarantee};
+use shared::kafka::{client_config, BrokerProbe, Guarantee, Redacting};
 use std::sync::RwLock;
 use std::time::Duration;
 
@@ -64,7 +64,7 @@ const GUARANTEES: &[Guarantee] = &[
 pub struct KafkaPublisher {
     /// Replaced as a whole after a fatal error; the lock is held only to
     /// clone or swap it, never across an await.
-    producer: RwLock<FutureProducer>,
+    producer: RwLock<FutureProducer<Redacting>>,
     client: ClientConfig,
     probe: BrokerProbe,
     topic: String,
@@ -75,8 +75,8 @@ pub struct KafkaPublisher {
 impl KafkaPublisher {
     pub fn new(config: &KafkaConfig, timeout: Duration) -> anyhow::Result<Self> {
         let client = client_config(config, DEFAULTS, GUARANTEES)?;
-        let producer: FutureProducer = client
-            .create()
+        let producer: FutureProducer<Redacting> = client
+            .create_with_context(Redacting)
             .context("Failed to create the Kafka producer")?;
         Ok(KafkaPublisher {
             producer: RwLock::new(producer),
@@ -90,7 +90,7 @@ impl KafkaPublisher {
 
     /// The current producer (a cheap handle). A poisoned lock only means a
     /// thread panicked while swapping; the producer inside is whole.
-    fn producer(&self) -> FutureProducer {
+    fn producer(&self) -> FutureProducer<Redacting> {
         self.producer
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -132,7 +132,7 @@ impl KafkaPublisher {
 }
 
 /// The producer's fatal error, if it has one.
-fn fatal_error(producer: &FutureProducer) -> Option<String> {
+fn fatal_error(producer: &FutureProducer<Redacting>) -> Option<String> {
     producer
         .client()
         .fatal_error()
@@ -158,9 +158,9 @@ impl Pipelined for KafkaPublisher {
     /// old one is dropped on a blocking thread: dropping purges and flushes
     /// it, which waits.
     fn rebuild(&self) -> anyhow::Result<()> {
-        let fresh: FutureProducer = self
+        let fresh: FutureProducer<Redacting> = self
             .client
-            .create()
+            .create_with_context(Redacting)
             .context("Failed to create a new Kafka producer")?;
         let old = {
             let mut producer = self
@@ -198,7 +198,11 @@ impl Pipelined for KafkaPublisher {
     }
 
     fn describe(&self) -> String {
-        format!("kafka {} topic {}", self.brokers, self.topic)
+        format!(
+            "kafka {} topic {}",
+            shared::redact::urls(&self.brokers),
+            self.topic
+        )
     }
 }
 

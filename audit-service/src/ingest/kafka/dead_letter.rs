@@ -29,7 +29,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use shared::config::Transport;
-use shared::kafka::{client_config, Guarantee, KafkaConfigError};
+use shared::kafka::{client_config, Guarantee, KafkaConfigError, Redacting};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -40,7 +40,7 @@ pub struct Rejected {
 }
 
 pub struct DeadLetters {
-    producer: FutureProducer,
+    producer: FutureProducer<Redacting>,
     topic: String,
 }
 
@@ -64,7 +64,7 @@ impl DeadLetters {
                 },
             ],
         )?
-        .create()?;
+        .create_with_context(Redacting)?;
         Ok(DeadLetters {
             producer,
             topic: settings.dlq_topic.clone(),

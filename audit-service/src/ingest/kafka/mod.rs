@@ -24,16 +24,17 @@ use self::dead_letter::{DeadLetters, Rejected};
 use super::decode::{self, DecodeError};
 use super::{Backoff, ConsumerTask, Probe, Stopped};
 use crate::config::{BatchLimits, KafkaSettings};
-use crate::store::{EventRow, Store, StoreError};
+use crate::store::{EventRow, Refused, Store, StoreError};
 use futures::future::BoxFuture;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::error::{KafkaError, KafkaResult};
-use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::{ClientContext, Offset, Timestamp, TopicPartitionList};
 use shared::config::Transport;
 use shared::kafka::{client_config, BrokerProbe, Guarantee, KafkaConfigError};
 use std::collections::BTreeMap;
@@ -130,10 +131,16 @@ impl ClientContext for RebalanceLogger {
             // A fresh cluster before the topic is created (by a producer, an
             // operator, or us at start when allowed); consumption starts
             // once it exists.
+            let reason = shared::redact::in_text(reason);
             tracing::info!(%reason, "waiting for the Kafka topic to exist");
         } else {
+            let reason = shared::redact::in_text(reason);
             tracing::error!(%error, %reason, "Kafka client error");
         }
+    }
+
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        shared::kafka::log(level, fac, message);
     }
 
     /// Lag per partition this member consumes: the partition's end offset
@@ -209,6 +216,9 @@ fn describe(list: &TopicPartitionList) -> String {
 #[derive(Default)]
 struct Batch {
     rows: Vec<EventRow>,
+    /// Where each row came from: (topic, partition, offset), for the dead
+    /// letter of a row the store refuses. The topic is shared, not copied.
+    origins: Vec<(Arc<str>, i32, i64)>,
     rejected: Vec<Rejected>,
     /// (topic, partition) -> the offset after the last record seen.
     next_offsets: BTreeMap<(String, i32), i64>,
@@ -243,7 +253,15 @@ impl Batch {
             EventRow::from_decoded(&decoded).map_err(|e| DecodeError::Other(e.to_string()))
         });
         match decoded {
-            Ok(row) => self.rows.push(row),
+            Ok(row) => {
+                self.rows.push(row);
+                let topic = match self.origins.last() {
+                    Some((topic, _, _)) if &**topic == message.topic() => topic.clone(),
+                    _ => Arc::from(message.topic()),
+                };
+                self.origins
+                    .push((topic, message.partition(), message.offset()));
+            }
             Err(error) => self.rejected.push(Rejected {
                 message: message.detach(),
                 error,
@@ -351,18 +369,27 @@ impl Worker {
         self.dead_letters
             .send_all(&batch.rejected, &self.shutdown)
             .await?;
-        self.store(batch.rows).await?;
+        let refused = self.store(batch.rows).await?;
+        let unstorable: Vec<Rejected> = refused
+            .into_iter()
+            .map(|refused| unstorable(refused, &batch.origins))
+            .collect();
+        self.dead_letters
+            .send_all(&unstorable, &self.shutdown)
+            .await?;
         self.commit(offsets.clone(), CommitMode::Async).await;
         Ok(offsets)
     }
 
     /// Stores the batch's events, retrying until the store takes them:
     /// skipping would lose events, and committing is not allowed before.
-    async fn store(&self, mut rows: Vec<EventRow>) -> Result<(), Stopped> {
+    /// Returns the rows the store refused for what they hold (the others
+    /// are stored): retrying those would stop this consumer for good.
+    async fn store(&self, mut rows: Vec<EventRow>) -> Result<Vec<Refused>, Stopped> {
         let mut backoff = Backoff::new();
         loop {
             match self.store.write_rows(rows, Transport::Kafka).await {
-                Ok(_) => return Ok(()),
+                Ok(outcome) => return Ok(outcome.refused),
                 Err(failed) if matches!(*failed.error, StoreError::WriterGone) => {
                     tracing::error!("the audit store writer has stopped; stopping the consumer");
                     return Err(Stopped);
@@ -400,5 +427,32 @@ impl Worker {
         if let Err(e) = result {
             tracing::warn!(error = %e, "kafka offset commit failed; the records will be re-delivered and deduplicated");
         }
+    }
+}
+
+/// The dead letter of a record the store refused. Its bytes were decoded
+/// and let go (keeping every record's copy would cost the whole batch), so
+/// the dead letter carries the event as it would have been stored: the
+/// JSON format, `content-type: application/cloudevents+json`, from the
+/// record's topic, partition and offset (`dlq-origin`).
+fn unstorable(refused: Refused, origins: &[(Arc<str>, i32, i64)]) -> Rejected {
+    let (topic, partition, offset) = origins
+        .get(refused.index)
+        .map_or(("", -1, -1), |(t, p, o)| (&**t, *p, *o));
+    let headers = OwnedHeaders::new().insert(Header {
+        key: "content-type",
+        value: Some(shared::binding::STRUCTURED_JSON),
+    });
+    Rejected {
+        message: OwnedMessage::new(
+            Some(refused.row.json.into_bytes()),
+            None,
+            topic.to_owned(),
+            Timestamp::NotAvailable,
+            partition,
+            offset,
+            Some(headers),
+        ),
+        error: DecodeError::Unstorable(refused.error.describe()),
     }
 }

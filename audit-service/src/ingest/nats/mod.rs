@@ -30,7 +30,7 @@ use self::dead_letter::{DeadLetters, Rejected};
 use super::decode::{self, DecodeError};
 use super::{Backoff, ConsumerTask, Probe, Stopped};
 use crate::config::{BatchLimits, NatsSettings};
-use crate::store::{EventRow, Store, StoreError};
+use crate::store::{EventRow, Refused, Store, StoreError};
 use anyhow::Context as _;
 use async_nats::jetstream::consumer::pull::{self, MessagesErrorKind};
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy};
@@ -76,7 +76,7 @@ pub async fn start(
         .context("Failed to set up the NATS connection")?;
     let js = jetstream::new(client.clone());
     tracing::info!(
-        server = %settings.common.url,
+        server = %shared::redact::urls(&settings.common.url),
         stream = %settings.common.stream,
         consumer = %settings.consumer,
         dlq = %settings.dlq_subject,
@@ -112,6 +112,9 @@ impl Probe for StreamProbe {
 #[derive(Default)]
 struct Batch {
     rows: Vec<EventRow>,
+    /// The message of each row, kept (not copied) until the batch is
+    /// finished: a row the store refuses is dead-lettered as it arrived.
+    row_messages: Vec<Message>,
     rejected: Vec<Rejected>,
     acks: Vec<Subject>,
     bytes: usize,
@@ -147,19 +150,28 @@ impl Batch {
         let decoded = decode::nats_message(&headers, &message.payload).and_then(|decoded| {
             EventRow::from_decoded(&decoded).map_err(|e| DecodeError::Other(e.to_string()))
         });
-        match decoded {
-            Ok(row) => self.rows.push(row),
-            Err(error) => self.rejected.push(Rejected {
-                origin: delivered
-                    .info()
-                    .map(|i| format!("{}/{}/{}", i.stream, i.consumer, i.stream_sequence))
-                    .unwrap_or_else(|_| reply.to_string()),
-                headers: message.headers.clone(),
-                payload: message.payload.clone(),
-                error,
-            }),
-        }
         self.acks.push(reply);
+        match decoded {
+            Ok(row) => {
+                self.rows.push(row);
+                self.row_messages.push(delivered);
+            }
+            Err(error) => self.rejected.push(rejected(&delivered, error)),
+        }
+    }
+}
+
+/// The dead letter of `delivered`, with why.
+fn rejected(delivered: &Message, error: DecodeError) -> Rejected {
+    let message = &delivered.message;
+    Rejected {
+        origin: delivered
+            .info()
+            .map(|i| format!("{}/{}/{}", i.stream, i.consumer, i.stream_sequence))
+            .unwrap_or_else(|_| message.reply.as_deref().unwrap_or_default().to_owned()),
+        headers: message.headers.clone(),
+        payload: message.payload.clone(),
+        error,
     }
 }
 
@@ -359,7 +371,20 @@ impl Worker {
         self.dead_letters
             .send_all(&batch.rejected, &self.shutdown)
             .await?;
-        self.store(batch.rows, &batch.acks).await?;
+        let refused = self.store(batch.rows, &batch.acks).await?;
+        let unstorable: Vec<Rejected> = refused
+            .into_iter()
+            .filter_map(|refused| {
+                let message = batch.row_messages.get(refused.index)?;
+                Some(rejected(
+                    message,
+                    DecodeError::Unstorable(refused.error.describe()),
+                ))
+            })
+            .collect();
+        self.dead_letters
+            .send_all(&unstorable, &self.shutdown)
+            .await?;
         for reply in batch.acks {
             // A lost acknowledgement only means a redelivery the store
             // deduplicates.
@@ -372,11 +397,17 @@ impl Worker {
 
     /// Stores the batch's events, retrying until the store takes them:
     /// skipping would lose events, and acknowledging is not allowed before.
-    async fn store(&self, mut rows: Vec<EventRow>, acks: &[Subject]) -> Result<(), Stopped> {
+    /// Returns the rows the store refused for what they hold (the others
+    /// are stored): retrying those would stop this consumer for good.
+    async fn store(
+        &self,
+        mut rows: Vec<EventRow>,
+        acks: &[Subject],
+    ) -> Result<Vec<Refused>, Stopped> {
         let mut backoff = Backoff::new();
         loop {
             match self.store.write_rows(rows, Transport::Nats).await {
-                Ok(_) => return Ok(()),
+                Ok(outcome) => return Ok(outcome.refused),
                 Err(failed) if matches!(*failed.error, StoreError::WriterGone) => {
                     tracing::error!("the audit store writer has stopped; stopping the consumer");
                     return Err(Stopped);

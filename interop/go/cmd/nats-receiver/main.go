@@ -12,7 +12,6 @@ import (
 	"syscall"
 
 	"github.com/cloudevents/sdk-go/protocol/nats_jetstream/v2"
-	"github.com/cloudevents/sdk-go/v2/binding"
 
 	"interop/internal/evio"
 )
@@ -56,16 +55,7 @@ func main() {
 			meta["subject"] = m.Msg.Subject
 			meta["headers"] = headers
 		}
-		e, err := binding.ToEvent(context.Background(), msg)
-		if err == nil {
-			err = e.Validate()
-		}
-		if err != nil {
-			o.Write(evio.Line{Error: err.Error(), Meta: meta})
-		} else {
-			evio.ForBase64(e)
-			o.Write(evio.Line{Event: e, Meta: meta})
-		}
+		o.WriteMessage(msg, meta)
 		_ = msg.Finish(nil)
 	}
 	consumer.Close(context.Background())

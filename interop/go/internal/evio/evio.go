@@ -4,6 +4,7 @@ package evio
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/cloudevents/sdk-go/v2/binding"
 	"github.com/cloudevents/sdk-go/v2/event"
 )
 
@@ -90,6 +92,21 @@ func ForBase64(e *event.Event) {
 		return
 	}
 	e.DataBase64 = true
+}
+
+// WriteMessage decodes msg with the SDK and writes the event, or the
+// SDK's error, as one line with meta.
+func (o *Output) WriteMessage(msg binding.Message, meta map[string]any) {
+	e, err := binding.ToEvent(context.Background(), msg)
+	if err == nil {
+		err = e.Validate()
+	}
+	if err != nil {
+		o.Write(Line{Error: err.Error(), Meta: meta})
+		return
+	}
+	ForBase64(e)
+	o.Write(Line{Event: e, Meta: meta})
 }
 
 // Write marshals v and writes it as one line.
