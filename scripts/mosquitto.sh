@@ -8,6 +8,10 @@
 #
 # Environment:
 #   MQTT_PORT   port on 127.0.0.1, default 1883
+#   MQTT_TLS_PORT, MQTT_TLS_CERT_FILE, MQTT_TLS_KEY_FILE
+#               all three set: a second listener on 127.0.0.1:MQTT_TLS_PORT
+#               speaks MQTT over TLS (mqtts://) with this certificate chain
+#               and key (PEM files)
 #
 # Mosquitto comes from Debian's package (2.0.x in Debian 12), installed by
 # scripts/setup.sh. Installing it on a machine that boots with systemd also
@@ -16,6 +20,7 @@
 # of ours lives under $REPO/.cache (gitignored):
 #   .cache/mosquitto/data-$PORT                  the persistence file (mosquitto.db) of the instance on $PORT
 #   .cache/mosquitto/mosquitto-$PORT.{conf,pid,log}   its config, pid file and log
+#   .cache/mosquitto/tls-$PORT                   its copy of the TLS certificate and key
 # Several instances can run side by side: each MQTT_PORT gets its own files.
 #
 # As root, Mosquitto drops to the user `mosquitto` (which Debian's package
@@ -28,6 +33,9 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="$REPO/.cache/mosquitto"
 PORT="${MQTT_PORT:-1883}"
+TLS_PORT="${MQTT_TLS_PORT:-}"
+TLS_CERT="${MQTT_TLS_CERT_FILE:-}"
+TLS_KEY="${MQTT_TLS_KEY_FILE:-}"
 DATA="$CACHE/data-$PORT"
 CONF="$CACHE/mosquitto-$PORT.conf"
 # Debian keeps the broker in /usr/sbin, off a normal user's PATH.
@@ -120,6 +128,28 @@ log_type warning
 log_type notice
 log_timestamp_format %Y-%m-%dT%H:%M:%S
 EOF
+  [[ -z "$TLS_PORT$TLS_CERT$TLS_KEY" ]] || tls_listener "$user"
+}
+
+# The TLS listener. Mosquitto reads the certificate and key after it has
+# dropped to its user, who may not reach the caller's files (a test's
+# private temporary folder): it gets copies of its own.
+tls_listener() {
+  local user="$1" dir="$CACHE/tls-$PORT"
+  [[ -n "$TLS_PORT" && -n "$TLS_CERT" && -n "$TLS_KEY" ]] ||
+    die "MQTT_TLS_PORT, MQTT_TLS_CERT_FILE and MQTT_TLS_KEY_FILE go together"
+  daemon_port_open "$TLS_PORT" && die "TLS port $TLS_PORT is already in use"
+  mkdir -p "$dir"
+  install -m 600 "$TLS_CERT" "$dir/cert.pem"
+  install -m 600 "$TLS_KEY" "$dir/key.pem"
+  [[ $(id -u) -ne 0 ]] || chown -R "$user": "$dir"
+  cat >>"$CONF" <<EOF
+
+# MQTT over TLS (mqtts://).
+listener $TLS_PORT 127.0.0.1
+certfile $dir/cert.pem
+keyfile $dir/key.pem
+EOF
 }
 
 cmd_start() {
@@ -135,7 +165,7 @@ start) cmd_start ;;
 stop) daemon_stop ;;
 status) daemon_status ;;
 *)
-  sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   exit 2
   ;;
 esac

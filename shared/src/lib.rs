@@ -19,6 +19,8 @@ pub mod serve;
 pub mod shutdown;
 pub mod telemetry;
 #[cfg(feature = "testing")]
+pub mod test_ca;
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod tls;
 pub mod tracecontext;

@@ -30,10 +30,23 @@ fn topic() -> String {
 }
 
 fn settings(port: u16, topic: &str, mode: ContentMode) -> PublishSettings {
-    let vars = [
-        ("MQTT_URL".to_owned(), format!("mqtt://127.0.0.1:{port}")),
-        ("MQTT_TOPIC".to_owned(), topic.to_owned()),
-    ];
+    settings_from(&[
+        ("MQTT_URL", &format!("mqtt://127.0.0.1:{port}")),
+        ("MQTT_TOPIC", topic),
+        ("MQTT_CONTENT_MODE", &format!("{mode:?}")),
+    ])
+}
+
+/// The settings `vars` make, as the service reads them.
+fn settings_from(vars: &[(&str, &str)]) -> PublishSettings {
+    let vars: Vec<(String, String)> = vars
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let mode = vars
+        .iter()
+        .find(|(k, _)| k == "MQTT_CONTENT_MODE")
+        .map_or(ContentMode::Binary, |(_, v)| v.parse().unwrap());
     PublishSettings::Mqtt(MqttSettings {
         config: MqttConfig::from_vars("user-service", vars).unwrap(),
         mode,
@@ -366,7 +379,12 @@ struct PrivateMosquitto(u16);
 
 impl PrivateMosquitto {
     fn start(port: u16) -> Self {
-        mosquitto_sh(port, "start");
+        Self::start_with(port, &[])
+    }
+
+    /// With `env` for scripts/mosquitto.sh (its TLS listener).
+    fn start_with(port: u16, env: &[(&str, &str)]) -> Self {
+        mosquitto_sh_with(port, "start", env);
         PrivateMosquitto(port)
     }
 }
@@ -377,6 +395,7 @@ impl Drop for PrivateMosquitto {
         // What scripts/mosquitto.sh keeps per port.
         let cache = repo().join(".cache/mosquitto");
         let _ = std::fs::remove_dir_all(cache.join(format!("data-{}", self.0)));
+        let _ = std::fs::remove_dir_all(cache.join(format!("tls-{}", self.0)));
         for suffix in ["conf", "pid", "log", "lock"] {
             let _ = std::fs::remove_file(cache.join(format!("mosquitto-{}.{suffix}", self.0)));
         }
@@ -388,9 +407,14 @@ fn repo() -> PathBuf {
 }
 
 fn mosquitto_sh(port: u16, command: &str) {
+    mosquitto_sh_with(port, command, &[]);
+}
+
+fn mosquitto_sh_with(port: u16, command: &str, env: &[(&str, &str)]) {
     let status = std::process::Command::new(repo().join("scripts/mosquitto.sh"))
         .arg(command)
         .env("MQTT_PORT", port.to_string())
+        .envs(env.iter().copied())
         .status()
         .expect("scripts/mosquitto.sh runs");
     assert!(
@@ -534,6 +558,56 @@ async fn many_in_flight_keep_each_users_order_across_a_broker_restart() {
         let expected: Vec<String> = (0..=last[u]).map(|v| format!("u{u} v{v}")).collect();
         assert_eq!(per_user[id], expected, "user {u}, in arrival order");
     }
+}
+
+/// `mqtts://` with `MQTT_CA_FILE` for a broker whose certificate a
+/// private CA signed; without the CA file the broker is not trusted.
+#[tokio::test]
+async fn over_mqtts_events_arrive_and_a_broker_with_an_untrusted_certificate_is_not_ready() {
+    let ca = shared::test_ca::test_ca();
+    let (port, tls_port) = (free_port(), free_port());
+    let tls_port_text = tls_port.to_string();
+    let _broker = PrivateMosquitto::start_with(
+        port,
+        &[
+            ("MQTT_TLS_PORT", &tls_port_text),
+            ("MQTT_TLS_CERT_FILE", ca.files.cert.to_str().unwrap()),
+            ("MQTT_TLS_KEY_FILE", ca.files.key.to_str().unwrap()),
+        ],
+    );
+    let topic = topic();
+    let url = format!("mqtts://localhost:{tls_port}");
+    let mut subscriber = Subscriber::start(port, &topic, false).await;
+    let app = spawn_app_with("http://unused/", |s| {
+        s.publish = settings_from(&[
+            ("MQTT_URL", &url),
+            ("MQTT_TOPIC", &topic),
+            ("MQTT_CA_FILE", ca.ca.to_str().unwrap()),
+        ])
+    })
+    .await;
+    let id = app.create_user("over tls").await;
+    let event = subscriber.events(1).await.remove(0);
+    assert_eq!(event.subject(), Some(id.as_str()));
+    wait_until_all_delivered(&app.db().await).await;
+    assert_eq!(app.get("/readyz").await.status(), 200);
+
+    let untrusting = spawn_app_with("http://unused/", |s| {
+        s.publish = settings_from(&[("MQTT_URL", &url), ("MQTT_TOPIC", &topic)])
+    })
+    .await;
+    let detail = eventually(
+        "a TLS failure on /readyz",
+        Duration::from_secs(30),
+        || async {
+            let response = untrusting.get("/readyz").await;
+            assert_eq!(response.status(), 503);
+            let body = response.text().await.unwrap();
+            body.contains("certificate").then_some(body)
+        },
+    )
+    .await;
+    assert!(detail.contains(&url), "{detail}");
 }
 
 #[tokio::test]
