@@ -80,19 +80,25 @@ def check_user_events(rcv, uid, name, new_name, password, transport, decode=lamb
     assert evs[1]["data"].get("name") == new_name, evs[1]
 
 
-@pytest.mark.parametrize("sdk", SDKS)
-def test_user_service_http_to_sdk_receiver(rust_binaries, go_programs, tmpdir_keep, sdk):
-    rcv = start_http_receiver(sdk, tmpdir_keep)
-    us = start_user(tmpdir_keep, "http", audit_url=rcv.url)
+def user_round_trip(us, rcv, transport, decode=lambda lines: lines):
+    """Creates, renames and deletes a user through `us`, checks the three
+    events `rcv` decoded, and stops both."""
     try:
         name, pw = f'Zoë "Q" 100% {unique("u")}', unique("Secret-pw")
         u = us.create(name, pw)
         us.update(u["id"], name + " v2")
         us.delete(u["id"])
-        check_user_events(rcv, u["id"], name, name + " v2", pw, "http")
+        check_user_events(rcv, u["id"], name, name + " v2", pw, transport, decode=decode)
     finally:
         us.proc.stop()
         rcv.proc.stop()
+
+
+@pytest.mark.parametrize("sdk", SDKS)
+def test_user_service_http_to_sdk_receiver(rust_binaries, go_programs, tmpdir_keep, sdk):
+    rcv = start_http_receiver(sdk, tmpdir_keep)
+    us = start_user(tmpdir_keep, "http", audit_url=rcv.url)
+    user_round_trip(us, rcv, "http")
 
 
 @pytest.mark.parametrize("sdk", SDKS)
@@ -101,15 +107,7 @@ def test_user_service_kafka_to_sdk_receiver(rust_binaries, go_programs, kafka, t
     create_topics(topic)
     rcv = start_kafka_receiver(sdk, tmpdir_keep, topic)
     us = start_user(tmpdir_keep, "kafka", topic=topic)
-    try:
-        name, pw = f'Zoë "Q" 100% {unique("u")}', unique("Secret-pw")
-        u = us.create(name, pw)
-        us.update(u["id"], name + " v2")
-        us.delete(u["id"])
-        check_user_events(rcv, u["id"], name, name + " v2", pw, "kafka")
-    finally:
-        us.proc.stop()
-        rcv.proc.stop()
+    user_round_trip(us, rcv, "kafka")
 
 
 def decode_nats_go(lines):
@@ -136,15 +134,7 @@ def test_user_service_nats_to_go_sdk_receiver(rust_binaries, go_programs, nats_s
     # user-service first: its /readyz creates the stream the receiver needs.
     us = start_user(tmpdir_keep, "nats", nats=names)
     rcv = start_nats_receiver(tmpdir_keep, names)
-    try:
-        name, pw = f'Zoë "Q" 100% {unique("u")}', unique("Secret-pw")
-        u = us.create(name, pw)
-        us.update(u["id"], name + " v2")
-        us.delete(u["id"])
-        check_user_events(rcv, u["id"], name, name + " v2", pw, "nats", decode=decode_nats_go)
-    finally:
-        us.proc.stop()
-        rcv.proc.stop()
+    user_round_trip(us, rcv, "nats", decode=decode_nats_go)
 
 
 @pytest.mark.parametrize("mode", ["binary", "structured"])
@@ -154,15 +144,7 @@ def test_user_service_mqtt_to_js_sdk_receiver(rust_binaries, js_sdk, mqtt_broker
     # user-service keeps such events until someone does.
     rcv = start_mqtt_receiver("js", tmpdir_keep, topic)
     us = start_user(tmpdir_keep, "mqtt", MQTT_TOPIC=topic, MQTT_CONTENT_MODE=mode)
-    try:
-        name, pw = f'Zoë "Q" 100% {unique("u")}', unique("Secret-pw")
-        u = us.create(name, pw)
-        us.update(u["id"], name + " v2")
-        us.delete(u["id"])
-        check_user_events(rcv, u["id"], name, name + " v2", pw, "mqtt")
-    finally:
-        us.proc.stop()
-        rcv.proc.stop()
+    user_round_trip(us, rcv, "mqtt")
 
 
 # ---------------------------------------------------------------------------

@@ -127,6 +127,14 @@ impl MqttMessage {
         })
     }
 
+    /// The first user property called `name`.
+    pub fn user_property(&self, name: &str) -> Option<&str> {
+        self.user_properties
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
     /// Tells the content mode apart and reads the binary-mode attributes,
     /// as the module documentation says.
     pub fn content(&self) -> Result<MqttContent<'_>, MqttReadError> {
@@ -146,7 +154,7 @@ impl MqttMessage {
             }
             return self.structured_payload();
         }
-        let has = |name: &str| self.user_properties.iter().any(|(n, _)| n == name);
+        let has = |name: &str| self.user_property(name).is_some();
         let prefix = if has("specversion") {
             ""
         } else if has("ce-specversion") {
@@ -272,14 +280,6 @@ mod tests {
             .unwrap()
     }
 
-    fn property<'a>(message: &'a MqttMessage, name: &str) -> Option<&'a str> {
-        message
-            .user_properties
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
     fn minimal(properties: &[(&str, &str)]) -> MqttMessage {
         MqttMessage {
             content_type: None,
@@ -295,16 +295,19 @@ mod tests {
     fn binary_mode_writes_unprefixed_properties_and_the_content_type() {
         let message = MqttMessage::binary(&event()).unwrap();
         assert_eq!(message.content_type.as_deref(), Some("application/json"));
-        assert_eq!(property(&message, "specversion"), Some("1.0"));
-        assert_eq!(property(&message, "id"), Some("id 1%"));
-        assert_eq!(property(&message, "type"), Some("user.storeUser"));
+        assert_eq!(message.user_property("specversion"), Some("1.0"));
+        assert_eq!(message.user_property("id"), Some("id 1%"));
+        assert_eq!(message.user_property("type"), Some("user.storeUser"));
         // Canonical strings, not percent-encoded as over HTTP.
-        assert_eq!(property(&message, "subject"), Some("Grüße \"du\""));
-        assert_eq!(property(&message, "time"), Some("2026-11-26T09:30:00.100Z"));
-        assert_eq!(property(&message, "comexampleflag"), Some("true"));
-        assert_eq!(property(&message, "comexamplecount"), Some("42"));
+        assert_eq!(message.user_property("subject"), Some("Grüße \"du\""));
         assert_eq!(
-            property(&message, "datacontenttype"),
+            message.user_property("time"),
+            Some("2026-11-26T09:30:00.100Z")
+        );
+        assert_eq!(message.user_property("comexampleflag"), Some("true"));
+        assert_eq!(message.user_property("comexamplecount"), Some("42"));
+        assert_eq!(
+            message.user_property("datacontenttype"),
             Some("application/json")
         );
         assert!(message
