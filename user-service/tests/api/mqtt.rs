@@ -575,6 +575,55 @@ async fn over_mqtts_events_arrive_and_a_broker_with_an_untrusted_certificate_is_
     assert!(detail.contains(&url), "{detail}");
 }
 
+/// `MQTT_USERNAME` and `MQTT_PASSWORD` are what the broker checks: with
+/// them the service connects; with a wrong password it is not ready, and
+/// `/readyz` says the broker refused it, without the password.
+#[tokio::test]
+async fn credentials_from_the_environment_are_what_the_broker_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let passwords = dir.path().join("passwd");
+    let made = std::process::Command::new("mosquitto_passwd")
+        .args(["-c", "-b"])
+        .arg(&passwords)
+        .args(["svc", "s3cret-pw"])
+        .status()
+        .expect("mosquitto_passwd (Debian's mosquitto package) runs");
+    assert!(made.success());
+    let port = free_port();
+    let _broker =
+        PrivateMosquitto::start_with(port, &[("MQTT_PASSWORD_FILE", passwords.to_str().unwrap())]);
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let with_password = |password: &str| {
+        settings_from(&[
+            ("MQTT_URL", &url),
+            ("MQTT_TOPIC", "credentials"),
+            ("MQTT_USERNAME", "svc"),
+            ("MQTT_PASSWORD", password),
+        ])
+    };
+    let app = spawn_app_with("http://unused/", |s| s.publish = with_password("s3cret-pw")).await;
+    eventually(
+        "connected with the password",
+        Duration::from_secs(30),
+        || async { (app.get("/readyz").await.status() == 200).then_some(()) },
+    )
+    .await;
+
+    let refused = spawn_app_with("http://unused/", |s| s.publish = with_password("wrong-pw")).await;
+    let detail = eventually(
+        "the refusal on /readyz",
+        Duration::from_secs(30),
+        || async {
+            let response = refused.get("/readyz").await;
+            assert_eq!(response.status(), 503);
+            let body = response.text().await.unwrap();
+            body.contains("return code").then_some(body)
+        },
+    )
+    .await;
+    assert!(!detail.contains("wrong-pw"), "{detail}");
+}
+
 #[tokio::test]
 async fn readiness_on_mqtt_fails_without_a_broker_and_users_can_still_be_created() {
     let app = spawn_app_with("http://unused/", |s| {
