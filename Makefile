@@ -1,5 +1,5 @@
 # The two commands a new user needs are `make run` and `make test`.
-.PHONY: run test build setup kafka-up kafka-down nats-up nats-down pg-up pg-down up down up-nats up-replicas demo bench fuzz fmt lint
+.PHONY: run test build setup kafka-up kafka-down nats-up nats-down mqtt-up mqtt-down pg-up pg-down up down up-nats up-replicas demo bench fuzz fmt lint
 
 run: build
 	scripts/run.sh
@@ -27,6 +27,14 @@ nats-up:
 
 nats-down:
 	NATSD_PORT=4222 scripts/nats.sh stop
+
+# A Mosquitto 2 MQTT broker (MQTT 5 and 3.1.1) on 127.0.0.1:1883, from
+# Debian's package, without Docker.
+mqtt-up:
+	MQTT_PORT=1883 scripts/mosquitto.sh start
+
+mqtt-down:
+	MQTT_PORT=1883 scripts/mosquitto.sh stop
 
 # A private PostgreSQL cluster on 127.0.0.1:55432 (data in .cache/postgres),
 # for DATABASE_URL=postgres://postgres@127.0.0.1:55432/<database>.

@@ -53,8 +53,6 @@ BOOTSTRAP="127.0.0.1:$PORT"
 
 DATA="$CACHE/data-$PORT"
 CONF="$CACHE/kafka-$PORT.properties"
-PIDFILE="$CACHE/kafka-$PORT.pid"
-LOGFILE="$CACHE/kafka-$PORT.log"
 BROKER_LOG4J="$CACHE/log4j2-broker.properties"
 TOOLS_LOG4J="$CACHE/log4j2-tools.properties"
 
@@ -68,16 +66,29 @@ fi
 # What a client needs to talk to the client listener (the Kafka tools).
 CLIENT_CONF="$CACHE/client-$PORT.properties"
 
-START_DEADLINE=90 # seconds until a started broker must answer
-STOP_DEADLINE=30  # seconds of SIGTERM grace before SIGKILL
-
 if [[ -n "${JAVA_HOME:-}" ]]; then JAVA="$JAVA_HOME/bin/java"; else JAVA="java"; fi
 
-log() { echo "kafka.sh: $*" >&2; }
-die() {
-  log "ERROR: $*"
-  exit 1
-}
+# shellcheck source-path=SCRIPTDIR source=lib/daemon.sh
+source "$REPO/scripts/lib/daemon.sh"
+DAEMON_PORT="$PORT"
+DAEMON_FILES="$CACHE/kafka-$PORT"
+DAEMON_DATA="$DATA"
+DAEMON_MARK="$CONF"
+DAEMON_NOUN=broker
+DAEMON_PROGRAM=broker
+DAEMON_KIND="an answering Kafka broker"
+DAEMON_FOREIGN="a broker"
+DAEMON_BANNER="Kafka $BROKER_VERSION, $BOOTSTRAP"
+DAEMON_START_DEADLINE=90
+DAEMON_POLL=0.5 # each probe runs kcat (or a JVM)
+# BROKER_HEAP_OPTS may hold several flags.
+read -ra heap_opts <<<"${BROKER_HEAP_OPTS:--Xmx512m}"
+DAEMON_COMMAND=("$JAVA" "${heap_opts[@]}" -XX:+UseG1GC
+  -Djava.awt.headless=true
+  -Dlog4j2.configurationFile="$BROKER_LOG4J"
+  -cp "$LIBS/*" kafka.Kafka "$CONF")
+daemon_settings
+
 
 # ---------------------------------------------------------------- jars
 
@@ -255,27 +266,10 @@ format_storage() {
 
 # ---------------------------------------------------------------- probes
 
-# Pid from the pid file, if that process is still our broker. Checking the
-# command line guards against a stale pid file whose number was reused.
-broker_pid() {
-  [[ -f "$PIDFILE" ]] || return 1
-  local pid
-  pid="$(cat "$PIDFILE")"
-  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-  kill -0 "$pid" 2>/dev/null || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$CONF" || return 1
-  echo "$pid"
-}
-
-# Something accepts TCP connections on the port (cheap, no JVM).
-port_open() {
-  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
-
 # A Kafka broker answers a metadata request on the port. This is the real
 # readiness test: the port opens some time before the broker serves requests.
-broker_answers() {
-  port_open "$PORT" || return 1
+daemon_answers() {
+  daemon_port_open "$PORT" || return 1
   # Debian's kcat (librdkafka 2.x of the distribution) fails SCRAM against
   # this broker while the services' bundled librdkafka and the Java client
   # succeed, so a SASL broker is probed with the Java tool.
@@ -292,11 +286,20 @@ broker_answers() {
   fi
 }
 
-print_log_tail() {
-  if [[ -f "$LOGFILE" ]]; then
-    log "last lines of $LOGFILE:"
-    tail -n 40 "$LOGFILE" >&2
+daemon_log_tail() {
+  if [[ -f "$DAEMON_LOGFILE" ]]; then
+    log "last lines of $DAEMON_LOGFILE:"
+    tail -n 40 "$DAEMON_LOGFILE" >&2
   fi
+}
+
+# What a first start needs: a free controller port, the config, a
+# formatted log dir.
+daemon_prepare() {
+  daemon_port_open "$CONTROLLER_PORT" && die "controller port $CONTROLLER_PORT is already in use; set BROKER_CONTROLLER_PORT"
+  write_server_properties
+  mkdir -p "$DATA"
+  format_storage
 }
 
 # ---------------------------------------------------------------- commands
@@ -306,127 +309,14 @@ cmd_start() {
   mkdir -p "$CACHE"
   fetch_jars
   write_log4j_configs
-
-  # One start/stop at a time per instance, so two test binaries starting the
-  # same port at once do not both format and launch; the loser of the race
-  # then simply finds the broker answering.
-  exec 8>"$CACHE/kafka-$PORT.lock"
-  flock 8
-
-  if broker_answers; then
-    log "broker already running on $BOOTSTRAP"
-    return 0
-  fi
-  local pid
-  if pid="$(broker_pid)"; then
-    # Ours but not answering yet: an earlier start gave up waiting for it
-    # (slow machine) and left it running; wait again.
-    log "broker (pid $pid) is starting; waiting for it"
-  else
-    port_open "$PORT" && die "port $PORT is taken by something that is not an answering Kafka broker"
-    port_open "$CONTROLLER_PORT" && die "controller port $CONTROLLER_PORT is already in use; set BROKER_CONTROLLER_PORT"
-
-    write_server_properties
-    mkdir -p "$DATA"
-    format_storage
-
-    # setsid + nohup: the broker must outlive this script and the test run's
-    # terminal/process group; all its output goes to the log file so it never
-    # holds a caller's stdout pipe open (cargo test would wait for it).
-    {
-      echo
-      echo "===== $(date -u +%FT%TZ) kafka.sh start (Kafka $BROKER_VERSION, $BOOTSTRAP) ====="
-    } >>"$LOGFILE"
-    (
-      # Close every descriptor the caller may have passed down (lock files,
-      # a harness's pipes): a long-lived broker holding a pipe open makes
-      # whoever reads that pipe wait forever.
-      for fd in /proc/self/fd/*; do
-        fd="${fd##*/}"
-        if ((fd > 2)); then eval "exec $fd>&-"; fi
-      done
-      # shellcheck disable=SC2086 # BROKER_HEAP_OPTS may hold several flags
-      exec nohup setsid "$JAVA" ${BROKER_HEAP_OPTS:--Xmx512m} -XX:+UseG1GC \
-        -Djava.awt.headless=true \
-        -Dlog4j2.configurationFile="$BROKER_LOG4J" \
-        -cp "$LIBS/*" kafka.Kafka "$CONF" \
-        </dev/null >>"$LOGFILE" 2>&1
-    ) &
-    # The subshell execs nohup, which execs setsid, which execs java: same pid.
-    pid=$!
-    echo "$pid" >"$PIDFILE"
-    log "started broker pid $pid on $BOOTSTRAP (log: $LOGFILE)"
-  fi
-
-  local deadline=$((SECONDS + START_DEADLINE))
-  while ((SECONDS < deadline)); do
-    if ! kill -0 "$pid" 2>/dev/null; then
-      print_log_tail
-      rm -f "$PIDFILE"
-      die "broker on $BOOTSTRAP exited during startup"
-    fi
-    if broker_answers; then
-      log "broker ready on $BOOTSTRAP"
-      return 0
-    fi
-    sleep 0.5
-  done
-  print_log_tail
-  die "broker on $BOOTSTRAP did not answer within ${START_DEADLINE}s (pid $pid left running; 'scripts/kafka.sh stop' ends it)"
-}
-
-cmd_stop() {
-  local pid
-  mkdir -p "$CACHE"
-  exec 8>"$CACHE/kafka-$PORT.lock"
-  flock 8
-  if ! pid="$(broker_pid)"; then
-    rm -f "$PIDFILE"
-    if port_open "$PORT"; then
-      die "something answers on port $PORT but was not started by this script (no live pid in $PIDFILE)"
-    fi
-    log "broker on $BOOTSTRAP is not running"
-    return 0
-  fi
-  # SIGTERM runs Kafka's shutdown hook: it flushes logs and writes a clean
-  # shutdown marker, so the next start skips log recovery.
-  kill -TERM "$pid" 2>/dev/null || true
-  local deadline=$((SECONDS + STOP_DEADLINE))
-  while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do
-    sleep 0.2
-  done
-  if kill -0 "$pid" 2>/dev/null; then
-    log "broker pid $pid still running after ${STOP_DEADLINE}s; sending SIGKILL"
-    kill -KILL "$pid" 2>/dev/null || true
-    while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
-  fi
-  rm -f "$PIDFILE"
-  log "broker on $BOOTSTRAP stopped (data kept in $DATA)"
-}
-
-cmd_status() {
-  local pid
-  if broker_answers; then
-    if pid="$(broker_pid)"; then
-      echo "running: pid $pid on $BOOTSTRAP (data $DATA)"
-    else
-      echo "running: a broker answers on $BOOTSTRAP (not started by this script)"
-    fi
-    return 0
-  fi
-  if pid="$(broker_pid)"; then
-    echo "starting or unhealthy: pid $pid is alive but $BOOTSTRAP does not answer"
-  else
-    echo "stopped: nothing answers on $BOOTSTRAP"
-  fi
-  return 1
+  daemon_start
 }
 
 cmd_topic() {
   local name="$1" partitions="$2"
   [[ "$partitions" =~ ^[1-9][0-9]*$ ]] || die "PARTITIONS must be a positive integer, got '$partitions'"
   [[ -f "$LIBS/.version" ]] || die "no Kafka jars yet; run 'scripts/kafka.sh start' first"
-  port_open "$PORT" || die "no broker on $BOOTSTRAP; run 'scripts/kafka.sh start' first"
+  daemon_port_open "$PORT" || die "no broker on $BOOTSTRAP; run 'scripts/kafka.sh start' first"
   write_log4j_configs
   local topic_cmd=(kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$BOOTSTRAP")
 
@@ -456,8 +346,10 @@ usage() {
 case "${1:-}" in
 fetch) fetch_jars ;;
 start) cmd_start ;;
-stop) cmd_stop ;;
-status) cmd_status ;;
+# SIGTERM runs Kafka's shutdown hook: it flushes logs and writes a clean
+# shutdown marker, so the next start skips log recovery.
+stop) daemon_stop ;;
+status) daemon_status ;;
 topic)
   [[ $# -eq 3 ]] || usage
   cmd_topic "$2" "$3"

@@ -42,11 +42,10 @@ SOCKET_DIR="${PG_SOCKET_DIR:-}"
 PASSWORD="${PG_PASSWORD:-}"
 START_DEADLINE=60
 
-log() { echo "postgres.sh: $*" >&2; }
-die() {
-  log "ERROR: $*"
-  exit 1
-}
+# Its log lines and per-instance lock; pg_ctl detaches, waits and stops
+# the server itself.
+# shellcheck source-path=SCRIPTDIR source=lib/daemon.sh
+source "$REPO/scripts/lib/daemon.sh"
 
 # The newest installed server's binaries (Debian keeps them off PATH).
 bindir() {
@@ -157,8 +156,7 @@ EOF
 cmd_start() {
   ensure_installed
   mkdir -p "$DIR"
-  exec 8>"$DIR/postgres-$PORT.lock"
-  flock 8
+  daemon_lock "$DIR/postgres-$PORT.lock"
   if answers; then
     log "already running on 127.0.0.1:$PORT"
     return 0
@@ -186,8 +184,7 @@ cmd_start() {
 
 cmd_stop() {
   mkdir -p "$DIR"
-  exec 8>"$DIR/postgres-$PORT.lock"
-  flock 8
+  daemon_lock "$DIR/postgres-$PORT.lock"
   if [[ ! -f "$DATA/postmaster.pid" ]]; then
     log "not running on 127.0.0.1:$PORT"
     return 0

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # `make test`: the whole suite, from a fresh clone. Installs what it needs
 # (scripts/setup.sh), starts a Kafka broker on 127.0.0.1:9092, a NATS
-# server with JetStream on 127.0.0.1:4222 and a private PostgreSQL cluster
-# on 127.0.0.1:55432 unless they already run (and stops afterwards what it
-# started), then runs the compose-file checks (the file's services brought
-# up in network namespaces among them) and the README checks, schemathesis
+# server with JetStream on 127.0.0.1:4222, a Mosquitto MQTT broker on
+# 127.0.0.1:1883 and a private PostgreSQL cluster on 127.0.0.1:55432
+# unless they already run (and stops afterwards what it started), then
+# runs the compose-file checks (the file's services brought up in network
+# namespaces among them) and the README checks, schemathesis
 # against both APIs, the Rust tests (the CESQL TCK among them; the storage
 # and delivery tests twice: on SQLite, then on PostgreSQL), the audit
 # console in headless Chromium and the cross-SDK interop suite. Any
@@ -21,10 +22,12 @@ cargo build --workspace --all-targets --examples
 
 started_kafka=""
 started_nats=""
+started_mqtt=""
 started_pg=""
 cleanup() {
   if [[ -n "$started_kafka" ]]; then scripts/kafka.sh stop || true; fi
   if [[ -n "$started_nats" ]]; then NATSD_PORT=4222 scripts/nats.sh stop || true; fi
+  if [[ -n "$started_mqtt" ]]; then MQTT_PORT=1883 scripts/mosquitto.sh stop || true; fi
   if [[ -n "$started_pg" ]]; then scripts/postgres.sh stop || true; fi
 }
 trap cleanup EXIT
@@ -35,6 +38,10 @@ fi
 if ! NATSD_PORT=4222 scripts/nats.sh status >/dev/null 2>&1; then
   NATSD_PORT=4222 scripts/nats.sh start
   started_nats=yes
+fi
+if ! MQTT_PORT=1883 scripts/mosquitto.sh status >/dev/null 2>&1; then
+  MQTT_PORT=1883 scripts/mosquitto.sh start
+  started_mqtt=yes
 fi
 if ! scripts/postgres.sh status >/dev/null 2>&1; then
   scripts/postgres.sh start

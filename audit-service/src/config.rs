@@ -151,6 +151,15 @@ impl Default for NatsSettings {
 impl Settings {
     pub fn from_env() -> Result<Self, ConfigError> {
         let transport = Transport::from_env()?;
+        if transport == Transport::Mqtt {
+            return Err(ConfigError {
+                name: "EVENT_TRANSPORT".into(),
+                value: "mqtt".into(),
+                reason: "audit-service does not consume MQTT yet (user-service publishes to it); \
+                         use http, kafka or nats"
+                    .into(),
+            });
+        }
         Ok(Settings {
             listen_addr: listen_addr(SocketAddr::from(([0, 0, 0, 0], 8080)))?,
             database_url: env_or("DATABASE_URL", "sqlite://data/audit.db"),

@@ -5,6 +5,7 @@ Environment (all optional):
   INTEROP_ROOT     repository root (default: two levels above this file)
   KAFKA_BROKERS    broker for the Kafka tests (default 127.0.0.1:9092)
   NATS_URL         NATS server with JetStream for the NATS tests (default nats://127.0.0.1:4222)
+  MQTT_URL         MQTT broker for the MQTT tests (default mqtt://127.0.0.1:1883)
   INTEROP_KEEP     keep temporary directories (logs, databases) after the run
 """
 
@@ -36,6 +37,10 @@ PYTHON = sys.executable
 CONFORMANCE_DIR = ROOT / "interop" / "conformance"
 BROKERS = os.environ.get("KAFKA_BROKERS", "127.0.0.1:9092")
 NATS_URL = os.environ.get("NATS_URL", "nats://127.0.0.1:4222")
+MQTT_URL = os.environ.get("MQTT_URL", "mqtt://127.0.0.1:1883")
+# The JavaScript SDK and mqtt.js, installed by interop/run.sh.
+JSDIR = ROOT / "interop" / "js"
+JS_MODULES = ROOT / ".cache" / "interop-js" / "node_modules"
 
 STARTUP_TIMEOUT = 60.0
 DELIVERY_TIMEOUT = 40.0
@@ -247,6 +252,28 @@ class NatsNames:
 
 
 # --------------------------------------------------------------------------
+# MQTT
+
+
+def mqtt_up():
+    """An MQTT broker answers an MQTT 3.1.1 CONNECT with a CONNACK accepting it."""
+    hostport = MQTT_URL.split("://", 1)[-1].rstrip("/")
+    host, port = hostport.rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=2) as s:
+            s.settimeout(2)
+            s.sendall(b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x05\x00\x00")
+            return s.recv(4) == b"\x20\x02\x00\x00"
+    except OSError:
+        return False
+
+
+def mqtt_topic(tag):
+    """A topic of one test's own."""
+    return f"interop/{tag}/{uuid.uuid4().hex[:12]}"
+
+
+# --------------------------------------------------------------------------
 # the Rust services
 
 
@@ -295,6 +322,7 @@ def service_env(tmp, transport, **extra):
         "EVENT_TRANSPORT": transport,
         "KAFKA_BROKERS": BROKERS,
         "NATS_URL": NATS_URL,
+        "MQTT_URL": MQTT_URL,
         "RUST_LOG": os.environ.get("INTEROP_RUST_LOG", "info"),
         "LOG_FORMAT": "json",
     }
@@ -379,6 +407,22 @@ def nats_server():
     if not nats_up():
         pytest.fail(f"MISSING: no NATS server with JetStream answers on {NATS_URL}. Start it with `scripts/nats.sh start`.", pytrace=False)
     return NATS_URL
+
+
+@pytest.fixture(scope="session")
+def mqtt_broker():
+    if not mqtt_up():
+        pytest.fail(f"MISSING: no MQTT broker answers on {MQTT_URL}. Start it with `make mqtt-up` (scripts/mosquitto.sh start).",
+                    pytrace=False)
+    return MQTT_URL
+
+
+@pytest.fixture(scope="session")
+def js_sdk():
+    if shutil.which("node") is None:
+        pytest.fail("MISSING: node is not installed (the JavaScript SDK runs on it).", pytrace=False)
+    if not (JS_MODULES / "cloudevents").is_dir() or not (JS_MODULES / "mqtt").is_dir():
+        pytest.fail(f"MISSING: the JavaScript SDK in {JS_MODULES}. Run interop/run.sh (it installs it).", pytrace=False)
 
 
 @pytest.fixture
@@ -492,6 +536,32 @@ def start_nats_plain_receiver(tmp, names):
     return Receiver(proc, out, topic=names.subject)
 
 
+def wait_subscribed(proc, what):
+    """MQTT receivers print "subscribed" once the broker granted their subscription."""
+    def subscribed():
+        if not proc.alive():
+            raise AssertionError(f"{what} exited ({proc.p.returncode}):\n{proc.logtext()}")
+        return "subscribed" in proc.logtext()
+
+    wait_for(subscribed, STARTUP_TIMEOUT, f"{what} to subscribe")
+
+
+def start_mqtt_receiver(sdk, tmp, topic, protocol="5"):
+    """The JavaScript SDK's MQTT binding ("js"), or the raw wire as paho-mqtt
+    sees it as an MQTT 5 or 3.1.1 client ("python")."""
+    out = tmp / f"{sdk}-mqtt-{uuid.uuid4().hex[:8]}.jsonl"
+    if sdk == "js":
+        argv = ["node", JSDIR / "mqtt.js", "receive", "--url", MQTT_URL, "--topic", topic, "--out", out,
+                "--protocol", "5" if protocol == "5" else "4"]
+        env = {"NODE_PATH": str(JS_MODULES)}
+    else:
+        argv = [PYTHON, PYDIR / "mqtt_receiver.py", "--url", MQTT_URL, "--topic", topic, "--out", out, "--protocol", protocol]
+        env = None
+    proc = Proc(f"{sdk}-mqtt-receiver-{out.stem}", argv, env=env, log_dir=tmp)
+    wait_subscribed(proc, f"{sdk} MQTT receiver")
+    return Receiver(proc, out, topic=topic)
+
+
 # --------------------------------------------------------------------------
 # the SDK senders
 
@@ -523,6 +593,13 @@ def send_nats(names, mode, events):
     data = json.dumps(events).encode()
     argv = [GOBIN / "nats-sender", "-url", NATS_URL, "-stream", names.stream, "-subject", names.subject, "-mode", mode, "-in", "-"]
     return run(argv, input_bytes=data)
+
+
+def send_mqtt_js(topic, mode, events):
+    """The JavaScript SDK's MQTT binding as a sender, at QoS 1."""
+    data = json.dumps(events).encode()
+    argv = ["node", JSDIR / "mqtt.js", "send", "--url", MQTT_URL, "--topic", topic, "--mode", mode, "--in", "-"]
+    return run(argv, input_bytes=data, env={"NODE_PATH": str(JS_MODULES)})
 
 
 # --------------------------------------------------------------------------

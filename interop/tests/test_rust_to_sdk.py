@@ -1,9 +1,11 @@
 """2 and 3 (Rust -> SDK): what user-service publishes, over HTTP and Kafka, is
-decoded by the Go and Python CloudEvents SDKs attribute by attribute, and over
+decoded by the Go and Python CloudEvents SDKs attribute by attribute, over
 NATS JetStream by the Go SDK (and by its plain NATS binding in structured
-mode, the one mode it reads); arbitrary events published through
-user-service's publisher (examples/send_event) too."""
+mode, the one mode it reads), and over MQTT by the JavaScript SDK in both
+content modes; arbitrary events published through user-service's publisher
+(examples/send_event) too."""
 
+import base64
 import json
 import re
 import urllib.parse
@@ -15,12 +17,15 @@ from conftest import (
     NatsNames,
     assert_same_event,
     create_topics,
+    mqtt_topic,
+    parse_time,
     require_file,
     run,
     service_env,
     start_http_receiver,
     start_kafka_receiver,
     start_nats_plain_receiver,
+    start_mqtt_receiver,
     start_nats_receiver,
     start_user,
     unique,
@@ -55,6 +60,17 @@ def check_user_events(rcv, uid, name, new_name, password, transport, decode=lamb
             # binary content mode: attributes in ce- headers, data in the body
             assert meta["content_type"].startswith("application/json"), meta
             assert {"ce-id", "ce-source", "ce-type", "ce-specversion"} <= set(meta["ce_headers"]), meta
+        elif transport == "mqtt":
+            # binary mode (MQTT binding 3.1): attributes as unprefixed user
+            # properties, datacontenttype as the Content Type; structured
+            # mode: the JSON event as the payload
+            if meta["content_type"] == "application/cloudevents+json":
+                assert meta["user_properties"] == {}, meta
+            else:
+                assert meta["content_type"] == "application/json", meta
+                assert {"id", "source", "type", "specversion"} <= set(meta["user_properties"]), meta
+                assert not any(k.startswith(("ce-", "ce_")) for k in meta["user_properties"]), meta
+            assert meta["qos"] == 1, meta
         elif transport == "nats":
             # binary content mode (NATS binding 1.0.3): ce- headers, the
             # event id as the JetStream message id
@@ -67,19 +83,25 @@ def check_user_events(rcv, uid, name, new_name, password, transport, decode=lamb
     assert evs[1]["data"].get("name") == new_name, evs[1]
 
 
-@pytest.mark.parametrize("sdk", SDKS)
-def test_user_service_http_to_sdk_receiver(rust_binaries, go_programs, tmpdir_keep, sdk):
-    rcv = start_http_receiver(sdk, tmpdir_keep)
-    us = start_user(tmpdir_keep, "http", audit_url=rcv.url)
+def user_round_trip(us, rcv, transport, decode=lambda lines: lines):
+    """Creates, renames and deletes a user through `us`, checks the three
+    events `rcv` decoded, and stops both."""
     try:
         name, pw = f'Zoë "Q" 100% {unique("u")}', unique("Secret-pw")
         u = us.create(name, pw)
         us.update(u["id"], name + " v2")
         us.delete(u["id"])
-        check_user_events(rcv, u["id"], name, name + " v2", pw, "http")
+        check_user_events(rcv, u["id"], name, name + " v2", pw, transport, decode=decode)
     finally:
         us.proc.stop()
         rcv.proc.stop()
+
+
+@pytest.mark.parametrize("sdk", SDKS)
+def test_user_service_http_to_sdk_receiver(rust_binaries, go_programs, tmpdir_keep, sdk):
+    rcv = start_http_receiver(sdk, tmpdir_keep)
+    us = start_user(tmpdir_keep, "http", audit_url=rcv.url)
+    user_round_trip(us, rcv, "http")
 
 
 @pytest.mark.parametrize("sdk", SDKS)
@@ -88,15 +110,7 @@ def test_user_service_kafka_to_sdk_receiver(rust_binaries, go_programs, kafka, t
     create_topics(topic)
     rcv = start_kafka_receiver(sdk, tmpdir_keep, topic)
     us = start_user(tmpdir_keep, "kafka", topic=topic)
-    try:
-        name, pw = f'Zoë "Q" 100% {unique("u")}', unique("Secret-pw")
-        u = us.create(name, pw)
-        us.update(u["id"], name + " v2")
-        us.delete(u["id"])
-        check_user_events(rcv, u["id"], name, name + " v2", pw, "kafka")
-    finally:
-        us.proc.stop()
-        rcv.proc.stop()
+    user_round_trip(us, rcv, "kafka")
 
 
 def decode_nats_go(lines):
@@ -123,15 +137,17 @@ def test_user_service_nats_to_go_sdk_receiver(rust_binaries, go_programs, nats_s
     # user-service first: its /readyz creates the stream the receiver needs.
     us = start_user(tmpdir_keep, "nats", nats=names)
     rcv = start_nats_receiver(tmpdir_keep, names)
-    try:
-        name, pw = f'Zoë "Q" 100% {unique("u")}', unique("Secret-pw")
-        u = us.create(name, pw)
-        us.update(u["id"], name + " v2")
-        us.delete(u["id"])
-        check_user_events(rcv, u["id"], name, name + " v2", pw, "nats", decode=decode_nats_go)
-    finally:
-        us.proc.stop()
-        rcv.proc.stop()
+    user_round_trip(us, rcv, "nats", decode=decode_nats_go)
+
+
+@pytest.mark.parametrize("mode", ["binary", "structured"])
+def test_user_service_mqtt_to_js_sdk_receiver(rust_binaries, js_sdk, mqtt_broker, tmpdir_keep, mode):
+    topic = mqtt_topic(f"users-{mode}")
+    # Subscribed first: the broker drops what nobody subscribes to, and
+    # user-service keeps such events until someone does.
+    rcv = start_mqtt_receiver("js", tmpdir_keep, topic)
+    us = start_user(tmpdir_keep, "mqtt", MQTT_TOPIC=topic, MQTT_CONTENT_MODE=mode)
+    user_round_trip(us, rcv, "mqtt")
 
 
 @pytest.mark.parametrize("mode", ["structured", "binary"])
@@ -178,13 +194,13 @@ def test_a_plain_nats_go_subscriber_reads_user_service_in_structured_mode_only(
 PCT_ATTRS = ("id", "subject", "comexamplenote")
 
 
-def send_event(tmp, event, transport, audit_url=None, topic=None, nats=None):
+def send_event(tmp, event, transport, audit_url=None, topic=None, nats=None, **extra):
     require_file(
         SEND_EVENT_BIN,
         "user-service must provide the example `send_event` (reads one structured CloudEvent "
         "JSON on stdin, publishes it with the service's publisher); build with `cargo build --workspace --examples`.",
     )
-    env = service_env(tmp, transport, AUDIT_URL=audit_url, KAFKA_TOPIC=topic, **(nats.env() if nats else {}))
+    env = service_env(tmp, transport, AUDIT_URL=audit_url, KAFKA_TOPIC=topic, **(nats.env() if nats else {}), **extra)
     env["DATABASE_URL"] = f"sqlite://{tmp}/db/send_event.db"
     run([SEND_EVENT_BIN], input_bytes=json.dumps(event).encode(), env=env, timeout=60)
 
@@ -224,6 +240,13 @@ def compare_received(sdk, transport, sent, lines):
                     assert wire_is_encoded(wire) and urllib.parse.unquote(wire) == e[k], (
                         f"ce-{k} on the wire is {wire!r}; the HTTP binding wants space, '\"', '%' and "
                         f"non-ASCII percent-encoded as UTF-8, decoding to {e[k]!r}")
+        if sdk == "js" and "time" in e:
+            # JavaScript keeps time in a Date: milliseconds. What went on
+            # the wire had every digit.
+            assert time_on_the_mqtt_wire(meta) == parse_time(e["time"]), f"time of {e['id']!r} on the wire"
+            sent_ms = parse_time(e["time"]).replace(microsecond=parse_time(e["time"]).microsecond // 1000 * 1000)
+            assert parse_time(ev["time"]) == sent_ms, f"time of {e['id']!r}: {ev['time']} vs {e['time']}"
+            ev["time"] = e["time"]
         if transport == "kafka" and "partitionkey" not in e:
             # Our Kafka publisher keys the record by the subject (the user
             # id) and says so in the `partitionkey` extension.
@@ -253,6 +276,27 @@ def test_send_event_kafka_edge_cases_to_sdk(rust_binaries, go_programs, kafka, t
         for e in sent:
             send_event(tmpdir_keep, e, "kafka", topic=topic)
         compare_received(sdk, "kafka", sent, rcv.wait(len(sent)))
+    finally:
+        rcv.proc.stop()
+
+
+def time_on_the_mqtt_wire(meta):
+    """`time` as an MQTT message carried it: a user property in binary
+    mode, a member of the JSON payload in structured mode."""
+    if meta["content_type"] == "application/cloudevents+json":
+        return parse_time(json.loads(base64.b64decode(meta["payload_b64"]))["time"])
+    return parse_time(meta["user_properties"]["time"])
+
+
+@pytest.mark.parametrize("mode", ["binary", "structured"])
+def test_send_event_mqtt_edge_cases_to_js_sdk(rust_binaries, js_sdk, mqtt_broker, tmpdir_keep, mode):
+    topic = mqtt_topic(f"send-{mode}")
+    rcv = start_mqtt_receiver("js", tmpdir_keep, topic)
+    try:
+        sent = make_events(unique(f"rust-mqtt-js-{mode}"))
+        for e in sent:
+            send_event(tmpdir_keep, e, "mqtt", MQTT_TOPIC=topic, MQTT_CONTENT_MODE=mode)
+        compare_received("js", "mqtt", sent, rcv.wait(len(sent)))
     finally:
         rcv.proc.stop()
 

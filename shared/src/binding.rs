@@ -8,7 +8,8 @@
 //! - recognising structured mode case-insensitively, as both bindings require;
 //! - NATS binary mode altogether (NATS binding 1.0.3, section 3.1): the SDK's
 //!   NATS binding is structured only. `ce-` headers, `datacontenttype`
-//!   included, percent-encoded as over HTTP.
+//!   included, percent-encoded as over HTTP;
+//! - the MQTT binding altogether ([`mqtt`]), which the SDK does not have.
 
 use chrono::SecondsFormat;
 use cloudevents::event::{AttributeValue, SpecVersion};
@@ -18,6 +19,8 @@ use cloudevents::message::{
 use cloudevents::{AttributesReader, Data, Event};
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use percent_encoding::{percent_decode, utf8_percent_encode, AsciiSet, CONTROLS};
+
+pub mod mqtt;
 
 /// The media type of a structured-mode event in JSON.
 pub const STRUCTURED_JSON: &str = "application/cloudevents+json";

@@ -90,11 +90,17 @@ pub enum Transport {
     Http,
     Kafka,
     Nats,
+    Mqtt,
 }
 
 impl Transport {
     /// Every transport, in the order the docs list them.
-    pub const ALL: &[Transport] = &[Transport::Http, Transport::Kafka, Transport::Nats];
+    pub const ALL: &[Transport] = &[
+        Transport::Http,
+        Transport::Kafka,
+        Transport::Nats,
+        Transport::Mqtt,
+    ];
 
     pub fn from_env() -> Result<Self, ConfigError> {
         env_parse("EVENT_TRANSPORT", Transport::Http)
@@ -105,6 +111,7 @@ impl Transport {
             Transport::Http => "http",
             Transport::Kafka => "kafka",
             Transport::Nats => "nats",
+            Transport::Mqtt => "mqtt",
         }
     }
 }
@@ -304,6 +311,7 @@ mod tests {
         assert_eq!("HTTP".parse::<Transport>(), Ok(Transport::Http));
         assert_eq!("kafka".parse::<Transport>(), Ok(Transport::Kafka));
         assert_eq!("NATS".parse::<Transport>(), Ok(Transport::Nats));
+        assert_eq!("mqtt".parse::<Transport>(), Ok(Transport::Mqtt));
         let err = "carrier-pigeon".parse::<Transport>().unwrap_err();
         assert!(err.contains("`http`") && err.contains("`kafka`"), "{err}");
     }

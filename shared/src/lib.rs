@@ -1,8 +1,8 @@
 //! Types and helpers the user service and the audit service share: the user
 //! events and their CloudEvents mapping, the wire-level pieces the CloudEvents
-//! SDK leaves out, configuration, broker clients (Kafka, NATS), telemetry (logs,
-//! traces, metrics and the trace context that travels in events) and
-//! problem+json errors.
+//! SDK leaves out, configuration, broker clients (Kafka, NATS, MQTT),
+//! telemetry (logs, traces, metrics and the trace context that travels in
+//! events) and problem+json errors.
 
 pub mod auth;
 pub mod binding;
@@ -10,6 +10,7 @@ pub mod config;
 pub mod db;
 pub mod event;
 pub mod kafka;
+pub mod mqtt;
 pub mod nats;
 pub mod problem;
 pub mod rate_limit;
@@ -17,6 +18,8 @@ pub mod redact;
 pub mod serve;
 pub mod shutdown;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod test_ca;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tls;

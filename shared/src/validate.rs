@@ -3,13 +3,15 @@
 //! is present must not be either, `datacontenttype` must be an RFC 2046 media
 //! type, extension names must be lower-case ASCII letters and digits, and no
 //! extension may take the name of a context attribute or of a member the JSON
-//! format reserves (`data`, `data_base64`).
+//! format reserves (`data`, `data_base64`). Apart: what an event must be to
+//! be kept in the JSON format ([`validate_json_form`]).
 //!
 //! It also holds the type system's rule for String values
 //! ([`forbidden_character`]), which the receiving side applies to every
 //! attribute value as it arrives.
 
-use cloudevents::{AttributesReader, Event};
+use cloudevents::event::SpecVersion;
+use cloudevents::{AttributesReader, Data, Event};
 
 /// Why an event that parsed is still not a valid CloudEvent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,6 +29,8 @@ pub enum InvalidEvent {
          JSON event format, so it cannot be an extension"
     )]
     ReservedName(String),
+    #[error("attribute `datacontenttype` is invalid: it says JSON but the body is not valid JSON")]
+    JsonDataNotJson,
 }
 
 /// The first character of `value` that the CloudEvents type system forbids
@@ -83,6 +87,25 @@ pub fn validate(event: &Event) -> Result<(), InvalidEvent> {
         if JSON_RESERVED.contains(&name) || attributes.contains(&name) {
             return Err(InvalidEvent::ReservedName(name.to_owned()));
         }
+    }
+    Ok(())
+}
+
+/// A 0.3 event's binary data is written in the JSON format as base64 with
+/// `datacontentencoding`, and reading it back (the SDK does) parses the
+/// decoded bytes as `datacontenttype` says. A binary-mode body that claims
+/// to be JSON but does not parse (it stays bytes) would be written in a
+/// form no reader can parse, so a receiver that keeps events in the JSON
+/// format refuses it. Found by `make fuzz`.
+pub fn validate_json_form(event: &Event) -> Result<(), InvalidEvent> {
+    let claims_json = event
+        .datacontenttype()
+        .is_some_and(crate::binding::is_json_media_type);
+    if event.specversion() == SpecVersion::V03
+        && claims_json
+        && matches!(event.data(), Some(Data::Binary(_)))
+    {
+        return Err(InvalidEvent::JsonDataNotJson);
     }
     Ok(())
 }
@@ -204,6 +227,32 @@ mod tests {
         // Other versions' attribute names are ordinary extensions.
         let e = event().extension("schemaurl", "x").build().unwrap();
         assert_eq!(validate(&e), Ok(()));
+    }
+
+    #[test]
+    fn a_0_3_event_whose_json_data_is_bytes_has_no_json_form() {
+        let bytes = cloudevents::EventBuilderV03::new()
+            .id("1")
+            .source("/s")
+            .ty("t")
+            .data("application/json", b"{not json".to_vec())
+            .build()
+            .unwrap();
+        assert_eq!(
+            validate_json_form(&bytes),
+            Err(InvalidEvent::JsonDataNotJson)
+        );
+        let json = cloudevents::EventBuilderV03::new()
+            .id("1")
+            .source("/s")
+            .ty("t")
+            .data("application/json", serde_json::json!({"a": 1}))
+            .build()
+            .unwrap();
+        assert_eq!(validate_json_form(&json), Ok(()));
+        // 1.0 writes binary data as data_base64, read back as bytes.
+        let v10 = event().data("application/json", b"{not json".to_vec());
+        assert_eq!(validate_json_form(&v10.build().unwrap()), Ok(()));
     }
 
     #[test]

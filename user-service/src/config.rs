@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-/// How the HTTP and NATS publishers lay an event out on the wire.
+/// How the HTTP, NATS and MQTT publishers lay an event out on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ContentMode {
     /// Attributes in `ce-` headers, data as the body (the default, as in the seed).
@@ -97,6 +97,7 @@ pub enum PublishSettings {
         /// take.
         timeout: Duration,
     },
+    Mqtt(crate::publish::MqttSettings),
 }
 
 /// How the HTTP publisher proves who it is and whom it trusts.
@@ -141,6 +142,9 @@ impl PublishSettings {
                 mode: env_parse("NATS_CONTENT_MODE", ContentMode::Binary)?,
                 timeout,
             },
+            Transport::Mqtt => {
+                PublishSettings::Mqtt(crate::publish::MqttSettings::from_env(timeout)?)
+            }
         })
     }
 
@@ -149,6 +153,7 @@ impl PublishSettings {
             PublishSettings::Http { .. } => Transport::Http,
             PublishSettings::Kafka { .. } => Transport::Kafka,
             PublishSettings::Nats { .. } => Transport::Nats,
+            PublishSettings::Mqtt(_) => Transport::Mqtt,
         }
     }
 }

@@ -51,6 +51,8 @@ pub async fn start(
         Transport::Nats => {
             Some(nats::start(&settings.nats, settings.batch, store, shutdown).await?)
         }
+        // Refused by `Settings::from_env`; settings built in code get here.
+        Transport::Mqtt => anyhow::bail!("audit-service does not consume MQTT yet"),
     })
 }
 

@@ -221,6 +221,25 @@ async fn a_bad_setting_stops_the_service_with_a_message_naming_it() {
     );
 }
 
+/// user-service publishes to MQTT; until audit-service consumes it, the
+/// setting stops it at start with one line that says so.
+#[tokio::test]
+async fn mqtt_is_refused_at_start_with_one_line_saying_why() {
+    let dir = TempDir::new().unwrap();
+    let db = shared::testing::database_url(dir.path(), "audit.db").await;
+    let env = [("DATABASE_URL", db), ("EVENT_TRANSPORT", "mqtt".to_owned())];
+    let mut process = ServiceProcess::start(&env, dir.path().join("mqtt.log"));
+    let status = process.child.wait().unwrap();
+    assert!(!status.success());
+    let log = process.log_text();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("does not consume MQTT yet"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    assert!(lines[0].contains("EVENT_TRANSPORT"), "{log}");
+}
+
 /// Posts up to 5000 binary events with 64 in flight, sends `signal` to the
 /// process once 200 are acknowledged, and goes on until every request is
 /// answered or refused. Returns the ids acknowledged with a 204, and how

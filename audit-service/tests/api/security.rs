@@ -8,7 +8,6 @@ use reqwest::header::WWW_AUTHENTICATE;
 use serde_json::{json, Value};
 use shared::auth::Tokens;
 use shared::serve::MAX_HEADER_BYTES;
-use shared::tls::TlsFiles;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -353,36 +352,7 @@ async fn live_tail_clients_over_the_cap_are_503_until_one_leaves() {
     }
 }
 
-/// A private CA and a certificate it signed for localhost, as PEM files.
-pub struct TestCa {
-    pub dir: tempfile::TempDir,
-    pub ca_pem: String,
-    pub files: TlsFiles,
-}
-
-pub fn test_ca() -> TestCa {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .signed_by(&key, &ca, &ca_key)
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let files = TlsFiles {
-        cert: dir.path().join("cert.pem"),
-        key: dir.path().join("key.pem"),
-    };
-    std::fs::write(&files.cert, cert.pem()).unwrap();
-    std::fs::write(&files.key, key.serialize_pem()).unwrap();
-    TestCa {
-        dir,
-        ca_pem: ca.pem(),
-        files,
-    }
-}
+pub use shared::test_ca::test_ca;
 
 #[tokio::test]
 async fn over_tls_events_are_stored_and_plain_http_is_not_served() {

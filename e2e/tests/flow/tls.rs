@@ -9,29 +9,13 @@ use std::time::{Duration, Instant};
 const INGEST: &str = "e2e-ingest-token-0123456789";
 const READ: &str = "e2e-read-token-0123456789";
 
-/// A CA, and a certificate it signed for localhost, written as PEM files
-/// into `dir`: (ca, cert, key) paths.
-fn private_ca(dir: &std::path::Path) -> (String, String, String) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .signed_by(&key, &ca, &ca_key)
-        .unwrap();
-    let path = |name: &str| dir.join(name).display().to_string();
-    std::fs::write(path("ca.pem"), ca.pem()).unwrap();
-    std::fs::write(path("cert.pem"), cert.pem()).unwrap();
-    std::fs::write(path("key.pem"), key.serialize_pem()).unwrap();
-    (path("ca.pem"), path("cert.pem"), path("key.pem"))
-}
-
 #[tokio::test]
 async fn user_service_delivers_to_an_https_audit_service_with_its_token() {
     let stack = Stack::new().unwrap();
-    let (ca, cert, key) = private_ca(stack.dir.path());
+    let test_ca = shared::test_ca::test_ca();
+    let ca = test_ca.ca.display().to_string();
+    let cert = test_ca.files.cert.display().to_string();
+    let key = test_ca.files.key.display().to_string();
     let audit = stack
         .audit(&[
             ("TLS_CERT_FILE", &cert),

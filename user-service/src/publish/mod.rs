@@ -6,18 +6,20 @@
 //! sends (see `crate::relay`):
 //! - request/response (HTTP): one answer per request, which may carry many
 //!   events; the relay keeps one request per user in flight;
-//! - pipelined and acknowledged ([`Pipelined`], Kafka and NATS JetStream):
-//!   events are handed
+//! - pipelined and acknowledged ([`Pipelined`], Kafka, NATS JetStream and
+//!   MQTT): events are handed
 //!   over one after another, in order, with thousands in flight, and each
 //!   is acknowledged on its own by the broker later. The relay's window
 //!   strategy is written once against this trait.
 
 mod http;
 mod kafka;
+mod mqtt;
 mod nats;
 
 pub use self::http::HttpPublisher;
 pub use self::kafka::KafkaPublisher;
+pub use self::mqtt::{MqttPublisher, MqttSettings};
 pub use self::nats::NatsPublisher;
 
 use crate::config::PublishSettings;
@@ -133,6 +135,9 @@ impl Publisher {
                 mode,
                 timeout,
             } => Publisher::Pipelined(Box::new(NatsPublisher::new(config, *mode, *timeout).await?)),
+            PublishSettings::Mqtt(settings) => {
+                Publisher::Pipelined(Box::new(MqttPublisher::new(settings)?))
+            }
         })
     }
 

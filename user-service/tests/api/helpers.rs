@@ -221,6 +221,85 @@ impl TestApp {
     }
 }
 
+/// Waits until no outbox row is pending or dead, failing the test at
+/// `deadline`.
+pub async fn wait_until_all_delivered(db: &shared::testing::Db, deadline: Duration) {
+    eventually("every row delivered", deadline, || async {
+        let pending = db
+            .int("SELECT count(*) FROM outbox WHERE status <> 'delivered'")
+            .await;
+        (pending == 0).then_some(())
+    })
+    .await;
+}
+
+/// What a broker that is away looks like from outside: `/readyz` answers
+/// 503 in problem+json, and users can still be created (their events wait
+/// in the outbox).
+pub async fn assert_unready_but_serving(app: &TestApp) {
+    let response = app.get("/readyz").await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    app.create_user("x").await;
+}
+
+/// Renames of several users at once, each as fast as the app takes them,
+/// until stopped: the load the broker-restart tests put on the relay. User
+/// `u` is created as `u{u} v0`, then renamed `u{u} v1`, `u{u} v2`...
+pub struct RenameLoad {
+    pub ids: Vec<String>,
+    writing: Arc<std::sync::atomic::AtomicBool>,
+    writers: Vec<tokio::task::JoinHandle<usize>>,
+}
+
+impl RenameLoad {
+    pub async fn start(app: &Arc<TestApp>, users: usize) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let mut ids = Vec::new();
+        for u in 0..users {
+            ids.push(app.create_user(&format!("u{u} v0")).await);
+        }
+        let writing = Arc::new(AtomicBool::new(true));
+        let writers = ids
+            .iter()
+            .enumerate()
+            .map(|(u, id)| {
+                let (app, id, writing) = (app.clone(), id.clone(), writing.clone());
+                tokio::spawn(async move {
+                    let mut v = 0;
+                    while writing.load(Ordering::SeqCst) || v < 20 {
+                        v += 1;
+                        let body = serde_json::json!({"name": format!("u{u} v{v}")});
+                        assert_eq!(app.put_user(&id, body).await.status(), 200);
+                    }
+                    v
+                })
+            })
+            .collect();
+        RenameLoad {
+            ids,
+            writing,
+            writers,
+        }
+    }
+
+    /// Stops the renames (each user has had at least 20) and returns, per
+    /// user, the names it went through, in order.
+    pub async fn stop(self) -> Vec<Vec<String>> {
+        self.writing
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        let mut names = Vec::new();
+        for (u, writer) in self.writers.into_iter().enumerate() {
+            let last = writer.await.expect("a writer");
+            names.push((0..=last).map(|v| format!("u{u} v{v}")).collect());
+        }
+        names
+    }
+}
+
 /// Polls `check` until it returns `Some`, failing the test at `deadline`.
 pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
 where

@@ -3,7 +3,9 @@
 //! librdkafka's mock cluster. These tests fail, loudly, when no broker
 //! answers on 9092 or a private one cannot start.
 
-use crate::helpers::{eventually, spawn_app_with};
+use crate::helpers::{
+    assert_unready_but_serving, eventually, spawn_app_with, wait_until_all_delivered, RenameLoad,
+};
 use cloudevents::{AttributesReader, Event};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -219,16 +221,7 @@ async fn readiness_on_kafka_fails_without_a_reachable_broker() {
         }
     })
     .await;
-
-    let response = app.get("/readyz").await;
-
-    assert_eq!(response.status(), 503);
-    assert_eq!(
-        response.headers()["content-type"],
-        "application/problem+json"
-    );
-    // Users can still be created: their events wait in the outbox.
-    app.create_user("x").await;
+    assert_unready_but_serving(&app).await;
 }
 
 #[tokio::test]
@@ -399,17 +392,6 @@ fn distinct(events: &[Event]) -> usize {
         .len()
 }
 
-/// Waits until no outbox row is pending.
-async fn wait_until_all_delivered(db: &Db, deadline: Duration) {
-    eventually("every row delivered", deadline, || async {
-        let pending = db
-            .int("SELECT count(*) FROM outbox WHERE status <> 'delivered'")
-            .await;
-        (pending == 0).then_some(())
-    })
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_in_flight_keep_each_users_order_across_a_broker_restart() {
     // Not 19092: e2e's private broker lives there.
@@ -431,30 +413,10 @@ async fn many_in_flight_keep_each_users_order_across_a_broker_restart() {
         })
         .await,
     );
-    const USERS: usize = 8;
-    let mut ids = Vec::new();
-    for u in 0..USERS {
-        ids.push(app.create_user(&format!("u{u} v0")).await);
-    }
     // Renames keep coming, every user at once, while the broker is
     // stopped and started again under them.
-    let writing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let writers: Vec<_> = ids
-        .iter()
-        .enumerate()
-        .map(|(u, id)| {
-            let (app, id, writing) = (app.clone(), id.clone(), writing.clone());
-            tokio::spawn(async move {
-                let mut v = 0;
-                while writing.load(std::sync::atomic::Ordering::SeqCst) || v < 20 {
-                    v += 1;
-                    let body = serde_json::json!({"name": format!("u{u} v{v}")});
-                    assert_eq!(app.put_user(&id, body).await.status(), 200);
-                }
-                v
-            })
-        })
-        .collect();
+    let load = RenameLoad::start(&app, 8).await;
+    let ids = load.ids.clone();
     tokio::time::sleep(Duration::from_millis(500)).await;
     kafka_sh_async(port, &["stop"]).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -464,12 +426,8 @@ async fn many_in_flight_keep_each_users_order_across_a_broker_restart() {
         .await;
     kafka_sh_async(port, &["start"]).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    writing.store(false, std::sync::atomic::Ordering::SeqCst);
-    let mut last = Vec::new();
-    for writer in writers {
-        last.push(writer.await.unwrap());
-    }
-    let total: usize = last.iter().map(|v| v + 1).sum();
+    let expected = load.stop().await;
+    let total: usize = expected.iter().map(Vec::len).sum();
     eprintln!("{total} events, {pending_in_outage} pending while the broker was down");
     assert!(
         pending_in_outage > 0,
@@ -504,8 +462,7 @@ async fn many_in_flight_keep_each_users_order_across_a_broker_restart() {
     });
     let per_user = names_per_user(&events);
     for (u, id) in ids.iter().enumerate() {
-        let expected: Vec<String> = (0..=last[u]).map(|v| format!("u{u} v{v}")).collect();
-        assert_eq!(per_user[id], expected, "user {u}, in topic order");
+        assert_eq!(per_user[id], expected[u], "user {u}, in topic order");
     }
     let Ok(app) = std::sync::Arc::try_unwrap(app) else {
         panic!("the writers are done with the app");

@@ -12,6 +12,7 @@ mod events;
 mod hashing;
 mod helpers;
 mod kafka;
+mod mqtt;
 mod nats;
 mod replicas;
 mod users;
