@@ -2,8 +2,6 @@
 //! so tests can stop, kill and restart them and read what they logged.
 
 use anyhow::{bail, Context, Result};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -160,7 +158,16 @@ impl Service {
         let Some(mut child) = self.child.take() else {
             return Ok(true);
         };
-        kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM)?;
+        // kill(1) rather than a signal crate: its libc features would make
+        // the services' build differ from the tests' (see
+        // scripts/check-build-features.py).
+        let sent = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .context("failed to run kill")?;
+        if !sent.success() {
+            bail!("kill -TERM {} failed: {sent}", child.id());
+        }
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = child.try_wait()? {

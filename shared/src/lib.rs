@@ -16,7 +16,9 @@ pub mod redact;
 pub mod serve;
 pub mod shutdown;
 pub mod telemetry;
-#[cfg(feature = "testing")]
+/// Test helpers, compiled always rather than behind a feature: a feature
+/// only the tests turn on would make `shared`, and both services above it,
+/// a second build for `make run` after `make test`.
 pub mod testing;
 pub mod tls;
 pub mod tracecontext;

@@ -1,4 +1,4 @@
-//! For tests only (the `testing` feature): which database the suite runs
+//! For tests only: which database the suite runs
 //! its storage and delivery tests on, and a fresh PostgreSQL database per
 //! test on the suite's shared server.
 //!
