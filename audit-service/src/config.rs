@@ -150,7 +150,7 @@ impl Settings {
         let transport = Transport::from_env()?;
         Ok(Settings {
             listen_addr: listen_addr(SocketAddr::from(([0, 0, 0, 0], 8080)))?,
-            database_url: env_or("DATABASE_URL", "sqlite://data/audit.db"),
+            database_url: shared::config::database_url("sqlite://data/audit.db")?,
             transport,
             max_body_bytes: env_parse("MAX_BODY_BYTES", 1024 * 1024)?,
             batch: BatchLimits {

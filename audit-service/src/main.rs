@@ -1,8 +1,9 @@
 //! Starts audit-service with settings from the environment.
 
-use anyhow::Context;
 use audit_service::app::{shutdown_signal, Application};
+use audit_service::cli::{Cli, Command};
 use audit_service::config::Settings;
+use clap::Parser;
 use shared::telemetry::{self, Spans};
 
 #[global_allocator]
@@ -10,19 +11,25 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    match run().await {
+    // `--help`, `--version` and a wrong argument end here, before anything
+    // is read or opened.
+    let cli = Cli::parse();
+    let result = match cli.command {
+        None | Some(Command::Serve) => serve().await,
+    };
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         // The whole cause chain, once.
-        Err(e) => telemetry::report_fatal("audit-service", format_args!("{e:#}")),
+        Err(e) => telemetry::report_fatal("audit-service", e.as_ref()),
     }
 }
 
-async fn run() -> anyhow::Result<()> {
+async fn serve() -> anyhow::Result<()> {
     // The audit service continues the traces its events carry; it makes
     // spans only when they are exported.
     let telemetry = telemetry::init("audit-service", Spans::WhenExported)?;
     let served = async {
-        let settings = Settings::from_env().context("Failed to read the configuration")?;
+        let settings = Settings::from_env()?;
         let app = Application::build(settings).await?;
         let shutdown = app.shutdown_token();
         tokio::spawn(async move {

@@ -3,6 +3,7 @@
 //! Kafka or NATS JetStream.
 
 pub mod app;
+pub mod cli;
 pub mod config;
 pub mod dead_letters;
 pub mod domain;

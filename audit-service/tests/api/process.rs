@@ -704,22 +704,114 @@ async fn listen_addr_takes_a_host_name_and_a_bad_one_stops_it_with_one_line() {
     wait_listening(&mut service).await;
     assert!(service.terminate().success());
 
-    for (name, value) in [("LISTEN_ADDR", "localhost"), ("LOG_FORMAT", "text")] {
+    let short_token = dir.path().join("short-token");
+    std::fs::write(&short_token, "short\n").unwrap();
+    let good_tokens = dir.path().join("tokens");
+    std::fs::write(&good_tokens, "a-long-enough-token-0123456789\n").unwrap();
+    let short_token = short_token.display().to_string();
+    let good_tokens = good_tokens.display().to_string();
+    // (the variable the line must name, the variables set)
+    let cases: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        ("LISTEN_ADDR", vec![("LISTEN_ADDR", "localhost")]),
+        ("LOG_FORMAT", vec![("LOG_FORMAT", "text")]),
+        ("DATABASE_URL", vec![("DATABASE_URL", "data/audit.db")]),
+        ("MAX_BODY_BYTES", vec![("MAX_BODY_BYTES", "a lot")]),
+        // The file's token is short: the file's variable is named.
+        (
+            "INGEST_TOKENS_FILE",
+            vec![("INGEST_TOKENS_FILE", short_token.as_str())],
+        ),
+        // Both of a pair: which one would win is not guessed.
+        (
+            "READ_TOKENS_FILE",
+            vec![
+                ("READ_TOKENS", "a-long-enough-token-9876543210"),
+                ("READ_TOKENS_FILE", good_tokens.as_str()),
+            ],
+        ),
+    ];
+    for (name, vars) in cases {
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_audit-service"))
             .env("DATABASE_URL", &db)
             .env("RUST_BACKTRACE", "1")
-            .env(name, value)
+            .envs(vars.iter().copied())
             .output()
             .unwrap();
-        assert!(!output.status.success(), "{name}={value} accepted");
+        assert!(!output.status.success(), "{vars:?} accepted");
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
         let naming: Vec<&str> = text.lines().filter(|l| l.contains(name)).collect();
-        assert_eq!(naming.len(), 1, "{name}={value}: {text}");
-        assert!(!text.contains("Error: "), "{text}");
-        assert!(!text.contains("backtrace"), "{text}");
+        assert_eq!(naming.len(), 1, "{vars:?}: {text}");
+        assert!(!text.contains("Error: "), "{vars:?}: {text}");
+        assert!(!text.contains("backtrace"), "{vars:?}: {text}");
+        // The same words as user-service's: the variable, its value, why.
+        assert!(
+            naming[0].contains(&format!("environment variable {name}=")),
+            "{vars:?}: {text}"
+        );
+    }
+}
+
+/// Runs the binary with `args` and waits up to 10 s for it to exit on its
+/// own: one that starts serving instead is killed and fails the test.
+fn run_to_exit(args: &[&str]) -> std::process::Output {
+    use std::process::{Command, Stdio};
+    let dir = TempDir::new().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_audit-service"))
+        .args(args)
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}", dir.path().join("audit.db").display()),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(10) {
+            child.kill().unwrap();
+            let output = child.wait_with_output().unwrap();
+            panic!(
+                "audit-service {args:?} did not exit: it serves\n{}",
+                String::from_utf8_lossy(&output.stdout)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !dir.path().join("audit.db").exists(),
+        "audit-service {args:?} opened the database"
+    );
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn help_and_version_answer_and_exit_and_unknown_arguments_are_refused() {
+    for help in [&["--help"][..], &["-h"], &["help"]] {
+        let output = run_to_exit(help);
+        assert!(output.status.success(), "{help:?}: {output:?}");
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(text.contains("Usage: audit-service"), "{help:?}: {text}");
+        for word in ["serve", "DATABASE_URL", "INGEST_TOKENS", "EVENT_TRANSPORT"] {
+            assert!(text.contains(word), "{help:?} lacks {word}: {text}");
+        }
+    }
+    let output = run_to_exit(&["--version"]);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        format!("audit-service {}", env!("CARGO_PKG_VERSION"))
+    );
+    for wrong in [&["--bogus"][..], &["bogus"], &["serve", "extra"]] {
+        let output = run_to_exit(wrong);
+        assert_eq!(output.status.code(), Some(2), "{wrong:?}: {output:?}");
+        let text = String::from_utf8_lossy(&output.stderr);
+        assert!(text.starts_with("error: "), "{wrong:?}: {text}");
+        assert!(text.contains("--help"), "{wrong:?}: {text}");
     }
 }
