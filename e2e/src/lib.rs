@@ -188,6 +188,16 @@ impl Service {
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
+    /// The JSON log lines the process wrote so far whose `message` is
+    /// `message`.
+    pub fn log_lines(&self, message: &str) -> Vec<Value> {
+        self.logs()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|line| line["message"] == message)
+            .collect()
+    }
+
     /// Everything the process wrote so far, across restarts.
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()

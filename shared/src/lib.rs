@@ -9,6 +9,7 @@ pub mod binding;
 pub mod config;
 pub mod db;
 pub mod event;
+pub mod http_log;
 pub mod kafka;
 pub mod nats;
 pub mod problem;

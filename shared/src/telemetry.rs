@@ -412,7 +412,7 @@ pub async fn request_id(mut request: Request, next: Next) -> Response {
 }
 
 /// Routes that operators' tools call, not users.
-const OPS_ROUTES: &[&str] = &["/healthz", "/readyz", "/metrics", "/openapi.json"];
+pub(crate) const OPS_ROUTES: &[&str] = &["/healthz", "/readyz", "/metrics", "/openapi.json"];
 
 /// The header that carries a request's id (see [`request_id`]).
 pub const REQUEST_ID: &str = "x-request-id";

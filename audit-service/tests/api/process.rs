@@ -681,6 +681,10 @@ async fn a_fresh_start_creates_the_topics_and_logs_no_error_or_warning() {
     let log = service.log_text();
     assert!(log.contains("created Kafka topic"), "{log}");
     for line in log.lines() {
+        // Tokens over plain HTTP are warned about by design, as open doors.
+        if line.contains("plain HTTP") {
+            continue;
+        }
         assert!(
             !line.contains("\"level\":\"ERROR\"") && !line.contains("\"level\":\"WARN\""),
             "{line}\n{log}"
@@ -814,4 +818,47 @@ fn help_and_version_answer_and_exit_and_unknown_arguments_are_refused() {
         assert!(text.starts_with("error: "), "{wrong:?}: {text}");
         assert!(text.contains("--help"), "{wrong:?}: {text}");
     }
+}
+
+/// The log lines of a start with `env`, once the service listens.
+async fn start_log(env: &[(&str, String)], dir: &std::path::Path, name: &str) -> String {
+    let mut service = ServiceProcess::start(env, dir.join(name));
+    let listening = poll_until(Duration::from_secs(30), || {
+        let text = service.log_text();
+        async move { text.contains("audit-service listening") }
+    })
+    .await;
+    assert!(listening, "did not start:\n{}", service.log_text());
+    assert!(service.terminate().success());
+    service.log_text()
+}
+
+#[tokio::test]
+async fn tokens_over_plain_http_are_warned_about_and_over_tls_they_are_not() {
+    let dir = TempDir::new().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("audit.db").display());
+    let token = "plain-http-read-token-0123456789";
+    let mut env = vec![
+        ("DATABASE_URL", db),
+        (
+            "INGEST_TOKENS",
+            "plain-http-ingest-token-0123456789".to_owned(),
+        ),
+        ("READ_TOKENS", token.to_owned()),
+    ];
+    let plain = start_log(&env, dir.path(), "plain.log").await;
+    let warned: Vec<&str> = plain
+        .lines()
+        .filter(|l| l.contains("\"level\":\"WARN\"") && l.contains("plain HTTP"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{plain}");
+    assert!(warned[0].contains("TLS_CERT_FILE"), "{}", warned[0]);
+    assert!(!plain.contains(token), "{plain}");
+
+    let ca = crate::security::test_ca();
+    env.push(("TLS_CERT_FILE", ca.files.cert.display().to_string()));
+    env.push(("TLS_KEY_FILE", ca.files.key.display().to_string()));
+    let tls = start_log(&env, dir.path(), "tls.log").await;
+    assert!(tls.contains("\"scheme\":\"https\""), "{tls}");
+    assert!(!tls.contains("plain HTTP"), "{tls}");
 }

@@ -10,5 +10,6 @@ mod nats;
 mod postgres;
 mod readme;
 mod sasl;
+mod startup;
 mod tls;
 mod trace;
