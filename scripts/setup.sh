@@ -2,7 +2,8 @@
 # Installs what the build and the test suite need, idempotently:
 # - Debian packages (rdkafka's bundled librdkafka build needs cmake, libcurl,
 #   zlib, pkg-config and OpenSSL headers; kcat to look at topics; the
-#   PostgreSQL server for scripts/postgres.sh; chromium for the audit
+#   PostgreSQL server for scripts/postgres.sh; the openssl tool, which the
+#   README's certificate recipes use and their test runs; chromium for the audit
 #   console's browser test) when run as root;
 # - a Python virtualenv in .cache/venv with the test tooling (Playwright drives
 #   that chromium: its own browser download, `playwright install`, is never run);
@@ -15,7 +16,7 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cache="$repo/.cache"
 mkdir -p "$cache"
 
-debs=(cmake libcurl4-openssl-dev zlib1g-dev pkg-config libssl-dev kcat sqlite3 g++ make curl postgresql chromium)
+debs=(cmake libcurl4-openssl-dev zlib1g-dev pkg-config libssl-dev openssl kcat sqlite3 g++ make curl postgresql chromium)
 "$repo/scripts/ensure-debs.sh" "${debs[@]}" || {
   echo "setup: install the packages above, then run it again" >&2
   exit 1

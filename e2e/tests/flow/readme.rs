@@ -6,13 +6,13 @@ use e2e::Stack;
 use serde_json::Value;
 use std::time::Duration;
 
-fn readme() -> String {
+pub(crate) fn readme() -> String {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
     std::fs::read_to_string(path).expect("README.md")
 }
 
 /// The bodies of the README's fenced blocks of `language`, in order.
-fn blocks(readme: &str, language: &str) -> Vec<String> {
+pub(crate) fn blocks(readme: &str, language: &str) -> Vec<String> {
     let mut blocks = Vec::new();
     let mut current: Option<String> = None;
     for line in readme.lines() {
