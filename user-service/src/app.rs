@@ -57,6 +57,7 @@ impl Application {
             store: Store::new(backend.clone(), settings.event_source.clone(), wake.clone()),
             publisher: publisher.clone(),
             hasher: hasher.clone(),
+            lag_max: settings.relay.lag_max,
         };
         let relay = Relay {
             store: backend,

@@ -58,6 +58,9 @@ pub struct RelaySettings {
     /// How long before its lease may expire a relay stops sending: what a
     /// request in flight may still take (the publish timeout) and a second.
     pub lease_margin: Duration,
+    /// `DELIVERY_LAG_MAX_MS`: how long the oldest pending event may wait
+    /// before `GET /delivery` says delivery is failing.
+    pub lag_max: Duration,
 }
 
 /// The pool of password hashing threads in front of argon2id.
@@ -208,6 +211,7 @@ impl Settings {
                 batch_max: count_in("HTTP_BATCH_MAX", 100, MAX_BATCH)?,
                 lease_term,
                 lease_margin,
+                lag_max: Duration::from_millis(positive("DELIVERY_LAG_MAX_MS", 60_000)?),
             },
             hashing: HashSettings {
                 workers: count_in("HASH_CONCURRENCY", cpus, MAX_HASH_WORKERS)?,

@@ -324,6 +324,7 @@ mod tests {
             batch_max: 100,
             lease_term: Duration::from_secs(30),
             lease_margin: Duration::from_secs(11),
+            lag_max: Duration::from_secs(60),
         }
     }
 

@@ -21,7 +21,7 @@
 //!   promise order or once-only, and fails every send from then on). The
 //!   relay stops sending, lets the reports in flight come in, builds a new
 //!   producer and reads the outbox again from its oldest pending row, so
-//!   nothing is skipped and what goes again goes in seq order. /readyz
+//!   nothing is skipped and what goes again goes in seq order. /delivery
 //!   answers 503 while the producer is in that state.
 //!
 //! An operator's `KAFKA_MESSAGE_TIMEOUT_MS` still wins, at a price: a record

@@ -80,6 +80,7 @@ pub fn test_settings(audit_url: &str, db: &TestDb) -> Settings {
             batch_max: 100,
             lease_term: Duration::from_secs(6),
             lease_margin: Duration::from_secs(3),
+            lag_max: Duration::from_secs(60),
         },
         hashing: HashSettings {
             workers: 2,
