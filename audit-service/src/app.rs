@@ -190,6 +190,8 @@ fn api_routes(max_body_bytes: usize) -> (Router<AppState>, Router<AppState>, Ope
         .merge(console::router())
         .routes(routes!(readyz))
         .split_for_parts();
+    // Before the probes join: they are outside the request timeout.
+    crate::limits::document(&mut doc);
     let (ops, ops_doc) = shared::telemetry::ops_router().split_for_parts();
     doc.merge(ops_doc);
     crate::auth::document(&mut doc);
