@@ -1,7 +1,9 @@
 """Checks that README.md's configuration table lists every environment variable
 the services read (found in their sources, see envvars.py), once, and names no
-variable that nothing reads; and that each service's `--help` names every
-variable that service reads. Test-only variables are left out.
+variable that nothing reads; that each service's `--help` names every
+variable that service reads; and that every `NAME=value scripts/<x>.sh` the
+README shows sets a variable that script reads. Test-only variables are
+left out.
 
 Exit status 0 when the table and the sources agree; otherwise each difference
 is printed."""
@@ -58,6 +60,17 @@ def covered_by_help(name: str, text: str) -> bool:
     )
 
 
+def script_settings(readme: str) -> list[tuple[str, str]]:
+    """(variable, script) for each `NAME=value ... scripts/<x>.sh` in the
+    README, line breaks included."""
+    found = []
+    text = " ".join(readme.split())
+    for match in re.finditer(r"((?:[A-Z][A-Z0-9_]*=\S+ )+)scripts/([a-z-]+\.sh)", text):
+        for name in re.findall(r"([A-Z][A-Z0-9_]*)=", match.group(1)):
+            found.append((name, match.group(2)))
+    return found
+
+
 def main() -> int:
     readme = (REPO / "README.md").read_text()
     rows = table_rows(readme)
@@ -76,6 +89,10 @@ def main() -> int:
         problems.append(f"README.md's configuration table lacks {name}")
     for name in sorted(documented - read - FAMILIES - KAFKA_OWN):
         problems.append(f"README.md's configuration table lists {name}, which no service reads")
+    for name, script in script_settings(readme):
+        source = (REPO / "scripts" / script).read_text()
+        if not re.search(rf"\$\{{?{name}\b", source):
+            problems.append(f"README.md sets {name} for scripts/{script}, which does not read it")
     for p in problems:
         print(f"check-docs: {p}", file=sys.stderr)
     print(f"check-docs: {'ok' if not problems else f'{len(problems)} problem(s)'}")

@@ -111,22 +111,6 @@ async fn user_service_delivers_to_an_https_audit_service_with_its_token() {
     }
 }
 
-/// The commands of a README shell block, continuation lines joined.
-fn commands(block: &str) -> Vec<String> {
-    let mut commands = Vec::new();
-    let mut current = String::new();
-    for line in block.lines() {
-        match line.trim_end().strip_suffix('\\') {
-            Some(start) => current.push_str(start),
-            None => {
-                current.push_str(line.trim_end());
-                commands.push(std::mem::take(&mut current).trim().to_owned());
-            }
-        }
-    }
-    commands
-}
-
 /// Runs shell `commands` (bash) in `dir`, failing the test with their
 /// output if one fails.
 fn run_in(dir: &Path, commands: &str) {
@@ -142,23 +126,14 @@ fn run_in(dir: &Path, commands: &str) {
     );
 }
 
-/// The `NAME=value` words before `cargo run -p <package>` in `commands`,
-/// a file name made a path in `dir` when the recipe made that file.
+/// The variables of the README's `cargo run -p <package>` line, a file
+/// name made a path in `dir` when the recipe made that file.
 fn variables_of(commands: &[String], package: &str, dir: &Path) -> Vec<(String, String)> {
-    let run = format!("cargo run -p {package}");
-    let line = commands
-        .iter()
-        .find(|c| c.ends_with(&run))
-        .unwrap_or_else(|| panic!("no `{run}` line in {commands:?}"));
-    line.trim_end_matches(&run)
-        .split_whitespace()
-        .map(|word| {
-            let (name, value) = word.split_once('=').expect("NAME=value");
-            let value = match dir.join(value).exists() {
-                true => dir.join(value).display().to_string(),
-                false => value.to_owned(),
-            };
-            (name.to_owned(), value)
+    crate::readme::variables_of(commands, package)
+        .into_iter()
+        .map(|(name, value)| match dir.join(&value).exists() {
+            true => (name, dir.join(value).display().to_string()),
+            false => (name, value),
         })
         .collect()
 }
@@ -179,7 +154,7 @@ async fn the_readmes_tls_recipes_deliver_events_over_tls() {
     let recipes: Vec<Vec<String>> = crate::readme::blocks(&readme, "sh")
         .iter()
         .filter(|b| b.contains("openssl req"))
-        .map(|b| commands(b))
+        .map(|b| crate::readme::commands(b))
         .collect();
     assert_eq!(
         recipes.len(),
