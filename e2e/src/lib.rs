@@ -290,6 +290,20 @@ impl Stack {
         Ok(body["id"].as_str().context("201 without an id")?.to_owned())
     }
 
+    /// Creates a user and waits, at most `timeout`, until audit-service has
+    /// stored its event; the user's id.
+    pub async fn create_user_and_wait(
+        &self,
+        user: &Service,
+        audit: &Service,
+        timeout: Duration,
+    ) -> Result<String> {
+        let id = self.create_user(user, "Ozzy Osbourne", "12345678").await?;
+        self.wait_for_events(audit, &format!("subject={id}"), timeout, |e| !e.is_empty())
+            .await?;
+        Ok(id)
+    }
+
     /// `PUT /v1/users/{id}` with a new name; fails unless it answers 200.
     pub async fn rename_user(&self, user: &Service, id: &str, name: &str) -> Result<()> {
         let response = self

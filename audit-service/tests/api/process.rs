@@ -759,39 +759,11 @@ async fn listen_addr_takes_a_host_name_and_a_bad_one_stops_it_with_one_line() {
     }
 }
 
-/// Runs the binary with `args` and waits up to 10 s for it to exit on its
-/// own: one that starts serving instead is killed and fails the test.
+/// Runs the binary with `args` until it exits (see
+/// `shared::testing::run_to_exit`).
 fn run_to_exit(args: &[&str]) -> std::process::Output {
-    use std::process::{Command, Stdio};
-    let dir = TempDir::new().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_audit-service"))
-        .args(args)
-        .env("LISTEN_ADDR", "127.0.0.1:0")
-        .env(
-            "DATABASE_URL",
-            format!("sqlite://{}", dir.path().join("audit.db").display()),
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = std::time::Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > Duration::from_secs(10) {
-            child.kill().unwrap();
-            let output = child.wait_with_output().unwrap();
-            panic!(
-                "audit-service {args:?} did not exit: it serves\n{}",
-                String::from_utf8_lossy(&output.stdout)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(
-        !dir.path().join("audit.db").exists(),
-        "audit-service {args:?} opened the database"
-    );
-    child.wait_with_output().unwrap()
+    let dir = tempfile::tempdir().unwrap();
+    shared::testing::run_to_exit(env!("CARGO_BIN_EXE_audit-service"), args, dir.path())
 }
 
 #[test]
@@ -829,7 +801,9 @@ async fn start_log(env: &[(&str, String)], dir: &std::path::Path, name: &str) ->
     })
     .await;
     assert!(listening, "did not start:\n{}", service.log_text());
-    assert!(service.terminate().success());
+    // Only its start is wanted: a SIGTERM this early may come before the
+    // service listens for it, so its exit status says nothing.
+    service.terminate();
     service.log_text()
 }
 

@@ -216,17 +216,8 @@ async fn the_readmes_other_ports_move_audit_service_and_tell_user_service() {
     let audit = stack.audit(&[]).await.unwrap();
     let moved = audit.base_url.replace("127.0.0.1", "localhost");
     let user = stack.user(&moved, &[]).await.unwrap();
-    let id = stack
-        .create_user(&user, "Ozzy Osbourne", "12345678")
-        .await
-        .unwrap();
     stack
-        .wait_for_events(
-            &audit,
-            &format!("subject={id}"),
-            Duration::from_secs(20),
-            |e| !e.is_empty(),
-        )
+        .create_user_and_wait(&user, &audit, Duration::from_secs(20))
         .await
         .unwrap();
 }

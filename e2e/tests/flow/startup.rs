@@ -44,17 +44,8 @@ async fn start_probe_and_deliver(transport: &str, env: &[(String, String)]) {
     let audit_unready = probe_until_ready(&stack, &audit).await;
     let mut user = stack.user(&audit.base_url, &env).await.unwrap();
     let user_unready = probe_until_ready(&stack, &user).await;
-    let id = stack
-        .create_user(&user, "Ozzy Osbourne", "12345678")
-        .await
-        .unwrap();
     stack
-        .wait_for_events(
-            &audit,
-            &format!("subject={id}"),
-            Duration::from_secs(30),
-            |e| !e.is_empty(),
-        )
+        .create_user_and_wait(&user, &audit, Duration::from_secs(30))
         .await
         .unwrap();
     assert!(user.terminate().await.unwrap());

@@ -4,7 +4,7 @@
 //! recipes work as written, and a certificate the relay refuses is
 //! explained in its log.
 
-use e2e::Stack;
+use e2e::{Service, Stack};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
@@ -59,10 +59,7 @@ async fn user_service_delivers_to_an_https_audit_service_with_its_token() {
         )
         .await
         .unwrap();
-    let client = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap())
-        .build()
-        .unwrap();
+    let client = client_trusting(&ca);
     let created = client
         .post(format!("{}/v1/user", user.base_url))
         .json(&serde_json::json!({"name": "Ozzy Osbourne", "password": "12345 over TLS"}))
@@ -74,30 +71,9 @@ async fn user_service_delivers_to_an_https_audit_service_with_its_token() {
         .as_str()
         .unwrap()
         .to_owned();
-
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let page: Value = client
-            .get(format!("{}/v1/events?subject={id}", audit.base_url))
-            .bearer_auth(READ)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if let Some(item) = page["events"].as_array().and_then(|e| e.first()) {
-            assert_eq!(item["event"]["type"], "user.storeUser");
-            assert_eq!(item["transport"], "http");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the event was not stored within 10 s; user-service log:\n{}",
-            user.log_tail(30)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let item = wait_stored(&client, &audit, &id, Some(READ), &user).await;
+    assert_eq!(item["event"]["type"], "user.storeUser");
+    assert_eq!(item["transport"], "http");
     // The audit service says who may not read.
     let refused = client
         .get(format!("{}/v1/events", audit.base_url))
@@ -136,6 +112,34 @@ fn variables_of(commands: &[String], package: &str, dir: &Path) -> Vec<(String, 
             false => (name, value),
         })
         .collect()
+}
+
+/// Polls `audit` over TLS, with `token` if given, until user `id`'s event
+/// is stored (20 s at most); returns its item.
+async fn wait_stored(
+    client: &reqwest::Client,
+    audit: &Service,
+    id: &str,
+    token: Option<&str>,
+    user: &Service,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut request = client.get(format!("{}/v1/events?subject={id}", audit.base_url));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let page: Value = request.send().await.unwrap().json().await.unwrap();
+        if let Some(item) = page["events"].as_array().and_then(|e| e.first()) {
+            return item.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the event was not stored within 20 s; user-service log:\n{}",
+            user.log_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// A client that trusts the PEM certificates in `ca`.
@@ -202,27 +206,7 @@ async fn the_readmes_tls_recipes_deliver_events_over_tls() {
             .await
             .unwrap();
 
-        let client = client_trusting(&ca);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let page: Value = client
-                .get(format!("{}/v1/events?subject={id}", audit.base_url))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            if page["events"].as_array().is_some_and(|e| !e.is_empty()) {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{recipe:?} delivered nothing in 20 s; user-service log:\n{}",
-                user.log_tail(20)
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_stored(&client_trusting(&ca), &audit, &id, None, &user).await;
     }
 }
 

@@ -222,39 +222,11 @@ fn assert_said_once(message: &str) {
     }
 }
 
-/// Runs the binary with `args` (and no settings but a free port) and
-/// waits up to 10 s for it to exit on its own: one that starts serving
-/// instead is killed and fails the test.
+/// Runs the binary with `args` until it exits (see
+/// `shared::testing::run_to_exit`).
 fn run_to_exit(args: &[&str]) -> std::process::Output {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BINARY)
-        .args(args)
-        .env("LISTEN_ADDR", "127.0.0.1:0")
-        .env(
-            "DATABASE_URL",
-            format!("sqlite://{}", dir.path().join("users.db").display()),
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > Duration::from_secs(10) {
-            child.kill().unwrap();
-            let output = child.wait_with_output().unwrap();
-            panic!(
-                "user-service {args:?} did not exit: it serves\n{}",
-                String::from_utf8_lossy(&output.stdout)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(
-        !dir.path().join("users.db").exists(),
-        "user-service {args:?} opened the database"
-    );
-    child.wait_with_output().unwrap()
+    shared::testing::run_to_exit(BINARY, args, dir.path())
 }
 
 #[test]
