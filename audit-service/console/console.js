@@ -350,6 +350,34 @@ function span(className, content) {
   return element;
 }
 
+/** Longest summary of an event's data shown in the list. */
+const SUMMARY_CHARS = 80;
+
+/**
+ * What an event is about, from its data, for the list: a `name` member (a
+ * user event's), else the first few plain members as `key: value` (not
+ * `id`, which the subject usually repeats), else a string's start. Shown as
+ * text, like everything from an event.
+ */
+function summarize(data) {
+  let summary = '';
+  if (typeof data === 'string') {
+    summary = data;
+  } else if (data !== null && typeof data === 'object' && !Array.isArray(data)) {
+    if (typeof data.name === 'string') {
+      summary = data.name;
+    } else {
+      summary = Object.entries(data)
+        .filter(([key, value]) => key !== 'id' && value !== null && typeof value !== 'object')
+        .slice(0, 3)
+        .map(([key, value]) => `${key}: ${value}`)
+        .join(', ');
+    }
+  }
+  summary = summary.replace(/\s+/g, ' ').trim();
+  return summary.length > SUMMARY_CHARS ? `${summary.slice(0, SUMMARY_CHARS - 1)}…` : summary;
+}
+
 function makeRow(item) {
   const li = document.createElement('li');
   li.dataset.seq = String(item.seq);
@@ -371,6 +399,7 @@ function makeRow(item) {
     time,
     span('cell type', text(item.event.type)),
     span('cell subject', text(item.event.subject)),
+    span('cell summary', summarize(item.event.data)),
     span('cell transport', text(item.transport)),
   );
   button.addEventListener('click', () => select(item.seq));

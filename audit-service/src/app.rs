@@ -19,7 +19,6 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
 use utoipa::openapi::OpenApi;
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
@@ -101,6 +100,7 @@ impl Application {
             .context("Failed to read the bound address")?;
         let serve = settings.listen.options()?;
         settings.access.warn_if_open();
+        settings.access.warn_if_plain_http(serve.tls.is_some());
         tracing::info!(%address, scheme = serve.scheme(), transport = settings.transport.as_str(), "audit-service listening");
         let router = router(state, settings.limits.request_timeout);
         let router = settings.access.guard(settings.limits.guard(router));
@@ -210,6 +210,8 @@ fn api_routes(max_body_bytes: usize) -> (Router<AppState>, Router<AppState>, Ope
         .merge(tlog::routes::router())
         .routes(routes!(readyz))
         .split_for_parts();
+    // Before the probes join: they are outside the request timeout.
+    crate::limits::document(&mut doc);
     let (ops, ops_doc) = shared::telemetry::ops_router().split_for_parts();
     doc.merge(ops_doc);
     crate::auth::document(&mut doc);
@@ -231,7 +233,7 @@ fn router(state: AppState, request_timeout: Duration) -> Router {
         ))
         // The request id is set before the span is made, so the span (and
         // every log line in it) carries it, and the response returns it.
-        .layer(TraceLayer::new_for_http().make_span_with(shared::telemetry::request_span))
+        .layer(shared::http_log::trace_layer())
         .layer(axum::middleware::from_fn(shared::telemetry::request_id))
         .layer(axum::middleware::map_response(
             shared::problem::problem_for_plain_errors,

@@ -114,6 +114,26 @@ impl Access {
         }
     }
 
+    /// Says at start when tokens are set on a service without TLS: they
+    /// travel in clear, as user-service says of its AUDIT_TOKEN.
+    pub fn warn_if_plain_http(&self, tls: bool) {
+        let set: Vec<&str> = [
+            ("INGEST_TOKENS", &self.ingest),
+            ("READ_TOKENS", &self.read),
+            ("METRICS_TOKENS", &self.metrics),
+        ]
+        .into_iter()
+        .filter_map(|(name, tokens)| tokens.as_ref().map(|_| name))
+        .collect();
+        if !tls && !set.is_empty() {
+            tracing::warn!(
+                tokens = set.join(","),
+                "bearer tokens travel over plain HTTP: anyone on the path can read them; set \
+                 TLS_CERT_FILE and TLS_KEY_FILE, or keep the service on a private network"
+            );
+        }
+    }
+
     /// Wraps `router` so every request outside the open paths needs a token
     /// of its scope's set, when that set is configured, and counts against
     /// its client's rate limit, when the scope has one.

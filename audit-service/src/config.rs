@@ -162,7 +162,7 @@ impl Settings {
         }
         Ok(Settings {
             listen_addr: listen_addr(SocketAddr::from(([0, 0, 0, 0], 8080)))?,
-            database_url: env_or("DATABASE_URL", "sqlite://data/audit.db"),
+            database_url: shared::config::database_url("sqlite://data/audit.db")?,
             transport,
             max_body_bytes: env_parse("MAX_BODY_BYTES", 1024 * 1024)?,
             batch: BatchLimits {

@@ -5,6 +5,7 @@ use crate::ingest::decode::DecodeError;
 use crate::store::StoreError;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use shared::problem::Problem;
 use std::sync::Arc;
 
@@ -65,14 +66,49 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// A bad filter's problem, with where it went wrong as extension members
-/// (RFC 9457 section 3.2) that a client can point at: `column` counts
-/// characters from 1, `offset` is the byte offset in the UTF-8 text.
+/// The 400 of a query: a problem, and for a bad filter where it went
+/// wrong, as extension members (RFC 9457 section 3.2) that a client can
+/// point at.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({
+    "type": "about:blank",
+    "title": "Bad Request",
+    "status": 400,
+    "detail": "filter: expected an expression at column 9",
+    "column": 9,
+    "offset": 8
+}))]
+pub struct FilterProblem {
+    /// Always `about:blank`.
+    #[serde(rename = "type")]
+    #[schema(value_type = String)]
+    kind: &'static str,
+    /// The HTTP status phrase.
+    title: String,
+    /// The HTTP status code.
+    status: u16,
+    /// What was wrong, in words.
+    detail: String,
+    /// A bad filter only: where the mistake is, in characters from 1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    column: Option<usize>,
+    /// A bad filter only: where the mistake is, as a byte offset in the
+    /// filter's UTF-8 text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offset: Option<usize>,
+}
+
+/// A bad filter's problem (see [`FilterProblem`]).
 fn filter_problem(problem: Problem, error: &cesql::ParseError) -> Response {
     let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::BAD_REQUEST);
-    let mut body = serde_json::json!(problem);
-    body["column"] = error.column.into();
-    body["offset"] = error.offset.into();
+    let body = FilterProblem {
+        kind: problem.kind,
+        title: problem.title,
+        status: problem.status,
+        detail: problem.detail,
+        column: Some(error.column),
+        offset: Some(error.offset),
+    };
     (
         status,
         [(header::CONTENT_TYPE, shared::problem::CONTENT_TYPE)],

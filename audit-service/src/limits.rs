@@ -5,7 +5,7 @@
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -16,6 +16,9 @@ use shared::problem::Problem;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
+use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::schema::{Object, Type};
+use utoipa::openapi::{ContentBuilder, OpenApi, Ref, ResponseBuilder};
 
 /// The longest attribute name or value (`id`, `source`, `subject`, an
 /// extension...), data excluded. Every attribute is stored, indexed or
@@ -104,7 +107,9 @@ async fn cap_stream_clients(
     request: Request,
     next: Next,
 ) -> Response {
-    if request.uri().path() != STREAM_PATH {
+    // Only a live-tail client takes a place: another method on the path
+    // is answered 405 by the router, full or not.
+    if request.method() != Method::GET || request.uri().path() != STREAM_PATH {
         return next.run(request).await;
     }
     let Ok(place) = places.clone().try_acquire_owned() else {
@@ -147,6 +152,65 @@ pub fn check_indexed_sizes(event: &cloudevents::Event) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Documents in `doc` what the limits answer, on the operations they
+/// apply to: 408 on every route of `doc` (all are under the request
+/// timeout; call it before the probes are merged in), 503 with
+/// `Retry-After` on the live tail, and 431 on `POST /`, whose attributes
+/// travel as headers in binary mode.
+pub fn document(doc: &mut OpenApi) {
+    let problem = |description: &str| {
+        ResponseBuilder::new().description(description).content(
+            shared::problem::CONTENT_TYPE,
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build(),
+        )
+    };
+    let timed_out = problem(
+        "The request took longer than REQUEST_TIMEOUT_MS, body upload included; nothing was \
+         done that a retry would repeat",
+    )
+    .build();
+    let crowded = problem("MAX_STREAM_CLIENTS clients follow the live tail already")
+        .header(
+            "Retry-After",
+            HeaderBuilder::new()
+                .schema(Object::with_type(Type::Integer))
+                .description(Some("Seconds to wait before trying again"))
+                .build(),
+        )
+        .build();
+    let headers_too_large = problem(
+        "The request's headers (the ce- attributes in binary mode) are larger than 64 KiB in all",
+    )
+    .build();
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.options,
+            &mut item.head,
+            &mut item.patch,
+            &mut item.trace,
+        ];
+        for operation in operations.into_iter().flatten() {
+            let responses = &mut operation.responses.responses;
+            responses.insert("408".to_owned(), timed_out.clone().into());
+            match path.as_str() {
+                STREAM_PATH => {
+                    responses.insert("503".to_owned(), crowded.clone().into());
+                }
+                "/" => {
+                    responses.insert("431".to_owned(), headers_too_large.clone().into());
+                }
+                _ => {}
+            }
+        }
+    }
 }
 
 /// Refuses an attribute name or value longer than `MAX_ATTRIBUTE_BYTES`,

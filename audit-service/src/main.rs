@@ -1,9 +1,11 @@
 //! Starts audit-service with settings from the environment, or runs an
 //! operator command (`erase`, `verify`, `log-key`).
 
-use anyhow::Context;
 use audit_service::app::{shutdown_signal, Application};
+use audit_service::cli::{Cli, Command};
 use audit_service::config::Settings;
+use audit_service::tlog::commands;
+use clap::Parser;
 use shared::telemetry::{self, Spans};
 
 #[global_allocator]
@@ -11,30 +13,30 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        None | Some("serve") => run().await,
-        Some("help" | "-h" | "--help") => {
-            println!("{}", audit_service::tlog::commands::USAGE);
-            Ok(())
+    // `--help`, `--version` and a wrong argument end here, before anything
+    // is read or opened.
+    let cli = Cli::parse();
+    let result = match cli.command {
+        None | Some(Command::Serve) => serve().await,
+        Some(Command::Erase { subject }) => commands::erase(&subject, &mut std::io::stdout()).await,
+        Some(Command::Verify { checkpoint, key }) => {
+            commands::verify(checkpoint.as_deref(), key, &mut std::io::stdout()).await
         }
-        Some(command) => {
-            audit_service::tlog::commands::run(command, &args[1..], &mut std::io::stdout()).await
-        }
+        Some(Command::LogKey { origin }) => commands::log_key(&origin, &mut std::io::stdout()),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         // The whole cause chain, once.
-        Err(e) => telemetry::report_fatal("audit-service", format_args!("{e:#}")),
+        Err(e) => telemetry::report_fatal("audit-service", e.as_ref()),
     }
 }
 
-async fn run() -> anyhow::Result<()> {
+async fn serve() -> anyhow::Result<()> {
     // The audit service continues the traces its events carry; it makes
     // spans only when they are exported.
     let telemetry = telemetry::init("audit-service", Spans::WhenExported)?;
     let served = async {
-        let settings = Settings::from_env().context("Failed to read the configuration")?;
+        let settings = Settings::from_env()?;
         let app = Application::build(settings).await?;
         let shutdown = app.shutdown_token();
         tokio::spawn(async move {

@@ -12,13 +12,13 @@ use utoipa::ToSchema;
     info(
         title = "audit-service",
         description = "Receives CloudEvents (POST /: binary, structured and batch content modes, \
-                       specversion 1.0 and 0.3; or from a Kafka topic), stores each once by \
-                       (source, id), and serves the audit log back; with a signing key, \
-                       as a C2SP tlog-tiles transparency log (/log/) with inclusion and \
-                       consistency proofs, and erasure that keeps every proof. Errors are \
-                       application/problem+json (RFC 9457)."
+                       specversion 1.0 and 0.3; or from a Kafka topic or a NATS JetStream \
+                       stream), stores each once by (source, id), and serves the audit log \
+                       back; with a signing key, as a C2SP tlog-tiles transparency log (/log/) \
+                       with inclusion and consistency proofs, and erasure that keeps every \
+                       proof. Errors are application/problem+json (RFC 9457)."
     ),
-    components(schemas(CloudEvent, StoredItem))
+    components(schemas(CloudEvent, StoredItem, crate::error::FilterProblem))
 )]
 pub struct ApiDoc;
 
@@ -75,6 +75,25 @@ pub struct StoredItem {
     event: CloudEvent,
 }
 
+/// One event of the live tail (`text/event-stream`), as the stream's
+/// fields: `audit` events carry a stored item, an `error` event ends the
+/// stream when the store cannot be read.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct LiveTailEvent {
+    /// `audit`, or `error`.
+    #[schema(example = "audit")]
+    event: String,
+    /// An `audit` event's seq, for `Last-Event-ID`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "1")]
+    id: Option<String>,
+    /// An `audit` event: a stored item (as in `GET /v1/events`) as JSON;
+    /// an `error` event: what failed, in words.
+    #[schema(content_media_type = "application/json")]
+    data: String,
+}
+
 /// A page of `GET /v1/events`.
 #[derive(Serialize, ToSchema)]
 #[allow(dead_code)]
@@ -84,4 +103,62 @@ pub struct EventPage {
     /// `filter` it is the last seq examined, which may be past the last
     /// event on the page.
     next_after: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    fn document() -> Value {
+        serde_json::to_value(crate::app::openapi()).unwrap()
+    }
+
+    /// The schema a response's problem+json body refers to, resolved.
+    fn problem_schema<'a>(doc: &'a Value, response: &'a Value) -> &'a Value {
+        let schema = &response["content"]["application/problem+json"]["schema"];
+        match schema["$ref"].as_str() {
+            Some(reference) => {
+                let name = reference.rsplit('/').next().unwrap();
+                &doc["components"]["schemas"][name]
+            }
+            None => schema,
+        }
+    }
+
+    #[test]
+    fn the_document_shows_every_status_the_service_sends() {
+        let doc = document();
+        let description = doc["info"]["description"].as_str().unwrap();
+        assert!(description.contains("NATS"), "{description}");
+
+        let ingest = &doc["paths"]["/"]["post"]["responses"];
+        for status in ["408", "431"] {
+            assert!(ingest[status].is_object(), "POST / lacks {status}");
+        }
+        // Every route under the request timeout may answer 408; the probes
+        // and the metrics are outside it.
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                let timed = !matches!(path.as_str(), "/healthz" | "/metrics");
+                assert_eq!(
+                    operation["responses"]["408"].is_object(),
+                    timed,
+                    "{method} {path}"
+                );
+            }
+        }
+        let stream = &doc["paths"]["/v1/events/stream"]["get"]["responses"]["503"];
+        assert!(stream["headers"]["Retry-After"].is_object(), "{stream}");
+
+        for path in ["/v1/events", "/v1/events/stream", "/v1/filters/validate"] {
+            let bad = &doc["paths"][path]["get"]["responses"]["400"];
+            let schema = problem_schema(&doc, bad);
+            for member in ["column", "offset", "detail"] {
+                assert!(
+                    schema["properties"][member].is_object(),
+                    "{path}'s 400 lacks `{member}`: {schema}"
+                );
+            }
+        }
+    }
 }

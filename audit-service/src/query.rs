@@ -21,9 +21,9 @@
 //! whole table.
 
 use crate::app::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, FilterProblem};
 use crate::filter::{self, CesqlFilter, FilterError, INLINE_WORK_UNITS, PAGE_WORK_UNITS};
-use crate::openapi::EventPage;
+use crate::openapi::{EventPage, LiveTailEvent};
 use crate::store::attributes::{self, CONTEXT_ATTRIBUTES};
 use crate::store::{Page, PageQuery, Received, Store, StoreError, StoredEvent, Subscriber};
 use axum::extract::rejection::QueryRejection;
@@ -263,7 +263,7 @@ pub(crate) fn query_params<T: DeserializeOwned>(
     responses(
         (status = 200, description = "A page of stored events. With a `filter` that is evaluated in the service a page examines at most 10,000 rows and a budget of work, so it may hold fewer than `limit` events, even none, and a `next_after` to go on from", body = EventPage,
             headers(("Warning" = String, description = "One per attribute the `filter` names that no stored event has had (a likely typo: the filter matches nothing), e.g. `199 audit-service \"no stored event has the attribute `subjekt`; did you mean `subject`?\"`"))),
-        (status = 400, description = "A query parameter is invalid; a bad `filter` has `column` and `offset` members", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A query parameter is invalid; a bad `filter` has `column` and `offset` members", body = FilterProblem, content_type = "application/problem+json"),
         (status = 503, description = "The store is unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -305,7 +305,7 @@ struct ValidateParams {
     responses(
         (status = 204, description = "The filter is valid CESQL and calls only functions that exist, with their arities",
             headers(("Warning" = String, description = "One per attribute the filter names that no stored event has had (a likely typo: the filter matches nothing), e.g. `199 audit-service \"no stored event has the attribute `subjekt`; did you mean `subject`?\"`"))),
-        (status = 400, description = "The filter is refused: `detail` says why, `column` (characters from 1) and `offset` (bytes) say where", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "The filter is refused: `detail` says why, `column` (characters from 1) and `offset` (bytes) say where", body = FilterProblem, content_type = "application/problem+json"),
     )
 )]
 async fn validate(
@@ -538,9 +538,9 @@ async fn evaluated_page(
         ("last-event-id" = Option<i64>, Header, description = "Resume after this seq"),
     ),
     responses(
-        (status = 200, description = "Server-Sent Events: `event: audit` with a stored item as data and its seq as id", body = String, content_type = "text/event-stream",
+        (status = 200, description = "Server-Sent Events: `event: audit` with a stored item as data and its seq as id", body = LiveTailEvent, content_type = "text/event-stream",
             headers(("Warning" = String, description = "One per attribute the `filter` names that no stored event has had, as on `GET /v1/events`"))),
-        (status = 400, description = "A query parameter is invalid; a bad `filter` has `column` and `offset` members", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A query parameter is invalid; a bad `filter` has `column` and `offset` members", body = FilterProblem, content_type = "application/problem+json"),
     )
 )]
 async fn stream(

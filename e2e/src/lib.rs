@@ -2,8 +2,6 @@
 //! so tests can stop, kill and restart them and read what they logged.
 
 use anyhow::{bail, Context, Result};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -160,7 +158,16 @@ impl Service {
         let Some(mut child) = self.child.take() else {
             return Ok(true);
         };
-        kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM)?;
+        // kill(1) rather than a signal crate: its libc features would make
+        // the services' build differ from the tests' (see
+        // scripts/check-build-features.py).
+        let sent = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .context("failed to run kill")?;
+        if !sent.success() {
+            bail!("kill -TERM {} failed: {sent}", child.id());
+        }
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = child.try_wait()? {
@@ -179,6 +186,16 @@ impl Service {
         let logs = self.logs();
         let lines: Vec<&str> = logs.lines().collect();
         lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// The JSON log lines the process wrote so far whose `message` is
+    /// `message`.
+    pub fn log_lines(&self, message: &str) -> Vec<Value> {
+        self.logs()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|line| line["message"] == message)
+            .collect()
     }
 
     /// Everything the process wrote so far, across restarts.
@@ -271,6 +288,20 @@ impl Stack {
         }
         let body: Value = response.json().await?;
         Ok(body["id"].as_str().context("201 without an id")?.to_owned())
+    }
+
+    /// Creates a user and waits, at most `timeout`, until audit-service has
+    /// stored its event; the user's id.
+    pub async fn create_user_and_wait(
+        &self,
+        user: &Service,
+        audit: &Service,
+        timeout: Duration,
+    ) -> Result<String> {
+        let id = self.create_user(user, "Ozzy Osbourne", "12345678").await?;
+        self.wait_for_events(audit, &format!("subject={id}"), timeout, |e| !e.is_empty())
+            .await?;
+        Ok(id)
     }
 
     /// `PUT /v1/users/{id}` with a new name; fails unless it answers 200.

@@ -80,6 +80,24 @@ pub fn parse_listen_addr(value: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{value:?} resolves to no address"))
 }
 
+/// `DATABASE_URL`, or `default`: a `sqlite:` or `postgres://` URL. A bare
+/// path is refused here, naming the variable, rather than when the store
+/// opens it.
+pub fn database_url(default: &str) -> Result<String, ConfigError> {
+    let url = env_or("DATABASE_URL", default).trim().to_owned();
+    match crate::db::Kind::parse(&url) {
+        Some(_) => Ok(url),
+        None => Err(ConfigError {
+            name: "DATABASE_URL".to_owned(),
+            value: crate::redact::url(&url),
+            reason: format!(
+                "use a sqlite:// URL (a file, such as {default}) or a \
+                 postgres://user:password@host:port/database URL"
+            ),
+        }),
+    }
+}
+
 /// How events travel from the user service to the audit service. Both
 /// services read the same variable, `EVENT_TRANSPORT`. This is the one
 /// place a transport is named: configuration, stored rows, query output and

@@ -4,7 +4,7 @@
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{PgPool, SqlitePool};
+use sqlx::{Connection, PgConnection, PgPool, SqlitePool};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -20,18 +20,25 @@ impl Kind {
     /// `sqlite:` or `postgres://` / `postgresql://`; anything else is
     /// refused by name rather than guessed at.
     pub fn of(url: &str) -> Result<Kind, sqlx::Error> {
-        if url.starts_with("sqlite:") {
-            Ok(Kind::Sqlite)
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(Kind::Postgres)
-        } else {
-            Err(sqlx::Error::Configuration(
+        Kind::parse(url).ok_or_else(|| {
+            sqlx::Error::Configuration(
                 format!(
                     "DATABASE_URL {:?} is not supported: use a sqlite:// or postgres:// URL",
                     crate::redact::url(url)
                 )
                 .into(),
-            ))
+            )
+        })
+    }
+
+    /// The kind a URL's scheme names, if it names one.
+    pub fn parse(url: &str) -> Option<Kind> {
+        if url.starts_with("sqlite:") {
+            Some(Kind::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Kind::Postgres)
+        } else {
+            None
         }
     }
 }
@@ -68,10 +75,25 @@ pub async fn connect_postgres(
     max_connections: u32,
     application_name: &str,
 ) -> Result<PgPool, sqlx::Error> {
+    let options = postgres_options(url, application_name)?;
+    // The pool's first connection, when it fails, fails as "pool timed out"
+    // after the acquire timeout, whatever the reason. One connection made
+    // directly first says why (connection refused, a wrong password, no
+    // such database), at once.
+    match tokio::time::timeout(PG_ACQUIRE_TIMEOUT, PgConnection::connect_with(&options)).await {
+        Ok(Ok(first)) => drop(first.close().await),
+        Ok(Err(e)) => return Err(e),
+        Err(_) => {
+            return Err(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {} s", PG_ACQUIRE_TIMEOUT.as_secs()),
+            )))
+        }
+    }
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(PG_ACQUIRE_TIMEOUT)
-        .connect_with(postgres_options(url, application_name)?)
+        .connect_with(options)
         .await
 }
 
@@ -106,13 +128,9 @@ pub async fn open_existing_sqlite(
     let options = options(url)?.create_if_missing(false);
     let path = options.get_filename();
     if !path.is_file() {
+        // The caller's context names the URL; the path is what is missing.
         return Err(sqlx::Error::Configuration(
-            format!(
-                "there is no database at {} ({})",
-                path.display(),
-                crate::redact::url(url)
-            )
-            .into(),
+            format!("there is no database at {}", path.display()).into(),
         ));
     }
     SqlitePoolOptions::new()
@@ -209,6 +227,24 @@ mod tests {
         assert!(!dir.path().join("nested").exists());
         drop(connect_sqlite(&url, 1).await.unwrap());
         assert!(open_existing_sqlite(&url, 1).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_server_is_reported_with_its_cause_at_once() {
+        // Nothing listens on the discard port.
+        let start = std::time::Instant::now();
+        let err = connect_postgres("postgres://audit:s3cret@127.0.0.1:9/audit", 1, "test")
+            .await
+            .expect_err("connected to nothing");
+        assert!(
+            start.elapsed() < PG_ACQUIRE_TIMEOUT,
+            "{:?}",
+            start.elapsed()
+        );
+        let shown = crate::telemetry::one_line(&err);
+        assert!(shown.contains("refused"), "{shown}");
+        assert!(!shown.contains("pool timed out"), "{shown}");
+        assert!(!shown.contains("s3cret"), "{shown}");
     }
 
     #[tokio::test]

@@ -9,6 +9,7 @@ pub mod binding;
 pub mod config;
 pub mod db;
 pub mod event;
+pub mod http_log;
 pub mod kafka;
 pub mod mqtt;
 pub mod nats;
@@ -18,9 +19,10 @@ pub mod redact;
 pub mod serve;
 pub mod shutdown;
 pub mod telemetry;
-#[cfg(feature = "testing")]
 pub mod test_ca;
-#[cfg(feature = "testing")]
+/// Test helpers, compiled always rather than behind a feature: a feature
+/// only the tests turn on would make `shared`, and both services above it,
+/// a second build for `make run` after `make test`.
 pub mod testing;
 pub mod tls;
 pub mod tracecontext;

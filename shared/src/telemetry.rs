@@ -298,13 +298,35 @@ fn resource(service: &'static str) -> Resource {
 /// Reports the error that stops a service, once: as a log line when logging
 /// is set up (a JSON pipeline then sees it like any other line), else as one
 /// line on stderr. Never a second copy, never a backtrace.
-pub fn report_fatal(service: &str, error: impl std::fmt::Display) -> std::process::ExitCode {
+pub fn report_fatal(
+    service: &str,
+    error: &(dyn std::error::Error + 'static),
+) -> std::process::ExitCode {
+    let error = one_line(error);
     if tracing::dispatcher::has_been_set() {
         tracing::error!(error = %error, "{service} failed");
     } else {
         eprintln!("{service}: error: {error}");
     }
     std::process::ExitCode::FAILURE
+}
+
+/// An error and its causes on one line, outermost first, joined by `: `,
+/// each said once. Many errors (sqlx's among them) print their cause in
+/// their own message and return it as their source too; printed as a plain
+/// chain, such a cause would be said twice.
+pub fn one_line(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = error.to_string();
+    let mut cause = error.source();
+    while let Some(current) = cause {
+        let text = current.to_string();
+        if !text.is_empty() && !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = current.source();
+    }
+    line
 }
 
 /// The span of one HTTP request, as `tower_http::trace::TraceLayer` makes
@@ -390,7 +412,7 @@ pub async fn request_id(mut request: Request, next: Next) -> Response {
 }
 
 /// Routes that operators' tools call, not users.
-const OPS_ROUTES: &[&str] = &["/healthz", "/readyz", "/metrics", "/openapi.json"];
+pub(crate) const OPS_ROUTES: &[&str] = &["/healthz", "/readyz", "/metrics", "/openapi.json"];
 
 /// The header that carries a request's id (see [`request_id`]).
 pub const REQUEST_ID: &str = "x-request-id";
@@ -636,6 +658,21 @@ mod tests {
             let method = http::Method::from_bytes(invented.as_bytes()).unwrap();
             assert_eq!(method_label(&method), "other", "{invented}");
         }
+    }
+
+    #[test]
+    fn a_cause_already_in_its_message_is_not_said_again() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("error with configuration: {0}")]
+        struct Quoting(#[source] std::io::Error);
+        #[derive(Debug, thiserror::Error)]
+        #[error("Failed to open the database")]
+        struct Context(#[source] Quoting);
+        let error = Context(Quoting(std::io::Error::other("there is no database at x")));
+        assert_eq!(
+            one_line(&error),
+            "Failed to open the database: error with configuration: there is no database at x"
+        );
     }
 
     #[test]

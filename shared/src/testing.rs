@@ -1,4 +1,4 @@
-//! For tests only (the `testing` feature): which database the suite runs
+//! For tests only: which database the suite runs
 //! its storage and delivery tests on, and a fresh PostgreSQL database per
 //! test on the suite's shared server.
 //!
@@ -153,4 +153,35 @@ impl Db {
         }
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
+}
+
+/// Runs a service's binary with `args`, on a free port and a SQLite
+/// database in `dir`, and waits up to 10 s for it to exit on its own, for
+/// the tests of its command line. One that starts serving instead is
+/// killed and fails the test, and so does one that opened the database.
+pub fn run_to_exit(binary: &str, args: &[&str], dir: &Path) -> std::process::Output {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let database = dir.join("command-line.db");
+    let mut child = Command::new(binary)
+        .args(args)
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .env("DATABASE_URL", format!("sqlite://{}", database.display()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{binary} does not start: {e}"));
+    let start = Instant::now();
+    while matches!(child.try_wait(), Ok(None)) {
+        if start.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let output = child.wait_with_output();
+            panic!("{binary} {args:?} did not exit: it serves\n{output:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!database.exists(), "{binary} {args:?} opened the database");
+    child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("{binary}'s output: {e}"))
 }

@@ -50,7 +50,7 @@ async fn main() -> anyhow::Result<()> {
         .transpose()
         .context("COUNT is not a number")?
         .unwrap_or(20_000);
-    let url = user_service::config::database_url_from_env();
+    let url = user_service::config::database_url_from_env()?;
     let source = std::env::var("EVENT_SOURCE").unwrap_or_else(|_| "/user-service".into());
 
     // The service migrates the database as it always does.

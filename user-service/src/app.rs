@@ -20,7 +20,6 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
 use utoipa::openapi::OpenApi;
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
@@ -58,6 +57,7 @@ impl Application {
             store: Store::new(backend.clone(), settings.event_source.clone(), wake.clone()),
             publisher: publisher.clone(),
             hasher: hasher.clone(),
+            lag_max: settings.relay.lag_max,
         };
         let relay = Relay {
             store: backend,
@@ -193,7 +193,7 @@ fn router(state: AppState, request_timeout: Duration) -> Router {
             StatusCode::SERVICE_UNAVAILABLE,
             request_timeout,
         ))
-        .layer(TraceLayer::new_for_http().make_span_with(shared::telemetry::request_span))
+        .layer(shared::http_log::trace_layer())
         .layer(middleware::from_fn(shared::telemetry::request_id))
         .layer(middleware::map_response(
             shared::problem::problem_for_plain_errors,

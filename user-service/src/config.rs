@@ -58,6 +58,9 @@ pub struct RelaySettings {
     /// How long before its lease may expire a relay stops sending: what a
     /// request in flight may still take (the publish timeout) and a second.
     pub lease_margin: Duration,
+    /// `DELIVERY_LAG_MAX_MS`: how long the oldest pending event may wait
+    /// before `GET /delivery` says delivery is failing.
+    pub lag_max: Duration,
 }
 
 /// The pool of password hashing threads in front of argon2id.
@@ -128,7 +131,7 @@ impl PublishSettings {
         let timeout = Duration::from_millis(publish_timeout_ms()?);
         Ok(match Transport::from_env()? {
             Transport::Http => PublishSettings::Http {
-                url: env_or("AUDIT_URL", "http://localhost:8080/"),
+                url: audit_url()?,
                 mode: env_parse("HTTP_CONTENT_MODE", ContentMode::Binary)?,
                 timeout,
                 client: HttpClientSettings::from_env()?,
@@ -202,7 +205,7 @@ impl Settings {
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Settings {
             listen_addr: listen_addr(SocketAddr::from(([0, 0, 0, 0], 3000)))?,
-            database_url: database_url_from_env(),
+            database_url: database_url_from_env()?,
             event_source: env_or("EVENT_SOURCE", "/user-service"),
             publish: PublishSettings::from_env()?,
             relay: RelaySettings {
@@ -215,6 +218,7 @@ impl Settings {
                 batch_max: count_in("HTTP_BATCH_MAX", 100, MAX_BATCH)?,
                 lease_term,
                 lease_margin,
+                lag_max: Duration::from_millis(positive("DELIVERY_LAG_MAX_MS", 60_000)?),
             },
             hashing: HashSettings {
                 workers: count_in("HASH_CONCURRENCY", cpus, MAX_HASH_WORKERS)?,
@@ -239,18 +243,55 @@ const MAX_HASH_QUEUE: usize = 100_000;
 /// A duration written for people (`7d`, `36h`, `90s`), not zero.
 fn retention(name: &str, default: &str) -> Result<Duration, ConfigError> {
     let value = env_or(name, default);
+    parse_retention(&value).map_err(|reason| ConfigError {
+        name: name.to_owned(),
+        value,
+        reason,
+    })
+}
+
+/// See [`retention`]. The reason says what a duration looks like rather
+/// than where humantime's parser stopped ("expected number at 0").
+fn parse_retention(value: &str) -> Result<Duration, String> {
+    const LOOKS_LIKE: &str = "write a duration such as 7d, 36h or 90m";
     match humantime::parse_duration(value.trim()) {
         Ok(d) if !d.is_zero() => Ok(d),
-        Ok(_) => Err(ConfigError {
-            name: name.to_owned(),
-            value,
-            reason: "must be longer than zero".to_owned(),
-        }),
-        Err(e) => Err(ConfigError {
-            name: name.to_owned(),
-            value,
-            reason: format!("{e}; write a duration such as 7d, 36h or 90s"),
-        }),
+        Ok(_) => Err(format!("must be longer than zero; {LOOKS_LIKE}")),
+        Err(humantime::DurationError::UnknownUnit { unit, .. }) => Err(format!(
+            "`{unit}` is not a unit (d, h, m and s are); {LOOKS_LIKE}"
+        )),
+        Err(humantime::DurationError::NumberOverflow) => Err(format!("too long; {LOOKS_LIKE}")),
+        Err(_) => Err(format!("not a duration; {LOOKS_LIKE}")),
+    }
+}
+
+/// `AUDIT_URL`: where the HTTP relay sends events. Checked at start, since
+/// a URL the client cannot send to would have every event retried for ever.
+fn audit_url() -> Result<String, ConfigError> {
+    let value = env_or("AUDIT_URL", "http://localhost:8080/");
+    parse_audit_url(value.trim()).map_err(|reason| ConfigError {
+        name: "AUDIT_URL".to_owned(),
+        value: shared::redact::url(&value),
+        reason,
+    })
+}
+
+/// See [`audit_url`]: an absolute `http://` or `https://` URL with a host.
+fn parse_audit_url(value: &str) -> Result<String, String> {
+    const LOOKS_LIKE: &str = "use an http:// or https:// URL such as http://localhost:8080/";
+    match reqwest::Url::parse(value) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+            Ok(value.to_owned())
+        }
+        Ok(url) if matches!(url.scheme(), "http" | "https") => {
+            Err(format!("the URL has no host; {LOOKS_LIKE}"))
+        }
+        // `localhost:18483` parses as a URL whose scheme is `localhost`.
+        Ok(url) => Err(format!(
+            "`{}` is not a scheme the relay sends with; {LOOKS_LIKE}",
+            url.scheme()
+        )),
+        Err(e) => Err(format!("not a URL ({e}); {LOOKS_LIKE}")),
     }
 }
 
@@ -286,6 +327,44 @@ fn positive(name: &str, default: u64) -> Result<u64, ConfigError> {
 }
 
 /// `DATABASE_URL`, which the operator commands read too.
-pub fn database_url_from_env() -> String {
-    env_or("DATABASE_URL", "sqlite://data/users.db")
+pub fn database_url_from_env() -> Result<String, ConfigError> {
+    shared::config::database_url("sqlite://data/users.db")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_takes_durations_and_says_what_one_looks_like() {
+        assert_eq!(parse_retention("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_retention(" 90m "), Ok(Duration::from_secs(5400)));
+        for (bad, says) in [
+            ("week", "not a duration"),
+            ("7x", "`x` is not a unit"),
+            ("0s", "longer than zero"),
+            ("", "not a duration"),
+        ] {
+            let reason = parse_retention(bad).unwrap_err();
+            assert!(reason.contains(says), "{bad}: {reason}");
+            assert!(reason.contains("such as 7d"), "{bad}: {reason}");
+            assert!(!reason.contains(" at "), "{bad}: {reason}");
+        }
+    }
+
+    #[test]
+    fn audit_url_must_be_an_http_url_with_a_host() {
+        assert!(parse_audit_url("http://localhost:8080/").is_ok());
+        assert!(parse_audit_url("https://audit.example/events").is_ok());
+        for bad in [
+            "localhost:18483",
+            "ftp://x/",
+            "http://",
+            "http//x",
+            "not a url",
+        ] {
+            let reason = parse_audit_url(bad).unwrap_err();
+            assert!(reason.contains("http://"), "{bad}: {reason}");
+        }
+    }
 }

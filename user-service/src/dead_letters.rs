@@ -4,52 +4,57 @@
 
 use crate::outbox::Redrive;
 use crate::store::Backend;
-use anyhow::{bail, Context};
+use anyhow::Context;
 
-pub const USAGE: &str = "usage:
-  user-service                                 run the service
-  user-service dead-letters list [--json]      show events parked as dead letters
-  user-service dead-letters redrive <seq>...   send these again (the running relay picks them up)
-  user-service dead-letters redrive --all      send all of them again
-The database is DATABASE_URL (default sqlite://data/users.db; postgres:// works too); it must exist.";
+/// `dead-letters <command>`.
+#[derive(Debug, PartialEq, Eq, clap::Subcommand)]
+pub enum Command {
+    /// Show the events parked as dead letters
+    List {
+        /// One JSON array instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set dead letters back to pending: the running relay sends them again
+    Redrive {
+        /// The seqs of the dead letters to send again
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        seqs: Vec<i64>,
+        /// Every dead letter
+        #[arg(long)]
+        all: bool,
+    },
+}
 
-/// Runs `dead-letters <args>` against the database at `database_url`,
-/// writing the result to `out`.
+impl Command {
+    /// Parses `args`, the words after `dead-letters`.
+    pub fn from_args<I, T>(args: I) -> Result<Command, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        #[derive(clap::Parser)]
+        #[command(name = "dead-letters")]
+        struct DeadLetters {
+            #[command(subcommand)]
+            command: Command,
+        }
+        let words = std::iter::once(std::ffi::OsString::from("dead-letters"))
+            .chain(args.into_iter().map(Into::into));
+        <DeadLetters as clap::Parser>::try_parse_from(words).map(|d| d.command)
+    }
+}
+
+/// Runs `command` against the database at `database_url`, writing the
+/// result to `out`.
 pub async fn run(
-    args: &[String],
+    command: Command,
     database_url: &str,
     out: &mut impl std::io::Write,
 ) -> anyhow::Result<()> {
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let command = parse(&args)?;
     // One connection: an operator command next to a running service.
     let store = crate::store::open_existing(database_url).await?;
     execute(store.as_ref(), command, out).await
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum Command {
-    List { json: bool },
-    Redrive(Redrive),
-}
-
-fn parse(args: &[&str]) -> anyhow::Result<Command> {
-    match args {
-        ["list"] => Ok(Command::List { json: false }),
-        ["list", "--json"] => Ok(Command::List { json: true }),
-        ["redrive", "--all"] => Ok(Command::Redrive(Redrive::All)),
-        ["redrive", seqs @ ..] if !seqs.is_empty() => {
-            let seqs = seqs
-                .iter()
-                .map(|s| {
-                    s.parse::<i64>()
-                        .with_context(|| format!("{s:?} is not a seq number"))
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            Ok(Command::Redrive(Redrive::Seqs(seqs)))
-        }
-        _ => bail!("{USAGE}"),
-    }
 }
 
 async fn execute(
@@ -86,7 +91,12 @@ async fn execute(
                 }
             }
         }
-        Command::Redrive(which) => {
+        Command::Redrive { seqs, all } => {
+            let which = if all {
+                Redrive::All
+            } else {
+                Redrive::Seqs(seqs)
+            };
             let changed = store.redrive(&which).await.context("Failed to re-drive")?;
             match changed {
                 0 => writeln!(out, "there are no dead letters to re-drive")?,
@@ -104,6 +114,7 @@ mod tests {
 
     #[test]
     fn arguments_parse_into_commands() {
+        let parse = |args: &[&str]| Command::from_args(args.iter().copied());
         assert_eq!(parse(&["list"]).unwrap(), Command::List { json: false });
         assert_eq!(
             parse(&["list", "--json"]).unwrap(),
@@ -111,14 +122,26 @@ mod tests {
         );
         assert_eq!(
             parse(&["redrive", "3", "5"]).unwrap(),
-            Command::Redrive(Redrive::Seqs(vec![3, 5]))
+            Command::Redrive {
+                seqs: vec![3, 5],
+                all: false
+            }
         );
         assert_eq!(
             parse(&["redrive", "--all"]).unwrap(),
-            Command::Redrive(Redrive::All)
+            Command::Redrive {
+                seqs: vec![],
+                all: true
+            }
         );
-        assert!(parse(&["redrive"]).is_err());
-        assert!(parse(&["redrive", "x"]).is_err());
-        assert!(parse(&["drop"]).is_err());
+        for wrong in [
+            &["redrive"][..],
+            &["redrive", "x"],
+            &["redrive", "3", "--all"],
+            &["drop"],
+            &[],
+        ] {
+            assert!(parse(wrong).is_err(), "{wrong:?}");
+        }
     }
 }

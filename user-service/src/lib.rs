@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod app;
+pub mod cli;
 pub mod config;
 pub mod dead_letters;
 pub mod domain;

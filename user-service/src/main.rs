@@ -1,30 +1,24 @@
 //! Entry point: the service by default, or an operator command.
 
+use clap::Parser;
 use shared::telemetry::{self, Spans};
+use user_service::cli::{Cli, Command};
 use user_service::config::{database_url_from_env, Settings};
 use user_service::{dead_letters, Application};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        None | Some("serve") => serve().await,
-        Some("dead-letters") => {
-            dead_letters::run(&args[1..], &database_url_from_env(), &mut std::io::stdout()).await
-        }
-        Some("help" | "-h" | "--help") => {
-            println!("{}", dead_letters::USAGE);
-            Ok(())
-        }
-        Some(other) => Err(anyhow::anyhow!(
-            "unknown command {other:?}\n{}",
-            dead_letters::USAGE
-        )),
+    // `--help`, `--version` and a wrong argument end here, before anything
+    // is read or opened.
+    let cli = Cli::parse();
+    let result = match cli.command {
+        None | Some(Command::Serve) => serve().await,
+        Some(Command::DeadLetters(command)) => dead_letters_command(command).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         // The whole cause chain, once.
-        Err(e) => telemetry::report_fatal("user-service", format_args!("{e:#}")),
+        Err(e) => telemetry::report_fatal("user-service", e.as_ref()),
     }
 }
 
@@ -40,4 +34,8 @@ async fn serve() -> anyhow::Result<()> {
     .await;
     telemetry.shutdown();
     served
+}
+
+async fn dead_letters_command(command: dead_letters::Command) -> anyhow::Result<()> {
+    dead_letters::run(command, &database_url_from_env()?, &mut std::io::stdout()).await
 }

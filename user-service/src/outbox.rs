@@ -26,12 +26,15 @@ pub struct PendingEvent {
     pub attempts: u32,
 }
 
-/// How far behind the relay is: the outbox's depth (pending rows) and
-/// when the oldest of them was committed, if there is one.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// How far behind the relay is: the outbox's depth (pending rows), when
+/// the oldest of them was committed and why its last attempt failed, if
+/// there is one; and how many events were parked as dead letters.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Backlog {
     pub pending: i64,
     pub oldest: Option<DateTime<Utc>>,
+    pub oldest_error: Option<String>,
+    pub dead: i64,
 }
 
 /// What came of sent rows, written to the outbox together.

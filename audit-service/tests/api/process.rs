@@ -700,6 +700,10 @@ async fn a_fresh_start_creates_the_topics_and_logs_no_error_or_warning() {
     let log = service.log_text();
     assert!(log.contains("created Kafka topic"), "{log}");
     for line in log.lines() {
+        // Tokens over plain HTTP are warned about by design, as open doors.
+        if line.contains("plain HTTP") {
+            continue;
+        }
         assert!(
             !line.contains("\"level\":\"ERROR\"") && !line.contains("\"level\":\"WARN\""),
             "{line}\n{log}"
@@ -723,22 +727,131 @@ async fn listen_addr_takes_a_host_name_and_a_bad_one_stops_it_with_one_line() {
     wait_listening(&mut service).await;
     assert!(service.terminate().success());
 
-    for (name, value) in [("LISTEN_ADDR", "localhost"), ("LOG_FORMAT", "text")] {
+    let short_token = dir.path().join("short-token");
+    std::fs::write(&short_token, "short\n").unwrap();
+    let good_tokens = dir.path().join("tokens");
+    std::fs::write(&good_tokens, "a-long-enough-token-0123456789\n").unwrap();
+    let short_token = short_token.display().to_string();
+    let good_tokens = good_tokens.display().to_string();
+    // (the variable the line must name, the variables set)
+    let cases: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        ("LISTEN_ADDR", vec![("LISTEN_ADDR", "localhost")]),
+        ("LOG_FORMAT", vec![("LOG_FORMAT", "text")]),
+        ("DATABASE_URL", vec![("DATABASE_URL", "data/audit.db")]),
+        ("MAX_BODY_BYTES", vec![("MAX_BODY_BYTES", "a lot")]),
+        // The file's token is short: the file's variable is named.
+        (
+            "INGEST_TOKENS_FILE",
+            vec![("INGEST_TOKENS_FILE", short_token.as_str())],
+        ),
+        // Both of a pair: which one would win is not guessed.
+        (
+            "READ_TOKENS_FILE",
+            vec![
+                ("READ_TOKENS", "a-long-enough-token-9876543210"),
+                ("READ_TOKENS_FILE", good_tokens.as_str()),
+            ],
+        ),
+    ];
+    for (name, vars) in cases {
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_audit-service"))
             .env("DATABASE_URL", &db)
             .env("RUST_BACKTRACE", "1")
-            .env(name, value)
+            .envs(vars.iter().copied())
             .output()
             .unwrap();
-        assert!(!output.status.success(), "{name}={value} accepted");
+        assert!(!output.status.success(), "{vars:?} accepted");
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
         let naming: Vec<&str> = text.lines().filter(|l| l.contains(name)).collect();
-        assert_eq!(naming.len(), 1, "{name}={value}: {text}");
-        assert!(!text.contains("Error: "), "{text}");
-        assert!(!text.contains("backtrace"), "{text}");
+        assert_eq!(naming.len(), 1, "{vars:?}: {text}");
+        assert!(!text.contains("Error: "), "{vars:?}: {text}");
+        assert!(!text.contains("backtrace"), "{vars:?}: {text}");
+        // The same words as user-service's: the variable, its value, why.
+        assert!(
+            naming[0].contains(&format!("environment variable {name}=")),
+            "{vars:?}: {text}"
+        );
     }
+}
+
+/// Runs the binary with `args` until it exits (see
+/// `shared::testing::run_to_exit`).
+fn run_to_exit(args: &[&str]) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    shared::testing::run_to_exit(env!("CARGO_BIN_EXE_audit-service"), args, dir.path())
+}
+
+#[test]
+fn help_and_version_answer_and_exit_and_unknown_arguments_are_refused() {
+    for help in [&["--help"][..], &["-h"], &["help"]] {
+        let output = run_to_exit(help);
+        assert!(output.status.success(), "{help:?}: {output:?}");
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(text.contains("Usage: audit-service"), "{help:?}: {text}");
+        for word in ["serve", "DATABASE_URL", "INGEST_TOKENS", "EVENT_TRANSPORT"] {
+            assert!(text.contains(word), "{help:?} lacks {word}: {text}");
+        }
+    }
+    let output = run_to_exit(&["--version"]);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        format!("audit-service {}", env!("CARGO_PKG_VERSION"))
+    );
+    for wrong in [&["--bogus"][..], &["bogus"], &["serve", "extra"]] {
+        let output = run_to_exit(wrong);
+        assert_eq!(output.status.code(), Some(2), "{wrong:?}: {output:?}");
+        let text = String::from_utf8_lossy(&output.stderr);
+        assert!(text.starts_with("error: "), "{wrong:?}: {text}");
+        assert!(text.contains("--help"), "{wrong:?}: {text}");
+    }
+}
+
+/// The log lines of a start with `env`, once the service listens.
+async fn start_log(env: &[(&str, String)], dir: &std::path::Path, name: &str) -> String {
+    let mut service = ServiceProcess::start(env, dir.join(name));
+    let listening = poll_until(Duration::from_secs(30), || {
+        let text = service.log_text();
+        async move { text.contains("audit-service listening") }
+    })
+    .await;
+    assert!(listening, "did not start:\n{}", service.log_text());
+    // Only its start is wanted: a SIGTERM this early may come before the
+    // service listens for it, so its exit status says nothing.
+    service.terminate();
+    service.log_text()
+}
+
+#[tokio::test]
+async fn tokens_over_plain_http_are_warned_about_and_over_tls_they_are_not() {
+    let dir = TempDir::new().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("audit.db").display());
+    let token = "plain-http-read-token-0123456789";
+    let mut env = vec![
+        ("DATABASE_URL", db),
+        (
+            "INGEST_TOKENS",
+            "plain-http-ingest-token-0123456789".to_owned(),
+        ),
+        ("READ_TOKENS", token.to_owned()),
+    ];
+    let plain = start_log(&env, dir.path(), "plain.log").await;
+    let warned: Vec<&str> = plain
+        .lines()
+        .filter(|l| l.contains("\"level\":\"WARN\"") && l.contains("plain HTTP"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{plain}");
+    assert!(warned[0].contains("TLS_CERT_FILE"), "{}", warned[0]);
+    assert!(!plain.contains(token), "{plain}");
+
+    let ca = crate::security::test_ca();
+    env.push(("TLS_CERT_FILE", ca.files.cert.display().to_string()));
+    env.push(("TLS_KEY_FILE", ca.files.key.display().to_string()));
+    let tls = start_log(&env, dir.path(), "tls.log").await;
+    assert!(tls.contains("\"scheme\":\"https\""), "{tls}");
+    assert!(!tls.contains("plain HTTP"), "{tls}");
 }

@@ -133,6 +133,26 @@ async fn users_created_while_audit_is_down_are_each_delivered_once_when_it_start
     let items = stack.events(&audit, "type=user.storeUser").await.unwrap();
     assert_eq!(items.len(), 51, "exactly one event per user");
     assert_eq!(subjects(&items).into_iter().collect::<HashSet<_>>(), ids);
+    assert_recovery_logged(&user, "http");
+}
+
+/// user-service said, in one line or a few (not one per event), that
+/// delivery recovered after the failed attempts of an outage.
+pub(crate) fn assert_recovery_logged(user: &Service, transport: &str) {
+    let lines = user.log_lines("delivery recovered");
+    assert!(
+        (1..=3).contains(&lines.len()),
+        "{} recovery lines:\n{}",
+        lines.len(),
+        user.log_tail(40)
+    );
+    assert_eq!(lines[0]["transport"], transport, "{}", lines[0]);
+    assert!(
+        lines[0]["failed_attempts"].as_u64() >= Some(1),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[0]["failing_for_ms"].is_u64(), "{}", lines[0]);
 }
 
 /// Creates one more user and waits for its event. The relay reads the

@@ -40,7 +40,7 @@ pub(crate) fn require_shared_broker() {
 
 /// The environment putting both services on Kafka with their own topic and
 /// consumer group, so tests don't see each other's events.
-fn kafka_env(brokers: &str, tag: &str) -> Vec<(String, String)> {
+pub(crate) fn kafka_env(brokers: &str, tag: &str) -> Vec<(String, String)> {
     vec![
         ("EVENT_TRANSPORT".into(), "kafka".into()),
         ("KAFKA_BROKERS".into(), brokers.into()),

@@ -11,5 +11,6 @@ mod postgres;
 mod readme;
 mod redact;
 mod sasl;
+mod startup;
 mod tls;
 mod trace;

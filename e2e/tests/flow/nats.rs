@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-const SHARED_SERVER: u16 = 4222;
+pub(crate) const SHARED_SERVER: u16 = 4222;
 
 fn nats_script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/nats.sh")
@@ -27,7 +27,7 @@ fn nats_sh(port: u16, command: &str) {
     );
 }
 
-fn require_shared_server() {
+pub(crate) fn require_shared_server() {
     let up = Command::new(nats_script())
         .arg("status")
         .env("NATSD_PORT", SHARED_SERVER.to_string())
@@ -41,7 +41,7 @@ fn require_shared_server() {
 
 /// Both services on NATS with a stream, subject and consumer of their own,
 /// so tests don't see each other's events.
-fn nats_env(port: u16, tag: &str) -> Vec<(String, String)> {
+pub(crate) fn nats_env(port: u16, tag: &str) -> Vec<(String, String)> {
     vec![
         ("EVENT_TRANSPORT".into(), "nats".into()),
         ("NATS_URL".into(), format!("nats://127.0.0.1:{port}")),
@@ -165,4 +165,5 @@ async fn users_created_while_the_nats_server_is_down_all_arrive_once_after_it_re
         .collect();
     assert_eq!(items.len(), 501, "each event exactly once");
     assert_eq!(subjects, ids);
+    crate::http::assert_recovery_logged(&user, "nats");
 }

@@ -6,13 +6,13 @@ use e2e::Stack;
 use serde_json::Value;
 use std::time::Duration;
 
-fn readme() -> String {
+pub(crate) fn readme() -> String {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
     std::fs::read_to_string(path).expect("README.md")
 }
 
 /// The bodies of the README's fenced blocks of `language`, in order.
-fn blocks(readme: &str, language: &str) -> Vec<String> {
+pub(crate) fn blocks(readme: &str, language: &str) -> Vec<String> {
     let mut blocks = Vec::new();
     let mut current: Option<String> = None;
     for line in readme.lines() {
@@ -27,6 +27,38 @@ fn blocks(readme: &str, language: &str) -> Vec<String> {
         }
     }
     blocks
+}
+
+/// The commands of a README shell block, continuation lines joined.
+pub(crate) fn commands(block: &str) -> Vec<String> {
+    let mut commands = Vec::new();
+    let mut current = String::new();
+    for line in block.lines() {
+        match line.trim_end().strip_suffix('\\') {
+            Some(start) => current.push_str(start),
+            None => {
+                current.push_str(line.trim_end());
+                commands.push(std::mem::take(&mut current).trim().to_owned());
+            }
+        }
+    }
+    commands
+}
+
+/// The `NAME=value` words before `cargo run -p <package>` in `commands`.
+pub(crate) fn variables_of(commands: &[String], package: &str) -> Vec<(String, String)> {
+    let run = format!("cargo run -p {package}");
+    let line = commands
+        .iter()
+        .find(|c| c.ends_with(&run))
+        .unwrap_or_else(|| panic!("no `{run}` line in {commands:?}"));
+    line.trim_end_matches(&run)
+        .split_whitespace()
+        .map(|word| {
+            let (name, value) = word.split_once('=').expect("NAME=value");
+            (name.to_owned(), value.to_owned())
+        })
+        .collect()
 }
 
 /// `line` matches `pattern` where every `...` in the pattern stands for a
@@ -161,4 +193,41 @@ async fn the_readme_examples_are_what_the_services_do() {
         matches(&log_example, line),
         "README: {log_example}\nreal:   {line}"
     );
+}
+
+#[tokio::test]
+async fn the_readmes_other_ports_move_audit_service_and_tell_user_service() {
+    let readme = readme();
+    let block = blocks(&readme, "sh")
+        .into_iter()
+        .find(|b| b.contains("LISTEN_ADDR=") && b.contains("AUDIT_URL="))
+        .expect("the README shows how to move audit-service");
+    let commands = commands(&block);
+    let value = |vars: &[(String, String)], name: &str| {
+        vars.iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("{name} is not set in {vars:?}"))
+    };
+    let audit_env = variables_of(&commands, "audit-service");
+    let user_env = variables_of(&commands, "user-service");
+    let listen = value(&audit_env, "LISTEN_ADDR");
+    let audit_url = value(&user_env, "AUDIT_URL");
+    let port = listen.rsplit(':').next().unwrap();
+    assert!(
+        audit_url.starts_with(&format!("http://localhost:{port}/")),
+        "AUDIT_URL {audit_url} does not follow LISTEN_ADDR {listen}"
+    );
+    assert_ne!(port, "8080", "the example moves audit-service");
+
+    // The same, on ports free here: audit-service where LISTEN_ADDR says,
+    // user-service told by AUDIT_URL alone.
+    let stack = Stack::new().unwrap();
+    let audit = stack.audit(&[]).await.unwrap();
+    let moved = audit.base_url.replace("127.0.0.1", "localhost");
+    let user = stack.user(&moved, &[]).await.unwrap();
+    stack
+        .create_user_and_wait(&user, &audit, Duration::from_secs(20))
+        .await
+        .unwrap();
 }

@@ -139,12 +139,18 @@ async fn send(request: reqwest::RequestBuilder) -> Outcome {
     let response = match request.send().await {
         Ok(r) => r,
         Err(e) => {
+            let advice = certificate_advice(&e);
+            // Without the URL: it may carry credentials, and the
+            // publisher's description names the target already.
+            let chain = shared::telemetry::one_line(&e.without_url());
+            let reason = match advice {
+                Some(advice) => format!("{advice} ({chain})"),
+                None => chain,
+            };
             return Outcome::Retry {
                 after: None,
                 status: None,
-                // Without the URL: it may carry credentials, and the
-                // publisher's description names the target already.
-                reason: format!("{:#}", anyhow::Error::new(e.without_url())),
+                reason,
             };
         }
     };
@@ -158,6 +164,59 @@ async fn send(request: reqwest::RequestBuilder) -> Outcome {
         .and_then(parse_retry_after);
     let reason = format!("{status}: {}", reason_of(response).await.trim());
     classify(status, after, reason)
+}
+
+/// What to change when audit-service's certificate was refused, in words.
+/// rustls names the problem (`CaUsedAsEndEntity`, `NotValidForName`) but
+/// not what to do about it, and a relay that retries for ever with only
+/// that in its log leaves the operator guessing; the first two are what
+/// `openssl req -x509` makes without extensions.
+fn certificate_advice(error: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    use rustls::CertificateError as Problem;
+    let problem = std::iter::successors(Some(error), |e| e.source()).find_map(|e| {
+        // rustls' error arrives inside io::Errors (two of them, from
+        // tokio-rustls and hyper-util), whose `source` skips what they hold.
+        let mut inner: &(dyn std::error::Error + 'static) = e;
+        while let Some(io) = inner.downcast_ref::<std::io::Error>() {
+            inner = io.get_ref()?;
+        }
+        match inner.downcast_ref::<rustls::Error>()? {
+            rustls::Error::InvalidCertificate(problem) => Some(problem),
+            _ => None,
+        }
+    })?;
+    Some(match problem {
+        // webpki's reason comes only as text through rustls' `Other`.
+        Problem::Other(other) if other.to_string().contains("CaUsedAsEndEntity") => {
+            "audit-service's certificate is a CA certificate (basicConstraints CA:TRUE, what \
+             `openssl req -x509` makes by default), which TLS clients refuse as a server's: make \
+             it with -addext \"basicConstraints=critical,CA:FALSE\" -addext \
+             \"subjectAltName=DNS:<host>\", or sign a server certificate with a CA and trust \
+             that CA (README, \"TLS\")"
+        }
+        Problem::NotValidForName | Problem::NotValidForNameContext { .. } => {
+            "audit-service's certificate does not name AUDIT_URL's host: give it a \
+             subjectAltName with that name (-addext \"subjectAltName=DNS:<host>\"; the CN alone \
+             is not read)"
+        }
+        Problem::UnknownIssuer => {
+            "audit-service's certificate is not signed by a CA user-service trusts: set \
+             AUDIT_CA_FILE to the certificate of the CA that signed it (for a self-signed \
+             certificate, to the certificate itself)"
+        }
+        Problem::Expired
+        | Problem::ExpiredContext { .. }
+        | Problem::NotValidYet
+        | Problem::NotValidYetContext { .. } => {
+            "audit-service's certificate is expired or not valid yet: renew it (or check the \
+             clocks of both machines)"
+        }
+        Problem::InvalidPurpose | Problem::InvalidPurposeContext { .. } => {
+            "audit-service's certificate is not for TLS servers: give it extendedKeyUsage \
+             serverAuth, or none"
+        }
+        _ => return None,
+    })
 }
 
 /// The start of a rejecting receiver's body, as the reason to record. Only

@@ -22,7 +22,7 @@ use std::time::Duration;
 /// full local queue never happens in normal operation.
 const QUEUE_MESSAGES: &str = "20000";
 
-/// Longest wait of one `/readyz` metadata request.
+/// Longest wait of one `GET /delivery` metadata request.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The producer's defaults; an operator's `KAFKA_<PROPERTY>` wins over each.
@@ -39,7 +39,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     // it, which is what keeps one user's records in order with many in
     // flight (see the relay's window module). The cost: while the broker is
     // away no report comes at all, so the outbox shows no failed attempts;
-    // the lag gauge and /readyz tell instead. An operator's
+    // the lag gauge and GET /delivery tell instead. An operator's
     // KAFKA_MESSAGE_TIMEOUT_MS wins, with the ordering cost described there.
     ("message.timeout.ms", "0"),
 ];

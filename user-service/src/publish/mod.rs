@@ -92,7 +92,7 @@ pub trait Pipelined: Send + Sync {
     /// Replaces an unusable publisher by a fresh one with the same settings.
     fn rebuild(&self) -> anyhow::Result<()>;
 
-    /// Whether the broker answers, for `/readyz`.
+    /// Whether the broker answers, for `GET /delivery`.
     fn check_ready(&self) -> BoxFuture<'_, Result<(), String>>;
 
     /// Waits for anything still buffered to be delivered; called once at
@@ -185,9 +185,8 @@ impl Publisher {
         }
     }
 
-    /// Whether the transport is usable, for `/readyz`. Over HTTP this is
-    /// always true: the audit service being down delays events in the
-    /// outbox but must not take user-service out of rotation.
+    /// Whether the broker answers, for `GET /delivery`. Over HTTP there is
+    /// none to ask: the outbox's lag says how delivery stands.
     pub async fn check_ready(&self) -> Result<(), String> {
         match self {
             Publisher::Http(_) => Ok(()),
@@ -200,6 +199,14 @@ impl Publisher {
     pub async fn flush(&self) {
         if let Publisher::Pipelined(p) = self {
             p.flush().await;
+        }
+    }
+
+    /// Which transport this is.
+    pub fn transport(&self) -> Transport {
+        match self {
+            Publisher::Http(_) => Transport::Http,
+            Publisher::Pipelined(p) => p.transport(),
         }
     }
 

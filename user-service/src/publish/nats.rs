@@ -18,8 +18,8 @@
 //! round trip per user event) is not done: Kafka's idempotent producer has
 //! no such gap.
 //!
-//! The stream is created if it is missing (`shared::nats`), by `/readyz`
-//! or the first publish, and again whenever the server says it has none.
+//! The stream is created if it is missing (`shared::nats`), by `GET
+//! /delivery` or the first publish, and again whenever the server says it has none.
 
 use super::{Pending, Pipelined, Report};
 use crate::config::ContentMode;
@@ -43,7 +43,7 @@ use std::time::Duration;
 /// polls the acknowledgements only between hand-overs).
 const ACKS_IN_FLIGHT: usize = 20_000;
 
-/// Longest wait of one `/readyz` request to the server.
+/// Longest wait of one `GET /delivery` request to the server.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub struct NatsPublisher {

@@ -19,7 +19,7 @@
 
 use super::feed::{Fed, Feed};
 use super::lanes::{Batch, Lanes};
-use super::{backoff, publish_span, trace_id, EventCounters, Relay, PAGE};
+use super::{backoff, publish_span, trace_id, EventCounters, Recovery, Relay, PAGE};
 use crate::outbox::Failure;
 use crate::publish::{HttpPublisher, Outcome};
 use cloudevents::Event;
@@ -46,6 +46,7 @@ pub(super) async fn run(relay: &Relay, publisher: &HttpPublisher) -> anyhow::Res
     let per_user = (2 * settings.batch_max).clamp(16, HELD_MAX / 20);
     let mut lanes = Lanes::new(per_user);
     let mut counters = EventCounters::new(Transport::Http);
+    let mut recovery = Recovery::default();
     let mut in_flight = FuturesUnordered::new();
     let mut tick = tokio::time::interval(settings.poll_interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -80,7 +81,7 @@ pub(super) async fn run(relay: &Relay, publisher: &HttpPublisher) -> anyhow::Res
                 feed.stop();
             }
             Some((batch, outcome)) = in_flight.next() => {
-                answered(relay, &mut lanes, &mut feed, &mut counters, batch, outcome);
+                answered(relay, &mut lanes, &mut feed, &mut counters, &mut recovery, batch, outcome);
             }
             fed = feed.next() => match fed {
                 Fed::Rows(rows) => {
@@ -151,6 +152,7 @@ fn answered(
     lanes: &mut Lanes,
     feed: &mut Feed,
     counters: &mut EventCounters,
+    recovery: &mut Recovery,
     batch: Batch,
     outcome: Outcome,
 ) {
@@ -160,6 +162,8 @@ fn answered(
             for row in &batch.rows {
                 counters.published(&row.event_type);
             }
+            let retried = batch.rows.iter().any(|row| row.attempts > 0);
+            recovery.delivered(retried, Transport::Http);
             for (user, _) in &batch.users {
                 for row in lanes.finish(user) {
                     feed.outcomes().delivered.push(row.seq);
@@ -198,6 +202,7 @@ fn answered(
                 return;
             }
             counters.retried(&row.event_type);
+            recovery.failed();
             let delay = backoff(settings, attempts, after);
             tracing::warn!(
                 seq = row.seq,

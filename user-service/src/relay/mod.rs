@@ -184,6 +184,46 @@ impl EventCounters {
     }
 }
 
+/// Whether deliveries have been failing, so that their recovery is one log
+/// line rather than silence (or a line per event): the first
+/// acknowledgement that ends failures this relay saw. Later
+/// acknowledgements say nothing until something fails again.
+#[derive(Debug, Default)]
+pub(crate) struct Recovery {
+    /// When the first failure since the last recovery happened, and how
+    /// many attempts have failed since.
+    failing: Option<(std::time::Instant, u64)>,
+}
+
+impl Recovery {
+    /// An attempt failed and will be repeated.
+    pub(crate) fn failed(&mut self) {
+        let (_, attempts) = self
+            .failing
+            .get_or_insert_with(|| (std::time::Instant::now(), 0));
+        *attempts += 1;
+    }
+
+    /// Events were acknowledged. `ends_failures` says whether that ends the
+    /// failures: on a broker, where a failure stops all sending, any
+    /// acknowledgement does; over HTTP, where one user's event may keep
+    /// failing while everyone else's flow, only that of an event that had
+    /// failed attempts.
+    pub(crate) fn delivered(&mut self, ends_failures: bool, transport: Transport) {
+        if !ends_failures {
+            return;
+        }
+        if let Some((since, failed_attempts)) = self.failing.take() {
+            tracing::info!(
+                transport = transport.as_str(),
+                failed_attempts,
+                failing_for_ms = since.elapsed().as_millis() as u64,
+                "delivery recovered"
+            );
+        }
+    }
+}
+
 /// HELP text for the relay's metrics.
 pub fn describe_metrics() {
     metrics::describe_counter!(
@@ -284,6 +324,7 @@ mod tests {
             batch_max: 100,
             lease_term: Duration::from_secs(30),
             lease_margin: Duration::from_secs(11),
+            lag_max: Duration::from_secs(60),
         }
     }
 

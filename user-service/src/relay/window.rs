@@ -21,7 +21,7 @@
 //!   promise order or once-only, and fails every send from then on). The
 //!   relay stops sending, lets the reports in flight come in, builds a new
 //!   producer and reads the outbox again from its oldest pending row, so
-//!   nothing is skipped and what goes again goes in seq order. /readyz
+//!   nothing is skipped and what goes again goes in seq order. /delivery
 //!   answers 503 while the producer is in that state.
 //!
 //! An operator's `KAFKA_MESSAGE_TIMEOUT_MS` still wins, at a price: a record
@@ -36,7 +36,7 @@
 //! outbox instead of only as lag.
 
 use super::feed::{Fed, Feed};
-use super::{backoff, publish_span, EventCounters, Relay, PAGE};
+use super::{backoff, publish_span, EventCounters, Recovery, Relay, PAGE};
 use crate::outbox::{Failure, PendingEvent};
 use crate::publish::{Pending, Pipelined, Report};
 use cloudevents::event::ExtensionValue;
@@ -88,6 +88,7 @@ pub(super) async fn run(relay: &Relay, publisher: &dyn Pipelined) -> anyhow::Res
     );
     let mut in_flight = FuturesUnordered::new();
     let mut counters = EventCounters::new(publisher.transport());
+    let mut recovery = Recovery::default();
     let mut sent: HashSet<i64> = HashSet::new();
     let mut mode = Mode::Sending;
     // Recoveries since the last delivered record, for the backoff.
@@ -155,8 +156,14 @@ pub(super) async fn run(relay: &Relay, publisher: &dyn Pipelined) -> anyhow::Res
             Some((record, report)) = in_flight.next() => {
                 let record: Sent = record;
                 sent.remove(&record.seq);
-                if report == Report::Delivered {
-                    recoveries = 0;
+                match report {
+                    Report::Delivered => {
+                        recoveries = 0;
+                        // A failure stops all sending: any delivery ends it.
+                        recovery.delivered(true, publisher.transport());
+                    }
+                    Report::Failed(_) | Report::Fatal(_) => recovery.failed(),
+                    Report::Refused(_) => {}
                 }
                 reported(relay, &mut feed, &mut mode, &mut counters, publisher, record, report);
             }
@@ -169,9 +176,14 @@ pub(super) async fn run(relay: &Relay, publisher: &dyn Pipelined) -> anyhow::Res
                             if mode != Mode::Sending {
                                 break;
                             }
-                            if let Some((record, pending)) = enqueue(&mut feed, &mut mode, &mut counters, publisher, row).await {
-                                sent.insert(record.seq);
-                                in_flight.push(await_report(record, pending));
+                            match enqueue(&mut feed, &mut mode, &mut counters, publisher, row).await {
+                                Some((record, pending)) => {
+                                    sent.insert(record.seq);
+                                    in_flight.push(await_report(record, pending));
+                                }
+                                // Not taken: the publisher failed it at once.
+                                None if mode != Mode::Sending => recovery.failed(),
+                                None => {}
                             }
                         }
                     }

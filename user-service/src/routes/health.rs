@@ -1,28 +1,44 @@
-//! `GET /readyz`: whether this instance should receive traffic.
+//! `GET /readyz`: whether this instance should receive traffic; and
+//! `GET /delivery`: whether its events reach the receiver.
+//!
+//! Two signals, because they call for different actions. A failing
+//! readiness probe takes the instance out of its load balancer. The users
+//! API needs only the database: while the audit service or the broker is
+//! away, users are still created and their events wait in the outbox. All
+//! replicas share that receiver, so a readiness probe that followed it
+//! would take every replica out at once and turn an audit outage into a
+//! user-service outage, which is what the outbox is there to prevent. So
+//! `/readyz` is the database, on every transport, and delivery has its own
+//! endpoint for monitors and people, read from the outbox every replica
+//! shares, with the relay's last reason.
 
 use super::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use chrono::Utc;
+use serde::Serialize;
 use shared::problem::Problem;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(readyz))
+    OpenApiRouter::new()
+        .routes(routes!(readyz))
+        .routes(routes!(delivery))
 }
 
-/// Ready when the database answers and, on a broker, the broker does. On HTTP
-/// the audit service is deliberately not checked: events wait in the outbox
-/// while it is down, and users can still be created.
+/// Ready when the database answers: the API can serve. The audit service
+/// and the brokers are not checked (see `GET /delivery`): while they are
+/// away, events wait in the outbox and users can still be created.
 #[utoipa::path(
     get,
     path = "/readyz",
     tag = "operations",
     responses(
         (status = 200, description = "Ready", body = Object, example = json!({"status": "ready"})),
-        (status = 503, description = "The database or the broker does not answer", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database does not answer", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn readyz(State(state): State<AppState>) -> Response {
@@ -33,8 +49,91 @@ async fn readyz(State(state): State<AppState>) -> Response {
         )
         .into_response();
     }
-    if let Err(e) = state.publisher.check_ready().await {
-        return Problem::new(StatusCode::SERVICE_UNAVAILABLE, e).into_response();
-    }
     Json(serde_json::json!({"status": "ready"})).into_response()
+}
+
+/// How delivery stands, read from the outbox all replicas share.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct DeliveryReport {
+    /// `delivering`, or `failing` (then answered as a 503 problem with
+    /// these members beside `detail`).
+    state: &'static str,
+    /// `http`, `kafka` or `nats`.
+    transport: &'static str,
+    /// Events not delivered yet.
+    pending: i64,
+    /// How long the oldest of them has waited; 0 when there is none.
+    oldest_pending_age_seconds: f64,
+    /// Why the last attempt to send the oldest pending event failed.
+    last_error: Option<String>,
+    /// Events the receiver refused for good, parked for an operator
+    /// (`user-service dead-letters list`).
+    dead_letters: i64,
+}
+
+/// Whether events reach the receiver: 503 when the oldest pending event
+/// has waited longer than `DELIVERY_LAG_MAX_MS`, or the broker does not
+/// answer, with the relay's last reason.
+#[utoipa::path(
+    get,
+    path = "/delivery",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Events are being delivered", body = DeliveryReport,
+         example = json!({"state": "delivering", "transport": "http", "pending": 0,
+                          "oldest_pending_age_seconds": 0.0, "last_error": null, "dead_letters": 0})),
+        (status = 503, description = "Delivery is failing, or the database does not answer: a problem whose members are those of the report", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn delivery(State(state): State<AppState>) -> Response {
+    let backlog = match state.store.backend().backlog().await {
+        Ok(backlog) => backlog,
+        Err(e) => {
+            return Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("database unreachable: {e}"),
+            )
+            .into_response()
+        }
+    };
+    let age = backlog.oldest.map_or(0.0, |created| {
+        (Utc::now() - created).num_milliseconds().max(0) as f64 / 1000.0
+    });
+    let mut report = DeliveryReport {
+        state: "delivering",
+        transport: state.publisher.transport().as_str(),
+        pending: backlog.pending,
+        oldest_pending_age_seconds: age,
+        last_error: backlog.oldest_error,
+        dead_letters: backlog.dead,
+    };
+    let failing = match state.publisher.check_ready().await {
+        Err(broker) => Some(format!("the broker does not answer: {broker}")),
+        Ok(()) if age > state.lag_max.as_secs_f64() => Some(format!(
+            "the oldest pending event has waited {age:.1} s, longer than DELIVERY_LAG_MAX_MS \
+             ({} ms); last error: {}",
+            state.lag_max.as_millis(),
+            report.last_error.as_deref().unwrap_or("none yet")
+        )),
+        Ok(()) => None,
+    };
+    let Some(detail) = failing else {
+        return Json(report).into_response();
+    };
+    report.state = "failing";
+    let mut body = serde_json::json!(Problem::new(StatusCode::SERVICE_UNAVAILABLE, detail));
+    if let (Some(body), Ok(serde_json::Value::Object(members))) =
+        (body.as_object_mut(), serde_json::to_value(&report))
+    {
+        body.extend(members);
+    }
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(
+            axum::http::header::CONTENT_TYPE,
+            shared::problem::CONTENT_TYPE,
+        )],
+        Json(body),
+    )
+        .into_response()
 }

@@ -1,4 +1,5 @@
-//! The HTTP routes: the users API and the readiness probe.
+//! The HTTP routes: the users API, the readiness probe and the delivery
+//! report.
 
 pub mod body;
 pub mod health;
@@ -17,4 +18,7 @@ pub struct AppState {
     /// The argon2id threads: bounded in number (each takes ~19 MiB and a
     /// core) and in how many hashes may wait for them.
     pub hasher: Hasher,
+    /// How long the oldest pending event may wait before `GET /delivery`
+    /// says delivery is failing (`DELIVERY_LAG_MAX_MS`).
+    pub lag_max: std::time::Duration,
 }

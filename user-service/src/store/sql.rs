@@ -36,7 +36,9 @@ pub const PENDING_FOR_USER: &str =
 /// The outbox's depth and the commit time of its oldest pending row, both
 /// read from the pending rows' partial index.
 pub const BACKLOG: &str = "SELECT (SELECT COUNT(*) FROM outbox WHERE status = 'pending'), \
-     (SELECT created_at FROM outbox WHERE status = 'pending' ORDER BY seq LIMIT 1)";
+     (SELECT created_at FROM outbox WHERE status = 'pending' ORDER BY seq LIMIT 1), \
+     (SELECT last_error FROM outbox WHERE status = 'pending' ORDER BY seq LIMIT 1), \
+     (SELECT COUNT(*) FROM outbox WHERE status = 'dead')";
 
 /// The oldest delivered rows first, a bounded number per statement, so a
 /// large backlog of expired rows is deleted in short transactions that

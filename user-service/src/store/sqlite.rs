@@ -198,8 +198,14 @@ impl Backend for SqliteBackend {
     }
 
     async fn backlog(&self) -> Result<Backlog, sqlx::Error> {
-        let (pending, oldest) = sqlx::query_as(sql::BACKLOG).fetch_one(&self.pool).await?;
-        Ok(Backlog { pending, oldest })
+        let (pending, oldest, oldest_error, dead) =
+            sqlx::query_as(sql::BACKLOG).fetch_one(&self.pool).await?;
+        Ok(Backlog {
+            pending,
+            oldest,
+            oldest_error,
+            dead,
+        })
     }
 
     async fn record(&self, outcomes: &Outcomes) -> Result<(), sqlx::Error> {

@@ -172,6 +172,12 @@ async fn a_zero_or_nonsense_setting_stops_the_binary_with_one_line_naming_it() {
         ("RELAY_LEASE_MS", "5000"),
         ("LISTEN_ADDR", "localhost"),
         ("LOG_FORMAT", "text"),
+        // Not URLs the relay can send to: refused at start, not retried
+        // for ever.
+        ("AUDIT_URL", "localhost:18483"),
+        ("AUDIT_URL", "ftp://x/"),
+        ("AUDIT_URL", "http://"),
+        ("DATABASE_URL", "data/users.db"),
     ] {
         let output = Command::new(BINARY)
             .env("LISTEN_ADDR", "127.0.0.1:0")
@@ -191,7 +197,79 @@ async fn a_zero_or_nonsense_setting_stops_the_binary_with_one_line_naming_it() {
         assert_eq!(naming.len(), 1, "{name}={value}: {text}");
         assert!(!text.contains("Error: "), "{name}={value}: {text}");
         assert!(!text.contains("backtrace"), "{name}={value}: {text}");
+        assert_said_once(naming[0]);
+        // The same words as audit-service's: the variable, its value, why.
+        assert!(
+            naming[0].contains(&format!("environment variable {name}=")),
+            "{name}={value}: {text}"
+        );
     }
+}
+
+/// A message that says each of its clauses once: no cause repeated after
+/// the context that already quotes it.
+fn assert_said_once(message: &str) {
+    let clauses: Vec<&str> = message
+        .split(": ")
+        .map(str::trim)
+        .filter(|c| c.len() > 12)
+        .collect();
+    for (i, clause) in clauses.iter().enumerate() {
+        assert!(
+            !clauses[i + 1..].contains(clause),
+            "{clause:?} said twice in: {message}"
+        );
+    }
+}
+
+/// Runs the binary with `args` until it exits (see
+/// `shared::testing::run_to_exit`).
+fn run_to_exit(args: &[&str]) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    shared::testing::run_to_exit(BINARY, args, dir.path())
+}
+
+#[test]
+fn help_and_version_answer_and_exit_and_unknown_arguments_are_refused() {
+    for help in [&["--help"][..], &["-h"], &["help"]] {
+        let output = run_to_exit(help);
+        assert!(output.status.success(), "{help:?}: {output:?}");
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(text.contains("Usage: user-service"), "{help:?}: {text}");
+        // The commands, and the settings with what they are for.
+        for word in ["dead-letters", "serve", "AUDIT_URL", "DATABASE_URL"] {
+            assert!(text.contains(word), "{help:?} lacks {word}: {text}");
+        }
+    }
+    let output = run_to_exit(&["--version"]);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        format!("user-service {}", env!("CARGO_PKG_VERSION"))
+    );
+    let output = run_to_exit(&["dead-letters", "--help"]);
+    assert!(output.status.success(), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("redrive"));
+
+    for wrong in [
+        &["--bogus"][..],
+        &["bogus"],
+        &["serve", "extra"],
+        &["dead-letters", "redrive"],
+        &["dead-letters", "redrive", "x"],
+        &["dead-letters", "list", "--all"],
+    ] {
+        let output = run_to_exit(wrong);
+        assert_eq!(output.status.code(), Some(2), "{wrong:?}: {output:?}");
+        let text = String::from_utf8_lossy(&output.stderr);
+        assert!(text.starts_with("error: "), "{wrong:?}: {text}");
+        assert!(text.contains("--help"), "{wrong:?}: {text}");
+    }
+    // A command without its action shows what the actions are.
+    let output = run_to_exit(&["dead-letters"]);
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(text.contains("list") && text.contains("redrive"), "{text}");
 }
 
 #[tokio::test]

@@ -80,6 +80,7 @@ pub fn test_settings(audit_url: &str, db: &TestDb) -> Settings {
             batch_max: 100,
             lease_term: Duration::from_secs(6),
             lease_margin: Duration::from_secs(3),
+            lag_max: Duration::from_secs(60),
         },
         hashing: HashSettings {
             workers: 2,
@@ -191,9 +192,10 @@ impl TestApp {
 
     /// `user-service dead-letters <args>` against this app's database.
     pub async fn dead_letters_command(&self, args: &[&str]) -> String {
-        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let command = user_service::dead_letters::Command::from_args(args.iter().copied())
+            .expect("dead-letters arguments");
         let mut out = Vec::new();
-        user_service::dead_letters::run(&args, &self.database_url, &mut out)
+        user_service::dead_letters::run(command, &self.database_url, &mut out)
             .await
             .expect("dead-letters command");
         String::from_utf8(out).expect("utf-8")

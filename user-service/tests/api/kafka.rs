@@ -208,7 +208,7 @@ async fn one_users_events_arrive_in_order_on_kafka() {
 }
 
 #[tokio::test]
-async fn readiness_on_kafka_fails_without_a_reachable_broker() {
+async fn without_a_broker_readiness_holds_and_delivery_says_why() {
     let app = spawn_app_with("http://unused/", |s| {
         s.publish = PublishSettings::Kafka {
             config: KafkaConfig {
@@ -221,7 +221,15 @@ async fn readiness_on_kafka_fails_without_a_reachable_broker() {
         }
     })
     .await;
+    // Readiness follows delivery (READINESS=delivery, the default), while
+    // the API is served and users' events wait in the outbox.
     assert_unready_but_serving(&app).await;
+    let response = app.get("/delivery").await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
 }
 
 #[tokio::test]

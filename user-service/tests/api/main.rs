@@ -10,6 +10,7 @@ mod binary;
 mod delivery;
 mod events;
 mod hashing;
+mod health;
 mod helpers;
 mod kafka;
 mod mqtt;

@@ -206,7 +206,7 @@ async fn a_republished_event_is_dropped_by_the_streams_duplicate_window() {
 }
 
 #[tokio::test]
-async fn readiness_on_nats_fails_without_a_server_and_users_can_still_be_created() {
+async fn without_a_server_readiness_holds_and_delivery_says_why() {
     let app = spawn_app_with("http://unused/", |s| {
         let mut config = config();
         // Nothing listens on port 9 of loopback.
@@ -214,5 +214,13 @@ async fn readiness_on_nats_fails_without_a_server_and_users_can_still_be_created
         s.publish = settings(&config, ContentMode::Binary);
     })
     .await;
+    // Readiness follows delivery (READINESS=delivery, the default), while
+    // the API is served and users' events wait in the outbox.
     assert_unready_but_serving(&app).await;
+    let response = app.get("/delivery").await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
 }
