@@ -22,6 +22,9 @@ pub const URL_SETTINGS: &[&str] = &[
     "KAFKA_BROKERS",
     "NATS_URL",
     "AUDIT_URL",
+    // Refused with credentials in it (they go in MQTT_USERNAME and
+    // MQTT_PASSWORD), and that refusal quotes it redacted.
+    "MQTT_URL",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
 ];

@@ -75,6 +75,17 @@ fn cases() -> Vec<Case> {
                 &[("EVENT_TRANSPORT", "nats".into()), ("NATS_URL", url)],
             ));
         }
+        if service == "user-service" {
+            for url in [
+                format!("mqtt://u:SecretMqtt1@{}", nowhere()),
+                format!("mqtt://admin:1234/SecretMqtt2@{}", nowhere()),
+            ] {
+                cases.push(case(
+                    service,
+                    &[("EVENT_TRANSPORT", "mqtt".into()), ("MQTT_URL", url)],
+                ));
+            }
+        }
         for (name, url) in [
             (
                 "OTEL_EXPORTER_OTLP_ENDPOINT",
