@@ -280,9 +280,7 @@ async fn pass(State(doors): State<Arc<Doors>>, request: Request, next: Next) -> 
         return next.run(request).await;
     };
     let client = match &door.tokens {
-        None if door.closed_without_tokens => {
-            return unauthorized(doors.realm, door.name, false)
-        }
+        None if door.closed_without_tokens => return unauthorized(doors.realm, door.name, false),
         None => Client::address(peer(&request)),
         Some(tokens) => match bearer_token(request.headers()) {
             None => return unauthorized(doors.realm, door.name, false),

@@ -58,6 +58,7 @@ impl Application {
             publisher: publisher.clone(),
             hasher: hasher.clone(),
             lag_max: settings.relay.lag_max,
+            readiness: settings.readiness,
         };
         let relay = Relay {
             store: backend,

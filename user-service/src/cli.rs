@@ -53,7 +53,8 @@ Delivery:
   RELAY_BACKOFF_INITIAL_MS=100, RELAY_BACKOFF_MAX_MS=30000, RELAY_RETRY_AFTER_MAX_MS=600000
   RELAY_MAX_ATTEMPTS=0                0 retries for ever
   RELAY_CONCURRENCY=32, RELAY_LEASE_MS=30000
-  DELIVERY_LAG_MAX_MS=60000           the oldest event's wait before GET /delivery says 503
+  DELIVERY_LAG_MAX_MS=60000           the oldest event's wait before delivery is failing
+  READINESS=delivery                  /readyz follows delivery, or `database` alone
   HTTP:  AUDIT_URL=http://localhost:8080/, HTTP_CONTENT_MODE=binary, HTTP_BATCH_MAX=100,
          AUDIT_TOKEN (or AUDIT_TOKEN_FILE), AUDIT_CA_FILE
   Kafka: KAFKA_BROKERS=127.0.0.1:9092, KAFKA_TOPIC=audit, and any librdkafka property

@@ -181,6 +181,8 @@ pub struct Settings {
     pub listen: ListenSettings,
     /// Who may use the API (`crate::access`).
     pub access: crate::access::Access,
+    /// `READINESS`: what `/readyz` follows.
+    pub readiness: crate::routes::health::Readiness,
 }
 
 impl Settings {
@@ -228,6 +230,7 @@ impl Settings {
             outbox_retention: retention("OUTBOX_RETENTION", "7d")?,
             listen: ListenSettings::from_env()?,
             access: crate::access::Access::from_env()?,
+            readiness: crate::routes::health::Readiness::from_env()?,
         })
     }
 }

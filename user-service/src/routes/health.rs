@@ -1,16 +1,17 @@
 //! `GET /readyz`: whether this instance should receive traffic; and
-//! `GET /delivery`: whether its events reach the receiver.
+//! `GET /delivery`: whether its events reach the receiver, and why not.
 //!
-//! Two signals, because they call for different actions. A failing
-//! readiness probe takes the instance out of its load balancer. The users
-//! API needs only the database: while the audit service or the broker is
-//! away, users are still created and their events wait in the outbox. All
-//! replicas share that receiver, so a readiness probe that followed it
-//! would take every replica out at once and turn an audit outage into a
-//! user-service outage, which is what the outbox is there to prevent. So
-//! `/readyz` is the database, on every transport, and delivery has its own
-//! endpoint for monitors and people, read from the outbox every replica
-//! shares, with the relay's last reason.
+//! By default readiness follows delivery (`READINESS=delivery`): an
+//! instance whose events do not get through (the oldest pending event has
+//! waited longer than `DELIVERY_LAG_MAX_MS`, or the broker does not answer)
+//! is not ready, so an orchestrator and a new user see at once what the
+//! outbox would otherwise hide. The price: every replica shares the
+//! receiver, so an audit or broker outage takes every replica out of its
+//! load balancer together, although the API itself still works (users are
+//! created; their events wait in the outbox). `READINESS=database` makes
+//! readiness the database alone, for deployments that would rather keep
+//! serving users through such an outage and watch `/delivery` (or the
+//! `outbox_oldest_pending_age_seconds` gauge) instead.
 
 use super::AppState;
 use axum::extract::State;
@@ -29,16 +30,38 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(delivery))
 }
 
-/// Ready when the database answers: the API can serve. The audit service
-/// and the brokers are not checked (see `GET /delivery`): while they are
-/// away, events wait in the outbox and users can still be created.
+/// What `/readyz` follows (`READINESS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    /// The database answers and events get through (the default).
+    Delivery,
+    /// The database answers.
+    Database,
+}
+
+impl Readiness {
+    pub fn from_env() -> Result<Self, shared::config::ConfigError> {
+        match std::env::var("READINESS").ok().as_deref() {
+            None | Some("") | Some("delivery") => Ok(Readiness::Delivery),
+            Some("database") => Ok(Readiness::Database),
+            Some(other) => Err(shared::config::ConfigError {
+                name: "READINESS".into(),
+                value: other.into(),
+                reason: "expected delivery or database".into(),
+            }),
+        }
+    }
+}
+
+/// Ready when the database answers and, with `READINESS=delivery` (the
+/// default), events get through (see the module header).
 #[utoipa::path(
     get,
     path = "/readyz",
     tag = "operations",
     responses(
         (status = 200, description = "Ready", body = Object, example = json!({"status": "ready"})),
-        (status = 503, description = "The database does not answer", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database does not answer, or (READINESS=delivery, the default) events do not get through: the oldest pending event has waited longer than DELIVERY_LAG_MAX_MS, or the broker does not answer", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn readyz(State(state): State<AppState>) -> Response {
@@ -48,6 +71,18 @@ async fn readyz(State(state): State<AppState>) -> Response {
             format!("database unreachable: {e}"),
         )
         .into_response();
+    }
+    if state.readiness == Readiness::Delivery {
+        if let Ok((_, Some(detail))) = delivery_verdict(&state).await {
+            return Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "events do not get through: {detail} (GET /delivery says more; \
+                     READINESS=database makes readiness the database alone)"
+                ),
+            )
+            .into_response();
+        }
     }
     Json(serde_json::json!({"status": "ready"})).into_response()
 }
@@ -71,35 +106,23 @@ struct DeliveryReport {
     dead_letters: i64,
 }
 
-/// Whether events reach the receiver: 503 when the oldest pending event
-/// has waited longer than `DELIVERY_LAG_MAX_MS`, or the broker does not
-/// answer, with the relay's last reason.
-#[utoipa::path(
-    get,
-    path = "/delivery",
-    tag = "operations",
-    responses(
-        (status = 200, description = "Events are being delivered", body = DeliveryReport,
-         example = json!({"state": "delivering", "transport": "http", "pending": 0,
-                          "oldest_pending_age_seconds": 0.0, "last_error": null, "dead_letters": 0})),
-        (status = 503, description = "Delivery is failing, or the database does not answer: a problem whose members are those of the report", body = Problem, content_type = "application/problem+json"),
-    )
-)]
-async fn delivery(State(state): State<AppState>) -> Response {
+/// The delivery report, and why delivery is failing when it is; an error
+/// when the database does not answer.
+async fn delivery_verdict(state: &AppState) -> Result<(DeliveryReport, Option<String>), Response> {
     let backlog = match state.store.backend().backlog().await {
         Ok(backlog) => backlog,
         Err(e) => {
-            return Problem::new(
+            return Err(Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("database unreachable: {e}"),
             )
-            .into_response()
+            .into_response())
         }
     };
     let age = backlog.oldest.map_or(0.0, |created| {
         (Utc::now() - created).num_milliseconds().max(0) as f64 / 1000.0
     });
-    let mut report = DeliveryReport {
+    let report = DeliveryReport {
         state: "delivering",
         transport: state.publisher.transport().as_str(),
         pending: backlog.pending,
@@ -116,6 +139,28 @@ async fn delivery(State(state): State<AppState>) -> Response {
             report.last_error.as_deref().unwrap_or("none yet")
         )),
         Ok(()) => None,
+    };
+    Ok((report, failing))
+}
+
+/// Whether events reach the receiver: 503 when the oldest pending event
+/// has waited longer than `DELIVERY_LAG_MAX_MS`, or the broker does not
+/// answer, with the relay's last reason.
+#[utoipa::path(
+    get,
+    path = "/delivery",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Events are being delivered", body = DeliveryReport,
+         example = json!({"state": "delivering", "transport": "http", "pending": 0,
+                          "oldest_pending_age_seconds": 0.0, "last_error": null, "dead_letters": 0})),
+        (status = 503, description = "Delivery is failing, or the database does not answer: a problem whose members are those of the report", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn delivery(State(state): State<AppState>) -> Response {
+    let (mut report, failing) = match delivery_verdict(&state).await {
+        Ok(verdict) => verdict,
+        Err(response) => return response,
     };
     let Some(detail) = failing else {
         return Json(report).into_response();

@@ -21,4 +21,6 @@ pub struct AppState {
     /// How long the oldest pending event may wait before `GET /delivery`
     /// says delivery is failing (`DELIVERY_LAG_MAX_MS`).
     pub lag_max: std::time::Duration,
+    /// What `/readyz` follows (`READINESS`).
+    pub readiness: health::Readiness,
 }

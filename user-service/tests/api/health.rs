@@ -1,15 +1,14 @@
 //! What the operational endpoints say while events cannot be delivered:
-//! `/readyz` is whether this instance can serve its API (its database
-//! answers), on every transport, so an audit or broker outage does not take
-//! user-service out of the load balancer; `/delivery` is whether events
-//! reach the receiver, with why not.
+//! `/delivery` is whether events reach the receiver, with why not; `/readyz`
+//! follows it by default (`READINESS=delivery`), or is the database alone
+//! (`READINESS=database`), on every transport.
 
 use crate::helpers::{eventually, free_port, spawn_app_with, FakeAudit};
 use serde_json::Value;
 use std::time::Duration;
 
 #[tokio::test]
-async fn with_audit_down_readiness_holds_and_delivery_says_why_until_it_is_back() {
+async fn with_audit_down_readiness_and_delivery_fail_saying_why_until_it_is_back() {
     let port = free_port();
     let app = spawn_app_with(&format!("http://127.0.0.1:{port}/"), |s| {
         s.relay.lag_max = Duration::from_millis(300);
@@ -38,8 +37,13 @@ async fn with_audit_down_readiness_holds_and_delivery_says_why_until_it_is_back(
     assert!(detail.to_ascii_lowercase().contains("connect"), "{problem}");
     assert_eq!(problem["pending"], 1, "{problem}");
     assert!(problem["oldest_pending_age_seconds"].as_f64() > Some(0.2));
-    // Users are still served: readiness is the database's.
-    assert_eq!(app.get("/readyz").await.status(), 200);
+    // Not ready, saying why, while users are still served.
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status(), 503);
+    let problem: Value = ready.json().await.unwrap();
+    let detail = problem["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("events do not get through"), "{problem}");
+    assert!(detail.contains("READINESS=database"), "{problem}");
     app.create_user("still served").await;
 
     let _audit = FakeAudit::start_on(port).await;
@@ -51,6 +55,23 @@ async fn with_audit_down_readiness_holds_and_delivery_says_why_until_it_is_back(
     .await;
     assert_eq!(body["pending"], 0, "{body}");
     assert_eq!(body["state"], "delivering", "{body}");
+    assert_eq!(app.get("/readyz").await.status(), 200);
+}
+
+#[tokio::test]
+async fn with_readiness_on_the_database_alone_an_audit_outage_keeps_the_instance_ready() {
+    let port = free_port();
+    let app = spawn_app_with(&format!("http://127.0.0.1:{port}/"), |s| {
+        s.relay.lag_max = Duration::from_millis(300);
+        s.readiness = user_service::routes::health::Readiness::Database;
+    })
+    .await;
+    app.create_user("waiting").await;
+    eventually("/delivery to fail", Duration::from_secs(10), || async {
+        (app.get("/delivery").await.status() == 503).then_some(())
+    })
+    .await;
+    assert_eq!(app.get("/readyz").await.status(), 200);
 }
 
 #[tokio::test]

@@ -90,6 +90,7 @@ pub fn test_settings(audit_url: &str, db: &TestDb) -> Settings {
         outbox_retention: Duration::from_secs(7 * 24 * 3600),
         listen: Default::default(),
         access: Default::default(),
+        readiness: user_service::routes::health::Readiness::Delivery,
     }
 }
 

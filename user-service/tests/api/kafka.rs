@@ -208,7 +208,7 @@ async fn one_users_events_arrive_in_order_on_kafka() {
 }
 
 #[tokio::test]
-async fn without_a_broker_readiness_holds_and_delivery_says_why() {
+async fn without_a_broker_readiness_and_delivery_fail_while_users_are_served() {
     let app = spawn_app_with("http://unused/", |s| {
         s.publish = PublishSettings::Kafka {
             config: KafkaConfig {

@@ -206,7 +206,7 @@ async fn a_republished_event_is_dropped_by_the_streams_duplicate_window() {
 }
 
 #[tokio::test]
-async fn without_a_server_readiness_holds_and_delivery_says_why() {
+async fn without_a_server_readiness_and_delivery_fail_while_users_are_served() {
     let app = spawn_app_with("http://unused/", |s| {
         let mut config = config();
         // Nothing listens on port 9 of loopback.
