@@ -9,6 +9,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod console;
+pub mod decoded;
 pub mod error;
 pub mod filter;
 pub mod ingest;

@@ -7,7 +7,8 @@
 //! which this toolchain doesn't have; proptest runs on stable and shrinks a
 //! failing input to a small one.
 
-use audit_service::ingest::decode;
+use audit_service::decoded::Decoded;
+use audit_service::ingest::{decode, kafka, nats};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
@@ -575,7 +576,7 @@ fn nats_message((headers, payload): NatsInput) -> Result<(), TestCaseError> {
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    if let Ok(decoded) = decode::nats_message(&headers, &payload) {
+    if let Ok(decoded) = nats::message::decode(&headers, &payload) {
         stored_form_is_accepted(&decoded)?;
     }
     Ok(())
@@ -772,7 +773,7 @@ fn kafka_record((headers, value): KafkaInput) -> Result<(), TestCaseError> {
         0,
         headers,
     );
-    if let Ok(event) = decode::kafka_record(&record) {
+    if let Ok(event) = kafka::record::decode(&record) {
         stored_form_is_accepted(&event)?;
     }
     Ok(())
@@ -836,7 +837,7 @@ fn one_attribute(name: &str, value: String, binary: bool) -> Result<(), TestCase
 /// The audit store keeps an accepted event in the JSON format, with the
 /// attribute values as they arrived put back; reading that back must give
 /// a valid event with the same identity.
-fn stored_form_is_accepted(decoded: &decode::Decoded) -> Result<(), TestCaseError> {
+fn stored_form_is_accepted(decoded: &Decoded) -> Result<(), TestCaseError> {
     use shared::cloudevents::AttributesReader;
     let event = &decoded.event;
     let mut json = serde_json::to_string(event)

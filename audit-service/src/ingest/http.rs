@@ -4,8 +4,9 @@
 //! as 500 or plain text, so this module has its own extractor behind
 //! `DefaultBodyLimit`, answering every rejection as problem+json.
 
-use super::decode::{self, DecodeError, Decoded};
+use super::decode::{self, DecodeError};
 use crate::app::AppState;
+use crate::decoded::Decoded;
 use crate::error::ApiError;
 use crate::openapi::CloudEvent;
 use crate::store::EventRow;

@@ -27,7 +27,7 @@ pub mod tail;
 mod tail_poll;
 mod writer;
 
-use crate::ingest::decode::{AsReceived, Decoded};
+use crate::decoded::{AsReceived, Decoded};
 use chrono::SecondsFormat;
 use cloudevents::event::ExtensionValue;
 use cloudevents::{AttributesReader, Event};

@@ -19,9 +19,10 @@
 //! librdkafka) and synchronously once at shutdown.
 
 mod dead_letter;
+pub mod record;
 
 use self::dead_letter::{DeadLetters, Rejected};
-use super::decode::{self, DecodeError};
+use super::decode::DecodeError;
 use super::{Backoff, ConsumerTask, Probe, Stopped};
 use crate::config::{BatchLimits, KafkaSettings};
 use crate::store::{EventRow, Refused, Store, StoreError};
@@ -249,7 +250,7 @@ impl Batch {
                     .insert((partition.0.to_owned(), partition.1), message.offset() + 1);
             }
         }
-        let decoded = decode::kafka_record(message).and_then(|decoded| {
+        let decoded = record::decode(message).and_then(|decoded| {
             EventRow::from_decoded(&decoded).map_err(|e| DecodeError::Other(e.to_string()))
         });
         match decoded {

@@ -25,9 +25,10 @@
 //! keep one user on one replica, as Kafka's consumer groups do.
 
 mod dead_letter;
+pub mod message;
 
 use self::dead_letter::{DeadLetters, Rejected};
-use super::decode::{self, DecodeError};
+use super::decode::DecodeError;
 use super::{Backoff, ConsumerTask, Probe, Stopped};
 use crate::config::{BatchLimits, NatsSettings};
 use crate::store::{EventRow, Refused, Store, StoreError};
@@ -147,7 +148,7 @@ impl Batch {
                     .collect()
             })
             .unwrap_or_default();
-        let decoded = decode::nats_message(&headers, &message.payload).and_then(|decoded| {
+        let decoded = message::decode(&headers, &message.payload).and_then(|decoded| {
             EventRow::from_decoded(&decoded).map_err(|e| DecodeError::Other(e.to_string()))
         });
         self.acks.push(reply);

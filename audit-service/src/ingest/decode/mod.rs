@@ -1,5 +1,8 @@
 //! Turning bytes and headers into valid CloudEvents, for every transport, with
-//! an error that names what is wrong.
+//! an error that names what is wrong: the JSON format (structured mode and
+//! batches) and binary mode here, the attribute checks in `attributes`, and
+//! each broker's binding beside its consumer (`kafka::record`,
+//! `nats::message`, `mqtt::message`).
 //!
 //! The SDK's own errors say "missing field `id`" at best and "input contains
 //! invalid characters" (a bad `time`) at worst. Checking the attributes here
@@ -7,19 +10,18 @@
 //! is known to be well-formed, and shared::validate adds the spec's rules
 //! the SDK does not enforce.
 
+mod attributes;
+
+use self::attributes::{check_characters, check_json_attributes, check_string_attribute};
+use crate::decoded::{AsReceived, Decoded};
 use crate::limits::{check_attribute_size, check_indexed_sizes, MAX_BATCH_EVENTS};
-use chrono::{DateTime, Utc};
 use cloudevents::event::SpecVersion;
 use cloudevents::message::Error as MessageError;
 use cloudevents::{AttributesReader, Data, Event};
-use rdkafka::message::{Headers, Message};
-use serde_json::{Map, Value};
-use shared::binding::{
-    is_cloudevents_media_type, is_json_media_type, BinaryMessage, STRUCTURED_JSON,
-};
+use serde_json::Value;
+use shared::binding::{is_json_media_type, BinaryMessage, STRUCTURED_JSON};
 use shared::cloudevents;
-use shared::validate::{code_point, forbidden_character, validate, InvalidEvent};
-use std::cell::RefCell;
+use shared::validate::{validate, InvalidEvent};
 
 /// Why a message is not a CloudEvent we store. The `Display` text is what
 /// clients read in the problem's `detail` and what the dead-letter header says.
@@ -69,117 +71,6 @@ impl DecodeError {
         DecodeError::InvalidAttribute {
             name: name.to_owned(),
             reason: reason.into(),
-        }
-    }
-}
-
-/// A decoded event, with its typed attributes as they arrived where the
-/// SDK would write them differently.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Decoded {
-    pub event: Event,
-    pub as_received: AsReceived,
-}
-
-impl From<Event> for Decoded {
-    fn from(event: Event) -> Self {
-        Decoded {
-            event,
-            as_received: AsReceived::default(),
-        }
-    }
-}
-
-/// Attribute values as a sender wrote them, where the SDK's typed model
-/// would write them back differently: it keeps `time` as a UTC instant
-/// (`+01:00` comes back as `Z`, `.1Z` as `.100Z`) and `dataschema`
-/// (`schemaurl` in 0.3) as a parsed URL (`HTTP://Example.com` comes back as
-/// `http://example.com/`). An audit trail keeps what was sent, so the
-/// stored JSON gets these values back ([`AsReceived::restore`]). Empty, and
-/// free, for an event already in the SDK's form, as the user service's are.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AsReceived(Vec<Kept>);
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Kept {
-    name: &'static str,
-    /// The value as the SDK writes it, as JSON (quoted).
-    written: String,
-    /// The value as it arrived.
-    received: String,
-}
-
-impl AsReceived {
-    /// Keeps `received`, the `time` attribute as it arrived, when the SDK
-    /// would write the instant differently. Called for every event, so the
-    /// usual case (the SDK's own form) allocates nothing: the SDK's form is
-    /// written into a buffer the thread reuses. The SDK parses `time` the
-    /// same way (`parse_from_rfc3339`, then UTC).
-    fn time(&mut self, received: &str) {
-        thread_local! {
-            static WRITTEN: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-        }
-        let Ok(instant) = DateTime::parse_from_rfc3339(received) else {
-            return;
-        };
-        let instant = instant.with_timezone(&Utc);
-        let kept = WRITTEN.with(|buffer| {
-            let mut buffer = buffer.borrow_mut();
-            buffer.clear();
-            serde_json::to_writer(&mut *buffer, &instant).ok()?;
-            let written = std::str::from_utf8(&buffer).ok()?;
-            // A timestamp has nothing to escape: the quoted value is the text.
-            let same = written.get(1..written.len().saturating_sub(1)) == Some(received);
-            (!same).then(|| Kept {
-                name: "time",
-                written: written.to_owned(),
-                received: received.to_owned(),
-            })
-        });
-        self.0.extend(kept);
-    }
-
-    /// Keeps the schema URL as it arrived when the SDK's parsed URL writes
-    /// differently (rare: the attribute is seldom set).
-    fn schema(&mut self, event: &Event, received: Option<String>) {
-        let name = match event.specversion() {
-            SpecVersion::V03 => "schemaurl",
-            SpecVersion::V10 => "dataschema",
-        };
-        let (Some(received), Some(url)) = (received, event.dataschema()) else {
-            return;
-        };
-        if url.as_str() == received {
-            return;
-        }
-        if let Ok(written) = serde_json::to_string(url) {
-            self.0.push(Kept {
-                name,
-                written,
-                received,
-            });
-        }
-    }
-
-    /// Puts the values as they arrived into `json`, the event as the SDK
-    /// serialized it. The SDK writes the context attributes first, `data`
-    /// and the extensions after them, and a quote inside a JSON string is
-    /// always escaped, so the first `"time":<value>` in its output is the
-    /// attribute itself.
-    pub fn restore(&self, json: &mut String) {
-        for kept in &self.0 {
-            let pattern = format!("\"{}\":{}", kept.name, kept.written);
-            let Some(at) = json.find(&pattern) else {
-                continue;
-            };
-            // A String always serializes.
-            let Ok(received) = serde_json::to_string(&kept.received) else {
-                continue;
-            };
-            json.replace_range(
-                at..at + pattern.len(),
-                &format!("\"{}\":{received}", kept.name),
-            );
         }
     }
 }
@@ -371,136 +262,12 @@ fn from_json(value: Value) -> Result<Decoded, DecodeError> {
     Ok(Decoded { event, as_received })
 }
 
-fn check_json_attributes(
-    version: &SpecVersion,
-    map: &Map<String, Value>,
-) -> Result<(), DecodeError> {
-    if matches!(version, SpecVersion::V10)
-        && is_present(map.get("data"))
-        && is_present(map.get("data_base64"))
-    {
-        return Err(DecodeError::DataAndDataBase64);
-    }
-    let known = version.attribute_names();
-    for (name, value) in map {
-        let text = match value {
-            Value::String(s) if name != "data" && name != "data_base64" => s.as_str(),
-            _ => "",
-        };
-        check_attribute_size(name, text).map_err(DecodeError::AttributeTooLarge)?;
-        match (name.as_str(), value) {
-            (_, Value::Null) => {}
-            ("data" | "data_base64" | "specversion", _) => {}
-            ("datacontentencoding", _) if matches!(version, SpecVersion::V03) => {}
-            (name, Value::String(s)) => check_string_attribute(version, name, s)?,
-            (name, _) if known.contains(&name) => {
-                return Err(DecodeError::invalid(name, "must be a string"))
-            }
-            (_, Value::Bool(_)) => {}
-            (_, Value::Number(n)) if n.is_i64() => {}
-            (name, _) => {
-                return Err(DecodeError::invalid(
-                    name,
-                    "extension values must be a string, a boolean or an integer",
-                ))
-            }
-        }
-    }
-    Ok(())
-}
-
-fn is_present(value: Option<&Value>) -> bool {
-    value.is_some_and(|v| !v.is_null())
-}
-
-/// Every attribute value that is a string: the characters the type system
-/// allows, then, for the typed attributes whose string form the SDK parses,
-/// that form.
-fn check_string_attribute(
-    version: &SpecVersion,
-    name: &str,
-    value: &str,
-) -> Result<(), DecodeError> {
-    check_characters(name, value)?;
-    match name {
-        "time" => DateTime::parse_from_rfc3339(value)
-            .map(|_| ())
-            .map_err(|e| DecodeError::invalid("time", format!("not an RFC 3339 timestamp ({e})"))),
-        "dataschema" if matches!(version, SpecVersion::V10) => is_absolute_uri(name, value),
-        "schemaurl" if matches!(version, SpecVersion::V03) => is_absolute_uri(name, value),
-        _ => Ok(()),
-    }
-}
-
-/// A String may not hold control characters or noncharacters (the type
-/// system of the CloudEvents spec); the error names the first one, never
-/// quoting the value.
-fn check_characters(name: &str, value: &str) -> Result<(), DecodeError> {
-    match forbidden_character(value) {
-        None => Ok(()),
-        Some(c) => Err(DecodeError::invalid(
-            name,
-            format!(
-                "it contains the control character or noncharacter {}, which CloudEvents strings may not hold",
-                code_point(c)
-            ),
-        )),
-    }
-}
-
-/// The SDK parses these with `url::Url`, which needs a scheme; say so
-/// before it fails with a less helpful message.
-fn is_absolute_uri(name: &str, value: &str) -> Result<(), DecodeError> {
-    let has_scheme = value.split_once(':').is_some_and(|(scheme, _)| {
-        scheme
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic())
-            && scheme
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
-    });
-    if has_scheme {
-        Ok(())
-    } else {
-        Err(DecodeError::invalid(name, "not an absolute URI"))
-    }
-}
-
-/// Decodes one record per the CloudEvents Kafka binding, without ever
-/// handing the SDK a record it would panic on (a null header value, a null
-/// structured payload).
-pub fn kafka_record(message: &impl Message) -> Result<Decoded, DecodeError> {
-    let headers: Vec<(&str, Option<&[u8]>)> = message
-        .headers()
-        .map(|h| h.iter().map(|h| (h.key, h.value)).collect())
-        .unwrap_or_default();
-    let payload = message.payload().unwrap_or_default();
-    let content_type = headers
-        .iter()
-        .find(|(key, _)| key.eq_ignore_ascii_case("content-type"))
-        .and_then(|(_, value)| *value)
-        .map(String::from_utf8_lossy);
-    if let Some(content_type) = content_type.filter(|ct| is_cloudevents_media_type(ct)) {
-        return structured_message(&content_type, payload);
-    }
-    if headers.is_empty() {
-        return Err(DecodeError::NotACloudEvent(
-            "the record has no headers: neither structured (content-type) nor binary mode (ce_ headers)".into(),
-        ));
-    }
-    match BinaryMessage::from_kafka(headers, payload.to_vec()) {
-        Ok(Some(message)) => binary(message),
-        Ok(None) => Err(DecodeError::NotACloudEvent(
-            "no ce_specversion header and no application/cloudevents content-type".into(),
-        )),
-        Err(e) => Err(from_message_error(e)),
-    }
-}
-
 /// A broker message whose content type says structured mode: only the
 /// JSON format, and never an empty payload.
-fn structured_message(content_type: &str, payload: &[u8]) -> Result<Decoded, DecodeError> {
+pub(crate) fn structured_message(
+    content_type: &str,
+    payload: &[u8],
+) -> Result<Decoded, DecodeError> {
     let media_type = content_type
         .split(';')
         .next()
@@ -518,50 +285,6 @@ fn structured_message(content_type: &str, payload: &[u8]) -> Result<Decoded, Dec
         ));
     }
     structured(payload)
-}
-
-/// Decodes one NATS message per the CloudEvents NATS binding 1.0.3:
-/// structured mode when `Content-Type` is an `application/cloudevents` type,
-/// binary mode (`ce-` headers) when there is a `ce-specversion` header.
-/// `headers` are (name, first value) pairs.
-///
-/// One leniency, for the Go SDK (sdk-go's nats_jetstream binding, v2.16.2):
-/// it sends structured mode as a bare payload with no header at all, and
-/// reads any message without `ce-specversion` as structured. So a message
-/// with neither header is read as a structured-mode JSON event; a payload
-/// that is not one is refused, naming both modes.
-pub fn nats_message(headers: &[(&str, &str)], payload: &[u8]) -> Result<Decoded, DecodeError> {
-    let content_type = headers
-        .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case("content-type"))
-        .map(|(_, value)| *value);
-    if let Some(content_type) = content_type.filter(|ct| is_cloudevents_media_type(ct)) {
-        return structured_message(content_type, payload);
-    }
-    let binary_mode = headers
-        .iter()
-        .any(|(name, _)| name.eq_ignore_ascii_case("ce-specversion"));
-    if binary_mode {
-        return match BinaryMessage::from_nats(headers.iter().copied(), payload.to_vec()) {
-            Ok(Some(message)) => binary(message),
-            Ok(None) => Err(DecodeError::MissingAttribute("specversion".into())),
-            Err(e) => Err(from_message_error(e)),
-        };
-    }
-    if payload.is_empty() {
-        return Err(DecodeError::NotACloudEvent(
-            "no ce-specversion header, no application/cloudevents content-type and no payload"
-                .into(),
-        ));
-    }
-    structured(payload).map_err(|e| match e {
-        DecodeError::MalformedJson(_) | DecodeError::NotAnObject => {
-            DecodeError::NotACloudEvent(format!(
-                "neither binary mode (no ce-specversion header) nor a structured-mode payload: {e}"
-            ))
-        }
-        other => other,
-    })
 }
 
 #[cfg(test)]
@@ -763,117 +486,5 @@ mod tests {
         let mut again = serde_json::to_string(&structured.event).unwrap();
         structured.as_received.restore(&mut again);
         assert_eq!(serde_json::from_str::<Value>(&again).unwrap(), stored);
-    }
-
-    // Kafka records
-    use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
-    use rdkafka::Timestamp;
-
-    fn record(headers: Option<OwnedHeaders>, payload: Option<&[u8]>) -> OwnedMessage {
-        OwnedMessage::new(
-            payload.map(<[u8]>::to_vec),
-            None,
-            "t".into(),
-            Timestamp::NotAvailable,
-            0,
-            0,
-            headers,
-        )
-    }
-
-    #[test]
-    fn a_null_header_value_is_an_error_not_a_panic() {
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "ce_specversion",
-                value: Some("1.0"),
-            })
-            .insert(Header::<&str> {
-                key: "ce_id",
-                value: None,
-            });
-        assert!(kafka_record(&record(Some(headers), Some(b"x"))).is_err());
-    }
-
-    #[test]
-    fn a_structured_record_without_payload_is_an_error() {
-        let headers = OwnedHeaders::new().insert(Header {
-            key: "content-type",
-            value: Some("application/cloudevents+json"),
-        });
-        let err = kafka_record(&record(Some(headers), None)).unwrap_err();
-        assert!(err.to_string().contains("payload"), "{err}");
-    }
-
-    #[test]
-    fn a_record_without_headers_is_not_a_cloudevent() {
-        assert!(matches!(
-            kafka_record(&record(None, Some(b"{}"))),
-            Err(DecodeError::NotACloudEvent(_))
-        ));
-    }
-
-    #[test]
-    fn upper_case_structured_content_type_is_structured_mode() {
-        let headers = OwnedHeaders::new().insert(Header {
-            key: "Content-Type",
-            value: Some("Application/CloudEvents+JSON; charset=UTF-8"),
-        });
-        let body = br#"{"specversion":"1.0","id":"1","source":"/s","type":"t"}"#;
-        assert!(kafka_record(&record(Some(headers), Some(body))).is_ok());
-    }
-
-    // NATS messages
-
-    #[test]
-    fn nats_binary_and_structured_modes_are_read_as_the_binding_says() {
-        let binary = nats_message(
-            &[
-                ("ce-specversion", "1.0"),
-                ("ce-id", "n1"),
-                ("ce-source", "/s"),
-                ("ce-type", "t"),
-                ("ce-subject", "Gr%C3%BC%C3%9Fe"),
-                ("ce-datacontenttype", "application/json"),
-                ("Nats-Msg-Id", "n1"),
-            ],
-            br#"{"a":1}"#,
-        )
-        .unwrap()
-        .event;
-        assert_eq!(binary.subject(), Some("Grüße"));
-        assert_eq!(binary.datacontenttype(), Some("application/json"));
-        let body = br#"{"specversion":"1.0","id":"n2","source":"/s","type":"t"}"#;
-        let structured = nats_message(&[("Content-Type", "application/cloudevents+json")], body);
-        assert_eq!(structured.unwrap().event.id(), "n2");
-        // The Go SDK's structured mode: the payload alone.
-        assert_eq!(nats_message(&[], body).unwrap().event.id(), "n2");
-    }
-
-    #[test]
-    fn nats_messages_that_are_not_cloudevents_say_why() {
-        let garbage = nats_message(&[], b"garbage").unwrap_err();
-        assert!(
-            matches!(garbage, DecodeError::NotACloudEvent(_)),
-            "{garbage}"
-        );
-        let empty = nats_message(&[("x", "y")], b"").unwrap_err();
-        assert!(empty.to_string().contains("no payload"), "{empty}");
-        let headerless = nats_message(&[], br#"{"id":"1"}"#).unwrap_err();
-        assert_eq!(
-            headerless,
-            DecodeError::MissingAttribute("specversion".into())
-        );
-        let no_body = nats_message(&[("content-type", "application/cloudevents+json")], b"");
-        assert!(no_body.unwrap_err().to_string().contains("payload"));
-        let no_type = nats_message(
-            &[
-                ("ce-specversion", "1.0"),
-                ("ce-id", "1"),
-                ("ce-source", "/s"),
-            ],
-            b"",
-        );
-        assert_eq!(no_type, Err(DecodeError::MissingAttribute("type".into())));
     }
 }
