@@ -1,14 +1,15 @@
 //! The ways events come in: `POST /` (always) and, when `EVENT_TRANSPORT`
-//! names a broker, a consumer of it. One module per transport; each turns
-//! what it receives into `Store::write_rows` calls, decoding with `decode`
-//! and dead-lettering what is not a CloudEvent in its own way. This module
-//! holds what they share and the one place that picks the consumer.
+//! names a broker, a consumer of it. Every broker runs the one `pipeline`;
+//! each transport's module is its `Source` (receiving, decoding with
+//! `decode` and its binding, acknowledging) and its `DeadLetterSink`. This
+//! module holds what they share and the one place that picks the consumer.
 
 pub mod dead_letter;
 pub mod decode;
 pub mod http;
 pub mod kafka;
 pub mod nats;
+pub mod pipeline;
 
 use crate::config::Settings;
 use crate::store::Store;

@@ -1,41 +1,43 @@
-//! The NATS dead-letter subject: where messages that are not valid
-//! CloudEvents go, with the reason, before they are acknowledged.
-//!
-//! A dead letter is the message's payload and headers unchanged, except the
-//! JetStream control headers (`Nats-*`, which the dead-letter stream would
-//! act on), plus `dlq-error` (why it was refused, cut by
-//! `ingest::dead_letter::bounded`), `dlq-origin` (`stream/consumer/stream
-//! sequence`) and a `Nats-Msg-Id` made from the origin, so a message
-//! redelivered before its acknowledgement landed is dead-lettered once.
-//! It is published to JetStream (the stream `NATS_DLQ_STREAM` keeps it) and
-//! the server must acknowledge it before the original is acknowledged, so
-//! transient failures are retried until they succeed or the service stops.
-//! A dead letter refused for its size is sent once more without payload and
-//! original headers, saying so in `dlq-dropped`; if even that is refused,
-//! the message is logged, counted (`audit_dead_letters_failed_total`) and
-//! acknowledged, and consumption goes on, as on Kafka.
+//! The NATS dead-letter subject `NATS_DLQ_SUBJECT`, kept by the stream
+//! `NATS_DLQ_STREAM`. A dead letter is the message's payload and headers
+//! unchanged, except the JetStream control headers (`Nats-*`, which the
+//! dead-letter stream would act on), plus the headers `ingest::dead_letter`
+//! names (`dlq-origin` is `stream/consumer/stream sequence`) and a
+//! `Nats-Msg-Id` made from the origin, so a message redelivered before its
+//! acknowledgement landed is dead-lettered once. A dead letter over the
+//! server's payload limit is refused for good, and the pipeline sends the
+//! reduced one.
 
 use crate::config::NatsSettings;
 use crate::ingest::dead_letter::{
-    bounded, DLQ_DROPPED_HEADER, DLQ_ERROR_HEADER, DLQ_ORIGIN_HEADER,
+    DeadLetterSink, Letter, SendError, DLQ_DROPPED_HEADER, DLQ_ERROR_HEADER, DLQ_ORIGIN_HEADER,
 };
-use crate::ingest::decode::DecodeError;
-use crate::ingest::{Backoff, Stopped};
 use async_nats::header::{HeaderMap, HeaderValue, NATS_MESSAGE_ID};
 use async_nats::jetstream::context::{PublishError, PublishErrorKind};
-use async_nats::jetstream::{self, stream, ErrorCode};
+use async_nats::jetstream::{self, stream, ErrorCode, Message};
 use bytes::Bytes;
-use futures::future::join_all;
-use shared::config::Transport;
-use tokio_util::sync::CancellationToken;
+use futures::future::BoxFuture;
 
-/// A message the consumer refused, and why.
+/// A message the consumer refused.
 pub struct Rejected {
-    pub headers: Option<HeaderMap>,
-    pub payload: Bytes,
+    headers: Option<HeaderMap>,
+    payload: Bytes,
     /// `stream/consumer/stream sequence`.
-    pub origin: String,
-    pub error: DecodeError,
+    origin: String,
+}
+
+impl Rejected {
+    pub fn new(delivered: &Message) -> Self {
+        let message = &delivered.message;
+        Rejected {
+            origin: delivered
+                .info()
+                .map(|i| format!("{}/{}/{}", i.stream, i.consumer, i.stream_sequence))
+                .unwrap_or_else(|_| message.reply.as_deref().unwrap_or_default().to_owned()),
+            headers: message.headers.clone(),
+            payload: message.payload.clone(),
+        }
+    }
 }
 
 pub struct DeadLetters {
@@ -68,85 +70,58 @@ impl DeadLetters {
         )
         .await
     }
+}
 
-    /// Dead-letters every message, all in flight together, and returns once
-    /// the server has acknowledged (or permanently refused) each one.
-    pub async fn send_all(
-        &self,
-        rejected: &[Rejected],
-        shutdown: &CancellationToken,
-    ) -> Result<(), Stopped> {
-        let sent = join_all(rejected.iter().map(|r| self.send(r, shutdown))).await;
-        sent.into_iter().collect()
+impl DeadLetterSink for DeadLetters {
+    type Rejected = Rejected;
+
+    fn destination(&self) -> &str {
+        &self.subject
     }
 
-    async fn send(&self, rejected: &Rejected, shutdown: &CancellationToken) -> Result<(), Stopped> {
-        let reason = header_text(&bounded(&rejected.error.to_string()));
-        let origin = &rejected.origin;
-        tracing::warn!(error = %reason, origin = %origin, dlq = %self.subject, "NATS message is not a valid CloudEvent; dead-lettering it");
-        metrics::counter!("audit_events_rejected_total", "transport" => Transport::Nats.as_str())
-            .increment(1);
-        let mut full = HeaderMap::new();
-        if let Some(original) = &rejected.headers {
-            for (name, values) in original.iter() {
-                let name_text: &str = name.as_ref();
-                if name_text.len() >= 5 && name_text[..5].eq_ignore_ascii_case("nats-") {
-                    continue;
+    fn origin(&self, rejected: &Rejected) -> String {
+        rejected.origin.clone()
+    }
+
+    fn send<'a>(&'a self, letter: Letter<'a, Rejected>) -> BoxFuture<'a, Result<(), SendError>> {
+        let rejected = letter.rejected;
+        let mut headers = HeaderMap::new();
+        let payload = match letter.dropped {
+            None => {
+                if let Some(original) = &rejected.headers {
+                    for (name, values) in original.iter() {
+                        let name_text: &str = name.as_ref();
+                        if name_text.len() >= 5 && name_text[..5].eq_ignore_ascii_case("nats-") {
+                            continue;
+                        }
+                        for value in values {
+                            headers.append(name.clone(), value.clone());
+                        }
+                    }
                 }
-                for value in values {
-                    full.append(name.clone(), value.clone());
-                }
+                rejected.payload.clone()
             }
-        }
-        let full = with_reason(full, &reason, origin);
-        let error = match self
-            .publish(full, rejected.payload.clone(), shutdown)
-            .await?
-        {
-            Ok(()) => return Ok(()),
-            Err(e) => e,
+            Some(dropped) => {
+                insert(&mut headers, DLQ_DROPPED_HEADER, &header_text(dropped));
+                Bytes::new()
+            }
         };
-        tracing::warn!(error = %error, origin = %origin, "the dead letter was refused; sending it without payload and headers");
-        let mut reduced = with_reason(HeaderMap::new(), &reason, origin);
-        insert(
-            &mut reduced,
-            DLQ_DROPPED_HEADER,
-            &header_text(&format!("payload and original headers dropped: {error}")),
-        );
-        if let Err(e) = self.publish(reduced, Bytes::new(), shutdown).await? {
-            tracing::error!(error = %e, origin = %origin, dlq = %self.subject, "the dead letter was refused even without its payload; the message is skipped");
-            metrics::counter!("audit_dead_letters_failed_total").increment(1);
-        }
-        Ok(())
-    }
-
-    /// Publishes one dead letter and waits for the server's acknowledgement,
-    /// retrying transient failures. The inner result is a permanent refusal.
-    async fn publish(
-        &self,
-        headers: HeaderMap,
-        payload: Bytes,
-        shutdown: &CancellationToken,
-    ) -> Result<Result<(), PublishError>, Stopped> {
-        let mut backoff = Backoff::new();
-        loop {
+        let headers = with_reason(headers, &header_text(letter.reason), letter.origin);
+        Box::pin(async move {
             let sent = match self
                 .js
-                .publish_with_headers(self.subject.clone(), headers.clone(), payload.clone())
+                .publish_with_headers(self.subject.clone(), headers, payload)
                 .await
             {
                 Ok(ack) => ack.await.map(|_| ()),
                 Err(e) => Err(e),
             };
             match sent {
-                Ok(()) => return Ok(Ok(())),
-                Err(e) if is_permanent(&e) => return Ok(Err(e)),
-                Err(e) => {
-                    tracing::error!(error = %e, dlq = %self.subject, "dead-lettering failed; retrying");
-                    backoff.pause(shutdown).await?;
-                }
+                Ok(()) => Ok(()),
+                Err(e) if is_permanent(&e) => Err(SendError::permanent(e)),
+                Err(e) => Err(SendError::transient(e)),
             }
-        }
+        })
     }
 }
 

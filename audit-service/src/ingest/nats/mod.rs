@@ -1,13 +1,6 @@
-//! The NATS JetStream consumer: reads CloudEvents through the durable pull
-//! consumer `NATS_CONSUMER` in batches, stores the valid ones,
-//! dead-letters the rest, and acknowledges each message only after both.
-//!
-//! Two stages run side by side in one task, as on Kafka: one receives a
-//! batch (up to `INGEST_BATCH_MAX` messages, or what arrives within
-//! `INGEST_BATCH_WAIT_MS` of its first) and decodes it, while the other
-//! finishes the batch before it: dead letters acknowledged by the server,
-//! events committed by the store in one `write_rows` call, then every
-//! message acknowledged. Memory holds at most three batches.
+//! The NATS JetStream source: reads CloudEvents through the durable pull
+//! consumer `NATS_CONSUMER`, and acknowledges each message only after it
+//! is stored or dead-lettered (`ingest::pipeline` runs the batches).
 //!
 //! Delivery. Acknowledgements are explicit and sent after the store commit,
 //! so a crash re-delivers at most the batches in hand (after `AckWait`),
@@ -28,15 +21,14 @@ mod dead_letter;
 pub mod message;
 
 use self::dead_letter::{DeadLetters, Rejected};
-use super::decode::DecodeError;
-use super::{Backoff, ConsumerTask, Probe, Stopped};
+use super::pipeline::{Delivery, Pipeline, Received, Source};
+use super::{ConsumerTask, Probe};
 use crate::config::{BatchLimits, NatsSettings};
-use crate::store::{EventRow, Refused, Store, StoreError};
+use crate::store::{Refused, Store};
 use anyhow::Context as _;
 use async_nats::jetstream::consumer::pull::{self, MessagesErrorKind};
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy};
 use async_nats::jetstream::{self, Message};
-use async_nats::Subject;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::StreamExt;
@@ -44,8 +36,6 @@ use shared::config::Transport;
 use shared::nats::{ensure_stream, StreamProbe};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Messages delivered and not yet acknowledged, at most, over every
@@ -85,19 +75,22 @@ pub async fn start(
         batch_wait_ms = limits.max_wait.as_millis() as u64,
         "consuming CloudEvents from NATS JetStream"
     );
-    let worker = Worker {
-        dead_letters: DeadLetters::new(js.clone(), settings),
-        probe: StreamProbe::new(js.clone(), &settings.common.stream),
-        js,
-        client,
-        settings: settings.clone(),
+    let probe = Arc::new(StreamProbe::new(js.clone(), &settings.common.stream));
+    let pipeline = Pipeline {
+        source: NatsSource {
+            dead_letters: DeadLetters::new(js.clone(), settings),
+            js: js.clone(),
+            client,
+            settings: settings.clone(),
+            max_events: limits.max_events,
+        },
+        dead_letters: DeadLetters::new(js, settings),
         store,
         limits,
         shutdown,
     };
-    let probe = Arc::new(worker.probe.clone());
     Ok(ConsumerTask {
-        task: tokio::spawn(worker.run()),
+        task: tokio::spawn(pipeline.run()),
         probe,
     })
 }
@@ -108,35 +101,53 @@ impl Probe for StreamProbe {
     }
 }
 
-/// Messages received together: the valid ones as rows ready for the store,
-/// the others with the reason, and every message's acknowledgement subject.
-#[derive(Default)]
-struct Batch {
-    rows: Vec<EventRow>,
-    /// The message of each row, kept (not copied) until the batch is
-    /// finished: a row the store refuses is dead-lettered as it arrived.
-    row_messages: Vec<Message>,
-    rejected: Vec<Rejected>,
-    acks: Vec<Subject>,
-    bytes: usize,
+struct NatsSource {
+    js: jetstream::Context,
+    client: async_nats::Client,
+    /// Only to create the dead-letter stream with the others.
+    dead_letters: DeadLetters,
+    settings: NatsSettings,
+    /// The most messages one pull asks for: a batch.
+    max_events: usize,
 }
 
-impl Batch {
-    fn len(&self) -> usize {
-        self.acks.len()
+impl Source for NatsSource {
+    type Subscription = pull::Stream;
+    type Message<'a> = Message;
+    /// The message itself: its reply subject acknowledges it, and a row
+    /// the store refuses is dead-lettered as it arrived (its payload is
+    /// shared, not copied).
+    type Ack = Message;
+    type Rejected = Rejected;
+
+    fn transport(&self) -> Transport {
+        Transport::Nats
+    }
+
+    fn provision(&self) -> BoxFuture<'_, Result<pull::Stream, String>> {
+        Box::pin(self.subscribe())
+    }
+
+    fn receive<'a>(&'a self, messages: &'a mut pull::Stream) -> BoxFuture<'a, Received<Message>> {
+        Box::pin(async move {
+            match messages.next().await {
+                Some(Ok(message)) => Received::Message(message),
+                Some(Err(e)) => received_error(&e),
+                None => Received::Broken("the pull subscription ended".into()),
+            }
+        })
     }
 
     /// Decodes the message at once; only refused messages keep their
     /// payload (to be dead-lettered).
-    fn add(&mut self, delivered: Message) {
-        let message = &delivered.message;
-        let Some(reply) = message.reply.clone() else {
+    fn decode(&self, delivered: Message) -> Option<Delivery<Self>> {
+        if delivered.message.reply.is_none() {
             // Not a JetStream delivery (nothing to acknowledge); nothing a
             // pull consumer sends.
-            tracing::warn!(subject = %message.subject, "NATS message without a reply subject ignored");
-            return;
-        };
-        self.bytes += message.length;
+            tracing::warn!(subject = %delivered.message.subject, "NATS message without a reply subject ignored");
+            return None;
+        }
+        let message = &delivered.message;
         let headers: Vec<(&str, &str)> = message
             .headers
             .as_ref()
@@ -148,94 +159,56 @@ impl Batch {
                     .collect()
             })
             .unwrap_or_default();
-        let decoded = message::decode(&headers, &message.payload).and_then(|decoded| {
-            EventRow::from_decoded(&decoded).map_err(|e| DecodeError::Other(e.to_string()))
-        });
-        self.acks.push(reply);
-        match decoded {
-            Ok(row) => {
-                self.rows.push(row);
-                self.row_messages.push(delivered);
-            }
-            Err(error) => self.rejected.push(rejected(&delivered, error)),
-        }
+        let decoded = message::decode(&headers, &message.payload);
+        let bytes = message.length;
+        Some(Delivery::new(bytes, delivered, decoded, Rejected::new))
     }
-}
 
-/// The dead letter of `delivered`, with why.
-fn rejected(delivered: &Message, error: DecodeError) -> Rejected {
-    let message = &delivered.message;
-    Rejected {
-        origin: delivered
-            .info()
-            .map(|i| format!("{}/{}/{}", i.stream, i.consumer, i.stream_sequence))
-            .unwrap_or_else(|_| message.reply.as_deref().unwrap_or_default().to_owned()),
-        headers: message.headers.clone(),
-        payload: message.payload.clone(),
-        error,
+    fn unstorable(&self, delivered: &Message, _: Refused) -> Rejected {
+        Rejected::new(delivered)
     }
-}
 
-/// Why reading stopped.
-enum Ended {
-    Shutdown,
-    /// The consumer went away (deleted) or the pull failed for good:
-    /// subscribe again.
-    Broken(String),
-}
-
-struct Worker {
-    js: jetstream::Context,
-    client: async_nats::Client,
-    dead_letters: DeadLetters,
-    probe: StreamProbe,
-    settings: NatsSettings,
-    store: Store,
-    limits: BatchLimits,
-    shutdown: CancellationToken,
-}
-
-impl Worker {
-    async fn run(self) {
-        // If this task ends for any reason, panics included, the whole
-        // service stops: an audit service that answers HTTP while nothing
-        // consumes the stream would hide the outage from its supervisor.
-        let _stop_service = self.shutdown.clone().drop_guard();
-        let mut backoff = Backoff::new();
-        loop {
-            let messages = match self.subscribe().await {
-                Ok(messages) => {
-                    backoff = Backoff::new();
-                    messages
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "NATS consumer not ready; retrying");
-                    if backoff.pause(&self.shutdown).await.is_err() {
-                        break;
-                    }
+    fn acknowledge(&self, acks: Vec<Message>) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            for delivered in acks {
+                let Some(reply) = delivered.message.reply.clone() else {
                     continue;
-                }
-            };
-            match self.consume(messages).await {
-                Ended::Shutdown => break,
-                Ended::Broken(reason) => {
-                    tracing::warn!(%reason, "NATS consumer interrupted; subscribing again");
-                    if backoff.pause(&self.shutdown).await.is_err() {
-                        break;
-                    }
+                };
+                if let Err(e) = self.client.publish(reply, Bytes::new()).await {
+                    tracing::debug!(error = %e, "NATS acknowledgement not sent");
                 }
             }
-        }
-        // Acknowledgements are plain publishes; send what is buffered.
-        if !matches!(
-            tokio::time::timeout(FLUSH_TIMEOUT, self.client.flush()).await,
-            Ok(Ok(()))
-        ) {
-            tracing::warn!("NATS acknowledgements not flushed at shutdown; those messages will be delivered again and deduplicated");
-        }
-        tracing::info!("nats consumer stopped");
+        })
     }
 
+    /// Extends each message's AckWait while the store is retried.
+    fn in_progress<'a>(&'a self, acks: &'a [Message]) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            for delivered in acks {
+                if let Some(reply) = delivered.message.reply.clone() {
+                    let _ = self
+                        .client
+                        .publish(reply, Bytes::from_static(IN_PROGRESS))
+                        .await;
+                }
+            }
+        })
+    }
+
+    /// Acknowledgements are plain publishes; send what is buffered.
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if !matches!(
+                tokio::time::timeout(FLUSH_TIMEOUT, self.client.flush()).await,
+                Ok(Ok(()))
+            ) {
+                tracing::warn!("NATS acknowledgements not flushed at shutdown; those messages will be delivered again and deduplicated");
+            }
+        })
+    }
+}
+
+impl NatsSource {
     /// The stream, the dead-letter stream and the durable consumer (each
     /// created if missing), and a pull subscription on it.
     async fn subscribe(&self) -> Result<pull::Stream, String> {
@@ -269,162 +242,27 @@ impl Worker {
             .map_err(|e| format!("consumer {}: {e}", self.settings.consumer))?;
         consumer
             .stream()
-            .max_messages_per_batch(self.limits.max_events)
+            .max_messages_per_batch(self.max_events)
             .expires(PULL_EXPIRES)
             .heartbeat(PULL_EXPIRES / 2)
             .messages()
             .await
             .map_err(|e| format!("pull from consumer {}: {e}", self.settings.consumer))
     }
+}
 
-    /// Runs the two stages until shutdown or a broken subscription.
-    async fn consume(&self, messages: pull::Stream) -> Ended {
-        let (decoded, mut to_finish) = mpsc::channel::<Batch>(1);
-        let receive = async move {
-            let mut messages = messages;
-            loop {
-                match self.next_batch(&mut messages).await {
-                    Ok(batch) => {
-                        if decoded.send(batch).await.is_err() {
-                            return Ended::Shutdown;
-                        }
-                    }
-                    Err(ended) => return ended,
-                }
-            }
-        };
-        let finish = async {
-            while let Some(batch) = to_finish.recv().await {
-                if self.finish(batch).await.is_err() {
-                    break;
-                }
-            }
-        };
-        let (ended, ()) = tokio::join!(receive, finish);
-        ended
-    }
-
-    /// Waits for a first message, then takes what follows within the
-    /// window, up to the batch limits.
-    async fn next_batch(&self, messages: &mut pull::Stream) -> Result<Batch, Ended> {
-        let mut batch = Batch::default();
-        loop {
-            tokio::select! {
-                _ = self.shutdown.cancelled() => return Err(Ended::Shutdown),
-                received = messages.next() => match received {
-                    Some(Ok(message)) => {
-                        batch.add(message);
-                        if batch.len() > 0 {
-                            break;
-                        }
-                    }
-                    Some(Err(e)) => {
-                        self.received_error(&e)?;
-                        // An error that comes back at once must not spin.
-                        if Backoff::new().pause(&self.shutdown).await.is_err() {
-                            return Err(Ended::Shutdown);
-                        }
-                    }
-                    None => return Err(Ended::Broken("the pull subscription ended".into())),
-                },
-            }
-        }
-        let deadline = Instant::now() + self.limits.max_wait;
-        while batch.len() < self.limits.max_events && batch.bytes < self.limits.max_bytes {
-            match tokio::time::timeout_at(deadline, messages.next()).await {
-                Ok(Some(Ok(message))) => batch.add(message),
-                Ok(Some(Err(e))) => {
-                    if let Err(ended) = self.received_error(&e) {
-                        // Finish what is in hand first; the next call
-                        // meets the error again or a fresh subscription.
-                        tracing::debug!("pull failed with a batch in hand; finishing it");
-                        if batch.len() == 0 {
-                            return Err(ended);
-                        }
-                        break;
-                    }
-                }
-                Ok(None) | Err(_) => break,
-            }
-        }
-        Ok(batch)
-    }
-
-    /// Transient pull errors (a missed heartbeat while the server is away)
-    /// are logged and reading goes on; a deleted consumer means subscribing
-    /// again.
-    fn received_error(&self, error: &pull::MessagesError) -> Result<(), Ended> {
-        match error.kind() {
-            MessagesErrorKind::ConsumerDeleted
-            | MessagesErrorKind::NoResponders
-            | MessagesErrorKind::PushBasedConsumer
-            | MessagesErrorKind::RequestLimitExceeded => Err(Ended::Broken(error.to_string())),
-            _ => {
-                tracing::warn!(error = %error, "NATS pull failed; going on");
-                Ok(())
-            }
-        }
-    }
-
-    /// Dead-letters, stores and acknowledges one batch.
-    #[tracing::instrument(level = "debug", name = "finish_nats_batch", skip_all, fields(messages = batch.len()))]
-    async fn finish(&self, batch: Batch) -> Result<(), Stopped> {
-        self.dead_letters
-            .send_all(&batch.rejected, &self.shutdown)
-            .await?;
-        let refused = self.store(batch.rows, &batch.acks).await?;
-        let unstorable: Vec<Rejected> = refused
-            .into_iter()
-            .filter_map(|refused| {
-                let message = batch.row_messages.get(refused.index)?;
-                Some(rejected(
-                    message,
-                    DecodeError::Unstorable(refused.error.describe()),
-                ))
-            })
-            .collect();
-        self.dead_letters
-            .send_all(&unstorable, &self.shutdown)
-            .await?;
-        for reply in batch.acks {
-            // A lost acknowledgement only means a redelivery the store
-            // deduplicates.
-            if let Err(e) = self.client.publish(reply, Bytes::new()).await {
-                tracing::debug!(error = %e, "NATS acknowledgement not sent");
-            }
-        }
-        Ok(())
-    }
-
-    /// Stores the batch's events, retrying until the store takes them:
-    /// skipping would lose events, and acknowledging is not allowed before.
-    /// Returns the rows the store refused for what they hold (the others
-    /// are stored): retrying those would stop this consumer for good.
-    async fn store(
-        &self,
-        mut rows: Vec<EventRow>,
-        acks: &[Subject],
-    ) -> Result<Vec<Refused>, Stopped> {
-        let mut backoff = Backoff::new();
-        loop {
-            match self.store.write_rows(rows, Transport::Nats).await {
-                Ok(outcome) => return Ok(outcome.refused),
-                Err(failed) if matches!(*failed.error, StoreError::WriterGone) => {
-                    tracing::error!("the audit store writer has stopped; stopping the consumer");
-                    return Err(Stopped);
-                }
-                Err(failed) => {
-                    tracing::error!(error = ?failed.error, "storing NATS events failed; retrying");
-                    rows = failed.rows;
-                    for reply in acks {
-                        let _ = self
-                            .client
-                            .publish(reply.clone(), Bytes::from_static(IN_PROGRESS))
-                            .await;
-                    }
-                    backoff.pause(&self.shutdown).await?;
-                }
-            }
+/// Transient pull errors (a missed heartbeat while the server is away)
+/// are logged and reading goes on; a deleted consumer means subscribing
+/// again.
+fn received_error<M>(error: &pull::MessagesError) -> Received<M> {
+    match error.kind() {
+        MessagesErrorKind::ConsumerDeleted
+        | MessagesErrorKind::NoResponders
+        | MessagesErrorKind::PushBasedConsumer
+        | MessagesErrorKind::RequestLimitExceeded => Received::Broken(error.to_string()),
+        _ => {
+            tracing::warn!(error = %error, "NATS pull failed; going on");
+            Received::Failed
         }
     }
 }
