@@ -84,8 +84,10 @@ Brokers:
          NATS_CONSUMER=audit, NATS_DLQ_SUBJECT=dlq.audit, NATS_DLQ_STREAM=AUDIT_DLQ,
          NATS_ACK_WAIT_MS=30000, NATS_MAX_DELIVER=20,
          NATS_CREDS | NATS_TOKEN | NATS_USER + NATS_PASSWORD
-  MQTT:  EVENT_TRANSPORT=mqtt is user-service's only, for now; MQTT_URL, MQTT_TOPIC,
-         MQTT_CLIENT_ID, MQTT_USERNAME + MQTT_PASSWORD, MQTT_CA_FILE as there
+  MQTT:  MQTT_URL=mqtt://127.0.0.1:1883, MQTT_TOPIC=audit, MQTT_GROUP=audit (shared
+         subscription $share/<group>/<topic>), MQTT_DLQ_TOPIC=audit.dlq,
+         MQTT_CLIENT_ID=audit-service (names the persistent session; one per replica),
+         MQTT_SESSION_EXPIRY_SECS=604800, MQTT_USERNAME + MQTT_PASSWORD, MQTT_CA_FILE
 
 Logs and traces:
   RUST_LOG=info, LOG_FORMAT=json (or pretty)

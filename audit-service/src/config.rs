@@ -4,6 +4,7 @@ use crate::auth::Access;
 use crate::limits::ApiLimits;
 use crate::tlog::LogSettings;
 use shared::config::{env_or, env_parse, listen_addr, ConfigError, KafkaConfig, Transport};
+use shared::mqtt::MqttConfig;
 use shared::nats::{check_stream_name, check_subject, NatsConfig};
 use shared::serve::ListenSettings;
 use std::net::SocketAddr;
@@ -18,7 +19,7 @@ pub struct Settings {
     /// `DATABASE_URL`: the audit store, a SQLite file or a PostgreSQL
     /// database that several replicas share.
     pub database_url: String,
-    /// `EVENT_TRANSPORT`: with `kafka` or `nats` the service also consumes
+    /// `EVENT_TRANSPORT`: with `kafka`, `nats` or `mqtt` the service also consumes
     /// the broker. `POST /` is always available.
     pub transport: Transport,
     /// `MAX_BODY_BYTES`, the largest request body `POST /` reads.
@@ -31,6 +32,7 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     pub kafka: KafkaSettings,
     pub nats: NatsSettings,
+    pub mqtt: MqttSettings,
     /// TLS and the HTTP server's limits (`shared::serve`).
     pub listen: ListenSettings,
     /// Who may write and read the events (`crate::auth`).
@@ -148,18 +150,100 @@ impl Default for NatsSettings {
     }
 }
 
+/// MQTT 5 consumer settings, used when `transport` is MQTT.
+#[derive(Debug, Clone)]
+pub struct MqttSettings {
+    /// Broker, credentials, topic and client id (`MQTT_*`), shared with
+    /// user-service. The client id names the persistent session, so it
+    /// stays the same across restarts: `audit-service` unless
+    /// `MQTT_CLIENT_ID` says otherwise (each replica needs its own).
+    pub common: MqttConfig,
+    /// `MQTT_GROUP`: the shared subscription's group
+    /// (`$share/<group>/<topic>`); replicas in one group share the messages.
+    pub group: String,
+    /// `MQTT_DLQ_TOPIC`: where messages that are not valid CloudEvents go.
+    pub dlq_topic: String,
+    /// `MQTT_SESSION_EXPIRY_SECS`: how long the broker keeps the session
+    /// (the subscription and the messages for it) while the service is
+    /// away.
+    pub session_expiry: Duration,
+}
+
+impl MqttSettings {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let mut common = MqttConfig::from_env("audit-service")?;
+        if std::env::var("MQTT_CLIENT_ID").map_or(true, |id| id.trim().is_empty()) {
+            common.client_id = "audit-service".into();
+        }
+        let settings = MqttSettings {
+            common,
+            group: env_or("MQTT_GROUP", "audit"),
+            dlq_topic: env_or("MQTT_DLQ_TOPIC", "audit.dlq"),
+            session_expiry: Duration::from_secs(env_parse(
+                "MQTT_SESSION_EXPIRY_SECS",
+                7 * 24 * 3600,
+            )?),
+        };
+        if settings.group.is_empty() || settings.group.contains(['/', '+', '#']) {
+            return Err(ConfigError {
+                name: "MQTT_GROUP".into(),
+                value: settings.group,
+                reason: "a share name is not empty and holds no /, + or #".into(),
+            });
+        }
+        if settings.dlq_topic.is_empty()
+            || settings.dlq_topic.contains(['+', '#'])
+            || settings.dlq_topic.starts_with('$')
+            || settings.dlq_topic == settings.common.topic
+        {
+            return Err(ConfigError {
+                name: "MQTT_DLQ_TOPIC".into(),
+                value: settings.dlq_topic,
+                reason:
+                    "must be a topic without wildcards, not starting with $, other than MQTT_TOPIC"
+                        .into(),
+            });
+        }
+        if settings.session_expiry.as_secs() > u64::from(u32::MAX) {
+            return Err(ConfigError {
+                name: "MQTT_SESSION_EXPIRY_SECS".into(),
+                value: settings.session_expiry.as_secs().to_string(),
+                reason: format!("must be at most {}", u32::MAX),
+            });
+        }
+        Ok(settings)
+    }
+
+    /// The topic filter subscribed to.
+    pub fn filter(&self) -> String {
+        format!("$share/{}/{}", self.group, self.common.topic)
+    }
+}
+
+impl Default for MqttSettings {
+    /// The defaults, for a service on another transport (and tests).
+    fn default() -> Self {
+        MqttSettings {
+            common: MqttConfig {
+                url: "mqtt://127.0.0.1:1883".into(),
+                host: "127.0.0.1".into(),
+                port: 1883,
+                tls: false,
+                topic: "audit".into(),
+                client_id: "audit-service".into(),
+                credentials: None,
+                ca_file: None,
+            },
+            group: "audit".into(),
+            dlq_topic: "audit.dlq".into(),
+            session_expiry: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
 impl Settings {
     pub fn from_env() -> Result<Self, ConfigError> {
         let transport = Transport::from_env()?;
-        if transport == Transport::Mqtt {
-            return Err(ConfigError {
-                name: "EVENT_TRANSPORT".into(),
-                value: "mqtt".into(),
-                reason: "audit-service does not consume MQTT yet (user-service publishes to it); \
-                         use http, kafka or nats"
-                    .into(),
-            });
-        }
         Ok(Settings {
             listen_addr: listen_addr(SocketAddr::from(([0, 0, 0, 0], 8080)))?,
             database_url: shared::config::database_url("sqlite://data/audit.db")?,
@@ -180,6 +264,10 @@ impl Settings {
             nats: match transport {
                 Transport::Nats => NatsSettings::from_env()?,
                 _ => NatsSettings::default(),
+            },
+            mqtt: match transport {
+                Transport::Mqtt => MqttSettings::from_env()?,
+                _ => MqttSettings::default(),
             },
             listen: ListenSettings::from_env()?,
             access: Access::from_env()?,

@@ -8,6 +8,7 @@ pub mod dead_letter;
 pub mod decode;
 pub mod http;
 pub mod kafka;
+pub mod mqtt;
 pub mod nats;
 pub mod pipeline;
 
@@ -52,8 +53,13 @@ pub async fn start(
         Transport::Nats => {
             Some(nats::start(&settings.nats, settings.batch, store, shutdown).await?)
         }
-        // Refused by `Settings::from_env`; settings built in code get here.
-        Transport::Mqtt => anyhow::bail!("audit-service does not consume MQTT yet"),
+        Transport::Mqtt => Some(mqtt::start(
+            &settings.mqtt,
+            settings.max_body_bytes,
+            settings.batch,
+            store,
+            shutdown,
+        )?),
     })
 }
 

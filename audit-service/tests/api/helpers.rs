@@ -3,7 +3,7 @@
 //! real binary) and talking to it and to Kafka.
 
 use audit_service::app::Application;
-use audit_service::config::{BatchLimits, KafkaSettings, NatsSettings, Settings};
+use audit_service::config::{BatchLimits, KafkaSettings, MqttSettings, NatsSettings, Settings};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -58,6 +58,7 @@ pub async fn test_settings(db_dir: &Path) -> Settings {
             dlq_topic: "audit.dlq".into(),
         },
         nats: NatsSettings::default(),
+        mqtt: MqttSettings::default(),
         listen: Default::default(),
         access: Default::default(),
         limits: Default::default(),
@@ -515,41 +516,5 @@ impl NatsNames {
         js.get_or_create_stream(config.stream_config())
             .await
             .expect("test stream created");
-    }
-}
-
-/// Publishes `n` binary-mode events from `source` (ids `e0`..), ten users
-/// taking turns, a thousand in flight at a time, and waits for every ack.
-/// (The client holds at most 5,000 acks pending by default and waits for a
-/// slot when they are all taken: awaited in chunks, they never are.)
-pub async fn publish_bulk(
-    js: &async_nats::jetstream::Context,
-    subject: &str,
-    source: &str,
-    n: usize,
-) {
-    let mut acks: Vec<async_nats::jetstream::context::PublishAckFuture> = Vec::with_capacity(1000);
-    for i in 0..n {
-        if acks.len() == 1000 {
-            for ack in acks.drain(..) {
-                ack.await.expect("acknowledged by the stream");
-            }
-        }
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("ce-specversion", "1.0");
-        headers.insert("ce-id", format!("e{i}").as_str());
-        headers.insert("ce-source", source);
-        headers.insert("ce-type", "user.updateUser");
-        headers.insert("ce-subject", format!("user-{}", i % 10).as_str());
-        headers.insert("ce-datacontenttype", "application/json");
-        let payload = serde_json::json!({"n": i}).to_string();
-        acks.push(
-            js.publish_with_headers(subject.to_owned(), headers, payload.into())
-                .await
-                .expect("published"),
-        );
-    }
-    for ack in acks {
-        ack.await.expect("acknowledged by the stream");
     }
 }

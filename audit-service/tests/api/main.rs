@@ -4,12 +4,14 @@
 #![allow(clippy::unwrap_used)]
 
 mod bad_input;
+mod conformance;
 mod console;
 mod filter;
 mod helpers;
 mod hostile;
 mod ingest_http;
 mod kafka;
+mod mqtt;
 mod nats;
 mod poison;
 mod process;

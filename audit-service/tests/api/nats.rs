@@ -1,22 +1,16 @@
 //! NATS JetStream ingest against the shared server on 127.0.0.1:4222
-//! (`scripts/nats.sh start`): binary and structured messages are stored in
-//! stream order, anything else goes to the dead-letter subject with the
-//! reason and consumption goes on; the real binary killed mid-stream stores
-//! each event once, and two processes share one durable consumer.
+//! (`scripts/nats.sh start`): binary and structured messages (and the Go
+//! SDK's bare payload) are stored, each malformed form goes to the
+//! dead-letter subject with the reason, and a dead letter redelivered is
+//! kept once. What every broker does alike is in `conformance`.
 
-use crate::helpers::{
-    nats, poll_until, publish_bulk, spawn_app_with, unique, NatsNames, ServiceProcess, TestApp,
-};
+use crate::helpers::{nats, spawn_app_with, unique, NatsNames, TestApp};
 use async_nats::jetstream;
 use async_nats::HeaderMap;
 use futures::StreamExt;
 use serde_json::json;
 use shared::cloudevents::Event;
-use sqlx::SqlitePool;
-use std::collections::{BTreeSet, HashMap};
-use std::path::Path;
 use std::time::Duration;
-use tempfile::TempDir;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -192,47 +186,15 @@ async fn invalid_messages_are_dead_lettered_with_the_reason_and_the_next_event_i
     assert_eq!(header(no_type, "ce-id").as_deref(), Some("x"));
 
     assert_eq!(app.get("/healthz").await.status(), 200);
+    // The recorder is the test process's: other NATS tests running at the
+    // same time count their dead letters in it too.
     let metrics = app.get("/metrics").await.text().await.unwrap();
-    assert!(
-        metrics.contains("audit_events_rejected_total{transport=\"nats\"} 4"),
-        "{metrics}"
-    );
-    app.stop().await;
-}
-
-#[tokio::test]
-async fn one_users_events_are_stored_in_the_order_they_were_published() {
-    const N: usize = 2000;
-    let names = NatsNames::new("order");
-    let js = nats().await;
-    names.create_stream(&js).await;
-    let source = unique("/order");
-    publish_bulk(&js, &names.subject, &source, N).await;
-    let app = spawn_nats_app(&names).await;
-
-    // The app's own database, SQLite or PostgreSQL.
-    let db = shared::testing::Db::open(&app.database_url).await;
-    let stored = || db.int("SELECT COUNT(*) FROM events");
-    let done = poll_until(WAIT, || async { stored().await >= N as i64 }).await;
-    assert!(done, "stored {} of {N}", stored().await);
-    let rows = db
-        .texts("SELECT subject || ' ' || id FROM events ORDER BY seq")
-        .await;
-    let mut per_user: HashMap<String, Vec<usize>> = HashMap::new();
-    for row in rows {
-        let (subject, id) = row.split_once(' ').expect("subject and id");
-        let subject = subject.to_owned();
-        per_user
-            .entry(subject)
-            .or_default()
-            .push(id[1..].parse().unwrap());
-    }
-    assert_eq!(per_user.len(), 10);
-    for (user, ids) in per_user {
-        let mut sorted = ids.clone();
-        sorted.sort_unstable();
-        assert_eq!(ids, sorted, "{user}'s events out of order");
-    }
+    let rejected: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("audit_events_rejected_total{transport=\"nats\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no NATS rejection counter:\n{metrics}"));
+    assert!(rejected >= 4, "{metrics}");
     app.stop().await;
 }
 
@@ -265,143 +227,6 @@ fn header(message: &async_nats::Message, name: &str) -> Option<String> {
         .as_ref()
         .and_then(|h| h.get(name))
         .map(|v| v.as_str().to_owned())
-}
-
-async fn open(db: &Path) -> SqlitePool {
-    shared::db::connect_sqlite(&format!("sqlite://{}", db.display()), 1)
-        .await
-        .unwrap()
-}
-
-async fn count(db: &SqlitePool) -> i64 {
-    sqlx::query_scalar("SELECT COUNT(*) FROM events")
-        .fetch_one(db)
-        .await
-        .unwrap()
-}
-
-async fn ids(db: &SqlitePool) -> BTreeSet<String> {
-    sqlx::query_scalar::<_, String>("SELECT id FROM events")
-        .fetch_all(db)
-        .await
-        .unwrap()
-        .into_iter()
-        .collect()
-}
-
-fn process_env(db: &Path, names: &NatsNames) -> Vec<(&'static str, String)> {
-    let mut env = names.env();
-    env.push(("DATABASE_URL", format!("sqlite://{}", db.display())));
-    // Redeliver what a killed process held soon, to keep the test short.
-    env.push(("NATS_ACK_WAIT_MS", "3000".into()));
-    env
-}
-
-async fn wait_listening(process: &mut ServiceProcess) {
-    let url = format!("http://127.0.0.1:{}/healthz", process.port);
-    let up = poll_until(Duration::from_secs(30), || async {
-        reqwest::get(&url).await.is_ok_and(|r| r.status() == 200)
-    })
-    .await;
-    assert!(up, "audit-service did not start:\n{}", process.log_text());
-}
-
-#[tokio::test]
-async fn sigkill_while_consuming_nats_then_restart_stores_each_event_exactly_once() {
-    const N: usize = 20_000;
-    let names = NatsNames::new("kill");
-    let js = nats().await;
-    names.create_stream(&js).await;
-    let source = unique("/kill");
-    publish_bulk(&js, &names.subject, &source, N).await;
-
-    let dir = TempDir::new().unwrap();
-    let db_path = dir.path().join("audit.db");
-    let env = process_env(&db_path, &names);
-    let mut first = ServiceProcess::start(&env, dir.path().join("first.log"));
-    wait_listening(&mut first).await;
-    let db = open(&db_path).await;
-    let started = poll_until(WAIT, || async { count(&db).await > 0 }).await;
-    assert!(started, "nothing consumed:\n{}", first.log_text());
-    first.kill();
-    let at_kill = count(&db).await;
-    assert!(
-        at_kill < N as i64,
-        "all {N} events were stored before the kill; the test proves nothing"
-    );
-
-    let mut second = ServiceProcess::start(&env, dir.path().join("second.log"));
-    wait_listening(&mut second).await;
-    let done = poll_until(Duration::from_secs(120), || async {
-        count(&db).await >= N as i64
-    })
-    .await;
-    assert!(
-        done,
-        "only {} of {N} stored after restart:\n{}",
-        count(&db).await,
-        second.log_text()
-    );
-    let expected: BTreeSet<String> = (0..N).map(|i| format!("e{i}")).collect();
-    assert_eq!(
-        ids(&db).await,
-        expected,
-        "the stored ids are exactly the sent ones"
-    );
-    assert_eq!(count(&db).await, N as i64, "no event stored twice");
-    eprintln!("killed after {at_kill} of {N} stored; the restart stored the rest");
-    assert!(second.terminate().success(), "{}", second.log_text());
-}
-
-#[tokio::test]
-async fn two_processes_on_one_durable_consumer_share_the_work_and_store_each_event_once() {
-    const N: usize = 5000;
-    let names = NatsNames::new("share");
-    let js = nats().await;
-    names.create_stream(&js).await;
-    let dir = TempDir::new().unwrap();
-    let db_path = dir.path().join("audit.db");
-    let env = process_env(&db_path, &names);
-    let mut a = ServiceProcess::start(&env, dir.path().join("a.log"));
-    wait_listening(&mut a).await;
-    let mut b = ServiceProcess::start(&env, dir.path().join("b.log"));
-    wait_listening(&mut b).await;
-    // Both pull before anything is published, so neither takes it all.
-    let ready = |p: &ServiceProcess| {
-        let url = format!("http://127.0.0.1:{}/readyz", p.port);
-        async move { reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) }
-    };
-    assert!(poll_until(WAIT, || ready(&a)).await, "{}", a.log_text());
-    assert!(poll_until(WAIT, || ready(&b)).await, "{}", b.log_text());
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let source = unique("/share");
-    publish_bulk(&js, &names.subject, &source, N).await;
-
-    let db = open(&db_path).await;
-    let done = poll_until(Duration::from_secs(120), || async {
-        count(&db).await >= N as i64
-    })
-    .await;
-    assert!(done, "stored {} of {N}", count(&db).await);
-    let expected: BTreeSet<String> = (0..N).map(|i| format!("e{i}")).collect();
-    assert_eq!(ids(&db).await, expected);
-    assert_eq!(count(&db).await, N as i64);
-    let logged = poll_until(Duration::from_secs(10), || async {
-        a.log_count("audit event stored") + b.log_count("audit event stored") == N
-    })
-    .await;
-    let (by_a, by_b) = (
-        a.log_count("audit event stored"),
-        b.log_count("audit event stored"),
-    );
-    assert!(logged, "log lines: {by_a} + {by_b} != {N}");
-    assert!(
-        by_a > 0 && by_b > 0,
-        "one replica did all the work: {by_a} / {by_b}"
-    );
-    eprintln!("replica A stored {by_a}, replica B stored {by_b}");
-    assert!(a.terminate().success(), "{}", a.log_text());
-    assert!(b.terminate().success(), "{}", b.log_text());
 }
 
 #[tokio::test]

@@ -1,8 +1,8 @@
-//! The real binary on Kafka: killed mid-stream it loses and duplicates
-//! nothing, and two replicas in one group share the partitions.
+//! The real binary: its settings, signals, start-up and memory. What it
+//! does on every broker (killed mid-stream, replicas sharing the work) is
+//! in `conformance`.
 
 use crate::helpers::{create_topic, poll_until, unique, ServiceProcess, BROKERS};
-use crate::kafka::produce_bulk;
 use shared::testing::Db;
 use std::collections::HashSet;
 use std::time::Duration;
@@ -35,175 +35,6 @@ async fn counts(db: &Db) -> (i64, i64) {
 }
 
 #[tokio::test]
-async fn sigkill_while_consuming_then_restart_stores_each_event_exactly_once() {
-    const N: usize = 20_000;
-    let topic = unique("audit-kill");
-    let group = unique("audit-kill-group");
-    let source = unique("/kill");
-    create_topic(&topic, 3).await;
-    produce_bulk(&topic, &source, N).await;
-
-    let dir = TempDir::new().unwrap();
-    let db_url = shared::testing::database_url(dir.path(), "audit.db").await;
-    let mut env = kafka_env(&db_url, &topic, &group);
-    // The killed member holds its partitions until its session expires;
-    // a short session (passed as a KAFKA_<PROPERTY>) keeps the test quick.
-    env.push(("KAFKA_SESSION_TIMEOUT_MS", "6000".into()));
-    let mut first = ServiceProcess::start(&env, dir.path().join("first.log"));
-    wait_listening(&mut first).await;
-    let db = Db::open(&db_url).await;
-
-    // Kill it as soon as some events are stored, well before all are.
-    let started = poll_until(Duration::from_secs(60), || async {
-        counts(&db).await.0 > 0
-    })
-    .await;
-    assert!(started, "nothing consumed:\n{}", first.log_text());
-    first.kill();
-    let (at_kill, _) = counts(&db).await;
-    assert!(
-        at_kill < N as i64,
-        "all {N} events were stored before the kill; the test proves nothing"
-    );
-
-    let mut second = ServiceProcess::start(&env, dir.path().join("second.log"));
-    wait_listening(&mut second).await;
-    let done = poll_until(Duration::from_secs(180), || async {
-        counts(&db).await.0 >= N as i64
-    })
-    .await;
-    let (rows, _) = counts(&db).await;
-    assert!(
-        done,
-        "only {rows} of {N} stored after restart:\n{}",
-        second.log_text()
-    );
-    // Every record before a partition's marker is consumed once the marker
-    // is stored (a partition is consumed in order), so a late duplicate or
-    // stray event would be in the store by then.
-    produce_markers(&topic, &source, 3).await;
-    wait_for_markers(&db, &source, 3).await;
-    let expected: HashSet<String> = (0..N)
-        .map(|i| format!("e{i}"))
-        .chain((0..3).map(|p| format!("marker-{p}")))
-        .collect();
-    assert_eq!(stored_ids(&db).await, expected);
-    assert_eq!(counts(&db).await.0, N as i64 + 3);
-    eprintln!("killed after {at_kill} of {N} stored; the restart stored the rest");
-    assert!(second.terminate().success(), "{}", second.log_text());
-}
-
-#[tokio::test]
-async fn two_processes_in_one_group_share_partitions_and_store_each_event_once() {
-    const N: usize = 3000;
-    let topic = unique("audit-group");
-    let group = unique("audit-group-group");
-    let source = unique("/group");
-    create_topic(&topic, 4).await;
-
-    let dir = TempDir::new().unwrap();
-    let db_url = shared::testing::database_url(dir.path(), "audit.db").await;
-    let env = kafka_env(&db_url, &topic, &group);
-    let mut a = ServiceProcess::start(&env, dir.path().join("a.log"));
-    wait_listening(&mut a).await;
-    let mut b = ServiceProcess::start(&env, dir.path().join("b.log"));
-    wait_listening(&mut b).await;
-
-    // Produce only once both hold partitions, so neither takes everything.
-    let shared = poll_until(Duration::from_secs(60), || async {
-        has_partitions(&a) && has_partitions(&b)
-    })
-    .await;
-    assert!(
-        shared,
-        "both should get partitions:\nA:\n{}\nB:\n{}",
-        a.log_text(),
-        b.log_text()
-    );
-    produce_bulk(&topic, &source, N).await;
-
-    let db = Db::open(&db_url).await;
-    let done = poll_until(Duration::from_secs(120), || async {
-        counts(&db).await.0 >= N as i64
-    })
-    .await;
-    assert!(done, "stored {:?} of {N}", counts(&db).await);
-    produce_markers(&topic, &source, 4).await;
-    wait_for_markers(&db, &source, 4).await;
-    let expected: HashSet<String> = (0..N)
-        .map(|i| format!("e{i}"))
-        .chain((0..4).map(|p| format!("marker-{p}")))
-        .collect();
-    assert_eq!(stored_ids(&db).await, expected);
-    let total = N + 4;
-    // Each stored row is logged once, by the process that inserted it.
-    let poll_logs = poll_until(Duration::from_secs(10), || async {
-        a.log_count("audit event stored") + b.log_count("audit event stored") == total
-    })
-    .await;
-    let (by_a, by_b) = (
-        a.log_count("audit event stored"),
-        b.log_count("audit event stored"),
-    );
-    assert!(poll_logs, "log lines: {by_a} + {by_b} != {total}");
-    assert!(
-        by_a > 0 && by_b > 0,
-        "one replica did all the work: {by_a} / {by_b}"
-    );
-    eprintln!("replica A stored {by_a}, replica B stored {by_b}");
-    assert!(a.terminate().success());
-    assert!(b.terminate().success());
-}
-
-/// Produces one marker event (`marker-<p>`, source `source`) to each of
-/// the topic's `partitions`, after everything else.
-async fn produce_markers(topic: &str, source: &str, partitions: i32) {
-    use rdkafka::producer::FutureRecord;
-    let p = crate::helpers::producer();
-    for partition in 0..partitions {
-        let id = format!("marker-{partition}");
-        let headers = crate::kafka::binary_headers(&id, source);
-        let record: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic)
-            .partition(partition)
-            .headers(headers)
-            .payload(b"{}");
-        p.send(record, Duration::from_secs(30))
-            .await
-            .map_err(|(e, _)| e)
-            .expect("marker produced");
-    }
-}
-
-/// Waits until the marker of each partition is stored.
-async fn wait_for_markers(db: &Db, source: &str, partitions: i64) {
-    // The source is the test's own unique name: safe to write inline.
-    let sql =
-        format!("SELECT COUNT(*) FROM events WHERE source = '{source}' AND id LIKE 'marker-%'");
-    let stored = poll_until(Duration::from_secs(60), || async {
-        db.int(&sql).await == partitions
-    })
-    .await;
-    assert!(stored, "the markers were not all stored within 60 s");
-}
-
-/// True when the last assignment the process logged is not empty.
-fn has_partitions(process: &ServiceProcess) -> bool {
-    process
-        .log_text()
-        .lines()
-        .rev()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|l| {
-            l["message"] == "kafka partitions assigned"
-                || l["message"] == "kafka partitions revoked"
-        })
-        .is_some_and(|l| {
-            l["message"] == "kafka partitions assigned"
-                && l["partitions"].as_str().is_some_and(|p| !p.is_empty())
-        })
-}
-
-#[tokio::test]
 async fn a_bad_setting_stops_the_service_with_a_message_naming_it() {
     let dir = TempDir::new().unwrap();
     let db = shared::testing::database_url(dir.path(), "audit.db").await;
@@ -221,23 +52,23 @@ async fn a_bad_setting_stops_the_service_with_a_message_naming_it() {
     );
 }
 
-/// user-service publishes to MQTT; until audit-service consumes it, the
-/// setting stops it at start with one line that says so.
+/// A bad MQTT setting stops the service at start with one line naming it.
 #[tokio::test]
-async fn mqtt_is_refused_at_start_with_one_line_saying_why() {
+async fn a_bad_mqtt_setting_stops_the_service_with_one_line_naming_it() {
     let dir = TempDir::new().unwrap();
     let db = shared::testing::database_url(dir.path(), "audit.db").await;
-    let env = [("DATABASE_URL", db), ("EVENT_TRANSPORT", "mqtt".to_owned())];
+    let env = [
+        ("DATABASE_URL", db),
+        ("EVENT_TRANSPORT", "mqtt".to_owned()),
+        ("MQTT_GROUP", "a/b".to_owned()),
+    ];
     let mut process = ServiceProcess::start(&env, dir.path().join("mqtt.log"));
     let status = process.child.wait().unwrap();
     assert!(!status.success());
     let log = process.log_text();
-    let lines: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("does not consume MQTT yet"))
-        .collect();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("MQTT_GROUP")).collect();
     assert_eq!(lines.len(), 1, "{log}");
-    assert!(lines[0].contains("EVENT_TRANSPORT"), "{log}");
+    assert!(lines[0].contains("share name"), "{log}");
 }
 
 /// Posts up to 5000 binary events with 64 in flight, sends `signal` to the
