@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Interoperability suite: the Go and Python CloudEvents SDKs against the Rust
 # services, both directions, over HTTP and Kafka, the Go SDK over NATS
-# JetStream, and the JavaScript SDK over MQTT (user-service to the SDK; a
-# paho-mqtt client checks the wire against the MQTT binding).
+# JetStream, and the JavaScript SDK over MQTT (both ways; a paho-mqtt
+# client checks the wire against the MQTT binding and sends to audit-service
+# as a client without a binding).
 #
 # Assumes `cargo build --workspace --examples` has been run, the Kafka
 # broker is up (`scripts/kafka.sh start`), a NATS server with JetStream

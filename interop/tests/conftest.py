@@ -381,10 +381,10 @@ def tmpdir_keep():
         shutil.rmtree(d, ignore_errors=True)
 
 
-def start_audit(tmp, transport, topic=None, dlq=None, group=None, nats=None):
+def start_audit(tmp, transport, topic=None, dlq=None, group=None, nats=None, mqtt=None):
     port = free_port()
     env = service_env(tmp, transport, LISTEN_ADDR=f"127.0.0.1:{port}", KAFKA_TOPIC=topic, KAFKA_DLQ_TOPIC=dlq, KAFKA_GROUP_ID=group,
-                      **(nats.env() if nats else {}))
+                      **(nats.env() if nats else {}), **(mqtt or {}))
     env["DATABASE_URL"] = f"sqlite://{tmp}/db/audit.db"
     proc = Proc(f"audit-{transport}-{port}", [AUDIT_BIN], env=env, log_dir=tmp)
     wait_ready(proc, port, "audit-service")
@@ -432,6 +432,28 @@ def audit_nats(audit_binary, nats_server, tmpdir_keep):
     a.nats = names
     yield a
     a.proc.stop()
+
+
+@pytest.fixture
+def audit_mqtt(audit_binary, mqtt_broker, tmpdir_keep):
+    """audit-service on a topic of its own, subscribed (its /readyz says so)
+    before any test publishes: MQTT drops what nobody subscribes to."""
+    topic = mqtt_topic("audit")
+    tag = uuid.uuid4().hex[:12]
+    a = start_audit(tmpdir_keep, "mqtt", mqtt={"MQTT_TOPIC": topic, "MQTT_GROUP": f"g{tag}",
+                                               "MQTT_DLQ_TOPIC": f"{topic}/dlq", "MQTT_CLIENT_ID": f"audit-{tag}"})
+    a.topic = topic
+    yield a
+    a.proc.stop()
+
+
+def send_mqtt_paho(topic, mode, events, protocol="5"):
+    """paho-mqtt as a sender without a CloudEvents binding: structured mode,
+    or binary mode with sdk-go's ce- prefixed user properties."""
+    data = json.dumps(events).encode()
+    argv = [PYTHON, PYDIR / "mqtt_sender.py", "--url", MQTT_URL, "--topic", topic, "--mode", mode, "--protocol", protocol,
+            "--in", "-"]
+    return run(argv, input_bytes=data)
 
 
 @pytest.fixture
