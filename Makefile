@@ -1,5 +1,5 @@
 # The two commands a new user needs are `make run` and `make test`.
-.PHONY: run test build setup kafka-up kafka-down nats-up nats-down mqtt-up mqtt-down pg-up pg-down up down up-nats up-replicas demo bench fuzz fmt lint
+.PHONY: run test build setup kafka-up kafka-down nats-up nats-down mqtt-up mqtt-down pg-up pg-down up down up-nats up-mqtt up-replicas demo bench fuzz fmt lint
 
 run: build
 	scripts/run.sh
@@ -50,11 +50,15 @@ up:
 	scripts/compose.sh up --build
 
 down:
-	scripts/compose.sh --profile nats --profile replicas down
+	scripts/compose.sh --profile nats --profile mqtt --profile replicas down
 
 # NATS JetStream and both services on EVENT_TRANSPORT=nats, in containers.
 up-nats:
 	EVENT_TRANSPORT=nats scripts/compose.sh --profile nats up --build
+
+# Mosquitto and both services on EVENT_TRANSPORT=mqtt, in containers.
+up-mqtt:
+	EVENT_TRANSPORT=mqtt scripts/compose.sh --profile mqtt up --build
 
 # Two replicas of each service on PostgreSQL and Kafka (README, "Scaling out").
 up-replicas:

@@ -7,12 +7,14 @@
    through to librdkafka.
 3. EVENT_TRANSPORT is kafka for both services by default (the variable may
    pick another, `${EVENT_TRANSPORT:-kafka}`), and they agree on the Kafka
-   topic and on the NATS stream and subject; the replicas of the `replicas`
+   topic, on the NATS stream and subject and on the MQTT topic; the replicas of the `replicas`
    profile share a topic of their own and a postgres:// DATABASE_URL.
 4. Every service built from this repository has a healthcheck and a restart
    policy.
 5. The Kafka image is the version scripts/kafka.sh runs without Docker.
-6. The nats service runs JetStream (-js) and only under the `nats` profile.
+6. The nats service runs JetStream (-js) and only under the `nats` profile;
+   the mosquitto service runs only under the `mqtt` profile, with a config
+   file that keeps its data (persistence) in a volume.
 
 Exit status 0 when all hold; otherwise each problem is printed.
 """
@@ -78,7 +80,8 @@ def main() -> int:
         if service.get("restart") not in ("unless-stopped", "always", "on-failure"):
             problems.append(f"{name}: no restart policy")
 
-    for var, default in [("KAFKA_TOPIC", "audit"), ("NATS_STREAM", "AUDIT"), ("NATS_SUBJECT", "audit.events")]:
+    for var, default in [("KAFKA_TOPIC", "audit"), ("NATS_STREAM", "AUDIT"), ("NATS_SUBJECT", "audit.events"),
+                         ("MQTT_TOPIC", "audit")]:
         values = {services.get(n, {}).get("environment", {}).get(var, default) for n in ["user-service", "audit-service"]}
         if len(values) != 1:
             problems.append(f"services disagree on {var}: {sorted(values)}")
@@ -91,6 +94,23 @@ def main() -> int:
             problems.append("nats: the server must run with JetStream (-js)")
         if nats.get("profiles") != ["nats"]:
             problems.append("nats: should run only under the `nats` profile")
+
+    mosquitto = services.get("mosquitto")
+    if mosquitto is None:
+        problems.append("mosquitto: missing from docker-compose.yaml")
+    else:
+        if mosquitto.get("profiles") != ["mqtt"]:
+            problems.append("mosquitto: should run only under the `mqtt` profile")
+        volumes = [str(v) for v in mosquitto.get("volumes", [])]
+        config = next((v.split(":")[0] for v in volumes if ":/mosquitto/config/mosquitto.conf" in v), None)
+        if config is None:
+            problems.append("mosquitto: no config file mounted at /mosquitto/config/mosquitto.conf")
+        else:
+            lines = (REPO / config).read_text().splitlines()
+            if "persistence true" not in lines:
+                problems.append(f"mosquitto: {config} must turn persistence on")
+        if not any(v.endswith(":/mosquitto/data") and not v.startswith(".") for v in volumes):
+            problems.append("mosquitto: its data (/mosquitto/data) must be a named volume")
 
     def topic(name):
         return services.get(name, {}).get("environment", {}).get("KAFKA_TOPIC", "audit")

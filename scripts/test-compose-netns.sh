@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `docker compose up` without a Docker engine: runs docker-compose.yaml's
 # services in network namespaces as Compose would wire them
-# (scripts/compose_netns), for the default, nats and replicas profiles, and
+# (scripts/compose_netns), for the default, nats, mqtt and replicas profiles, and
 # checks that broken copies of the file fail naming the service and setting.
 # Needs root (namespaces and mounts, as make test runs), the debug build of
 # both services (cargo build), and scripts/setup.sh's tools; anything

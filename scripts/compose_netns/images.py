@@ -8,7 +8,7 @@ The base images' command lists below are what their packages install:
 - debian:bookworm-slim: the Essential packages (bash, coreutils, dash,
   debianutils, diffutils, findutils, grep, gzip, hostname, libc-bin, login,
   mawk, perl-base, sed, tar, util-linux). No curl, wget, ps or nc.
-- alpine (nats:*-alpine; eclipse-temurin:*-alpine under apache/kafka): the
+- alpine (nats:*-alpine; eclipse-mosquitto:2; eclipse-temurin:*-alpine under apache/kafka): the
   applets of busybox, and bash where the image adds it. No curl.
 Our own images add what their Dockerfile's `apt-get install` lines install
 (see APT_COMMANDS)."""

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from . import health, wiring
 from .image_kafka import KafkaImage
+from .image_mosquitto import MosquittoImage
 from .image_nats import NatsImage
 from .image_ours import BuiltImage
 from .image_postgres import PostgresImage
@@ -48,6 +49,8 @@ def image_for(service: Service) -> Image:
         return PostgresImage(reference)
     if reference.startswith("nats:") and reference.endswith("-alpine"):
         return NatsImage(reference)
+    if reference.startswith("eclipse-mosquitto:2"):
+        return MosquittoImage(reference)
     raise ComposeError(f"{service.name}: no emulation for image {reference!r} (stack.py image_for)")
 
 

@@ -1,4 +1,4 @@
-"""The compose file's three ways of running, each brought up as `docker
+"""The compose file's four ways of running, each brought up as `docker
 compose up` would and used as the README says: from the machine's side,
 through the published ports."""
 
@@ -54,6 +54,20 @@ def test_nats_profile_stores_the_readme_users_event_over_nats():
         user = run_readme_curl(stack)
         line = stored_line_for(stack, "audit-service", user["id"])
         assert (line["type"], line["transport"]) == ("user.storeUser", "nats"), line
+    assert our_namespaces() == []
+
+
+def test_mqtt_profile_stores_the_readme_users_event_over_mqtt():
+    with compose_up(["mqtt"], {"EVENT_TRANSPORT": "mqtt"}) as stack:
+        # audit-service has subscribed (its /readyz says so) before the
+        # request: MQTT drops what nobody subscribes to, and user-service
+        # keeps the event in its outbox until someone does.
+        ready = stack.on_host(["curl", "-fsS", "--retry", "30", "--retry-delay", "1", "--retry-all-errors",
+                               "http://localhost:8080/readyz"])
+        assert ready.returncode == 0, ready.stderr
+        user = run_readme_curl(stack)
+        line = stored_line_for(stack, "audit-service", user["id"])
+        assert (line["type"], line["transport"]) == ("user.storeUser", "mqtt"), line
     assert our_namespaces() == []
 
 
