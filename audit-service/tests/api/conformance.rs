@@ -12,13 +12,15 @@
 //! - a service killed mid-stream and started again loses nothing and
 //!   stores nothing twice;
 //! - two services on one consumer group share the work and store each
-//!   event once.
+//!   event once;
+//! - a broker restart is survived (a broker of the test's own): what is
+//!   published once it is back is stored, each event once.
 
 use crate::helpers::{
-    create_topic, nats, poll_until, read_topic, spawn_app_with, unique, NatsNames, ServiceProcess,
-    TestApp, BROKERS,
+    create_topic, free_port, nats, poll_until, read_topic, spawn_app_with, unique, NatsNames,
+    ServiceProcess, TestApp, BROKERS, NATS_URL,
 };
-use crate::mqtt::{binary_properties, user_property, MqttNames, TestClient};
+use crate::mqtt::{binary_properties, user_property, MqttNames, TestClient, MQTT_PORT};
 use async_nats::jetstream;
 use audit_service::config::Settings;
 use futures::StreamExt;
@@ -47,6 +49,13 @@ pub trait Broker: Sized + Send + Sync + 'static {
     /// fails loudly when the broker is not there.
     async fn new(tag: &str) -> Self;
 
+    /// A broker of the test's own, on free ports, started: one a test may
+    /// stop without disturbing the others.
+    fn private() -> PrivateBroker;
+
+    /// A test's own names on `broker`.
+    async fn on(broker: &PrivateBroker, tag: &str) -> Self;
+
     /// Points in-process settings at these names.
     fn apply(&self, settings: &mut Settings);
 
@@ -64,6 +73,80 @@ pub trait Broker: Sized + Send + Sync + 'static {
     async fn dead_letters(&self, n: usize) -> Vec<(String, Vec<u8>)>;
 }
 
+/// A broker of a test's own, run by its script in `scripts/`; stopped
+/// when dropped, and its files (`.cache/<name>/data-<port>`,
+/// `.cache/<name>/<name>-<port>.*`, Kafka's `client-<port>.*`) removed:
+/// each run has fresh ports.
+pub struct PrivateBroker {
+    /// `kafka`, `nats` or `mosquitto`: the script's and its folder's name.
+    name: &'static str,
+    env: Vec<(&'static str, String)>,
+    /// Where clients reach it, on 127.0.0.1.
+    pub port: u16,
+}
+
+impl PrivateBroker {
+    fn new(name: &'static str, env: Vec<(&'static str, String)>, port: u16) -> Self {
+        let broker = PrivateBroker { name, env, port };
+        broker.start();
+        broker
+    }
+
+    fn run(&self, command: &str) -> std::io::Result<std::process::ExitStatus> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../scripts")
+            .join(format!("{}.sh", self.name));
+        std::process::Command::new(script)
+            .arg(command)
+            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
+            .status()
+    }
+
+    pub fn start(&self) {
+        let status = self.run("start");
+        assert!(
+            status.is_ok_and(|s| s.success()),
+            "scripts/{}.sh start on port {} failed",
+            self.name,
+            self.port
+        );
+    }
+
+    pub fn stop(&self) {
+        let status = self.run("stop");
+        assert!(
+            status.is_ok_and(|s| s.success()),
+            "scripts/{}.sh stop on port {} failed",
+            self.name,
+            self.port
+        );
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        if !self.run("stop").is_ok_and(|s| s.success()) {
+            // Still running: its files stay, for whoever looks into it.
+            return;
+        }
+        let cache = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../.cache")
+            .join(self.name);
+        let _ = std::fs::remove_dir_all(cache.join(format!("data-{}", self.port)));
+        // Kafka's script also writes a client-<port>.properties.
+        let files = [
+            format!("{}-{}.", self.name, self.port),
+            format!("client-{}.", self.port),
+        ];
+        for entry in std::fs::read_dir(&cache).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if files.iter().any(|f| name.starts_with(f.as_str())) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
 /// The attributes of the `i`th test event, and its data.
 fn event(i: usize, source: &str, users: usize) -> (Vec<(&'static str, String)>, Vec<u8>) {
     let attributes = vec![
@@ -79,6 +162,7 @@ fn event(i: usize, source: &str, users: usize) -> (Vec<(&'static str, String)>, 
 // ------------------------------------------------------------------ Kafka
 
 pub struct Kafka {
+    brokers: String,
     topic: String,
     dlq: String,
     group: String,
@@ -89,29 +173,28 @@ impl Broker for Kafka {
     const TRANSPORT: &'static str = "kafka";
 
     async fn new(tag: &str) -> Self {
-        let topic = unique(&format!("conformance-{tag}"));
-        let dlq = format!("{topic}-dlq");
-        // Several partitions: order is per user (the record key).
-        create_topic(&topic, 3).await;
-        create_topic(&dlq, 1).await;
-        let producer = ClientConfig::new()
-            .set("bootstrap.servers", BROKERS)
-            .set("acks", "all")
-            .set("enable.idempotence", "true")
-            .set("linger.ms", "5")
-            .create()
-            .expect("producer");
-        Kafka {
-            group: format!("{topic}-group"),
-            topic,
-            dlq,
-            producer,
-        }
+        Kafka::at(BROKERS, tag).await
+    }
+
+    fn private() -> PrivateBroker {
+        let (port, controller) = (free_port(), free_port());
+        PrivateBroker::new(
+            "kafka",
+            vec![
+                ("BROKER_PORT", port.to_string()),
+                ("BROKER_CONTROLLER_PORT", controller.to_string()),
+            ],
+            port,
+        )
+    }
+
+    async fn on(broker: &PrivateBroker, tag: &str) -> Self {
+        Kafka::at(&format!("127.0.0.1:{}", broker.port), tag).await
     }
 
     fn apply(&self, settings: &mut Settings) {
         settings.transport = Transport::Kafka;
-        settings.kafka.common.brokers = BROKERS.into();
+        settings.kafka.common.brokers = self.brokers.clone();
         settings.kafka.common.topic = self.topic.clone();
         settings.kafka.dlq_topic = self.dlq.clone();
         settings.kafka.group_id = self.group.clone();
@@ -120,7 +203,7 @@ impl Broker for Kafka {
     fn env(&self) -> Vec<(&'static str, String)> {
         vec![
             ("EVENT_TRANSPORT", "kafka".into()),
-            ("KAFKA_BROKERS", BROKERS.into()),
+            ("KAFKA_BROKERS", self.brokers.clone()),
             ("KAFKA_TOPIC", self.topic.clone()),
             ("KAFKA_DLQ_TOPIC", self.dlq.clone()),
             ("KAFKA_GROUP_ID", self.group.clone()),
@@ -186,6 +269,10 @@ impl Broker for Kafka {
     }
 
     async fn dead_letters(&self, n: usize) -> Vec<(String, Vec<u8>)> {
+        assert_eq!(
+            self.brokers, BROKERS,
+            "dead letters are read from the shared broker"
+        );
         read_topic(&self.dlq, n, WAIT)
             .await
             .iter()
@@ -199,9 +286,58 @@ impl Broker for Kafka {
     }
 }
 
+impl Kafka {
+    async fn at(brokers: &str, tag: &str) -> Self {
+        let topic = unique(&format!("conformance-{tag}"));
+        let dlq = format!("{topic}-dlq");
+        // Several partitions: order is per user (the record key).
+        if brokers == BROKERS {
+            create_topic(&topic, 3).await;
+            create_topic(&dlq, 1).await;
+        } else {
+            create_topics_on(brokers, &[(&topic, 3), (&dlq, 1)]).await;
+        }
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .create()
+            .expect("producer");
+        Kafka {
+            brokers: brokers.to_owned(),
+            group: format!("{topic}-group"),
+            topic,
+            dlq,
+            producer,
+        }
+    }
+}
+
+async fn create_topics_on(brokers: &str, topics: &[(&str, i32)]) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("admin client");
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let results = admin
+        .create_topics(&new, &AdminOptions::new().operation_timeout(Some(WAIT)))
+        .await
+        .expect("create topics");
+    for result in results {
+        result.unwrap_or_else(|(topic, e)| panic!("creating topic {topic}: {e}"));
+    }
+}
+
 // ------------------------------------------------------------------- NATS
 
 pub struct Nats {
+    url: String,
     names: NatsNames,
     js: jetstream::Context,
 }
@@ -213,15 +349,41 @@ impl Broker for Nats {
         let names = NatsNames::new(tag);
         let js = nats().await;
         names.create_stream(&js).await;
-        Nats { names, js }
+        Nats {
+            url: NATS_URL.into(),
+            names,
+            js,
+        }
+    }
+
+    fn private() -> PrivateBroker {
+        let port = free_port();
+        PrivateBroker::new("nats", vec![("NATSD_PORT", port.to_string())], port)
+    }
+
+    async fn on(broker: &PrivateBroker, tag: &str) -> Self {
+        let url = format!("nats://127.0.0.1:{}", broker.port);
+        let client = async_nats::connect(&url)
+            .await
+            .expect("the private NATS server");
+        let js = jetstream::new(client);
+        let names = NatsNames::new(tag);
+        names.create_stream(&js).await;
+        Nats { url, names, js }
     }
 
     fn apply(&self, settings: &mut Settings) {
         self.names.apply(settings);
+        settings.nats.common.url = self.url.clone();
     }
 
     fn env(&self) -> Vec<(&'static str, String)> {
         let mut env = self.names.env();
+        for (name, value) in &mut env {
+            if *name == "NATS_URL" {
+                *value = self.url.clone();
+            }
+        }
         // Redeliver what a killed process held soon, to keep tests short.
         env.push(("NATS_ACK_WAIT_MS", "3000".into()));
         env
@@ -310,14 +472,16 @@ impl Broker for Mqtt {
     const TRANSPORT: &'static str = "mqtt";
 
     async fn new(tag: &str) -> Self {
-        let names = MqttNames::new(tag);
-        let dead_letters = TestClient::connect().await;
-        dead_letters.subscribe(&names.dlq_topic).await;
-        Mqtt {
-            names,
-            dead_letters: Mutex::new(dead_letters),
-            publisher: Mutex::new(TestClient::connect().await),
-        }
+        Mqtt::at(MQTT_PORT, tag).await
+    }
+
+    fn private() -> PrivateBroker {
+        let port = free_port();
+        PrivateBroker::new("mosquitto", vec![("MQTT_PORT", port.to_string())], port)
+    }
+
+    async fn on(broker: &PrivateBroker, tag: &str) -> Self {
+        Mqtt::at(broker.port, tag).await
     }
 
     fn apply(&self, settings: &mut Settings) {
@@ -367,6 +531,20 @@ impl Broker for Mqtt {
                 )
             })
             .collect()
+    }
+}
+
+impl Mqtt {
+    async fn at(port: u16, tag: &str) -> Self {
+        let mut names = MqttNames::new(tag);
+        names.port = port;
+        let dead_letters = TestClient::connect_to(port).await;
+        dead_letters.subscribe(&names.dlq_topic).await;
+        Mqtt {
+            names,
+            dead_letters: Mutex::new(dead_letters),
+            publisher: Mutex::new(TestClient::connect_to(port).await),
+        }
     }
 }
 
@@ -562,6 +740,38 @@ pub async fn two_services_share_the_work_and_store_each_event_once<B: Broker>() 
     );
 }
 
+pub async fn a_broker_restart_is_survived<B: Broker>() {
+    let private = B::private();
+    let broker = B::on(&private, "restart").await;
+    let app = spawn(&broker).await;
+    let source = unique("/restart");
+    broker.publish(&source, 0..100, 10).await;
+    app.wait_for_events(&format!("source={source}"), 100, WAIT)
+        .await;
+
+    private.stop();
+    let noticed = poll_until(WAIT, || async { app.get("/readyz").await.status() == 503 }).await;
+    assert!(noticed, "/readyz did not notice the broker was away");
+    private.start();
+    let back = poll_until(WAIT, || async { app.get("/readyz").await.status() == 200 }).await;
+    assert!(back, "/readyz did not come back with the broker");
+    broker.publish(&source, 100..200, 10).await;
+
+    let db = Db::open(&app.database_url).await;
+    let count_sql = format!("SELECT COUNT(*) FROM events WHERE source = '{source}'");
+    let done = poll_until(WAIT, || async { db.int(&count_sql).await >= 200 }).await;
+    assert!(
+        done,
+        "stored {} of 200 after the restart",
+        db.int(&count_sql).await
+    );
+    let ids: BTreeSet<String> = stored_ids(&db, &source).await.into_iter().collect();
+    let expected: BTreeSet<String> = (0..200).map(|i| format!("e{i}")).collect();
+    assert_eq!(ids, expected);
+    assert_eq!(db.int(&count_sql).await, 200, "no event stored twice");
+    app.stop().await;
+}
+
 /// True when the last assignment the process logged is not empty.
 fn has_partitions(process: &ServiceProcess) -> bool {
     process
@@ -605,6 +815,11 @@ macro_rules! conformance {
             #[tokio::test]
             async fn two_services_share_the_work_and_store_each_event_once() {
                 super::two_services_share_the_work_and_store_each_event_once::<$broker>().await;
+            }
+
+            #[tokio::test]
+            async fn a_broker_restart_is_survived() {
+                super::a_broker_restart_is_survived::<$broker>().await;
             }
         }
     };

@@ -25,6 +25,8 @@ const WAIT: Duration = Duration::from_secs(60);
 /// shared broker.
 #[derive(Clone)]
 pub struct MqttNames {
+    /// The broker's port on 127.0.0.1: the shared one, or a test's own.
+    pub port: u16,
     pub topic: String,
     pub group: String,
     pub dlq_topic: String,
@@ -35,6 +37,7 @@ impl MqttNames {
     pub fn new(tag: &str) -> Self {
         let id = uuid::Uuid::new_v4().simple().to_string();
         MqttNames {
+            port: MQTT_PORT,
             topic: format!("t/{tag}/{id}"),
             group: format!("g{id}"),
             dlq_topic: format!("dlq/{tag}/{id}"),
@@ -46,7 +49,7 @@ impl MqttNames {
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![
             ("EVENT_TRANSPORT", "mqtt".into()),
-            ("MQTT_URL", format!("mqtt://{MQTT_HOST}:{MQTT_PORT}")),
+            ("MQTT_URL", format!("mqtt://{MQTT_HOST}:{}", self.port)),
             ("MQTT_TOPIC", self.topic.clone()),
             ("MQTT_GROUP", self.group.clone()),
             ("MQTT_DLQ_TOPIC", self.dlq_topic.clone()),
@@ -59,8 +62,8 @@ impl MqttNames {
         settings.transport = Transport::Mqtt;
         let mqtt = &mut settings.mqtt;
         mqtt.common.host = MQTT_HOST.into();
-        mqtt.common.port = MQTT_PORT;
-        mqtt.common.url = format!("mqtt://{MQTT_HOST}:{MQTT_PORT}");
+        mqtt.common.port = self.port;
+        mqtt.common.url = format!("mqtt://{MQTT_HOST}:{}", self.port);
         mqtt.common.topic = self.topic.clone();
         mqtt.common.client_id = self.client_id.clone();
         mqtt.group = self.group.clone();
@@ -82,15 +85,20 @@ impl TestClient {
     /// 3.1.1 client, which has no properties). Fails the test loudly when
     /// no broker answers: MQTT tests must not pass by skipping.
     pub async fn connect() -> Self {
+        Self::connect_to(MQTT_PORT).await
+    }
+
+    /// As `connect`, to the broker on `port`.
+    pub async fn connect_to(port: u16) -> Self {
         let id = format!("test-{}", uuid::Uuid::new_v4().simple());
-        let mut options = MqttOptions::new(id, MQTT_HOST, MQTT_PORT);
+        let mut options = MqttOptions::new(id, MQTT_HOST, port);
         options.set_max_packet_size(Some(4 * 1024 * 1024));
         let (client, mut eventloop) = AsyncClient::new(options, 1000);
         let connected = tokio::time::timeout(Duration::from_secs(5), eventloop.poll()).await;
         match connected {
             Ok(Ok(_)) => {}
             other => panic!(
-                "no MQTT broker on {MQTT_HOST}:{MQTT_PORT} ({other:?}); start one with `scripts/mosquitto.sh start` (make test does)"
+                "no MQTT broker on {MQTT_HOST}:{port} ({other:?}); start one with `scripts/mosquitto.sh start` (make test does)"
             ),
         }
         let (ack_tx, acks) = mpsc::unbounded_channel();
