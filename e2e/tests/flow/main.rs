@@ -14,3 +14,4 @@ mod sasl;
 mod startup;
 mod tls;
 mod trace;
+mod transports;

@@ -1,0 +1,296 @@
+//! Both services on each broker transport, the same tests for Kafka, NATS
+//! JetStream and MQTT: a user's created, renamed and deleted events arrive
+//! in order; users created while the broker is down all arrive once after
+//! it returns (a broker of the test's own). A missing shared broker fails
+//! these tests; it never skips them. What only one transport does (Kafka
+//! over SASL, a start before the broker exists) is beside it.
+
+use e2e::{Service, Stack};
+use serde_json::Value;
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+/// One transport, as these tests run it.
+trait Transport {
+    const NAME: &'static str;
+    /// The shared broker's port (`make test` starts it).
+    const SHARED_PORT: u16;
+    /// The port of the broker a test stops and starts again.
+    const PRIVATE_PORT: u16;
+    /// `scripts/<SCRIPT>.sh` runs the broker.
+    const SCRIPT: &'static str;
+    /// Whether user-service sees publishes fail while the broker is down
+    /// (and logs its recovery): librdkafka holds Kafka records and retries
+    /// them itself within its delivery timeout.
+    const OUTAGE_FAILS_PUBLISHES: bool = true;
+
+    /// The script's environment for a broker on `port`.
+    fn script_env(port: u16) -> Vec<(&'static str, String)>;
+
+    /// Both services' environment on the broker at `port`, with names of
+    /// the test's own (`tag`); then what audit-service alone is given.
+    fn env(port: u16, tag: &str) -> (Vec<(String, String)>, Vec<(String, String)>);
+}
+
+struct Kafka;
+struct Nats;
+struct Mqtt;
+
+impl Transport for Kafka {
+    const NAME: &'static str = "kafka";
+    const SHARED_PORT: u16 = 9092;
+    const PRIVATE_PORT: u16 = 19092;
+    const SCRIPT: &'static str = "kafka";
+    const OUTAGE_FAILS_PUBLISHES: bool = false;
+
+    fn script_env(port: u16) -> Vec<(&'static str, String)> {
+        vec![
+            ("BROKER_PORT", port.to_string()),
+            ("BROKER_CONTROLLER_PORT", (port + 1).to_string()),
+        ]
+    }
+
+    fn env(port: u16, tag: &str) -> (Vec<(String, String)>, Vec<(String, String)>) {
+        (
+            crate::kafka::kafka_env(&format!("127.0.0.1:{port}"), tag),
+            Vec::new(),
+        )
+    }
+}
+
+impl Transport for Nats {
+    const NAME: &'static str = "nats";
+    const SHARED_PORT: u16 = 4222;
+    const PRIVATE_PORT: u16 = 14222;
+    const SCRIPT: &'static str = "nats";
+
+    fn script_env(port: u16) -> Vec<(&'static str, String)> {
+        vec![("NATSD_PORT", port.to_string())]
+    }
+
+    fn env(port: u16, tag: &str) -> (Vec<(String, String)>, Vec<(String, String)>) {
+        (crate::nats::nats_env(port, tag), Vec::new())
+    }
+}
+
+impl Transport for Mqtt {
+    const NAME: &'static str = "mqtt";
+    const SHARED_PORT: u16 = 1883;
+    const PRIVATE_PORT: u16 = 11883;
+    const SCRIPT: &'static str = "mosquitto";
+
+    fn script_env(port: u16) -> Vec<(&'static str, String)> {
+        vec![("MQTT_PORT", port.to_string())]
+    }
+
+    fn env(port: u16, tag: &str) -> (Vec<(String, String)>, Vec<(String, String)>) {
+        let both = vec![
+            ("EVENT_TRANSPORT".into(), "mqtt".into()),
+            ("MQTT_URL".into(), format!("mqtt://127.0.0.1:{port}")),
+            ("MQTT_TOPIC".into(), format!("e2e/{tag}")),
+        ];
+        // The persistent session's name: one per test, since tests run
+        // side by side on the shared broker.
+        let audit = vec![
+            ("MQTT_CLIENT_ID".into(), format!("audit-{tag}")),
+            ("MQTT_GROUP".into(), format!("g{tag}")),
+            ("MQTT_DLQ_TOPIC".into(), format!("e2e/{tag}/dlq")),
+        ];
+        (both, audit)
+    }
+}
+
+fn script<T: Transport>() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../scripts/{}.sh", T::SCRIPT))
+}
+
+fn run_script<T: Transport>(port: u16, command: &str) -> bool {
+    Command::new(script::<T>())
+        .arg(command)
+        .envs(T::script_env(port))
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn require_shared<T: Transport>() {
+    assert!(
+        run_script::<T>(T::SHARED_PORT, "status"),
+        "no {} broker on 127.0.0.1:{}: start it with `scripts/{}.sh start` (make test does)",
+        T::NAME,
+        T::SHARED_PORT,
+        T::SCRIPT
+    );
+}
+
+/// Stops the private broker when dropped, even if the test fails.
+struct PrivateBroker<T: Transport>(std::marker::PhantomData<T>);
+
+impl<T: Transport> PrivateBroker<T> {
+    fn start() -> Self {
+        assert!(
+            run_script::<T>(T::PRIVATE_PORT, "start"),
+            "scripts/{}.sh start on port {} failed",
+            T::SCRIPT,
+            T::PRIVATE_PORT
+        );
+        PrivateBroker(std::marker::PhantomData)
+    }
+
+    fn stop(&self) {
+        assert!(
+            run_script::<T>(T::PRIVATE_PORT, "stop"),
+            "stopping the broker failed"
+        );
+    }
+
+    fn restart(&self) {
+        assert!(
+            run_script::<T>(T::PRIVATE_PORT, "start"),
+            "starting the broker again failed"
+        );
+    }
+}
+
+impl<T: Transport> Drop for PrivateBroker<T> {
+    fn drop(&mut self) {
+        run_script::<T>(T::PRIVATE_PORT, "stop");
+    }
+}
+
+async fn start_pair<T: Transport>(stack: &Stack, port: u16, tag: &str) -> (Service, Service) {
+    let (both, audit_only) = T::env(port, tag);
+    let mut audit_env = both.clone();
+    audit_env.extend(audit_only);
+    let audit_refs: Vec<(&str, &str)> = audit_env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let user_refs: Vec<(&str, &str)> = both.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let audit = stack.audit(&audit_refs).await.unwrap();
+    let user = stack.user("http://127.0.0.1:9", &user_refs).await.unwrap();
+    (audit, user)
+}
+
+async fn changes_arrive_in_order<T: Transport>() {
+    require_shared::<T>();
+    let stack = Stack::new().unwrap();
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let (audit, user) = start_pair::<T>(&stack, T::SHARED_PORT, &tag).await;
+
+    let id = stack
+        .create_user(&user, "Ozzy Osbourne", "12345")
+        .await
+        .unwrap();
+    stack
+        .rename_user(&user, &id, "Prince of Darkness")
+        .await
+        .unwrap();
+    stack.delete_user(&user, &id).await.unwrap();
+    let items = stack
+        .wait_for_events(
+            &audit,
+            &format!("subject={id}"),
+            Duration::from_secs(30),
+            |i| i.len() >= 3,
+        )
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}\nuser-service:\n{}\naudit-service:\n{}",
+                user.log_tail(30),
+                audit.log_tail(30)
+            )
+        });
+    let types: Vec<&str> = items
+        .iter()
+        .map(|i| i["event"]["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        ["user.storeUser", "user.updateUser", "user.deleteUser"]
+    );
+    assert!(items.iter().all(|i| i["transport"] == T::NAME), "{items:?}");
+    assert_eq!(items[0]["event"]["data"]["name"], "Ozzy Osbourne");
+    assert_eq!(items[1]["event"]["data"]["name"], "Prince of Darkness");
+}
+
+async fn users_created_while_the_broker_is_down_arrive_once<T: Transport>() {
+    // A broker of its own, so stopping it disturbs no other test.
+    let broker = PrivateBroker::<T>::start();
+    let stack = Stack::new().unwrap();
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let (audit, user) = start_pair::<T>(&stack, T::PRIVATE_PORT, &tag).await;
+
+    // One event through first, so the topic, stream or subscription exists.
+    let first = stack
+        .create_user(&user, "before", "pw-12345")
+        .await
+        .unwrap();
+    stack
+        .wait_for_events(&audit, "", Duration::from_secs(30), |i| !i.is_empty())
+        .await
+        .unwrap();
+
+    broker.stop();
+    let mut ids = HashSet::from([first.clone()]);
+    for n in 0..500 {
+        let created = stack
+            .create_user(&user, &format!("offline {n}"), "pw-12345")
+            .await
+            .unwrap();
+        ids.insert(created);
+    }
+    broker.restart();
+    // The marker goes last; once it is stored, everything before it is
+    // (one user-service publishes in outbox order, one audit-service
+    // stores in the order received).
+    stack.rename_user(&user, &first, "marker").await.unwrap();
+    stack
+        .wait_for_events(
+            &audit,
+            "type=user.updateUser",
+            Duration::from_secs(120),
+            |i| !i.is_empty(),
+        )
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}\nuser-service:\n{}\naudit-service:\n{}",
+                user.log_tail(30),
+                audit.log_tail(30)
+            )
+        });
+    let items: Vec<Value> = stack.events(&audit, "type=user.storeUser").await.unwrap();
+    let subjects: HashSet<String> = items
+        .iter()
+        .map(|i| i["event"]["subject"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(items.len(), 501, "each event exactly once");
+    assert_eq!(subjects, ids);
+    if T::OUTAGE_FAILS_PUBLISHES {
+        crate::http::assert_recovery_logged(&user, T::NAME);
+    }
+}
+
+/// The tests, for one transport.
+macro_rules! transport_tests {
+    ($module:ident, $transport:ty) => {
+        mod $module {
+            #[tokio::test]
+            async fn a_users_created_renamed_and_deleted_events_arrive_in_order() {
+                super::changes_arrive_in_order::<$transport>().await;
+            }
+
+            #[tokio::test]
+            async fn users_created_while_the_broker_is_down_all_arrive_once_after_it_returns() {
+                super::users_created_while_the_broker_is_down_arrive_once::<$transport>().await;
+            }
+        }
+    };
+}
+
+transport_tests!(kafka, super::Kafka);
+transport_tests!(nats, super::Nats);
+transport_tests!(mqtt, super::Mqtt);
