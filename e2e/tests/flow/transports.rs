@@ -12,6 +12,9 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+/// Environment variables, as `Stack` takes them.
+type Env = Vec<(String, String)>;
+
 /// One transport, as these tests run it.
 trait Transport {
     const NAME: &'static str;
@@ -31,7 +34,7 @@ trait Transport {
 
     /// Both services' environment on the broker at `port`, with names of
     /// the test's own (`tag`); then what audit-service alone is given.
-    fn env(port: u16, tag: &str) -> (Vec<(String, String)>, Vec<(String, String)>);
+    fn env(port: u16, tag: &str) -> (Env, Env);
 }
 
 struct Kafka;
@@ -52,7 +55,7 @@ impl Transport for Kafka {
         ]
     }
 
-    fn env(port: u16, tag: &str) -> (Vec<(String, String)>, Vec<(String, String)>) {
+    fn env(port: u16, tag: &str) -> (Env, Env) {
         (
             crate::kafka::kafka_env(&format!("127.0.0.1:{port}"), tag),
             Vec::new(),
@@ -70,7 +73,7 @@ impl Transport for Nats {
         vec![("NATSD_PORT", port.to_string())]
     }
 
-    fn env(port: u16, tag: &str) -> (Vec<(String, String)>, Vec<(String, String)>) {
+    fn env(port: u16, tag: &str) -> (Env, Env) {
         (crate::nats::nats_env(port, tag), Vec::new())
     }
 }
@@ -85,7 +88,7 @@ impl Transport for Mqtt {
         vec![("MQTT_PORT", port.to_string())]
     }
 
-    fn env(port: u16, tag: &str) -> (Vec<(String, String)>, Vec<(String, String)>) {
+    fn env(port: u16, tag: &str) -> (Env, Env) {
         let both = vec![
             ("EVENT_TRANSPORT".into(), "mqtt".into()),
             ("MQTT_URL".into(), format!("mqtt://127.0.0.1:{port}")),
