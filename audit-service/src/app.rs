@@ -2,7 +2,7 @@
 //! consumer when configured, and a graceful shutdown of all three that ends
 //! within its grace period whatever the clients do.
 
-use crate::config::Settings;
+use crate::config::{ConsumerSettings, Settings};
 use crate::error::ApiError;
 use crate::store::{Store, WriterHandle};
 use crate::{console, ingest, query, tlog};
@@ -10,7 +10,6 @@ use anyhow::Context;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Router;
-use shared::config::Transport;
 use shared::problem::Problem;
 use shared::serve::ServeOptions;
 use std::sync::Arc;
@@ -60,10 +59,9 @@ impl Application {
     /// `port()` reports) and, on a broker transport, starts consuming.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let (store, writer) = Store::open(&settings.database_url).await?;
-        if settings.transport == Transport::Kafka {
+        if let ConsumerSettings::Kafka(kafka) = &settings.consumer {
             // Before subscribing: a consumer of a topic that does not exist
             // waits for it, and a fresh cluster has none.
-            let kafka = &settings.kafka;
             shared::kafka::create_topics(
                 &kafka.common,
                 &[&kafka.common.topic, &kafka.dlq_topic],
@@ -72,7 +70,7 @@ impl Application {
             .await;
         }
         let shutdown = CancellationToken::new();
-        crate::metrics::describe(settings.transport);
+        crate::metrics::describe(settings.transport());
         let (broker, consumer) =
             match ingest::start(&settings, store.clone(), shutdown.clone()).await? {
                 Some(consumer) => (Some(consumer.probe), Some(consumer.task)),
@@ -101,7 +99,7 @@ impl Application {
         let serve = settings.listen.options()?;
         settings.access.warn_if_open();
         settings.access.warn_if_plain_http(serve.tls.is_some());
-        tracing::info!(%address, scheme = serve.scheme(), transport = settings.transport.as_str(), "audit-service listening");
+        tracing::info!(%address, scheme = serve.scheme(), transport = settings.transport().as_str(), "audit-service listening");
         let router = router(state, settings.limits.request_timeout);
         let router = settings.access.guard(settings.limits.guard(router));
         Ok(Application {

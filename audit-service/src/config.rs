@@ -19,9 +19,9 @@ pub struct Settings {
     /// `DATABASE_URL`: the audit store, a SQLite file or a PostgreSQL
     /// database that several replicas share.
     pub database_url: String,
-    /// `EVENT_TRANSPORT`: with `kafka`, `nats` or `mqtt` the service also consumes
+    /// `EVENT_TRANSPORT` and its settings: with `kafka`, `nats` or `mqtt` the service also consumes
     /// the broker. `POST /` is always available.
-    pub transport: Transport,
+    pub consumer: ConsumerSettings,
     /// `MAX_BODY_BYTES`, the largest request body `POST /` reads.
     pub max_body_bytes: usize,
     /// How the broker transports group records into store batches.
@@ -30,9 +30,6 @@ pub struct Settings {
     /// Kafka batches in hand get to finish before they are dropped (what is
     /// already queued for the store is committed either way).
     pub shutdown_grace: Duration,
-    pub kafka: KafkaSettings,
-    pub nats: NatsSettings,
-    pub mqtt: MqttSettings,
     /// TLS and the HTTP server's limits (`shared::serve`).
     pub listen: ListenSettings,
     /// Who may write and read the events (`crate::auth`).
@@ -67,7 +64,38 @@ impl Default for BatchLimits {
     }
 }
 
-/// Kafka consumer settings, used when `transport` is Kafka.
+/// The broker consumed besides `POST /` (`EVENT_TRANSPORT`), with its
+/// settings, which are read (and refused when wrong) only for it.
+#[derive(Debug, Clone)]
+pub enum ConsumerSettings {
+    /// `POST /` only.
+    Http,
+    Kafka(KafkaSettings),
+    Nats(NatsSettings),
+    Mqtt(MqttSettings),
+}
+
+impl ConsumerSettings {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(match Transport::from_env()? {
+            Transport::Http => ConsumerSettings::Http,
+            Transport::Kafka => ConsumerSettings::Kafka(KafkaSettings::from_env()),
+            Transport::Nats => ConsumerSettings::Nats(NatsSettings::from_env()?),
+            Transport::Mqtt => ConsumerSettings::Mqtt(MqttSettings::from_env()?),
+        })
+    }
+
+    pub fn transport(&self) -> Transport {
+        match self {
+            ConsumerSettings::Http => Transport::Http,
+            ConsumerSettings::Kafka(_) => Transport::Kafka,
+            ConsumerSettings::Nats(_) => Transport::Nats,
+            ConsumerSettings::Mqtt(_) => Transport::Mqtt,
+        }
+    }
+}
+
+/// Kafka consumer settings.
 #[derive(Debug, Clone)]
 pub struct KafkaSettings {
     /// Brokers, topic and extra librdkafka properties (`KAFKA_<PROPERTY>`).
@@ -78,7 +106,28 @@ pub struct KafkaSettings {
     pub dlq_topic: String,
 }
 
-/// JetStream consumer settings, used when `transport` is NATS.
+impl KafkaSettings {
+    pub fn from_env() -> Self {
+        KafkaSettings {
+            common: KafkaConfig::from_env(),
+            group_id: env_or("KAFKA_GROUP_ID", "audit-group-id"),
+            dlq_topic: env_or("KAFKA_DLQ_TOPIC", "audit.dlq"),
+        }
+    }
+}
+
+impl Default for KafkaSettings {
+    /// The defaults, without the environment (tests start from them).
+    fn default() -> Self {
+        KafkaSettings {
+            common: KafkaConfig::from_vars(Vec::new()),
+            group_id: "audit-group-id".into(),
+            dlq_topic: "audit.dlq".into(),
+        }
+    }
+}
+
+/// JetStream consumer settings.
 #[derive(Debug, Clone)]
 pub struct NatsSettings {
     /// Server, credentials, stream and subject (`NATS_*`), shared with
@@ -137,7 +186,7 @@ impl NatsSettings {
 }
 
 impl Default for NatsSettings {
-    /// The defaults, for a service on another transport (and tests).
+    /// The defaults, without the environment (tests start from them).
     fn default() -> Self {
         NatsSettings {
             common: NatsConfig::default(),
@@ -150,7 +199,7 @@ impl Default for NatsSettings {
     }
 }
 
-/// MQTT 5 consumer settings, used when `transport` is MQTT.
+/// MQTT 5 consumer settings.
 #[derive(Debug, Clone)]
 pub struct MqttSettings {
     /// Broker, credentials, topic and client id (`MQTT_*`), shared with
@@ -221,7 +270,7 @@ impl MqttSettings {
 }
 
 impl Default for MqttSettings {
-    /// The defaults, for a service on another transport (and tests).
+    /// The defaults, without the environment (tests start from them).
     fn default() -> Self {
         MqttSettings {
             common: MqttConfig {
@@ -242,12 +291,15 @@ impl Default for MqttSettings {
 }
 
 impl Settings {
+    pub fn transport(&self) -> Transport {
+        self.consumer.transport()
+    }
+
     pub fn from_env() -> Result<Self, ConfigError> {
-        let transport = Transport::from_env()?;
         Ok(Settings {
             listen_addr: listen_addr(SocketAddr::from(([0, 0, 0, 0], 8080)))?,
             database_url: shared::config::database_url("sqlite://data/audit.db")?,
-            transport,
+            consumer: ConsumerSettings::from_env()?,
             max_body_bytes: env_parse("MAX_BODY_BYTES", 1024 * 1024)?,
             batch: BatchLimits {
                 max_events: at_least_one("INGEST_BATCH_MAX", BatchLimits::default().max_events)?,
@@ -255,20 +307,6 @@ impl Settings {
                 ..BatchLimits::default()
             },
             shutdown_grace: Duration::from_millis(env_parse("SHUTDOWN_GRACE_MS", 10_000)?),
-            kafka: KafkaSettings {
-                common: KafkaConfig::from_env(),
-                group_id: env_or("KAFKA_GROUP_ID", "audit-group-id"),
-                dlq_topic: env_or("KAFKA_DLQ_TOPIC", "audit.dlq"),
-            },
-            // Read (and refused when wrong) only when it is used.
-            nats: match transport {
-                Transport::Nats => NatsSettings::from_env()?,
-                _ => NatsSettings::default(),
-            },
-            mqtt: match transport {
-                Transport::Mqtt => MqttSettings::from_env()?,
-                _ => MqttSettings::default(),
-            },
             listen: ListenSettings::from_env()?,
             access: Access::from_env()?,
             limits: ApiLimits::from_env()?,

@@ -12,10 +12,9 @@ pub mod mqtt;
 pub mod nats;
 pub mod pipeline;
 
-use crate::config::Settings;
+use crate::config::{ConsumerSettings, Settings};
 use crate::store::Store;
 use futures::future::BoxFuture;
-use shared::config::Transport;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -42,19 +41,16 @@ pub async fn start(
     store: Store,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Option<ConsumerTask>> {
-    Ok(match settings.transport {
-        Transport::Http => None,
-        Transport::Kafka => Some(kafka::start(
-            &settings.kafka,
-            settings.batch,
-            store,
-            shutdown,
-        )?),
-        Transport::Nats => {
-            Some(nats::start(&settings.nats, settings.batch, store, shutdown).await?)
+    Ok(match &settings.consumer {
+        ConsumerSettings::Http => None,
+        ConsumerSettings::Kafka(kafka) => {
+            Some(kafka::start(kafka, settings.batch, store, shutdown)?)
         }
-        Transport::Mqtt => Some(mqtt::start(
-            &settings.mqtt,
+        ConsumerSettings::Nats(nats) => {
+            Some(nats::start(nats, settings.batch, store, shutdown).await?)
+        }
+        ConsumerSettings::Mqtt(mqtt) => Some(mqtt::start(
+            mqtt,
             settings.max_body_bytes,
             settings.batch,
             store,

@@ -22,14 +22,13 @@ use crate::helpers::{
 };
 use crate::mqtt::{binary_properties, user_property, MqttNames, TestClient, MQTT_PORT};
 use async_nats::jetstream;
-use audit_service::config::Settings;
+use audit_service::config::{ConsumerSettings, KafkaSettings, Settings};
 use futures::StreamExt;
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
 use serde_json::json;
-use shared::config::Transport;
 use shared::testing::Db;
 use std::collections::{BTreeSet, HashMap};
 use std::ops::Range;
@@ -193,17 +192,17 @@ impl Broker for Kafka {
     }
 
     fn apply(&self, settings: &mut Settings) {
-        settings.transport = Transport::Kafka;
-        settings.kafka.common.brokers = self.brokers.clone();
-        settings.kafka.common.topic = self.topic.clone();
-        settings.kafka.dlq_topic = self.dlq.clone();
-        settings.kafka.group_id = self.group.clone();
+        let mut kafka = KafkaSettings::default();
+        kafka.common.brokers = self.brokers.clone();
+        kafka.common.topic = self.topic.clone();
+        kafka.dlq_topic = self.dlq.clone();
+        kafka.group_id = self.group.clone();
         // As `env` says, for the in-process service.
-        settings
-            .kafka
+        kafka
             .common
             .properties
             .push(("session.timeout.ms".into(), "6000".into()));
+        settings.consumer = ConsumerSettings::Kafka(kafka);
     }
 
     fn env(&self) -> Vec<(&'static str, String)> {
@@ -380,7 +379,9 @@ impl Broker for Nats {
 
     fn apply(&self, settings: &mut Settings) {
         self.names.apply(settings);
-        settings.nats.common.url = self.url.clone();
+        if let ConsumerSettings::Nats(nats) = &mut settings.consumer {
+            nats.common.url = self.url.clone();
+        }
     }
 
     fn env(&self) -> Vec<(&'static str, String)> {

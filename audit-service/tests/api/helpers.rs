@@ -3,7 +3,7 @@
 //! real binary) and talking to it and to Kafka.
 
 use audit_service::app::Application;
-use audit_service::config::{BatchLimits, KafkaSettings, MqttSettings, NatsSettings, Settings};
+use audit_service::config::{BatchLimits, ConsumerSettings, NatsSettings, Settings};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -12,7 +12,6 @@ use rdkafka::message::{Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use reqwest::Response;
 use serde_json::Value;
-use shared::config::{KafkaConfig, Transport};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -48,17 +47,10 @@ pub async fn test_settings(db_dir: &Path) -> Settings {
     Settings {
         listen_addr: "127.0.0.1:0".parse().expect("valid address"),
         database_url: shared::testing::database_url(db_dir, "audit.db").await,
-        transport: Transport::Http,
+        consumer: ConsumerSettings::Http,
         max_body_bytes: 1024 * 1024,
         batch: BatchLimits::default(),
         shutdown_grace: Duration::from_secs(10),
-        kafka: KafkaSettings {
-            common: KafkaConfig::from_vars(Vec::new()),
-            group_id: "audit-group-id".into(),
-            dlq_topic: "audit.dlq".into(),
-        },
-        nats: NatsSettings::default(),
-        mqtt: MqttSettings::default(),
         listen: Default::default(),
         access: Default::default(),
         limits: Default::default(),
@@ -495,14 +487,14 @@ impl NatsNames {
 
     /// In-process settings for these names.
     pub fn apply(&self, settings: &mut Settings) {
-        settings.transport = Transport::Nats;
-        let nats = &mut settings.nats;
+        let mut nats = NatsSettings::default();
         nats.common.url = NATS_URL.into();
         nats.common.stream = self.stream.clone();
         nats.common.subject = self.subject.clone();
         nats.consumer = self.consumer.clone();
         nats.dlq_subject = self.dlq_subject.clone();
         nats.dlq_stream = self.dlq_stream.clone();
+        settings.consumer = ConsumerSettings::Nats(nats);
     }
 
     /// Creates the stream as the services would, so a test can publish

@@ -6,10 +6,10 @@ use crate::helpers::{
     create_topic, create_topic_with, header, produce, producer, producer_with, read_topic,
     spawn_app_with, unique, TestApp,
 };
+use audit_service::config::{ConsumerSettings, KafkaSettings};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use serde_json::json;
 use shared::cloudevents::Event;
-use shared::config::Transport;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -32,10 +32,11 @@ async fn spawn_kafka_app_on(topic_config: &[(&str, &str)]) -> KafkaApp {
     create_topic(&dlq, 1).await;
     let (t, d) = (topic.clone(), dlq.clone());
     let app = spawn_app_with(move |s| {
-        s.transport = Transport::Kafka;
-        s.kafka.common.topic = t;
-        s.kafka.dlq_topic = d;
-        s.kafka.group_id = unique("audit-test-group");
+        let mut kafka = KafkaSettings::default();
+        kafka.common.topic = t;
+        kafka.dlq_topic = d;
+        kafka.group_id = unique("audit-test-group");
+        s.consumer = ConsumerSettings::Kafka(kafka);
     })
     .await;
     KafkaApp { app, topic, dlq }

@@ -6,13 +6,12 @@
 //! alike is in `conformance`.
 
 use crate::helpers::{poll_until, spawn_app_with, unique, TestApp};
-use audit_service::config::Settings;
+use audit_service::config::{ConsumerSettings, MqttSettings, Settings};
 use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason, Publish, PublishProperties};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
 use serde_json::json;
-use shared::config::Transport;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -59,8 +58,7 @@ impl MqttNames {
 
     /// In-process settings for these names.
     pub fn apply(&self, settings: &mut Settings) {
-        settings.transport = Transport::Mqtt;
-        let mqtt = &mut settings.mqtt;
+        let mut mqtt = MqttSettings::default();
         mqtt.common.host = MQTT_HOST.into();
         mqtt.common.port = self.port;
         mqtt.common.url = format!("mqtt://{MQTT_HOST}:{}", self.port);
@@ -68,6 +66,7 @@ impl MqttNames {
         mqtt.common.client_id = self.client_id.clone();
         mqtt.group = self.group.clone();
         mqtt.dlq_topic = self.dlq_topic.clone();
+        settings.consumer = ConsumerSettings::Mqtt(mqtt);
     }
 }
 
@@ -386,8 +385,10 @@ async fn readiness_on_mqtt_fails_without_a_broker_and_the_service_still_serves()
     let names = MqttNames::new("away");
     let app = spawn_app_with(move |s| {
         names.apply(s);
-        s.mqtt.common.port = 9;
-        s.mqtt.common.url = "mqtt://127.0.0.1:9".into();
+        if let ConsumerSettings::Mqtt(mqtt) = &mut s.consumer {
+            mqtt.common.port = 9;
+            mqtt.common.url = "mqtt://127.0.0.1:9".into();
+        }
     })
     .await;
     let response = app.get("/readyz").await;

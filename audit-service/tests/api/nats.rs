@@ -235,7 +235,9 @@ async fn readiness_on_nats_fails_without_a_server_and_the_service_still_serves()
     let app = spawn_app_with(move |s| {
         names.apply(s);
         // Nothing listens on port 9 of loopback.
-        s.nats.common.url = "nats://127.0.0.1:9".into();
+        if let audit_service::config::ConsumerSettings::Nats(nats) = &mut s.consumer {
+            nats.common.url = "nats://127.0.0.1:9".into();
+        }
     })
     .await;
     let response = app.get("/readyz").await;

@@ -131,10 +131,11 @@ async fn healthz_readyz_and_metrics_answer() {
 #[tokio::test]
 async fn readyz_is_503_when_the_brokers_are_unreachable() {
     let app = crate::helpers::spawn_app_with(|s| {
-        s.transport = shared::config::Transport::Kafka;
+        let mut kafka = audit_service::config::KafkaSettings::default();
         // Nothing listens on port 1.
-        s.kafka.common.brokers = "127.0.0.1:1".into();
-        s.kafka.common.topic = unique("unreachable");
+        kafka.common.brokers = "127.0.0.1:1".into();
+        kafka.common.topic = unique("unreachable");
+        s.consumer = audit_service::config::ConsumerSettings::Kafka(kafka);
     })
     .await;
     let detail = crate::helpers::problem_detail(app.get("/readyz").await, 503).await;
