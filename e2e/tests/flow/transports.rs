@@ -1,7 +1,8 @@
 //! Both services on each broker transport, the same tests for Kafka, NATS
 //! JetStream and MQTT: a user's created, renamed and deleted events arrive
-//! in order; users created while the broker is down all arrive once after
-//! it returns (a broker of the test's own). A missing shared broker fails
+//! in order; either service killed mid-stream loses nothing and stores
+//! nothing twice; users created while the broker is down all arrive once
+//! after it returns (a broker of the test's own). A missing shared broker fails
 //! these tests; it never skips them. What only one transport does (Kafka
 //! over SASL, a start before the broker exists) is beside it.
 
@@ -277,6 +278,73 @@ async fn users_created_while_the_broker_is_down_arrive_once<T: Transport>() {
     }
 }
 
+/// Kills (SIGKILL) user-service right after a burst of users, with events
+/// still in its outbox or on their way, and audit-service while it stores
+/// them; started again, the two store every user's event once.
+async fn killing_either_service_mid_stream_loses_nothing<T: Transport>() {
+    const N: usize = 300;
+    require_shared::<T>();
+    let stack = Stack::new().unwrap();
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let (mut audit, mut user) = start_pair::<T>(&stack, T::SHARED_PORT, &tag).await;
+    // The subscription, stream or group exists before the burst.
+    stack
+        .create_user_and_wait(&user, &audit, Duration::from_secs(30))
+        .await
+        .unwrap();
+
+    let mut ids = HashSet::new();
+    for n in 0..N {
+        ids.insert(
+            stack
+                .create_user(&user, &format!("burst {n}"), "pw-12345")
+                .await
+                .unwrap(),
+        );
+        if n == N / 2 {
+            audit.kill();
+        }
+    }
+    user.kill();
+    audit.restart().await.unwrap();
+    user.restart().await.unwrap();
+
+    let stored = stack
+        .wait_for_events(
+            &audit,
+            "type=user.storeUser",
+            Duration::from_secs(120),
+            |i| i.len() > N,
+        )
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}\nuser-service:\n{}\naudit-service:\n{}",
+                user.log_tail(30),
+                audit.log_tail(30)
+            )
+        });
+    // A late copy would be stored by the time a user created after the
+    // restart is (one publisher, in outbox order; one consumer, in order).
+    let marker = stack
+        .create_user_and_wait(&user, &audit, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let items: Vec<Value> = stack.events(&audit, "type=user.storeUser").await.unwrap();
+    let subjects: HashSet<String> = items
+        .iter()
+        .map(|i| i["event"]["subject"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        items.len(),
+        N + 2,
+        "each event exactly once ({} before the marker)",
+        stored.len()
+    );
+    assert!(ids.is_subset(&subjects), "every burst user stored");
+    assert!(subjects.contains(&marker));
+}
+
 /// The tests, for one transport.
 macro_rules! transport_tests {
     ($module:ident, $transport:ty) => {
@@ -284,6 +352,11 @@ macro_rules! transport_tests {
             #[tokio::test]
             async fn a_users_created_renamed_and_deleted_events_arrive_in_order() {
                 super::changes_arrive_in_order::<$transport>().await;
+            }
+
+            #[tokio::test]
+            async fn killing_either_service_mid_stream_loses_nothing_and_stores_nothing_twice() {
+                super::killing_either_service_mid_stream_loses_nothing::<$transport>().await;
             }
 
             #[tokio::test]
