@@ -23,7 +23,7 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("Failed to listen on {addr}"))?;
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
-            shared::shutdown::signal().await;
+            service_kit::shutdown::signal().await;
         })
         .await
         .context("HTTP server failed")

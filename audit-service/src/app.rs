@@ -10,9 +10,9 @@ use anyhow::Context;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Router;
-use shared::config::Transport;
-use shared::problem::Problem;
-use shared::serve::ServeOptions;
+use cloudevents_wire::Transport;
+use service_kit::problem::Problem;
+use service_kit::serve::ServeOptions;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -64,7 +64,7 @@ impl Application {
             // Before subscribing: a consumer of a topic that does not exist
             // waits for it, and a fresh cluster has none.
             let kafka = &settings.kafka;
-            shared::kafka::create_topics(
+            brokers::kafka::create_topics(
                 &kafka.common,
                 &[&kafka.common.topic, &kafka.dlq_topic],
                 TOPIC_CREATE_TIMEOUT,
@@ -140,7 +140,7 @@ impl Application {
     /// client got a 2xx for is on disk whatever happens here.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let shutdown = self.shutdown.clone();
-        let mut server = Box::pin(shared::serve::serve(
+        let mut server = Box::pin(service_kit::serve::serve(
             self.listener,
             self.router,
             self.serve,
@@ -212,7 +212,7 @@ fn api_routes(max_body_bytes: usize) -> (Router<AppState>, Router<AppState>, Ope
         .split_for_parts();
     // Before the probes join: they are outside the request timeout.
     crate::limits::document(&mut doc);
-    let (ops, ops_doc) = shared::telemetry::ops_router().split_for_parts();
+    let (ops, ops_doc) = service_kit::telemetry::ops_router().split_for_parts();
     doc.merge(ops_doc);
     crate::auth::document(&mut doc);
     (api, ops, doc)
@@ -227,16 +227,18 @@ fn router(state: AppState, request_timeout: Duration) -> Router {
         request_timeout,
     ));
     api.merge(ops)
-        .merge(shared::telemetry::openapi_route(&doc))
+        .merge(service_kit::telemetry::openapi_route(&doc))
         .layer(axum::middleware::from_fn(
-            shared::telemetry::track_http_metrics,
+            service_kit::telemetry::track_http_metrics,
         ))
         // The request id is set before the span is made, so the span (and
         // every log line in it) carries it, and the response returns it.
-        .layer(shared::http_log::trace_layer())
-        .layer(axum::middleware::from_fn(shared::telemetry::request_id))
+        .layer(service_kit::http_log::trace_layer())
+        .layer(axum::middleware::from_fn(
+            service_kit::telemetry::request_id,
+        ))
         .layer(axum::middleware::map_response(
-            shared::problem::problem_for_plain_errors,
+            service_kit::problem::problem_for_plain_errors,
         ))
         .with_state(state)
 }
@@ -269,6 +271,6 @@ async fn readyz(State(state): State<AppState>) -> Result<axum::Json<serde_json::
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
 pub async fn shutdown_signal() {
-    let signal = shared::shutdown::signal().await;
+    let signal = service_kit::shutdown::signal().await;
     tracing::info!(signal, "shutting down");
 }

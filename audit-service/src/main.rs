@@ -6,7 +6,7 @@ use audit_service::cli::{Cli, Command};
 use audit_service::config::Settings;
 use audit_service::tlog::commands;
 use clap::Parser;
-use shared::telemetry::{self, Spans};
+use service_kit::telemetry::{self, Spans};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

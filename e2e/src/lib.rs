@@ -212,7 +212,7 @@ impl Drop for Service {
 
 /// A temporary folder with the two services' logs and their databases
 /// (SQLite files there, or PostgreSQL databases with
-/// `TEST_DATABASE=postgres`, see `shared::testing`).
+/// `TEST_DATABASE=postgres`, see `test_kit::database`).
 pub struct Stack {
     pub dir: tempfile::TempDir,
     pub http: reqwest::Client,
@@ -236,7 +236,7 @@ impl Stack {
         if let Some(url) = self.known_db(name) {
             return url;
         }
-        let url = shared::testing::database_url(self.dir.path(), name).await;
+        let url = test_kit::database::database_url(self.dir.path(), name).await;
         self.databases
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -11,7 +11,7 @@ use anyhow::Context;
 use axum::http::StatusCode;
 use axum::middleware;
 use axum::Router;
-use shared::serve::ServeOptions;
+use service_kit::serve::ServeOptions;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,7 +45,7 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         // The recorder first: HELP texts go to the recorder installed when
         // they are described.
-        shared::telemetry::metrics_handle();
+        service_kit::telemetry::metrics_handle();
         crate::relay::describe_metrics();
         let backend = crate::store::open(&settings.database_url).await?;
         let publisher = Arc::new(Publisher::new(&settings.publish).await?);
@@ -122,7 +122,7 @@ impl Application {
         ));
         let relay = tokio::spawn(self.relay.run());
         tokio::spawn(cancel_on_signal(self.shutdown.clone()));
-        shared::serve::serve(
+        service_kit::serve::serve(
             self.listener,
             self.router,
             self.serve,
@@ -170,7 +170,7 @@ fn api_routes() -> (Router<AppState>, Router<AppState>, OpenApi) {
         .merge(routes::users::router())
         .merge(routes::health::router())
         .split_for_parts();
-    let (ops, ops_doc) = shared::telemetry::ops_router().split_for_parts();
+    let (ops, ops_doc) = service_kit::telemetry::ops_router().split_for_parts();
     doc.merge(ops_doc);
     crate::access::document(&mut doc);
     (api, ops, doc)
@@ -180,9 +180,11 @@ fn router(state: AppState, request_timeout: Duration) -> Router {
     let (api, ops, doc) = api_routes();
     api
         // A route layer, so metrics are labelled by MatchedPath.
-        .route_layer(middleware::from_fn(shared::telemetry::track_http_metrics))
+        .route_layer(middleware::from_fn(
+            service_kit::telemetry::track_http_metrics,
+        ))
         .merge(ops)
-        .merge(shared::telemetry::openapi_route(&doc))
+        .merge(service_kit::telemetry::openapi_route(&doc))
         // Each `layer` wraps all above it; the last one is outermost. The
         // problem+json rewrite is outermost so the body limit's 413, the
         // timeout's 503 and axum's plain-text rejections all leave as
@@ -194,10 +196,10 @@ fn router(state: AppState, request_timeout: Duration) -> Router {
             StatusCode::SERVICE_UNAVAILABLE,
             request_timeout,
         ))
-        .layer(shared::http_log::trace_layer())
-        .layer(middleware::from_fn(shared::telemetry::request_id))
+        .layer(service_kit::http_log::trace_layer())
+        .layer(middleware::from_fn(service_kit::telemetry::request_id))
         .layer(middleware::map_response(
-            shared::problem::problem_for_plain_errors,
+            service_kit::problem::problem_for_plain_errors,
         ))
         .with_state(state)
 }
@@ -207,7 +209,7 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
     // by a handler that is no longer listening.
     let _cancel_on_exit = shutdown.clone().drop_guard();
     tokio::select! {
-        signal = shared::shutdown::signal() => tracing::info!(signal, "shutting down"),
+        signal = service_kit::shutdown::signal() => tracing::info!(signal, "shutting down"),
         _ = shutdown.cancelled() => {}
     }
 }

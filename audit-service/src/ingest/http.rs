@@ -13,11 +13,11 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
-use shared::binding::{
+use cloudevents_wire::binding::{
     decode_header_value, is_cloudevents_media_type, BinaryMessage, BATCH_JSON, STRUCTURED_JSON,
 };
-use shared::config::Transport;
-use shared::problem::Problem;
+use cloudevents_wire::Transport;
+use service_kit::problem::Problem;
 use std::sync::Arc;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;

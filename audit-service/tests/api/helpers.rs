@@ -4,6 +4,8 @@
 
 use audit_service::app::Application;
 use audit_service::config::{BatchLimits, KafkaSettings, NatsSettings, Settings};
+use brokers::kafka::KafkaConfig;
+use cloudevents_wire::Transport;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -12,7 +14,6 @@ use rdkafka::message::{Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use reqwest::Response;
 use serde_json::Value;
-use shared::config::{KafkaConfig, Transport};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -24,7 +25,10 @@ pub const BROKERS: &str = "127.0.0.1:9092";
 
 /// Logs go to the test output only with TEST_LOG set.
 fn init_logs() {
-    shared::telemetry::init_for_tests("audit-service", shared::telemetry::Spans::WhenExported);
+    service_kit::telemetry::init_for_tests(
+        "audit-service",
+        service_kit::telemetry::Spans::WhenExported,
+    );
 }
 
 pub struct TestApp {
@@ -47,7 +51,7 @@ pub async fn spawn_app() -> TestApp {
 pub async fn test_settings(db_dir: &Path) -> Settings {
     Settings {
         listen_addr: "127.0.0.1:0".parse().expect("valid address"),
-        database_url: shared::testing::database_url(db_dir, "audit.db").await,
+        database_url: test_kit::database::database_url(db_dir, "audit.db").await,
         transport: Transport::Http,
         max_body_bytes: 1024 * 1024,
         batch: BatchLimits::default(),
@@ -210,8 +214,8 @@ pub async fn problem_detail(response: Response, status: u16) -> String {
 /// aborts on SQLite (SQLITE_CONSTRAINT). Call it once the service has
 /// created its tables.
 pub async fn refuse_poison_ids(database_url: &str) {
-    match shared::testing::Db::open(database_url).await {
-        shared::testing::Db::Postgres(pool) => {
+    match test_kit::database::Db::open(database_url).await {
+        test_kit::database::Db::Postgres(pool) => {
             sqlx::query(
                 "ALTER TABLE events ADD CONSTRAINT no_poison CHECK (id NOT LIKE 'poison%')",
             )
@@ -219,7 +223,7 @@ pub async fn refuse_poison_ids(database_url: &str) {
             .await
             .expect("constraint added");
         }
-        shared::testing::Db::Sqlite(pool) => {
+        test_kit::database::Db::Sqlite(pool) => {
             sqlx::query(
                 "CREATE TRIGGER no_poison BEFORE INSERT ON events WHEN NEW.id LIKE 'poison%' \
                  BEGIN SELECT RAISE(ABORT, 'poisoned'); END",
@@ -507,7 +511,7 @@ impl NatsNames {
     /// Creates the stream as the services would, so a test can publish
     /// before any service runs.
     pub async fn create_stream(&self, js: &async_nats::jetstream::Context) {
-        let config = shared::nats::NatsConfig {
+        let config = brokers::nats::NatsConfig {
             stream: self.stream.clone(),
             subject: self.subject.clone(),
             ..Default::default()

@@ -186,7 +186,7 @@ impl Hostile {
 
     async fn start_with(env: &[(&str, &str)], ca_pem: Option<String>) -> Hostile {
         let dir = TempDir::new().unwrap();
-        let db = shared::testing::database_url(dir.path(), "audit.db").await;
+        let db = test_kit::database::database_url(dir.path(), "audit.db").await;
         let mut vars: Vec<(&str, String)> = vec![("DATABASE_URL", db)];
         vars.extend(env.iter().map(|(k, v)| (*k, v.to_string())));
         let process = ServiceProcess::start(&vars, dir.path().join("audit.log"));

@@ -9,9 +9,9 @@ use crate::helpers::{
 };
 use async_nats::jetstream;
 use async_nats::HeaderMap;
+use cloudevents::Event;
 use futures::StreamExt;
 use serde_json::json;
-use shared::cloudevents::Event;
 use sqlx::SqlitePool;
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -211,7 +211,7 @@ async fn one_users_events_are_stored_in_the_order_they_were_published() {
     let app = spawn_nats_app(&names).await;
 
     // The app's own database, SQLite or PostgreSQL.
-    let db = shared::testing::Db::open(&app.database_url).await;
+    let db = test_kit::database::Db::open(&app.database_url).await;
     let stored = || db.int("SELECT COUNT(*) FROM events");
     let done = poll_until(WAIT, || async { stored().await >= N as i64 }).await;
     assert!(done, "stored {} of {N}", stored().await);
@@ -268,7 +268,7 @@ fn header(message: &async_nats::Message, name: &str) -> Option<String> {
 }
 
 async fn open(db: &Path) -> SqlitePool {
-    shared::db::connect_sqlite(&format!("sqlite://{}", db.display()), 1)
+    service_kit::db::connect_sqlite(&format!("sqlite://{}", db.display()), 1)
         .await
         .unwrap()
 }

@@ -85,7 +85,7 @@ struct Service {
 
 async fn start(env: &[(&str, String)]) -> Service {
     let dir = TempDir::new().unwrap();
-    let database_url = shared::testing::database_url(dir.path(), "audit.db").await;
+    let database_url = test_kit::database::database_url(dir.path(), "audit.db").await;
     let mut env = env.to_vec();
     env.push(("DATABASE_URL", database_url.clone()));
     env.push(("RUST_LOG", "warn".into()));
@@ -115,7 +115,7 @@ async fn start(env: &[(&str, String)]) -> Service {
 
 /// Events stored with `source`, counted in the database itself.
 async fn stored(service: &Service, source: &str) -> i64 {
-    let db = shared::testing::Db::open(&service.database_url).await;
+    let db = test_kit::database::Db::open(&service.database_url).await;
     db.int(&format!(
         "SELECT CAST(COUNT(*) AS BIGINT) FROM events WHERE source = '{source}'"
     ))

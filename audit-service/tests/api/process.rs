@@ -3,10 +3,10 @@
 
 use crate::helpers::{create_topic, poll_until, unique, ServiceProcess, BROKERS};
 use crate::kafka::produce_bulk;
-use shared::testing::Db;
 use std::collections::HashSet;
 use std::time::Duration;
 use tempfile::TempDir;
+use test_kit::database::Db;
 
 fn kafka_env(db: &str, topic: &str, group: &str) -> Vec<(&'static str, String)> {
     vec![
@@ -44,7 +44,7 @@ async fn sigkill_while_consuming_then_restart_stores_each_event_exactly_once() {
     produce_bulk(&topic, &source, N).await;
 
     let dir = TempDir::new().unwrap();
-    let db_url = shared::testing::database_url(dir.path(), "audit.db").await;
+    let db_url = test_kit::database::database_url(dir.path(), "audit.db").await;
     let mut env = kafka_env(&db_url, &topic, &group);
     // The killed member holds its partitions until its session expires;
     // a short session (passed as a KAFKA_<PROPERTY>) keeps the test quick.
@@ -102,7 +102,7 @@ async fn two_processes_in_one_group_share_partitions_and_store_each_event_once()
     create_topic(&topic, 4).await;
 
     let dir = TempDir::new().unwrap();
-    let db_url = shared::testing::database_url(dir.path(), "audit.db").await;
+    let db_url = test_kit::database::database_url(dir.path(), "audit.db").await;
     let env = kafka_env(&db_url, &topic, &group);
     let mut a = ServiceProcess::start(&env, dir.path().join("a.log"));
     wait_listening(&mut a).await;
@@ -206,7 +206,7 @@ fn has_partitions(process: &ServiceProcess) -> bool {
 #[tokio::test]
 async fn a_bad_setting_stops_the_service_with_a_message_naming_it() {
     let dir = TempDir::new().unwrap();
-    let db = shared::testing::database_url(dir.path(), "audit.db").await;
+    let db = test_kit::database::database_url(dir.path(), "audit.db").await;
     let env = [
         ("DATABASE_URL", db),
         ("EVENT_TRANSPORT", "carrier-pigeon".to_owned()),
@@ -226,7 +226,7 @@ async fn a_bad_setting_stops_the_service_with_a_message_naming_it() {
 #[tokio::test]
 async fn mqtt_is_refused_at_start_with_one_line_saying_why() {
     let dir = TempDir::new().unwrap();
-    let db = shared::testing::database_url(dir.path(), "audit.db").await;
+    let db = test_kit::database::database_url(dir.path(), "audit.db").await;
     let env = [("DATABASE_URL", db), ("EVENT_TRANSPORT", "mqtt".to_owned())];
     let mut process = ServiceProcess::start(&env, dir.path().join("mqtt.log"));
     let status = process.child.wait().unwrap();
@@ -310,7 +310,7 @@ fn assert_acknowledged_are_stored(acknowledged: &HashSet<String>, stored: &HashS
 #[tokio::test]
 async fn sigterm_exits_cleanly_and_every_acknowledged_event_is_stored() {
     let dir = TempDir::new().unwrap();
-    let db_url = shared::testing::database_url(dir.path(), "audit.db").await;
+    let db_url = test_kit::database::database_url(dir.path(), "audit.db").await;
     let env = [("DATABASE_URL", db_url.clone())];
     let mut process = ServiceProcess::start(&env, dir.path().join("term.log"));
     wait_listening(&mut process).await;
@@ -332,7 +332,7 @@ async fn sigterm_exits_cleanly_and_every_acknowledged_event_is_stored() {
 #[tokio::test]
 async fn sigkill_during_http_ingest_loses_no_acknowledged_event() {
     let dir = TempDir::new().unwrap();
-    let db_url = shared::testing::database_url(dir.path(), "audit.db").await;
+    let db_url = test_kit::database::database_url(dir.path(), "audit.db").await;
     let env = [("DATABASE_URL", db_url)];
     let mut process = ServiceProcess::start(&env, dir.path().join("kill.log"));
     wait_listening(&mut process).await;
@@ -375,7 +375,7 @@ async fn kubernetes_service_link_variables_are_ignored_and_the_service_consumes(
     let topic = unique("audit-k8s");
     create_topic(&topic, 1).await;
     let dir = TempDir::new().unwrap();
-    let db_url = shared::testing::database_url(dir.path(), "audit.db").await;
+    let db_url = test_kit::database::database_url(dir.path(), "audit.db").await;
     let mut env = kafka_env(&db_url, &topic, &unique("audit-k8s-group"));
     // What Kubernetes injects for a Service named `kafka`. Nothing may
     // connect to these addresses: they are only parsed and ignored.
@@ -499,7 +499,7 @@ async fn a_live_tail_client_that_stops_reading_holds_bounded_memory_then_gets_ev
     const PEAK_RSS_BOUND: u64 = 120 * 1024 * 1024;
     use futures::StreamExt;
     let dir = TempDir::new().unwrap();
-    let db_url = shared::testing::database_url(dir.path(), "audit.db").await;
+    let db_url = test_kit::database::database_url(dir.path(), "audit.db").await;
     let env = [("DATABASE_URL", db_url.clone())];
     let mut process = ServiceProcess::start(&env, dir.path().join("slow.log"));
     wait_listening(&mut process).await;
@@ -569,7 +569,7 @@ async fn a_live_tail_client_that_stops_reading_holds_bounded_memory_then_gets_ev
 async fn sigterm_stops_the_service_within_its_grace_period_whatever_its_clients_do() {
     use tokio::io::AsyncWriteExt;
     let dir = TempDir::new().unwrap();
-    let db_url = shared::testing::database_url(dir.path(), "audit.db").await;
+    let db_url = test_kit::database::database_url(dir.path(), "audit.db").await;
     let env = [
         ("DATABASE_URL", db_url.clone()),
         ("SHUTDOWN_GRACE_MS", "2000".to_owned()),
@@ -677,7 +677,7 @@ async fn a_refused_setting_with_credentials_stops_the_service_without_logging_th
 async fn a_fresh_start_creates_the_topics_and_logs_no_error_or_warning() {
     let topic = unique("audit-fresh");
     let dir = TempDir::new().unwrap();
-    let db_url = shared::testing::database_url(dir.path(), "audit.db").await;
+    let db_url = test_kit::database::database_url(dir.path(), "audit.db").await;
     let mut env = kafka_env(&db_url, &topic, &unique("audit-fresh-group"));
     // Without tokens the service warns that its doors are open, on purpose.
     env.push(("INGEST_TOKENS", "fresh-ingest-token-0123456789".into()));
@@ -779,10 +779,10 @@ async fn listen_addr_takes_a_host_name_and_a_bad_one_stops_it_with_one_line() {
 }
 
 /// Runs the binary with `args` until it exits (see
-/// `shared::testing::run_to_exit`).
+/// `test_kit::process::run_to_exit`).
 fn run_to_exit(args: &[&str]) -> std::process::Output {
     let dir = tempfile::tempdir().unwrap();
-    shared::testing::run_to_exit(env!("CARGO_BIN_EXE_audit-service"), args, dir.path())
+    test_kit::process::run_to_exit(env!("CARGO_BIN_EXE_audit-service"), args, dir.path())
 }
 
 #[test]

@@ -12,10 +12,10 @@ use base64::prelude::{Engine as _, BASE64_STANDARD};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
-use shared::auth::Tokens;
-use shared::testing::Db;
+use settings::Tokens;
 use std::sync::Arc;
 use std::time::Duration;
+use test_kit::database::Db;
 use tlog_tiles::Hash;
 
 const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef";
@@ -428,7 +428,7 @@ async fn files_hold(database_url: &str, needle: &str) -> bool {
     let db = Db::open(database_url).await;
     let files: Vec<std::path::PathBuf> = match &db {
         Db::Sqlite(_) => {
-            let path = shared::db::sqlite_path(database_url).unwrap();
+            let path = service_kit::db::sqlite_path(database_url).unwrap();
             let wal = std::path::PathBuf::from(format!("{}-wal", path.display()));
             vec![path, wal]
         }
@@ -767,7 +767,7 @@ pub async fn wait_all_integrated(port: u16, verifier: &str, db: &Db) -> u64 {
 #[tokio::test]
 async fn a_sequencer_killed_mid_way_is_restarted_and_the_tree_goes_on_without_a_gap() {
     let dir = tempfile::TempDir::new().unwrap();
-    let url = shared::testing::database_url(dir.path(), "audit.db").await;
+    let url = test_kit::database::database_url(dir.path(), "audit.db").await;
     let (signer, verifier) = LogKey::generate("audit.test/kill").unwrap();
     let mut first = logged_process(&url, &signer, dir.path().join("first.log"));
     wait_listening(&first).await;

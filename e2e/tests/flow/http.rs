@@ -307,7 +307,7 @@ async fn the_password_never_reaches_the_audit_store_or_either_log() {
             std::fs::read(wal).unwrap_or_default(),
         ]
     } else {
-        shared::testing::Db::open(&url)
+        test_kit::database::Db::open(&url)
             .await
             .texts("SELECT concat_ws(' ', source, id, type, subject, event_json) FROM events")
             .await

@@ -8,13 +8,13 @@ use crate::kafka::{require_shared_broker, SHARED_BROKER};
 use e2e::{example, Service, Stack};
 use futures::StreamExt;
 use serde_json::Value;
-use shared::testing::Db;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use test_kit::database::Db;
 
 /// A folder of its own for one process's log.
 fn home(stack: &Stack, name: &str) -> PathBuf {
@@ -68,7 +68,7 @@ async fn three_audit_replicas_store_100000_events_once_through_a_kill_and_a_join
     const N: i64 = 100_000;
     require_shared_broker();
     let stack = Stack::new().unwrap();
-    let db_url = shared::testing::fresh_postgres_database().await;
+    let db_url = test_kit::database::fresh_postgres_database().await;
     let tag = uuid::Uuid::new_v4().simple().to_string();
     let topic = format!("e2e-scale-{tag}");
 
@@ -231,8 +231,8 @@ async fn two_user_replicas_deliver_2000_events_once_in_order_through_a_kill() {
     const USERS: usize = 400;
     const RENAMES: usize = 4;
     let stack = Stack::new().unwrap();
-    let audit_db = shared::testing::fresh_postgres_database().await;
-    let users_db = shared::testing::fresh_postgres_database().await;
+    let audit_db = test_kit::database::fresh_postgres_database().await;
+    let users_db = test_kit::database::fresh_postgres_database().await;
     let audit = Service::start(
         "audit-service",
         &home(&stack, "audit"),
@@ -417,8 +417,8 @@ impl Drop for PrivateServer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_restart_under_load_loses_nothing_acknowledged() {
     let server = PrivateServer::start().await;
-    let audit_db = shared::testing::fresh_postgres_database_on(&server.admin_url()).await;
-    let users_db = shared::testing::fresh_postgres_database_on(&server.admin_url()).await;
+    let audit_db = test_kit::database::fresh_postgres_database_on(&server.admin_url()).await;
+    let users_db = test_kit::database::fresh_postgres_database_on(&server.admin_url()).await;
     let stack = Stack::new().unwrap();
     let mut audit = Service::start(
         "audit-service",

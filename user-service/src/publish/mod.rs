@@ -24,8 +24,8 @@ pub use self::nats::NatsPublisher;
 
 use crate::config::PublishSettings;
 use cloudevents::{AttributesReader, Event};
+use cloudevents_wire::Transport;
 use futures::future::BoxFuture;
-use shared::config::Transport;
 use std::time::Duration;
 
 /// What the relay does with an event after one attempt.

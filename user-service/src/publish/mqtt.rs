@@ -29,17 +29,18 @@
 
 use super::{Pending, Pipelined, Report};
 use crate::config::ContentMode;
+use brokers::mqtt::MqttConfig;
 use bytes::Bytes;
 use cloudevents::Event;
+use cloudevents_wire::binding::mqtt::MqttMessage;
+use cloudevents_wire::Transport;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason, Publish, PublishProperties};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event as LoopEvent, EventLoop};
 use rumqttc::Outgoing;
-use shared::binding::mqtt::MqttMessage;
-use shared::config::{env_parse, ConfigError, Transport};
-use shared::mqtt::MqttConfig;
+use settings::{env_parse, ConfigError};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;

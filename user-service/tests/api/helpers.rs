@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use cloudevents::Event;
-use shared::binding::{is_cloudevents_media_type, BinaryMessage, BATCH_JSON};
+use cloudevents_wire::binding::{is_cloudevents_media_type, BinaryMessage, BATCH_JSON};
 use std::future::Future;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
@@ -20,7 +20,7 @@ use user_service::Application;
 /// Spans as the binary makes them (so events carry a trace context); logs
 /// only when TEST_LOG is set, so test output stays readable.
 static TRACING: LazyLock<()> = LazyLock::new(|| {
-    shared::telemetry::init_for_tests("user-service", shared::telemetry::Spans::Always);
+    service_kit::telemetry::init_for_tests("user-service", service_kit::telemetry::Spans::Always);
 });
 
 pub const SEED_PASSWORD: &str = "12345";
@@ -54,7 +54,7 @@ impl TestDb {
 
 pub async fn test_db() -> Arc<TestDb> {
     let dir = tempfile::tempdir().expect("temp dir");
-    let url = shared::testing::database_url(dir.path(), "users.db").await;
+    let url = test_kit::database::database_url(dir.path(), "users.db").await;
     Arc::new(TestDb { _dir: dir, url })
 }
 
@@ -219,14 +219,14 @@ impl TestApp {
     }
 
     /// A connection to this app's database, for looking at the outbox.
-    pub async fn db(&self) -> shared::testing::Db {
-        shared::testing::Db::open(&self.database_url).await
+    pub async fn db(&self) -> test_kit::database::Db {
+        test_kit::database::Db::open(&self.database_url).await
     }
 }
 
 /// Waits until no outbox row is pending or dead, failing the test at
 /// `deadline`.
-pub async fn wait_until_all_delivered(db: &shared::testing::Db, deadline: Duration) {
+pub async fn wait_until_all_delivered(db: &test_kit::database::Db, deadline: Duration) {
     eventually("every row delivered", deadline, || async {
         let pending = db
             .int("SELECT count(*) FROM outbox WHERE status <> 'delivered'")

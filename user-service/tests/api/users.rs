@@ -289,7 +289,7 @@ async fn every_metric_is_described_and_latencies_are_histograms() {
         std::time::Duration::from_secs(10),
         || async {
             let metrics = app.get("/metrics").await.text().await.unwrap();
-            let families = shared::telemetry::metric_families(&metrics);
+            let families = service_kit::telemetry::metric_families(&metrics);
             families
                 .contains_key("outbox_pending_events")
                 .then_some(families)
