@@ -148,10 +148,11 @@ async fn two_replicas_have_one_sequencer_and_the_other_takes_over_when_it_is_kil
     let stop = Arc::new(AtomicBool::new(false));
     let to_a = tokio::spawn(post_until(a.port, "ra".into(), stop.clone()));
     let to_b = tokio::spawn(post_until(b.port, "rb".into(), stop.clone()));
-    let grown = crate::helpers::poll_until(Duration::from_secs(60), || async {
+    let grown = crate::helpers::within(Duration::from_secs(60), || async {
         db.int("SELECT size FROM log_state").await >= 2000
     })
-    .await;
+    .await
+    .is_some();
     assert!(grown, "the tree did not grow");
     let holders = [a.log_count(SEQUENCER), b.log_count(SEQUENCER)];
     assert_eq!(
@@ -168,14 +169,15 @@ async fn two_replicas_have_one_sequencer_and_the_other_takes_over_when_it_is_kil
     let survivor_port = survivor.port;
     // The survivor takes the lease within a second or so, while its
     // clients go on sending.
-    let took_over = crate::helpers::poll_until(Duration::from_secs(30), || async {
+    let took_over = crate::helpers::within(Duration::from_secs(30), || async {
         survivor.log_count(SEQUENCER) == 1
     })
-    .await;
+    .await
+    .is_some();
     assert!(
         took_over,
         "the survivor did not take over:\n{}",
-        survivor.log_text()
+        survivor.logs()
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::SeqCst);

@@ -4,7 +4,7 @@
 //! naming the seq; erasure removes the data (from the files too) and keeps
 //! every proof valid. On SQLite, or on PostgreSQL with TEST_DATABASE.
 
-use crate::helpers::{spawn_app_with, ServiceProcess, TestApp};
+use crate::helpers::{audit_process, spawn_app_with, Service, TestApp};
 use audit_service::tlog::checkpoint::{self, SignedTree};
 use audit_service::tlog::entry;
 use audit_service::tlog::LogKey;
@@ -680,8 +680,8 @@ async fn the_erase_command_erases_a_subject_and_records_it() {
 // ------------------------------------------------------------- sequencer
 
 /// The real binary with the log on, on `database_url`.
-pub fn logged_process(database_url: &str, signer: &str, log: std::path::PathBuf) -> ServiceProcess {
-    ServiceProcess::start(
+pub fn logged_process(database_url: &str, signer: &str, log: std::path::PathBuf) -> Service {
+    audit_process(
         &[
             ("DATABASE_URL", database_url.to_owned()),
             ("LOG_SIGNING_KEY", signer.to_owned()),
@@ -690,13 +690,14 @@ pub fn logged_process(database_url: &str, signer: &str, log: std::path::PathBuf)
     )
 }
 
-pub async fn wait_listening(process: &ServiceProcess) {
+pub async fn wait_listening(process: &Service) {
     let url = format!("http://127.0.0.1:{}/healthz", process.port);
-    let up = crate::helpers::poll_until(Duration::from_secs(30), || async {
+    let up = crate::helpers::within(Duration::from_secs(30), || async {
         reqwest::get(&url).await.is_ok_and(|r| r.status() == 200)
     })
-    .await;
-    assert!(up, "audit-service did not start:\n{}", process.log_text());
+    .await
+    .is_some();
+    assert!(up, "audit-service did not start:\n{}", process.logs());
 }
 
 /// Posts batches of 100 user events to `port` until `stop`, or until a
@@ -775,11 +776,12 @@ async fn a_sequencer_killed_mid_way_is_restarted_and_the_tree_goes_on_without_a_
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let posting = tokio::spawn(post_until(first.port, "k1".into(), stop.clone()));
     // Killed once the tree has grown, while events keep coming.
-    let grown = crate::helpers::poll_until(Duration::from_secs(60), || async {
+    let grown = crate::helpers::within(Duration::from_secs(60), || async {
         db.int("SELECT size FROM log_state").await >= 1000
     })
-    .await;
-    assert!(grown, "the tree did not grow:\n{}", first.log_text());
+    .await
+    .is_some();
+    assert!(grown, "the tree did not grow:\n{}", first.logs());
     first.kill();
     let accepted = posting.await.unwrap();
     let size_at_kill = db.int("SELECT size FROM log_state").await;

@@ -334,9 +334,12 @@ async fn both_services_stop_cleanly_on_sigterm() {
         .create_user(&user, "before stop", "pw-12345")
         .await
         .unwrap();
-    assert!(user.terminate().await.unwrap(), "user-service exit status");
     assert!(
-        audit.terminate().await.unwrap(),
+        user.terminate().await.unwrap().success(),
+        "user-service exit status"
+    );
+    assert!(
+        audit.terminate().await.unwrap().success(),
         "audit-service exit status"
     );
 }

@@ -99,7 +99,7 @@ async fn three_audit_replicas_store_100000_events_once_through_a_kill_and_a_join
     let mut replicas = Vec::new();
     for r in 0..3 {
         let dir = home(&stack, &format!("audit-{r}"));
-        replicas.push(Service::start("audit-service", &dir, &env).await.unwrap());
+        replicas.push(e2e::start("audit-service", &dir, &env).await.unwrap());
     }
     let db = Db::open(&db_url).await;
 
@@ -118,7 +118,7 @@ async fn three_audit_replicas_store_100000_events_once_through_a_kill_and_a_join
     })
     .await;
     let dir = home(&stack, "audit-3");
-    replicas.push(Service::start("audit-service", &dir, &env).await.unwrap());
+    replicas.push(e2e::start("audit-service", &dir, &env).await.unwrap());
     let at_join = stored(&db).await.0;
 
     until("every event stored", Duration::from_secs(300), || async {
@@ -139,7 +139,7 @@ async fn three_audit_replicas_store_100000_events_once_through_a_kill_and_a_join
     }
     for replica in &mut replicas[1..] {
         assert!(
-            replica.terminate().await.unwrap(),
+            replica.terminate().await.unwrap().success(),
             "{}",
             replica.log_tail(20)
         );
@@ -233,7 +233,7 @@ async fn two_user_replicas_deliver_2000_events_once_in_order_through_a_kill() {
     let stack = Stack::new().unwrap();
     let audit_db = test_kit::database::fresh_postgres_database().await;
     let users_db = test_kit::database::fresh_postgres_database().await;
-    let audit = Service::start(
+    let audit = e2e::start(
         "audit-service",
         &home(&stack, "audit"),
         &[("DATABASE_URL", &audit_db), ("RUST_LOG", "warn")],
@@ -245,14 +245,14 @@ async fn two_user_replicas_deliver_2000_events_once_in_order_through_a_kill() {
     // a reaches the audit service through a link the test cuts.
     let link = Link::to(audit_port).await;
     let a_audit_url = format!("http://127.0.0.1:{}/", link.port);
-    let mut a = Service::start(
+    let mut a = e2e::start(
         "user-service",
         &home(&stack, "a"),
         &user_env(&users_db, &a_audit_url),
     )
     .await
     .unwrap();
-    let b = Service::start(
+    let b = e2e::start(
         "user-service",
         &home(&stack, "b"),
         &user_env(&users_db, &audit_url),
@@ -420,7 +420,7 @@ async fn a_database_restart_under_load_loses_nothing_acknowledged() {
     let audit_db = test_kit::database::fresh_postgres_database_on(&server.admin_url()).await;
     let users_db = test_kit::database::fresh_postgres_database_on(&server.admin_url()).await;
     let stack = Stack::new().unwrap();
-    let mut audit = Service::start(
+    let mut audit = e2e::start(
         "audit-service",
         &home(&stack, "audit"),
         &[("DATABASE_URL", &audit_db), ("RUST_LOG", "warn")],
@@ -428,7 +428,7 @@ async fn a_database_restart_under_load_loses_nothing_acknowledged() {
     .await
     .unwrap();
     let audit_url = format!("{}/", audit.base_url);
-    let mut user = Service::start(
+    let mut user = e2e::start(
         "user-service",
         &home(&stack, "user"),
         &user_env(&users_db, &audit_url),
@@ -576,6 +576,14 @@ async fn a_database_restart_under_load_loses_nothing_acknowledged() {
         subjects.len(),
         refused.load(Ordering::SeqCst)
     );
-    assert!(user.terminate().await.unwrap(), "{}", user.log_tail(20));
-    assert!(audit.terminate().await.unwrap(), "{}", audit.log_tail(20));
+    assert!(
+        user.terminate().await.unwrap().success(),
+        "{}",
+        user.log_tail(20)
+    );
+    assert!(
+        audit.terminate().await.unwrap().success(),
+        "{}",
+        audit.log_tail(20)
+    );
 }

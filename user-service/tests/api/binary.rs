@@ -4,28 +4,20 @@
 use crate::helpers::{eventually, free_port, FakeAudit, SEED_BODY};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use test_kit::process::send_signal;
+use test_kit::Signal;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_user-service");
 
 /// Sends SIGTERM and waits, with a deadline, for the exit status.
 async fn terminate(child: &mut std::process::Child) -> std::process::ExitStatus {
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(killed.success());
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("exit status") {
-            return status;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "no exit after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    send_signal(child.id(), Signal::SIGTERM).expect("SIGTERM sent");
+    eventually("an exit after SIGTERM", Duration::from_secs(10), || {
+        let exited = child.try_wait().expect("exit status");
+        async move { exited }
+    })
+    .await
 }
 
 #[tokio::test]

@@ -8,9 +8,9 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use cloudevents::Event;
 use cloudevents_wire::binding::{is_cloudevents_media_type, BinaryMessage, BATCH_JSON};
-use std::future::Future;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
+pub use test_kit::{eventually, free_port};
 use tokio_util::sync::CancellationToken;
 use user_service::config::{ContentMode, HashSettings, PublishSettings, RelaySettings, Settings};
 use user_service::hasher::Hasher;
@@ -303,22 +303,6 @@ impl RenameLoad {
     }
 }
 
-/// Polls `check` until it returns `Some`, failing the test at `deadline`.
-pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// One request the fake audit service received.
 #[derive(Clone, Debug)]
 pub struct Received {
@@ -515,11 +499,4 @@ pub fn data_json(event: &Event) -> serde_json::Value {
         Some(cloudevents::Data::String(s)) => serde_json::from_str(s).expect("json data"),
         None => panic!("event has no data"),
     }
-}
-
-/// A port nothing listens on right now (bound, then released), for an
-/// audit service that is down until the test starts it there.
-pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
 }
