@@ -201,7 +201,7 @@ mod tests {
 
     #[test]
     fn the_document_shows_the_bearer_scheme_and_the_401s() {
-        let doc = serde_json::to_value(crate::app::openapi()).unwrap();
+        let doc = serde_json::to_value(crate::http::openapi()).unwrap();
         assert_eq!(
             doc["components"]["securitySchemes"]["bearer"]["scheme"],
             "bearer"

@@ -29,6 +29,7 @@ async fn serve() -> anyhow::Result<()> {
     let served = async {
         let settings = Settings::from_env()?;
         let app = Application::build(settings).await?;
+        service_kit::shutdown::cancel_on_signal(app.shutdown_token());
         app.run_until_stopped().await
     }
     .await;

@@ -5,8 +5,8 @@
 //! `DefaultBodyLimit`, answering every rejection as problem+json.
 
 use super::decode::{self, DecodeError, Decoded};
-use crate::app::AppState;
 use crate::error::ApiError;
+use crate::http::state::AppState;
 use crate::openapi::CloudEvent;
 use crate::store::EventRow;
 use axum::body::Bytes;

@@ -1,5 +1,6 @@
 //! What both services are built on, so that they behave alike: the HTTP
-//! server ([`serve`]) and the middleware in front of every route, the doors
+//! server ([`serve`]) and the middleware in front of every route
+//! ([`router`]), the doors
 //! and rate limits of their APIs ([`auth`], [`rate_limit`]), logs, traces
 //! and metrics ([`telemetry`]), problem+json errors ([`problem`]), the
 //! signals that stop them ([`shutdown`]), TLS ([`tls`]) and their databases
@@ -11,6 +12,7 @@ pub mod db;
 pub mod http_log;
 pub mod problem;
 pub mod rate_limit;
+pub mod router;
 pub mod serve;
 pub mod shutdown;
 pub mod telemetry;
