@@ -10,6 +10,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use futures::StreamExt;
+use service_kit::openapi::{operations_mut, problem_response};
 use service_kit::problem::Problem;
 use settings::{env_parse, ConfigError};
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::schema::{Object, Type};
-use utoipa::openapi::{ContentBuilder, OpenApi, Ref, ResponseBuilder};
+use utoipa::openapi::OpenApi;
 
 /// Where the path of the live tail is matched.
 const STREAM_PATH: &str = "/v1/events/stream";
@@ -112,25 +113,11 @@ async fn cap_stream_clients(
 }
 
 /// Documents in `doc` what the limits answer, on the operations they
-/// apply to: 408 on every route of `doc` (all are under the request
-/// timeout; call it before the probes are merged in), 503 with
-/// `Retry-After` on the live tail, and 431 on `POST /`, whose attributes
-/// travel as headers in binary mode.
+/// apply to: 503 with `Retry-After` on the live tail, and 431 on `POST /`,
+/// whose attributes travel as headers in binary mode. (The request
+/// timeout's answer is the service stack's: `service_kit::router`.)
 pub fn document(doc: &mut OpenApi) {
-    let problem = |description: &str| {
-        ResponseBuilder::new().description(description).content(
-            service_kit::problem::CONTENT_TYPE,
-            ContentBuilder::new()
-                .schema(Some(Ref::from_schema_name("Problem")))
-                .build(),
-        )
-    };
-    let timed_out = problem(
-        "The request took longer than REQUEST_TIMEOUT_MS, body upload included; nothing was \
-         done that a retry would repeat",
-    )
-    .build();
-    let crowded = problem("MAX_STREAM_CLIENTS clients follow the live tail already")
+    let crowded = problem_response("MAX_STREAM_CLIENTS clients follow the live tail already")
         .header(
             "Retry-After",
             HeaderBuilder::new()
@@ -139,33 +126,20 @@ pub fn document(doc: &mut OpenApi) {
                 .build(),
         )
         .build();
-    let headers_too_large = problem(
+    let headers_too_large = problem_response(
         "The request's headers (the ce- attributes in binary mode) are larger than 64 KiB in all",
     )
     .build();
-    for (path, item) in doc.paths.paths.iter_mut() {
-        let operations = [
-            &mut item.get,
-            &mut item.put,
-            &mut item.post,
-            &mut item.delete,
-            &mut item.options,
-            &mut item.head,
-            &mut item.patch,
-            &mut item.trace,
-        ];
-        for operation in operations.into_iter().flatten() {
-            let responses = &mut operation.responses.responses;
-            responses.insert("408".to_owned(), timed_out.clone().into());
-            match path.as_str() {
-                STREAM_PATH => {
-                    responses.insert("503".to_owned(), crowded.clone().into());
-                }
-                "/" => {
-                    responses.insert("431".to_owned(), headers_too_large.clone().into());
-                }
-                _ => {}
+    for (path, operation) in operations_mut(doc) {
+        let responses = &mut operation.responses.responses;
+        match path {
+            STREAM_PATH => {
+                responses.insert("503".to_owned(), crowded.clone().into());
             }
+            "/" => {
+                responses.insert("431".to_owned(), headers_too_large.clone().into());
+            }
+            _ => {}
         }
     }
 }

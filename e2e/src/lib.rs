@@ -48,8 +48,18 @@ pub fn example(name: &str) -> Result<PathBuf> {
 /// Starts `name`, a binary of the workspace, on a free port with `env`,
 /// appending its output to `dir/<name>.log`, and waits until it is ready.
 pub async fn start(name: &str, dir: &Path, env: &[(&str, &str)]) -> Result<Service> {
+    start_waiting(name, dir, env, Wait::Ready).await
+}
+
+/// `start`, waiting for `wait` rather than readiness.
+pub async fn start_waiting(
+    name: &str,
+    dir: &Path,
+    env: &[(&str, &str)],
+    wait: Wait,
+) -> Result<Service> {
     let log = dir.join(format!("{name}.log"));
-    Service::start(binary(name)?, log, env, Wait::Ready).await
+    Service::start(binary(name)?, log, env, wait).await
 }
 
 /// A temporary folder with the two services' logs and their databases
@@ -95,11 +105,18 @@ impl Stack {
             .cloned()
     }
 
+    /// The audit service, once ready.
     pub async fn audit(&self, extra: &[(&str, &str)]) -> Result<Service> {
+        self.audit_waiting(extra, Wait::Ready).await
+    }
+
+    /// The audit service, once `wait` holds (`Wait::Live` for one that is
+    /// not to become ready).
+    pub async fn audit_waiting(&self, extra: &[(&str, &str)], wait: Wait) -> Result<Service> {
         let db = self.db_url("audit.db").await;
         let mut env = vec![("DATABASE_URL", db.as_str())];
         env.extend_from_slice(extra);
-        start("audit-service", self.dir.path(), &env).await
+        start_waiting("audit-service", self.dir.path(), &env, wait).await
     }
 
     /// The user service, sending to `audit_url` over HTTP unless `extra`

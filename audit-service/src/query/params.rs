@@ -1,9 +1,8 @@
 //! The query parameters of the reads: parsed into a [`Filter`] or refused
 //! with a 400 naming the parameter, and the filter applied to an event.
 
-use super::page::PageError;
 use crate::error::ApiError;
-use crate::filter::{self, CesqlFilter, INLINE_WORK_UNITS, PAGE_WORK_UNITS};
+use crate::filter::CesqlFilter;
 use crate::store::{PageQuery, StoredEvent};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::Query;
@@ -125,19 +124,6 @@ impl Filter {
             Some(cesql) if plain => cesql.matches(event, budget),
             _ => Ok(plain),
         }
-    }
-
-    /// Whether a live event passes: within `INLINE_WORK_UNITS` here, else
-    /// again on the blocking pool with a page's budget (see `filter`).
-    pub(super) async fn matches_live(&self, event: &StoredEvent) -> Result<bool, PageError> {
-        if let Ok(matched) = self.matches(event, &mut Budget::new(INLINE_WORK_UNITS)) {
-            return Ok(matched);
-        }
-        let (filter, copy) = (self.clone(), event.clone());
-        filter::evaluate(move || filter.matches(&copy, &mut Budget::new(PAGE_WORK_UNITS)))
-            .await
-            .ok_or(PageError::ShuttingDown)?
-            .map_err(|OverBudget| PageError::TooExpensive { seq: event.seq })
     }
 
     /// What the store reads for this filter: the plain parameters and the

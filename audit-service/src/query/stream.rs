@@ -5,7 +5,7 @@ use super::page::{page, PageError, STREAM_PAGE_MAX_BYTES};
 use super::params::{query_params, Filter, RawFilter, MAX_LIMIT};
 use super::validate::{unknown_attributes, with_warnings};
 use crate::error::{ApiError, FilterProblem};
-use crate::filter::FilterError;
+use crate::filter::{self, FilterError, INLINE_WORK_UNITS, PAGE_WORK_UNITS};
 use crate::http::state::AppState;
 use crate::openapi::LiveTailEvent;
 use crate::store::{Received, Store, StoredEvent, Subscriber};
@@ -14,6 +14,7 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use cesql::{Budget, OverBudget};
 use futures::StreamExt as _;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -168,7 +169,7 @@ impl LiveTail {
                     if event.seq <= self.filter.after {
                         continue;
                     }
-                    match self.filter.matches_live(&event).await {
+                    match matches_live(&self.filter, &event).await {
                         Ok(true) => {
                             self.filter.after = event.seq;
                             return Some(to_sse(&event));
@@ -210,6 +211,19 @@ impl LiveTail {
         };
         SseEvent::default().event("error").data(message)
     }
+}
+
+/// Whether a live event passes `filter`: within `INLINE_WORK_UNITS` here,
+/// else again on the blocking pool with a page's budget (see `filter`).
+async fn matches_live(filter: &Filter, event: &StoredEvent) -> Result<bool, PageError> {
+    if let Ok(matched) = filter.matches(event, &mut Budget::new(INLINE_WORK_UNITS)) {
+        return Ok(matched);
+    }
+    let (filter, copy) = (filter.clone(), event.clone());
+    filter::evaluate(move || filter.matches(&copy, &mut Budget::new(PAGE_WORK_UNITS)))
+        .await
+        .ok_or(PageError::ShuttingDown)?
+        .map_err(|OverBudget| PageError::TooExpensive { seq: event.seq })
 }
 
 fn to_sse(event: &StoredEvent) -> SseEvent {

@@ -20,7 +20,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, OpenApi, Ref, ResponseBuilder};
+use utoipa::openapi::OpenApi;
 
 /// The token of an `Authorization: Bearer <token>` header, if there is one.
 pub fn bearer_token(headers: &HeaderMap) -> Option<&[u8]> {
@@ -160,44 +160,22 @@ pub fn document(doc: &mut OpenApi, door_of: DoorOf, description: &str, rate_limi
     doc.components
         .get_or_insert_with(Default::default)
         .add_security_scheme("bearer", SecurityScheme::Http(scheme));
-    let problem = |text: &str| {
-        ResponseBuilder::new()
-            .description(text)
-            .content(
-                crate::problem::CONTENT_TYPE,
-                ContentBuilder::new()
-                    .schema(Some(Ref::from_schema_name("Problem")))
-                    .build(),
-            )
-            .build()
-    };
-    let unauthorized =
-        problem("No bearer token, or not one of this door's (`WWW-Authenticate: Bearer ...`)");
-    let limited = problem("Over the client's rate limit (`Retry-After`)");
-    for (path, item) in doc.paths.paths.iter_mut() {
+    let unauthorized = crate::openapi::problem(
+        "No bearer token, or not one of this door's (`WWW-Authenticate: Bearer ...`)",
+    );
+    let limited = crate::openapi::problem("Over the client's rate limit (`Retry-After`)");
+    for (path, operation) in crate::openapi::operations_mut(doc) {
         let Some(door) = door_of(path) else {
             continue;
         };
-        let operations = [
-            &mut item.get,
-            &mut item.put,
-            &mut item.post,
-            &mut item.delete,
-            &mut item.options,
-            &mut item.head,
-            &mut item.patch,
-            &mut item.trace,
-        ];
-        for operation in operations.into_iter().flatten() {
-            operation.security = Some(vec![
-                SecurityRequirement::default(),
-                SecurityRequirement::new("bearer", Vec::<String>::new()),
-            ]);
-            let responses = &mut operation.responses.responses;
-            responses.insert("401".to_owned(), unauthorized.clone().into());
-            if rate_limited.contains(&door) {
-                responses.insert("429".to_owned(), limited.clone().into());
-            }
+        operation.security = Some(vec![
+            SecurityRequirement::default(),
+            SecurityRequirement::new("bearer", Vec::<String>::new()),
+        ]);
+        let responses = &mut operation.responses.responses;
+        responses.insert("401".to_owned(), unauthorized.clone().into());
+        if rate_limited.contains(&door) {
+            responses.insert("429".to_owned(), limited.clone().into());
         }
     }
 }

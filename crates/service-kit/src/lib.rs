@@ -10,6 +10,7 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod http_log;
+pub mod openapi;
 pub mod problem;
 pub mod rate_limit;
 pub mod router;

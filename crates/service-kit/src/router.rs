@@ -14,8 +14,7 @@ use axum::middleware;
 use axum::Router;
 use std::time::Duration;
 use tower_http::timeout::TimeoutLayer;
-use utoipa::openapi::response::ResponseBuilder;
-use utoipa::openapi::{ContentBuilder, OpenApi, Ref};
+use utoipa::openapi::OpenApi;
 
 /// What a request still unanswered after the request timeout gets, body
 /// upload included: 408, which a client may retry (RFC 9110 15.5.9) and
@@ -58,35 +57,14 @@ pub fn router<S: Clone + Send + Sync + 'static>(
 /// before the operational routes' document joins (they are outside the
 /// timeout).
 pub fn document_timeout(doc: &mut OpenApi) {
-    let timed_out = ResponseBuilder::new()
-        .description(
-            "The request took longer than the request timeout, body upload included; nothing \
-             was done that a retry would repeat",
-        )
-        .content(
-            crate::problem::CONTENT_TYPE,
-            ContentBuilder::new()
-                .schema(Some(Ref::from_schema_name("Problem")))
-                .build(),
-        )
-        .build();
-    for item in doc.paths.paths.values_mut() {
-        let operations = [
-            &mut item.get,
-            &mut item.put,
-            &mut item.post,
-            &mut item.delete,
-            &mut item.options,
-            &mut item.head,
-            &mut item.patch,
-            &mut item.trace,
-        ];
-        for operation in operations.into_iter().flatten() {
-            let status = TIMED_OUT.as_str().to_owned();
-            operation
-                .responses
-                .responses
-                .insert(status, timed_out.clone().into());
-        }
+    let timed_out = crate::openapi::problem(
+        "The request took longer than the request timeout, body upload included; nothing was \
+         done that a retry would repeat",
+    );
+    for (_, operation) in crate::openapi::operations_mut(doc) {
+        operation
+            .responses
+            .responses
+            .insert(TIMED_OUT.as_str().to_owned(), timed_out.clone().into());
     }
 }
