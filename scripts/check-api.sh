@@ -70,12 +70,12 @@ wait_healthy "http://127.0.0.1:$audit_port" "$work/audit.log"
 wait_healthy "http://127.0.0.1:$user_port" "$work/user.log"
 wait_healthy "http://127.0.0.1:$slow_port" "$work/slow.log"
 
-# Take the live tail's one place, and wait until it is taken.
-curl -sN -o /dev/null "http://127.0.0.1:$audit_port/v1/events/stream" &
+# Take the live tail's one place, and wait until it is taken. The holder asks
+# again whenever it is refused: a probe below may have been first, and then
+# holds the place for a second before giving it back.
+( while :; do curl -sN -o /dev/null "http://127.0.0.1:$audit_port/v1/events/stream"; sleep 0.2; done ) &
 pids+=($!)
 deadline=$((SECONDS + 30))
-# A probe that gets the place itself (the holder not connected yet) gives
-# it back after a second and asks again.
 until [[ "$(curl -s -o /dev/null --max-time 1 -w '%{http_code}' "http://127.0.0.1:$audit_port/v1/events/stream")" == 503 ]]; do
   if ((SECONDS > deadline)); then
     echo "check-api: the live tail's place was not taken" >&2

@@ -30,7 +30,8 @@ pub const ERASED_TYPE: &str = "audit.eraseData";
 pub const EXPIRED_TYPE: &str = "audit.expireData";
 /// Events erased in one transaction.
 const BATCH: i64 = 500;
-/// How long the SQLite WAL truncation waits for readers to finish.
+/// How long scrubbing waits for readers of the rows as they were before
+/// (SQLite's WAL truncation, PostgreSQL's older transactions).
 const SCRUB_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Which events lose their data.
@@ -223,6 +224,36 @@ async fn scrub(readers: &Readers) -> Result<(), StoreError> {
             // and truncates the old files; it holds an exclusive lock
             // meanwhile, so ingest and reads wait (about 0.25 s for 200,000
             // events here). Outside a transaction, as VACUUM must be.
+            //
+            // VACUUM FULL copies a dead row version that a transaction
+            // begun before the erasure may still see, so it first waits
+            // (boundedly) for those transactions to end.
+            let erased_at: DateTime<Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
+                .fetch_one(pool)
+                .await?;
+            let deadline = tokio::time::Instant::now() + SCRUB_DEADLINE;
+            loop {
+                let older: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_stat_activity \
+                     WHERE datname = current_database() AND pid <> pg_backend_pid() \
+                     AND backend_type = 'client backend' AND xact_start < $1",
+                )
+                .bind(erased_at)
+                .fetch_one(pool)
+                .await?;
+                if older == 0 {
+                    break;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    tracing::warn!(
+                        "{older} transaction(s) begun before an erasure are still open; \
+                         the old versions of the erased rows they may see leave the files \
+                         at the next erasure or VACUUM FULL"
+                    );
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
             for table in ["events", "log_leaves"] {
                 sqlx::query(&format!("VACUUM FULL {table}"))
                     .execute(pool)

@@ -570,6 +570,92 @@ async fn erasing_a_subject_removes_its_data_from_the_events_and_the_files_and_ke
     assert_eq!(again["erased"], 0);
 }
 
+/// A reader whose snapshot began before an erasure still sees the rows as
+/// they were; the old versions must not be copied into the rewritten files.
+#[tokio::test]
+async fn an_erasure_waits_for_older_readers_and_leaves_no_erased_byte_behind_them() {
+    let logged = spawn_logged(|_| {}).await;
+    let app = &logged.app;
+    let events = vec![
+        user_event("w1", "victim", ERASABLE),
+        user_event("w2", "bystander", "Someone Else"),
+    ];
+    assert_eq!(app.post_batch(&json!(events)).await.status(), 204);
+    logged.wait_size(2).await;
+
+    let reader = OlderReader::begin(&app.database_url).await;
+    let erasing = {
+        let request = app
+            .client
+            .delete(format!("{}/v1/subjects/victim/data", app.address))
+            .bearer_auth(ADMIN_TOKEN);
+        tokio::spawn(async move { request.send().await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    reader.end().await;
+    assert_eq!(erasing.await.unwrap().status(), 200);
+
+    assert!(
+        !files_hold(&app.database_url, ERASABLE).await,
+        "the erased name was kept for a reader that has ended"
+    );
+}
+
+/// A connection in a transaction that took its snapshot and reads nothing
+/// the erasure locks.
+enum OlderReader {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+impl OlderReader {
+    async fn begin(database_url: &str) -> OlderReader {
+        use sqlx::Connection;
+        match service_kit::db::Kind::of(database_url).unwrap() {
+            service_kit::db::Kind::Sqlite => {
+                let mut connection = sqlx::SqliteConnection::connect(database_url).await.unwrap();
+                sqlx::query("BEGIN").execute(&mut connection).await.unwrap();
+                // A read marks the WAL position this reader stays on.
+                sqlx::query("SELECT count(*) FROM events")
+                    .execute(&mut connection)
+                    .await
+                    .unwrap();
+                OlderReader::Sqlite(connection)
+            }
+            service_kit::db::Kind::Postgres => {
+                let mut connection = sqlx::PgConnection::connect(database_url).await.unwrap();
+                sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ")
+                    .execute(&mut connection)
+                    .await
+                    .unwrap();
+                // The snapshot is taken at the first statement.
+                sqlx::query("SELECT 1")
+                    .execute(&mut connection)
+                    .await
+                    .unwrap();
+                OlderReader::Postgres(connection)
+            }
+        }
+    }
+
+    async fn end(self) {
+        match self {
+            OlderReader::Sqlite(mut connection) => {
+                sqlx::query("COMMIT")
+                    .execute(&mut connection)
+                    .await
+                    .unwrap();
+            }
+            OlderReader::Postgres(mut connection) => {
+                sqlx::query("COMMIT")
+                    .execute(&mut connection)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn the_admin_door_is_closed_without_admin_tokens() {
     let app = crate::helpers::spawn_app().await;
