@@ -1,6 +1,7 @@
 //! The service's settings, read once from the environment at start.
 
 use brokers::kafka::KafkaConfig;
+use brokers::mqtt::MqttConfig;
 use brokers::nats::NatsConfig;
 use cloudevents_wire::Transport;
 use service_kit::config::listen_addr;
@@ -103,7 +104,27 @@ pub enum PublishSettings {
         /// take.
         timeout: Duration,
     },
-    Mqtt(crate::publish::MqttSettings),
+    Mqtt(MqttSettings),
+}
+
+/// `EVENT_TRANSPORT=mqtt`'s settings.
+#[derive(Debug, Clone)]
+pub struct MqttSettings {
+    pub config: MqttConfig,
+    /// `MQTT_CONTENT_MODE`, binary by default.
+    pub mode: ContentMode,
+    /// `PUBLISH_TIMEOUT_MS`: how long one PUBACK may take.
+    pub timeout: Duration,
+}
+
+impl MqttSettings {
+    pub fn from_env(timeout: Duration) -> Result<Self, ConfigError> {
+        Ok(MqttSettings {
+            config: MqttConfig::from_env("user-service")?,
+            mode: env_parse("MQTT_CONTENT_MODE", ContentMode::Binary)?,
+            timeout,
+        })
+    }
 }
 
 /// How the HTTP publisher proves who it is and whom it trusts.
@@ -148,9 +169,7 @@ impl PublishSettings {
                 mode: env_parse("NATS_CONTENT_MODE", ContentMode::Binary)?,
                 timeout,
             },
-            Transport::Mqtt => {
-                PublishSettings::Mqtt(crate::publish::MqttSettings::from_env(timeout)?)
-            }
+            Transport::Mqtt => PublishSettings::Mqtt(MqttSettings::from_env(timeout)?),
         })
     }
 

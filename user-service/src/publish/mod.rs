@@ -19,7 +19,7 @@ mod nats;
 
 pub use self::http::HttpPublisher;
 pub use self::kafka::KafkaPublisher;
-pub use self::mqtt::{MqttPublisher, MqttSettings};
+pub use self::mqtt::MqttPublisher;
 pub use self::nats::NatsPublisher;
 
 use crate::config::PublishSettings;

@@ -28,8 +28,7 @@
 //! subscribed, as over HTTP while the audit service is down.
 
 use super::{Pending, Pipelined, Report};
-use crate::config::ContentMode;
-use brokers::mqtt::MqttConfig;
+use crate::config::{ContentMode, MqttSettings};
 use bytes::Bytes;
 use cloudevents::Event;
 use cloudevents_wire::binding::mqtt::MqttMessage;
@@ -40,7 +39,6 @@ use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason, Publish, PublishPropertie
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event as LoopEvent, EventLoop};
 use rumqttc::Outgoing;
-use settings::{env_parse, ConfigError};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
@@ -55,26 +53,6 @@ const REQUESTS: usize = 1000;
 
 /// The longest pause between two attempts to connect.
 const MAX_RECONNECT_PAUSE: Duration = Duration::from_secs(4);
-
-/// `EVENT_TRANSPORT=mqtt`'s settings.
-#[derive(Debug, Clone)]
-pub struct MqttSettings {
-    pub config: MqttConfig,
-    /// `MQTT_CONTENT_MODE`, binary by default.
-    pub mode: ContentMode,
-    /// `PUBLISH_TIMEOUT_MS`: how long one PUBACK may take.
-    pub timeout: Duration,
-}
-
-impl MqttSettings {
-    pub fn from_env(timeout: Duration) -> Result<Self, ConfigError> {
-        Ok(MqttSettings {
-            config: MqttConfig::from_env("user-service")?,
-            mode: env_parse("MQTT_CONTENT_MODE", ContentMode::Binary)?,
-            timeout,
-        })
-    }
-}
 
 pub struct MqttPublisher {
     settings: MqttSettings,

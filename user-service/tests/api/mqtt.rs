@@ -22,8 +22,8 @@ use test_kit::database::Db;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::task::AbortOnDropHandle;
+use user_service::config::MqttSettings;
 use user_service::config::{ContentMode, PublishSettings};
-use user_service::publish::MqttSettings;
 
 const SHARED_PORT: u16 = 1883;
 
