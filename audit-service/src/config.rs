@@ -3,16 +3,19 @@
 use crate::auth::Access;
 use crate::limits::ApiLimits;
 use crate::tlog::LogSettings;
-use shared::config::{env_or, env_parse, listen_addr, ConfigError, KafkaConfig, Transport};
-use shared::nats::{check_stream_name, check_subject, NatsConfig};
-use shared::serve::ListenSettings;
+use brokers::kafka::KafkaConfig;
+use brokers::nats::{check_stream_name, check_subject, NatsConfig};
+use cloudevents_wire::Transport;
+use service_kit::config::listen_addr;
+use service_kit::serve::ListenSettings;
+use settings::{env_or, env_parse, ConfigError};
 use std::net::SocketAddr;
 use std::time::Duration;
 
 /// Everything the service needs to start. Tests build one by hand.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// `LISTEN_ADDR` (see `shared::config::listen_addr`), where the
+    /// `LISTEN_ADDR` (see `service_kit::config::listen_addr`), where the
     /// CloudEvents sink and the query API listen.
     pub listen_addr: SocketAddr,
     /// `DATABASE_URL`: the audit store, a SQLite file or a PostgreSQL
@@ -31,7 +34,7 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     pub kafka: KafkaSettings,
     pub nats: NatsSettings,
-    /// TLS and the HTTP server's limits (`shared::serve`).
+    /// TLS and the HTTP server's limits (`service_kit::serve`).
     pub listen: ListenSettings,
     /// Who may write and read the events (`crate::auth`).
     pub access: Access,
@@ -162,7 +165,7 @@ impl Settings {
         }
         Ok(Settings {
             listen_addr: listen_addr(SocketAddr::from(([0, 0, 0, 0], 8080)))?,
-            database_url: shared::config::database_url("sqlite://data/audit.db")?,
+            database_url: service_kit::config::database_url("sqlite://data/audit.db")?,
             transport,
             max_body_bytes: env_parse("MAX_BODY_BYTES", 1024 * 1024)?,
             batch: BatchLimits {

@@ -11,6 +11,7 @@ pub mod config;
 pub mod console;
 pub mod error;
 pub mod filter;
+pub mod http;
 pub mod ingest;
 pub mod limits;
 pub mod metrics;

@@ -5,15 +5,15 @@
 //! holds what they share and the one place that picks the consumer.
 
 pub mod dead_letter;
-pub mod decode;
+pub use cloudevents_wire::decode;
 pub mod http;
 pub mod kafka;
 pub mod nats;
 
 use crate::config::Settings;
 use crate::store::Store;
+use cloudevents_wire::Transport;
 use futures::future::BoxFuture;
-use shared::config::Transport;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;

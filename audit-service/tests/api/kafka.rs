@@ -6,10 +6,10 @@ use crate::helpers::{
     create_topic, create_topic_with, header, produce, producer, producer_with, read_topic,
     spawn_app_with, unique, TestApp,
 };
+use cloudevents::Event;
+use cloudevents_wire::Transport;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use serde_json::json;
-use shared::cloudevents::Event;
-use shared::config::Transport;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -478,9 +478,6 @@ async fn records_the_store_cannot_hold_are_dead_lettered_and_consumption_goes_on
         format!("{}/0/1", k.topic)
     );
     let event: Event = serde_json::from_slice(dead[1].payload().unwrap()).unwrap();
-    assert_eq!(
-        shared::cloudevents::AttributesReader::id(&event),
-        "poison-1"
-    );
+    assert_eq!(cloudevents::AttributesReader::id(&event), "poison-1");
     k.app.stop().await;
 }

@@ -5,13 +5,13 @@
 //! each event once, and two processes share one durable consumer.
 
 use crate::helpers::{
-    nats, poll_until, publish_bulk, spawn_app_with, unique, NatsNames, ServiceProcess, TestApp,
+    audit_process, nats, publish_bulk, spawn_app_with, unique, within, NatsNames, Service, TestApp,
 };
 use async_nats::jetstream;
 use async_nats::HeaderMap;
+use cloudevents::Event;
 use futures::StreamExt;
 use serde_json::json;
-use shared::cloudevents::Event;
 use sqlx::SqlitePool;
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -211,9 +211,11 @@ async fn one_users_events_are_stored_in_the_order_they_were_published() {
     let app = spawn_nats_app(&names).await;
 
     // The app's own database, SQLite or PostgreSQL.
-    let db = shared::testing::Db::open(&app.database_url).await;
+    let db = test_kit::database::Db::open(&app.database_url).await;
     let stored = || db.int("SELECT COUNT(*) FROM events");
-    let done = poll_until(WAIT, || async { stored().await >= N as i64 }).await;
+    let done = within(WAIT, || async { stored().await >= N as i64 })
+        .await
+        .is_some();
     assert!(done, "stored {} of {N}", stored().await);
     let rows = db
         .texts("SELECT subject || ' ' || id FROM events ORDER BY seq")
@@ -268,7 +270,7 @@ fn header(message: &async_nats::Message, name: &str) -> Option<String> {
 }
 
 async fn open(db: &Path) -> SqlitePool {
-    shared::db::connect_sqlite(&format!("sqlite://{}", db.display()), 1)
+    service_kit::db::connect_sqlite(&format!("sqlite://{}", db.display()), 1)
         .await
         .unwrap()
 }
@@ -297,13 +299,14 @@ fn process_env(db: &Path, names: &NatsNames) -> Vec<(&'static str, String)> {
     env
 }
 
-async fn wait_listening(process: &mut ServiceProcess) {
+async fn wait_listening(process: &mut Service) {
     let url = format!("http://127.0.0.1:{}/healthz", process.port);
-    let up = poll_until(Duration::from_secs(30), || async {
+    let up = within(Duration::from_secs(30), || async {
         reqwest::get(&url).await.is_ok_and(|r| r.status() == 200)
     })
-    .await;
-    assert!(up, "audit-service did not start:\n{}", process.log_text());
+    .await
+    .is_some();
+    assert!(up, "audit-service did not start:\n{}", process.logs());
 }
 
 #[tokio::test]
@@ -318,11 +321,13 @@ async fn sigkill_while_consuming_nats_then_restart_stores_each_event_exactly_onc
     let dir = TempDir::new().unwrap();
     let db_path = dir.path().join("audit.db");
     let env = process_env(&db_path, &names);
-    let mut first = ServiceProcess::start(&env, dir.path().join("first.log"));
+    let mut first = audit_process(&env, dir.path().join("first.log"));
     wait_listening(&mut first).await;
     let db = open(&db_path).await;
-    let started = poll_until(WAIT, || async { count(&db).await > 0 }).await;
-    assert!(started, "nothing consumed:\n{}", first.log_text());
+    let started = within(WAIT, || async { count(&db).await > 0 })
+        .await
+        .is_some();
+    assert!(started, "nothing consumed:\n{}", first.logs());
     first.kill();
     let at_kill = count(&db).await;
     assert!(
@@ -330,17 +335,18 @@ async fn sigkill_while_consuming_nats_then_restart_stores_each_event_exactly_onc
         "all {N} events were stored before the kill; the test proves nothing"
     );
 
-    let mut second = ServiceProcess::start(&env, dir.path().join("second.log"));
+    let mut second = audit_process(&env, dir.path().join("second.log"));
     wait_listening(&mut second).await;
-    let done = poll_until(Duration::from_secs(120), || async {
+    let done = within(Duration::from_secs(120), || async {
         count(&db).await >= N as i64
     })
-    .await;
+    .await
+    .is_some();
     assert!(
         done,
         "only {} of {N} stored after restart:\n{}",
         count(&db).await,
-        second.log_text()
+        second.logs()
     );
     let expected: BTreeSet<String> = (0..N).map(|i| format!("e{i}")).collect();
     assert_eq!(
@@ -350,7 +356,11 @@ async fn sigkill_while_consuming_nats_then_restart_stores_each_event_exactly_onc
     );
     assert_eq!(count(&db).await, N as i64, "no event stored twice");
     eprintln!("killed after {at_kill} of {N} stored; the restart stored the rest");
-    assert!(second.terminate().success(), "{}", second.log_text());
+    assert!(
+        second.terminate().await.unwrap().success(),
+        "{}",
+        second.logs()
+    );
 }
 
 #[tokio::test]
@@ -362,34 +372,36 @@ async fn two_processes_on_one_durable_consumer_share_the_work_and_store_each_eve
     let dir = TempDir::new().unwrap();
     let db_path = dir.path().join("audit.db");
     let env = process_env(&db_path, &names);
-    let mut a = ServiceProcess::start(&env, dir.path().join("a.log"));
+    let mut a = audit_process(&env, dir.path().join("a.log"));
     wait_listening(&mut a).await;
-    let mut b = ServiceProcess::start(&env, dir.path().join("b.log"));
+    let mut b = audit_process(&env, dir.path().join("b.log"));
     wait_listening(&mut b).await;
     // Both pull before anything is published, so neither takes it all.
-    let ready = |p: &ServiceProcess| {
+    let ready = |p: &Service| {
         let url = format!("http://127.0.0.1:{}/readyz", p.port);
         async move { reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) }
     };
-    assert!(poll_until(WAIT, || ready(&a)).await, "{}", a.log_text());
-    assert!(poll_until(WAIT, || ready(&b)).await, "{}", b.log_text());
+    assert!(within(WAIT, || ready(&a)).await.is_some(), "{}", a.logs());
+    assert!(within(WAIT, || ready(&b)).await.is_some(), "{}", b.logs());
     tokio::time::sleep(Duration::from_millis(500)).await;
     let source = unique("/share");
     publish_bulk(&js, &names.subject, &source, N).await;
 
     let db = open(&db_path).await;
-    let done = poll_until(Duration::from_secs(120), || async {
+    let done = within(Duration::from_secs(120), || async {
         count(&db).await >= N as i64
     })
-    .await;
+    .await
+    .is_some();
     assert!(done, "stored {} of {N}", count(&db).await);
     let expected: BTreeSet<String> = (0..N).map(|i| format!("e{i}")).collect();
     assert_eq!(ids(&db).await, expected);
     assert_eq!(count(&db).await, N as i64);
-    let logged = poll_until(Duration::from_secs(10), || async {
+    let logged = within(Duration::from_secs(10), || async {
         a.log_count("audit event stored") + b.log_count("audit event stored") == N
     })
-    .await;
+    .await
+    .is_some();
     let (by_a, by_b) = (
         a.log_count("audit event stored"),
         b.log_count("audit event stored"),
@@ -400,8 +412,8 @@ async fn two_processes_on_one_durable_consumer_share_the_work_and_store_each_eve
         "one replica did all the work: {by_a} / {by_b}"
     );
     eprintln!("replica A stored {by_a}, replica B stored {by_b}");
-    assert!(a.terminate().success(), "{}", a.log_text());
-    assert!(b.terminate().success(), "{}", b.log_text());
+    assert!(a.terminate().await.unwrap().success(), "{}", a.logs());
+    assert!(b.terminate().await.unwrap().success(), "{}", b.logs());
 }
 
 #[tokio::test]

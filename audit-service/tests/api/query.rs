@@ -107,7 +107,7 @@ async fn healthz_readyz_and_metrics_answer() {
     let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(metrics.contains("audit_events_stored_total"), "{metrics}");
     assert!(metrics.contains("audit_commit_batch_events"), "{metrics}");
-    let families = shared::telemetry::metric_families(&metrics);
+    let families = service_kit::telemetry::metric_families(&metrics);
     for (name, kind) in [
         ("http_requests_total", "counter"),
         ("http_request_duration_seconds", "histogram"),
@@ -131,7 +131,7 @@ async fn healthz_readyz_and_metrics_answer() {
 #[tokio::test]
 async fn readyz_is_503_when_the_brokers_are_unreachable() {
     let app = crate::helpers::spawn_app_with(|s| {
-        s.transport = shared::config::Transport::Kafka;
+        s.transport = cloudevents_wire::Transport::Kafka;
         // Nothing listens on port 1.
         s.kafka.common.brokers = "127.0.0.1:1".into();
         s.kafka.common.topic = unique("unreachable");

@@ -24,12 +24,12 @@ use crate::ingest::dead_letter::{
 };
 use crate::ingest::decode::DecodeError;
 use crate::ingest::{Backoff, Stopped};
+use brokers::kafka::{client_config, Guarantee, KafkaConfigError, Redacting};
+use cloudevents_wire::Transport;
 use futures::future::join_all;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use shared::config::Transport;
-use shared::kafka::{client_config, Guarantee, KafkaConfigError, Redacting};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 

@@ -25,6 +25,8 @@ use super::decode::{self, DecodeError};
 use super::{Backoff, ConsumerTask, Probe, Stopped};
 use crate::config::{BatchLimits, KafkaSettings};
 use crate::store::{EventRow, Refused, Store, StoreError};
+use brokers::kafka::{client_config, BrokerProbe, Guarantee, KafkaConfigError};
+use cloudevents_wire::Transport;
 use futures::future::BoxFuture;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{
@@ -35,8 +37,6 @@ use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders, 
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, Timestamp, TopicPartitionList};
-use shared::config::Transport;
-use shared::kafka::{client_config, BrokerProbe, Guarantee, KafkaConfigError};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -93,7 +93,7 @@ pub fn start(
     let dead_letters =
         DeadLetters::new(settings).context("Failed to create the dead-letter producer")?;
     tracing::info!(
-        brokers = %shared::redact::urls(&settings.common.brokers),
+        brokers = %settings::redact::urls(&settings.common.brokers),
         topic = %settings.common.topic,
         group = %settings.group_id,
         dlq = %dead_letters.topic(),
@@ -131,16 +131,16 @@ impl ClientContext for RebalanceLogger {
             // A fresh cluster before the topic is created (by a producer, an
             // operator, or us at start when allowed); consumption starts
             // once it exists.
-            let reason = shared::redact::in_text(reason);
+            let reason = settings::redact::in_text(reason);
             tracing::info!(%reason, "waiting for the Kafka topic to exist");
         } else {
-            let reason = shared::redact::in_text(reason);
+            let reason = settings::redact::in_text(reason);
             tracing::error!(%error, %reason, "Kafka client error");
         }
     }
 
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        shared::kafka::log(level, fac, message);
+        brokers::kafka::log(level, fac, message);
     }
 
     /// Lag per partition this member consumes: the partition's end offset
@@ -249,7 +249,11 @@ impl Batch {
                     .insert((partition.0.to_owned(), partition.1), message.offset() + 1);
             }
         }
-        let decoded = decode::kafka_record(message).and_then(|decoded| {
+        let headers: Vec<(&str, Option<&[u8]>)> = message
+            .headers()
+            .map(|h| h.iter().map(|h| (h.key, h.value)).collect())
+            .unwrap_or_default();
+        let decoded = decode::kafka_record(&headers, message.payload()).and_then(|decoded| {
             EventRow::from_decoded(&decoded).map_err(|e| DecodeError::Other(e.to_string()))
         });
         match decoded {
@@ -441,7 +445,7 @@ fn unstorable(refused: Refused, origins: &[(Arc<str>, i32, i64)]) -> Rejected {
         .map_or(("", -1, -1), |(t, p, o)| (&**t, *p, *o));
     let headers = OwnedHeaders::new().insert(Header {
         key: "content-type",
-        value: Some(shared::binding::STRUCTURED_JSON),
+        value: Some(cloudevents_wire::binding::STRUCTURED_JSON),
     });
     Rejected {
         message: OwnedMessage::new(

@@ -25,8 +25,8 @@ use async_nats::header::{HeaderMap, HeaderValue, NATS_MESSAGE_ID};
 use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::{self, stream, ErrorCode};
 use bytes::Bytes;
+use cloudevents_wire::Transport;
 use futures::future::join_all;
-use shared::config::Transport;
 use tokio_util::sync::CancellationToken;
 
 /// A message the consumer refused, and why.
@@ -57,7 +57,7 @@ impl DeadLetters {
     /// capturing the dead-letter subject, keeping what it holds (an operator
     /// reads and clears it).
     pub async fn ensure_stream(&self) -> Result<(), String> {
-        shared::nats::ensure_stream(
+        brokers::nats::ensure_stream(
             &self.js,
             stream::Config {
                 name: self.stream.clone(),

@@ -36,11 +36,11 @@ use async_nats::jetstream::consumer::pull::{self, MessagesErrorKind};
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy};
 use async_nats::jetstream::{self, Message};
 use async_nats::Subject;
+use brokers::nats::{ensure_stream, StreamProbe};
 use bytes::Bytes;
+use cloudevents_wire::Transport;
 use futures::future::BoxFuture;
 use futures::StreamExt;
-use shared::config::Transport;
-use shared::nats::{ensure_stream, StreamProbe};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -76,7 +76,7 @@ pub async fn start(
         .context("Failed to set up the NATS connection")?;
     let js = jetstream::new(client.clone());
     tracing::info!(
-        server = %shared::redact::urls(&settings.common.url),
+        server = %settings::redact::urls(&settings.common.url),
         stream = %settings.common.stream,
         consumer = %settings.consumer,
         dlq = %settings.dlq_subject,
