@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::value::Type;
+use crate::types::Type;
 
 /// The text is not a CESQL expression. `offset` is the byte offset of the
 /// offending character or token in the text, `column` the same place counted

@@ -33,6 +33,7 @@ mod lexer;
 mod like;
 mod parser;
 mod pushdown;
+mod types;
 mod validate;
 mod value;
 

@@ -4,30 +4,12 @@ use std::borrow::Cow;
 use std::fmt;
 
 use crate::error::EvalError;
-
-/// The primitive types of CESQL. URIs, URI references and timestamps are
-/// represented as [`Type::String`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Type {
-    Boolean,
-    Integer,
-    String,
-}
+pub use crate::types::Type;
 
 impl Type {
     /// The value an operator or function of this return type yields when it fails (§3.1).
     pub fn zero(self) -> Value {
         Scalar::zero(self).into_value()
-    }
-}
-
-impl fmt::Display for Type {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Type::Boolean => "Boolean",
-            Type::Integer => "Integer",
-            Type::String => "String",
-        })
     }
 }
 
