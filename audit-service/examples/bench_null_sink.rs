@@ -21,10 +21,10 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .with_context(|| format!("Failed to listen on {addr}"))?;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    service_kit::shutdown::cancel_on_signal(shutdown.clone());
     axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            shared::shutdown::signal().await;
-        })
+        .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
         .context("HTTP server failed")
 }

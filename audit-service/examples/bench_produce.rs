@@ -13,16 +13,16 @@
 
 use anyhow::{bail, Context};
 use chrono::Utc;
+use cloudevents::binding::rdkafka::{BaseRecordExt, MessageRecord};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::ClientContext;
-use shared::cloudevents::binding::rdkafka::{BaseRecordExt, MessageRecord};
-use shared::event::{UserData, UserEvent};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+use user_events::{UserData, UserEvent};
 use uuid::Uuid;
 
 /// Counts the records the broker did not take, so a short topic is an error

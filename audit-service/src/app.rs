@@ -3,44 +3,19 @@
 //! within its grace period whatever the clients do.
 
 use crate::config::{ConsumerSettings, Settings};
-use crate::error::ApiError;
+use crate::http::state::AppState;
 use crate::store::{Store, WriterHandle};
-use crate::{console, ingest, query, tlog};
+use crate::{ingest, tlog};
 use anyhow::Context;
-use axum::extract::State;
-use axum::http::StatusCode;
 use axum::Router;
-use shared::problem::Problem;
-use shared::serve::ServeOptions;
-use std::sync::Arc;
+use service_kit::serve::ServeOptions;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tower_http::timeout::TimeoutLayer;
-use utoipa::openapi::OpenApi;
-use utoipa::OpenApi as _;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 /// How long start-up waits for the brokers to create the topics.
 const TOPIC_CREATE_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long `/readyz` waits for the brokers.
-const BROKER_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// What every handler gets; cheap to clone.
-#[derive(Clone)]
-pub struct AppState {
-    pub store: Store,
-    pub max_body_bytes: usize,
-    /// The consumer's broker, when there is one.
-    pub broker: Option<Arc<dyn ingest::Probe>>,
-    /// Cancelled at shutdown; ends live-tail streams.
-    pub shutdown: CancellationToken,
-    /// The transparency log's key; `None` when the log is off.
-    pub log: Option<Arc<tlog::LogKey>>,
-}
-
 pub struct Application {
     listener: TcpListener,
     port: u16,
@@ -62,7 +37,7 @@ impl Application {
         if let ConsumerSettings::Kafka(kafka) = &settings.consumer {
             // Before subscribing: a consumer of a topic that does not exist
             // waits for it, and a fresh cluster has none.
-            shared::kafka::create_topics(
+            brokers::kafka::create_topics(
                 &kafka.common,
                 &[&kafka.common.topic, &kafka.dlq_topic],
                 TOPIC_CREATE_TIMEOUT,
@@ -100,7 +75,7 @@ impl Application {
         settings.access.warn_if_open();
         settings.access.warn_if_plain_http(serve.tls.is_some());
         tracing::info!(%address, scheme = serve.scheme(), transport = settings.transport().as_str(), "audit-service listening");
-        let router = router(state, settings.limits.request_timeout);
+        let router = crate::http::router(state, settings.limits.request_timeout);
         let router = settings.access.guard(settings.limits.guard(router));
         Ok(Application {
             listener,
@@ -138,7 +113,7 @@ impl Application {
     /// client got a 2xx for is on disk whatever happens here.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let shutdown = self.shutdown.clone();
-        let mut server = Box::pin(shared::serve::serve(
+        let mut server = Box::pin(service_kit::serve::serve(
             self.listener,
             self.router,
             self.serve,
@@ -190,83 +165,4 @@ impl Application {
         self.writer.close().await;
         consumed
     }
-}
-
-/// The OpenAPI 3.1 document of the service's HTTP API, generated from the
-/// handlers' annotations; served at `GET /openapi.json`.
-pub fn openapi() -> OpenApi {
-    api_routes(1024).2
-}
-
-/// The documented routes (the API, then the operational ones) and their
-/// document.
-fn api_routes(max_body_bytes: usize) -> (Router<AppState>, Router<AppState>, OpenApi) {
-    let (api, mut doc) = OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
-        .merge(ingest::http::router(max_body_bytes))
-        .merge(query::router())
-        .merge(console::router())
-        .merge(tlog::routes::router())
-        .routes(routes!(readyz))
-        .split_for_parts();
-    // Before the probes join: they are outside the request timeout.
-    crate::limits::document(&mut doc);
-    let (ops, ops_doc) = shared::telemetry::ops_router().split_for_parts();
-    doc.merge(ops_doc);
-    crate::auth::document(&mut doc);
-    (api, ops, doc)
-}
-
-/// A request that takes longer than `request_timeout` (a stuck store) is
-/// answered 408, so a graceful shutdown can't hang on it.
-fn router(state: AppState, request_timeout: Duration) -> Router {
-    let (api, ops, doc) = api_routes(state.max_body_bytes);
-    let api = api.layer(TimeoutLayer::with_status_code(
-        StatusCode::REQUEST_TIMEOUT,
-        request_timeout,
-    ));
-    api.merge(ops)
-        .merge(shared::telemetry::openapi_route(&doc))
-        .layer(axum::middleware::from_fn(
-            shared::telemetry::track_http_metrics,
-        ))
-        // The request id is set before the span is made, so the span (and
-        // every log line in it) carries it, and the response returns it.
-        .layer(shared::http_log::trace_layer())
-        .layer(axum::middleware::from_fn(shared::telemetry::request_id))
-        .layer(axum::middleware::map_response(
-            shared::problem::problem_for_plain_errors,
-        ))
-        .with_state(state)
-}
-
-/// Ready when the database answers and, on a broker transport, the broker
-/// does.
-#[utoipa::path(
-    get,
-    path = "/readyz",
-    tag = "operations",
-    responses(
-        (status = 200, description = "Ready", body = Object, example = json!({"status": "ready"})),
-        (status = 503, description = "The database or the broker does not answer", body = Problem, content_type = "application/problem+json"),
-    )
-)]
-async fn readyz(State(state): State<AppState>) -> Result<axum::Json<serde_json::Value>, ApiError> {
-    if !state.store.is_reachable().await {
-        return Err(ApiError::NotReady(
-            "the audit database is unreachable".into(),
-        ));
-    }
-    if let Some(broker) = &state.broker {
-        broker
-            .check(BROKER_PROBE_TIMEOUT)
-            .await
-            .map_err(ApiError::NotReady)?;
-    }
-    Ok(axum::Json(serde_json::json!({"status": "ready"})))
-}
-
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-pub async fn shutdown_signal() {
-    let signal = shared::shutdown::signal().await;
-    tracing::info!(signal, "shutting down");
 }

@@ -3,13 +3,14 @@
 //! API, the live tail, the console and any route added later), optionally
 //! tokens for `/metrics`, and the admin door for erasure, closed unless its
 //! tokens are set. The doors themselves are
-//! `shared::auth`'s; this module says which path goes through which, so
+//! `service_kit::auth`'s; this module says which path goes through which, so
 //! that a route added later is a reading route, closed by default.
 
 use axum::Router;
-use shared::auth::{Door, Doors, Tokens};
-use shared::config::ConfigError;
-use shared::rate_limit::{RateLimiter, RateSettings};
+use service_kit::auth::{Door, Doors};
+use service_kit::rate_limit::{RateLimiter, RateSettings};
+use settings::ConfigError;
+use settings::Tokens;
 use utoipa::openapi::OpenApi;
 
 /// The token sets, and the rate limits of the doors that have one; a door
@@ -162,7 +163,7 @@ impl Access {
 /// open paths its optional security, its 401 and, for ingest and reading,
 /// its 429.
 pub fn document(doc: &mut OpenApi) {
-    shared::auth::document(
+    service_kit::auth::document(
         doc,
         Scope::door_of,
         "A token of the operation's door: INGEST_TOKENS for POST /, METRICS_TOKENS for \
@@ -200,7 +201,7 @@ mod tests {
 
     #[test]
     fn the_document_shows_the_bearer_scheme_and_the_401s() {
-        let doc = serde_json::to_value(crate::app::openapi()).unwrap();
+        let doc = serde_json::to_value(crate::http::openapi()).unwrap();
         assert_eq!(
             doc["components"]["securitySchemes"]["bearer"]["scheme"],
             "bearer"

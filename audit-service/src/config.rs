@@ -3,17 +3,20 @@
 use crate::auth::Access;
 use crate::limits::ApiLimits;
 use crate::tlog::LogSettings;
-use shared::config::{env_or, env_parse, listen_addr, ConfigError, KafkaConfig, Transport};
-use shared::mqtt::MqttConfig;
-use shared::nats::{check_stream_name, check_subject, NatsConfig};
-use shared::serve::ListenSettings;
+use brokers::kafka::KafkaConfig;
+use brokers::mqtt::MqttConfig;
+use brokers::nats::{check_stream_name, check_subject, NatsConfig};
+use cloudevents_wire::Transport;
+use service_kit::config::listen_addr;
+use service_kit::serve::ListenSettings;
+use settings::{env_or, env_parse, ConfigError};
 use std::net::SocketAddr;
 use std::time::Duration;
 
 /// Everything the service needs to start. Tests build one by hand.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// `LISTEN_ADDR` (see `shared::config::listen_addr`), where the
+    /// `LISTEN_ADDR` (see `service_kit::config::listen_addr`), where the
     /// CloudEvents sink and the query API listen.
     pub listen_addr: SocketAddr,
     /// `DATABASE_URL`: the audit store, a SQLite file or a PostgreSQL
@@ -30,7 +33,7 @@ pub struct Settings {
     /// Kafka batches in hand get to finish before they are dropped (what is
     /// already queued for the store is committed either way).
     pub shutdown_grace: Duration,
-    /// TLS and the HTTP server's limits (`shared::serve`).
+    /// TLS and the HTTP server's limits (`service_kit::serve`).
     pub listen: ListenSettings,
     /// Who may write and read the events (`crate::auth`).
     pub access: Access,
@@ -298,7 +301,7 @@ impl Settings {
     pub fn from_env() -> Result<Self, ConfigError> {
         Ok(Settings {
             listen_addr: listen_addr(SocketAddr::from(([0, 0, 0, 0], 8080)))?,
-            database_url: shared::config::database_url("sqlite://data/audit.db")?,
+            database_url: service_kit::config::database_url("sqlite://data/audit.db")?,
             consumer: ConsumerSettings::from_env()?,
             max_body_bytes: env_parse("MAX_BODY_BYTES", 1024 * 1024)?,
             batch: BatchLimits {

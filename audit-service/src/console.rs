@@ -12,7 +12,7 @@
 //! styles from this origin's files and nothing inline: an injected
 //! `<script>` or `onerror=` would not run even if a rendering bug let one in.
 
-use crate::app::AppState;
+use crate::http::state::AppState;
 use axum::http::{header, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;

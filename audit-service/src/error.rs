@@ -1,12 +1,12 @@
 //! The one error type of the HTTP API, answered as application/problem+json.
 
 use crate::filter::FilterError;
-use crate::ingest::decode::DecodeError;
 use crate::store::StoreError;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use cloudevents_wire::decode::DecodeError;
 use serde::Serialize;
-use shared::problem::Problem;
+use service_kit::problem::Problem;
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -111,7 +111,7 @@ fn filter_problem(problem: Problem, error: &cesql::ParseError) -> Response {
     };
     (
         status,
-        [(header::CONTENT_TYPE, shared::problem::CONTENT_TYPE)],
+        [(header::CONTENT_TYPE, service_kit::problem::CONTENT_TYPE)],
         axum::Json(body),
     )
         .into_response()

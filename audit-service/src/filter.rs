@@ -33,8 +33,8 @@
 //! the pool, with a page's budget.
 use crate::store::StoredEvent;
 use cesql::{Budget, Column, Condition, Expression, OverBudget, ParseError, Pushdown};
+use cloudevents_wire::validate::code_point;
 use serde_json::{Map, Value};
-use shared::validate::code_point;
 use std::sync::LazyLock;
 use tokio::sync::Semaphore;
 
@@ -177,7 +177,7 @@ impl CesqlFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::config::Transport;
+    use cloudevents_wire::Transport;
 
     fn stored(json: serde_json::Value) -> StoredEvent {
         let text = |key: &str| json[key].as_str().map(str::to_owned);

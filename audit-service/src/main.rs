@@ -1,12 +1,12 @@
 //! Starts audit-service with settings from the environment, or runs an
 //! operator command (`erase`, `verify`, `log-key`).
 
-use audit_service::app::{shutdown_signal, Application};
+use audit_service::app::Application;
 use audit_service::cli::{Cli, Command};
 use audit_service::config::Settings;
 use audit_service::tlog::commands;
 use clap::Parser;
-use shared::telemetry::{self, Spans};
+use service_kit::telemetry::{self, Spans};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -38,11 +38,7 @@ async fn serve() -> anyhow::Result<()> {
     let served = async {
         let settings = Settings::from_env()?;
         let app = Application::build(settings).await?;
-        let shutdown = app.shutdown_token();
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            shutdown.cancel();
-        });
+        service_kit::shutdown::cancel_on_signal(app.shutdown_token());
         app.run_until_stopped().await
     }
     .await;

@@ -2,14 +2,14 @@
 //! series that exist from the start (at zero) so dashboards and alerts see
 //! them before the first event.
 
-use shared::config::Transport;
+use cloudevents_wire::Transport;
 
 /// Describes every metric and registers the counters of the transports in
 /// use: `POST /` always, plus `transport` when it is a broker.
 pub fn describe(transport: Transport) {
     // The recorder first: HELP texts go to the recorder installed when they
     // are described.
-    shared::telemetry::metrics_handle();
+    service_kit::telemetry::metrics_handle();
     metrics::describe_counter!(
         "audit_events_stored_total",
         "Events stored (new rows), by the transport that brought them"

@@ -110,7 +110,7 @@ mod tests {
     use serde_json::Value;
 
     fn document() -> Value {
-        serde_json::to_value(crate::app::openapi()).unwrap()
+        serde_json::to_value(crate::http::openapi()).unwrap()
     }
 
     /// The schema a response's problem+json body refers to, resolved.

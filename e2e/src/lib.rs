@@ -1,21 +1,14 @@
-//! Runs the real service binaries as child processes, the way a user does,
-//! so tests can stop, kill and restart them and read what they logged.
+//! The two services together, as their users run them: a [`Stack`] holds
+//! their logs and databases, starts both binaries (test-kit's
+//! [`Service`]) and speaks their APIs.
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// A loopback port nothing listens on right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free loopback port")
-}
+pub use test_kit::free_port;
+pub use test_kit::process::{Service, Wait};
 
 /// Where cargo put the binaries: next to the `deps/` folder of this test.
 pub fn binary(name: &str) -> Result<PathBuf> {
@@ -52,167 +45,26 @@ pub fn example(name: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// One running service process. Dropping it kills the process.
-pub struct Service {
-    name: &'static str,
-    env: HashMap<String, String>,
-    log_path: PathBuf,
-    child: Option<Child>,
-    pub base_url: String,
+/// Starts `name`, a binary of the workspace, on a free port with `env`,
+/// appending its output to `dir/<name>.log`, and waits until it is ready.
+pub async fn start(name: &str, dir: &Path, env: &[(&str, &str)]) -> Result<Service> {
+    start_waiting(name, dir, env, Wait::Ready).await
 }
 
-impl Service {
-    /// Starts `name` (a binary of the workspace) on a free port with `env`,
-    /// appending its output to `dir/<name>.log`, and waits for `/healthz`.
-    pub async fn start(name: &'static str, dir: &Path, env: &[(&str, &str)]) -> Result<Service> {
-        let port = free_port();
-        let mut env: HashMap<String, String> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        env.insert("LISTEN_ADDR".into(), format!("127.0.0.1:{port}"));
-        env.entry("RUST_LOG".into())
-            .or_insert_with(|| "info".into());
-        // A TLS test's certificate is for localhost.
-        let base_url = match env.contains_key("TLS_CERT_FILE") {
-            true => format!("https://localhost:{port}"),
-            false => format!("http://127.0.0.1:{port}"),
-        };
-        let mut service = Service {
-            name,
-            env,
-            log_path: dir.join(format!("{name}.log")),
-            child: None,
-            base_url,
-        };
-        service.restart().await?;
-        Ok(service)
-    }
-
-    /// Starts the process again with the same port, environment and log.
-    pub async fn restart(&mut self) -> Result<()> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)?;
-        let child = Command::new(binary(self.name)?)
-            .envs(&self.env)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("failed to start {}", self.name))?;
-        self.child = Some(child);
-        self.wait_healthy().await
-    }
-
-    async fn wait_healthy(&mut self) -> Result<()> {
-        let url = format!("{}/healthz", self.base_url);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        // Only whether it answers matters here; the TLS tests check the
-        // certificate with a client of their own.
-        let client = reqwest::Client::builder()
-            .danger_accept_invalid_certs(true)
-            .build()?;
-        loop {
-            if let Ok(r) = client.get(&url).send().await {
-                if r.status().is_success() {
-                    return Ok(());
-                }
-            }
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                bail!("{} exited with {status}; log:\n{}", self.name, self.logs());
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "{} not healthy after 30 s; log:\n{}",
-                    self.name,
-                    self.logs()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Whether the process is still running.
-    pub fn is_running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
-    }
-
-    /// SIGKILL: no shutdown code runs, as in a crash or an OOM kill.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// SIGTERM, then waits for a clean exit; returns whether it exited 0.
-    pub async fn terminate(&mut self) -> Result<bool> {
-        let Some(mut child) = self.child.take() else {
-            return Ok(true);
-        };
-        // kill(1) rather than a signal crate: its libc features would make
-        // the services' build differ from the tests' (see
-        // scripts/check-build-features.py).
-        let sent = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .context("failed to run kill")?;
-        if !sent.success() {
-            bail!("kill -TERM {} failed: {sent}", child.id());
-        }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = child.try_wait()? {
-                return Ok(status.success());
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                bail!("{} did not stop within 30 s of SIGTERM", self.name);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// The last `n` lines the process wrote, for failure messages.
-    pub fn log_tail(&self, n: usize) -> String {
-        let logs = self.logs();
-        let lines: Vec<&str> = logs.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
-    }
-
-    /// The JSON log lines the process wrote so far whose `message` is
-    /// `message`.
-    pub fn log_lines(&self, message: &str) -> Vec<Value> {
-        self.logs()
-            .lines()
-            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-            .filter(|line| line["message"] == message)
-            .collect()
-    }
-
-    /// Everything the process wrote so far, across restarts.
-    pub fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// `start`, waiting for `wait` rather than readiness.
+pub async fn start_waiting(
+    name: &str,
+    dir: &Path,
+    env: &[(&str, &str)],
+    wait: Wait,
+) -> Result<Service> {
+    let log = dir.join(format!("{name}.log"));
+    Service::start(binary(name)?, log, env, wait).await
 }
 
 /// A temporary folder with the two services' logs and their databases
 /// (SQLite files there, or PostgreSQL databases with
-/// `TEST_DATABASE=postgres`, see `shared::testing`).
+/// `TEST_DATABASE=postgres`, see `test_kit::database`).
 pub struct Stack {
     pub dir: tempfile::TempDir,
     pub http: reqwest::Client,
@@ -236,7 +88,7 @@ impl Stack {
         if let Some(url) = self.known_db(name) {
             return url;
         }
-        let url = shared::testing::database_url(self.dir.path(), name).await;
+        let url = test_kit::database::database_url(self.dir.path(), name).await;
         self.databases
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -253,11 +105,18 @@ impl Stack {
             .cloned()
     }
 
+    /// The audit service, once ready.
     pub async fn audit(&self, extra: &[(&str, &str)]) -> Result<Service> {
+        self.audit_waiting(extra, Wait::Ready).await
+    }
+
+    /// The audit service, once `wait` holds (`Wait::Live` for one that is
+    /// not to become ready).
+    pub async fn audit_waiting(&self, extra: &[(&str, &str)], wait: Wait) -> Result<Service> {
         let db = self.db_url("audit.db").await;
         let mut env = vec![("DATABASE_URL", db.as_str())];
         env.extend_from_slice(extra);
-        Service::start("audit-service", self.dir.path(), &env).await
+        start_waiting("audit-service", self.dir.path(), &env, wait).await
     }
 
     /// The user service, sending to `audit_url` over HTTP unless `extra`
@@ -272,7 +131,7 @@ impl Stack {
             ("RELAY_BACKOFF_MAX_MS", "500"),
         ];
         env.extend_from_slice(extra);
-        Service::start("user-service", self.dir.path(), &env).await
+        start("user-service", self.dir.path(), &env).await
     }
 
     /// `POST /v1/user`; the new user's id on 201.

@@ -7,18 +7,15 @@
 //! which this toolchain doesn't have; proptest runs on stable and shrinks a
 //! failing input to a small one.
 
-use audit_service::decoded::Decoded;
-use audit_service::ingest::{decode, kafka, nats};
+use cloudevents_wire::binding::mqtt::{MqttContent, MqttMessage};
+use cloudevents_wire::binding::{
+    decode_header_value, encode_header_value, is_cloudevents_media_type, BinaryMessage,
+};
+use cloudevents_wire::decode;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
-use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
-use rdkafka::Timestamp;
 use serde_json::Value;
-use shared::binding::mqtt::{MqttContent, MqttMessage};
-use shared::binding::{
-    decode_header_value, encode_header_value, is_cloudevents_media_type, BinaryMessage,
-};
 use std::time::{Duration, Instant};
 
 const VALID_HTTP: &str = include_str!("../../interop/conformance/valid-http.json");
@@ -576,7 +573,7 @@ fn nats_message((headers, payload): NatsInput) -> Result<(), TestCaseError> {
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    if let Ok(decoded) = nats::message::decode(&headers, &payload) {
+    if let Ok(decoded) = decode::nats_message(&headers, &payload) {
         stored_form_is_accepted(&decoded)?;
     }
     Ok(())
@@ -669,7 +666,7 @@ fn mqtt_message(message: MqttMessage) -> Result<(), TestCaseError> {
         let again = binary.to_event().map_err(|e| {
             TestCaseError::fail(format!("a read event is refused in binary mode: {e}"))
         })?;
-        use shared::cloudevents::AttributesReader;
+        use cloudevents_wire::cloudevents::AttributesReader;
         prop_assert_eq!(again.id(), event.id());
         prop_assert_eq!(again.source(), event.source());
         prop_assert_eq!(again.ty(), event.ty());
@@ -756,24 +753,11 @@ fn batch(body: Vec<u8>) -> Result<(), TestCaseError> {
 }
 
 fn kafka_record((headers, value): KafkaInput) -> Result<(), TestCaseError> {
-    let mut owned = OwnedHeaders::new();
-    for (key, value) in &headers {
-        owned = owned.insert(Header {
-            key: key.as_str(),
-            value: value.as_deref(),
-        });
-    }
-    let headers = (!headers.is_empty()).then_some(owned);
-    let record = OwnedMessage::new(
-        value,
-        None,
-        "fuzz".into(),
-        Timestamp::NotAvailable,
-        0,
-        0,
-        headers,
-    );
-    if let Ok(event) = kafka::record::decode(&record) {
+    let headers: Vec<(&str, Option<&[u8]>)> = headers
+        .iter()
+        .map(|(key, value)| (key.as_str(), value.as_deref()))
+        .collect();
+    if let Ok(event) = decode::kafka_record(&headers, value.as_deref()) {
         stored_form_is_accepted(&event)?;
     }
     Ok(())
@@ -837,8 +821,8 @@ fn one_attribute(name: &str, value: String, binary: bool) -> Result<(), TestCase
 /// The audit store keeps an accepted event in the JSON format, with the
 /// attribute values as they arrived put back; reading that back must give
 /// a valid event with the same identity.
-fn stored_form_is_accepted(decoded: &Decoded) -> Result<(), TestCaseError> {
-    use shared::cloudevents::AttributesReader;
+fn stored_form_is_accepted(decoded: &decode::Decoded) -> Result<(), TestCaseError> {
+    use cloudevents_wire::cloudevents::AttributesReader;
     let event = &decoded.event;
     let mut json = serde_json::to_string(event)
         .map_err(|e| TestCaseError::fail(format!("an accepted event does not serialize: {e}")))?;

@@ -10,15 +10,15 @@
 //! on two cores, on purpose), which would make a 20,000-event backlog take
 //! minutes. The rows here are the real thing all the same: the database is
 //! migrated by the service's migrations, the event is built by the one
-//! mapping in `shared::event` and serialized as the store serializes it, and
+//! mapping in `user_events` and serialized as the store serializes it, and
 //! every user has a genuine argon2id hash (one, computed once, shared: no
 //! row is ever checked against it). The benchmark also drains a backlog made
 //! through the API, to show the two agree.
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use shared::db::Kind;
-use shared::event::{UserData, UserEvent};
+use service_kit::db::Kind;
+use user_events::{UserData, UserEvent};
 use user_service::domain::{Password, RawPassword};
 use uuid::Uuid;
 
@@ -92,7 +92,7 @@ async fn main() -> anyhow::Result<()> {
     let mut written = 0;
     match Kind::of(&url)? {
         Kind::Sqlite => {
-            let pool = shared::db::connect_sqlite(&url, 1).await?;
+            let pool = service_kit::db::connect_sqlite(&url, 1).await?;
             while written < count {
                 let next = count.min(written + CHUNK);
                 let mut tx = pool.begin().await?;
@@ -118,7 +118,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Kind::Postgres => {
-            let pool = shared::db::connect_postgres(&url, 1, "bench_backlog").await?;
+            let pool = service_kit::db::connect_postgres(&url, 1, "bench_backlog").await?;
             while written < count {
                 let next = count.min(written + CHUNK);
                 let mut tx = pool.begin().await?;
@@ -146,7 +146,7 @@ async fn main() -> anyhow::Result<()> {
     }
     println!(
         "{count} pending events written to {}",
-        shared::redact::url(&url)
+        settings::redact::url(&url)
     );
     Ok(())
 }

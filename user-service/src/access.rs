@@ -1,12 +1,13 @@
 //! Who may use the users API: optional bearer tokens for the API
 //! (`API_TOKENS`) and for `/metrics` (`METRICS_TOKENS`), through the same
-//! doors as audit-service's (`shared::auth`). Probes and the API
+//! doors as audit-service's (`service_kit::auth`). Probes and the API
 //! description stay open; any other path, a route added later included,
 //! is the API's.
 
 use axum::Router;
-use shared::auth::{Door, Doors, Tokens};
-use shared::config::ConfigError;
+use service_kit::auth::{Door, Doors};
+use settings::ConfigError;
+use settings::Tokens;
 use utoipa::openapi::OpenApi;
 
 /// The token sets; a door whose set is `None` is open.
@@ -67,7 +68,7 @@ fn door_of(path: &str) -> Option<&'static str> {
 /// Documents the bearer scheme in `doc`, and on every operation behind a
 /// door its optional security and its 401.
 pub fn document(doc: &mut OpenApi) {
-    shared::auth::document(
+    service_kit::auth::document(
         doc,
         door_of,
         "A token of the operation's door: METRICS_TOKENS for /metrics, API_TOKENS for the \

@@ -8,10 +8,9 @@ use crate::relay::Relay;
 use crate::routes::{self, AppState};
 use crate::store::{Scope, Store};
 use anyhow::Context;
-use axum::http::StatusCode;
-use axum::middleware;
 use axum::Router;
-use shared::serve::ServeOptions;
+use service_kit::router::Routes;
+use service_kit::serve::ServeOptions;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +18,6 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::timeout::TimeoutLayer;
 use utoipa::openapi::OpenApi;
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
@@ -45,7 +43,7 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         // The recorder first: HELP texts go to the recorder installed when
         // they are described.
-        shared::telemetry::metrics_handle();
+        service_kit::telemetry::metrics_handle();
         crate::relay::describe_metrics();
         let backend = crate::store::open(&settings.database_url).await?;
         let publisher = Arc::new(Publisher::new(&settings.publish).await?);
@@ -104,7 +102,7 @@ impl Application {
         self.shutdown.clone()
     }
 
-    /// Serves until SIGTERM, SIGINT or the shutdown token: stops accepting,
+    /// Serves until the shutdown token is cancelled: stops accepting,
     /// lets in-flight requests finish, stops the relay after its in-flight
     /// publish, then flushes the producer. Events still pending stay in the
     /// outbox for the next start.
@@ -121,8 +119,7 @@ impl Application {
             self.shutdown.clone(),
         ));
         let relay = tokio::spawn(self.relay.run());
-        tokio::spawn(cancel_on_signal(self.shutdown.clone()));
-        shared::serve::serve(
+        service_kit::serve::serve(
             self.listener,
             self.router,
             self.serve,
@@ -150,7 +147,7 @@ impl Application {
 /// The OpenAPI 3.1 document of the service's HTTP API, generated from the
 /// handlers' annotations; served at `GET /openapi.json`.
 pub fn openapi() -> OpenApi {
-    api_routes().2
+    api_routes().doc
 }
 
 #[derive(utoipa::OpenApi)]
@@ -164,50 +161,23 @@ struct ApiDoc;
 
 /// The documented routes (the API, then the operational ones) and their
 /// document.
-#[allow(clippy::type_complexity)]
-fn api_routes() -> (Router<AppState>, Router<AppState>, OpenApi) {
+fn api_routes() -> Routes<AppState> {
     let (api, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::users::router())
         .merge(routes::health::router())
         .split_for_parts();
-    let (ops, ops_doc) = shared::telemetry::ops_router().split_for_parts();
+    // Before the probes join: they are outside the request timeout.
+    service_kit::router::document_timeout(&mut doc);
+    let (ops, ops_doc) = service_kit::telemetry::ops_router().split_for_parts();
     doc.merge(ops_doc);
     crate::access::document(&mut doc);
-    (api, ops, doc)
+    Routes { api, ops, doc }
 }
 
+/// Every route behind the service stack (`service_kit::router`), with the
+/// API's body limit.
 fn router(state: AppState, request_timeout: Duration) -> Router {
-    let (api, ops, doc) = api_routes();
-    api
-        // A route layer, so metrics are labelled by MatchedPath.
-        .route_layer(middleware::from_fn(shared::telemetry::track_http_metrics))
-        .merge(ops)
-        .merge(shared::telemetry::openapi_route(&doc))
-        // Each `layer` wraps all above it; the last one is outermost. The
-        // problem+json rewrite is outermost so the body limit's 413, the
-        // timeout's 503 and axum's plain-text rejections all leave as
-        // problem+json. The request id is set before the span is made, so
-        // the span (and every log line in it) carries it, and the response
-        // returns it.
-        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            request_timeout,
-        ))
-        .layer(shared::http_log::trace_layer())
-        .layer(middleware::from_fn(shared::telemetry::request_id))
-        .layer(middleware::map_response(
-            shared::problem::problem_for_plain_errors,
-        ))
-        .with_state(state)
-}
-
-async fn cancel_on_signal(shutdown: CancellationToken) {
-    // Cancels even if this task unwinds, so SIGTERM can never be swallowed
-    // by a handler that is no longer listening.
-    let _cancel_on_exit = shutdown.clone().drop_guard();
-    tokio::select! {
-        signal = shared::shutdown::signal() => tracing::info!(signal, "shutting down"),
-        _ = shutdown.cancelled() => {}
-    }
+    let mut routes = api_routes();
+    routes.api = routes.api.layer(RequestBodyLimitLayer::new(BODY_LIMIT));
+    service_kit::router::router(routes, state, request_timeout)
 }

@@ -1,9 +1,13 @@
 //! The service's settings, read once from the environment at start.
 
-use shared::auth::BearerToken;
-use shared::config::{env_or, env_parse, listen_addr, ConfigError, KafkaConfig, Transport};
-use shared::nats::NatsConfig;
-use shared::serve::ListenSettings;
+use brokers::kafka::KafkaConfig;
+use brokers::mqtt::MqttConfig;
+use brokers::nats::NatsConfig;
+use cloudevents_wire::Transport;
+use service_kit::config::listen_addr;
+use service_kit::serve::ListenSettings;
+use settings::BearerToken;
+use settings::{env_or, env_parse, ConfigError};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -100,7 +104,27 @@ pub enum PublishSettings {
         /// take.
         timeout: Duration,
     },
-    Mqtt(crate::publish::MqttSettings),
+    Mqtt(MqttSettings),
+}
+
+/// `EVENT_TRANSPORT=mqtt`'s settings.
+#[derive(Debug, Clone)]
+pub struct MqttSettings {
+    pub config: MqttConfig,
+    /// `MQTT_CONTENT_MODE`, binary by default.
+    pub mode: ContentMode,
+    /// `PUBLISH_TIMEOUT_MS`: how long one PUBACK may take.
+    pub timeout: Duration,
+}
+
+impl MqttSettings {
+    pub fn from_env(timeout: Duration) -> Result<Self, ConfigError> {
+        Ok(MqttSettings {
+            config: MqttConfig::from_env("user-service")?,
+            mode: env_parse("MQTT_CONTENT_MODE", ContentMode::Binary)?,
+            timeout,
+        })
+    }
 }
 
 /// How the HTTP publisher proves who it is and whom it trusts.
@@ -145,9 +169,7 @@ impl PublishSettings {
                 mode: env_parse("NATS_CONTENT_MODE", ContentMode::Binary)?,
                 timeout,
             },
-            Transport::Mqtt => {
-                PublishSettings::Mqtt(crate::publish::MqttSettings::from_env(timeout)?)
-            }
+            Transport::Mqtt => PublishSettings::Mqtt(MqttSettings::from_env(timeout)?),
         })
     }
 
@@ -163,7 +185,7 @@ impl PublishSettings {
 
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// `LISTEN_ADDR` (see `shared::config::listen_addr`); port 0 picks a
+    /// `LISTEN_ADDR` (see `service_kit::config::listen_addr`); port 0 picks a
     /// free port (tests).
     pub listen_addr: SocketAddr,
     /// `DATABASE_URL`.
@@ -177,7 +199,7 @@ pub struct Settings {
     pub request_timeout: Duration,
     /// How long delivered outbox rows are kept (`OUTBOX_RETENTION`).
     pub outbox_retention: Duration,
-    /// TLS and the HTTP server's limits (`shared::serve`).
+    /// TLS and the HTTP server's limits (`service_kit::serve`).
     pub listen: ListenSettings,
     /// Who may use the API (`crate::access`).
     pub access: crate::access::Access,
@@ -274,7 +296,7 @@ fn audit_url() -> Result<String, ConfigError> {
     let value = env_or("AUDIT_URL", "http://localhost:8080/");
     parse_audit_url(value.trim()).map_err(|reason| ConfigError {
         name: "AUDIT_URL".to_owned(),
-        value: shared::redact::url(&value),
+        value: settings::redact::url(&value),
         reason,
     })
 }
@@ -331,7 +353,7 @@ fn positive(name: &str, default: u64) -> Result<u64, ConfigError> {
 
 /// `DATABASE_URL`, which the operator commands read too.
 pub fn database_url_from_env() -> Result<String, ConfigError> {
-    shared::config::database_url("sqlite://data/users.db")
+    service_kit::config::database_url("sqlite://data/users.db")
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use axum::extract::rejection::QueryRejection;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use shared::problem::Problem;
+use service_kit::problem::Problem;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

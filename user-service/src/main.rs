@@ -1,7 +1,7 @@
 //! Entry point: the service by default, or an operator command.
 
 use clap::Parser;
-use shared::telemetry::{self, Spans};
+use service_kit::telemetry::{self, Spans};
 use user_service::cli::{Cli, Command};
 use user_service::config::{database_url_from_env, Settings};
 use user_service::{dead_letters, Application};
@@ -29,6 +29,7 @@ async fn serve() -> anyhow::Result<()> {
     let served = async {
         let settings = Settings::from_env()?;
         let app = Application::build(settings).await?;
+        service_kit::shutdown::cancel_on_signal(app.shutdown_token());
         app.run_until_stopped().await
     }
     .await;

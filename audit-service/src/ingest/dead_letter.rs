@@ -16,8 +16,8 @@
 
 use super::pipeline::Refusal;
 use super::{Backoff, Stopped};
+use cloudevents_wire::Transport;
 use futures::future::{join_all, BoxFuture};
-use shared::config::Transport;
 use tokio_util::sync::CancellationToken;
 
 /// Where a transport's dead letters go.

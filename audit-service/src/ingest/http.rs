@@ -4,21 +4,20 @@
 //! as 500 or plain text, so this module has its own extractor behind
 //! `DefaultBodyLimit`, answering every rejection as problem+json.
 
-use super::decode::{self, DecodeError};
-use crate::app::AppState;
-use crate::decoded::Decoded;
+use super::decode::{self, DecodeError, Decoded};
 use crate::error::ApiError;
+use crate::http::state::AppState;
 use crate::openapi::CloudEvent;
 use crate::store::EventRow;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
-use shared::binding::{
+use cloudevents_wire::binding::{
     decode_header_value, is_cloudevents_media_type, BinaryMessage, BATCH_JSON, STRUCTURED_JSON,
 };
-use shared::config::Transport;
-use shared::problem::Problem;
+use cloudevents_wire::Transport;
+use service_kit::problem::Problem;
 use std::sync::Arc;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;

@@ -5,7 +5,7 @@
 //! module holds what they share and the one place that picks the consumer.
 
 pub mod dead_letter;
-pub mod decode;
+pub use cloudevents_wire::decode;
 pub mod http;
 pub mod kafka;
 pub mod mqtt;

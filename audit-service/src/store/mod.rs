@@ -27,17 +27,16 @@ pub mod tail;
 mod tail_poll;
 mod writer;
 
-use crate::decoded::{AsReceived, Decoded};
 use chrono::SecondsFormat;
 use cloudevents::event::ExtensionValue;
 use cloudevents::{AttributesReader, Event};
+use cloudevents_wire::decode::{AsReceived, Decoded};
+use cloudevents_wire::tracecontext;
+use cloudevents_wire::Transport;
 use serde::ser::{SerializeStruct, Serializer};
 use serde::Serialize;
 use serde_json::value::RawValue;
-use shared::cloudevents;
-use shared::config::Transport;
-use shared::db::Kind;
-use shared::tracecontext;
+use service_kit::db::Kind;
 use std::collections::HashSet;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -88,7 +87,7 @@ impl TraceContext {
             _ => None,
         };
         let traceparent = text(tracecontext::TRACEPARENT)?;
-        let tracestate = if shared::telemetry::traces_exported() {
+        let tracestate = if service_kit::telemetry::traces_exported() {
             text(tracecontext::TRACESTATE)
         } else {
             None

@@ -30,7 +30,7 @@ use super::writer::BatchWriter;
 use super::{EventRow, StoreError, StoredEvent};
 use anyhow::Context;
 use chrono::{DateTime, SecondsFormat, Utc};
-use shared::config::Transport;
+use cloudevents_wire::Transport;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::{Query, QueryAs};
@@ -67,15 +67,15 @@ const INSERT: &str = "WITH seq_lock AS MATERIALIZED (SELECT pg_advisory_xact_loc
 
 /// Opens the read pool (migrating the database) and the writer.
 pub(super) async fn open(database_url: &str) -> anyhow::Result<(PgPool, PgWriter)> {
-    let shown = shared::redact::url(database_url);
-    let pool = shared::db::connect_postgres(database_url, READ_CONNECTIONS, "audit-service")
+    let shown = settings::redact::url(database_url);
+    let pool = service_kit::db::connect_postgres(database_url, READ_CONNECTIONS, "audit-service")
         .await
         .with_context(|| format!("Failed to connect to the audit database {shown}"))?;
     sqlx::migrate!("./migrations/postgres")
         .run(&pool)
         .await
         .context("Failed to migrate the audit database")?;
-    let writer = shared::db::connect_postgres(database_url, 1, "audit-service writer")
+    let writer = service_kit::db::connect_postgres(database_url, 1, "audit-service writer")
         .await
         .with_context(|| format!("Failed to connect to the audit database {shown}"))?;
     Ok((

@@ -13,8 +13,8 @@ use super::page::{Bind, Dialect, PageQuery};
 use super::writer::BatchWriter;
 use super::{EventRow, StoreError, StoredEvent};
 use anyhow::Context;
+use cloudevents_wire::Transport;
 use rusqlite::TransactionBehavior;
-use shared::config::Transport;
 use sqlx::query::QueryAs;
 use sqlx::sqlite::SqliteArguments;
 use sqlx::{Sqlite, SqlitePool};
@@ -38,15 +38,15 @@ const INSERT: &str = "INSERT OR IGNORE INTO events \
 /// Opens the read pool (creating and migrating the database) and the
 /// writer's own connection.
 pub(super) async fn open(database_url: &str) -> anyhow::Result<(SqlitePool, SqliteWriter)> {
-    let shown = shared::redact::url(database_url);
-    let pool = shared::db::connect_sqlite(database_url, READ_CONNECTIONS)
+    let shown = settings::redact::url(database_url);
+    let pool = service_kit::db::connect_sqlite(database_url, READ_CONNECTIONS)
         .await
         .with_context(|| format!("Failed to open the audit database {shown}"))?;
     migrator()
         .run(&pool)
         .await
         .context("Failed to migrate the audit database")?;
-    let path = shared::db::sqlite_path(database_url)?;
+    let path = service_kit::db::sqlite_path(database_url)?;
     let writer = SqliteWriter::open(&path)
         .with_context(|| format!("Failed to open the audit database {shown} for writing"))?;
     Ok((pool, writer))
@@ -141,7 +141,7 @@ pub(super) struct SqliteWriter {
 impl SqliteWriter {
     fn open(path: &std::path::Path) -> Result<Self, rusqlite::Error> {
         let conn = rusqlite::Connection::open(path)?;
-        // The same durability as every other connection (shared::db): WAL,
+        // The same durability as every other connection (service_kit::db): WAL,
         // and a commit is fsynced before it returns.
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;

@@ -223,7 +223,7 @@ fn size_of(event: &StoredEvent) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::config::Transport;
+    use cloudevents_wire::Transport;
 
     fn event(seq: i64, json_bytes: usize) -> StoredEvent {
         StoredEvent {

@@ -31,10 +31,10 @@ use super::{
     WriteOutcome, WriteRequest, WriterJob,
 };
 use chrono::{SecondsFormat, Utc};
+use cloudevents_wire::Transport;
 use opentelemetry::global::BoxedTracer;
 use opentelemetry::trace::{Span as _, SpanKind, TraceContextExt, Tracer as _};
 use opentelemetry::KeyValue;
-use shared::config::Transport;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime};
@@ -352,7 +352,7 @@ fn answer(batch: Vec<WriteRequest>, results: Vec<RowResult>, received_at: &Arc<s
 /// event is work the writer must not do, nor the logger when nobody
 /// collects it.
 fn log_committed(committed: std::sync::mpsc::Receiver<Committed>, feed: Feed) {
-    let spans = shared::telemetry::traces_exported().then(StoreSpans::new);
+    let spans = service_kit::telemetry::traces_exported().then(StoreSpans::new);
     for batch in committed {
         for row in &batch.rows {
             let trace_id = row.trace.as_ref().and_then(TraceContext::trace_id);
@@ -404,8 +404,10 @@ impl StoreSpans {
         let Some(trace) = &row.trace else {
             return;
         };
-        let parent =
-            shared::tracecontext::from_values(&trace.traceparent, trace.tracestate.as_deref());
+        let parent = cloudevents_wire::tracecontext::from_values(
+            &trace.traceparent,
+            trace.tracestate.as_deref(),
+        );
         if !parent.span().span_context().is_valid() {
             return;
         }

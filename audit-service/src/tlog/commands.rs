@@ -4,7 +4,7 @@ use super::erase::{self, Selector};
 use super::{verify, LogKey, LogSettings};
 use crate::store::Store;
 use anyhow::{bail, Context};
-use shared::config::env_or;
+use settings::env_or;
 use std::io::Write;
 use std::path::Path;
 
@@ -80,7 +80,7 @@ pub async fn verify(
 
 async fn open_store() -> anyhow::Result<(Store, crate::store::WriterHandle)> {
     let url = env_or("DATABASE_URL", "sqlite://data/audit.db");
-    if let Ok(path) = shared::db::sqlite_path(&url) {
+    if let Ok(path) = service_kit::db::sqlite_path(&url) {
         if url.starts_with("sqlite:") && !path.exists() {
             bail!("no audit database at {}", path.display());
         }

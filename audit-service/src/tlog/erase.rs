@@ -18,8 +18,8 @@
 use super::entry::Members;
 use crate::store::{Readers, Store, StoreError};
 use chrono::{DateTime, SecondsFormat, Utc};
-use shared::cloudevents::{EventBuilder, EventBuilderV10};
-use shared::config::Transport;
+use cloudevents::{EventBuilder, EventBuilderV10};
+use cloudevents_wire::Transport;
 use std::time::Duration;
 
 /// The source of audit-service's own events.

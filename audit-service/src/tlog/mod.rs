@@ -26,7 +26,7 @@ pub mod verify;
 
 pub use checkpoint::LogKey;
 
-use shared::config::{env_or, ConfigError};
+use settings::{env_or, ConfigError};
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -7,8 +7,8 @@ use super::db::{self, StoredLeaf};
 use super::entry;
 use super::erase::{self, Selector};
 use super::tiles::{Reader, TilePath, WIDTH};
-use crate::app::AppState;
 use crate::error::ApiError;
+use crate::http::state::AppState;
 use crate::query::query_params;
 use crate::store::{PageQuery, StoreError};
 use axum::body::Body;
@@ -20,8 +20,8 @@ use axum::routing::get;
 use axum::Json;
 use base64::prelude::{Engine as _, BASE64_STANDARD};
 use serde::{Deserialize, Serialize};
+use service_kit::problem::Problem;
 use sha2::{Digest, Sha256};
-use shared::problem::Problem;
 use std::sync::Arc;
 use tlog_tiles::Hash;
 use utoipa::{IntoParams, OpenApi, ToSchema};
@@ -420,7 +420,7 @@ async fn erase_subject(
     Path(subject): Path<String>,
     headers: HeaderMap,
 ) -> Result<(StatusCode, Json<Erasure>), ApiError> {
-    let requested_by = match shared::auth::bearer_token(&headers) {
+    let requested_by = match service_kit::auth::bearer_token(&headers) {
         Some(token) => {
             let digest = Sha256::digest(token);
             let hex: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();

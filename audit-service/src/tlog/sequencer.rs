@@ -28,7 +28,7 @@ use super::{LogKey, LogSettings};
 use crate::store::{PageQuery, Received, Store, StoreError, StoredEvent, Subscriber};
 use chrono::{DateTime, SecondsFormat, Utc};
 use rand::Rng as _;
-use shared::db::Kind;
+use service_kit::db::Kind;
 use sqlx::Connection as _;
 use std::sync::Arc;
 use std::time::Duration;
@@ -188,7 +188,8 @@ impl Sequencer {
     }
 
     async fn try_lease(&self) -> Result<Option<sqlx::PgConnection>, sqlx::Error> {
-        let options = shared::db::postgres_options(&self.database_url, "audit-service sequencer")?;
+        let options =
+            service_kit::db::postgres_options(&self.database_url, "audit-service sequencer")?;
         let mut connection = sqlx::PgConnection::connect_with(&options).await?;
         let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
             .bind(LEASE)

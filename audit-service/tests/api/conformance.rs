@@ -17,8 +17,8 @@
 //!   published once it is back is stored, each event once.
 
 use crate::helpers::{
-    create_topic, free_port, nats, poll_until, read_topic, spawn_app_with, unique, NatsNames,
-    ServiceProcess, TestApp, BROKERS, NATS_URL,
+    audit_process, create_topic, free_port, nats, read_topic, spawn_app_with, unique, within,
+    NatsNames, Service, TestApp, BROKERS, NATS_URL,
 };
 use crate::mqtt::{binary_properties, user_property, MqttNames, TestClient, MQTT_PORT};
 use async_nats::jetstream;
@@ -29,12 +29,12 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
 use serde_json::json;
-use shared::testing::Db;
 use std::collections::{BTreeSet, HashMap};
 use std::ops::Range;
 use std::path::Path;
 use std::time::Duration;
 use tempfile::TempDir;
+use test_kit::database::Db;
 use tokio::sync::Mutex;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -561,7 +561,9 @@ impl Mqtt {
 /// on MQTT, the subscription is made).
 async fn spawn<B: Broker>(broker: &B) -> TestApp {
     let app = spawn_app_with(|s| broker.apply(s)).await;
-    let ready = poll_until(WAIT, || async { readyz(&app).await == Some(200) }).await;
+    let ready = within(WAIT, || async { readyz(&app).await == Some(200) })
+        .await
+        .is_some();
     assert!(ready, "the audit service on {} is not ready", B::TRANSPORT);
     app
 }
@@ -573,19 +575,20 @@ async fn readyz(app: &TestApp) -> Option<u16> {
     reqwest::get(&url).await.ok().map(|r| r.status().as_u16())
 }
 
-async fn start_process<B: Broker>(broker: &B, db_url: &str, log: &Path) -> ServiceProcess {
+async fn start_process<B: Broker>(broker: &B, db_url: &str, log: &Path) -> Service {
     let mut env = broker.env();
     env.push(("DATABASE_URL", db_url.to_owned()));
-    let process = ServiceProcess::start(&env, log.to_owned());
+    let process = audit_process(&env, log.to_owned());
     let url = format!("http://127.0.0.1:{}/readyz", process.port);
-    let ready = poll_until(WAIT, || async {
+    let ready = within(WAIT, || async {
         reqwest::get(&url).await.is_ok_and(|r| r.status() == 200)
     })
-    .await;
+    .await
+    .is_some();
     assert!(
         ready,
         "audit-service did not get ready:\n{}",
-        process.log_text()
+        process.logs()
     );
     process
 }
@@ -626,7 +629,9 @@ pub async fn each_users_events_are_stored_in_the_order_published<B: Broker>() {
     let db = Db::open(&app.database_url).await;
     let count_sql = format!("SELECT COUNT(*) FROM events WHERE source = '{source}'");
     let stored = || db.int(&count_sql);
-    let done = poll_until(WAIT, || async { stored().await >= N as i64 }).await;
+    let done = within(WAIT, || async { stored().await >= N as i64 })
+        .await
+        .is_some();
     assert!(done, "stored {} of {N}", stored().await);
     let rows = db
         .texts(&format!(
@@ -654,7 +659,7 @@ pub async fn a_service_killed_mid_stream_loses_nothing_and_stores_nothing_twice<
     const N: usize = 10_000;
     let broker = B::new("kill").await;
     let dir = TempDir::new().unwrap();
-    let db_url = shared::testing::database_url(dir.path(), "audit.db").await;
+    let db_url = test_kit::database::database_url(dir.path(), "audit.db").await;
     let mut first = start_process(&broker, &db_url, &dir.path().join("first.log")).await;
     let source = unique("/kill");
     let db = Db::open(&db_url).await;
@@ -662,8 +667,8 @@ pub async fn a_service_killed_mid_stream_loses_nothing_and_stores_nothing_twice<
     // Killed while the events are still being published.
     let publishing = broker.publish(&source, 0..N, 10);
     let killing = async {
-        let started = poll_until(WAIT, || async { count().await > 0 }).await;
-        assert!(started, "nothing consumed:\n{}", first.log_text());
+        let started = within(WAIT, || async { count().await > 0 }).await.is_some();
+        assert!(started, "nothing consumed:\n{}", first.logs());
         first.kill();
         count().await
     };
@@ -673,29 +678,34 @@ pub async fn a_service_killed_mid_stream_loses_nothing_and_stores_nothing_twice<
         "all {N} events were stored before the kill; the test proves nothing"
     );
     let mut second = start_process(&broker, &db_url, &dir.path().join("second.log")).await;
-    let done = poll_until(Duration::from_secs(120), || async {
+    let done = within(Duration::from_secs(120), || async {
         count().await >= N as i64
     })
-    .await;
+    .await
+    .is_some();
     assert!(
         done,
         "only {} of {N} stored after the restart:\n{}",
         count().await,
-        second.log_text()
+        second.logs()
     );
     let ids: BTreeSet<String> = stored_ids(&db, &source).await.into_iter().collect();
     let expected: BTreeSet<String> = (0..N).map(|i| format!("e{i}")).collect();
     assert_eq!(ids, expected, "the stored ids are exactly the sent ones");
     assert_eq!(count().await, N as i64, "no event stored twice");
     eprintln!("{}: killed after {at_kill} of {N} stored", B::TRANSPORT);
-    assert!(second.terminate().success(), "{}", second.log_text());
+    assert!(
+        second.terminate().await.unwrap().success(),
+        "{}",
+        second.logs()
+    );
 }
 
 pub async fn two_services_share_the_work_and_store_each_event_once<B: Broker>() {
     const N: usize = 5000;
     let broker = B::new("share").await;
     let dir = TempDir::new().unwrap();
-    let db_url = shared::testing::database_url(dir.path(), "audit.db").await;
+    let db_url = test_kit::database::database_url(dir.path(), "audit.db").await;
     let a = start_process(&broker, &db_url, &dir.path().join("a.log")).await;
     // The second replica needs its own MQTT session; Kafka and NATS name
     // none per process.
@@ -706,42 +716,46 @@ pub async fn two_services_share_the_work_and_store_each_event_once<B: Broker>() 
         }
     }
     env_b.push(("DATABASE_URL", db_url.clone()));
-    let b = ServiceProcess::start(&env_b, dir.path().join("b.log"));
+    let b = audit_process(&env_b, dir.path().join("b.log"));
     let url = format!("http://127.0.0.1:{}/readyz", b.port);
-    let ready = poll_until(WAIT, || async {
+    let ready = within(WAIT, || async {
         reqwest::get(&url).await.is_ok_and(|r| r.status() == 200)
     })
-    .await;
-    assert!(ready, "{}", b.log_text());
+    .await
+    .is_some();
+    assert!(ready, "{}", b.logs());
     // Kafka shares the partitions once the group has settled with both.
-    let settled = poll_until(WAIT, || async {
+    let settled = within(WAIT, || async {
         B::TRANSPORT != "kafka" || (has_partitions(&a) && has_partitions(&b))
     })
-    .await;
+    .await
+    .is_some();
     assert!(
         settled,
         "the group never settled:\n{}\n{}",
-        a.log_text(),
-        b.log_text()
+        a.logs(),
+        b.logs()
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let source = unique("/share");
     broker.publish(&source, 0..N, 50).await;
     let db = Db::open(&db_url).await;
     let count = || db.int("SELECT COUNT(*) FROM events");
-    let done = poll_until(Duration::from_secs(120), || async {
+    let done = within(Duration::from_secs(120), || async {
         count().await >= N as i64
     })
-    .await;
+    .await
+    .is_some();
     assert!(done, "stored {} of {N}", count().await);
     let ids: BTreeSet<String> = stored_ids(&db, &source).await.into_iter().collect();
     assert_eq!(ids.len(), N);
     assert_eq!(count().await, N as i64, "no event stored twice");
-    let stored_by = |p: &ServiceProcess| p.log_count("audit event stored");
-    let logged = poll_until(Duration::from_secs(10), || async {
+    let stored_by = |p: &Service| p.log_count("audit event stored");
+    let logged = within(Duration::from_secs(10), || async {
         stored_by(&a) + stored_by(&b) == N
     })
-    .await;
+    .await
+    .is_some();
     let (by_a, by_b) = (stored_by(&a), stored_by(&b));
     assert!(logged, "log lines: {by_a} + {by_b} != {N}");
     assert!(
@@ -764,16 +778,22 @@ pub async fn a_broker_restart_is_survived<B: Broker>() {
         .await;
 
     private.stop();
-    let noticed = poll_until(WAIT, || async { readyz(&app).await == Some(503) }).await;
+    let noticed = within(WAIT, || async { readyz(&app).await == Some(503) })
+        .await
+        .is_some();
     assert!(noticed, "/readyz did not notice the broker was away");
     private.start();
-    let back = poll_until(WAIT, || async { readyz(&app).await == Some(200) }).await;
+    let back = within(WAIT, || async { readyz(&app).await == Some(200) })
+        .await
+        .is_some();
     assert!(back, "/readyz did not come back with the broker");
     broker.publish(&source, 100..200, 10).await;
 
     let db = Db::open(&app.database_url).await;
     let count_sql = format!("SELECT COUNT(*) FROM events WHERE source = '{source}'");
-    let done = poll_until(WAIT, || async { db.int(&count_sql).await >= 200 }).await;
+    let done = within(WAIT, || async { db.int(&count_sql).await >= 200 })
+        .await
+        .is_some();
     assert!(
         done,
         "stored {} of 200 after the restart",
@@ -787,9 +807,9 @@ pub async fn a_broker_restart_is_survived<B: Broker>() {
 }
 
 /// True when the last assignment the process logged is not empty.
-fn has_partitions(process: &ServiceProcess) -> bool {
+fn has_partitions(process: &Service) -> bool {
     process
-        .log_text()
+        .logs()
         .lines()
         .rev()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())

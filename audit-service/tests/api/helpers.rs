@@ -12,10 +12,11 @@ use rdkafka::message::{Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use reqwest::Response;
 use serde_json::Value;
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tempfile::TempDir;
+pub use test_kit::process::{Service, Wait};
+pub use test_kit::{free_port, within};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -23,7 +24,10 @@ pub const BROKERS: &str = "127.0.0.1:9092";
 
 /// Logs go to the test output only with TEST_LOG set.
 fn init_logs() {
-    shared::telemetry::init_for_tests("audit-service", shared::telemetry::Spans::WhenExported);
+    service_kit::telemetry::init_for_tests(
+        "audit-service",
+        service_kit::telemetry::Spans::WhenExported,
+    );
 }
 
 pub struct TestApp {
@@ -46,7 +50,7 @@ pub async fn spawn_app() -> TestApp {
 pub async fn test_settings(db_dir: &Path) -> Settings {
     Settings {
         listen_addr: "127.0.0.1:0".parse().expect("valid address"),
-        database_url: shared::testing::database_url(db_dir, "audit.db").await,
+        database_url: test_kit::database::database_url(db_dir, "audit.db").await,
         consumer: ConsumerSettings::Http,
         max_body_bytes: 1024 * 1024,
         batch: BatchLimits::default(),
@@ -203,8 +207,8 @@ pub async fn problem_detail(response: Response, status: u16) -> String {
 /// aborts on SQLite (SQLITE_CONSTRAINT). Call it once the service has
 /// created its tables.
 pub async fn refuse_poison_ids(database_url: &str) {
-    match shared::testing::Db::open(database_url).await {
-        shared::testing::Db::Postgres(pool) => {
+    match test_kit::database::Db::open(database_url).await {
+        test_kit::database::Db::Postgres(pool) => {
             sqlx::query(
                 "ALTER TABLE events ADD CONSTRAINT no_poison CHECK (id NOT LIKE 'poison%')",
             )
@@ -212,7 +216,7 @@ pub async fn refuse_poison_ids(database_url: &str) {
             .await
             .expect("constraint added");
         }
-        shared::testing::Db::Sqlite(pool) => {
+        test_kit::database::Db::Sqlite(pool) => {
             sqlx::query(
                 "CREATE TRIGGER no_poison BEFORE INSERT ON events WHEN NEW.id LIKE 'poison%' \
                  BEGIN SELECT RAISE(ABORT, 'poisoned'); END",
@@ -221,24 +225,6 @@ pub async fn refuse_poison_ids(database_url: &str) {
             .await
             .expect("trigger created");
         }
-    }
-}
-
-/// Re-checks `condition` until it holds or `timeout` passes.
-pub async fn poll_until<F, Fut>(timeout: Duration, mut condition: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if condition().await {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -362,71 +348,12 @@ pub fn header(record: &OwnedMessage, key: &str) -> Option<String> {
 
 // -------------------------------------------------------------- processes
 
-/// The real binary, started with `env`, its output in `log`.
-pub struct ServiceProcess {
-    pub child: std::process::Child,
-    pub port: u16,
-    pub log: PathBuf,
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-impl ServiceProcess {
-    pub fn start(env: &[(&str, String)], log: PathBuf) -> Self {
-        let port = free_port();
-        let out = std::fs::File::create(&log).expect("log file");
-        let err = out.try_clone().expect("log file");
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_audit-service"));
-        command
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-            .env("RUST_LOG", "info")
-            .stdout(out)
-            .stderr(err);
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        let child = command.spawn().expect("audit-service starts");
-        ServiceProcess { child, port, log }
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Lines of its log with `message`.
-    pub fn log_count(&self, message: &str) -> usize {
-        let needle = format!("\"message\":\"{message}\"");
-        self.log_text()
-            .lines()
-            .filter(|l| l.contains(&needle))
-            .count()
-    }
-
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status();
-        self.child.wait().expect("process exits")
-    }
-}
-
-impl Drop for ServiceProcess {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// The real binary, started with `env` (and nothing else of the test's
+/// environment) on a free port, its output in `log`; not waited for.
+pub fn audit_process(env: &[(&str, String)], log: PathBuf) -> Service {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    Service::spawn(env!("CARGO_BIN_EXE_audit-service"), log, &env, Wait::Live)
+        .expect("audit-service starts")
 }
 
 // ------------------------------------------------------------------- NATS
@@ -500,7 +427,7 @@ impl NatsNames {
     /// Creates the stream as the services would, so a test can publish
     /// before any service runs.
     pub async fn create_stream(&self, js: &async_nats::jetstream::Context) {
-        let config = shared::nats::NatsConfig {
+        let config = brokers::nats::NatsConfig {
             stream: self.stream.clone(),
             subject: self.subject.clone(),
             ..Default::default()

@@ -8,7 +8,7 @@
 //! To add an attack: start a service with [`Hostile::start`], then run the
 //! attack inside [`Hostile::served_throughout`].
 
-use crate::helpers::{poll_until, ServiceProcess};
+use crate::helpers::{audit_process, within, Service};
 use serde_json::json;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -158,7 +158,7 @@ impl ProbeReport {
 
 /// audit-service as a process, with its own database and log.
 pub struct Hostile {
-    pub process: ServiceProcess,
+    pub process: Service,
     pub target: Target,
     _dir: TempDir,
 }
@@ -186,10 +186,10 @@ impl Hostile {
 
     async fn start_with(env: &[(&str, &str)], ca_pem: Option<String>) -> Hostile {
         let dir = TempDir::new().unwrap();
-        let db = shared::testing::database_url(dir.path(), "audit.db").await;
+        let db = test_kit::database::database_url(dir.path(), "audit.db").await;
         let mut vars: Vec<(&str, String)> = vec![("DATABASE_URL", db)];
         vars.extend(env.iter().map(|(k, v)| (*k, v.to_string())));
-        let process = ServiceProcess::start(&vars, dir.path().join("audit.log"));
+        let process = audit_process(&vars, dir.path().join("audit.log"));
         let addr = SocketAddr::from(([127, 0, 0, 1], process.port));
         let base_url = match ca_pem {
             Some(_) => format!("https://localhost:{}", process.port),
@@ -203,15 +203,16 @@ impl Hostile {
         };
         let client = target.client(PROBE_IP);
         let url = format!("{}/healthz", target.base_url);
-        let up = poll_until(Duration::from_secs(30), || async {
+        let up = within(Duration::from_secs(30), || async {
             client
                 .get(&url)
                 .send()
                 .await
                 .is_ok_and(|r| r.status() == 200)
         })
-        .await;
-        assert!(up, "audit-service did not start:\n{}", process.log_text());
+        .await
+        .is_some();
+        assert!(up, "audit-service did not start:\n{}", process.logs());
         Hostile {
             process,
             target,
@@ -544,14 +545,15 @@ async fn live_tail_clients_that_stop_reading_give_their_places_back() {
                 assert_eq!(stored.status(), 204);
             }
             let started = Instant::now();
-            let freed = poll_until(Duration::from_secs(20), || async {
+            let freed = within(Duration::from_secs(20), || async {
                 client
                     .get(&stream_url)
                     .send()
                     .await
                     .is_ok_and(|r| r.status() == 200)
             })
-            .await;
+            .await
+            .is_some();
             assert!(
                 freed,
                 "clients that stopped reading still hold every live-tail place after 20 s"
@@ -731,11 +733,12 @@ async fn failed_tls_handshakes_are_logged_a_line_at_a_time() {
             .unwrap();
         read_until_closed(&mut stream, Instant::now() + Duration::from_secs(5)).await;
     }
-    let logged = poll_until(Duration::from_secs(5), || async {
+    let logged = within(Duration::from_secs(5), || async {
         service.process.log_count("TLS handshakes failed") >= 1
     })
-    .await;
-    let log = service.process.log_text();
+    .await
+    .is_some();
+    let log = service.process.logs();
     assert!(logged, "no line about the failed handshakes:\n{log}");
     let lines: Vec<&str> = log
         .lines()

@@ -2,9 +2,9 @@
 //! each event once.
 
 use crate::helpers::{spawn_app, unique};
+use cloudevents::{Event, EventBuilder, EventBuilderV03, EventBuilderV10};
+use cloudevents_wire::binding::to_http_binary;
 use serde_json::{json, Value};
-use shared::binding::to_http_binary;
-use shared::cloudevents::{Event, EventBuilder, EventBuilderV03, EventBuilderV10};
 
 fn stored_event(item: &Value) -> Event {
     serde_json::from_value(item["event"].clone()).expect("stored event is a CloudEvent")

@@ -7,9 +7,9 @@ use crate::helpers::{
     spawn_app_with, unique, TestApp,
 };
 use audit_service::config::{ConsumerSettings, KafkaSettings};
+use cloudevents::Event;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use serde_json::json;
-use shared::cloudevents::Event;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -479,9 +479,6 @@ async fn records_the_store_cannot_hold_are_dead_lettered_and_consumption_goes_on
         format!("{}/0/1", k.topic)
     );
     let event: Event = serde_json::from_slice(dead[1].payload().unwrap()).unwrap();
-    assert_eq!(
-        shared::cloudevents::AttributesReader::id(&event),
-        "poison-1"
-    );
+    assert_eq!(cloudevents::AttributesReader::id(&event), "poison-1");
     k.app.stop().await;
 }

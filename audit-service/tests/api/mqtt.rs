@@ -5,7 +5,7 @@
 //! probe says when the broker is away. What every broker transport does
 //! alike is in `conformance`.
 
-use crate::helpers::{poll_until, spawn_app_with, unique, TestApp};
+use crate::helpers::{spawn_app_with, unique, within, TestApp};
 use audit_service::config::{ConsumerSettings, MqttSettings, Settings};
 use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason, Publish, PublishProperties};
@@ -230,10 +230,11 @@ pub async fn spawn_mqtt_app(names: &MqttNames) -> TestApp {
     TestClient::connect().await;
     let names = names.clone();
     let app = spawn_app_with(move |s| names.apply(s)).await;
-    let ready = poll_until(Duration::from_secs(30), || async {
+    let ready = within(Duration::from_secs(30), || async {
         app.get("/readyz").await.status() == 200
     })
-    .await;
+    .await
+    .is_some();
     assert!(ready, "the audit service did not subscribe");
     app
 }
@@ -293,7 +294,7 @@ async fn binary_structured_and_mqtt_3_1_1_messages_are_stored_as_mqtt() {
     assert_eq!(items[0]["event"]["id"], "m1");
     assert_eq!(items[0]["event"]["subject"], "Grüße du");
     assert_eq!(items[0]["event"]["data"], json!({"name": "alice"}));
-    let event = |n: usize| -> shared::cloudevents::Event {
+    let event = |n: usize| -> cloudevents::Event {
         serde_json::from_value(items[n]["event"].clone()).unwrap()
     };
     assert_eq!(event(1), serde_json::from_value(structured).unwrap());

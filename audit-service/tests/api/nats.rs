@@ -7,9 +7,9 @@
 use crate::helpers::{nats, spawn_app_with, unique, NatsNames, TestApp};
 use async_nats::jetstream;
 use async_nats::HeaderMap;
+use cloudevents::Event;
 use futures::StreamExt;
 use serde_json::json;
-use shared::cloudevents::Event;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(60);

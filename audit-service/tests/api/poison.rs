@@ -5,8 +5,8 @@
 //! must be answered, 2xx, within half a second.
 
 use crate::helpers::{
-    create_topic, header, nats, produce, producer, read_topic, refuse_poison_ids, unique,
-    NatsNames, ServiceProcess, BROKERS,
+    audit_process, create_topic, header, nats, produce, producer, read_topic, refuse_poison_ids,
+    unique, NatsNames, BROKERS,
 };
 use rdkafka::message::{Header, OwnedHeaders};
 use serde_json::{json, Value};
@@ -77,7 +77,7 @@ impl NormalClient {
 
 /// The real binary on a fresh database of the suite's kind.
 struct Service {
-    process: ServiceProcess,
+    process: test_kit::process::Service,
     base: String,
     database_url: String,
     _dir: TempDir,
@@ -85,11 +85,11 @@ struct Service {
 
 async fn start(env: &[(&str, String)]) -> Service {
     let dir = TempDir::new().unwrap();
-    let database_url = shared::testing::database_url(dir.path(), "audit.db").await;
+    let database_url = test_kit::database::database_url(dir.path(), "audit.db").await;
     let mut env = env.to_vec();
     env.push(("DATABASE_URL", database_url.clone()));
     env.push(("RUST_LOG", "warn".into()));
-    let process = ServiceProcess::start(&env, dir.path().join("audit.log"));
+    let process = audit_process(&env, dir.path().join("audit.log"));
     let base = format!("http://127.0.0.1:{}", process.port);
     let deadline = Instant::now() + Duration::from_secs(30);
     while !reqwest::get(format!("{base}/healthz"))
@@ -99,7 +99,7 @@ async fn start(env: &[(&str, String)]) -> Service {
         assert!(
             Instant::now() < deadline,
             "audit-service did not start:\n{}",
-            process.log_text()
+            process.logs()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -115,7 +115,7 @@ async fn start(env: &[(&str, String)]) -> Service {
 
 /// Events stored with `source`, counted in the database itself.
 async fn stored(service: &Service, source: &str) -> i64 {
-    let db = shared::testing::Db::open(&service.database_url).await;
+    let db = test_kit::database::Db::open(&service.database_url).await;
     db.int(&format!(
         "SELECT CAST(COUNT(*) AS BIGINT) FROM events WHERE source = '{source}'"
     ))
@@ -128,7 +128,7 @@ async fn wait_stored(service: &Service, source: &str, n: i64) {
         assert!(
             Instant::now() < deadline,
             "fewer than {n} events of {source} stored:\n{}",
-            service.process.log_text()
+            service.process.logs()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -2,11 +2,12 @@
 //! does on every broker (killed mid-stream, replicas sharing the work) is
 //! in `conformance`.
 
-use crate::helpers::{create_topic, poll_until, unique, ServiceProcess, BROKERS};
-use shared::testing::Db;
+use crate::helpers::{audit_process, create_topic, unique, within, Service, BROKERS};
 use std::collections::HashSet;
 use std::time::Duration;
 use tempfile::TempDir;
+use test_kit::database::Db;
+use test_kit::Signal;
 
 fn kafka_env(db: &str, topic: &str, group: &str) -> Vec<(&'static str, String)> {
     vec![
@@ -19,13 +20,14 @@ fn kafka_env(db: &str, topic: &str, group: &str) -> Vec<(&'static str, String)> 
     ]
 }
 
-async fn wait_listening(process: &mut ServiceProcess) {
+async fn wait_listening(process: &mut Service) {
     let url = format!("http://127.0.0.1:{}/healthz", process.port);
-    let up = poll_until(Duration::from_secs(30), || async {
+    let up = within(Duration::from_secs(30), || async {
         reqwest::get(&url).await.is_ok_and(|r| r.status() == 200)
     })
-    .await;
-    assert!(up, "audit-service did not start:\n{}", process.log_text());
+    .await
+    .is_some();
+    assert!(up, "audit-service did not start:\n{}", process.logs());
 }
 
 /// (rows, distinct (source, id) pairs) in the store.
@@ -37,18 +39,18 @@ async fn counts(db: &Db) -> (i64, i64) {
 #[tokio::test]
 async fn a_bad_setting_stops_the_service_with_a_message_naming_it() {
     let dir = TempDir::new().unwrap();
-    let db = shared::testing::database_url(dir.path(), "audit.db").await;
+    let db = test_kit::database::database_url(dir.path(), "audit.db").await;
     let env = [
         ("DATABASE_URL", db),
         ("EVENT_TRANSPORT", "carrier-pigeon".to_owned()),
     ];
-    let mut process = ServiceProcess::start(&env, dir.path().join("bad.log"));
-    let status = process.child.wait().unwrap();
+    let mut process = audit_process(&env, dir.path().join("bad.log"));
+    let status = process.wait_exit(Duration::from_secs(30)).await.unwrap();
     assert!(!status.success());
     assert!(
-        process.log_text().contains("EVENT_TRANSPORT"),
+        process.logs().contains("EVENT_TRANSPORT"),
         "{}",
-        process.log_text()
+        process.logs()
     );
 }
 
@@ -56,16 +58,16 @@ async fn a_bad_setting_stops_the_service_with_a_message_naming_it() {
 #[tokio::test]
 async fn a_bad_mqtt_setting_stops_the_service_with_one_line_naming_it() {
     let dir = TempDir::new().unwrap();
-    let db = shared::testing::database_url(dir.path(), "audit.db").await;
+    let db = test_kit::database::database_url(dir.path(), "audit.db").await;
     let env = [
         ("DATABASE_URL", db),
         ("EVENT_TRANSPORT", "mqtt".to_owned()),
         ("MQTT_GROUP", "a/b".to_owned()),
     ];
-    let mut process = ServiceProcess::start(&env, dir.path().join("mqtt.log"));
-    let status = process.child.wait().unwrap();
+    let mut process = audit_process(&env, dir.path().join("mqtt.log"));
+    let status = process.wait_exit(Duration::from_secs(30)).await.unwrap();
     assert!(!status.success());
-    let log = process.log_text();
+    let log = process.logs();
     let lines: Vec<&str> = log.lines().filter(|l| l.contains("MQTT_GROUP")).collect();
     assert_eq!(lines.len(), 1, "{log}");
     assert!(lines[0].contains("share name"), "{log}");
@@ -75,7 +77,7 @@ async fn a_bad_mqtt_setting_stops_the_service_with_one_line_naming_it() {
 /// process once 200 are acknowledged, and goes on until every request is
 /// answered or refused. Returns the ids acknowledged with a 204, and how
 /// many requests got anything else.
-async fn load_then_signal(process: &ServiceProcess, signal: &str) -> (HashSet<String>, usize) {
+async fn load_then_signal(process: &Service, signal: Signal) -> (HashSet<String>, usize) {
     use futures::StreamExt;
     let url = format!("http://127.0.0.1:{}/", process.port);
     let client = reqwest::Client::new();
@@ -104,11 +106,7 @@ async fn load_then_signal(process: &ServiceProcess, signal: &str) -> (HashSet<St
             _ => other += 1,
         }
         if acknowledged.len() == 200 && !signalled {
-            let pid = process.child.id().to_string();
-            std::process::Command::new("kill")
-                .args([signal, &pid])
-                .status()
-                .unwrap();
+            process.signal(signal).unwrap();
             signalled = true;
         }
     }
@@ -141,13 +139,13 @@ fn assert_acknowledged_are_stored(acknowledged: &HashSet<String>, stored: &HashS
 #[tokio::test]
 async fn sigterm_exits_cleanly_and_every_acknowledged_event_is_stored() {
     let dir = TempDir::new().unwrap();
-    let db_url = shared::testing::database_url(dir.path(), "audit.db").await;
+    let db_url = test_kit::database::database_url(dir.path(), "audit.db").await;
     let env = [("DATABASE_URL", db_url.clone())];
-    let mut process = ServiceProcess::start(&env, dir.path().join("term.log"));
+    let mut process = audit_process(&env, dir.path().join("term.log"));
     wait_listening(&mut process).await;
-    let (acknowledged, other) = load_then_signal(&process, "-TERM").await;
-    let status = process.child.wait().unwrap();
-    assert!(status.success(), "exit {status}:\n{}", process.log_text());
+    let (acknowledged, other) = load_then_signal(&process, Signal::SIGTERM).await;
+    let status = process.wait_exit(Duration::from_secs(30)).await.unwrap();
+    assert!(status.success(), "exit {status}:\n{}", process.logs());
     assert!(other > 0, "the service never stopped accepting");
     // A request cut off by the shutdown may have been stored without its
     // answer arriving, which a sender's retry dedups: stored may be more.
@@ -163,18 +161,18 @@ async fn sigterm_exits_cleanly_and_every_acknowledged_event_is_stored() {
 #[tokio::test]
 async fn sigkill_during_http_ingest_loses_no_acknowledged_event() {
     let dir = TempDir::new().unwrap();
-    let db_url = shared::testing::database_url(dir.path(), "audit.db").await;
+    let db_url = test_kit::database::database_url(dir.path(), "audit.db").await;
     let env = [("DATABASE_URL", db_url)];
-    let mut process = ServiceProcess::start(&env, dir.path().join("kill.log"));
+    let mut process = audit_process(&env, dir.path().join("kill.log"));
     wait_listening(&mut process).await;
-    let (acknowledged, other) = load_then_signal(&process, "-KILL").await;
-    let status = process.child.wait().unwrap();
+    let (acknowledged, other) = load_then_signal(&process, Signal::SIGKILL).await;
+    let status = process.wait_exit(Duration::from_secs(30)).await.unwrap();
     assert!(!status.success(), "SIGKILL did not land: exit {status}");
     assert!(other > 0 && acknowledged.len() < 5000, "killed after all");
 
     // After a restart (SQLite recovers its write-ahead log on open), every
     // 204 is there, read through the service's own API.
-    let mut restarted = ServiceProcess::start(&env, dir.path().join("restart.log"));
+    let mut restarted = audit_process(&env, dir.path().join("restart.log"));
     wait_listening(&mut restarted).await;
     let mut stored = HashSet::new();
     let mut after = 0;
@@ -198,7 +196,7 @@ async fn sigkill_during_http_ingest_loses_no_acknowledged_event() {
         acknowledged.len(),
         stored.len()
     );
-    assert!(restarted.terminate().success());
+    assert!(restarted.terminate().await.unwrap().success());
 }
 
 #[tokio::test]
@@ -206,7 +204,7 @@ async fn kubernetes_service_link_variables_are_ignored_and_the_service_consumes(
     let topic = unique("audit-k8s");
     create_topic(&topic, 1).await;
     let dir = TempDir::new().unwrap();
-    let db_url = shared::testing::database_url(dir.path(), "audit.db").await;
+    let db_url = test_kit::database::database_url(dir.path(), "audit.db").await;
     let mut env = kafka_env(&db_url, &topic, &unique("audit-k8s-group"));
     // What Kubernetes injects for a Service named `kafka`. Nothing may
     // connect to these addresses: they are only parsed and ignored.
@@ -214,7 +212,7 @@ async fn kubernetes_service_link_variables_are_ignored_and_the_service_consumes(
     env.push(("KAFKA_PORT_9092_TCP_ADDR", "10.0.0.1".into()));
     env.push(("KAFKA_SERVICE_HOST", "10.0.0.1".into()));
     env.push(("KAFKA_SERVICE_PORT", "9092".into()));
-    let mut process = ServiceProcess::start(&env, dir.path().join("k8s.log"));
+    let mut process = audit_process(&env, dir.path().join("k8s.log"));
     wait_listening(&mut process).await;
 
     let source = unique("/k8s");
@@ -225,13 +223,14 @@ async fn kubernetes_service_link_variables_are_ignored_and_the_service_consumes(
         "http://127.0.0.1:{}/v1/events?source={source}",
         process.port
     );
-    let stored = poll_until(Duration::from_secs(60), || async {
+    let stored = within(Duration::from_secs(60), || async {
         let page: serde_json::Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
         page["events"].as_array().is_some_and(|e| e.len() == 1)
     })
-    .await;
-    assert!(stored, "nothing consumed:\n{}", process.log_text());
-    let log = process.log_text();
+    .await
+    .is_some();
+    assert!(stored, "nothing consumed:\n{}", process.logs());
+    let log = process.logs();
     for variable in ["KAFKA_PORT", "KAFKA_SERVICE_HOST"] {
         assert!(
             log.lines()
@@ -239,7 +238,11 @@ async fn kubernetes_service_link_variables_are_ignored_and_the_service_consumes(
             "no warning naming {variable}:\n{log}"
         );
     }
-    assert!(process.terminate().success(), "{}", process.log_text());
+    assert!(
+        process.terminate().await.unwrap().success(),
+        "{}",
+        process.logs()
+    );
 }
 
 #[tokio::test]
@@ -257,23 +260,25 @@ async fn a_kafka_setting_that_breaks_a_guarantee_or_is_unknown_stops_the_service
         let db = format!("sqlite://{}", dir.path().join("audit.db").display());
         let mut env = kafka_env(&db, &topic, &unique("g"));
         env.push((variable, value.into()));
-        let mut process = ServiceProcess::start(&env, dir.path().join("refused.log"));
-        let exited = poll_until(Duration::from_secs(30), || {
-            let exited = process.child.try_wait().unwrap();
+        let mut process = audit_process(&env, dir.path().join("refused.log"));
+        let exited = within(Duration::from_secs(30), || {
+            let exited = process.try_wait().unwrap();
             async move { exited.is_some() }
         })
-        .await;
+        .await
+        .is_some();
         assert!(exited, "{variable} did not stop the service");
-        let status = process.child.wait().unwrap();
+        let status = process.wait_exit(Duration::from_secs(30)).await.unwrap();
         assert!(!status.success(), "{variable}: exit {status}");
-        let log = process.log_text();
+        let log = process.logs();
         assert!(log.contains(needle), "{variable}: {needle} not in:\n{log}");
     }
 }
 
 /// The process's peak resident memory (VmHWM), in bytes.
-fn peak_rss(process: &ServiceProcess) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", process.child.id())).unwrap();
+fn peak_rss(process: &Service) -> u64 {
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", process.pid().unwrap())).unwrap();
     let kib: u64 = status
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
@@ -330,9 +335,9 @@ async fn a_live_tail_client_that_stops_reading_holds_bounded_memory_then_gets_ev
     const PEAK_RSS_BOUND: u64 = 120 * 1024 * 1024;
     use futures::StreamExt;
     let dir = TempDir::new().unwrap();
-    let db_url = shared::testing::database_url(dir.path(), "audit.db").await;
+    let db_url = test_kit::database::database_url(dir.path(), "audit.db").await;
     let env = [("DATABASE_URL", db_url.clone())];
-    let mut process = ServiceProcess::start(&env, dir.path().join("slow.log"));
+    let mut process = audit_process(&env, dir.path().join("slow.log"));
     wait_listening(&mut process).await;
     let base = format!("http://127.0.0.1:{}", process.port);
     let client = reqwest::Client::new();
@@ -393,19 +398,23 @@ async fn a_live_tail_client_that_stops_reading_holds_bounded_memory_then_gets_ev
         "the client never fell behind, so the test proves nothing"
     );
     drop(stream);
-    assert!(process.terminate().success(), "{}", process.log_text());
+    assert!(
+        process.terminate().await.unwrap().success(),
+        "{}",
+        process.logs()
+    );
 }
 
 #[tokio::test]
 async fn sigterm_stops_the_service_within_its_grace_period_whatever_its_clients_do() {
     use tokio::io::AsyncWriteExt;
     let dir = TempDir::new().unwrap();
-    let db_url = shared::testing::database_url(dir.path(), "audit.db").await;
+    let db_url = test_kit::database::database_url(dir.path(), "audit.db").await;
     let env = [
         ("DATABASE_URL", db_url.clone()),
         ("SHUTDOWN_GRACE_MS", "2000".to_owned()),
     ];
-    let mut process = ServiceProcess::start(&env, dir.path().join("grace.log"));
+    let mut process = audit_process(&env, dir.path().join("grace.log"));
     wait_listening(&mut process).await;
     let address = format!("127.0.0.1:{}", process.port);
 
@@ -438,24 +447,21 @@ async fn sigterm_stops_the_service_within_its_grace_period_whatever_its_clients_
         assert_eq!(response.status(), 204);
     }
 
-    let pid = process.child.id().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
+    process.signal(Signal::SIGTERM).unwrap();
     // The grace is 2 s; 30 s is only how long the test waits for a hang.
-    let exited = poll_until(Duration::from_secs(30), || {
-        let exited = process.child.try_wait().unwrap();
+    let exited = within(Duration::from_secs(30), || {
+        let exited = process.try_wait().unwrap();
         async move { exited.is_some() }
     })
-    .await;
+    .await
+    .is_some();
     assert!(
         exited,
         "still running 30 s after SIGTERM:\n{}",
-        process.log_text()
+        process.logs()
     );
-    let status = process.child.wait().unwrap();
-    assert!(status.success(), "exit {status}:\n{}", process.log_text());
+    let status = process.wait_exit(Duration::from_secs(30)).await.unwrap();
+    assert!(status.success(), "exit {status}:\n{}", process.logs());
     let db = Db::open(&db_url).await;
     assert_eq!(counts(&db).await.0, 100);
     drop((stalled, half));
@@ -483,15 +489,20 @@ async fn a_refused_setting_with_credentials_stops_the_service_without_logging_th
     ];
     for (n, env) in cases.iter().enumerate() {
         let log = dir.path().join(format!("secret{n}.log"));
-        let mut process = ServiceProcess::start(env, log);
-        let exited = poll_until(Duration::from_secs(30), || {
-            let exited = process.child.try_wait().unwrap();
+        let mut process = audit_process(env, log);
+        let exited = within(Duration::from_secs(30), || {
+            let exited = process.try_wait().unwrap();
             async move { exited.is_some() }
         })
-        .await;
+        .await
+        .is_some();
         assert!(exited, "case {n} did not stop the service");
-        assert!(!process.child.wait().unwrap().success());
-        let text = process.log_text();
+        assert!(!process
+            .wait_exit(Duration::from_secs(30))
+            .await
+            .unwrap()
+            .success());
+        let text = process.logs();
         assert!(
             !text.contains(secret),
             "case {n} logged the secret:\n{text}"
@@ -508,27 +519,28 @@ async fn a_refused_setting_with_credentials_stops_the_service_without_logging_th
 async fn a_fresh_start_creates_the_topics_and_logs_no_error_or_warning() {
     let topic = unique("audit-fresh");
     let dir = TempDir::new().unwrap();
-    let db_url = shared::testing::database_url(dir.path(), "audit.db").await;
+    let db_url = test_kit::database::database_url(dir.path(), "audit.db").await;
     let mut env = kafka_env(&db_url, &topic, &unique("audit-fresh-group"));
     // Without tokens the service warns that its doors are open, on purpose.
     env.push(("INGEST_TOKENS", "fresh-ingest-token-0123456789".into()));
     env.push(("READ_TOKENS", "fresh-read-token-0123456789".into()));
-    let mut service = ServiceProcess::start(&env, dir.path().join("fresh.log"));
+    let mut service = audit_process(&env, dir.path().join("fresh.log"));
     wait_listening(&mut service).await;
 
     // The topic exists: an event produced to it now is stored.
     let source = unique("/fresh");
     crate::kafka::produce_bulk(&topic, &source, 1).await;
     let db = Db::open(&db_url).await;
-    let stored = poll_until(Duration::from_secs(60), || async {
+    let stored = within(Duration::from_secs(60), || async {
         counts(&db).await.0 == 1
     })
-    .await;
-    assert!(stored, "not stored:\n{}", service.log_text());
-    let status = service.terminate();
+    .await
+    .is_some();
+    assert!(stored, "not stored:\n{}", service.logs());
+    let status = service.terminate().await.unwrap();
     assert!(status.success(), "{status}");
 
-    let log = service.log_text();
+    let log = service.logs();
     assert!(log.contains("created Kafka topic"), "{log}");
     for line in log.lines() {
         // Tokens over plain HTTP are warned about by design, as open doors.
@@ -547,7 +559,7 @@ async fn listen_addr_takes_a_host_name_and_a_bad_one_stops_it_with_one_line() {
     let dir = TempDir::new().unwrap();
     let port = crate::helpers::free_port();
     let db = format!("sqlite://{}", dir.path().join("audit.db").display());
-    let mut service = ServiceProcess::start(
+    let mut service = audit_process(
         &[
             ("DATABASE_URL", db.clone()),
             ("LISTEN_ADDR", format!("localhost:{port}")),
@@ -556,7 +568,7 @@ async fn listen_addr_takes_a_host_name_and_a_bad_one_stops_it_with_one_line() {
     );
     service.port = port;
     wait_listening(&mut service).await;
-    assert!(service.terminate().success());
+    assert!(service.terminate().await.unwrap().success());
 
     let short_token = dir.path().join("short-token");
     std::fs::write(&short_token, "short\n").unwrap();
@@ -610,10 +622,10 @@ async fn listen_addr_takes_a_host_name_and_a_bad_one_stops_it_with_one_line() {
 }
 
 /// Runs the binary with `args` until it exits (see
-/// `shared::testing::run_to_exit`).
+/// `test_kit::process::run_to_exit`).
 fn run_to_exit(args: &[&str]) -> std::process::Output {
     let dir = tempfile::tempdir().unwrap();
-    shared::testing::run_to_exit(env!("CARGO_BIN_EXE_audit-service"), args, dir.path())
+    test_kit::process::run_to_exit(env!("CARGO_BIN_EXE_audit-service"), args, dir.path())
 }
 
 #[test]
@@ -644,17 +656,18 @@ fn help_and_version_answer_and_exit_and_unknown_arguments_are_refused() {
 
 /// The log lines of a start with `env`, once the service listens.
 async fn start_log(env: &[(&str, String)], dir: &std::path::Path, name: &str) -> String {
-    let mut service = ServiceProcess::start(env, dir.join(name));
-    let listening = poll_until(Duration::from_secs(30), || {
-        let text = service.log_text();
+    let mut service = audit_process(env, dir.join(name));
+    let listening = within(Duration::from_secs(30), || {
+        let text = service.logs();
         async move { text.contains("audit-service listening") }
     })
-    .await;
-    assert!(listening, "did not start:\n{}", service.log_text());
+    .await
+    .is_some();
+    assert!(listening, "did not start:\n{}", service.logs());
     // Only its start is wanted: a SIGTERM this early may come before the
     // service listens for it, so its exit status says nothing.
-    service.terminate();
-    service.log_text()
+    service.terminate().await.unwrap();
+    service.logs()
 }
 
 #[tokio::test]

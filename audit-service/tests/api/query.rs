@@ -107,7 +107,7 @@ async fn healthz_readyz_and_metrics_answer() {
     let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(metrics.contains("audit_events_stored_total"), "{metrics}");
     assert!(metrics.contains("audit_commit_batch_events"), "{metrics}");
-    let families = shared::telemetry::metric_families(&metrics);
+    let families = service_kit::telemetry::metric_families(&metrics);
     for (name, kind) in [
         ("http_requests_total", "counter"),
         ("http_request_duration_seconds", "histogram"),

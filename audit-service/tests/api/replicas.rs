@@ -5,9 +5,9 @@
 //! says, and fail when it is not running.
 
 use audit_service::store::{PageQuery, Received, Store, StoredEvent};
+use cloudevents::{Event, EventBuilder, EventBuilderV10};
+use cloudevents_wire::Transport;
 use futures::future::join_all;
-use shared::cloudevents::{Event, EventBuilder, EventBuilderV10};
-use shared::config::Transport;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,7 +43,7 @@ async fn readers_paging_by_seq_while_three_replicas_commit_at_once_miss_no_event
     const WRITERS: usize = 3;
     const BATCHES: usize = 60;
     const BATCH: usize = 25;
-    let url = shared::testing::fresh_postgres_database().await;
+    let url = test_kit::database::fresh_postgres_database().await;
     let mut stores = Vec::new();
     let mut writers = Vec::new();
     for _ in 0..WRITERS {
@@ -138,20 +138,21 @@ async fn two_replicas_have_one_sequencer_and_the_other_takes_over_when_it_is_kil
     use std::sync::atomic::{AtomicBool, Ordering};
     const SEQUENCER: &str = "this replica is the transparency log's sequencer";
     let dir = tempfile::TempDir::new().unwrap();
-    let url = shared::testing::fresh_postgres_database().await;
+    let url = test_kit::database::fresh_postgres_database().await;
     let (signer, verifier) = LogKey::generate("audit.test/replicas").unwrap();
     let mut a = logged_process(&url, &signer, dir.path().join("a.log"));
     wait_listening(&a).await;
     let mut b = logged_process(&url, &signer, dir.path().join("b.log"));
     wait_listening(&b).await;
-    let db = shared::testing::Db::open(&url).await;
+    let db = test_kit::database::Db::open(&url).await;
     let stop = Arc::new(AtomicBool::new(false));
     let to_a = tokio::spawn(post_until(a.port, "ra".into(), stop.clone()));
     let to_b = tokio::spawn(post_until(b.port, "rb".into(), stop.clone()));
-    let grown = crate::helpers::poll_until(Duration::from_secs(60), || async {
+    let grown = crate::helpers::within(Duration::from_secs(60), || async {
         db.int("SELECT size FROM log_state").await >= 2000
     })
-    .await;
+    .await
+    .is_some();
     assert!(grown, "the tree did not grow");
     let holders = [a.log_count(SEQUENCER), b.log_count(SEQUENCER)];
     assert_eq!(
@@ -168,14 +169,15 @@ async fn two_replicas_have_one_sequencer_and_the_other_takes_over_when_it_is_kil
     let survivor_port = survivor.port;
     // The survivor takes the lease within a second or so, while its
     // clients go on sending.
-    let took_over = crate::helpers::poll_until(Duration::from_secs(30), || async {
+    let took_over = crate::helpers::within(Duration::from_secs(30), || async {
         survivor.log_count(SEQUENCER) == 1
     })
-    .await;
+    .await
+    .is_some();
     assert!(
         took_over,
         "the survivor did not take over:\n{}",
-        survivor.log_text()
+        survivor.logs()
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::SeqCst);

@@ -3,11 +3,11 @@
 //! 503 problem+json saying why.
 
 use crate::helpers::{problem_detail, spawn_app_with, TestApp};
-use audit_service::limits::{MAX_ATTRIBUTE_BYTES, MAX_BATCH_EVENTS};
+use cloudevents_wire::limits::{MAX_ATTRIBUTE_BYTES, MAX_BATCH_EVENTS};
 use reqwest::header::WWW_AUTHENTICATE;
 use serde_json::{json, Value};
-use shared::auth::Tokens;
-use shared::serve::MAX_HEADER_BYTES;
+use service_kit::serve::MAX_HEADER_BYTES;
+use settings::Tokens;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -352,7 +352,7 @@ async fn live_tail_clients_over_the_cap_are_503_until_one_leaves() {
     }
 }
 
-pub use shared::test_ca::test_ca;
+pub use test_kit::ca::test_ca;
 
 #[tokio::test]
 async fn over_tls_events_are_stored_and_plain_http_is_not_served() {

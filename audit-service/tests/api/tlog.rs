@@ -4,7 +4,7 @@
 //! naming the seq; erasure removes the data (from the files too) and keeps
 //! every proof valid. On SQLite, or on PostgreSQL with TEST_DATABASE.
 
-use crate::helpers::{spawn_app_with, ServiceProcess, TestApp};
+use crate::helpers::{audit_process, spawn_app_with, Service, TestApp};
 use audit_service::tlog::checkpoint::{self, SignedTree};
 use audit_service::tlog::entry;
 use audit_service::tlog::LogKey;
@@ -12,10 +12,10 @@ use base64::prelude::{Engine as _, BASE64_STANDARD};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
-use shared::auth::Tokens;
-use shared::testing::Db;
+use settings::Tokens;
 use std::sync::Arc;
 use std::time::Duration;
+use test_kit::database::Db;
 use tlog_tiles::Hash;
 
 const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef";
@@ -428,7 +428,7 @@ async fn files_hold(database_url: &str, needle: &str) -> bool {
     let db = Db::open(database_url).await;
     let files: Vec<std::path::PathBuf> = match &db {
         Db::Sqlite(_) => {
-            let path = shared::db::sqlite_path(database_url).unwrap();
+            let path = service_kit::db::sqlite_path(database_url).unwrap();
             let wal = std::path::PathBuf::from(format!("{}-wal", path.display()));
             vec![path, wal]
         }
@@ -611,8 +611,8 @@ enum OlderReader {
 impl OlderReader {
     async fn begin(database_url: &str) -> OlderReader {
         use sqlx::Connection;
-        match shared::db::Kind::of(database_url).unwrap() {
-            shared::db::Kind::Sqlite => {
+        match service_kit::db::Kind::of(database_url).unwrap() {
+            service_kit::db::Kind::Sqlite => {
                 let mut connection = sqlx::SqliteConnection::connect(database_url).await.unwrap();
                 sqlx::query("BEGIN").execute(&mut connection).await.unwrap();
                 // A read marks the WAL position this reader stays on.
@@ -622,7 +622,7 @@ impl OlderReader {
                     .unwrap();
                 OlderReader::Sqlite(connection)
             }
-            shared::db::Kind::Postgres => {
+            service_kit::db::Kind::Postgres => {
                 let mut connection = sqlx::PgConnection::connect(database_url).await.unwrap();
                 sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ")
                     .execute(&mut connection)
@@ -766,8 +766,8 @@ async fn the_erase_command_erases_a_subject_and_records_it() {
 // ------------------------------------------------------------- sequencer
 
 /// The real binary with the log on, on `database_url`.
-pub fn logged_process(database_url: &str, signer: &str, log: std::path::PathBuf) -> ServiceProcess {
-    ServiceProcess::start(
+pub fn logged_process(database_url: &str, signer: &str, log: std::path::PathBuf) -> Service {
+    audit_process(
         &[
             ("DATABASE_URL", database_url.to_owned()),
             ("LOG_SIGNING_KEY", signer.to_owned()),
@@ -776,13 +776,14 @@ pub fn logged_process(database_url: &str, signer: &str, log: std::path::PathBuf)
     )
 }
 
-pub async fn wait_listening(process: &ServiceProcess) {
+pub async fn wait_listening(process: &Service) {
     let url = format!("http://127.0.0.1:{}/healthz", process.port);
-    let up = crate::helpers::poll_until(Duration::from_secs(30), || async {
+    let up = crate::helpers::within(Duration::from_secs(30), || async {
         reqwest::get(&url).await.is_ok_and(|r| r.status() == 200)
     })
-    .await;
-    assert!(up, "audit-service did not start:\n{}", process.log_text());
+    .await
+    .is_some();
+    assert!(up, "audit-service did not start:\n{}", process.logs());
 }
 
 /// Posts batches of 100 user events to `port` until `stop`, or until a
@@ -853,7 +854,7 @@ pub async fn wait_all_integrated(port: u16, verifier: &str, db: &Db) -> u64 {
 #[tokio::test]
 async fn a_sequencer_killed_mid_way_is_restarted_and_the_tree_goes_on_without_a_gap() {
     let dir = tempfile::TempDir::new().unwrap();
-    let url = shared::testing::database_url(dir.path(), "audit.db").await;
+    let url = test_kit::database::database_url(dir.path(), "audit.db").await;
     let (signer, verifier) = LogKey::generate("audit.test/kill").unwrap();
     let mut first = logged_process(&url, &signer, dir.path().join("first.log"));
     wait_listening(&first).await;
@@ -861,11 +862,12 @@ async fn a_sequencer_killed_mid_way_is_restarted_and_the_tree_goes_on_without_a_
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let posting = tokio::spawn(post_until(first.port, "k1".into(), stop.clone()));
     // Killed once the tree has grown, while events keep coming.
-    let grown = crate::helpers::poll_until(Duration::from_secs(60), || async {
+    let grown = crate::helpers::within(Duration::from_secs(60), || async {
         db.int("SELECT size FROM log_state").await >= 1000
     })
-    .await;
-    assert!(grown, "the tree did not grow:\n{}", first.log_text());
+    .await
+    .is_some();
+    assert!(grown, "the tree did not grow:\n{}", first.logs());
     first.kill();
     let accepted = posting.await.unwrap();
     let size_at_kill = db.int("SELECT size FROM log_state").await;

@@ -307,7 +307,7 @@ async fn the_password_never_reaches_the_audit_store_or_either_log() {
             std::fs::read(wal).unwrap_or_default(),
         ]
     } else {
-        shared::testing::Db::open(&url)
+        test_kit::database::Db::open(&url)
             .await
             .texts("SELECT concat_ws(' ', source, id, type, subject, event_json) FROM events")
             .await
@@ -334,9 +334,12 @@ async fn both_services_stop_cleanly_on_sigterm() {
         .create_user(&user, "before stop", "pw-12345")
         .await
         .unwrap();
-    assert!(user.terminate().await.unwrap(), "user-service exit status");
     assert!(
-        audit.terminate().await.unwrap(),
+        user.terminate().await.unwrap().success(),
+        "user-service exit status"
+    );
+    assert!(
+        audit.terminate().await.unwrap().success(),
         "audit-service exit status"
     );
 }

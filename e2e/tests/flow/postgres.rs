@@ -8,13 +8,13 @@ use crate::kafka::{require_shared_broker, SHARED_BROKER};
 use e2e::{example, Service, Stack};
 use futures::StreamExt;
 use serde_json::Value;
-use shared::testing::Db;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use test_kit::database::Db;
 
 /// A folder of its own for one process's log.
 fn home(stack: &Stack, name: &str) -> PathBuf {
@@ -68,7 +68,7 @@ async fn three_audit_replicas_store_100000_events_once_through_a_kill_and_a_join
     const N: i64 = 100_000;
     require_shared_broker();
     let stack = Stack::new().unwrap();
-    let db_url = shared::testing::fresh_postgres_database().await;
+    let db_url = test_kit::database::fresh_postgres_database().await;
     let tag = uuid::Uuid::new_v4().simple().to_string();
     let topic = format!("e2e-scale-{tag}");
 
@@ -99,7 +99,7 @@ async fn three_audit_replicas_store_100000_events_once_through_a_kill_and_a_join
     let mut replicas = Vec::new();
     for r in 0..3 {
         let dir = home(&stack, &format!("audit-{r}"));
-        replicas.push(Service::start("audit-service", &dir, &env).await.unwrap());
+        replicas.push(e2e::start("audit-service", &dir, &env).await.unwrap());
     }
     let db = Db::open(&db_url).await;
 
@@ -118,7 +118,7 @@ async fn three_audit_replicas_store_100000_events_once_through_a_kill_and_a_join
     })
     .await;
     let dir = home(&stack, "audit-3");
-    replicas.push(Service::start("audit-service", &dir, &env).await.unwrap());
+    replicas.push(e2e::start("audit-service", &dir, &env).await.unwrap());
     let at_join = stored(&db).await.0;
 
     until("every event stored", Duration::from_secs(300), || async {
@@ -139,7 +139,7 @@ async fn three_audit_replicas_store_100000_events_once_through_a_kill_and_a_join
     }
     for replica in &mut replicas[1..] {
         assert!(
-            replica.terminate().await.unwrap(),
+            replica.terminate().await.unwrap().success(),
             "{}",
             replica.log_tail(20)
         );
@@ -231,9 +231,9 @@ async fn two_user_replicas_deliver_2000_events_once_in_order_through_a_kill() {
     const USERS: usize = 400;
     const RENAMES: usize = 4;
     let stack = Stack::new().unwrap();
-    let audit_db = shared::testing::fresh_postgres_database().await;
-    let users_db = shared::testing::fresh_postgres_database().await;
-    let audit = Service::start(
+    let audit_db = test_kit::database::fresh_postgres_database().await;
+    let users_db = test_kit::database::fresh_postgres_database().await;
+    let audit = e2e::start(
         "audit-service",
         &home(&stack, "audit"),
         &[("DATABASE_URL", &audit_db), ("RUST_LOG", "warn")],
@@ -245,14 +245,14 @@ async fn two_user_replicas_deliver_2000_events_once_in_order_through_a_kill() {
     // a reaches the audit service through a link the test cuts.
     let link = Link::to(audit_port).await;
     let a_audit_url = format!("http://127.0.0.1:{}/", link.port);
-    let mut a = Service::start(
+    let mut a = e2e::start(
         "user-service",
         &home(&stack, "a"),
         &user_env(&users_db, &a_audit_url),
     )
     .await
     .unwrap();
-    let b = Service::start(
+    let b = e2e::start(
         "user-service",
         &home(&stack, "b"),
         &user_env(&users_db, &audit_url),
@@ -417,10 +417,10 @@ impl Drop for PrivateServer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_restart_under_load_loses_nothing_acknowledged() {
     let server = PrivateServer::start().await;
-    let audit_db = shared::testing::fresh_postgres_database_on(&server.admin_url()).await;
-    let users_db = shared::testing::fresh_postgres_database_on(&server.admin_url()).await;
+    let audit_db = test_kit::database::fresh_postgres_database_on(&server.admin_url()).await;
+    let users_db = test_kit::database::fresh_postgres_database_on(&server.admin_url()).await;
     let stack = Stack::new().unwrap();
-    let mut audit = Service::start(
+    let mut audit = e2e::start(
         "audit-service",
         &home(&stack, "audit"),
         &[("DATABASE_URL", &audit_db), ("RUST_LOG", "warn")],
@@ -428,7 +428,7 @@ async fn a_database_restart_under_load_loses_nothing_acknowledged() {
     .await
     .unwrap();
     let audit_url = format!("{}/", audit.base_url);
-    let mut user = Service::start(
+    let mut user = e2e::start(
         "user-service",
         &home(&stack, "user"),
         &user_env(&users_db, &audit_url),
@@ -576,6 +576,14 @@ async fn a_database_restart_under_load_loses_nothing_acknowledged() {
         subjects.len(),
         refused.load(Ordering::SeqCst)
     );
-    assert!(user.terminate().await.unwrap(), "{}", user.log_tail(20));
-    assert!(audit.terminate().await.unwrap(), "{}", audit.log_tail(20));
+    assert!(
+        user.terminate().await.unwrap().success(),
+        "{}",
+        user.log_tail(20)
+    );
+    assert!(
+        audit.terminate().await.unwrap().success(),
+        "{}",
+        audit.log_tail(20)
+    );
 }

@@ -1,5 +1,5 @@
 //! No credential of a URL-like setting reaches a log: both binaries are
-//! started with each setting they read (`shared::redact::URL_SETTINGS`)
+//! started with each setting they read (`settings::redact::URL_SETTINGS`)
 //! full of secrets, in every form a reader might take for a password
 //! (user info, user info a URL parser reads as host and port, a
 //! `?password=` parameter, a NATS token), pointing where nothing answers,
@@ -168,7 +168,7 @@ async fn no_credential_of_a_url_like_setting_is_ever_logged() {
         .iter()
         .flat_map(|c| c.env.iter().map(|(name, _)| *name))
         .collect();
-    for setting in shared::redact::URL_SETTINGS {
+    for setting in settings::redact::URL_SETTINGS {
         assert!(tested.contains(setting), "{setting} is not tested");
     }
     // A few processes at a time: the machine has two cores.
@@ -228,8 +228,8 @@ fn every_url_like_setting_is_redacted() {
     assert!(named.len() >= 5, "{named:?}");
     for name in named {
         assert!(
-            shared::redact::URL_SETTINGS.contains(&name.as_str()),
-            "{name} looks like a URL setting but is not in shared::redact::URL_SETTINGS"
+            settings::redact::URL_SETTINGS.contains(&name.as_str()),
+            "{name} looks like a URL setting but is not in settings::redact::URL_SETTINGS"
         );
     }
 }

@@ -127,7 +127,10 @@ async fn both_services_work_over_sasl_scram_and_wrong_credentials_fail_readyz() 
     // The same broker with a wrong password: /readyz says authentication.
     let wrong = Stack::new().unwrap();
     let env = kafka_env(&broker.brokers(), &tag, "not-the-password-0123");
-    let refused = wrong.audit(&as_refs(&env)).await.unwrap();
+    let refused = wrong
+        .audit_waiting(&as_refs(&env), e2e::Wait::Live)
+        .await
+        .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let detail = loop {
         let response = wrong

@@ -48,8 +48,8 @@ async fn start_probe_and_deliver(transport: &str, env: &[(String, String)]) {
         .create_user_and_wait(&user, &audit, Duration::from_secs(30))
         .await
         .unwrap();
-    assert!(user.terminate().await.unwrap());
-    assert!(audit.terminate().await.unwrap());
+    assert!(user.terminate().await.unwrap().success());
+    assert!(audit.terminate().await.unwrap().success());
     for (name, service, unready) in [
         ("audit-service", &audit, audit_unready),
         ("user-service", &user, user_unready),

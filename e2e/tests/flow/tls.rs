@@ -16,7 +16,7 @@ const READ: &str = "e2e-read-token-0123456789";
 #[tokio::test]
 async fn user_service_delivers_to_an_https_audit_service_with_its_token() {
     let stack = Stack::new().unwrap();
-    let test_ca = shared::test_ca::test_ca();
+    let test_ca = test_kit::ca::test_ca();
     let ca = test_ca.ca.display().to_string();
     let cert = test_ca.files.cert.display().to_string();
     let key = test_ca.files.key.display().to_string();

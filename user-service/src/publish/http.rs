@@ -1,13 +1,13 @@
-//! Publishing over HTTP, classified as Knative's data plane does (DESIGN.md,
-//! "Delivery rules").
+//! Publishing over HTTP, classified as Knative's data plane does (README,
+//! "Delivery, and what happens when things fail").
 
 use super::Outcome;
 use crate::config::{ContentMode, HttpClientSettings};
 use anyhow::Context;
 use cloudevents::{AttributesReader, Event};
+use cloudevents_wire::binding::{to_http_binary, BATCH_JSON, STRUCTURED_JSON};
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::StatusCode;
-use shared::binding::{to_http_binary, BATCH_JSON, STRUCTURED_JSON};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -28,7 +28,7 @@ impl HttpPublisher {
         security: &HttpClientSettings,
     ) -> anyhow::Result<Self> {
         let url = reqwest::Url::parse(url)
-            .with_context(|| format!("AUDIT_URL {:?} is not a URL", shared::redact::url(url)))?;
+            .with_context(|| format!("AUDIT_URL {:?} is not a URL", settings::redact::url(url)))?;
         let mut builder = reqwest::Client::builder();
         if let Some(token) = &security.token {
             if url.scheme() != "https" {
@@ -68,7 +68,7 @@ impl HttpPublisher {
         // The URL may carry credentials (https://user:password@host/).
         format!(
             "http {} ({:?} mode)",
-            shared::redact::url(self.url.as_str()),
+            settings::redact::url(self.url.as_str()),
             self.mode
         )
     }
@@ -129,9 +129,12 @@ async fn send(request: reqwest::RequestBuilder) -> Outcome {
     // While spans are exported the request continues the current one (the
     // event's publish span, for a single event), so the receiver's request
     // span joins that trace. The event's own context is in the event.
-    let request = if shared::telemetry::traces_exported() {
+    let request = if service_kit::telemetry::traces_exported() {
         let mut headers = reqwest::header::HeaderMap::new();
-        shared::tracecontext::to_headers(&shared::tracecontext::current(), &mut headers);
+        cloudevents_wire::tracecontext::to_headers(
+            &cloudevents_wire::tracecontext::current(),
+            &mut headers,
+        );
         request.headers(headers)
     } else {
         request
@@ -142,7 +145,7 @@ async fn send(request: reqwest::RequestBuilder) -> Outcome {
             let advice = certificate_advice(&e);
             // Without the URL: it may carry credentials, and the
             // publisher's description names the target already.
-            let chain = shared::telemetry::one_line(&e.without_url());
+            let chain = service_kit::telemetry::one_line(&e.without_url());
             let reason = match advice {
                 Some(advice) => format!("{advice} ({chain})"),
                 None => chain,

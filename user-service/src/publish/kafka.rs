@@ -1,20 +1,21 @@
 //! Publishing to Kafka: binary mode (`ce_` headers), key = user id, through
-//! an idempotent producer (built by `shared::kafka`, so the operator's
+//! an idempotent producer (built by `brokers::kafka`, so the operator's
 //! `KAFKA_<PROPERTY>` settings follow the same rule in both services),
 //! acknowledged only by the broker's delivery report. The producer is
 //! rebuilt when it hits a fatal error.
 
 use super::{Pending, Pipelined, Report};
 use anyhow::Context;
+use brokers::kafka::KafkaConfig;
+use brokers::kafka::{client_config, BrokerProbe, Guarantee, Redacting};
 use cloudevents::binding::rdkafka::{FutureRecordExt, MessageRecord};
 use cloudevents::{AttributesReader, Event};
+use cloudevents_wire::Transport;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use shared::config::{KafkaConfig, Transport};
-use shared::kafka::{client_config, BrokerProbe, Guarantee, Redacting};
 use std::sync::RwLock;
 use std::time::Duration;
 
@@ -200,7 +201,7 @@ impl Pipelined for KafkaPublisher {
     fn describe(&self) -> String {
         format!(
             "kafka {} topic {}",
-            shared::redact::urls(&self.brokers),
+            settings::redact::urls(&self.brokers),
             self.topic
         )
     }

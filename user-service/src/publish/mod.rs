@@ -19,13 +19,13 @@ mod nats;
 
 pub use self::http::HttpPublisher;
 pub use self::kafka::KafkaPublisher;
-pub use self::mqtt::{MqttPublisher, MqttSettings};
+pub use self::mqtt::MqttPublisher;
 pub use self::nats::NatsPublisher;
 
 use crate::config::PublishSettings;
 use cloudevents::{AttributesReader, Event};
+use cloudevents_wire::Transport;
 use futures::future::BoxFuture;
-use shared::config::Transport;
 use std::time::Duration;
 
 /// What the relay does with an event after one attempt.

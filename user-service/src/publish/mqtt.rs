@@ -28,18 +28,17 @@
 //! subscribed, as over HTTP while the audit service is down.
 
 use super::{Pending, Pipelined, Report};
-use crate::config::ContentMode;
+use crate::config::{ContentMode, MqttSettings};
 use bytes::Bytes;
 use cloudevents::Event;
+use cloudevents_wire::binding::mqtt::MqttMessage;
+use cloudevents_wire::Transport;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason, Publish, PublishProperties};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event as LoopEvent, EventLoop};
 use rumqttc::Outgoing;
-use shared::binding::mqtt::MqttMessage;
-use shared::config::{env_parse, ConfigError, Transport};
-use shared::mqtt::MqttConfig;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
@@ -54,26 +53,6 @@ const REQUESTS: usize = 1000;
 
 /// The longest pause between two attempts to connect.
 const MAX_RECONNECT_PAUSE: Duration = Duration::from_secs(4);
-
-/// `EVENT_TRANSPORT=mqtt`'s settings.
-#[derive(Debug, Clone)]
-pub struct MqttSettings {
-    pub config: MqttConfig,
-    /// `MQTT_CONTENT_MODE`, binary by default.
-    pub mode: ContentMode,
-    /// `PUBLISH_TIMEOUT_MS`: how long one PUBACK may take.
-    pub timeout: Duration,
-}
-
-impl MqttSettings {
-    pub fn from_env(timeout: Duration) -> Result<Self, ConfigError> {
-        Ok(MqttSettings {
-            config: MqttConfig::from_env("user-service")?,
-            mode: env_parse("MQTT_CONTENT_MODE", ContentMode::Binary)?,
-            timeout,
-        })
-    }
-}
 
 pub struct MqttPublisher {
     settings: MqttSettings,

@@ -18,7 +18,7 @@
 //! round trip per user event) is not done: Kafka's idempotent producer has
 //! no such gap.
 //!
-//! The stream is created if it is missing (`shared::nats`), by `GET
+//! The stream is created if it is missing (`brokers::nats`), by `GET
 //! /delivery` or the first publish, and again whenever the server says it has none.
 
 use super::{Pending, Pipelined, Report};
@@ -28,12 +28,12 @@ use async_nats::connection::State;
 use async_nats::header::{HeaderMap, HeaderName, HeaderValue, NATS_MESSAGE_ID};
 use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::{self, ErrorCode};
+use brokers::nats::{ensure_stream, NatsConfig, StreamProbe};
 use cloudevents::{AttributesReader, Event};
+use cloudevents_wire::binding::{to_nats_binary, STRUCTURED_JSON};
+use cloudevents_wire::Transport;
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use shared::binding::{to_nats_binary, STRUCTURED_JSON};
-use shared::config::Transport;
-use shared::nats::{ensure_stream, NatsConfig, StreamProbe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;

@@ -23,8 +23,8 @@ use super::{backoff, publish_span, trace_id, EventCounters, Recovery, Relay, PAG
 use crate::outbox::Failure;
 use crate::publish::{HttpPublisher, Outcome};
 use cloudevents::Event;
+use cloudevents_wire::Transport;
 use futures::stream::{FuturesUnordered, StreamExt};
-use shared::config::Transport;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::Instrument;
 

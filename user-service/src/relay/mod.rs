@@ -27,12 +27,11 @@ use crate::config::RelaySettings;
 use crate::outbox::PendingEvent;
 use crate::publish::Publisher;
 use crate::store::{Backend, Scope};
+use cloudevents_wire::tracecontext::JsonTraceContext;
+use cloudevents_wire::Transport;
 use leases::Leases;
 use metrics::Counter;
 use rand::Rng;
-use shared::config::Transport;
-use shared::event::{USER_DELETED, USER_STORED, USER_UPDATED};
-use shared::tracecontext::JsonTraceContext;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +39,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::field::Empty;
 use tracing::Span;
+use user_events::{USER_DELETED, USER_STORED, USER_UPDATED};
 
 /// Rows per outbox read.
 const PAGE: u32 = 1000;
@@ -269,7 +269,7 @@ pub fn describe_metrics() {
 /// while spans are exported: per event it is work no log line needs. The
 /// span lasts as long as it is kept; dropping it ends it.
 fn publish_span(row: &PendingEvent, transport: Transport) -> Option<Span> {
-    if !shared::telemetry::traces_exported() {
+    if !service_kit::telemetry::traces_exported() {
         return None;
     }
     let span = tracing::info_span!(
@@ -279,7 +279,10 @@ fn publish_span(row: &PendingEvent, transport: Transport) -> Option<Span> {
         transport = transport.as_str(),
         outcome = Empty,
     );
-    shared::tracecontext::set_parent(&span, JsonTraceContext::of(&row.event_json).context());
+    cloudevents_wire::tracecontext::set_parent(
+        &span,
+        JsonTraceContext::of(&row.event_json).context(),
+    );
     Some(span)
 }
 

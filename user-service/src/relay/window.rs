@@ -239,9 +239,9 @@ async fn enqueue(
             return None;
         }
     };
-    record.trace_id = match event.extension(shared::tracecontext::TRACEPARENT) {
+    record.trace_id = match event.extension(cloudevents_wire::tracecontext::TRACEPARENT) {
         Some(ExtensionValue::String(traceparent)) => {
-            shared::tracecontext::trace_id_of(traceparent).map(str::to_owned)
+            cloudevents_wire::tracecontext::trace_id_of(traceparent).map(str::to_owned)
         }
         _ => None,
     };

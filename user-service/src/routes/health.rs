@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
 use serde::Serialize;
-use shared::problem::Problem;
+use service_kit::problem::Problem;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -40,11 +40,11 @@ pub enum Readiness {
 }
 
 impl Readiness {
-    pub fn from_env() -> Result<Self, shared::config::ConfigError> {
+    pub fn from_env() -> Result<Self, settings::ConfigError> {
         match std::env::var("READINESS").ok().as_deref() {
             None | Some("") | Some("delivery") => Ok(Readiness::Delivery),
             Some("database") => Ok(Readiness::Database),
-            Some(other) => Err(shared::config::ConfigError {
+            Some(other) => Err(settings::ConfigError {
                 name: "READINESS".into(),
                 value: other.into(),
                 reason: "expected delivery or database".into(),
@@ -176,7 +176,7 @@ async fn delivery(State(state): State<AppState>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE,
         [(
             axum::http::header::CONTENT_TYPE,
-            shared::problem::CONTENT_TYPE,
+            service_kit::problem::CONTENT_TYPE,
         )],
         Json(body),
     )

@@ -17,11 +17,11 @@ use crate::outbox::{Backlog, DeadLetter, Outcomes, PendingEvent, Redrive, Redriv
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use shared::db::Kind;
-use shared::event::{UserData, UserEvent, UserEventError};
+use service_kit::db::Kind;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
+use user_events::{UserData, UserEvent, UserEventError};
 use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]
@@ -339,7 +339,10 @@ impl Store {
         let mut event = change.to_cloudevent(event_id, &self.event_source, time)?;
         // The request's trace travels in its event (the distributed-tracing
         // extension), so the relay and the receivers can continue it.
-        shared::tracecontext::set_on_event(&mut event, &shared::tracecontext::current());
+        cloudevents_wire::tracecontext::set_on_event(
+            &mut event,
+            &cloudevents_wire::tracecontext::current(),
+        );
         Ok(NewEvent {
             event_id,
             user_id: change.data().id,

@@ -38,12 +38,12 @@ pub struct PgBackend {
 
 impl PgBackend {
     pub async fn open(url: &str, connections: u32) -> anyhow::Result<Self> {
-        let pool = shared::db::connect_postgres(url, connections, "user-service")
+        let pool = service_kit::db::connect_postgres(url, connections, "user-service")
             .await
             .with_context(|| {
                 format!(
                     "Failed to connect to the database {}",
-                    shared::redact::url(url)
+                    settings::redact::url(url)
                 )
             })?;
         sqlx::migrate!("./migrations/postgres")

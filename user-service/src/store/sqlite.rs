@@ -19,9 +19,11 @@ pub struct SqliteBackend {
 
 impl SqliteBackend {
     pub async fn open(url: &str, connections: u32) -> anyhow::Result<Self> {
-        let pool = shared::db::connect_sqlite(url, connections)
+        let pool = service_kit::db::connect_sqlite(url, connections)
             .await
-            .with_context(|| format!("Failed to open the database {}", shared::redact::url(url)))?;
+            .with_context(|| {
+                format!("Failed to open the database {}", settings::redact::url(url))
+            })?;
         migrator()
             .run(&pool)
             .await
@@ -34,8 +36,8 @@ impl SqliteBackend {
     /// creating an empty database (and its folders) and reporting on it. It
     /// is not migrated either; that is the service's job at start.
     pub async fn open_existing(url: &str, connections: u32) -> anyhow::Result<Self> {
-        let shown = shared::redact::url(url);
-        let pool = shared::db::open_existing_sqlite(url, connections)
+        let shown = settings::redact::url(url);
+        let pool = service_kit::db::open_existing_sqlite(url, connections)
             .await
             .with_context(|| format!("Failed to open the database {shown}"))?;
         let has_outbox: Option<i64> = sqlx::query_scalar(

@@ -3,7 +3,7 @@
 
 use crate::helpers::{spawn_app_with, FakeAudit, SEED_BODY};
 use serde_json::Value;
-use shared::auth::Tokens;
+use settings::Tokens;
 
 const API: &str = "api-token-0123456789";
 const METRICS: &str = "metrics-token-0123456789";

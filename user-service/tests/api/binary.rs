@@ -4,35 +4,27 @@
 use crate::helpers::{eventually, free_port, FakeAudit, SEED_BODY};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use test_kit::process::send_signal;
+use test_kit::Signal;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_user-service");
 
 /// Sends SIGTERM and waits, with a deadline, for the exit status.
 async fn terminate(child: &mut std::process::Child) -> std::process::ExitStatus {
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(killed.success());
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("exit status") {
-            return status;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "no exit after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    send_signal(child.id(), Signal::SIGTERM).expect("SIGTERM sent");
+    eventually("an exit after SIGTERM", Duration::from_secs(10), || {
+        let exited = child.try_wait().expect("exit status");
+        async move { exited }
+    })
+    .await
 }
 
 #[tokio::test]
 async fn the_binary_serves_the_seed_request_and_exits_cleanly_on_sigterm() {
     let audit = FakeAudit::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let database_url = shared::testing::database_url(dir.path(), "users.db").await;
+    let database_url = test_kit::database::database_url(dir.path(), "users.db").await;
     let mut child = Command::new(BINARY)
         .env("LISTEN_ADDR", "127.0.0.1:0")
         .env("DATABASE_URL", &database_url)
@@ -158,7 +150,7 @@ async fn sigterm_stops_the_binary_even_when_its_log_output_is_a_closed_pipe() {
 #[tokio::test]
 async fn a_zero_or_nonsense_setting_stops_the_binary_with_one_line_naming_it() {
     let dir = tempfile::tempdir().unwrap();
-    let database_url = shared::testing::database_url(dir.path(), "users.db").await;
+    let database_url = test_kit::database::database_url(dir.path(), "users.db").await;
     for (name, value) in [
         ("HTTP_BATCH_MAX", "0"),
         ("HTTP_BATCH_MAX", "lots"),
@@ -223,10 +215,10 @@ fn assert_said_once(message: &str) {
 }
 
 /// Runs the binary with `args` until it exits (see
-/// `shared::testing::run_to_exit`).
+/// `test_kit::process::run_to_exit`).
 fn run_to_exit(args: &[&str]) -> std::process::Output {
     let dir = tempfile::tempdir().unwrap();
-    shared::testing::run_to_exit(BINARY, args, dir.path())
+    test_kit::process::run_to_exit(BINARY, args, dir.path())
 }
 
 #[test]
@@ -320,7 +312,7 @@ async fn dead_letter_commands_need_an_existing_database_and_say_when_a_seq_is_no
     // A database that is not the service's is refused too.
     let other = dir.path().join("other.db");
     drop(
-        shared::db::connect_sqlite(&format!("sqlite://{}", other.display()), 1)
+        service_kit::db::connect_sqlite(&format!("sqlite://{}", other.display()), 1)
             .await
             .unwrap(),
     );
@@ -373,7 +365,7 @@ async fn a_dead_letter_is_logged_with_its_status_as_a_number() {
         .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
         .env(
             "DATABASE_URL",
-            shared::testing::database_url(dir.path(), "users.db").await,
+            test_kit::database::database_url(dir.path(), "users.db").await,
         )
         .env("AUDIT_URL", &audit.url)
         .env("RUST_LOG", "warn")

@@ -7,10 +7,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use cloudevents::Event;
-use shared::binding::{is_cloudevents_media_type, BinaryMessage, BATCH_JSON};
-use std::future::Future;
+use cloudevents_wire::binding::{is_cloudevents_media_type, BinaryMessage, BATCH_JSON};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
+pub use test_kit::{eventually, free_port};
 use tokio_util::sync::CancellationToken;
 use user_service::config::{ContentMode, HashSettings, PublishSettings, RelaySettings, Settings};
 use user_service::hasher::Hasher;
@@ -20,7 +20,7 @@ use user_service::Application;
 /// Spans as the binary makes them (so events carry a trace context); logs
 /// only when TEST_LOG is set, so test output stays readable.
 static TRACING: LazyLock<()> = LazyLock::new(|| {
-    shared::telemetry::init_for_tests("user-service", shared::telemetry::Spans::Always);
+    service_kit::telemetry::init_for_tests("user-service", service_kit::telemetry::Spans::Always);
 });
 
 pub const SEED_PASSWORD: &str = "12345";
@@ -54,7 +54,7 @@ impl TestDb {
 
 pub async fn test_db() -> Arc<TestDb> {
     let dir = tempfile::tempdir().expect("temp dir");
-    let url = shared::testing::database_url(dir.path(), "users.db").await;
+    let url = test_kit::database::database_url(dir.path(), "users.db").await;
     Arc::new(TestDb { _dir: dir, url })
 }
 
@@ -219,14 +219,14 @@ impl TestApp {
     }
 
     /// A connection to this app's database, for looking at the outbox.
-    pub async fn db(&self) -> shared::testing::Db {
-        shared::testing::Db::open(&self.database_url).await
+    pub async fn db(&self) -> test_kit::database::Db {
+        test_kit::database::Db::open(&self.database_url).await
     }
 }
 
 /// Waits until no outbox row is pending or dead, failing the test at
 /// `deadline`.
-pub async fn wait_until_all_delivered(db: &shared::testing::Db, deadline: Duration) {
+pub async fn wait_until_all_delivered(db: &test_kit::database::Db, deadline: Duration) {
     eventually("every row delivered", deadline, || async {
         let pending = db
             .int("SELECT count(*) FROM outbox WHERE status <> 'delivered'")
@@ -300,22 +300,6 @@ impl RenameLoad {
             names.push((0..=last).map(|v| format!("u{u} v{v}")).collect());
         }
         names
-    }
-}
-
-/// Polls `check` until it returns `Some`, failing the test at `deadline`.
-pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -515,11 +499,4 @@ pub fn data_json(event: &Event) -> serde_json::Value {
         Some(cloudevents::Data::String(s)) => serde_json::from_str(s).expect("json data"),
         None => panic!("event has no data"),
     }
-}
-
-/// A port nothing listens on right now (bound, then released), for an
-/// audit service that is down until the test starts it there.
-pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
 }

@@ -6,16 +6,16 @@
 use crate::helpers::{
     assert_unready_but_serving, eventually, spawn_app_with, wait_until_all_delivered, RenameLoad,
 };
+use brokers::kafka::KafkaConfig;
 use cloudevents::{AttributesReader, Event};
+use cloudevents_wire::binding::BinaryMessage;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::ClientConfig;
-use shared::binding::BinaryMessage;
-use shared::config::KafkaConfig;
-use shared::testing::Db;
 use std::time::Duration;
+use test_kit::database::Db;
 use user_service::config::PublishSettings;
 
 const BROKER: &str = "127.0.0.1:9092";

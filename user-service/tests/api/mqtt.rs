@@ -7,23 +7,23 @@ use crate::helpers::{
     assert_unready_but_serving, data_json, eventually, free_port, spawn_app_with,
     wait_until_all_delivered, RenameLoad,
 };
+use brokers::mqtt::MqttConfig;
 use cloudevents::{AttributesReader, Event};
+use cloudevents_wire::binding::mqtt::MqttMessage;
 use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event as LoopEvent, MqttOptions};
-use shared::binding::mqtt::MqttMessage;
-use shared::mqtt::MqttConfig;
-use shared::testing::Db;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use test_kit::database::Db;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::task::AbortOnDropHandle;
+use user_service::config::MqttSettings;
 use user_service::config::{ContentMode, PublishSettings};
-use user_service::publish::MqttSettings;
 
 const SHARED_PORT: u16 = 1883;
 
@@ -529,7 +529,7 @@ async fn many_in_flight_keep_each_users_order_across_a_broker_restart() {
 /// private CA signed; without the CA file the broker is not trusted.
 #[tokio::test]
 async fn over_mqtts_events_arrive_and_a_broker_with_an_untrusted_certificate_is_not_ready() {
-    let ca = shared::test_ca::test_ca();
+    let ca = test_kit::ca::test_ca();
     let (port, tls_port) = (free_port(), free_port());
     let tls_port_text = tls_port.to_string();
     let _broker = PrivateMosquitto::start_with(

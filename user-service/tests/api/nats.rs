@@ -6,12 +6,12 @@ use crate::helpers::{
     assert_unready_but_serving, data_json, eventually, spawn_app_with, wait_until_all_delivered,
 };
 use async_nats::jetstream::{self, consumer::pull};
+use brokers::nats::NatsConfig;
 use cloudevents::{AttributesReader, Event};
+use cloudevents_wire::binding::BinaryMessage;
 use futures::StreamExt;
-use shared::binding::BinaryMessage;
-use shared::nats::NatsConfig;
-use shared::testing::Db;
 use std::time::Duration;
+use test_kit::database::Db;
 use user_service::config::{ContentMode, PublishSettings};
 use user_service::publish::{Outcome, Publisher};
 

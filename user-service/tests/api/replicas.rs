@@ -13,7 +13,7 @@ use std::time::Duration;
 
 async fn pg_db() -> Arc<TestDb> {
     let dir = tempfile::tempdir().unwrap();
-    let url = shared::testing::fresh_postgres_database().await;
+    let url = test_kit::database::fresh_postgres_database().await;
     Arc::new(TestDb::new(dir, url))
 }
 

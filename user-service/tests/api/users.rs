@@ -289,7 +289,7 @@ async fn every_metric_is_described_and_latencies_are_histograms() {
         std::time::Duration::from_secs(10),
         || async {
             let metrics = app.get("/metrics").await.text().await.unwrap();
-            let families = shared::telemetry::metric_families(&metrics);
+            let families = service_kit::telemetry::metric_families(&metrics);
             families
                 .contains_key("outbox_pending_events")
                 .then_some(families)
@@ -325,4 +325,46 @@ async fn every_metric_is_described_and_latencies_are_histograms() {
         metrics.contains("http_request_duration_seconds_bucket{"),
         "{metrics}"
     );
+}
+
+#[tokio::test]
+async fn a_request_slower_than_the_timeout_is_408_as_in_the_audit_service() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let audit = FakeAudit::start().await;
+    let app = crate::helpers::spawn_app_with(&audit.url, |s| {
+        s.request_timeout = std::time::Duration::from_millis(300);
+    })
+    .await;
+    // The headers promise a body that never comes.
+    let address = app.address.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream
+        .write_all(
+            b"POST /v1/user HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{",
+        )
+        .await
+        .unwrap();
+    let mut answer = vec![0; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut answer))
+        .await
+        .expect("an answer before the test's deadline")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
+}
+
+#[test]
+fn the_openapi_document_gives_the_timeout_answer_on_every_api_operation() {
+    let doc = serde_json::to_value(user_service::app::openapi()).unwrap();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let outside = matches!(path.as_str(), "/healthz" | "/metrics");
+            assert_eq!(
+                operation["responses"]["408"].is_object(),
+                !outside,
+                "{method} {path}"
+            );
+        }
+    }
 }

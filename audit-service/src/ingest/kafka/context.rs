@@ -19,16 +19,16 @@ impl ClientContext for RebalanceLogger {
             // A fresh cluster before the topic is created (by a producer, an
             // operator, or us at start when allowed); consumption starts
             // once it exists.
-            let reason = shared::redact::in_text(reason);
+            let reason = settings::redact::in_text(reason);
             tracing::info!(%reason, "waiting for the Kafka topic to exist");
         } else {
-            let reason = shared::redact::in_text(reason);
+            let reason = settings::redact::in_text(reason);
             tracing::error!(%error, %reason, "Kafka client error");
         }
     }
 
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        shared::kafka::log(level, fac, message);
+        brokers::kafka::log(level, fac, message);
     }
 
     /// Lag per partition this member consumes: the partition's end offset

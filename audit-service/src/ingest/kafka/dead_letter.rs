@@ -10,11 +10,11 @@ use crate::config::KafkaSettings;
 use crate::ingest::dead_letter::{
     DeadLetterSink, Letter, SendError, DLQ_DROPPED_HEADER, DLQ_ERROR_HEADER, DLQ_ORIGIN_HEADER,
 };
+use brokers::kafka::{client_config, Guarantee, KafkaConfigError, Redacting};
 use futures::future::BoxFuture;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use shared::kafka::{client_config, Guarantee, KafkaConfigError, Redacting};
 use std::time::Duration;
 
 pub struct DeadLetters {

@@ -13,21 +13,21 @@
 
 mod context;
 mod dead_letter;
-pub mod record;
 
 use self::context::RebalanceLogger;
 use self::dead_letter::DeadLetters;
+use super::decode;
 use super::pipeline::{Delivery, Pipeline, Received, Source};
 use super::{ConsumerTask, Probe};
 use crate::config::{BatchLimits, KafkaSettings};
 use crate::store::{Refused, Store};
+use brokers::kafka::{client_config, BrokerProbe, Guarantee, KafkaConfigError};
+use cloudevents_wire::Transport;
 use futures::future::BoxFuture;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, Timestamp, TopicPartitionList};
-use shared::config::Transport;
-use shared::kafka::{client_config, BrokerProbe, Guarantee, KafkaConfigError};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -82,7 +82,7 @@ pub fn start(
     let dead_letters =
         DeadLetters::new(settings).context("Failed to create the dead-letter producer")?;
     tracing::info!(
-        brokers = %shared::redact::urls(&settings.common.brokers),
+        brokers = %settings::redact::urls(&settings.common.brokers),
         topic = %settings.common.topic,
         group = %settings.group_id,
         dlq = %settings.dlq_topic,
@@ -184,9 +184,12 @@ impl Source for KafkaSource {
             partition: message.partition(),
             offset: message.offset(),
         };
-        Some(Delivery::new(bytes, ack, record::decode(&message), |_| {
-            message.detach()
-        }))
+        let headers: Vec<(&str, Option<&[u8]>)> = message
+            .headers()
+            .map(|h| h.iter().map(|h| (h.key, h.value)).collect())
+            .unwrap_or_default();
+        let decoded = decode::kafka_record(&headers, message.payload());
+        Some(Delivery::new(bytes, ack, decoded, |_| message.detach()))
     }
 
     /// The record's bytes were decoded and let go (keeping every record's
@@ -196,7 +199,7 @@ impl Source for KafkaSource {
     fn unstorable(&self, origin: &Origin, refused: Refused) -> OwnedMessage {
         let headers = OwnedHeaders::new().insert(Header {
             key: "content-type",
-            value: Some(shared::binding::STRUCTURED_JSON),
+            value: Some(cloudevents_wire::binding::STRUCTURED_JSON),
         });
         OwnedMessage::new(
             Some(refused.row.json.into_bytes()),

@@ -1,11 +1,11 @@
 //! The CloudEvents MQTT protocol binding on receipt: the binding itself
-//! (`shared::binding::mqtt`) tells the content mode apart and reads the
+//! (`cloudevents_wire::binding::mqtt`) tells the content mode apart and reads the
 //! user properties; the event is then checked as on every transport.
 
-use crate::decoded::Decoded;
+use crate::ingest::decode::Decoded;
 use crate::ingest::decode::{binary, structured, DecodeError};
+use cloudevents_wire::binding::mqtt::{MqttContent, MqttMessage, MqttReadError};
 use rumqttc::v5::mqttbytes::v5::Publish;
-use shared::binding::mqtt::{MqttContent, MqttMessage, MqttReadError};
 
 /// The parts of a PUBLISH the binding reads.
 pub fn binding_message(publish: &Publish) -> MqttMessage {
@@ -35,7 +35,7 @@ pub fn decode(message: MqttMessage) -> Result<Decoded, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::cloudevents::AttributesReader;
+    use cloudevents_wire::cloudevents::AttributesReader;
 
     fn message(
         content_type: Option<&str>,
@@ -100,7 +100,7 @@ mod tests {
         ))
         .unwrap_err();
         assert!(control.to_string().contains("U+0001"), "{control}");
-        let long = "x".repeat(crate::limits::MAX_INDEXED_BYTES + 1);
+        let long = "x".repeat(cloudevents_wire::limits::MAX_INDEXED_BYTES + 1);
         let oversized = decode(message(
             None,
             &[

@@ -32,13 +32,13 @@ use super::pipeline::{Delivery, Pipeline, Received, Source};
 use super::{ConsumerTask, Probe};
 use crate::config::{BatchLimits, MqttSettings};
 use crate::store::{Refused, Store};
+use cloudevents_wire::Transport;
 use futures::future::BoxFuture;
 use rumqttc::v5::mqttbytes::v5::SubscribeReasonCode;
 use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
 use rumqttc::Outgoing;
-use shared::config::Transport;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -110,7 +110,7 @@ pub fn start(
     };
     let dead_letters = DeadLetters::new(settings, max_body_bytes)?;
     tracing::info!(
-        broker = %shared::redact::url(&settings.common.url),
+        broker = %settings::redact::url(&settings.common.url),
         filter = %settings.filter(),
         client_id = %settings.common.client_id,
         dlq = %settings.dlq_topic,

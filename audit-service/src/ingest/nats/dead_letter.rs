@@ -59,7 +59,7 @@ impl DeadLetters {
     /// capturing the dead-letter subject, keeping what it holds (an operator
     /// reads and clears it).
     pub async fn ensure_stream(&self) -> Result<(), String> {
-        shared::nats::ensure_stream(
+        brokers::nats::ensure_stream(
             &self.js,
             stream::Config {
                 name: self.stream.clone(),

@@ -18,9 +18,9 @@
 //! keep one user on one replica, as Kafka's consumer groups do.
 
 mod dead_letter;
-pub mod message;
 
 use self::dead_letter::{DeadLetters, Rejected};
+use super::decode;
 use super::pipeline::{Delivery, Pipeline, Received, Source};
 use super::{ConsumerTask, Probe};
 use crate::config::{BatchLimits, NatsSettings};
@@ -29,11 +29,11 @@ use anyhow::Context as _;
 use async_nats::jetstream::consumer::pull::{self, MessagesErrorKind};
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy};
 use async_nats::jetstream::{self, Message};
+use brokers::nats::{ensure_stream, StreamProbe};
 use bytes::Bytes;
+use cloudevents_wire::Transport;
 use futures::future::BoxFuture;
 use futures::StreamExt;
-use shared::config::Transport;
-use shared::nats::{ensure_stream, StreamProbe};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -67,7 +67,7 @@ pub async fn start(
         .context("Failed to set up the NATS connection")?;
     let js = jetstream::new(client.clone());
     tracing::info!(
-        server = %shared::redact::urls(&settings.common.url),
+        server = %settings::redact::urls(&settings.common.url),
         stream = %settings.common.stream,
         consumer = %settings.consumer,
         dlq = %settings.dlq_subject,
@@ -159,7 +159,7 @@ impl Source for NatsSource {
                     .collect()
             })
             .unwrap_or_default();
-        let decoded = message::decode(&headers, &message.payload);
+        let decoded = decode::nats_message(&headers, &message.payload);
         let bytes = message.length;
         Some(Delivery::new(bytes, delivered, decoded, Rejected::new))
     }

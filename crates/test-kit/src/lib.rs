@@ -1,0 +1,15 @@
+//! What every test suite of the workspace runs the services and their
+//! neighbours with: free ports ([`free_port`]), polling with a deadline
+//! ([`eventually`], [`within`]), the real binaries as processes
+//! ([`process::Service`]), fresh databases ([`database`]) and a test CA
+//! ([`ca`]).
+
+pub mod ca;
+pub mod database;
+pub mod poll;
+mod ports;
+pub mod process;
+
+pub use nix::sys::signal::Signal;
+pub use poll::{eventually, within};
+pub use ports::free_port;
