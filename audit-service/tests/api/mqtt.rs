@@ -227,9 +227,21 @@ pub fn user_property(message: &Publish, name: &str) -> Option<String> {
 
 /// An audit service on `names`, subscribed (its `/readyz` says so).
 pub async fn spawn_mqtt_app(names: &MqttNames) -> TestApp {
+    spawn_mqtt_app_with(names, |_| {}).await
+}
+
+/// As `spawn_mqtt_app`, with `customize` applied to its settings.
+pub async fn spawn_mqtt_app_with(
+    names: &MqttNames,
+    customize: impl FnOnce(&mut Settings),
+) -> TestApp {
     TestClient::connect().await;
     let names = names.clone();
-    let app = spawn_app_with(move |s| names.apply(s)).await;
+    let app = spawn_app_with(move |s| {
+        names.apply(s);
+        customize(s);
+    })
+    .await;
     let ready = within(Duration::from_secs(30), || async {
         app.get("/readyz").await.status() == 200
     })
@@ -379,6 +391,49 @@ async fn a_message_larger_than_rumqttc_s_default_limit_is_stored() {
         .await;
     assert_eq!(items[0]["event"]["data"], json!(data));
     app.stop().await;
+}
+
+/// A session's backlog far larger than the batches in hand: the event loop
+/// goes on sending acknowledgements and pings while the pipeline stores
+/// (a bounded hand-over once stopped it, acknowledgements and all, and the
+/// broker dropped the silent connection).
+#[tokio::test]
+async fn a_backlog_queued_for_the_session_is_drained_whole() {
+    const N: usize = 3000;
+    let names = MqttNames::new("backlog");
+    let small_batches = |s: &mut Settings| s.batch.max_events = 10;
+    let first = {
+        let names = names.clone();
+        spawn_mqtt_app_with(&names, small_batches).await
+    };
+    // Stopped cleanly: the session and its subscription stay.
+    first.stop().await;
+    let mut client = TestClient::connect().await;
+    let source = unique("/backlog");
+    for i in 0..N {
+        let properties = binary_properties(&[
+            ("specversion", "1.0"),
+            ("id", &format!("e{i}")),
+            ("source", &source),
+            ("type", "t"),
+        ]);
+        client.send(&names.topic, properties, "{}").await;
+    }
+    client.expect_acks(N).await;
+
+    let second = spawn_mqtt_app_with(&names, small_batches).await;
+    let db = test_kit::database::Db::open(&second.database_url).await;
+    let stored = within(WAIT, || async {
+        db.int("SELECT COUNT(*) FROM events").await >= N as i64
+    })
+    .await
+    .is_some();
+    assert!(
+        stored,
+        "stored {} of {N}",
+        db.int("SELECT COUNT(*) FROM events").await
+    );
+    second.stop().await;
 }
 
 #[tokio::test]

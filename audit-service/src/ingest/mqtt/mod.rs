@@ -14,10 +14,11 @@
 //! broker delivers their messages again on the next one (their packet ids
 //! may name other messages by then).
 //!
-//! Flow. The connection's Receive Maximum bounds the messages delivered
-//! and not acknowledged to three batches, so memory stays bounded; the
-//! event loop runs in its own task, so acknowledgements and pings go out
-//! while a batch is being stored.
+//! Flow. The connection's Receive Maximum asks the broker to deliver at
+//! most three batches not yet acknowledged, which bounds memory for a
+//! broker that keeps to it; the event loop runs in its own task and never
+//! waits for the pipeline, so acknowledgements and pings go out while a
+//! batch is being stored.
 //!
 //! Order. With one consumer in the group, the broker delivers in the order
 //! published. Replicas in one group share the messages (each event is
@@ -98,7 +99,14 @@ pub fn start(
     // Acknowledgements for every message in flight fit, so handing one
     // over never waits for the event loop.
     let (client, eventloop) = AsyncClient::new(options, usize::from(receive_maximum) + 16);
-    let (incoming, received) = mpsc::channel(usize::from(receive_maximum) + 16);
+    // Unbounded on purpose: the event loop must never wait to hand a
+    // message over, or it stops sending the acknowledgements the pipeline
+    // waits on, and the pings that keep the connection (with a bounded
+    // hand-over, a resumed session's backlog on Mosquitto 2.0 stored
+    // nothing: test `mqtt::a_backlog_queued_for_the_session_is_drained_whole`).
+    // What is in it is what the broker sent unacknowledged: Receive
+    // Maximum, unless the broker sends past it.
+    let (incoming, received) = mpsc::unbounded_channel();
     let (state, watched) = watch::channel(Connection::Connecting);
     let connection = Arc::new(AtomicU64::new(0));
     let driver = Driver {
@@ -157,7 +165,7 @@ impl Probe for ConnectionProbe {
 struct Driver {
     client: AsyncClient,
     filter: String,
-    incoming: mpsc::Sender<Incoming>,
+    incoming: mpsc::UnboundedSender<Incoming>,
     state: watch::Sender<Connection>,
     /// Counts connections, so acknowledgements of an earlier one are known.
     connection: Arc<AtomicU64>,
@@ -186,13 +194,10 @@ impl Driver {
                     let connection = self.connection.load(Ordering::SeqCst);
                     // Gone only once the pipeline has stopped: the message
                     // stays unacknowledged and is delivered again.
-                    let _ = self
-                        .incoming
-                        .send(Incoming {
-                            connection,
-                            publish,
-                        })
-                        .await;
+                    let _ = self.incoming.send(Incoming {
+                        connection,
+                        publish,
+                    });
                 }
                 Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
                 Ok(_) => {}
@@ -235,13 +240,13 @@ impl Driver {
 struct MqttSource {
     client: AsyncClient,
     /// What the event loop hands over; taken by the pipeline once.
-    received: Mutex<Option<mpsc::Receiver<Incoming>>>,
+    received: Mutex<Option<mpsc::UnboundedReceiver<Incoming>>>,
     connection: Arc<AtomicU64>,
     event_loop: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Source for MqttSource {
-    type Subscription = mpsc::Receiver<Incoming>;
+    type Subscription = mpsc::UnboundedReceiver<Incoming>;
     type Message<'a> = Incoming;
     type Ack = Incoming;
     type Rejected = Rejected;
