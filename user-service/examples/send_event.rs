@@ -8,10 +8,10 @@
 //!     echo '{"specversion":"1.0","id":"1","source":"/s","type":"t"}' \
 //!       | cargo run -p user-service --example send_event
 
+use publishers::{Outcome, Publisher};
 use std::io::Read;
 use std::process::ExitCode;
-use user_service::config::PublishSettings;
-use user_service::publish::{Outcome, Publisher};
+use user_service::config::publish_from_env;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -29,7 +29,7 @@ async fn run() -> anyhow::Result<()> {
     std::io::stdin().read_to_string(&mut input)?;
     let event: cloudevents::Event = serde_json::from_str(&input)
         .map_err(|e| anyhow::anyhow!("stdin is not a structured-mode CloudEvent: {e}"))?;
-    let publisher = Publisher::new(&PublishSettings::from_env()?).await?;
+    let publisher = Publisher::new(&publish_from_env()?, "user-service").await?;
     let outcome = publisher.publish(&event).await;
     publisher.flush().await;
     match outcome {

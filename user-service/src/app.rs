@@ -3,12 +3,12 @@
 
 use crate::config::Settings;
 use crate::hasher::Hasher;
-use crate::publish::Publisher;
 use crate::relay::Relay;
 use crate::routes::{self, AppState};
 use crate::store::{Scope, Store};
 use anyhow::Context;
 use axum::Router;
+use publishers::Publisher;
 use service_kit::router::Routes;
 use service_kit::serve::ServeOptions;
 use std::net::SocketAddr;
@@ -46,7 +46,7 @@ impl Application {
         service_kit::telemetry::metrics_handle();
         crate::relay::describe_metrics();
         let backend = crate::store::open(&settings.database_url).await?;
-        let publisher = Arc::new(Publisher::new(&settings.publish).await?);
+        let publisher = Arc::new(Publisher::new(&settings.publish, "user-service").await?);
         let wake = Arc::new(Notify::new());
         let shutdown = CancellationToken::new();
         let hasher = Hasher::start(settings.hashing.workers, settings.hashing.queue)

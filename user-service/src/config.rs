@@ -10,28 +10,7 @@ use settings::BearerToken;
 use settings::{env_or, env_parse, ConfigError};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
-
-/// How the HTTP, NATS and MQTT publishers lay an event out on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ContentMode {
-    /// Attributes in `ce-` headers, data as the body (the default, as in the seed).
-    Binary,
-    /// The whole event as `application/cloudevents+json`.
-    Structured,
-}
-
-impl FromStr for ContentMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "binary" => Ok(ContentMode::Binary),
-            "structured" => Ok(ContentMode::Structured),
-            _ => Err("expected `binary` or `structured`".to_owned()),
-        }
-    }
-}
 
 /// How the outbox relay sends and retries.
 #[derive(Debug, Clone)]
@@ -78,109 +57,50 @@ pub struct HashSettings {
     pub queue: usize,
 }
 
-/// Where the relay sends events.
-#[derive(Debug, Clone)]
-pub enum PublishSettings {
-    Http {
-        /// `AUDIT_URL`.
-        url: String,
-        /// `HTTP_CONTENT_MODE`.
-        mode: ContentMode,
-        /// `PUBLISH_TIMEOUT_MS`.
-        timeout: Duration,
-        /// `AUDIT_TOKEN` and `AUDIT_CA_FILE`.
-        client: HttpClientSettings,
-    },
-    Kafka {
-        config: KafkaConfig,
-        /// `PUBLISH_TIMEOUT_MS`: how long one delivery may take.
-        timeout: Duration,
-    },
-    Nats {
-        config: NatsConfig,
-        /// `NATS_CONTENT_MODE`.
-        mode: ContentMode,
-        /// `PUBLISH_TIMEOUT_MS`: how long one publish acknowledgement may
-        /// take.
-        timeout: Duration,
-    },
-    Mqtt(MqttSettings),
-}
+/// The publisher's settings, shared with audit-service's replays
+/// (`publishers`); read here from the environment.
+pub use publishers::{ContentMode, HttpClientSettings, MqttSettings, PublishSettings};
 
 /// `EVENT_TRANSPORT=mqtt`'s settings.
-#[derive(Debug, Clone)]
-pub struct MqttSettings {
-    pub config: MqttConfig,
-    /// `MQTT_CONTENT_MODE`, binary by default.
-    pub mode: ContentMode,
-    /// `PUBLISH_TIMEOUT_MS`: how long one PUBACK may take.
-    pub timeout: Duration,
+pub fn mqtt_from_env(timeout: Duration) -> Result<MqttSettings, ConfigError> {
+    Ok(MqttSettings {
+        config: MqttConfig::from_env("user-service")?,
+        mode: env_parse("MQTT_CONTENT_MODE", ContentMode::Binary)?,
+        timeout,
+    })
 }
 
-impl MqttSettings {
-    pub fn from_env(timeout: Duration) -> Result<Self, ConfigError> {
-        Ok(MqttSettings {
-            config: MqttConfig::from_env("user-service")?,
-            mode: env_parse("MQTT_CONTENT_MODE", ContentMode::Binary)?,
+/// `AUDIT_TOKEN` (or the file `AUDIT_TOKEN_FILE`) and `AUDIT_CA_FILE`.
+pub fn http_client_from_env() -> Result<HttpClientSettings, ConfigError> {
+    Ok(HttpClientSettings {
+        token: BearerToken::from_env("AUDIT_TOKEN")?,
+        ca_file: std::env::var_os("AUDIT_CA_FILE")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from),
+    })
+}
+
+/// Reads `EVENT_TRANSPORT` and the settings of the transport it names.
+pub fn publish_from_env() -> Result<PublishSettings, ConfigError> {
+    let timeout = Duration::from_millis(publish_timeout_ms()?);
+    Ok(match Transport::from_env()? {
+        Transport::Http => PublishSettings::Http {
+            url: audit_url()?,
+            mode: env_parse("HTTP_CONTENT_MODE", ContentMode::Binary)?,
             timeout,
-        })
-    }
-}
-
-/// How the HTTP publisher proves who it is and whom it trusts.
-#[derive(Debug, Clone, Default)]
-pub struct HttpClientSettings {
-    /// `AUDIT_TOKEN` (or the file `AUDIT_TOKEN_FILE`): sent as
-    /// `Authorization: Bearer` with every request.
-    pub token: Option<BearerToken>,
-    /// `AUDIT_CA_FILE`: PEM certificates trusted for an https `AUDIT_URL`
-    /// besides the public roots, for an audit service with a private CA.
-    pub ca_file: Option<PathBuf>,
-}
-
-impl HttpClientSettings {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Ok(HttpClientSettings {
-            token: BearerToken::from_env("AUDIT_TOKEN")?,
-            ca_file: std::env::var_os("AUDIT_CA_FILE")
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from),
-        })
-    }
-}
-
-impl PublishSettings {
-    /// Reads `EVENT_TRANSPORT` and the settings of the transport it names.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        let timeout = Duration::from_millis(publish_timeout_ms()?);
-        Ok(match Transport::from_env()? {
-            Transport::Http => PublishSettings::Http {
-                url: audit_url()?,
-                mode: env_parse("HTTP_CONTENT_MODE", ContentMode::Binary)?,
-                timeout,
-                client: HttpClientSettings::from_env()?,
-            },
-            Transport::Kafka => PublishSettings::Kafka {
-                config: KafkaConfig::from_env(),
-                timeout,
-            },
-            Transport::Nats => PublishSettings::Nats {
-                config: NatsConfig::from_env()?,
-                mode: env_parse("NATS_CONTENT_MODE", ContentMode::Binary)?,
-                timeout,
-            },
-            Transport::Mqtt => PublishSettings::Mqtt(MqttSettings::from_env(timeout)?),
-        })
-    }
-
-    pub fn transport(&self) -> Transport {
-        match self {
-            PublishSettings::Http { .. } => Transport::Http,
-            PublishSettings::Kafka { .. } => Transport::Kafka,
-            PublishSettings::Nats { .. } => Transport::Nats,
-            PublishSettings::Mqtt(_) => Transport::Mqtt,
-        }
-    }
+            client: http_client_from_env()?,
+        },
+        Transport::Kafka => PublishSettings::Kafka {
+            config: KafkaConfig::from_env(),
+            timeout,
+        },
+        Transport::Nats => PublishSettings::Nats {
+            config: NatsConfig::from_env()?,
+            mode: env_parse("NATS_CONTENT_MODE", ContentMode::Binary)?,
+            timeout,
+        },
+        Transport::Mqtt => PublishSettings::Mqtt(mqtt_from_env(timeout)?),
+    })
 }
 
 #[derive(Debug, Clone)]
@@ -231,7 +151,7 @@ impl Settings {
             listen_addr: listen_addr(SocketAddr::from(([0, 0, 0, 0], 3000)))?,
             database_url: database_url_from_env()?,
             event_source: env_or("EVENT_SOURCE", "/user-service"),
-            publish: PublishSettings::from_env()?,
+            publish: publish_from_env()?,
             relay: RelaySettings {
                 backoff_initial: Duration::from_millis(backoff_initial),
                 backoff_max: Duration::from_millis(backoff_max),

@@ -11,7 +11,6 @@ pub mod domain;
 pub mod error;
 pub mod hasher;
 pub mod outbox;
-pub mod publish;
 pub mod relay;
 pub mod retention;
 pub mod routes;

@@ -21,10 +21,10 @@ use super::feed::{Fed, Feed};
 use super::lanes::{Batch, Lanes};
 use super::{backoff, publish_span, trace_id, EventCounters, Recovery, Relay, PAGE};
 use crate::outbox::Failure;
-use crate::publish::{HttpPublisher, Outcome};
 use cloudevents::Event;
 use cloudevents_wire::Transport;
 use futures::stream::{FuturesUnordered, StreamExt};
+use publishers::{HttpPublisher, Outcome};
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::Instrument;
 

@@ -25,13 +25,12 @@ mod window;
 
 use crate::config::RelaySettings;
 use crate::outbox::PendingEvent;
-use crate::publish::Publisher;
 use crate::store::{Backend, Scope};
 use cloudevents_wire::tracecontext::JsonTraceContext;
 use cloudevents_wire::Transport;
 use leases::Leases;
 use metrics::Counter;
-use rand::Rng;
+use publishers::Publisher;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -293,67 +292,13 @@ fn trace_id(row: &PendingEvent) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// Exponential backoff with full jitter (a uniform delay up to the doubling
-/// cap, at most `backoff_max`), so many services retrying one receiver
-/// spread out. A Retry-After from the receiver is honoured as sent up to
-/// `retry_after_max`, which is separate from (and by default far above)
-/// our own cap: a receiver asking for five minutes gets five minutes, one
-/// asking for a week does not stall a user's events for a week.
+/// The delay before trying again after `attempts` failed attempts, by the
+/// rules both services retry by (`publishers::Backoff`).
 fn backoff(settings: &RelaySettings, attempts: u32, retry_after: Option<Duration>) -> Duration {
-    let exponent = attempts.saturating_sub(1).min(30);
-    let cap = settings
-        .backoff_initial
-        .saturating_mul(1u32 << exponent)
-        .min(settings.backoff_max);
-    let jittered = Duration::from_millis(rand::rng().random_range(0..=cap.as_millis() as u64));
-    match retry_after {
-        Some(after) => jittered.max(after.min(settings.retry_after_max)),
-        None => jittered,
+    publishers::Backoff {
+        initial: settings.backoff_initial,
+        max: settings.backoff_max,
+        retry_after_max: settings.retry_after_max,
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn settings() -> RelaySettings {
-        RelaySettings {
-            backoff_initial: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(30),
-            retry_after_max: Duration::from_secs(600),
-            max_attempts: None,
-            poll_interval: Duration::from_millis(500),
-            concurrency: 32,
-            batch_max: 100,
-            lease_term: Duration::from_secs(30),
-            lease_margin: Duration::from_secs(11),
-            lag_max: Duration::from_secs(60),
-        }
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap_with_jitter_below_it() {
-        let s = settings();
-        for _ in 0..200 {
-            assert!(backoff(&s, 1, None) <= Duration::from_millis(100));
-            assert!(backoff(&s, 4, None) <= Duration::from_millis(800));
-            assert!(backoff(&s, 1000, None) <= Duration::from_secs(30));
-        }
-    }
-
-    #[test]
-    fn retry_after_beyond_our_cap_is_honoured_up_to_its_own_bound() {
-        let s = settings();
-        assert!(backoff(&s, 1, Some(Duration::from_secs(5))) >= Duration::from_secs(5));
-        // Longer than RELAY_BACKOFF_MAX_MS (30 s): honoured as sent.
-        assert_eq!(
-            backoff(&s, 1, Some(Duration::from_secs(300))),
-            Duration::from_secs(300)
-        );
-        // Longer than RELAY_RETRY_AFTER_MAX_MS: cut to it.
-        assert_eq!(
-            backoff(&s, 1, Some(Duration::from_secs(7 * 24 * 3600))),
-            Duration::from_secs(600)
-        );
-    }
+    .delay(attempts, retry_after)
 }

@@ -1,7 +1,7 @@
 //! The relay to a broker with publish acknowledgements (Kafka): pending
 //! rows go to the publisher in seq order with up to `WINDOW` events in
 //! flight, and are marked delivered from the broker's reports, many to a
-//! commit. Written once against `publish::Pipelined`.
+//! commit. Written once against `publishers::Pipelined`.
 //!
 //! Why one user's order survives thousands in flight, on Kafka. A user's
 //! records share a key, hence a partition, and enter the producer in seq
@@ -38,10 +38,10 @@
 use super::feed::{Fed, Feed};
 use super::{backoff, publish_span, EventCounters, Recovery, Relay, PAGE};
 use crate::outbox::{Failure, PendingEvent};
-use crate::publish::{Pending, Pipelined, Report};
 use cloudevents::event::ExtensionValue;
 use cloudevents::Event;
 use futures::stream::{FuturesUnordered, StreamExt};
+use publishers::{Pending, Pipelined, Report};
 use std::collections::HashSet;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::Span;

@@ -6,8 +6,8 @@ pub mod health;
 pub mod users;
 
 use crate::hasher::Hasher;
-use crate::publish::Publisher;
 use crate::store::Store;
+use publishers::Publisher;
 use std::sync::Arc;
 
 /// What every handler can reach. Cheap to clone.

@@ -3,10 +3,10 @@
 
 use crate::helpers::{data_json, spawn_app, spawn_app_with, FakeAudit, SEED_BODY, SEED_PASSWORD};
 use cloudevents::{AttributesReader, EventBuilder, EventBuilderV10};
+use publishers::{Outcome, Publisher};
 use serde_json::json;
 use std::time::Duration;
 use user_service::config::{ContentMode, PublishSettings};
-use user_service::publish::{Outcome, Publisher};
 
 #[tokio::test]
 async fn a_created_user_arrives_as_user_store_user_in_binary_mode_without_the_password() {
@@ -188,12 +188,15 @@ async fn structured_mode_sends_the_event_as_cloudevents_json() {
 #[tokio::test]
 async fn attribute_values_are_percent_encoded_in_binary_mode_headers() {
     let audit = FakeAudit::start().await;
-    let publisher = Publisher::new(&PublishSettings::Http {
-        url: audit.url.clone(),
-        mode: ContentMode::Binary,
-        timeout: Duration::from_secs(2),
-        client: Default::default(),
-    })
+    let publisher = Publisher::new(
+        &PublishSettings::Http {
+            url: audit.url.clone(),
+            mode: ContentMode::Binary,
+            timeout: Duration::from_secs(2),
+            client: Default::default(),
+        },
+        "user-service",
+    )
     .await
     .unwrap();
     let event = EventBuilderV10::new()

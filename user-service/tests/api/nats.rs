@@ -10,10 +10,10 @@ use brokers::nats::NatsConfig;
 use cloudevents::{AttributesReader, Event};
 use cloudevents_wire::binding::BinaryMessage;
 use futures::StreamExt;
+use publishers::{Outcome, Publisher};
 use std::time::Duration;
 use test_kit::database::Db;
 use user_service::config::{ContentMode, PublishSettings};
-use user_service::publish::{Outcome, Publisher};
 
 const URL: &str = "nats://127.0.0.1:4222";
 
@@ -177,7 +177,7 @@ async fn one_users_events_arrive_in_order_on_the_stream() {
 async fn a_republished_event_is_dropped_by_the_streams_duplicate_window() {
     let js = nats().await;
     let config = config();
-    let publisher = Publisher::new(&settings(&config, ContentMode::Binary))
+    let publisher = Publisher::new(&settings(&config, ContentMode::Binary), "user-service")
         .await
         .unwrap();
     let event: Event = serde_json::from_value(serde_json::json!({

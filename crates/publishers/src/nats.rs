@@ -64,9 +64,10 @@ impl NatsPublisher {
         config: &NatsConfig,
         mode: ContentMode,
         timeout: Duration,
+        name: &str,
     ) -> anyhow::Result<Self> {
         let client = config
-            .connect("user-service")
+            .connect(name)
             .await
             .context("Failed to set up the NATS connection")?;
         let js = jetstream::ContextBuilder::new()

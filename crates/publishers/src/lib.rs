@@ -1,9 +1,10 @@
-//! Publishing CloudEvents to the audit service, and what the receiver's
-//! answer means for the relay. One module per transport; this one holds
-//! the seam between them and the relay.
+//! Publishing CloudEvents, and what the receiver's answer means for the
+//! sender: user-service's outbox relay and audit-service's replays send
+//! through these, by the same delivery rules. One module per transport;
+//! this one holds the seam between them and the senders.
 //!
-//! There are two kinds of publisher, because there are two ways the relay
-//! sends (see `crate::relay`):
+//! There are two kinds of publisher, because there are two ways a sender
+//! sends (user-service's `relay` module is the model):
 //! - request/response (HTTP): one answer per request, which may carry many
 //!   events; the relay keeps one request per user in flight;
 //! - pipelined and acknowledged ([`Pipelined`], Kafka, NATS JetStream and
@@ -12,17 +13,19 @@
 //!   is acknowledged on its own by the broker later. The relay's window
 //!   strategy is written once against this trait.
 
+mod backoff;
+mod config;
 mod http;
 mod kafka;
 mod mqtt;
 mod nats;
 
+pub use self::backoff::Backoff;
+pub use self::config::{ContentMode, HttpClientSettings, MqttSettings, PublishSettings};
 pub use self::http::HttpPublisher;
 pub use self::kafka::KafkaPublisher;
 pub use self::mqtt::MqttPublisher;
 pub use self::nats::NatsPublisher;
-
-use crate::config::PublishSettings;
 use cloudevents::{AttributesReader, Event};
 use cloudevents_wire::Transport;
 use futures::future::BoxFuture;
@@ -119,7 +122,9 @@ pub enum Publisher {
 }
 
 impl Publisher {
-    pub async fn new(settings: &PublishSettings) -> anyhow::Result<Self> {
+    /// A publisher as `settings` say; `client` names this service to a
+    /// broker that shows its clients (NATS).
+    pub async fn new(settings: &PublishSettings, client: &str) -> anyhow::Result<Self> {
         Ok(match settings {
             PublishSettings::Http {
                 url,
@@ -134,7 +139,9 @@ impl Publisher {
                 config,
                 mode,
                 timeout,
-            } => Publisher::Pipelined(Box::new(NatsPublisher::new(config, *mode, *timeout).await?)),
+            } => Publisher::Pipelined(Box::new(
+                NatsPublisher::new(config, *mode, *timeout, client).await?,
+            )),
             PublishSettings::Mqtt(settings) => {
                 Publisher::Pipelined(Box::new(MqttPublisher::new(settings)?))
             }
