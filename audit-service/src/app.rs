@@ -25,6 +25,7 @@ pub struct Application {
     writer: WriterHandle,
     consumer: Option<JoinHandle<()>>,
     sequencer: Option<JoinHandle<()>>,
+    replays: JoinHandle<()>,
     shutdown: CancellationToken,
     shutdown_grace: Duration,
 }
@@ -58,7 +59,16 @@ impl Application {
             &settings.database_url,
             shutdown.clone(),
         );
+        let wake = crate::replay::Wake::default();
+        let replays = crate::replay::Replays::new(
+            store.clone(),
+            settings.replay.clone(),
+            wake.clone(),
+            shutdown.clone(),
+        )
+        .spawn();
         let state = AppState {
+            replays: wake,
             store: store.clone(),
             max_body_bytes: settings.max_body_bytes,
             broker,
@@ -86,6 +96,7 @@ impl Application {
             writer,
             consumer,
             sequencer,
+            replays,
             shutdown,
             shutdown_grace: settings.shutdown_grace,
         })
@@ -160,6 +171,13 @@ impl Application {
             if tokio::time::timeout_at(deadline, sequencer).await.is_err() {
                 tracing::warn!("the sequencer did not stop within the shutdown grace period");
             }
+        }
+        // Each running replay stores its position and gives its lease back.
+        if tokio::time::timeout_at(deadline, self.replays)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the replays did not stop within the shutdown grace period");
         }
         drop(self.store);
         self.writer.close().await;

@@ -28,7 +28,8 @@ pub struct Access {
     pub ingest_rate: Option<RateSettings>,
     /// `READ_RATE_LIMIT`, `READ_RATE_BURST`: reading requests per client.
     pub read_rate: Option<RateSettings>,
-    /// `ADMIN_TOKENS` (or `ADMIN_TOKENS_FILE`): who may erase data. Unlike
+    /// `ADMIN_TOKENS` (or `ADMIN_TOKENS_FILE`): who may erase data and
+    /// replay the trail. Unlike
     /// the other doors this one is closed while it has no tokens: erasure
     /// cannot be undone.
     pub admin: Option<Tokens>,
@@ -40,7 +41,7 @@ pub enum Scope {
     Ingest,
     Read,
     Metrics,
-    /// Erasure (`/v1/subjects/...`).
+    /// Erasure (`/v1/subjects/...`) and replays (`/v1/replays`).
     Admin,
     /// Liveness, readiness, the API description and the console's static
     /// page: probes, tools and browsers reach them without a token, and
@@ -58,6 +59,9 @@ impl Scope {
             // log's size and root, and publish them elsewhere.
             "/log/checkpoint" | "/log/key" => Scope::Open,
             _ if path.starts_with("/v1/subjects/") => Scope::Admin,
+            // A replay sends the trail wherever it is told.
+            "/v1/replays" => Scope::Admin,
+            _ if path.starts_with("/v1/replays/") => Scope::Admin,
             // The console's page and files show no event: the page asks
             // for a read token when its fetches of the API get a 401, so
             // it must load without one.
@@ -167,7 +171,7 @@ pub fn document(doc: &mut OpenApi) {
         doc,
         Scope::door_of,
         "A token of the operation's door: INGEST_TOKENS for POST /, METRICS_TOKENS for \
-         /metrics, ADMIN_TOKENS for /v1/subjects/... (erasure), READ_TOKENS for the rest. A \
+         /metrics, ADMIN_TOKENS for /v1/subjects/... (erasure) and /v1/replays, READ_TOKENS for the rest. A \
          door whose tokens are not configured is open, but for the admin door, which is closed.",
         &[Scope::Ingest.name(), Scope::Read.name()],
     );
@@ -186,6 +190,9 @@ mod tests {
         assert_eq!(Scope::of("/anything/new"), Scope::Read);
         assert_eq!(Scope::of("/metrics"), Scope::Metrics);
         assert_eq!(Scope::of("/v1/subjects/u1/data"), Scope::Admin);
+        assert_eq!(Scope::of("/v1/replays"), Scope::Admin);
+        assert_eq!(Scope::of("/v1/replays/r1"), Scope::Admin);
+        assert_eq!(Scope::of("/v1/replayss"), Scope::Read);
         assert_eq!(Scope::of("/log/tile/0/000"), Scope::Read);
         assert_eq!(Scope::of("/log/checkpoint"), Scope::Open);
         for open in [

@@ -41,6 +41,15 @@ pub enum Command {
         #[arg(long)]
         key: Option<String>,
     },
+    /// Replay stored events to a target, in seq order, following the replay's progress
+    /// (it runs here unless a running audit-service takes it first)
+    Replay(crate::replay::command::ReplayArgs),
+    /// List the replays
+    Replays {
+        /// One JSON array instead of a table
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a new log signing key named ORIGIN (its verifier key goes to stderr)
     LogKey {
         /// The log's origin, e.g. audit.example.com/log
@@ -75,6 +84,10 @@ Transparency log and erasure:
   LOG_ORIGIN                          the checkpoints' origin (default: the key's name)
   ERASE_ON_TYPES                      event types whose storing erases their subject's data
   RETENTION                           erase the data of events older than this (90d, 36h)
+
+Replays (POST /v1/replays, behind the admin door):
+  REPLAY_LEASE_MS=15000               how long a replica holds a replay without renewing; one
+                                      that dies mid-replay has it resumed elsewhere after this
 
 Brokers:
   INGEST_BATCH_MAX=1000, INGEST_BATCH_WAIT_MS=5  records per store commit, and the wait for more

@@ -2,6 +2,7 @@
 
 use crate::auth::Access;
 use crate::limits::ApiLimits;
+use crate::replay::ReplaySettings;
 use crate::tlog::LogSettings;
 use brokers::kafka::KafkaConfig;
 use brokers::mqtt::MqttConfig;
@@ -41,6 +42,8 @@ pub struct Settings {
     pub limits: ApiLimits,
     /// The transparency log, erasure on types and retention (`crate::tlog`).
     pub log: LogSettings,
+    /// How replays run (`crate::replay`).
+    pub replay: ReplaySettings,
 }
 
 /// How many records a broker consumer takes into one batch (one store
@@ -314,6 +317,7 @@ impl Settings {
             access: Access::from_env()?,
             limits: ApiLimits::from_env()?,
             log: LogSettings::from_env()?,
+            replay: ReplaySettings::from_env()?,
         })
     }
 }

@@ -30,6 +30,10 @@ pub enum ApiError {
     NotReady(String),
     #[error("{0}")]
     NotFound(String),
+    /// The request conflicts with the resource's state (a replay that has
+    /// already ended cannot be cancelled).
+    #[error("{0}")]
+    Conflict(String),
     /// A valid event the database refused for a value in it: sending it
     /// again would meet the same refusal.
     #[error("{0}")]
@@ -50,6 +54,7 @@ impl IntoResponse for ApiError {
             ApiError::Unstorable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Store(_) | ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
         };
         let detail = match &self {
             ApiError::Store(e) => {

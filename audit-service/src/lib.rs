@@ -17,5 +17,6 @@ pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod query;
+pub mod replay;
 pub mod store;
 pub mod tlog;

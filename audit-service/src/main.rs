@@ -1,5 +1,5 @@
 //! Starts audit-service with settings from the environment, or runs an
-//! operator command (`erase`, `verify`, `log-key`).
+//! operator command (`erase`, `verify`, `log-key`, `replay`, `replays`).
 
 use audit_service::app::Application;
 use audit_service::cli::{Cli, Command};
@@ -23,12 +23,22 @@ async fn main() -> std::process::ExitCode {
             commands::verify(checkpoint.as_deref(), key, &mut std::io::stdout()).await
         }
         Some(Command::LogKey { origin }) => commands::log_key(&origin, &mut std::io::stdout()),
+        Some(Command::Replay(args)) => replay(args).await,
+        Some(Command::Replays { json }) => {
+            audit_service::replay::command::list(json, &mut std::io::stdout()).await
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         // The whole cause chain, once.
         Err(e) => telemetry::report_fatal("audit-service", e.as_ref()),
     }
+}
+
+/// `audit-service replay ...`.
+async fn replay(args: audit_service::replay::command::ReplayArgs) -> anyhow::Result<()> {
+    let settings = audit_service::replay::ReplaySettings::from_env()?;
+    audit_service::replay::command::replay(args, settings).await
 }
 
 async fn serve() -> anyhow::Result<()> {

@@ -16,7 +16,9 @@ use utoipa::ToSchema;
                        stream), stores each once by (source, id), and serves the audit log \
                        back; with a signing key, as a C2SP tlog-tiles transparency log (/log/) \
                        with inclusion and consistency proofs, and erasure that keeps every \
-                       proof. Errors are application/problem+json (RFC 9457)."
+                       proof; and replays of a selection of it to an HTTP endpoint, a Kafka \
+                       topic, a NATS subject or an MQTT topic (/v1/replays). Errors are \
+                       application/problem+json (RFC 9457)."
     ),
     components(schemas(CloudEvent, StoredItem, crate::error::FilterProblem))
 )]

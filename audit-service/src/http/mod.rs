@@ -5,7 +5,7 @@
 mod health;
 pub mod state;
 
-use crate::{console, ingest, query, tlog};
+use crate::{console, ingest, query, replay, tlog};
 use axum::Router;
 use service_kit::router::Routes;
 use state::AppState;
@@ -29,6 +29,7 @@ fn routes(max_body_bytes: usize) -> Routes<AppState> {
         .merge(query::router())
         .merge(console::router())
         .merge(tlog::routes::router())
+        .merge(replay::routes::router())
         .routes(routes!(health::readyz))
         .split_for_parts();
     // Before the probes join: they are outside the request timeout.

@@ -17,4 +17,6 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// The transparency log's key; `None` when the log is off.
     pub log: Option<Arc<LogKey>>,
+    /// Wakes this replica's replay supervisor when a replay is created.
+    pub replays: crate::replay::Wake,
 }

@@ -17,8 +17,12 @@ use crate::http::state::AppState;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use page::{EXAMINE_MAX_BYTES, EXAMINE_MAX_ROWS, PAGE_MAX_BYTES, STREAM_PAGE_MAX_BYTES};
+pub use page::{
+    page as read_page, PageError, EXAMINE_MAX_BYTES, EXAMINE_MAX_ROWS, PAGE_MAX_BYTES,
+    STREAM_PAGE_MAX_BYTES,
+};
 pub(crate) use params::query_params;
+pub use params::Filter as PageFilter;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -88,7 +88,7 @@ fn bytes(size: i64) -> usize {
 
 /// Why a page could not be read.
 #[derive(Debug)]
-pub(super) enum PageError {
+pub enum PageError {
     Store(StoreError),
     /// One event needs more than a page's work budget.
     TooExpensive {
@@ -116,11 +116,7 @@ impl From<PageError> for ApiError {
 
 /// The next page: up to `filter.limit` events and `max_bytes` of their
 /// JSON; at least one when SQL answers alone.
-pub(super) async fn page(
-    store: &Store,
-    filter: &Filter,
-    max_bytes: usize,
-) -> Result<Page, PageError> {
+pub async fn page(store: &Store, filter: &Filter, max_bytes: usize) -> Result<Page, PageError> {
     if filter.needs_evaluation() {
         evaluated_page(store, filter, max_bytes).await
     } else {

@@ -57,6 +57,27 @@ pub struct Filter {
 }
 
 impl Filter {
+    /// A filter of only a CESQL expression, from seq `after`: what a
+    /// replay reads by (`crate::replay`).
+    pub fn of_cesql(cesql: Option<Arc<CesqlFilter>>, limit: u32) -> Self {
+        Filter {
+            source: None,
+            ty: None,
+            subject: None,
+            cesql,
+            after: 0,
+            limit,
+        }
+    }
+
+    /// The same filter from seq `after`.
+    pub fn after(&self, after: i64) -> Self {
+        Filter {
+            after,
+            ..self.clone()
+        }
+    }
+
     pub(super) fn parse(raw: RawFilter) -> Result<Self, ApiError> {
         // An empty value filters nothing, as if the parameter were absent.
         let non_empty = |v: Option<String>| v.filter(|s| !s.is_empty());
