@@ -257,6 +257,9 @@ impl Run<'_> {
                 }
             }
             start = end;
+            if self.saved_at.elapsed() >= SAVE_INTERVAL {
+                self.check_in().await?;
+            }
         }
         Ok(())
     }
@@ -355,6 +358,11 @@ impl Run<'_> {
                 };
                 if let Some(pace) = pace {
                     pace.wait(1).await;
+                    // A slow pace hands a page over for long: the lease
+                    // must not lapse meanwhile.
+                    if self.saved_at.elapsed() >= SAVE_INTERVAL {
+                        self.check_in().await?;
+                    }
                 }
                 match publisher.enqueue(event).await {
                     Ok(report) => pending.push(Some(report)),

@@ -59,6 +59,7 @@ pub async fn test_settings(db_dir: &Path) -> Settings {
         access: Default::default(),
         limits: Default::default(),
         log: Default::default(),
+        replay: Default::default(),
     }
 }
 

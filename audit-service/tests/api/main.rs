@@ -16,6 +16,7 @@ mod nats;
 mod poison;
 mod process;
 mod query;
+mod replay;
 mod replicas;
 mod security;
 mod tlog;
