@@ -4,7 +4,7 @@
 # bench/RESULTS.md + bench/results.json.
 #
 #   scripts/bench.sh                 all figures (what `make bench` runs)
-#   scripts/bench.sh sink kafka      only these (sink batch kafka relay e2e rss pg scale tlog);
+#   scripts/bench.sh sink kafka      only these (sink batch kafka relay e2e rss pg scale tlog replay);
 #                                    the results then go to the run's folder only
 #
 # Needs (checked first): cargo, python3, go (figure sink), java (the Kafka
@@ -22,7 +22,7 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 
-ALL=(sink batch kafka relay e2e rss pg scale tlog)
+ALL=(sink batch kafka relay e2e rss pg scale tlog replay)
 figures=("$@")
 ((${#figures[@]})) || figures=("${ALL[@]}")
 for f in "${figures[@]}"; do
@@ -39,7 +39,7 @@ unset RUST_LOG LOG_FORMAT LISTEN_ADDR DATABASE_URL EVENT_TRANSPORT AUDIT_URL HTT
 
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
-for f in sink consume relay e2e postgres tlog; do
+for f in sink consume relay e2e postgres tlog replay; do
   # shellcheck source=/dev/null
   source "bench/$f.sh"
 done
@@ -49,7 +49,7 @@ scripts/ensure-debs.sh wrk time sqlite3 kcat cmake libcurl4-openssl-dev zlib1g-d
   pkg-config libssl-dev g++ make postgresql || die "install the packages above, then run it again"
 needs=(cargo python3)
 [[ " ${figures[*]} " == *" sink "* ]] && needs+=(go)
-[[ " ${figures[*]} " == *" "@(kafka|relay|e2e|scale)" "* ]] && needs+=(java)
+[[ " ${figures[*]} " == *" "@(kafka|relay|e2e|scale|replay)" "* ]] && needs+=(java)
 for tool in "${needs[@]}"; do
   command -v "$tool" >/dev/null || die "'$tool' is not on PATH (see README.md, 'What make test needs')"
 done

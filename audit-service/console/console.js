@@ -1,7 +1,8 @@
 // The audit console's behaviour: the live tail (Server-Sent Events read with
 // fetch), pause and resume, the CESQL filter checked as you type, the event
-// list and detail, the counts-by-type chart, and the bearer token asked for
-// when the service answers 401.
+// list and detail, the counts-by-type chart, the bearer token asked for
+// when the service answers 401, and the replays panel (a list of replays and
+// a dry run of the applied filter, with an admin token).
 //
 // Events are attacker-controlled: anything that reaches the page from the
 // service is written with textContent or as an SVG attribute value, never
@@ -16,6 +17,9 @@ const MAX_EVENTS = 1000;
 const BACKOFF_MS = [500, 1000, 2000, 5000, 10000];
 const VALIDATE_DELAY_MS = 250;
 const TOKEN_KEY = 'audit-console-token';
+const ADMIN_TOKEN_KEY = 'audit-console-admin-token';
+/** How often the replays panel reads the replays, while it has a token. */
+const REPLAYS_REFRESH_MS = 2000;
 const SVG_NS = 'http://www.w3.org/2000/svg';
 /** Colour classes for the busiest types (console.css gives each a colour of at least 3:1 against the page, in both schemes); the rest share `c-other`. */
 const PALETTE = ['c0', 'c1', 'c2', 'c3', 'c4', 'c5', 'c6'];
@@ -47,6 +51,8 @@ const state = {
   generation: 0,
   abort: null,
   token: sessionStorage.getItem(TOKEN_KEY) || '',
+  adminToken: sessionStorage.getItem(ADMIN_TOKEN_KEY) || '',
+  replaysTimer: null,
   tokenPrompt: null,
   validation: { text: null, ok: true, timer: null },
 };
@@ -949,12 +955,119 @@ function applyFilter(value) {
   restartStream();
 }
 
+// ---------------------------------------------------------------- replays
+
+/** A request of the replays API, with the admin token. */
+function adminApi(url, options = {}) {
+  const headers = new Headers(options.headers || {});
+  if (state.adminToken) headers.set('Authorization', `Bearer ${state.adminToken}`);
+  return fetch(url, { ...options, headers, cache: 'no-store' });
+}
+
+function setReplayMessage(message, kind) {
+  const element = $('replay-message');
+  element.textContent = message;
+  if (kind) element.dataset.state = kind;
+  else delete element.dataset.state;
+}
+
+/** Reads the replays and shows them, newest first; again every few seconds. */
+async function refreshReplays() {
+  clearTimeout(state.replaysTimer);
+  if (!state.adminToken) return;
+  try {
+    const response = await adminApi('/v1/replays');
+    if (!response.ok) {
+      const problem = await problemOf(response);
+      setReplayMessage(`Replays: ${problem.detail || response.status}`, 'error');
+      return;
+    }
+    showReplays((await response.json()).replays);
+  } catch (error) {
+    setReplayMessage(`Replays: ${error.message}`, 'error');
+  }
+  state.replaysTimer = setTimeout(refreshReplays, REPLAYS_REFRESH_MS);
+}
+
+function showReplays(replays) {
+  const rows = replays.map((replay) => {
+    const row = document.createElement('tr');
+    row.dataset.id = replay.id;
+    const total = Math.max(replay.to_seq - replay.from_seq + 1, 0);
+    const done = Math.min(Math.max(replay.position - replay.from_seq + 1, 0), total);
+    const progress = document.createElement('progress');
+    progress.max = total || 1;
+    progress.value = total ? done : 1;
+    progress.setAttribute('aria-label', `seq ${done} of ${total}`);
+    const target = replay.request.target;
+    const cells = [
+      text(replay.created_at),
+      text(replay.state) + (replay.request.dry_run ? ' (dry run)' : ''),
+      text(replay.request.filter || 'every event'),
+      target ? text(target.url || target.topic || target.subject || target.kind) : '-',
+    ];
+    for (const value of cells) {
+      const cell = document.createElement('td');
+      cell.textContent = value;
+      row.append(cell);
+    }
+    const progressCell = document.createElement('td');
+    progressCell.append(progress, ` ${done}/${total}`);
+    row.append(progressCell);
+    for (const value of [replay.sent, replay.failed, replay.dead_lettered]) {
+      const cell = document.createElement('td');
+      cell.className = 'number';
+      cell.textContent = String(value);
+      row.append(cell);
+    }
+    return row;
+  });
+  $('replay-rows').replaceChildren(...rows);
+  $('replays').hidden = replays.length === 0;
+}
+
+/** Starts a dry run of the applied filter, then follows it in the list. */
+async function onDryRun(event) {
+  event.preventDefault();
+  const token = $('admin-token').value.trim();
+  if (token) {
+    state.adminToken = token;
+    sessionStorage.setItem(ADMIN_TOKEN_KEY, token);
+  }
+  if (!state.adminToken) {
+    setReplayMessage('Enter an admin token first.', 'error');
+    $('admin-token').focus();
+    return;
+  }
+  const body = { dry_run: true };
+  if (state.filter) body.filter = state.filter;
+  try {
+    const response = await adminApi('/v1/replays', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+    if (response.status !== 202) {
+      const problem = await problemOf(response);
+      setReplayMessage(`Not started: ${problem.detail || response.status}`, 'error');
+      return;
+    }
+    const replay = await response.json();
+    setReplayMessage(`Dry run ${replay.id} started.`, 'ok');
+    refreshReplays();
+  } catch (error) {
+    setReplayMessage(`Not started: ${error.message}`, 'error');
+  }
+}
+
 // ---------------------------------------------------------------- start
 
 function start() {
   $('filter-form').addEventListener('submit', onFilterSubmit);
   $('filter').addEventListener('input', onFilterInput);
   $('pause').addEventListener('click', togglePause);
+  $('replay-form').addEventListener('submit', onDryRun);
+  if (state.adminToken) refreshReplays();
   $('events').addEventListener('keydown', onListKey);
   $('back').addEventListener('click', () => {
     const button = state.rows.get(state.selected)?.querySelector('button');

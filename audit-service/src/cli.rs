@@ -88,6 +88,7 @@ Transparency log and erasure:
 Replays (POST /v1/replays, behind the admin door):
   REPLAY_LEASE_MS=15000               how long a replica holds a replay without renewing; one
                                       that dies mid-replay has it resumed elsewhere after this
+  HOSTNAME                            names this replica in a replay's lease (host/pid/random)
 
 Brokers:
   INGEST_BATCH_MAX=1000, INGEST_BATCH_WAIT_MS=5  records per store commit, and the wait for more
