@@ -217,7 +217,7 @@ async fn follow(store: &Store, created: &ReplayRow) -> anyhow::Result<()> {
         );
         if ended {
             if let Some(bar) = &bar {
-                bar.finish();
+                bar.finish_and_clear();
             }
             println!("{} {}: {counts}", row.id, row.state.as_str());
             if let Some(error) = &row.error {
