@@ -77,6 +77,12 @@ impl Stack {
             dir: tempfile::tempdir()?,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
+                // The services close a keep-alive connection idle for
+                // HEADER_READ_TIMEOUT_MS (10 s); a request sent on one at
+                // that moment fails unanswered. Tests pause longer than
+                // that (a broker restart), so pooled connections are
+                // dropped first.
+                .pool_idle_timeout(Duration::from_secs(5))
                 .build()?,
             databases: std::sync::Mutex::default(),
         })

@@ -17,8 +17,8 @@
 //!   published once it is back is stored, each event once.
 
 use crate::helpers::{
-    audit_process, create_topic, free_port, nats, read_topic, spawn_app_with, unique, within,
-    NatsNames, Service, TestApp, BROKERS, NATS_URL,
+    audit_process, create_topic, nats, read_topic, spawn_app_with, unique, within, NatsNames,
+    Service, TestApp, BROKERS, NATS_URL,
 };
 use crate::mqtt::{binary_properties, user_property, MqttNames, TestClient, MQTT_PORT};
 use async_nats::jetstream;
@@ -35,6 +35,7 @@ use std::path::Path;
 use std::time::Duration;
 use tempfile::TempDir;
 use test_kit::database::Db;
+use test_kit::servers::{Kind, PrivateServer};
 use tokio::sync::Mutex;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -48,12 +49,12 @@ pub trait Broker: Sized + Send + Sync + 'static {
     /// fails loudly when the broker is not there.
     async fn new(tag: &str) -> Self;
 
-    /// A broker of the test's own, on free ports, started: one a test may
+    /// The script that runs a broker of the test's own, one a test may
     /// stop without disturbing the others.
-    fn private() -> PrivateBroker;
+    const SERVER: Kind;
 
     /// A test's own names on `broker`.
-    async fn on(broker: &PrivateBroker, tag: &str) -> Self;
+    async fn on(broker: &PrivateServer, tag: &str) -> Self;
 
     /// Points in-process settings at these names.
     fn apply(&self, settings: &mut Settings);
@@ -70,80 +71,6 @@ pub trait Broker: Sized + Send + Sync + 'static {
 
     /// The first `n` dead letters: their `dlq-error` and payload.
     async fn dead_letters(&self, n: usize) -> Vec<(String, Vec<u8>)>;
-}
-
-/// A broker of a test's own, run by its script in `scripts/`; stopped
-/// when dropped, and its files (`.cache/<name>/data-<port>`,
-/// `.cache/<name>/<name>-<port>.*`, Kafka's `client-<port>.*`) removed:
-/// each run has fresh ports.
-pub struct PrivateBroker {
-    /// `kafka`, `nats` or `mosquitto`: the script's and its folder's name.
-    name: &'static str,
-    env: Vec<(&'static str, String)>,
-    /// Where clients reach it, on 127.0.0.1.
-    pub port: u16,
-}
-
-impl PrivateBroker {
-    fn new(name: &'static str, env: Vec<(&'static str, String)>, port: u16) -> Self {
-        let broker = PrivateBroker { name, env, port };
-        broker.start();
-        broker
-    }
-
-    fn run(&self, command: &str) -> std::io::Result<std::process::ExitStatus> {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../scripts")
-            .join(format!("{}.sh", self.name));
-        std::process::Command::new(script)
-            .arg(command)
-            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
-            .status()
-    }
-
-    pub fn start(&self) {
-        let status = self.run("start");
-        assert!(
-            status.is_ok_and(|s| s.success()),
-            "scripts/{}.sh start on port {} failed",
-            self.name,
-            self.port
-        );
-    }
-
-    pub fn stop(&self) {
-        let status = self.run("stop");
-        assert!(
-            status.is_ok_and(|s| s.success()),
-            "scripts/{}.sh stop on port {} failed",
-            self.name,
-            self.port
-        );
-    }
-}
-
-impl Drop for PrivateBroker {
-    fn drop(&mut self) {
-        if !self.run("stop").is_ok_and(|s| s.success()) {
-            // Still running: its files stay, for whoever looks into it.
-            return;
-        }
-        let cache = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../.cache")
-            .join(self.name);
-        let _ = std::fs::remove_dir_all(cache.join(format!("data-{}", self.port)));
-        // Kafka's script also writes a client-<port>.properties.
-        let files = [
-            format!("{}-{}.", self.name, self.port),
-            format!("client-{}.", self.port),
-        ];
-        for entry in std::fs::read_dir(&cache).into_iter().flatten().flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if files.iter().any(|f| name.starts_with(f.as_str())) {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
-    }
 }
 
 /// The attributes of the `i`th test event, and its data.
@@ -175,19 +102,9 @@ impl Broker for Kafka {
         Kafka::at(BROKERS, tag).await
     }
 
-    fn private() -> PrivateBroker {
-        let (port, controller) = (free_port(), free_port());
-        PrivateBroker::new(
-            "kafka",
-            vec![
-                ("BROKER_PORT", port.to_string()),
-                ("BROKER_CONTROLLER_PORT", controller.to_string()),
-            ],
-            port,
-        )
-    }
+    const SERVER: Kind = Kind::Kafka;
 
-    async fn on(broker: &PrivateBroker, tag: &str) -> Self {
+    async fn on(broker: &PrivateServer, tag: &str) -> Self {
         Kafka::at(&format!("127.0.0.1:{}", broker.port), tag).await
     }
 
@@ -361,12 +278,9 @@ impl Broker for Nats {
         }
     }
 
-    fn private() -> PrivateBroker {
-        let port = free_port();
-        PrivateBroker::new("nats", vec![("NATSD_PORT", port.to_string())], port)
-    }
+    const SERVER: Kind = Kind::Nats;
 
-    async fn on(broker: &PrivateBroker, tag: &str) -> Self {
+    async fn on(broker: &PrivateServer, tag: &str) -> Self {
         let url = format!("nats://127.0.0.1:{}", broker.port);
         let client = async_nats::connect(&url)
             .await
@@ -482,12 +396,9 @@ impl Broker for Mqtt {
         Mqtt::at(MQTT_PORT, tag).await
     }
 
-    fn private() -> PrivateBroker {
-        let port = free_port();
-        PrivateBroker::new("mosquitto", vec![("MQTT_PORT", port.to_string())], port)
-    }
+    const SERVER: Kind = Kind::Mosquitto;
 
-    async fn on(broker: &PrivateBroker, tag: &str) -> Self {
+    async fn on(broker: &PrivateServer, tag: &str) -> Self {
         Mqtt::at(broker.port, tag).await
     }
 
@@ -769,7 +680,7 @@ pub async fn two_services_share_the_work_and_store_each_event_once<B: Broker>() 
 }
 
 pub async fn a_broker_restart_is_survived<B: Broker>() {
-    let private = B::private();
+    let private = PrivateServer::start(B::SERVER);
     let broker = B::on(&private, "restart").await;
     let app = spawn(&broker).await;
     let source = unique("/restart");
@@ -777,12 +688,12 @@ pub async fn a_broker_restart_is_survived<B: Broker>() {
     app.wait_for_events(&format!("source={source}"), 100, WAIT)
         .await;
 
-    private.stop();
+    private.stop_async().await;
     let noticed = within(WAIT, || async { readyz(&app).await == Some(503) })
         .await
         .is_some();
     assert!(noticed, "/readyz did not notice the broker was away");
-    private.start();
+    private.start_again_async().await;
     let back = within(WAIT, || async { readyz(&app).await == Some(200) })
         .await
         .is_some();

@@ -22,7 +22,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// The longest a normal client may wait for an answer while an attack runs.
-pub const SERVED_WITHIN: Duration = Duration::from_millis(500);
+/// Its POST waits for an fsync, and the suite runs debug builds on two
+/// shared cores, where that alone has taken over half a second; a client
+/// the attack starves waits for ever or for the attack's length (seconds).
+pub const SERVED_WITHIN: Duration = Duration::from_secs(1);
 
 /// How often the probe sends its pair of requests.
 const PROBE_INTERVAL: Duration = Duration::from_millis(100);
@@ -609,9 +612,9 @@ async fn invented_methods_do_not_grow_the_metrics() {
 #[tokio::test]
 async fn a_client_over_its_rate_limit_by_address_gets_429_and_others_are_served() {
     let service = Hostile::start(&[
-        ("READ_RATE_LIMIT", "5"),
+        ("READ_RATE_LIMIT", "1"),
         ("READ_RATE_BURST", "5"),
-        ("INGEST_RATE_LIMIT", "50"),
+        ("INGEST_RATE_LIMIT", "5"),
         ("INGEST_RATE_BURST", "50"),
     ])
     .await;
@@ -632,8 +635,8 @@ async fn a_client_over_its_rate_limit_by_address_gets_429_and_others_are_served(
             (reads, posts)
         })
         .await;
-    assert_limited("reads", &reads, 5);
-    assert_limited("events", &posts, 50);
+    assert_limited("reads", &reads, 5, 1);
+    assert_limited("events", &posts, 50, 5);
 }
 
 #[tokio::test]
@@ -643,7 +646,7 @@ async fn a_client_over_its_rate_limit_by_token_gets_429_and_other_tokens_are_ser
     let tokens = format!("{FLOODER},{NORMAL}");
     let mut service = Hostile::start(&[
         ("INGEST_TOKENS", &tokens),
-        ("INGEST_RATE_LIMIT", "50"),
+        ("INGEST_RATE_LIMIT", "5"),
         ("INGEST_RATE_BURST", "50"),
     ])
     .await;
@@ -662,18 +665,25 @@ async fn a_client_over_its_rate_limit_by_token_gets_429_and_other_tokens_are_ser
             .await
         })
         .await;
-    assert_limited("events", &posts, 50);
+    assert_limited("events", &posts, 50, 5);
 }
 
-/// Sends `n` requests, 8 at a time; returns each answer's status and
-/// Retry-After, and the first 429's body.
+/// A flood's answers: each one's status, Retry-After and body; and how
+/// long the flood took.
+struct Flood {
+    answers: Vec<(u16, Option<String>, String)>,
+    took: Duration,
+}
+
+/// Sends `n` requests, 8 at a time.
 async fn flood(
     client: &reqwest::Client,
     n: usize,
     request: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
-) -> Vec<(u16, Option<String>, String)> {
+) -> Flood {
     use futures::StreamExt;
-    futures::stream::iter((0..n).map(|_| request(client).send()))
+    let started = Instant::now();
+    let answers = futures::stream::iter((0..n).map(|_| request(client).send()))
         .buffer_unordered(8)
         .then(|answered| async move {
             let r = answered.unwrap();
@@ -691,22 +701,34 @@ async fn flood(
             (status, retry_after, format!("{content_type} {body}"))
         })
         .collect()
-        .await
+        .await;
+    Flood {
+        answers,
+        took: started.elapsed(),
+    }
 }
 
 /// Some answers were 429 problem+json with a Retry-After of at least one
-/// second, and no more than about `burst` (plus what refilled) succeeded.
-fn assert_limited(what: &str, answers: &[(u16, Option<String>, String)], burst: usize) {
+/// second, and no more succeeded than the bucket holds (`burst`) plus what
+/// it refilled (`per_second`) while the flood lasted: on a slow machine the
+/// flood takes longer and more are rightly served.
+fn assert_limited(what: &str, flood: &Flood, burst: usize, per_second: usize) {
+    let answers = &flood.answers;
     let ok = answers.iter().filter(|a| (200..300).contains(&a.0)).count();
     let limited: Vec<_> = answers.iter().filter(|a| a.0 == 429).collect();
+    let refilled = (flood.took.as_secs_f64() * per_second as f64).ceil() as usize;
     eprintln!(
-        "{what}: {ok} served, {} answered 429, of {}",
+        "{what}: {ok} served, {} answered 429, of {} in {:?}",
         limited.len(),
-        answers.len()
+        answers.len(),
+        flood.took
     );
     assert_eq!(ok + limited.len(), answers.len(), "{answers:?}");
     assert!(!limited.is_empty(), "no {what} refused: {ok} served");
-    assert!(ok >= burst / 2 && ok < burst * 3, "{ok} {what} served");
+    assert!(
+        ok >= burst / 2 && ok <= burst + refilled + 1,
+        "{ok} {what} served; the bucket holds {burst} and refilled {refilled}"
+    );
     for (_, retry_after, body) in limited {
         let seconds: u64 = retry_after
             .as_deref()

@@ -15,8 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
-/// How long a normal client may wait for any answer during an attack.
-const PROMPT: Duration = Duration::from_millis(500);
+/// How long a normal client may wait for any answer during an attack: as
+/// `hostile::SERVED_WITHIN`, for the same reason.
+const PROMPT: Duration = crate::hostile::SERVED_WITHIN;
 const WAIT: Duration = Duration::from_secs(60);
 
 /// A normal client, next to the attack: `GET /healthz` and `POST /` of a

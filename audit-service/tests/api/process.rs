@@ -336,7 +336,13 @@ async fn a_live_tail_client_that_stops_reading_holds_bounded_memory_then_gets_ev
     use futures::StreamExt;
     let dir = TempDir::new().unwrap();
     let db_url = test_kit::database::database_url(dir.path(), "audit.db").await;
-    let env = [("DATABASE_URL", db_url.clone())];
+    // The client stops reading for as long as the posting takes; on a
+    // loaded machine that can pass the write timeout, which would close
+    // its connection (tested in `hostile`) before it reads again.
+    let env = [
+        ("DATABASE_URL", db_url.clone()),
+        ("WRITE_TIMEOUT_MS", "600000".into()),
+    ];
     let mut process = audit_process(&env, dir.path().join("slow.log"));
     wait_listening(&mut process).await;
     let base = format!("http://127.0.0.1:{}", process.port);

@@ -760,7 +760,12 @@ async fn the_erase_command_erases_a_subject_and_records_it() {
         .as_str()
         .unwrap()
         .starts_with("audit-service erase"));
-    assert!(!files_hold(&app.database_url, ERASABLE).await);
+    // The command's log says whether scrubbing waited out a reader.
+    assert!(
+        !files_hold(&app.database_url, ERASABLE).await,
+        "erased data left in the files; the command said: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 // ------------------------------------------------------------- sequencer

@@ -1,7 +1,8 @@
 //! What every test suite of the workspace runs the services and their
 //! neighbours with: free ports ([`free_port`]), polling with a deadline
 //! ([`eventually`], [`within`]), the real binaries as processes
-//! ([`process::Service`]), fresh databases ([`database`]) and a test CA
+//! ([`process::Service`]), fresh databases ([`database`]), the brokers and
+//! database servers the project's scripts run ([`servers`]) and a test CA
 //! ([`ca`]).
 
 pub mod ca;
@@ -9,6 +10,7 @@ pub mod database;
 pub mod poll;
 mod ports;
 pub mod process;
+pub mod servers;
 
 pub use nix::sys::signal::Signal;
 pub use poll::{eventually, within};

@@ -4,17 +4,18 @@
 //! (the suite's shared server, or a private one for the restart) and fail
 //! when it, or the Kafka broker, is missing.
 
-use crate::kafka::{require_shared_broker, SHARED_BROKER};
+use crate::kafka::SHARED_BROKER;
 use e2e::{example, Service, Stack};
 use futures::StreamExt;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use test_kit::database::Db;
+use test_kit::servers::{require_shared, Kind, PrivateServer};
 
 /// A folder of its own for one process's log.
 fn home(stack: &Stack, name: &str) -> PathBuf {
@@ -66,7 +67,7 @@ async fn counter(stack: &Stack, service: &Service, name: &str) -> f64 {
 #[tokio::test]
 async fn three_audit_replicas_store_100000_events_once_through_a_kill_and_a_join() {
     const N: i64 = 100_000;
-    require_shared_broker();
+    require_shared(Kind::Kafka);
     let stack = Stack::new().unwrap();
     let db_url = test_kit::database::fresh_postgres_database().await;
     let tag = uuid::Uuid::new_v4().simple().to_string();
@@ -365,60 +366,16 @@ async fn two_user_replicas_deliver_2000_events_once_in_order_through_a_kill() {
     assert!(duplicates <= 3200.0, "{duplicates} duplicates");
 }
 
-/// A private PostgreSQL server for the restart test, so that restarting it
-/// disturbs no other test.
-struct PrivateServer {
-    port: u16,
-}
-
-const RESTART_PORT: u16 = 55442;
-
-impl PrivateServer {
-    fn script() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/postgres.sh")
-    }
-
-    /// Runs `scripts/postgres.sh command` for this server, off the test's
-    /// threads so the load goes on meanwhile.
-    async fn run(&self, command: &'static str) {
-        let port = self.port;
-        let status = tokio::task::spawn_blocking(move || {
-            Command::new(Self::script())
-                .arg(command)
-                .env("PG_PORT", port.to_string())
-                .status()
-        })
-        .await
-        .unwrap()
-        .unwrap();
-        assert!(status.success(), "scripts/postgres.sh {command} on {port}");
-    }
-
-    async fn start() -> Self {
-        let server = PrivateServer { port: RESTART_PORT };
-        server.run("start").await;
-        server
-    }
-
-    fn admin_url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-}
-
-impl Drop for PrivateServer {
-    fn drop(&mut self) {
-        let _ = Command::new(Self::script())
-            .arg("stop")
-            .env("PG_PORT", self.port.to_string())
-            .status();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_restart_under_load_loses_nothing_acknowledged() {
-    let server = PrivateServer::start().await;
-    let audit_db = test_kit::database::fresh_postgres_database_on(&server.admin_url()).await;
-    let users_db = test_kit::database::fresh_postgres_database_on(&server.admin_url()).await;
+    // A PostgreSQL server of its own, so that restarting it disturbs no
+    // other test.
+    let server = tokio::task::spawn_blocking(|| PrivateServer::start(Kind::Postgres))
+        .await
+        .unwrap();
+    let admin_url = format!("postgres://postgres@{}/postgres", server.address());
+    let audit_db = test_kit::database::fresh_postgres_database_on(&admin_url).await;
+    let users_db = test_kit::database::fresh_postgres_database_on(&admin_url).await;
     let stack = Stack::new().unwrap();
     let mut audit = e2e::start(
         "audit-service",
@@ -506,7 +463,7 @@ async fn a_database_restart_under_load_loses_nothing_acknowledged() {
     })
     .await;
     let before = (count(&created), count(&acknowledged));
-    server.run("restart").await;
+    server.restart_async().await;
     // The load goes on through the restart and after it.
     until(
         "load after the restart",

@@ -3,73 +3,22 @@
 //! Both services reach it through the KAFKA_* passthrough alone, and wrong
 //! credentials make audit-service's /readyz say why.
 
-use e2e::{free_port, Stack};
-use std::path::PathBuf;
-use std::process::Command;
+use e2e::Stack;
 use std::time::Duration;
+use test_kit::servers::{Kind, PrivateServer};
 
 const USER: &str = "audit";
 const PASSWORD: &str = "scram-secret-0123456789";
 
-/// A SCRAM broker on a fresh port, stopped and its files removed on drop.
-struct ScramBroker {
-    port: u16,
-}
-
-impl ScramBroker {
-    fn start() -> ScramBroker {
-        let broker = ScramBroker {
-            port: free_port_pair(),
-        };
-        broker.run("start");
-        broker
-    }
-
-    fn run(&self, command: &str) {
-        let status = Command::new(repo().join("scripts/kafka.sh"))
-            .arg(command)
-            .env("BROKER_PORT", self.port.to_string())
-            .env("BROKER_CONTROLLER_PORT", (self.port + 1).to_string())
-            .env("BROKER_SCRAM_USER", USER)
-            .env("BROKER_SCRAM_PASSWORD", PASSWORD)
-            .status()
-            .expect("scripts/kafka.sh could not run");
-        assert!(
-            status.success(),
-            "scripts/kafka.sh {command} on port {} failed",
-            self.port
-        );
-    }
-
-    fn brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for ScramBroker {
-    fn drop(&mut self) {
-        self.run("stop");
-        let cache = repo().join(".cache/kafka");
-        let _ = std::fs::remove_dir_all(cache.join(format!("data-{}", self.port)));
-        for file in ["properties", "log", "lock", "pid"] {
-            let _ = std::fs::remove_file(cache.join(format!("kafka-{}.{file}", self.port)));
-        }
-        let _ = std::fs::remove_file(cache.join(format!("client-{}.properties", self.port)));
-    }
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// A free port whose successor (the controller's) is free too.
-fn free_port_pair() -> u16 {
-    loop {
-        let port = free_port();
-        if port < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
-            return port;
-        }
-    }
+/// A SCRAM broker on fresh ports, stopped and its files removed on drop.
+fn scram_broker() -> PrivateServer {
+    PrivateServer::start_with(
+        Kind::Kafka,
+        &[
+            ("BROKER_SCRAM_USER", USER),
+            ("BROKER_SCRAM_PASSWORD", PASSWORD),
+        ],
+    )
 }
 
 fn kafka_env(brokers: &str, tag: &str, password: &str) -> Vec<(String, String)> {
@@ -92,9 +41,9 @@ fn as_refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
 
 #[tokio::test]
 async fn both_services_work_over_sasl_scram_and_wrong_credentials_fail_readyz() {
-    let broker = ScramBroker::start();
+    let broker = scram_broker();
     let tag = uuid::Uuid::new_v4().simple().to_string();
-    let env = kafka_env(&broker.brokers(), &tag, PASSWORD);
+    let env = kafka_env(&broker.address(), &tag, PASSWORD);
 
     let stack = Stack::new().unwrap();
     let audit = stack.audit(&as_refs(&env)).await.unwrap();
@@ -126,7 +75,7 @@ async fn both_services_work_over_sasl_scram_and_wrong_credentials_fail_readyz() 
 
     // The same broker with a wrong password: /readyz says authentication.
     let wrong = Stack::new().unwrap();
-    let env = kafka_env(&broker.brokers(), &tag, "not-the-password-0123");
+    let env = kafka_env(&broker.address(), &tag, "not-the-password-0123");
     let refused = wrong
         .audit_waiting(&as_refs(&env), e2e::Wait::Live)
         .await

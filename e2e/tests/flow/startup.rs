@@ -70,7 +70,7 @@ async fn a_normal_start_over_http_logs_no_error_while_probed() {
 
 #[tokio::test]
 async fn a_normal_start_on_kafka_logs_no_error_while_probed() {
-    crate::kafka::require_shared_broker();
+    test_kit::servers::require_shared(test_kit::servers::Kind::Kafka);
     let tag = uuid::Uuid::new_v4().simple().to_string();
     let env = crate::kafka::kafka_env(crate::kafka::SHARED_BROKER, &tag);
     start_probe_and_deliver("kafka", &env).await;
@@ -78,7 +78,7 @@ async fn a_normal_start_on_kafka_logs_no_error_while_probed() {
 
 #[tokio::test]
 async fn a_normal_start_on_nats_logs_no_error_while_probed() {
-    crate::nats::require_shared_server();
+    test_kit::servers::require_shared(test_kit::servers::Kind::Nats);
     let tag = uuid::Uuid::new_v4().simple().to_string();
     let env = crate::nats::nats_env(crate::nats::SHARED_SERVER, &tag);
     start_probe_and_deliver("nats", &env).await;

@@ -9,29 +9,22 @@
 use e2e::{Service, Stack};
 use serde_json::Value;
 use std::collections::HashSet;
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
+use test_kit::servers::{require_shared, Kind, PrivateServer};
 
 /// Environment variables, as `Stack` takes them.
 type Env = Vec<(String, String)>;
 
 /// One transport, as these tests run it.
 trait Transport {
+    /// `EVENT_TRANSPORT`'s value, which the store records.
     const NAME: &'static str;
-    /// The shared broker's port (`make test` starts it).
-    const SHARED_PORT: u16;
-    /// The port of the broker a test stops and starts again.
-    const PRIVATE_PORT: u16;
-    /// `scripts/<SCRIPT>.sh` runs the broker.
-    const SCRIPT: &'static str;
+    /// The script that runs its broker.
+    const SERVER: Kind;
     /// Whether user-service sees publishes fail while the broker is down
     /// (and logs its recovery): librdkafka holds Kafka records and retries
     /// them itself within its delivery timeout.
     const OUTAGE_FAILS_PUBLISHES: bool = true;
-
-    /// The script's environment for a broker on `port`.
-    fn script_env(port: u16) -> Vec<(&'static str, String)>;
 
     /// Both services' environment on the broker at `port`, with names of
     /// the test's own (`tag`); then what audit-service alone is given.
@@ -44,17 +37,8 @@ struct Mqtt;
 
 impl Transport for Kafka {
     const NAME: &'static str = "kafka";
-    const SHARED_PORT: u16 = 9092;
-    const PRIVATE_PORT: u16 = 19092;
-    const SCRIPT: &'static str = "kafka";
+    const SERVER: Kind = Kind::Kafka;
     const OUTAGE_FAILS_PUBLISHES: bool = false;
-
-    fn script_env(port: u16) -> Vec<(&'static str, String)> {
-        vec![
-            ("BROKER_PORT", port.to_string()),
-            ("BROKER_CONTROLLER_PORT", (port + 1).to_string()),
-        ]
-    }
 
     fn env(port: u16, tag: &str) -> (Env, Env) {
         (
@@ -66,13 +50,7 @@ impl Transport for Kafka {
 
 impl Transport for Nats {
     const NAME: &'static str = "nats";
-    const SHARED_PORT: u16 = 4222;
-    const PRIVATE_PORT: u16 = 14222;
-    const SCRIPT: &'static str = "nats";
-
-    fn script_env(port: u16) -> Vec<(&'static str, String)> {
-        vec![("NATSD_PORT", port.to_string())]
-    }
+    const SERVER: Kind = Kind::Nats;
 
     fn env(port: u16, tag: &str) -> (Env, Env) {
         (crate::nats::nats_env(port, tag), Vec::new())
@@ -81,13 +59,7 @@ impl Transport for Nats {
 
 impl Transport for Mqtt {
     const NAME: &'static str = "mqtt";
-    const SHARED_PORT: u16 = 1883;
-    const PRIVATE_PORT: u16 = 11883;
-    const SCRIPT: &'static str = "mosquitto";
-
-    fn script_env(port: u16) -> Vec<(&'static str, String)> {
-        vec![("MQTT_PORT", port.to_string())]
-    }
+    const SERVER: Kind = Kind::Mosquitto;
 
     fn env(port: u16, tag: &str) -> (Env, Env) {
         let both = vec![
@@ -106,63 +78,6 @@ impl Transport for Mqtt {
     }
 }
 
-fn script<T: Transport>() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../scripts/{}.sh", T::SCRIPT))
-}
-
-fn run_script<T: Transport>(port: u16, command: &str) -> bool {
-    Command::new(script::<T>())
-        .arg(command)
-        .envs(T::script_env(port))
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn require_shared<T: Transport>() {
-    assert!(
-        run_script::<T>(T::SHARED_PORT, "status"),
-        "no {} broker on 127.0.0.1:{}: start it with `scripts/{}.sh start` (make test does)",
-        T::NAME,
-        T::SHARED_PORT,
-        T::SCRIPT
-    );
-}
-
-/// Stops the private broker when dropped, even if the test fails.
-struct PrivateBroker<T: Transport>(std::marker::PhantomData<T>);
-
-impl<T: Transport> PrivateBroker<T> {
-    fn start() -> Self {
-        assert!(
-            run_script::<T>(T::PRIVATE_PORT, "start"),
-            "scripts/{}.sh start on port {} failed",
-            T::SCRIPT,
-            T::PRIVATE_PORT
-        );
-        PrivateBroker(std::marker::PhantomData)
-    }
-
-    fn stop(&self) {
-        assert!(
-            run_script::<T>(T::PRIVATE_PORT, "stop"),
-            "stopping the broker failed"
-        );
-    }
-
-    fn restart(&self) {
-        assert!(
-            run_script::<T>(T::PRIVATE_PORT, "start"),
-            "starting the broker again failed"
-        );
-    }
-}
-
-impl<T: Transport> Drop for PrivateBroker<T> {
-    fn drop(&mut self) {
-        run_script::<T>(T::PRIVATE_PORT, "stop");
-    }
-}
-
 async fn start_pair<T: Transport>(stack: &Stack, port: u16, tag: &str) -> (Service, Service) {
     let (both, audit_only) = T::env(port, tag);
     let mut audit_env = both.clone();
@@ -178,10 +93,10 @@ async fn start_pair<T: Transport>(stack: &Stack, port: u16, tag: &str) -> (Servi
 }
 
 async fn changes_arrive_in_order<T: Transport>() {
-    require_shared::<T>();
+    require_shared(T::SERVER);
     let stack = Stack::new().unwrap();
     let tag = uuid::Uuid::new_v4().simple().to_string();
-    let (audit, user) = start_pair::<T>(&stack, T::SHARED_PORT, &tag).await;
+    let (audit, user) = start_pair::<T>(&stack, T::SERVER.shared_port(), &tag).await;
 
     let id = stack
         .create_user(&user, "Ozzy Osbourne", "12345")
@@ -222,10 +137,10 @@ async fn changes_arrive_in_order<T: Transport>() {
 
 async fn users_created_while_the_broker_is_down_arrive_once<T: Transport>() {
     // A broker of its own, so stopping it disturbs no other test.
-    let broker = PrivateBroker::<T>::start();
+    let broker = PrivateServer::start(T::SERVER);
     let stack = Stack::new().unwrap();
     let tag = uuid::Uuid::new_v4().simple().to_string();
-    let (audit, user) = start_pair::<T>(&stack, T::PRIVATE_PORT, &tag).await;
+    let (audit, user) = start_pair::<T>(&stack, broker.port, &tag).await;
 
     // One event through first, so the topic, stream or subscription exists.
     let first = stack
@@ -237,7 +152,7 @@ async fn users_created_while_the_broker_is_down_arrive_once<T: Transport>() {
         .await
         .unwrap();
 
-    broker.stop();
+    broker.stop_async().await;
     let mut ids = HashSet::from([first.clone()]);
     for n in 0..500 {
         let created = stack
@@ -246,7 +161,7 @@ async fn users_created_while_the_broker_is_down_arrive_once<T: Transport>() {
             .unwrap();
         ids.insert(created);
     }
-    broker.restart();
+    broker.start_again_async().await;
     // The marker goes last; once it is stored, everything before it is
     // (one user-service publishes in outbox order, one audit-service
     // stores in the order received).
@@ -283,10 +198,10 @@ async fn users_created_while_the_broker_is_down_arrive_once<T: Transport>() {
 /// them; started again, the two store every user's event once.
 async fn killing_either_service_mid_stream_loses_nothing<T: Transport>() {
     const N: usize = 300;
-    require_shared::<T>();
+    require_shared(T::SERVER);
     let stack = Stack::new().unwrap();
     let tag = uuid::Uuid::new_v4().simple().to_string();
-    let (mut audit, mut user) = start_pair::<T>(&stack, T::SHARED_PORT, &tag).await;
+    let (mut audit, mut user) = start_pair::<T>(&stack, T::SERVER.shared_port(), &tag).await;
     // The subscription, stream or group exists before the burst.
     stack
         .create_user_and_wait(&user, &audit, Duration::from_secs(30))

@@ -16,6 +16,7 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::ClientConfig;
 use std::time::Duration;
 use test_kit::database::Db;
+use test_kit::servers::{Kind, PrivateServer};
 use user_service::config::PublishSettings;
 
 const BROKER: &str = "127.0.0.1:9092";
@@ -297,46 +298,6 @@ async fn a_broker_outage_delays_events_until_the_broker_is_back() {
     wait_until_delivered(&db).await;
 }
 
-/// Runs `scripts/kafka.sh` for the broker on `port` (its controller on
-/// `port + 1`).
-fn kafka_sh(port: u16, args: &[&str]) {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka.sh");
-    let status = std::process::Command::new(script)
-        .args(args)
-        .env("BROKER_PORT", port.to_string())
-        .env("BROKER_CONTROLLER_PORT", (port + 1).to_string())
-        .status()
-        .expect("scripts/kafka.sh runs");
-    assert!(
-        status.success(),
-        "scripts/kafka.sh {args:?} on port {port} failed"
-    );
-}
-
-/// `kafka_sh` off the runtime's threads, so the app keeps running meanwhile.
-async fn kafka_sh_async(port: u16, args: &'static [&'static str]) {
-    tokio::task::spawn_blocking(move || kafka_sh(port, args))
-        .await
-        .expect("kafka.sh task");
-}
-
-/// A broker of this test's own, stopped when dropped (even if the test
-/// fails), so stopping it disturbs nobody else's.
-struct PrivateBroker(u16);
-
-impl PrivateBroker {
-    fn start(port: u16) -> Self {
-        kafka_sh(port, &["start"]);
-        PrivateBroker(port)
-    }
-}
-
-impl Drop for PrivateBroker {
-    fn drop(&mut self) {
-        kafka_sh(self.0, &["stop"]);
-    }
-}
-
 /// Consumes everything on `topic` at `brokers` until `done` says so.
 fn consume_until(
     brokers: &str,
@@ -402,10 +363,9 @@ fn distinct(events: &[Event]) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_in_flight_keep_each_users_order_across_a_broker_restart() {
-    // Not 19092: e2e's private broker lives there.
-    let port = 19192;
-    let broker = PrivateBroker::start(port);
-    let brokers = format!("127.0.0.1:{port}");
+    // A broker of its own, so stopping it disturbs no other test.
+    let broker = PrivateServer::start(Kind::Kafka);
+    let brokers = broker.address();
     let topic = format!("user-service-restart-{}", uuid::Uuid::new_v4());
     create_topic(&brokers, &topic, 3).await;
     let app = std::sync::Arc::new(
@@ -426,13 +386,13 @@ async fn many_in_flight_keep_each_users_order_across_a_broker_restart() {
     let load = RenameLoad::start(&app, 8).await;
     let ids = load.ids.clone();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    kafka_sh_async(port, &["stop"]).await;
+    broker.stop_async().await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let db = app.db().await;
     let pending_in_outage = db
         .int("SELECT count(*) FROM outbox WHERE status = 'pending'")
         .await;
-    kafka_sh_async(port, &["start"]).await;
+    broker.start_again_async().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let expected = load.stop().await;
     let total: usize = expected.iter().map(Vec::len).sum();

@@ -14,11 +14,11 @@ use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event as LoopEvent, MqttOptions};
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use test_kit::database::Db;
+use test_kit::servers::{Kind, PrivateServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::task::AbortOnDropHandle;
@@ -362,68 +362,10 @@ async fn a_row_is_not_delivered_before_its_puback() {
     wait_until_all_delivered(&db, DELIVERED_WITHIN).await;
 }
 
-/// A Mosquitto of this test's own (`scripts/mosquitto.sh` on a free
-/// port), stopped and its files removed when dropped, even if the test
-/// fails.
-struct PrivateMosquitto(u16);
-
-impl PrivateMosquitto {
-    fn start(port: u16) -> Self {
-        Self::start_with(port, &[])
-    }
-
-    /// With `env` for scripts/mosquitto.sh (its TLS listener).
-    fn start_with(port: u16, env: &[(&str, &str)]) -> Self {
-        mosquitto_sh_with(port, "start", env);
-        PrivateMosquitto(port)
-    }
-}
-
-impl Drop for PrivateMosquitto {
-    fn drop(&mut self) {
-        mosquitto_sh(self.0, "stop");
-        // What scripts/mosquitto.sh keeps per port.
-        let cache = repo().join(".cache/mosquitto");
-        let _ = std::fs::remove_dir_all(cache.join(format!("data-{}", self.0)));
-        let _ = std::fs::remove_dir_all(cache.join(format!("tls-{}", self.0)));
-        for suffix in ["conf", "pid", "log", "lock"] {
-            let _ = std::fs::remove_file(cache.join(format!("mosquitto-{}.{suffix}", self.0)));
-        }
-    }
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn mosquitto_sh(port: u16, command: &str) {
-    mosquitto_sh_with(port, command, &[]);
-}
-
-fn mosquitto_sh_with(port: u16, command: &str, env: &[(&str, &str)]) {
-    let status = std::process::Command::new(repo().join("scripts/mosquitto.sh"))
-        .arg(command)
-        .env("MQTT_PORT", port.to_string())
-        .envs(env.iter().copied())
-        .status()
-        .expect("scripts/mosquitto.sh runs");
-    assert!(
-        status.success(),
-        "scripts/mosquitto.sh {command} on port {port} failed"
-    );
-}
-
-/// `mosquitto_sh` off the runtime's threads, so the app keeps running.
-async fn mosquitto_sh_async(port: u16, command: &'static str) {
-    tokio::task::spawn_blocking(move || mosquitto_sh(port, command))
-        .await
-        .expect("mosquitto.sh task");
-}
-
 #[tokio::test]
 async fn a_broker_stopped_and_restarted_loses_nothing_and_keeps_each_users_order() {
-    let port = free_port();
-    let _broker = PrivateMosquitto::start(port);
+    let broker = PrivateServer::start(Kind::Mosquitto);
+    let port = broker.port;
     let topic = topic();
     // Persistent: the broker keeps its subscription and queue across the
     // restart, as it will for the audit service.
@@ -439,7 +381,7 @@ async fn a_broker_stopped_and_restarted_loses_nothing_and_keeps_each_users_order
     let before = subscriber.events(2).await;
     wait_until_all_delivered(&db, DELIVERED_WITHIN).await;
 
-    mosquitto_sh_async(port, "stop").await;
+    broker.stop_async().await;
     eventually(
         "/readyz says the broker is away",
         Duration::from_secs(30),
@@ -458,7 +400,7 @@ async fn a_broker_stopped_and_restarted_loses_nothing_and_keeps_each_users_order
             >= 4
     );
 
-    mosquitto_sh_async(port, "start").await;
+    broker.start_again_async().await;
     let after = subscriber.events(4).await;
     wait_until_all_delivered(&db, DELIVERED_WITHIN).await;
 
@@ -485,8 +427,8 @@ async fn a_broker_stopped_and_restarted_loses_nothing_and_keeps_each_users_order
 /// (the one the audit store keeps), and none is missing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_in_flight_keep_each_users_order_across_a_broker_restart() {
-    let port = free_port();
-    let _broker = PrivateMosquitto::start(port);
+    let broker = PrivateServer::start(Kind::Mosquitto);
+    let port = broker.port;
     let topic = topic();
     let mut subscriber = Subscriber::start(port, &topic, true).await;
     let app = Arc::new(
@@ -498,13 +440,13 @@ async fn many_in_flight_keep_each_users_order_across_a_broker_restart() {
     let load = RenameLoad::start(&app, 8).await;
     let ids = load.ids.clone();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    mosquitto_sh_async(port, "stop").await;
+    broker.stop_async().await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let db = app.db().await;
     let pending_in_outage = db
         .int("SELECT count(*) FROM outbox WHERE status = 'pending'")
         .await;
-    mosquitto_sh_async(port, "start").await;
+    broker.start_again_async().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let expected = load.stop().await;
     let total: usize = expected.iter().map(Vec::len).sum();
@@ -530,10 +472,10 @@ async fn many_in_flight_keep_each_users_order_across_a_broker_restart() {
 #[tokio::test]
 async fn over_mqtts_events_arrive_and_a_broker_with_an_untrusted_certificate_is_not_ready() {
     let ca = test_kit::ca::test_ca();
-    let (port, tls_port) = (free_port(), free_port());
+    let tls_port = free_port();
     let tls_port_text = tls_port.to_string();
-    let _broker = PrivateMosquitto::start_with(
-        port,
+    let broker = PrivateServer::start_with(
+        Kind::Mosquitto,
         &[
             ("MQTT_TLS_PORT", &tls_port_text),
             ("MQTT_TLS_CERT_FILE", ca.files.cert.to_str().unwrap()),
@@ -542,7 +484,7 @@ async fn over_mqtts_events_arrive_and_a_broker_with_an_untrusted_certificate_is_
     );
     let topic = topic();
     let url = format!("mqtts://localhost:{tls_port}");
-    let mut subscriber = Subscriber::start(port, &topic, false).await;
+    let mut subscriber = Subscriber::start(broker.port, &topic, false).await;
     let app = spawn_app_with("http://unused/", |s| {
         s.publish = settings_from(&[
             ("MQTT_URL", &url),
@@ -589,10 +531,11 @@ async fn credentials_from_the_environment_are_what_the_broker_checks() {
         .status()
         .expect("mosquitto_passwd (Debian's mosquitto package) runs");
     assert!(made.success());
-    let port = free_port();
-    let _broker =
-        PrivateMosquitto::start_with(port, &[("MQTT_PASSWORD_FILE", passwords.to_str().unwrap())]);
-    let url = format!("mqtt://127.0.0.1:{port}");
+    let broker = PrivateServer::start_with(
+        Kind::Mosquitto,
+        &[("MQTT_PASSWORD_FILE", passwords.to_str().unwrap())],
+    );
+    let url = format!("mqtt://{}", broker.address());
     let with_password = |password: &str| {
         settings_from(&[
             ("MQTT_URL", &url),
