@@ -59,6 +59,11 @@ impl HttpPublisher {
             // A redirect is "a status not listed", i.e. retried; following it
             // would send events somewhere nobody configured.
             .redirect(reqwest::redirect::Policy::none())
+            // audit-service closes a keep-alive connection idle for its
+            // HEADER_READ_TIMEOUT_MS (10 s by default); an event sent on one
+            // at that moment fails unanswered and waits for its retry. A
+            // connection idle for half that is not reused.
+            .pool_idle_timeout(Duration::from_secs(5))
             .build()
             .context("Failed to build the HTTP client")?;
         Ok(HttpPublisher { client, url, mode })
