@@ -13,28 +13,24 @@ need_mqtt() {
   fi
 }
 
-# mqtt_backlog TOPIC N OUT: N `user.storeUser` events in structured mode
-# (user-service's MQTT_CONTENT_MODE=structured: one JSON object, content
-# type application/cloudevents+json), each with its own id, published at
-# QoS 1 by mosquitto_pub (one message a line) for the sessions subscribed.
+# mqtt_python: a Python with paho-mqtt (the version interop/python pins),
+# in a venv of the benchmark's own under .cache, made once.
+mqtt_python() {
+  local venv="$REPO/.cache/bench-venv"
+  if [[ ! -x "$venv/bin/python" ]] || ! "$venv/bin/python" -c 'import paho.mqtt' 2>/dev/null; then
+    python3 -m venv "$venv" || die "python3 -m venv failed (Debian: python3-venv)"
+    "$venv/bin/pip" install -q --disable-pip-version-check \
+      "$(grep '^paho-mqtt==' "$REPO/interop/python/requirements.txt")" || die "could not install paho-mqtt"
+  fi
+  MQTT_PY="$venv/bin/python"
+}
+
+# mqtt_backlog TOPIC N OUT: N structured-mode events queued at QoS 1 for the
+# sessions subscribed to TOPIC, every PUBACK awaited (bench/mqtt_publish.py;
+# mosquitto_pub -l was tried and drops what is in flight when its input ends).
 mqtt_backlog() {
   local topic=$1 n=$2 out=$3
-  python3 - "$n" "$topic" >"$out.lines" <<'EOF'
-import json, sys, uuid
-n, topic = int(sys.argv[1]), sys.argv[2]
-out = sys.stdout
-for i in range(n):
-    user = str(uuid.uuid4())
-    out.write(json.dumps({
-        "specversion": "1.0", "id": f"{topic}-{i}", "source": "/user-service",
-        "type": "user.storeUser", "subject": user, "time": "2026-11-27T00:00:00Z",
-        "datacontenttype": "application/json",
-        "data": {"id": user, "name": f"bench user {i}"},
-    }, separators=(",", ":")) + "\n")
-EOF
-  measured mosquitto_pub "$out" sh -c 'exec mosquitto_pub -V mqttv5 -h 127.0.0.1 -p "$1" -q 1 -t "$2" \
-    -D publish content-type application/cloudevents+json -l <"$3"' _ "$MQTT_PORT_BENCH" "$topic" "$out.lines"
-  rm -f "$out.lines"
+  measured mqtt_publish "$out" "$MQTT_PY" "$REPO/bench/mqtt_publish.py" 127.0.0.1 "$MQTT_PORT_BENCH" "$topic" "$n"
 }
 
 bench_mqtt() {
@@ -42,6 +38,7 @@ bench_mqtt() {
   local dir="$RUN/mqtt" n="${BENCH_MQTT_RECORDS:-100000}"
   mkdir -p "$dir"
   need_mqtt
+  mqtt_python
   local tag
   tag="$(basename "$RUN" | tr -cd '[:alnum:]')"
 
@@ -94,6 +91,6 @@ bench_mqtt() {
     ours="$ours" note="$stored_span s first to last stored; $consumed_s s from launch" \
     ref="$ref" ref_name="mosquitto_sub -q 1 -c draining the same kind of backlog" ref_note="$ELAPSED s" \
     goal=0.5 goal_on=ratio goal_text=">= 0.5x the bare subscriber" \
-    command="mosquitto_pub -q 1 -l ($n structured events) for each session; audit-service until max(seq) = $n, rate over the stored span of received_at; ${sub[*]/$tag/TAG} -C $n >file" \
+    command="bench/mqtt_publish.py ($n structured events, QoS 1) for each session; audit-service until max(seq) = $n, rate over the stored span of received_at; ${sub[*]/$tag/TAG} -C $n >file" \
     setup="$setup"
 }
