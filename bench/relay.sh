@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # Figure 4: how fast user-service's outbox relay drains a backlog, over HTTP
-# and to Kafka. See bench/README.md.
+# to Kafka and to NATS JetStream. See bench/README.md.
 
 # backlog_synthetic DIR N: N pending events written straight into the
 # database (USER_DB when set) by the bench_backlog example (the rows the
@@ -49,6 +49,10 @@ relay_drain() {
     local topic="bench-relay-$name-${RUN##*/}"
     new_topic "$topic"
     transport_env+=(KAFKA_TOPIC="$topic" KAFKA_GROUP_ID="$topic")
+  elif [[ $transport == nats ]]; then
+    need_nats
+    nats_names "relay$name"
+    transport_env+=("${NATS_ENV[@]}")
   fi
   start_audit audit-service "$dir" "${transport_env[@]}" DATABASE_URL="$(db_url "$adb")"
   healthy audit-service
@@ -72,6 +76,7 @@ relay_drain() {
   SETUP="${CMDS[audit-service]}"$'\n'"${CMDS[user-service]}"
   stop user-service
   stop audit-service
+  [[ $transport != nats ]] || nats_delete
   say "$FIGURE: $N events drained in $DRAIN_S s ($(rate "$N" "$DRAIN_S")/s), all stored after $STORED_S s"
 }
 
@@ -91,6 +96,8 @@ bench_relay() {
   relay_figure relay_http "4. relay drain over HTTP, $N-event backlog" 20000 ">= 20,000 events/s"
   relay_drain kafka kafka synthetic "$n"
   relay_figure relay_kafka "4. relay drain to Kafka, $N-event backlog" 50000 ">= 50,000 events/s"
+  relay_drain nats nats synthetic "$n"
+  relay_figure relay_nats "4. relay drain to NATS JetStream, $N-event backlog" 30000 ">= 30,000 events/s"
   # The same drain on a backlog made through the API, and on a written one
   # of the same size: the two should agree, which is what vouches for the
   # written backlog above.

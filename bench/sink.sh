@@ -91,5 +91,5 @@ bench_batch() {
     title="2. batch ingest, $size events a request (application/cloudevents-batch+json)" \
     ours="$ours" note="per request: p50 $ours_p50 ms, p99 $ours_p99 ms" \
     ref="$null" ref_name="axum POST / answering 204, same bodies" ref_note="p99 $null_p99 ms" \
-    goal=200000 goal_text=">= 200,000 events/s" command="$command" setup="$ours_setup"
+    goal=250000 goal_text=">= 250,000 events/s" command="$command" setup="$ours_setup"
 }

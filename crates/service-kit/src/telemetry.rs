@@ -2,8 +2,9 @@
 //! operational endpoints they expose.
 //!
 //! Logs are JSON lines (or text for humans with `LOG_FORMAT=pretty`, coloured
-//! only on a terminal). A log line inside spans carries their fields, so
-//! every line of a request has its `trace_id` and `request_id`.
+//! only on a terminal), on stdout through a writer thread ([`log_writer`]).
+//! A log line inside spans carries their fields, so every line of a
+//! request has its `trace_id` and `request_id`.
 //!
 //! Traces are OpenTelemetry spans exported over OTLP (HTTP/protobuf) when
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is
@@ -31,8 +32,10 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use tracing::field::Empty;
 use tracing::{Level, Span};
+use tracing_appender::non_blocking::WorkerGuard;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::filter::{filter_fn, FilterExt, LevelFilter, Targets};
+use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriter, MakeWriterExt};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -96,21 +99,62 @@ pub fn traces_exported() -> bool {
 /// Spans of background tasks that run for the life of the process.
 const TASK_SPANS: &[&str] = &["outbox_relay"];
 
-/// Keeps the trace exporter; [`Telemetry::shutdown`] sends what it holds.
-#[must_use = "shut it down at exit, or the last spans are lost"]
+/// Keeps the trace exporter and the log writer's thread;
+/// [`Telemetry::shutdown`] sends what they hold.
+#[must_use = "shut it down at exit, or the last spans and log lines are lost"]
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
+    log_writer: Option<WorkerGuard>,
 }
 
 impl Telemetry {
-    /// Exports the spans still buffered and stops the exporter.
+    /// Exports the spans still buffered and stops the exporter; writes the
+    /// log lines still queued, and sends later ones (an error that stops
+    /// the service) straight to stdout.
     pub fn shutdown(self) {
         if let Some(provider) = self.provider {
             if let Err(e) = provider.shutdown() {
                 tracing::warn!(error = %e, "the trace exporter did not shut down cleanly");
             }
         }
+        if let Some(guard) = self.log_writer {
+            LOG_WRITER_CLOSED.store(true, Ordering::Release);
+            // Dropping the guard waits until the writer thread has written
+            // what was queued.
+            drop(guard);
+        }
     }
+}
+
+/// Set once the log writer's thread is stopped: lines go straight to stdout.
+static LOG_WRITER_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Log lines this many at most wait for the writer thread; a thread that
+/// logs while the queue is full waits (no line is dropped).
+const LOG_QUEUE_LINES: usize = 64 * 1024;
+
+/// Where the service's log lines go: stdout, through a thread of their own
+/// (tracing-appender's non-blocking writer, not lossy). The thread that
+/// logs formats its line once, into memory, and goes on; the writer thread
+/// writes what has queued up through a buffer, so a burst of lines (one
+/// per stored event at 100,000 a second) is a few large writes to stdout
+/// instead of one write system call per line on the logging thread.
+fn log_writer() -> (
+    impl for<'w> MakeWriter<'w> + Send + Sync + 'static,
+    WorkerGuard,
+) {
+    let (queued, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(LOG_QUEUE_LINES)
+        .thread_name("log-writer")
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stdout(),
+        ));
+    let writer = queued
+        .with_filter(|_: &tracing::Metadata<'_>| !LOG_WRITER_CLOSED.load(Ordering::Acquire))
+        .or_else(std::io::stdout);
+    (writer, guard)
 }
 
 /// Installs logging (`LOG_FORMAT`, `RUST_LOG`) and tracing (`OTEL_*`) for
@@ -118,7 +162,14 @@ impl Telemetry {
 pub fn init(service: &'static str, spans: Spans) -> Result<Telemetry, TelemetryError> {
     let format = LogFormat::from_env()?;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    install(service, spans, Some((format, filter)))
+    let (writer, guard) = log_writer();
+    let mut telemetry = install(
+        service,
+        spans,
+        Some((format, BoxMakeWriter::new(writer), filter)),
+    )?;
+    telemetry.log_writer = Some(guard);
+    Ok(telemetry)
 }
 
 /// For tests: logs only when `TEST_LOG` is set; spans as `spans` says, never
@@ -129,17 +180,20 @@ pub fn init_for_tests(service: &'static str, spans: Spans) {
         let logs = std::env::var_os("TEST_LOG").map(|_| {
             let filter =
                 EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-            (LogFormat::Json, filter)
+            (LogFormat::Json, BoxMakeWriter::new(std::io::stdout), filter)
         });
         // Only the test process's own environment could make this fail.
         let _ = install_with(service, spans, logs, None);
     });
 }
 
+/// How log lines are written, where to, and which.
+type Logs = (LogFormat, BoxMakeWriter, EnvFilter);
+
 fn install(
     service: &'static str,
     spans: Spans,
-    logs: Option<(LogFormat, EnvFilter)>,
+    logs: Option<Logs>,
 ) -> Result<Telemetry, TelemetryError> {
     let exporter = if otlp_endpoint_set() {
         Some(
@@ -166,7 +220,7 @@ fn otlp_endpoint_set() -> bool {
 fn install_with(
     service: &'static str,
     spans: Spans,
-    logs: Option<(LogFormat, EnvFilter)>,
+    logs: Option<Logs>,
     exporter: Option<opentelemetry_otlp::SpanExporter>,
 ) -> Result<Telemetry, TelemetryError> {
     let exporting = exporter.is_some();
@@ -174,27 +228,35 @@ fn install_with(
         // Logs only: RUST_LOG filters globally, so a span or event it does
         // not enable costs nothing at all (a filter per layer is paid on
         // every callsite, measurable per request on the audit ingest path).
-        let (format, filter) = match logs {
-            Some((format, filter)) => (format, filter),
-            None => (LogFormat::Json, EnvFilter::new("off")),
+        let (format, writer, filter) = match logs {
+            Some(logs) => logs,
+            None => (
+                LogFormat::Json,
+                BoxMakeWriter::new(std::io::sink),
+                EnvFilter::new("off"),
+            ),
         };
         let installed = tracing_subscriber::registry()
             .with(filter)
-            .with(log_layer(format))
+            .with(log_layer(format, writer))
             .try_init();
         if installed.is_ok() {
             SPANS.store(false, Ordering::Relaxed);
             EXPORTING.store(false, Ordering::Relaxed);
         }
-        return Ok(Telemetry { provider: None });
+        return Ok(Telemetry {
+            provider: None,
+            log_writer: None,
+        });
     }
     // What the log's filter lets through at most, for the global filter
     // below.
     let log_max = logs
         .as_ref()
-        .and_then(|(_, filter)| filter.max_level_hint())
+        .and_then(|(_, _, filter)| filter.max_level_hint())
         .unwrap_or(LevelFilter::OFF);
-    let log_layer = logs.map(|(format, filter)| log_layer(format).with_filter(filter));
+    let log_layer =
+        logs.map(|(format, writer, filter)| log_layer(format, writer).with_filter(filter));
     let provider = (exporting || spans == Spans::Always).then(|| {
         let mut builder = SdkTracerProvider::builder().with_resource(resource(service));
         if let Some(exporter) = exporter {
@@ -242,7 +304,10 @@ fn install_with(
         SPANS.store(provider.is_some(), Ordering::Relaxed);
         EXPORTING.store(exporting, Ordering::Relaxed);
     }
-    Ok(Telemetry { provider })
+    Ok(Telemetry {
+        provider,
+        log_writer: None,
+    })
 }
 
 /// The workspace's crates whose spans are traced whatever the log level:
@@ -265,11 +330,12 @@ fn is_own_code(target: &str) -> bool {
     })
 }
 
-fn log_layer<S>(format: LogFormat) -> Box<dyn Layer<S> + Send + Sync>
+fn log_layer<S>(format: LogFormat, writer: BoxMakeWriter) -> Box<dyn Layer<S> + Send + Sync>
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
     let layer = tracing_subscriber::fmt::layer()
+        .with_writer(writer)
         .with_target(false)
         // A line that cannot be written (stdout a closed pipe) is dropped:
         // reporting it with eprintln! panics when stderr is closed too,
