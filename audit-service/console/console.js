@@ -602,7 +602,10 @@ function concat(...parts) {
 
 /** A C2SP signed note's checkpoint, once its Ed25519 signature verifies. */
 async function openCheckpoint(note, verifierKey) {
-  const [name, id, key64] = verifierKey.split('+');
+  // name+id+key: the key's base64 may hold a '+' too, so only the first
+  // two separate fields.
+  const [name, id, ...rest] = verifierKey.split('+');
+  const key64 = rest.join('+');
   const keyBytes = base64Bytes(key64 || '');
   if (!name || keyBytes.length !== 33 || keyBytes[0] !== 1) throw new Error('the verifier key is not Ed25519');
   const keyId = (await sha256(concat(utf8(`${name}\n`), keyBytes))).slice(0, 4);
