@@ -610,19 +610,25 @@ mod tests {
         assert_eq!(stored(v.clone())["time"], v["time"]);
     }
 
-    #[test]
-    fn binary_mode_keeps_time_as_it_arrived() {
-        let message = BinaryMessage {
-            spec_version: "1.0".into(),
-            attributes: vec![
-                ("id".into(), "1".into()),
-                ("source".into(), "/s".into()),
-                ("type".into(), "t".into()),
-                ("time".into(), "2026-11-26T10:30:00+01:00".into()),
-            ],
+    /// A binary-mode message of `spec_version` with the required attributes
+    /// (`id` 1, `source` /s, `type` t), then `more`; no content type, no body.
+    fn binary_message(spec_version: &str, more: &[(&str, &str)]) -> BinaryMessage {
+        let required = [("id", "1"), ("source", "/s"), ("type", "t")];
+        BinaryMessage {
+            spec_version: spec_version.into(),
+            attributes: required
+                .iter()
+                .chain(more)
+                .map(|(name, value)| ((*name).into(), (*value).into()))
+                .collect(),
             content_type: None,
             body: vec![],
-        };
+        }
+    }
+
+    #[test]
+    fn binary_mode_keeps_time_as_it_arrived() {
+        let message = binary_message("1.0", &[("time", "2026-11-26T10:30:00+01:00")]);
         let decoded = binary(message).unwrap();
         let mut json = serde_json::to_string(&decoded.event).unwrap();
         decoded.as_received.restore(&mut json);
@@ -700,17 +706,7 @@ mod tests {
 
     #[test]
     fn binary_mode_with_a_bad_time_names_time() {
-        let message = BinaryMessage {
-            spec_version: "1.0".into(),
-            attributes: vec![
-                ("id".into(), "1".into()),
-                ("source".into(), "/s".into()),
-                ("type".into(), "t".into()),
-                ("time".into(), "noon".into()),
-            ],
-            content_type: None,
-            body: vec![],
-        };
+        let message = binary_message("1.0", &[("time", "noon")]);
         let err = binary(message).unwrap_err().to_string();
         assert!(err.contains("`time`"), "{err}");
     }
@@ -720,14 +716,9 @@ mod tests {
     #[test]
     fn a_03_binary_event_whose_json_body_does_not_parse_is_refused() {
         let message = |content_type: &str| BinaryMessage {
-            spec_version: "0.3".into(),
-            attributes: vec![
-                ("id".into(), "1".into()),
-                ("source".into(), "/s".into()),
-                ("type".into(), "t".into()),
-            ],
             content_type: Some(content_type.into()),
             body: br#"z"v":"0.3"}"#.to_vec(),
+            ..binary_message("0.3", &[])
         };
         let err = binary(message("application/json")).unwrap_err().to_string();
         assert!(err.contains("`datacontenttype`"), "{err}");
@@ -739,18 +730,13 @@ mod tests {
     #[test]
     fn a_03_dataschema_extension_is_not_taken_for_the_schema_url() {
         let mut json = String::new();
-        let message = BinaryMessage {
-            spec_version: "0.3".into(),
-            attributes: vec![
-                ("id".into(), "1".into()),
-                ("source".into(), "/s".into()),
-                ("type".into(), "t".into()),
-                ("schemaurl".into(), "https://example.com/schema".into()),
-                ("dataschema".into(), "1.0".into()),
+        let message = binary_message(
+            "0.3",
+            &[
+                ("schemaurl", "https://example.com/schema"),
+                ("dataschema", "1.0"),
             ],
-            content_type: None,
-            body: vec![],
-        };
+        );
         let decoded = binary(message).unwrap();
         json.push_str(&serde_json::to_string(&decoded.event).unwrap());
         decoded.as_received.restore(&mut json);
