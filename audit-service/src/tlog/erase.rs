@@ -225,20 +225,27 @@ async fn scrub(readers: &Readers) -> Result<(), StoreError> {
             // meanwhile, so ingest and reads wait (about 0.25 s for 200,000
             // events here). Outside a transaction, as VACUUM must be.
             //
-            // VACUUM FULL copies a dead row version that a transaction
-            // begun before the erasure may still see, so it first waits
-            // (boundedly) for those transactions to end.
-            let erased_at: DateTime<Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
-                .fetch_one(pool)
-                .await?;
+            // VACUUM FULL copies a dead row version that some snapshot may
+            // still see: it keeps every version whose deleting transaction
+            // is not older than the oldest xmin (or xid) of the backends on
+            // this database. So it first waits (boundedly) until every
+            // other backend's horizon is past the erasure: the xids handed
+            // out so far (`pg_current_snapshot()`'s xmax) include every
+            // erasing transaction. Waiting for the transactions that began
+            // before the erasure is not enough: one begun after it, while
+            // an older one still ran, has that older xmin too.
+            let past: String =
+                sqlx::query_scalar("SELECT pg_snapshot_xmax(pg_current_snapshot())::xid::text")
+                    .fetch_one(pool)
+                    .await?;
             let deadline = tokio::time::Instant::now() + SCRUB_DEADLINE;
             loop {
                 let older: i64 = sqlx::query_scalar(
                     "SELECT count(*) FROM pg_stat_activity \
                      WHERE datname = current_database() AND pid <> pg_backend_pid() \
-                     AND backend_type = 'client backend' AND xact_start < $1",
+                     AND (age(backend_xmin) > age($1::xid) OR age(backend_xid) > age($1::xid))",
                 )
-                .bind(erased_at)
+                .bind(&past)
                 .fetch_one(pool)
                 .await?;
                 if older == 0 {
@@ -246,8 +253,8 @@ async fn scrub(readers: &Readers) -> Result<(), StoreError> {
                 }
                 if tokio::time::Instant::now() >= deadline {
                     tracing::warn!(
-                        "{older} transaction(s) begun before an erasure are still open; \
-                         the old versions of the erased rows they may see leave the files \
+                        "{older} backend(s) still see the database as it was before an erasure; \
+                         the old versions of the erased rows leave the files \
                          at the next erasure or VACUUM FULL"
                     );
                     break;

@@ -601,6 +601,42 @@ async fn an_erasure_waits_for_older_readers_and_leaves_no_erased_byte_behind_the
     );
 }
 
+#[tokio::test]
+async fn an_erasure_waits_for_a_later_reader_that_an_older_writer_held_back() {
+    let logged = spawn_logged(|_| {}).await;
+    let app = &logged.app;
+    assert_eq!(
+        app.post_batch(&json!([user_event("h1", "held", ERASABLE)]))
+            .await
+            .status(),
+        204
+    );
+    logged.wait_size(1).await;
+
+    // A transaction holding an xid from before the erasure makes every
+    // snapshot taken while it runs keep the erased row's old version
+    // (their xmin is that xid), even snapshots taken after the erasure.
+    let writer = OlderReader::begin_with_xid(&app.database_url).await;
+    let erasing = {
+        let request = app
+            .client
+            .delete(format!("{}/v1/subjects/held/data", app.address))
+            .bearer_auth(ADMIN_TOKEN);
+        tokio::spawn(async move { request.send().await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let later = OlderReader::begin(&app.database_url).await;
+    writer.end().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    later.end().await;
+    assert_eq!(erasing.await.unwrap().status(), 200);
+
+    assert!(
+        !files_hold(&app.database_url, ERASABLE).await,
+        "the erased name was kept for a reader that has ended"
+    );
+}
+
 /// A connection in a transaction that took its snapshot and reads nothing
 /// the erasure locks.
 enum OlderReader {
@@ -636,6 +672,19 @@ impl OlderReader {
                 OlderReader::Postgres(connection)
             }
         }
+    }
+
+    /// Like `begin`, and on PostgreSQL the transaction also holds an xid,
+    /// as a writer does.
+    async fn begin_with_xid(database_url: &str) -> OlderReader {
+        let mut reader = OlderReader::begin(database_url).await;
+        if let OlderReader::Postgres(connection) = &mut reader {
+            sqlx::query("SELECT pg_current_xact_id()")
+                .execute(connection)
+                .await
+                .unwrap();
+        }
+        reader
     }
 
     async fn end(self) {
