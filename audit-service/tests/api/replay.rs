@@ -1,14 +1,19 @@
-//! Replays (`/v1/replays`): the filtered selection, in seq order, to Kafka
-//! and to an HTTP endpoint that is down for a minute; a dry run's count;
-//! erased events; a filter over its budget; and a replay that survives
-//! SIGKILL.
+//! Replays (`/v1/replays`): the filtered selection, in seq order and
+//! unchanged, to Kafka, NATS and MQTT and to an HTTP endpoint that is down
+//! for a minute; a dry run's count; erased events; a filter over its budget;
+//! and a replay that survives SIGKILL.
 
 use crate::helpers::{
-    audit_process, create_topic, header, problem_detail, read_topic, spawn_app_with, unique,
-    TestApp, BROKERS,
+    audit_process, create_topic, header, nats, problem_detail, read_topic, spawn_app_with, unique,
+    NatsNames, TestApp, BROKERS, NATS_URL,
 };
+use crate::mqtt::TestClient;
+use crate::nats::read_stream;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
+use cloudevents::{AttributesReader, Data, Event};
+use cloudevents_wire::binding::mqtt::MqttMessage;
+use cloudevents_wire::decode;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 use serde_json::{json, Value};
@@ -21,6 +26,7 @@ use test_kit::{eventually, Signal};
 use tokio::time::Instant;
 
 const ADMIN_TOKEN: &str = "admin-token-replays-0123456789";
+const MQTT_URL: &str = "mqtt://127.0.0.1:1883";
 
 async fn spawn_admin_app() -> TestApp {
     spawn_app_with(|settings| {
@@ -259,6 +265,140 @@ async fn a_replay_to_kafka_sends_each_selected_event_and_only_those() {
 /// room for a loaded machine. With the relay's 30 s cap it would wait up
 /// to 30 s.
 const RESUMED_WITHIN: Duration = Duration::from_secs(20);
+
+/// What a receiver must see of a replayed event: unchanged.
+#[derive(Debug, PartialEq)]
+struct Seen {
+    id: String,
+    source: String,
+    ty: String,
+    data: Option<Value>,
+}
+
+impl Seen {
+    fn of(event: &Event) -> Self {
+        let data = event.data().map(|data| match data {
+            Data::Json(value) => value.clone(),
+            Data::Binary(bytes) => serde_json::from_slice(bytes).unwrap(),
+            Data::String(text) => serde_json::from_str(text).unwrap(),
+        });
+        Seen {
+            id: event.id().to_owned(),
+            source: event.source().to_string(),
+            ty: event.ty().to_owned(),
+            data,
+        }
+    }
+}
+
+/// The selected events among `from..to` as `store_events` stored them.
+fn picked_events(from: usize, to: usize) -> Vec<Seen> {
+    (from..to)
+        .filter(|n| n % 3 == 0)
+        .map(|n| Seen {
+            id: format!("e{n:06}"),
+            source: "/replay-test".to_owned(),
+            ty: "user.storeUser".to_owned(),
+            data: Some(json!({"n": n})),
+        })
+        .collect()
+}
+
+/// A JetStream subject gets exactly the selected events, in seq order,
+/// unchanged, in either content mode.
+#[tokio::test]
+async fn a_replay_to_nats_sends_each_selected_event_unchanged_and_only_those() {
+    const EVENTS: usize = 900;
+    let app = spawn_admin_app().await;
+    store_events(&app.address, 0, EVENTS).await;
+    let js = nats().await;
+    let expected = picked_events(0, EVENTS);
+    for mode in ["binary", "structured"] {
+        let names = NatsNames::new("replay");
+        let id = start(
+            &app.address,
+            json!({"filter": FILTER, "target": {"kind": "nats", "url": NATS_URL, "stream": names.stream, "subject": names.subject, "mode": mode}}),
+        )
+        .await;
+        let done = wait_done(&app.address, &id, Duration::from_secs(120)).await;
+        assert_eq!(done["sent"], expected.len(), "{mode}: {done}");
+
+        let messages = read_stream(&js, &names.stream, expected.len()).await;
+        let seen: Vec<Seen> = messages
+            .iter()
+            .map(|message| {
+                let headers: Vec<(&str, &str)> = message
+                    .headers
+                    .iter()
+                    .flat_map(|h| h.iter())
+                    .filter_map(|(name, values)| {
+                        values.first().map(|v| (name.as_ref(), v.as_str()))
+                    })
+                    .collect();
+                let decoded = decode::nats_message(&headers, &message.payload)
+                    .unwrap_or_else(|e| panic!("{mode}: not a CloudEvent: {e}"));
+                Seen::of(&decoded.event)
+            })
+            .collect();
+        assert_eq!(seen, expected, "{mode}: each selected event, in seq order");
+        let stored = js
+            .get_stream(&names.stream)
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap()
+            .state
+            .messages;
+        assert_eq!(stored, expected.len() as u64, "{mode}: nothing else");
+    }
+    app.stop().await;
+}
+
+/// An MQTT subscriber gets exactly the selected events, in seq order,
+/// unchanged, in either content mode.
+#[tokio::test]
+async fn a_replay_to_mqtt_sends_each_selected_event_unchanged_and_only_those() {
+    const EVENTS: usize = 900;
+    let app = spawn_admin_app().await;
+    store_events(&app.address, 0, EVENTS).await;
+    let expected = picked_events(0, EVENTS);
+    for mode in ["binary", "structured"] {
+        let topic = format!("replay/{mode}/{}", uuid::Uuid::new_v4().simple());
+        let mut subscriber = TestClient::connect().await;
+        subscriber.subscribe(&topic).await;
+        let id = start(
+            &app.address,
+            json!({"filter": FILTER, "target": {"kind": "mqtt", "url": MQTT_URL, "topic": topic, "mode": mode}}),
+        )
+        .await;
+        let done = wait_done(&app.address, &id, Duration::from_secs(120)).await;
+        assert_eq!(done["sent"], expected.len(), "{mode}: {done}");
+
+        let messages = subscriber
+            .receive(expected.len(), Duration::from_secs(60))
+            .await;
+        let seen: Vec<Seen> = messages
+            .into_iter()
+            .map(|publish| {
+                let properties = publish.properties.unwrap_or_default();
+                let message = MqttMessage {
+                    content_type: properties.content_type,
+                    user_properties: properties.user_properties,
+                    payload: publish.payload.to_vec(),
+                };
+                let event = message
+                    .to_event()
+                    .unwrap_or_else(|e| panic!("{mode}: not a CloudEvent: {e}"));
+                Seen::of(&event)
+            })
+            .collect();
+        assert_eq!(seen, expected, "{mode}: each selected event, in seq order");
+        let more = subscriber.receive(1, Duration::from_secs(2)).await;
+        assert!(more.is_empty(), "{mode}: nothing else: {more:?}");
+    }
+    app.stop().await;
+}
 
 /// Sends the selection to an endpoint that answers 503 for `outage`: every
 /// event arrives once it recovers, in seq order, none twice, promptly, and
