@@ -60,6 +60,10 @@ pub struct ReplayStatus {
     pub finished_at: Option<String>,
     /// Why it failed.
     pub error: Option<String>,
+    /// The replica running it (`HOSTNAME/pid/tag`, its lease holder); null
+    /// before a replica takes it and once it has ended. A replica that
+    /// died holds it until `REPLAY_LEASE_MS` has passed.
+    pub holder: Option<String>,
 }
 
 impl ReplayStatus {
@@ -102,6 +106,7 @@ impl ReplayStatus {
             started_at: row.started_at,
             finished_at: row.finished_at,
             error: row.error,
+            holder: row.holder,
         }
     }
 }

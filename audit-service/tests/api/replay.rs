@@ -1,7 +1,7 @@
 //! Replays (`/v1/replays`): the filtered selection, in seq order and
 //! unchanged, to Kafka, NATS and MQTT and to an HTTP endpoint that is down
 //! for a minute; a dry run's count; erased events; a filter over its budget;
-//! and a replay that survives SIGKILL.
+//! a replay that survives SIGKILL; and two replicas, one running a replay.
 
 use crate::helpers::{
     audit_process, create_topic, header, nats, problem_detail, read_topic, spawn_app_with, unique,
@@ -22,6 +22,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tempfile::TempDir;
+use test_kit::process::Service;
 use test_kit::{eventually, Signal};
 use tokio::time::Instant;
 
@@ -647,16 +648,7 @@ async fn a_replay_killed_mid_way_resumes_after_a_restart() {
     ];
     let mut process = audit_process(&env, dir.path().join("audit.log"));
     let address = process.base_url.clone();
-    eventually(
-        "audit-service to answer",
-        Duration::from_secs(30),
-        || async {
-            reqwest::get(format!("{address}/healthz"))
-                .await
-                .is_ok_and(|r| r.status() == 200)
-        },
-    )
-    .await;
+    answering(&address).await;
     store_events(&address, 0, 6000).await;
     let receiver = Receiver::start().await;
     let id = start(
@@ -680,6 +672,32 @@ async fn a_replay_killed_mid_way_resumes_after_a_restart() {
     wait_done(&address, &id, Duration::from_secs(120)).await;
     let ids = receiver.ids();
     let expected = picked(0, 6000);
+    assert_each_at_least_once_and_by_id_once_in_order(&ids, &expected);
+    eprintln!(
+        "{before_restart} sent before SIGKILL, {} received in all for {} selected",
+        ids.len(),
+        expected.len()
+    );
+    assert!(process.terminate().await.unwrap().success());
+}
+
+/// Waits until the service at `address` answers `/healthz`.
+async fn answering(address: &str) {
+    eventually(
+        "audit-service to answer",
+        Duration::from_secs(30),
+        || async {
+            reqwest::get(format!("{address}/healthz"))
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        },
+    )
+    .await;
+}
+
+/// What a replay that was interrupted must have sent: every expected event
+/// at least once and nothing else; deduplicated by id, each once, in order.
+fn assert_each_at_least_once_and_by_id_once_in_order(ids: &[String], expected: &[String]) {
     let unique_ids: HashSet<&String> = ids.iter().collect();
     assert_eq!(
         unique_ids,
@@ -688,7 +706,7 @@ async fn a_replay_killed_mid_way_resumes_after_a_restart() {
     );
     let mut first_seen = Vec::new();
     let mut seen = HashSet::new();
-    for id in &ids {
+    for id in ids {
         if seen.insert(id) {
             first_seen.push(id.clone());
         }
@@ -697,10 +715,120 @@ async fn a_replay_killed_mid_way_resumes_after_a_restart() {
         first_seen, expected,
         "deduplicated by id, once each, in order"
     );
+}
+
+/// Two replicas on one PostgreSQL database (always PostgreSQL, whatever
+/// TEST_DATABASE says, as in `replicas`): exactly one runs a replay, as
+/// the lease holder both report, the other replica's log (it never starts
+/// it) and the receiver (no event twice while it runs) show. SIGKILLed,
+/// the runner's replay is taken over by the other replica once its lease
+/// has run out, from the stored position, and finished: every selected
+/// event at least once, in order, and by id exactly once.
+#[tokio::test]
+async fn of_two_replicas_one_runs_a_replay_and_the_other_finishes_it_when_the_first_is_killed() {
+    const LEASE: Duration = Duration::from_secs(3);
+    let dir = TempDir::new().unwrap();
+    let db_url = test_kit::database::fresh_postgres_database().await;
+    let replica = |name: &str| {
+        let env = [
+            ("DATABASE_URL", db_url.clone()),
+            ("ADMIN_TOKENS", ADMIN_TOKEN.to_owned()),
+            ("REPLAY_LEASE_MS", LEASE.as_millis().to_string()),
+            ("HOSTNAME", name.to_owned()),
+        ];
+        audit_process(&env, dir.path().join(format!("{name}.log")))
+    };
+    let mut replicas = [replica("replica-a"), replica("replica-b")];
+    for replica in &replicas {
+        answering(&replica.base_url).await;
+    }
+    store_events(&replicas[0].base_url, 0, 6000).await;
+    let receiver = Receiver::start().await;
+    let id = start(
+        &replicas[0].base_url,
+        json!({"filter": FILTER, "target": {"kind": "http", "url": receiver.url}, "rate": 400}),
+    )
+    .await;
+    let started_it = |replica: &Service| {
+        replica
+            .log_lines("replay running")
+            .iter()
+            .filter(|line| line["replay"] == id.as_str())
+            .count()
+    };
+
+    // While a part is sent, both replicas name the same holder.
+    let mut holders = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while receiver.ids().len() < 500 {
+        assert!(
+            Instant::now() < deadline,
+            "{} of the replay sent in 60 s",
+            receiver.ids().len()
+        );
+        for replica in &replicas {
+            if let Some(holder) = status(&replica.base_url, &id).await["holder"].as_str() {
+                holders.insert(holder.to_owned());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(holders.len(), 1, "one replica holds it: {holders:?}");
+    let holder = holders.into_iter().next().unwrap();
+    let runner = match holder.split('/').next() {
+        Some("replica-a") => 0,
+        Some("replica-b") => 1,
+        _ => panic!("a holder names its replica: {holder}"),
+    };
+    let other = 1 - runner;
+    assert!(holder.contains(&format!("/{}/", replicas[runner].pid().unwrap())));
+    assert_eq!(started_it(&replicas[runner]), 1);
+    assert_eq!(
+        started_it(&replicas[other]),
+        0,
+        "the other never started it"
+    );
+
+    replicas[runner].signal(Signal::SIGKILL).unwrap();
+    let exit = replicas[runner]
+        .wait_exit(Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(!exit.success(), "SIGKILL did not land: {exit}");
+    let killed_at = Instant::now();
+    let by_runner = receiver.ids();
+    let expected = picked(0, 6000);
+    assert!(by_runner.len() < expected.len(), "killed after the end");
+    assert_eq!(
+        by_runner,
+        expected[..by_runner.len()],
+        "while one replica ran it: in order, none twice"
+    );
+
+    let survivor = &replicas[other];
+    let done = wait_done(&survivor.base_url, &id, Duration::from_secs(120)).await;
+    assert_eq!(started_it(survivor), 1, "the survivor took it over");
+    assert!(done["holder"].is_null(), "{done}");
+    let received = receiver.received();
+    let taken_over_after = received[by_runner.len()].at - killed_at;
+    // The runner renewed its lease at most a second (its save interval)
+    // before it was killed; the survivor looks for free replays every
+    // second.
+    assert!(
+        taken_over_after >= LEASE - Duration::from_millis(1500),
+        "taken over {taken_over_after:?} after the kill, before the lease ran out"
+    );
+    assert!(
+        taken_over_after <= LEASE + Duration::from_secs(15),
+        "taken over {taken_over_after:?} after the kill"
+    );
+    let ids = receiver.ids();
+    assert_each_at_least_once_and_by_id_once_in_order(&ids, &expected);
     eprintln!(
-        "{before_restart} sent before SIGKILL, {} received in all for {} selected",
-        ids.len(),
+        "{} sent by the replica killed, {} by the one that took over {taken_over_after:?} after the kill, for {} selected",
+        by_runner.len(),
+        ids.len() - by_runner.len(),
         expected.len()
     );
-    assert!(process.terminate().await.unwrap().success());
+    assert!(replicas[other].terminate().await.unwrap().success());
 }
