@@ -34,9 +34,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Events read per page.
-const PAGE_EVENTS: u32 = 1000;
+pub(super) const PAGE_EVENTS: u32 = 1000;
 /// The most event JSON one page holds.
-const PAGE_BYTES: usize = 4 * 1024 * 1024;
+pub(super) const PAGE_BYTES: usize = 4 * 1024 * 1024;
 /// How often progress is stored (and the lease renewed) while sending.
 const SAVE_INTERVAL: Duration = Duration::from_secs(1);
 
