@@ -3,6 +3,7 @@
 use axum::extract::rejection::QueryRejection;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use service_kit::json_body::JsonRejection;
 use service_kit::problem::Problem;
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +31,15 @@ impl From<QueryRejection> for ApiError {
         ApiError::Rejected {
             status: rejection.status(),
             detail: rejection.body_text(),
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        ApiError::Rejected {
+            status: rejection.status,
+            detail: rejection.detail,
         }
     }
 }

@@ -1,13 +1,23 @@
 //! Making a replay, for the API and the command line alike: the request
-//! checked, its range resolved to seqs, its filter tried on the first
-//! event it reads, and the replay stored, pending.
+//! checked, its range resolved to seqs, its filter tried on a sample of the
+//! selection, and the replay stored, pending.
 
 use super::db::{self, ReplayRow};
+use super::run::{PAGE_BYTES, PAGE_EVENTS};
 use super::spec::{ReplayRequest, SpecError};
-use crate::filter::FilterError;
+use crate::filter::{CesqlFilter, FilterError};
 use crate::query::{read_page, PageError, PageFilter};
 use crate::store::{Store, StoreError};
 use std::sync::Arc;
+
+/// Where a filter is tried when a replay is made: from this many points
+/// spread evenly over the seq range, the first at its start (the pages the
+/// replay reads first).
+const SAMPLE_POINTS: i64 = 8;
+/// Pages read from each point, as the replay reads them. A page whose work
+/// budget runs out ends before the event that spent it, and the next page
+/// tries that event with a whole budget: two pages see past one such event.
+const SAMPLE_PAGES: usize = 2;
 
 /// Why a replay was not made.
 #[derive(Debug, thiserror::Error)]
@@ -24,7 +34,7 @@ pub enum CreateError {
 /// Stores a new replay of `request`, pending: a replica's supervisor takes
 /// it. A filter that needs more work on one event than a page may spend is
 /// refused here, as a query with it is, rather than failing the replay
-/// later: the first page of the selection is read.
+/// later: it is tried on a sample of the selection ([`try_filter`]).
 pub async fn create(store: &Store, request: ReplayRequest) -> Result<ReplayRow, CreateError> {
     let spec = request.check()?;
     let id = uuid::Uuid::now_v7().to_string();
@@ -50,20 +60,64 @@ pub async fn create(store: &Store, request: ReplayRequest) -> Result<ReplayRow, 
             request.to_seq.unwrap_or(newest),
         )
     };
-    let filter = PageFilter::of_cesql(spec.filter.clone().map(Arc::new), 1);
-    match read_page(store, &filter.after(from_seq - 1), 1).await {
-        Ok(_) => {}
-        Err(PageError::TooExpensive { seq }) => {
-            return Err(SpecError::Filter(FilterError::TooExpensive { seq }).into())
-        }
-        Err(PageError::Store(e)) => return Err(CreateError::Store(e)),
-        Err(PageError::ShuttingDown) => return Err(CreateError::ShuttingDown),
+    if let Some(filter) = &spec.filter {
+        try_filter(store, filter, from_seq, to_seq).await?;
     }
     let row = db::insert(readers, &id, request, from_seq, to_seq)
         .await
         .map_err(CreateError::Store)?;
     tracing::info!(replay = %id, target = %describe(request.target.as_ref()), dry_run = request.dry_run, from_seq, to_seq, "replay created");
     Ok(row)
+}
+
+/// Reads pages of the selection `from_seq..=to_seq` as the replay will,
+/// from `SAMPLE_POINTS` points spread over it, `SAMPLE_PAGES` from each:
+/// an event among them that needs more work than a page may spend refuses
+/// the replay, wherever it is in its page. A sample, so that making a
+/// replay costs at most `SAMPLE_POINTS * SAMPLE_PAGES` pages' work budget
+/// (each some 30 ms of one core) whatever the selection's size; how much
+/// work a filter needs depends on the events' attributes, so no reading of
+/// the filter alone can tell. An over-budget event outside the sample still
+/// fails the replay when it is reached, saying which.
+async fn try_filter(
+    store: &Store,
+    filter: &CesqlFilter,
+    from_seq: i64,
+    to_seq: i64,
+) -> Result<(), CreateError> {
+    if !filter.needs_evaluation() {
+        // SQL answers it alone: no work budget is spent.
+        return Ok(());
+    }
+    let pages = PageFilter::of_cesql(Some(Arc::new(filter.clone())), PAGE_EVENTS);
+    let span = to_seq - from_seq + 1;
+    // The last seq already examined: points closer than a page apart are
+    // not read twice.
+    let mut examined = from_seq - 1;
+    for point in 0..SAMPLE_POINTS {
+        let mut after = (from_seq - 1 + span * point / SAMPLE_POINTS).max(examined);
+        for _ in 0..SAMPLE_PAGES {
+            if after >= to_seq {
+                break;
+            }
+            let page = read_page(store, &pages.after(after), PAGE_BYTES)
+                .await
+                .map_err(|e| match e {
+                    PageError::TooExpensive { seq } => {
+                        SpecError::Filter(FilterError::TooExpensive { seq }).into()
+                    }
+                    PageError::Store(e) => CreateError::Store(e),
+                    PageError::ShuttingDown => CreateError::ShuttingDown,
+                })?;
+            match page.next_after {
+                Some(next) => after = next,
+                // Every stored event after `after` was examined.
+                None => return Ok(()),
+            }
+        }
+        examined = after;
+    }
+    Ok(())
 }
 
 /// The target in words, for logs and listings.

@@ -84,6 +84,10 @@ pub struct ReplayRow {
     pub error: Option<String>,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
+    /// The replica holding its lease (`HOSTNAME/pid/tag`): the one that
+    /// runs it. None when no replica has taken it or it has ended; a
+    /// replica that died still holds it until its lease runs out.
+    pub holder: Option<String>,
 }
 
 /// What a replay has done so far.
@@ -114,10 +118,11 @@ type Columns = (
     Option<String>,
     Option<String>,
     Option<String>,
+    Option<String>,
 );
 
 const COLUMNS: &str = "id, created_at, spec, state, from_seq, to_seq, position, sent, failed, \
-                       dead_lettered, skipped, error, started_at, finished_at";
+                       dead_lettered, skipped, error, started_at, finished_at, lease_owner";
 
 fn row(columns: Columns) -> Result<ReplayRow, StoreError> {
     let (id, created_at, spec, state, from_seq, to_seq, position) = (
@@ -140,6 +145,7 @@ fn row(columns: Columns) -> Result<ReplayRow, StoreError> {
         error: columns.11,
         started_at: columns.12,
         finished_at: columns.13,
+        holder: columns.14,
     })
 }
 

@@ -7,13 +7,13 @@ use super::spec::{ReplayRequest, SpecError};
 use crate::error::{ApiError, FilterProblem};
 use crate::http::state::AppState;
 use crate::store::StoreError;
-use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use service_kit::json_body::JsonBody;
 use service_kit::problem::Problem;
 use std::sync::Arc;
 use utoipa::ToSchema;
@@ -60,6 +60,10 @@ pub struct ReplayStatus {
     pub finished_at: Option<String>,
     /// Why it failed.
     pub error: Option<String>,
+    /// The replica running it (`HOSTNAME/pid/tag`, its lease holder); null
+    /// before a replica takes it and once it has ended. A replica that
+    /// died holds it until `REPLAY_LEASE_MS` has passed.
+    pub holder: Option<String>,
 }
 
 impl ReplayStatus {
@@ -102,6 +106,7 @@ impl ReplayStatus {
             started_at: row.started_at,
             finished_at: row.finished_at,
             error: row.error,
+            holder: row.holder,
         }
     }
 }
@@ -136,10 +141,8 @@ pub struct ReplayList {
 )]
 async fn create(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
+    JsonBody(request): JsonBody<ReplayRequest>,
 ) -> Result<Response, ApiError> {
-    let request: ReplayRequest = parse(&headers, &body)?;
     let row = super::create(&state.store, request)
         .await
         .map_err(|e| match e {
@@ -240,35 +243,4 @@ fn not_found(id: &str) -> ApiError {
 
 fn store_error(error: StoreError) -> ApiError {
     ApiError::Store(Arc::new(error))
-}
-
-/// The body as a replay request: `application/json`, an object, each
-/// member of the right type (a 400 names the one that is not).
-fn parse(headers: &HeaderMap, body: &[u8]) -> Result<ReplayRequest, ApiError> {
-    let media_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .map(|v| v.trim().to_ascii_lowercase());
-    if media_type.as_deref() != Some("application/json") {
-        return Err(ApiError::UnsupportedMediaType(
-            "expected a JSON body with Content-Type: application/json".into(),
-        ));
-    }
-    let value: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
-    if !value.is_object() {
-        return Err(ApiError::BadRequest(
-            "the body must be a JSON object with at least `target`".into(),
-        ));
-    }
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let error = e.into_inner();
-        if path == "." {
-            ApiError::BadRequest(format!("invalid replay: {error}"))
-        } else {
-            ApiError::BadRequest(format!("`{path}`: {error}"))
-        }
-    })
 }

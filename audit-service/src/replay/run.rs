@@ -34,17 +34,22 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Events read per page.
-const PAGE_EVENTS: u32 = 1000;
+pub(super) const PAGE_EVENTS: u32 = 1000;
 /// The most event JSON one page holds.
-const PAGE_BYTES: usize = 4 * 1024 * 1024;
+pub(super) const PAGE_BYTES: usize = 4 * 1024 * 1024;
 /// How often progress is stored (and the lease renewed) while sending.
 const SAVE_INTERVAL: Duration = Duration::from_secs(1);
 
-/// The delivery rules' retry delays, as user-service's relay has them by
-/// default.
+/// The delivery rules' retry delays: user-service's relay's, with a lower
+/// cap. The relay's 30 s spreads many services' retries over a receiver
+/// coming back; a replay is one sender, one request in flight, that an
+/// operator watches, and with a 30 s cap a recovered endpoint could wait
+/// up to 30 s (15 s on average) for it to resume. At 5 s it resumes within
+/// 5 s of the recovery and still retries an endpoint that is down only
+/// every few seconds. A `Retry-After` is honoured as the relay honours it.
 const BACKOFF: Backoff = Backoff {
     initial: Duration::from_millis(100),
-    max: Duration::from_secs(30),
+    max: Duration::from_secs(5),
     retry_after_max: Duration::from_secs(600),
 };
 

@@ -25,7 +25,10 @@ const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 /// `POST /v1/replays`: which stored events go where. Unknown members are
 /// refused, so a misspelt option is not silently ignored.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a JSON object with the replay's `target` and selection"
+)]
 pub struct ReplayRequest {
     /// Only events matching this CESQL v1 expression (at most 4096 bytes);
     /// none or empty: every event in the range.

@@ -199,11 +199,12 @@ async fn invalid_messages_are_dead_lettered_with_the_reason_and_the_next_event_i
 }
 
 /// Every message on `stream` from the start, until `n` have come.
-async fn read_stream(js: &jetstream::Context, stream: &str, n: usize) -> Vec<async_nats::Message> {
-    let stream = js
-        .get_stream(stream)
-        .await
-        .expect("dead-letter stream exists");
+pub async fn read_stream(
+    js: &jetstream::Context,
+    stream: &str,
+    n: usize,
+) -> Vec<async_nats::Message> {
+    let stream = js.get_stream(stream).await.expect("the stream exists");
     let consumer: jetstream::consumer::PullConsumer = stream
         .create_consumer(jetstream::consumer::pull::Config::default())
         .await
@@ -213,7 +214,7 @@ async fn read_stream(js: &jetstream::Context, stream: &str, n: usize) -> Vec<asy
     while out.len() < n {
         let next = tokio::time::timeout(WAIT, messages.next())
             .await
-            .unwrap_or_else(|_| panic!("read {} of {n} dead letters", out.len()))
+            .unwrap_or_else(|_| panic!("read {} of {n} messages", out.len()))
             .expect("message stream open")
             .expect("message");
         out.push(next.message);

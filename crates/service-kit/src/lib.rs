@@ -2,7 +2,8 @@
 //! server ([`serve`]) and the middleware in front of every route
 //! ([`router`]), the doors
 //! and rate limits of their APIs ([`auth`], [`rate_limit`]), logs, traces
-//! and metrics ([`telemetry`]), problem+json errors ([`problem`]), the
+//! and metrics ([`telemetry`]), problem+json errors ([`problem`]) and JSON
+//! request bodies read into them ([`json_body`]), the
 //! signals that stop them ([`shutdown`]), TLS ([`tls`]) and their databases
 //! ([`db`]).
 
@@ -10,6 +11,7 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod http_log;
+pub mod json_body;
 pub mod openapi;
 pub mod problem;
 pub mod rate_limit;

@@ -1,7 +1,6 @@
 //! The HTTP routes: the users API, the readiness probe and the delivery
 //! report.
 
-pub mod body;
 pub mod health;
 pub mod users;
 

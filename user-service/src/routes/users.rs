@@ -2,7 +2,6 @@
 //! committed together with its CloudEvent (see `store`), and none of these
 //! handlers waits for the event to be delivered.
 
-use super::body::JsonBody;
 use super::AppState;
 use crate::domain::{Password, PasswordHash, RawPassword, UserName};
 use crate::error::ApiError;
@@ -16,6 +15,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use service_kit::json_body::{JsonBody, JsonRejection};
 use service_kit::problem::Problem;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -238,7 +238,7 @@ struct UpdateUser {
 async fn update_user(
     State(state): State<AppState>,
     id: Result<Path<Uuid>, PathRejection>,
-    body: Result<JsonBody<UpdateUser>, ApiError>,
+    body: Result<JsonBody<UpdateUser>, JsonRejection>,
 ) -> Result<Json<User>, ApiError> {
     let id = user_id(id)?;
     let JsonBody(body) = body?;
