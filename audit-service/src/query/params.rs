@@ -53,6 +53,7 @@ pub struct Filter {
     /// Shared by the store pages a live tail reads.
     pub(super) cesql: Option<Arc<CesqlFilter>>,
     pub(super) after: i64,
+    pub(super) up_to: Option<i64>,
     pub(super) limit: u32,
 }
 
@@ -66,7 +67,16 @@ impl Filter {
             subject: None,
             cesql,
             after: 0,
+            up_to: None,
             limit,
+        }
+    }
+
+    /// The same filter, reading no event past seq `up_to`.
+    pub fn up_to(self, up_to: i64) -> Self {
+        Filter {
+            up_to: Some(up_to),
+            ..self
         }
     }
 
@@ -125,6 +135,7 @@ impl Filter {
             subject: non_empty(raw.subject),
             cesql,
             after,
+            up_to: None,
             limit,
         })
     }
@@ -152,6 +163,7 @@ impl Filter {
     pub(super) fn query(&self) -> PageQuery {
         PageQuery {
             after: self.after,
+            up_to: self.up_to,
             limit: self.limit,
             source: self.source.clone(),
             ty: self.ty.clone(),

@@ -89,7 +89,7 @@ async fn try_filter(
         // SQL answers it alone: no work budget is spent.
         return Ok(());
     }
-    let pages = PageFilter::of_cesql(Some(Arc::new(filter.clone())), PAGE_EVENTS);
+    let pages = PageFilter::of_cesql(Some(Arc::new(filter.clone())), PAGE_EVENTS).up_to(to_seq);
     let span = to_seq - from_seq + 1;
     // The last seq already examined: points closer than a page apart are
     // not read twice.

@@ -149,7 +149,8 @@ impl Run<'_> {
             _ => 1,
         };
         let mut pace = request.rate.map(|rate| Pace::new(rate, batch));
-        let filter = PageFilter::of_cesql(spec.filter.clone().map(Arc::new), PAGE_EVENTS);
+        let filter =
+            PageFilter::of_cesql(spec.filter.clone().map(Arc::new), PAGE_EVENTS).up_to(to_seq);
         while self.position < to_seq {
             if self.stop.is_cancelled() || self.saved_at.elapsed() >= SAVE_INTERVAL {
                 self.check_in().await?;
@@ -170,7 +171,7 @@ impl Run<'_> {
             };
             let examined_to = page.next_after.unwrap_or(to_seq).min(to_seq);
             let mut events = Vec::with_capacity(page.events.len());
-            for event in page.events.into_iter().take_while(|e| e.seq <= to_seq) {
+            for event in page.events {
                 let erased = event.trail.as_ref().is_some_and(|t| t.erased);
                 if erased && request.erased == Erased::Skip {
                     events.push(Item::Skip(event.seq));

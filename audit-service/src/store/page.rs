@@ -18,6 +18,8 @@ use serde::Serialize;
 pub struct PageQuery {
     /// Events with a seq above this one.
     pub after: i64,
+    /// And, when set, at or below this one (a replay's range).
+    pub up_to: Option<i64>,
     pub limit: u32,
     pub source: Option<String>,
     pub ty: Option<String>,
@@ -78,6 +80,10 @@ impl PageQuery {
     fn filter<'a>(&'a self, dialect: Dialect, sql: &mut String, binds: &mut Vec<Bind<'a>>) {
         binds.push(Bind::Int(self.after));
         sql.push_str(&format!(" WHERE seq > ${}", binds.len()));
+        if let Some(up_to) = self.up_to {
+            binds.push(Bind::Int(up_to));
+            sql.push_str(&format!(" AND seq <= ${}", binds.len()));
+        }
         for (column, value) in [
             (dialect.source(), &self.source),
             ("type", &self.ty),
@@ -192,6 +198,25 @@ mod tests {
         .sizes_sql(Dialect::Sqlite, 11);
         assert!(sql.contains("+source = $2"), "{sql}");
         assert!(sql.ends_with("ORDER BY seq LIMIT $5"), "{sql}");
+    }
+
+    #[test]
+    fn an_upper_bound_follows_the_lower_one() {
+        let query = PageQuery {
+            after: 7,
+            up_to: Some(9),
+            ty: Some("t".into()),
+            ..PageQuery::default()
+        };
+        let (sql, binds) = query.sizes_sql(Dialect::Sqlite, 5);
+        assert!(
+            sql.ends_with("WHERE seq > $1 AND seq <= $2 AND type = $3 ORDER BY seq LIMIT $4"),
+            "{sql}"
+        );
+        assert_eq!(
+            binds,
+            [Bind::Int(7), Bind::Int(9), Bind::Text("t"), Bind::Int(5)]
+        );
     }
 
     #[test]

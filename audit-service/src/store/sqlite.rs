@@ -294,6 +294,7 @@ mod tests {
                 ty,
                 subject,
                 after: 1_000_000,
+                up_to: None,
                 limit: 1000,
                 conditions: cesql.map_or_else(Vec::new, conditions),
             };
