@@ -675,7 +675,13 @@ struct Flood {
     took: Duration,
 }
 
-/// Sends `n` requests, 8 at a time.
+/// How long a flood lasts at the least: long enough for the probe beside
+/// it to be answered several times (a fast machine refuses a round of 200
+/// requests in a fraction of a second).
+const FLOOD_LASTS: Duration = Duration::from_millis(1500);
+
+/// Sends requests 8 at a time, in rounds of `n`, until [`FLOOD_LASTS`]
+/// has passed.
 async fn flood(
     client: &reqwest::Client,
     n: usize,
@@ -683,25 +689,29 @@ async fn flood(
 ) -> Flood {
     use futures::StreamExt;
     let started = Instant::now();
-    let answers = futures::stream::iter((0..n).map(|_| request(client).send()))
-        .buffer_unordered(8)
-        .then(|answered| async move {
-            let r = answered.unwrap();
-            let status = r.status().as_u16();
-            let retry_after = r
-                .headers()
-                .get("retry-after")
-                .map(|v| v.to_str().unwrap().to_owned());
-            let content_type = r
-                .headers()
-                .get("content-type")
-                .map(|v| v.to_str().unwrap().to_owned())
-                .unwrap_or_default();
-            let body = r.text().await.unwrap_or_default();
-            (status, retry_after, format!("{content_type} {body}"))
-        })
-        .collect()
-        .await;
+    let mut answers = Vec::new();
+    while answers.is_empty() || started.elapsed() < FLOOD_LASTS {
+        let round: Vec<_> = futures::stream::iter((0..n).map(|_| request(client).send()))
+            .buffer_unordered(8)
+            .then(|answered| async move {
+                let r = answered.unwrap();
+                let status = r.status().as_u16();
+                let retry_after = r
+                    .headers()
+                    .get("retry-after")
+                    .map(|v| v.to_str().unwrap().to_owned());
+                let content_type = r
+                    .headers()
+                    .get("content-type")
+                    .map(|v| v.to_str().unwrap().to_owned())
+                    .unwrap_or_default();
+                let body = r.text().await.unwrap_or_default();
+                (status, retry_after, format!("{content_type} {body}"))
+            })
+            .collect()
+            .await;
+        answers.extend(round);
+    }
     Flood {
         answers,
         took: started.elapsed(),
