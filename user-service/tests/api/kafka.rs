@@ -418,8 +418,10 @@ async fn many_in_flight_keep_each_users_order_across_a_broker_restart() {
                 .lines()
                 .filter(|l| l.starts_with("outbox_") || l.starts_with("kafka_"))
                 .collect();
+            // Why the relay says events do not get through.
+            let delivery = app.get("/delivery").await.text().await.unwrap();
             panic!(
-                "{pending} of {total} events not delivered after 180 s; readyz {}; {relay:#?}",
+                "{pending} of {total} events not delivered after 180 s; readyz {}; /delivery {delivery}; {relay:#?}",
                 app.get("/readyz").await.status()
             );
         }
