@@ -451,17 +451,22 @@ pub fn request_span<B>(request: &http::Request<B>) -> Span {
         request_id: header(REQUEST_ID),
         traceparent: header("traceparent"),
     };
-    let trace_id = if SPANS.load(Ordering::Relaxed) {
+    let (fields, trace_id) = if SPANS.load(Ordering::Relaxed) {
         let remote = cloudevents_wire::tracecontext::from_headers(request.headers());
         cloudevents_wire::tracecontext::set_parent(&span, remote);
-        cloudevents_wire::tracecontext::trace_id_hex(&span.context())
-    } else if LAZY_FIELDS.load(Ordering::Relaxed) {
-        match fields.defer(&span) {
-            Ok(()) => return span,
-            Err(not_deferred) => return not_deferred.record_now(span),
-        }
+        let trace_id = cloudevents_wire::tracecontext::trace_id_hex(&span.context());
+        (fields, trace_id)
     } else {
-        fields.remote_trace_id()
+        let fields = if LAZY_FIELDS.load(Ordering::Relaxed) {
+            match fields.defer(&span) {
+                None => return span,
+                Some(not_deferred) => not_deferred,
+            }
+        } else {
+            fields
+        };
+        let trace_id = fields.remote_trace_id();
+        (fields, trace_id)
     };
     if let Some(meta) = span.metadata() {
         fields.with_values(meta.fields(), trace_id.as_ref(), |values| {
@@ -498,17 +503,6 @@ impl RequestFields {
             traceparent,
             None,
         ))
-    }
-
-    /// Records the fields in `span` at once.
-    fn record_now(self, span: Span) -> Span {
-        let trace_id = self.remote_trace_id();
-        if let Some(meta) = span.metadata() {
-            self.with_values(meta.fields(), trace_id.as_ref(), |values| {
-                span.record_all(values);
-            });
-        }
-        span
     }
 
     /// Hands the four fields, as one set of values of the request span's
@@ -556,7 +550,7 @@ impl RequestFields {
 
     /// Leaves the fields with `span`, in the registry's record of it; gives
     /// them back when the subscriber is not one built on a `Registry`.
-    fn defer(self, span: &Span) -> Result<(), RequestFields> {
+    fn defer(self, span: &Span) -> Option<RequestFields> {
         let mut fields = Some(self);
         span.with_subscriber(|(id, dispatch)| {
             if let Some(data) = dispatch
@@ -566,10 +560,7 @@ impl RequestFields {
                 data.extensions_mut().insert(Deferred(fields.take()));
             }
         });
-        match fields {
-            None => Ok(()),
-            Some(fields) => Err(fields),
-        }
+        fields
     }
 }
 
