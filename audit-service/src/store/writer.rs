@@ -159,6 +159,13 @@ fn run(
     committed: std::sync::mpsc::SyncSender<Committed>,
 ) {
     let mut recorded = Recorded::default();
+    // Handles made once: the macros look their series up on every call.
+    // A handle belongs to the recorder installed when it is made, so the
+    // recorder is installed first (the store opens before the app
+    // describes its metrics).
+    service_kit::telemetry::metrics_handle();
+    let batch_events = metrics::histogram!("audit_commit_batch_events");
+    let commit_duration = metrics::histogram!("audit_commit_duration_seconds");
     // After `close` the queue still yields what it holds, then `None`.
     loop {
         // Jobs first: each waits for one batch at most.
@@ -213,9 +220,8 @@ fn run(
         let mut results = Vec::with_capacity(rows.len());
         insert_splitting(&mut backend, &rows, &received_at, &mut results);
         drop(rows);
-        metrics::histogram!("audit_commit_batch_events").record(events as f64);
-        metrics::histogram!("audit_commit_duration_seconds")
-            .record(started.elapsed().as_secs_f64());
+        batch_events.record(events as f64);
+        commit_duration.record(started.elapsed().as_secs_f64());
         let mut done = answer(batch, results, &received_at);
         done.began = began;
         done.committed = SystemTime::now();
@@ -353,6 +359,11 @@ fn answer(batch: Vec<WriteRequest>, results: Vec<RowResult>, received_at: &Arc<s
 /// collects it.
 fn log_committed(committed: std::sync::mpsc::Receiver<Committed>, feed: Feed) {
     let spans = service_kit::telemetry::traces_exported().then(StoreSpans::new);
+    // Each transport's counters, made on its first batch and kept: the
+    // macros look their series up on every call. (Made lazily, so /metrics
+    // shows no series of a transport the service does not use; the
+    // recorder is installed by then, see `run`.)
+    let mut counters: Vec<(Transport, metrics::Counter, metrics::Counter)> = Vec::new();
     for batch in committed {
         for row in &batch.rows {
             let trace_id = row.trace.as_ref().and_then(TraceContext::trace_id);
@@ -375,12 +386,23 @@ fn log_committed(committed: std::sync::mpsc::Receiver<Committed>, feed: Feed) {
             Feed::Wake(poll) => poll.notify_one(),
         }
         for (transport, (stored, duplicates)) in batch.outcomes {
-            let transport = transport.as_str();
-            metrics::counter!("audit_events_stored_total", "transport" => transport)
-                .increment(stored as u64);
+            let index = match counters.iter().position(|(t, _, _)| *t == transport) {
+                Some(index) => index,
+                None => {
+                    let label = transport.as_str();
+                    counters.push((
+                        transport,
+                        metrics::counter!("audit_events_stored_total", "transport" => label),
+                        metrics::counter!("audit_events_duplicate_total", "transport" => label),
+                    ));
+                    counters.len() - 1
+                }
+            };
+            let (_, stored_total, duplicate_total) = &counters[index];
+            stored_total.increment(stored as u64);
             if duplicates > 0 {
-                metrics::counter!("audit_events_duplicate_total", "transport" => transport)
-                    .increment(duplicates as u64);
+                duplicate_total.increment(duplicates as u64);
+                let transport = transport.as_str();
                 tracing::debug!(duplicates, transport, "duplicate audit events acknowledged");
             }
         }

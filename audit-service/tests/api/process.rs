@@ -705,3 +705,55 @@ async fn tokens_over_plain_http_are_warned_about_and_over_tls_they_are_not() {
     assert!(tls.contains("\"scheme\":\"https\""), "{tls}");
     assert!(!tls.contains("plain HTTP"), "{tls}");
 }
+
+#[tokio::test]
+async fn a_line_written_in_a_request_carries_its_method_route_request_id_and_trace_id() {
+    let dir = TempDir::new().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("audit.db").display());
+    // tower-http's line for each response, written inside the request's
+    // span, is at debug level.
+    let mut service = audit_process(
+        &[
+            ("DATABASE_URL", db),
+            ("RUST_LOG", "info,tower_http=debug".to_owned()),
+        ],
+        dir.path().join("audit.log"),
+    );
+    wait_listening(&mut service).await;
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let response = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{}/", service.port))
+        .header("x-request-id", "span-fields-probe-1")
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .header("ce-specversion", "1.0")
+        .header("ce-id", "span-fields-1")
+        .header("ce-source", "/tests")
+        .header("ce-type", "test.span")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    let line = within(Duration::from_secs(10), || {
+        let logs = service.logs();
+        async move {
+            logs.lines()
+                .find(|l| l.contains("finished processing request") && l.contains("\"status\":204"))
+                .map(str::to_owned)
+        }
+    })
+    .await
+    .unwrap_or_else(|| panic!("no line for the request:\n{}", service.logs()));
+    let line: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let spans = line["spans"]
+        .as_array()
+        .unwrap_or_else(|| panic!("the line lists no spans: {line}"));
+    let request = spans
+        .iter()
+        .find(|s| s["name"] == "request")
+        .unwrap_or_else(|| panic!("no request span in {line}"));
+    assert_eq!(request["method"], "POST", "{line}");
+    assert_eq!(request["route"], "/", "{line}");
+    assert_eq!(request["request_id"], "span-fields-probe-1", "{line}");
+    assert_eq!(request["trace_id"], trace_id, "{line}");
+    service.terminate().await.unwrap();
+}

@@ -1,7 +1,8 @@
 //! `GET /v1/events` filters and pages; `GET /v1/events/stream` tails.
 
-use crate::helpers::{read_sse_items, spawn_app, unique};
+use crate::helpers::{read_sse_items, spawn_app, unique, within};
 use serde_json::{json, Value};
+use std::time::Duration;
 
 fn event(id: &str, source: &str, ty: &str, subject: &str) -> Value {
     json!({"specversion": "1.0", "id": id, "source": source, "type": ty, "subject": subject})
@@ -126,6 +127,34 @@ async fn healthz_readyz_and_metrics_answer() {
         assert!(help, "{name} has no # HELP line");
         assert_ne!(kind, "summary", "{name} is a summary");
     }
+    // The series count what happened (tests in this process share the
+    // recorder, so at least what this test did).
+    let sample = |series: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(series))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let posts = "http_requests_total{method=\"POST\",path=\"/\",status=\"204\"}";
+    assert!(sample(posts) >= 1.0, "{posts}: {metrics}");
+    assert!(
+        sample("audit_commit_batch_events_count") >= 1.0,
+        "{metrics}"
+    );
+    // Counted once the event's line is logged, just after the 204.
+    let stored = "audit_events_stored_total{transport=\"http\"}";
+    let counted = within(Duration::from_secs(10), || async {
+        let metrics = app.get("/metrics").await.text().await.unwrap();
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(stored))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+            >= 1.0
+    })
+    .await;
+    assert!(counted.is_some(), "{stored} never counted the event");
 }
 
 #[tokio::test]

@@ -25,10 +25,11 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
 use settings::ConfigError;
+use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
+use std::sync::{OnceLock, RwLock};
 use std::time::{Duration, Instant};
 use tracing::field::Empty;
 use tracing::{Level, Span};
@@ -37,6 +38,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::filter::{filter_fn, FilterExt, LevelFilter, Targets};
 use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriter, MakeWriterExt};
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 use utoipa_axum::router::OpenApiRouter;
@@ -238,11 +240,13 @@ fn install_with(
         };
         let installed = tracing_subscriber::registry()
             .with(filter)
+            .with(RecordDeferredFields)
             .with(log_layer(format, writer))
             .try_init();
         if installed.is_ok() {
             SPANS.store(false, Ordering::Relaxed);
             EXPORTING.store(false, Ordering::Relaxed);
+            LAZY_FIELDS.store(true, Ordering::Relaxed);
         }
         return Ok(Telemetry {
             provider: None,
@@ -406,33 +410,30 @@ pub fn one_line(error: &(dyn std::error::Error + 'static)) -> String {
 /// don't make a new name each), the `x-request-id` the request-id layer
 /// set, and the `trace_id`. The trace continues the caller's `traceparent`
 /// when there is one; otherwise, where spans are made, it starts here.
+///
+/// Where no OpenTelemetry spans are made, the fields are recorded only
+/// when a line is written in the span ([`RequestFields`]): most requests
+/// write none, and the log layer formats a span's fields as it is made.
 pub fn request_span<B>(request: &http::Request<B>) -> Span {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| request.uri().path(), MatchedPath::as_str);
-    let request_id = request
-        .headers()
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
+    let matched = request.extensions().get::<MatchedPath>();
+    let route = matched.map_or_else(|| request.uri().path(), MatchedPath::as_str);
     // Probes and scrapes (every few seconds, from every replica) are no
     // one's request: at debug level they make no span, log line or trace
     // unless asked for.
     let span = if OPS_ROUTES.contains(&route) {
         tracing::debug_span!(
             "request",
-            method = %request.method(),
-            route,
-            request_id,
+            method = Empty,
+            route = Empty,
+            request_id = Empty,
             trace_id = Empty,
         )
     } else {
         tracing::info_span!(
             "request",
-            method = %request.method(),
-            route,
-            request_id,
+            method = Empty,
+            route = Empty,
+            request_id = Empty,
             trace_id = Empty,
         )
     };
@@ -440,17 +441,165 @@ pub fn request_span<B>(request: &http::Request<B>) -> Span {
         // Nothing records it: no trace context to read.
         return span;
     }
-    let remote = cloudevents_wire::tracecontext::from_headers(request.headers());
-    let trace_id = if SPANS.load(Ordering::Relaxed) {
-        cloudevents_wire::tracecontext::set_parent(&span, remote);
-        cloudevents_wire::tracecontext::trace_id_hex(&span.context())
-    } else {
-        cloudevents_wire::tracecontext::trace_id_hex(&remote)
+    let header = |name| request.headers().get(name).cloned();
+    let fields = RequestFields {
+        method: request.method().clone(),
+        route: match matched {
+            Some(matched) => Route::Matched(matched.clone()),
+            None => Route::Raw(request.uri().path().into()),
+        },
+        request_id: header(REQUEST_ID),
+        traceparent: header("traceparent"),
     };
-    if let Some(trace_id) = trace_id {
-        span.record("trace_id", trace_id);
+    let (fields, trace_id) = if SPANS.load(Ordering::Relaxed) {
+        let remote = cloudevents_wire::tracecontext::from_headers(request.headers());
+        cloudevents_wire::tracecontext::set_parent(&span, remote);
+        let trace_id = cloudevents_wire::tracecontext::trace_id_hex(&span.context());
+        (fields, trace_id)
+    } else {
+        let fields = if LAZY_FIELDS.load(Ordering::Relaxed) {
+            match fields.defer(&span) {
+                None => return span,
+                Some(not_deferred) => not_deferred,
+            }
+        } else {
+            fields
+        };
+        let trace_id = fields.remote_trace_id();
+        (fields, trace_id)
+    };
+    if let Some(meta) = span.metadata() {
+        fields.with_values(meta.fields(), trace_id.as_ref(), |values| {
+            span.record_all(values);
+        });
     }
     span
+}
+
+/// Set once [`RecordDeferredFields`] is installed: request spans may then
+/// leave their fields to it.
+static LAZY_FIELDS: AtomicBool = AtomicBool::new(false);
+
+/// A request's span fields, kept with the span until a line is written in
+/// it (then recorded by [`RecordDeferredFields`]), or recorded at once.
+struct RequestFields {
+    method: http::Method,
+    route: Route,
+    request_id: Option<http::HeaderValue>,
+    traceparent: Option<http::HeaderValue>,
+}
+
+enum Route {
+    Matched(MatchedPath),
+    /// A path no route matched (a 404): the path itself.
+    Raw(Box<str>),
+}
+
+impl RequestFields {
+    /// The trace id of the caller's `traceparent`, if it sent a valid one.
+    fn remote_trace_id(&self) -> Option<String> {
+        let traceparent = self.traceparent.as_ref()?.to_str().ok()?;
+        cloudevents_wire::tracecontext::trace_id_hex(&cloudevents_wire::tracecontext::from_values(
+            traceparent,
+            None,
+        ))
+    }
+
+    /// Hands the four fields, as one set of values of the request span's
+    /// `fields`, to `record`: one set, so the log layer merges them into
+    /// its copy of the span's fields once.
+    fn with_values(
+        &self,
+        fields: &tracing::field::FieldSet,
+        trace_id: Option<&String>,
+        record: impl FnOnce(&tracing::field::ValueSet<'_>),
+    ) {
+        let (Some(method), Some(route), Some(request_id), Some(trace)) = (
+            fields.field("method"),
+            fields.field("route"),
+            fields.field("request_id"),
+            fields.field("trace_id"),
+        ) else {
+            return;
+        };
+        let method_value = tracing::field::display(&self.method);
+        let route_value = self.route();
+        let request_id_value = self.request_id();
+        let values = [
+            (&method, Some(&method_value as &dyn tracing::Value)),
+            (&route, Some(&route_value as &dyn tracing::Value)),
+            (&request_id, Some(&request_id_value as &dyn tracing::Value)),
+            (&trace, trace_id.map(|t| t as &dyn tracing::Value)),
+        ];
+        record(&fields.value_set(&values));
+    }
+
+    fn route(&self) -> &str {
+        match &self.route {
+            Route::Matched(matched) => matched.as_str(),
+            Route::Raw(path) => path,
+        }
+    }
+
+    fn request_id(&self) -> &str {
+        self.request_id
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+
+    /// Leaves the fields with `span`, in the registry's record of it; gives
+    /// them back when the subscriber is not one built on a `Registry`.
+    fn defer(self, span: &Span) -> Option<RequestFields> {
+        let mut fields = Some(self);
+        span.with_subscriber(|(id, dispatch)| {
+            if let Some(data) = dispatch
+                .downcast_ref::<tracing_subscriber::Registry>()
+                .and_then(|registry| registry.span(id))
+            {
+                data.extensions_mut().insert(Deferred(fields.take()));
+            }
+        });
+        fields
+    }
+}
+
+/// A request span's fields not recorded yet; taken when they are.
+struct Deferred(Option<RequestFields>);
+
+/// Records a request span's deferred [`RequestFields`] as the first line
+/// inside it is written: installed inside the log layer, it sees each
+/// line first.
+struct RecordDeferredFields;
+
+impl<S> Layer<S> for RecordDeferredFields
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_event(&self, event: &tracing::Event<'_>, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        let Some(scope) = ctx.event_scope(event) else {
+            return;
+        };
+        for span in scope {
+            let deferred = span
+                .extensions_mut()
+                .get_mut::<Deferred>()
+                .and_then(|deferred| deferred.0.take());
+            let Some(fields) = deferred else {
+                continue;
+            };
+            let trace_id = fields.remote_trace_id();
+            let id = span.id();
+            fields.with_values(span.metadata().fields(), trace_id.as_ref(), |values| {
+                // Recorded through the process-wide subscriber (the one
+                // this layer is part of), so that the log layer's copy of
+                // the span's fields has them before it formats this line.
+                tracing::dispatcher::get_default(|dispatch| {
+                    dispatch.record(&id, &tracing::span::Record::new(values))
+                })
+            });
+        }
+    }
 }
 
 /// Middleware giving every request an `x-request-id`: the client's own
@@ -605,22 +754,84 @@ pub fn openapi_route<S: Clone + Send + Sync + 'static>(
 /// `M00000X` grew `/metrics` from 2.4 KB to 3.1 MB when they did).
 pub async fn track_http_metrics(request: Request, next: Next) -> Response {
     let start = Instant::now();
-    let path = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let method = method_label(request.method());
     let response = next.run(request).await;
-    let labels = [
-        ("method", method.to_owned()),
-        ("path", path),
-        ("status", response.status().as_u16().to_string()),
-    ];
-    metrics::counter!("http_requests_total", &labels).increment(1);
-    metrics::histogram!("http_request_duration_seconds", &labels)
-        .record(start.elapsed().as_secs_f64());
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    HttpSeries::get().record(
+        route,
+        method,
+        response.status().as_u16(),
+        start.elapsed().as_secs_f64(),
+    );
     response.into_response()
+}
+
+/// The handles of the HTTP request series, made once per route, method and
+/// status and kept: `metrics::counter!` with labels looks its series up in
+/// the recorder on every call (labels built, hashed, compared), a cost paid
+/// per request that a handle pays once.
+struct HttpSeries {
+    /// Route template to the series of its methods and statuses: a route
+    /// sees a handful, so a short list is searched.
+    routes: RwLock<HashMap<Box<str>, Vec<RouteSeries>>>,
+}
+
+/// One route's series for one method and status.
+struct RouteSeries {
+    method: &'static str,
+    status: u16,
+    requests: metrics::Counter,
+    duration: metrics::Histogram,
+}
+
+impl HttpSeries {
+    fn get() -> &'static HttpSeries {
+        static SERIES: OnceLock<HttpSeries> = OnceLock::new();
+        SERIES.get_or_init(|| {
+            // Handles belong to the recorder installed when they are made:
+            // it is installed first.
+            metrics_handle();
+            HttpSeries {
+                routes: RwLock::new(HashMap::new()),
+            }
+        })
+    }
+
+    fn record(&self, route: &str, method: &'static str, status: u16, seconds: f64) {
+        let found = |series: &RouteSeries| series.method == method && series.status == status;
+        {
+            // A poisoned lock only means a panic elsewhere while it was
+            // held; the map itself is always whole.
+            let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(series) = routes.get(route).and_then(|s| s.iter().find(|s| found(s))) {
+                series.requests.increment(1);
+                series.duration.record(seconds);
+                return;
+            }
+        }
+        let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
+        let series = routes.entry(route.into()).or_default();
+        let index = match series.iter().position(found) {
+            Some(index) => index,
+            None => {
+                let labels = [
+                    ("method", method.to_owned()),
+                    ("path", route.to_owned()),
+                    ("status", status.to_string()),
+                ];
+                series.push(RouteSeries {
+                    method,
+                    status,
+                    requests: metrics::counter!("http_requests_total", &labels),
+                    duration: metrics::histogram!("http_request_duration_seconds", &labels),
+                });
+                series.len() - 1
+            }
+        };
+        series[index].requests.increment(1);
+        series[index].duration.record(seconds);
+    }
 }
 
 /// A request method as a metric label: the methods of RFC 9110 and PATCH
