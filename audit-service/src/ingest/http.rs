@@ -155,8 +155,7 @@ fn mode(headers: &HeaderMap) -> Result<Mode, ApiError> {
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     let media_type = content_type
         .as_deref()
-        .and_then(|ct| ct.split(';').next())
-        .map(|m| m.trim().to_ascii_lowercase());
+        .map(cloudevents_wire::binding::media_type);
     match media_type.as_deref() {
         Some(BATCH_JSON) => Ok(Mode::Batch),
         Some(STRUCTURED_JSON) => Ok(Mode::Structured),

@@ -56,6 +56,17 @@ pub fn is_cloudevents_media_type(content_type: &str) -> bool {
 }
 const STRUCTURED_PREFIX: &str = "application/cloudevents";
 
+/// A `Content-Type` value's media type, `type/subtype` without parameters,
+/// in lower case (media types compare case-insensitively, RFC 9110 8.3.1).
+pub fn media_type(content_type: &str) -> String {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
+}
+
 /// A binary-mode CloudEvent whose attribute values are decoded strings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BinaryMessage {

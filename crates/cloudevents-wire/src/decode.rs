@@ -499,12 +499,7 @@ pub fn kafka_record(
 /// A broker message whose content type says structured mode: only the
 /// JSON format, and never an empty payload.
 fn structured_message(content_type: &str, payload: &[u8]) -> Result<Decoded, DecodeError> {
-    let media_type = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
+    let media_type = crate::binding::media_type(content_type);
     if media_type != STRUCTURED_JSON {
         return Err(DecodeError::NotACloudEvent(format!(
             "structured-mode format {media_type:?} is not supported: use {STRUCTURED_JSON}"

@@ -78,12 +78,7 @@ fn is_json(headers: &HeaderMap) -> bool {
     else {
         return false;
     };
-    let media_type = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
+    let media_type = cloudevents_wire::binding::media_type(content_type);
     media_type == "application/json"
         || (media_type.starts_with("application/") && media_type.ends_with("+json"))
 }

@@ -143,12 +143,7 @@ impl MqttMessage {
             .as_deref()
             .filter(|ct| is_cloudevents_media_type(ct))
         {
-            let format = content_type
-                .split(';')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_ascii_lowercase();
+            let format = super::media_type(content_type);
             if format != STRUCTURED_JSON {
                 return Err(MqttReadError::UnsupportedFormat(format));
             }
