@@ -19,6 +19,7 @@ pub mod commands;
 pub mod db;
 pub mod entry;
 pub mod erase;
+mod inbox;
 pub mod routes;
 pub mod sequencer;
 pub mod tiles;

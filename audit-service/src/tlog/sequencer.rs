@@ -12,10 +12,11 @@
 //! On SQLite one process owns the file.
 //!
 //! It reads the events from the store's live feed (the one the live tail
-//! reads), as they commit, and from the table only to catch up: at start,
-//! after falling behind the feed, and after an erasure (whose rows the feed
-//! still holds as they were). Reading each event back from the table cost
-//! more than the rest of the sequencer's work together.
+//! reads), as they commit, through an `Inbox` that drains the feed while
+//! the sequencer waits or commits; and from the table only to catch up: at
+//! start, after falling behind the feed, and after an erasure (whose events
+//! the feed and the inbox still hold as they were). Reading each event back
+//! from the table cost more than the rest of the sequencer's work together.
 //!
 //! The same task carries out `ERASE_ON_TYPES` and `RETENTION`, after the
 //! events concerned are in the tree.
@@ -23,9 +24,10 @@
 use super::db::{self, LogState, NewLeaf, Round};
 use super::entry;
 use super::erase::{self, Selector};
+use super::inbox::Inbox;
 use super::tiles::{partial_tiles, RightEdge};
 use super::{LogKey, LogSettings};
-use crate::store::{PageQuery, Received, Store, StoreError, StoredEvent, Subscriber};
+use crate::store::{PageQuery, Store, StoreError, StoredEvent, TAIL_MAX_BYTES};
 use chrono::{DateTime, SecondsFormat, Utc};
 use rand::Rng as _;
 use service_kit::db::Kind;
@@ -40,6 +42,9 @@ use tokio_util::sync::CancellationToken;
 const LEASE: i64 = 0x0061_7564_6974_0002;
 /// Most events one round appends: one transaction, one checkpoint.
 const ROUND_MAX_EVENTS: u32 = 10_000;
+/// The most JSON the inbox holds for the next round, as much as the live
+/// feed's ring.
+const INBOX_MAX_BYTES: usize = TAIL_MAX_BYTES;
 /// Between rounds when the sequencer has caught up: a new checkpoint at
 /// most this long after the first event that needs one (the signed
 /// checkpoint lags a commit by about this plus a round).
@@ -68,7 +73,7 @@ pub fn spawn(
         store,
         database_url: database_url.to_owned(),
         edge: None,
-        live: None,
+        inbox: None,
         from_store: true,
         synced_epoch: 0,
     };
@@ -85,7 +90,7 @@ struct Sequencer {
     /// until loaded, and after a round it could not write.
     edge: Option<RightEdge>,
     /// The store's live feed, subscribed once this process sequences.
-    live: Option<Subscriber>,
+    inbox: Option<Inbox>,
     /// Reading from the table until caught up with the live feed.
     from_store: bool,
     /// The erasure epoch the last read from the table saw: an erasure since
@@ -118,8 +123,12 @@ impl Sequencer {
             self.edge = None;
             // Subscribed before the first read from the table, so nothing
             // committed in between is missed.
-            self.live = Some(self.store.subscribe());
-            self.from_store = true;
+            self.inbox = Some(Inbox::new(
+                self.store.subscribe(),
+                ROUND_MAX_EVENTS as usize,
+                INBOX_MAX_BYTES,
+            ));
+            self.resync();
             loop {
                 // A round cut short at shutdown commits nothing.
                 let round = tokio::select! {
@@ -143,9 +152,11 @@ impl Sequencer {
                     self.expire().await;
                 }
                 if !more {
+                    // Until the next round is due or a round's worth came.
+                    let due = tokio::time::Instant::now() + ROUND_INTERVAL;
                     tokio::select! {
                         () = shutdown.cancelled() => return,
-                        () = tokio::time::sleep(ROUND_INTERVAL) => {}
+                        () = self.wait_for_events(due) => {}
                     }
                 }
                 if shutdown.is_cancelled() {
@@ -213,7 +224,7 @@ impl Sequencer {
             _ => self.load_edge(&state).await?,
         };
         if state.erasure_epoch != self.synced_epoch {
-            self.from_store = true;
+            self.resync();
         }
         let (events, more) = self.next_events(&state).await?;
         if events.is_empty() && state.checkpoint.is_some() {
@@ -243,8 +254,13 @@ impl Sequencer {
         };
         let computed = started.elapsed();
         let size = round.size;
-        if !db::commit_round(&self.store, round).await? {
-            self.from_store = true;
+        let commit = db::commit_round(&self.store, round);
+        let committed = match self.inbox.as_mut() {
+            Some(inbox) => inbox.while_running(commit).await?,
+            None => commit.await?,
+        };
+        if !committed {
+            self.resync();
             tracing::info!(
                 size = from_size,
                 "the tree moved or an erasure intervened; reading the round again"
@@ -288,23 +304,16 @@ impl Sequencer {
         &mut self,
         state: &LogState,
     ) -> Result<(Vec<Arc<StoredEvent>>, bool), StoreError> {
-        if let (false, Some(live)) = (self.from_store, self.live.as_mut()) {
-            let mut events = Vec::new();
-            while events.len() < ROUND_MAX_EVENTS as usize {
-                match live.try_recv() {
-                    Some(Received::Event(event)) if event.seq > state.last_seq => {
-                        events.push(event)
-                    }
-                    Some(Received::Event(_)) => {}
-                    Some(Received::Lagged(_)) => {
-                        self.from_store = true;
-                        break;
-                    }
-                    None => break,
-                }
+        if let Some(inbox) = self.inbox.as_mut() {
+            inbox.drain();
+            if inbox.take_lagged() {
+                // What the feed lost is in the table; what the inbox holds
+                // since then follows it.
+                self.from_store = true;
             }
             if !self.from_store {
-                let more = events.len() == ROUND_MAX_EVENTS as usize;
+                let events = inbox.take(state.last_seq, ROUND_MAX_EVENTS as usize);
+                let more = !inbox.is_empty() || inbox.full();
                 return Ok((events, more));
             }
         }
@@ -324,6 +333,24 @@ impl Sequencer {
         self.from_store = page.next_after.is_some();
         let more = page.next_after.is_some();
         Ok((page.events.into_iter().map(Arc::new).collect(), more))
+    }
+
+    /// Reads from the table until caught up, forgetting what the inbox
+    /// holds: the table has those events too, as they are now.
+    fn resync(&mut self) {
+        self.from_store = true;
+        if let Some(inbox) = self.inbox.as_mut() {
+            inbox.clear();
+        }
+    }
+
+    /// Queues the feed's events until `due` or until a round's worth came;
+    /// only sleeps while reading from the table.
+    async fn wait_for_events(&mut self, due: tokio::time::Instant) {
+        match self.inbox.as_mut() {
+            Some(inbox) if !self.from_store => inbox.fill_until(due).await,
+            _ => tokio::time::sleep_until(due).await,
+        }
     }
 
     async fn load_edge(&self, state: &LogState) -> Result<RightEdge, RoundError> {
