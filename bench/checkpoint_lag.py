@@ -43,11 +43,12 @@ def report(out, db):
             seen.append((t, size))
     sizes = [s for _, s in seen]
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    rows = conn.execute(
-        "SELECT l.idx, e.received_at FROM log_leaves l JOIN events e ON e.seq = l.seq ORDER BY l.idx"
-    ).fetchall()
+    # The log is on from the first event, so the tree holds the events in
+    # seq order: an event's index is its rank.
+    (size,) = conn.execute("SELECT size FROM log_state").fetchone()
+    rows = conn.execute("SELECT received_at FROM events ORDER BY seq LIMIT ?", (size,)).fetchall()
     lags = []
-    for index, received_at in rows:
+    for index, (received_at,) in enumerate(rows):
         committed = datetime.fromisoformat(received_at.replace("Z", "+00:00")).timestamp()
         # The first checkpoint whose size exceeds the index.
         i = bisect.bisect_right(sizes, index)

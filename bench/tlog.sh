@@ -29,7 +29,7 @@ tlog_load() {
     # Until the tree holds every event the load stored.
     local events
     events="$(sql "$dir/$label.db" 'SELECT count(*) FROM events')"
-    wait_rows 60 "$dir/$label.db" "SELECT count(*) >= $events FROM log_leaves" >/dev/null ||
+    wait_rows 60 "$dir/$label.db" "SELECT size >= $events FROM log_state" >/dev/null ||
       die "$label: the tree did not catch up with $events events"
     sleep 0.2
     kill "$watcher"

@@ -4,6 +4,7 @@
 //! range of seqs in two index range scans, so the events table and its
 //! page queries stay as they were.
 
+use super::leaf_block::{self, BlockRow};
 use super::{Readers, StoreError, StoredEvent};
 use base64::prelude::{Engine as _, BASE64_STANDARD};
 use serde::ser::{SerializeStruct, Serializer};
@@ -43,10 +44,6 @@ impl Serialize for Leaf {
     }
 }
 
-type LeafRow = (i64, i64, Option<Vec<u8>>, Option<Vec<u8>>);
-
-const LEAVES: &str =
-    "SELECT idx, seq, commitment, salt FROM log_leaves WHERE seq >= $1 AND seq <= $2";
 const ERASED: &str = "SELECT seq FROM event_erasures WHERE seq >= $1 AND seq <= $2";
 
 /// Sets each event's `trail` (events in seq order, as pages are).
@@ -62,7 +59,7 @@ pub(super) async fn annotate(
     macro_rules! read {
         ($pool:expr) => {
             (
-                sqlx::query_as(LEAVES)
+                sqlx::query_as(leaf_block::BY_SEQ)
                     .bind(first)
                     .bind(last)
                     .fetch_all($pool)
@@ -75,22 +72,24 @@ pub(super) async fn annotate(
             )
         };
     }
-    let (leaves, erased): (Vec<LeafRow>, Vec<i64>) = match readers {
+    let (blocks, erased): (Vec<BlockRow>, Vec<i64>) = match readers {
         Readers::Sqlite(pool) => read!(pool),
         Readers::Postgres(pool) => read!(pool),
     };
-    if leaves.is_empty() && erased.is_empty() {
+    if blocks.is_empty() && erased.is_empty() {
         return Ok(());
     }
-    let mut leaves: HashMap<i64, Leaf> = leaves
-        .into_iter()
-        .map(|(index, seq, commitment, salt)| {
+    let mut leaves: HashMap<i64, Leaf> = blocks
+        .iter()
+        .flat_map(|(index, block)| leaf_block::decode(*index, block))
+        .filter(|l| (first..=last).contains(&l.seq))
+        .map(|l| {
             (
-                seq,
+                l.seq,
                 Leaf {
-                    index,
-                    commitment,
-                    salt,
+                    index: i64::try_from(l.index).unwrap_or(i64::MAX),
+                    commitment: l.commitment.map(|c| c.to_vec()),
+                    salt: l.salt.map(|s| s.to_vec()),
                 },
             )
         })

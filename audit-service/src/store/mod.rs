@@ -20,6 +20,7 @@
 
 mod annotate;
 pub mod attributes;
+pub mod leaf_block;
 mod page;
 mod postgres;
 mod sqlite;

@@ -3,7 +3,10 @@
 //! leaves, the tiles.
 
 use super::tiles::TileMap;
+use crate::store::leaf_block::{self, BLOCK_MAX};
 use crate::store::{Readers, Store, StoreError, WriterJob};
+
+pub use crate::store::leaf_block::LeafRecord as NewLeaf;
 
 /// Runs the same sqlx expression on whichever pool `readers` holds.
 macro_rules! on_pool {
@@ -63,15 +66,6 @@ pub async fn tiles(readers: &Readers, wanted: &[(u8, u64)]) -> Result<TileMap, S
     Ok(tiles)
 }
 
-/// One leaf as the sequencer writes it.
-#[derive(Debug, Clone)]
-pub struct NewLeaf {
-    pub index: u64,
-    pub seq: i64,
-    pub commitment: Option<[u8; 32]>,
-    pub salt: Option<[u8; 32]>,
-}
-
 /// What one sequencer round moves the tree to.
 pub struct Round {
     pub from_size: u64,
@@ -122,30 +116,17 @@ pub async fn commit_round(store: &Store, round: Round) -> Result<bool, StoreErro
     if moved != 1 {
         return Ok(false);
     }
-    let indexes: Vec<i64> = round
-        .leaves
-        .iter()
-        .map(|l| i64::try_from(l.index).unwrap_or(i64::MAX))
-        .collect();
-    let seqs: Vec<i64> = round.leaves.iter().map(|l| l.seq).collect();
-    let commitments: Vec<Option<Vec<u8>>> = round
-        .leaves
-        .iter()
-        .map(|l| l.commitment.map(|c| c.to_vec()))
-        .collect();
-    let salts: Vec<Option<Vec<u8>>> = round
-        .leaves
-        .iter()
-        .map(|l| l.salt.map(|s| s.to_vec()))
-        .collect();
+    let blocks = blocks(&round.leaves);
+    let firsts: Vec<i64> = blocks.iter().map(|b| b.0).collect();
+    let first_seqs: Vec<i64> = blocks.iter().map(|b| b.1).collect();
+    let leaves: Vec<Vec<u8>> = blocks.into_iter().map(|b| b.2).collect();
     sqlx::query(
-        "INSERT INTO log_leaves (idx, seq, commitment, salt) \
-         SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bytea[], $4::bytea[])",
+        "INSERT INTO log_leaf_blocks (first_idx, first_seq, leaves) \
+         SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bytea[])",
     )
-    .bind(indexes)
-    .bind(seqs)
-    .bind(commitments)
-    .bind(salts)
+    .bind(firsts)
+    .bind(first_seqs)
+    .bind(leaves)
     .execute(&mut *tx)
     .await?;
     for (level, index, hashes) in &round.tiles {
@@ -158,6 +139,20 @@ pub async fn commit_round(store: &Store, round: Round) -> Result<bool, StoreErro
     }
     tx.commit().await?;
     Ok(true)
+}
+
+/// A round's leaves as blocks: (first index, first seq, block).
+fn blocks(leaves: &[NewLeaf]) -> Vec<(i64, i64, Vec<u8>)> {
+    leaves
+        .chunks(BLOCK_MAX)
+        .map(|chunk| {
+            (
+                i64::try_from(chunk[0].index).unwrap_or(i64::MAX),
+                chunk[0].seq,
+                leaf_block::encode(chunk),
+            )
+        })
+        .collect()
 }
 
 /// Moves the tree from `from_size` (see `commit_round`).
@@ -186,21 +181,11 @@ fn commit_on_sqlite(
     if moved != 1 {
         return Ok(false);
     }
-    // One cached statement per leaf, its blobs bound as they are: a round's
-    // leaves as one JSON parameter split by `json_each` cost SQLite twice
-    // as much (parsing the text, unhexing, allocating the big value).
-    {
-        let mut insert = tx.prepare_cached(
-            "INSERT INTO log_leaves (idx, seq, commitment, salt) VALUES (?1, ?2, ?3, ?4)",
-        )?;
-        for leaf in &round.leaves {
-            insert.execute(rusqlite::params![
-                i64::try_from(leaf.index).unwrap_or(i64::MAX),
-                leaf.seq,
-                leaf.commitment.as_ref().map(|c| c.as_slice()),
-                leaf.salt.as_ref().map(|s| s.as_slice()),
-            ])?;
-        }
+    for (first, first_seq, leaves) in blocks(&round.leaves) {
+        tx.prepare_cached(
+            "INSERT INTO log_leaf_blocks (first_idx, first_seq, leaves) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(rusqlite::params![first, first_seq, leaves])?;
     }
     for (level, index, hashes) in &round.tiles {
         tx.execute(
@@ -234,39 +219,43 @@ pub struct StoredLeaf {
     pub salt: Option<Vec<u8>>,
 }
 
-type LeafRow = (i64, i64, Option<Vec<u8>>, Option<Vec<u8>>);
+use crate::store::leaf_block::BlockRow;
 
-fn leaf(row: LeafRow) -> StoredLeaf {
-    StoredLeaf {
-        index: u64::try_from(row.0).unwrap_or_default(),
-        seq: row.1,
-        commitment: row.2,
-        salt: row.3,
-    }
+/// The leaves of `blocks` for which `keep` holds, in order.
+pub fn decode_blocks(blocks: Vec<BlockRow>, keep: impl Fn(&StoredLeaf) -> bool) -> Vec<StoredLeaf> {
+    blocks
+        .into_iter()
+        .flat_map(|(first, block)| leaf_block::decode(first, &block))
+        .map(|l| StoredLeaf {
+            index: l.index,
+            seq: l.seq,
+            commitment: l.commitment.map(|c| c.to_vec()),
+            salt: l.salt.map(|s| s.to_vec()),
+        })
+        .filter(keep)
+        .collect()
 }
 
 /// The leaves with indexes `from..to`, in order.
 pub async fn leaves(readers: &Readers, from: u64, to: u64) -> Result<Vec<StoredLeaf>, StoreError> {
-    const SQL: &str = "SELECT idx, seq, commitment, salt FROM log_leaves \
-                       WHERE idx >= $1 AND idx < $2 ORDER BY idx";
-    let (from, to) = (
+    let (from_i64, to_i64) = (
         i64::try_from(from).unwrap_or(i64::MAX),
         i64::try_from(to).unwrap_or(i64::MAX),
     );
-    let rows: Vec<LeafRow> = on_pool!(readers, |pool| sqlx::query_as(SQL)
-        .bind(from)
-        .bind(to)
+    let blocks: Vec<BlockRow> = on_pool!(readers, |pool| sqlx::query_as(leaf_block::BY_INDEX)
+        .bind(from_i64)
+        .bind(to_i64)
         .fetch_all(pool)
         .await?);
-    Ok(rows.into_iter().map(leaf).collect())
+    Ok(decode_blocks(blocks, |l| (from..to).contains(&l.index)))
 }
 
 /// The leaf of the event `seq`, if it is in the tree.
 pub async fn leaf_of(readers: &Readers, seq: i64) -> Result<Option<StoredLeaf>, StoreError> {
-    const SQL: &str = "SELECT idx, seq, commitment, salt FROM log_leaves WHERE seq = $1";
-    let row: Option<LeafRow> = on_pool!(readers, |pool| sqlx::query_as(SQL)
+    let blocks: Vec<BlockRow> = on_pool!(readers, |pool| sqlx::query_as(leaf_block::BY_SEQ)
         .bind(seq)
-        .fetch_optional(pool)
+        .bind(seq)
+        .fetch_all(pool)
         .await?);
-    Ok(row.map(leaf))
+    Ok(decode_blocks(blocks, |l| l.seq == seq).pop())
 }

@@ -16,6 +16,7 @@
 //! and who asked.
 
 use super::entry::Members;
+use crate::store::leaf_block::{self, BlockRow};
 use crate::store::{Readers, Store, StoreError};
 use chrono::{DateTime, SecondsFormat, Utc};
 use cloudevents::{EventBuilder, EventBuilderV10};
@@ -126,7 +127,7 @@ async fn erase_batch(readers: &Readers, selector: Selector<'_>) -> Result<u64, S
     const UNERASED: &str = "NOT EXISTS (SELECT 1 FROM event_erasures x WHERE x.seq = events.seq)";
     const REWRITE: &str = "UPDATE events SET event_json = $1 WHERE seq = $2";
     const MARK: &str = "INSERT INTO event_erasures (seq, erased_at, reason) VALUES ($1, $2, $3)";
-    const UNSALT: &str = "UPDATE log_leaves SET salt = NULL WHERE seq = $1";
+    const UNSALT: &str = "UPDATE log_leaf_blocks SET leaves = $1 WHERE first_idx = $2";
     let now = Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true);
     let reason = selector.reason();
     let (select, value) = match (readers, selector) {
@@ -169,7 +170,21 @@ async fn erase_batch(readers: &Readers, selector: Selector<'_>) -> Result<u64, S
                     .bind(&reason)
                     .execute(&mut *tx)
                     .await?;
-                sqlx::query(UNSALT).bind(seq).execute(&mut *tx).await?;
+                // The salt leaves its block (one not yet in the tree has none).
+                let block: Option<BlockRow> = sqlx::query_as(leaf_block::BY_SEQ)
+                    .bind(seq)
+                    .bind(seq)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if let Some((first, mut block)) = block {
+                    if leaf_block::unsalt(&mut block, *seq) {
+                        sqlx::query(UNSALT)
+                            .bind(block)
+                            .bind(first)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
             }
             tx.commit().await?;
             rows.len() as u64
@@ -261,7 +276,7 @@ async fn scrub(readers: &Readers) -> Result<(), StoreError> {
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            for table in ["events", "log_leaves"] {
+            for table in ["events", "log_leaf_blocks"] {
                 sqlx::query(&format!("VACUUM FULL {table}"))
                     .execute(pool)
                     .await?;

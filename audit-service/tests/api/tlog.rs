@@ -438,7 +438,7 @@ async fn files_hold(database_url: &str, needle: &str) -> bool {
             let relations = db
                 .texts(
                     "SELECT pg_relation_filepath(oid) FROM pg_class \
-                     WHERE relname IN ('events', 'log_leaves') \
+                     WHERE relname IN ('events', 'log_leaf_blocks') \
                      UNION ALL SELECT pg_relation_filepath(reltoastrelid) FROM pg_class \
                      WHERE relname = 'events' AND reltoastrelid <> 0",
                 )
