@@ -165,6 +165,9 @@ pub fn encode_members(
         }
         let raw = value.get();
         let text = match raw.starts_with('"') {
+            // Without a backslash a JSON string's text is what its quotes
+            // enclose: no need to run the parser over it again.
+            true if !raw.contains('\\') && raw.len() >= 2 => Cow::Borrowed(&raw[1..raw.len() - 1]),
             true => match serde_json::from_str::<Text<'_>>(raw) {
                 Ok(Text(text)) => text,
                 Err(_) => Cow::Borrowed(raw),

@@ -42,9 +42,9 @@ use tokio_util::sync::CancellationToken;
 const LEASE: i64 = 0x0061_7564_6974_0002;
 /// Most events one round appends: one transaction, one checkpoint.
 const ROUND_MAX_EVENTS: u32 = 10_000;
-/// The most JSON the inbox holds for the next round, as much as the live
-/// feed's ring.
-const INBOX_MAX_BYTES: usize = TAIL_MAX_BYTES;
+/// The most JSON the inbox holds for the next round (a round of typical
+/// events is 3 to 4 MiB); the feed's ring holds what comes beyond it.
+const INBOX_MAX_BYTES: usize = TAIL_MAX_BYTES / 4;
 /// Between rounds when the sequencer has caught up: a new checkpoint at
 /// most this long after the first event that needs one (the signed
 /// checkpoint lags a commit by about this plus a round).
