@@ -221,11 +221,12 @@ fn size_of(event: &StoredEvent) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use cloudevents_wire::Transport;
 
-    fn event(seq: i64, json_bytes: usize) -> StoredEvent {
+    /// A stored event of `json_bytes` of JSON (also the sequencer's inbox's tests').
+    pub(crate) fn event(seq: i64, json_bytes: usize) -> StoredEvent {
         StoredEvent {
             seq,
             received_at: "2026-01-01T00:00:00Z".into(),

@@ -143,21 +143,9 @@ impl Inbox {
 mod tests {
     use super::*;
     use crate::store::{StoredEvent, Tail};
-    use cloudevents_wire::Transport;
 
     fn event(seq: i64) -> StoredEvent {
-        StoredEvent {
-            seq,
-            received_at: "2026-01-01T00:00:00Z".into(),
-            transport: Transport::Http,
-            source: "/s".into(),
-            id: seq.to_string(),
-            ty: "t".into(),
-            subject: None,
-            json: "x".repeat(100),
-            trace: None,
-            trail: None,
-        }
+        crate::store::tail::tests::event(seq, 100)
     }
 
     fn seqs(events: &[Arc<StoredEvent>]) -> Vec<i64> {
