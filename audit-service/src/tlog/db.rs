@@ -3,7 +3,7 @@
 //! leaves, the tiles.
 
 use super::tiles::TileMap;
-use crate::store::leaf_block::{self, BLOCK_MAX};
+use crate::store::leaf_block::{self, BlockRow, BLOCK_MAX};
 use crate::store::{Readers, Store, StoreError, WriterJob};
 
 pub use crate::store::leaf_block::LeafRecord as NewLeaf;
@@ -219,10 +219,8 @@ pub struct StoredLeaf {
     pub salt: Option<Vec<u8>>,
 }
 
-use crate::store::leaf_block::BlockRow;
-
 /// The leaves of `blocks` for which `keep` holds, in order.
-pub fn decode_blocks(blocks: Vec<BlockRow>, keep: impl Fn(&StoredLeaf) -> bool) -> Vec<StoredLeaf> {
+fn decode_blocks(blocks: Vec<BlockRow>, keep: impl Fn(&StoredLeaf) -> bool) -> Vec<StoredLeaf> {
     blocks
         .into_iter()
         .flat_map(|(first, block)| leaf_block::decode(first, &block))

@@ -152,6 +152,7 @@ async fn erase_batch(readers: &Readers, selector: Selector<'_>) -> Result<u64, S
                 .bind(&value)
                 .fetch_all(&mut *tx)
                 .await?;
+            let mut unsalted: Vec<BlockRow> = Vec::new();
             for (seq, json) in &rows {
                 // A row that is not a JSON object (which the store never
                 // writes) keeps its text; it is still marked erased.
@@ -170,21 +171,31 @@ async fn erase_batch(readers: &Readers, selector: Selector<'_>) -> Result<u64, S
                     .bind(&reason)
                     .execute(&mut *tx)
                     .await?;
-                // The salt leaves its block (one not yet in the tree has none).
-                let block: Option<BlockRow> = sqlx::query_as(leaf_block::BY_SEQ)
-                    .bind(seq)
-                    .bind(seq)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                if let Some((first, mut block)) = block {
-                    if leaf_block::unsalt(&mut block, *seq) {
-                        sqlx::query(UNSALT)
-                            .bind(block)
-                            .bind(first)
-                            .execute(&mut *tx)
-                            .await?;
+                // The salt leaves its block (an event not yet in the tree has
+                // none). Seqs ascend, so an event's block is the last one
+                // changed or one not read yet: each is read and written once.
+                let in_last = unsalted
+                    .last_mut()
+                    .is_some_and(|(_, block)| leaf_block::unsalt(block, *seq));
+                if !in_last {
+                    let block: Option<BlockRow> = sqlx::query_as(leaf_block::BY_SEQ)
+                        .bind(seq)
+                        .bind(seq)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if let Some((first, mut block)) = block {
+                        if leaf_block::unsalt(&mut block, *seq) {
+                            unsalted.push((first, block));
+                        }
                     }
                 }
+            }
+            for (first, block) in &unsalted {
+                sqlx::query(UNSALT)
+                    .bind(block)
+                    .bind(first)
+                    .execute(&mut *tx)
+                    .await?;
             }
             tx.commit().await?;
             rows.len() as u64
