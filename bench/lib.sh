@@ -60,11 +60,20 @@ start() {
 
 # hung_in PID: where each thread of a process waits (name:kernel wait
 # channel), and how many TCP connections it holds, to tell a lock from I/O.
+# A process with no thread left is inside the kernel's exit (its files
+# being closed, its memory released): then its state and kernel stack say
+# where (the stack is readable as root).
 hung_in() {
   local task waits=()
-  for task in /proc/"$1"/task/*; do
+  for task in /proc/"$1"/task/[0-9]*; do
+    [[ -e $task ]] || continue
     waits+=("$(cat "$task/comm" 2>/dev/null):$(cat "$task/wchan" 2>/dev/null)")
   done
+  if ((${#waits[@]} == 0)); then
+    local stack
+    stack="$(awk '{print $2}' "/proc/$1/stack" 2>/dev/null | head -n 8 | paste -sd' ' -)"
+    waits=("no thread left, state $(awk '{print $3}' "/proc/$1/stat" 2>/dev/null), wchan $(cat "/proc/$1/wchan" 2>/dev/null), kernel stack: ${stack:-unreadable}")
+  fi
   echo "${waits[*]}; $(ss -tnpH 2>/dev/null | grep -c "pid=$1,") TCP connections"
 }
 
