@@ -1,6 +1,6 @@
 //! The sequencer's side of the store's live feed: events drained from the
-//! feed into a bounded queue of its own while the sequencer waits between
-//! rounds and while a round commits.
+//! feed while the sequencer waits between rounds and while a round commits,
+//! each turned into its leaf (`leaf`) as it is read, into a bounded queue.
 //!
 //! The feed's ring is sized for live-tail clients (`TAIL_MAX_BYTES`), about
 //! a sixth of a second of batch ingest. A sequencer that read it only at the
@@ -13,10 +13,10 @@
 //! committed batch, thousands a second under one-event requests, and a
 //! task woken for each cost ingest more than the sequencer's own work.
 
-use crate::store::{Received, StoredEvent, Subscriber};
+use super::leaf::Leaf;
+use crate::store::{Received, Subscriber};
 use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -26,33 +26,27 @@ const DRAIN_EVERY: Duration = Duration::from_millis(20);
 
 pub struct Inbox {
     feed: Subscriber,
-    pending: VecDeque<Arc<StoredEvent>>,
-    /// The JSON bytes `pending` holds.
-    bytes: usize,
+    pending: VecDeque<Leaf>,
     /// Events left the feed unread since the last `take_lagged`.
     lagged: bool,
-    max_events: usize,
-    max_bytes: usize,
+    max_leaves: usize,
 }
 
 impl Inbox {
-    /// Reads `feed` into a queue of at most `max_events` events and about
-    /// `max_bytes` of JSON (one event over that is still taken); the feed's
+    /// Reads `feed` into a queue of at most `max_leaves` leaves; the feed's
     /// ring holds the rest until the queue has room.
-    pub fn new(feed: Subscriber, max_events: usize, max_bytes: usize) -> Self {
+    pub fn new(feed: Subscriber, max_leaves: usize) -> Self {
         Inbox {
             feed,
             pending: VecDeque::new(),
-            bytes: 0,
             lagged: false,
-            max_events,
-            max_bytes,
+            max_leaves,
         }
     }
 
     /// Whether a round's worth is waiting (the queue is full).
     pub fn full(&self) -> bool {
-        self.pending.len() >= self.max_events || self.bytes >= self.max_bytes
+        self.pending.len() >= self.max_leaves
     }
 
     /// Whether events were lost from the feed since the last call: the
@@ -61,31 +55,29 @@ impl Inbox {
         std::mem::take(&mut self.lagged)
     }
 
-    /// Forgets the queued events (they will be read from the table), after
-    /// an erasure may have changed them.
+    /// Forgets the queued leaves (their events will be read from the
+    /// table), after an erasure may have changed those events.
     pub fn clear(&mut self) {
         self.pending.clear();
-        self.bytes = 0;
     }
 
-    /// Up to `max` queued events after `after` (a seq), oldest first; those
+    /// Up to `max` queued leaves after `after` (a seq), oldest first; those
     /// at or before it (already in the tree) are dropped.
-    pub fn take(&mut self, after: i64, max: usize) -> Vec<Arc<StoredEvent>> {
+    pub fn take(&mut self, after: i64, max: usize) -> Vec<Leaf> {
         self.drain();
-        let mut events = Vec::with_capacity(self.pending.len().min(max));
-        while events.len() < max {
-            let Some(event) = self.pending.pop_front() else {
+        let mut leaves = Vec::with_capacity(self.pending.len().min(max));
+        while leaves.len() < max {
+            let Some(leaf) = self.pending.pop_front() else {
                 break;
             };
-            self.bytes -= event.json.len();
-            if event.seq > after {
-                events.push(event);
+            if leaf.seq > after {
+                leaves.push(leaf);
             }
         }
-        events
+        leaves
     }
 
-    /// Whether events are queued.
+    /// Whether leaves are queued.
     pub fn is_empty(&self) -> bool {
         self.pending.is_empty()
     }
@@ -100,7 +92,7 @@ impl Inbox {
         }
     }
 
-    /// Queues events until `deadline` or until the queue is full.
+    /// Queues leaves until `deadline` or until the queue is full.
     pub async fn fill_until(&mut self, deadline: Instant) {
         loop {
             self.drain();
@@ -111,7 +103,7 @@ impl Inbox {
         }
     }
 
-    /// Runs `work` to its end, queueing events meanwhile.
+    /// Runs `work` to its end, queueing leaves meanwhile.
     pub async fn while_running<F: Future>(&mut self, work: F) -> F::Output {
         tokio::pin!(work);
         let mut every = tokio::time::interval(DRAIN_EVERY);
@@ -126,16 +118,20 @@ impl Inbox {
     }
 
     fn queue(&mut self, received: Received) {
+        // An event that has no leaf (its JSON is not an object) is left to
+        // the read from the table, whose round reports it.
         match received {
-            Received::Event(event) => {
-                self.bytes += event.json.len();
-                self.pending.push_back(event);
-            }
-            Received::Lagged(_) => {
-                self.lagged = true;
-                self.clear();
-            }
+            Received::Event(event) => match Leaf::of(&event) {
+                Ok(leaf) => self.pending.push_back(leaf),
+                Err(_) => self.lag(),
+            },
+            Received::Lagged(_) => self.lag(),
         }
+    }
+
+    fn lag(&mut self) {
+        self.lagged = true;
+        self.clear();
     }
 }
 
@@ -145,17 +141,19 @@ mod tests {
     use crate::store::{StoredEvent, Tail};
 
     fn event(seq: i64) -> StoredEvent {
-        crate::store::tail::tests::event(seq, 100)
+        let mut event = crate::store::tail::tests::event(seq, 0);
+        event.json = format!(r#"{{"specversion":"1.0","id":"{seq}","source":"/s","type":"t"}}"#);
+        event
     }
 
-    fn seqs(events: &[Arc<StoredEvent>]) -> Vec<i64> {
-        events.iter().map(|e| e.seq).collect()
+    fn seqs(leaves: &[Leaf]) -> Vec<i64> {
+        leaves.iter().map(|l| l.seq).collect()
     }
 
     #[tokio::test]
     async fn queues_while_work_runs_and_hands_out_in_order_after_the_tree() {
         let tail = Tail::new(1 << 20);
-        let mut inbox = Inbox::new(tail.subscribe(), 10, 1 << 20);
+        let mut inbox = Inbox::new(tail.subscribe(), 10);
         let publisher = tail.clone();
         let out = inbox
             .while_running(async move {
@@ -176,7 +174,7 @@ mod tests {
     #[tokio::test]
     async fn stops_reading_when_full_and_leaves_the_rest_in_the_feed() {
         let tail = Tail::new(1 << 20);
-        let mut inbox = Inbox::new(tail.subscribe(), 3, 1 << 20);
+        let mut inbox = Inbox::new(tail.subscribe(), 3);
         tail.publish((1..=5).map(event));
         inbox
             .fill_until(Instant::now() + std::time::Duration::from_secs(5))
@@ -189,7 +187,7 @@ mod tests {
     #[tokio::test]
     async fn fill_until_returns_at_the_deadline_with_what_came() {
         let tail = Tail::new(1 << 20);
-        let mut inbox = Inbox::new(tail.subscribe(), 100, 1 << 20);
+        let mut inbox = Inbox::new(tail.subscribe(), 100);
         tail.publish((1..=2).map(event));
         inbox
             .fill_until(Instant::now() + std::time::Duration::from_millis(20))
@@ -202,8 +200,8 @@ mod tests {
     async fn a_lag_empties_the_queue_and_is_reported_once() {
         // A ring of about two events: the third publish pushes the first
         // out before the inbox reads it.
-        let tail = Tail::new(2 * (std::mem::size_of::<StoredEvent>() + 110));
-        let mut inbox = Inbox::new(tail.subscribe(), 100, 1 << 20);
+        let tail = Tail::new(2 * (std::mem::size_of::<StoredEvent>() + 60));
+        let mut inbox = Inbox::new(tail.subscribe(), 100);
         tail.publish((1..=5).map(event));
         inbox.drain();
         assert!(inbox.take_lagged());
@@ -213,5 +211,17 @@ mod tests {
         assert!(!after.is_empty() && after[0] > 1, "{after:?}");
         assert_eq!(after.last(), Some(&5));
         assert!(after.windows(2).all(|w| w[1] == w[0] + 1), "{after:?}");
+    }
+
+    #[tokio::test]
+    async fn an_event_without_a_leaf_is_left_to_the_table() {
+        let tail = Tail::new(1 << 20);
+        let mut inbox = Inbox::new(tail.subscribe(), 100);
+        let mut bad = event(2);
+        bad.json = "[]".into();
+        tail.publish([event(1), bad, event(3)]);
+        inbox.drain();
+        assert!(inbox.take_lagged());
+        assert_eq!(seqs(&inbox.take(0, 100)), vec![3]);
     }
 }

@@ -9,7 +9,8 @@
 //! - `checkpoint`: the signing key and signed checkpoints;
 //! - `db`: the log's tables;
 //! - `sequencer`: the one task that appends committed events to the tree
-//!   and signs checkpoints, off the ingest path;
+//!   and signs checkpoints, off the ingest path, reading them as `leaf`s
+//!   through its `inbox`;
 //! - `erase`: erasure and retention;
 //! - `routes`: the HTTP API; `verify` and `commands`: `audit-service verify`,
 //!   `erase` and `log-key`.
@@ -20,6 +21,7 @@ pub mod db;
 pub mod entry;
 pub mod erase;
 mod inbox;
+mod leaf;
 pub mod routes;
 pub mod sequencer;
 pub mod tiles;

@@ -21,15 +21,14 @@
 //! The same task carries out `ERASE_ON_TYPES` and `RETENTION`, after the
 //! events concerned are in the tree.
 
-use super::db::{self, LogState, NewLeaf, Round};
-use super::entry;
+use super::db::{self, LogState, Round};
 use super::erase::{self, Selector};
 use super::inbox::Inbox;
+use super::leaf::Leaf;
 use super::tiles::{partial_tiles, RightEdge};
 use super::{LogKey, LogSettings};
-use crate::store::{PageQuery, Store, StoreError, StoredEvent, TAIL_MAX_BYTES};
+use crate::store::{PageQuery, Store, StoreError};
 use chrono::{DateTime, SecondsFormat, Utc};
-use rand::Rng as _;
 use service_kit::db::Kind;
 use sqlx::Connection as _;
 use std::sync::Arc;
@@ -42,9 +41,6 @@ use tokio_util::sync::CancellationToken;
 const LEASE: i64 = 0x0061_7564_6974_0002;
 /// Most events one round appends: one transaction, one checkpoint.
 const ROUND_MAX_EVENTS: u32 = 10_000;
-/// The most JSON the inbox holds for the next round (a round of typical
-/// events is 3 to 4 MiB); the feed's ring holds what comes beyond it.
-const INBOX_MAX_BYTES: usize = TAIL_MAX_BYTES / 4;
 /// Between rounds when the sequencer has caught up: a new checkpoint at
 /// most this long after the first event that needs one (the signed
 /// checkpoint lags a commit by about this plus a round).
@@ -126,7 +122,6 @@ impl Sequencer {
             self.inbox = Some(Inbox::new(
                 self.store.subscribe(),
                 ROUND_MAX_EVENTS as usize,
-                INBOX_MAX_BYTES,
             ));
             self.resync();
             loop {
@@ -226,18 +221,17 @@ impl Sequencer {
         if state.erasure_epoch != self.synced_epoch {
             self.resync();
         }
-        let (events, more) = self.next_events(&state).await?;
-        if events.is_empty() && state.checkpoint.is_some() {
+        let (new, more) = self.next_leaves(&state).await?;
+        if new.is_empty() && state.checkpoint.is_some() {
             self.edge = Some(edge);
             return Ok(false);
         }
         let started = std::time::Instant::now();
         let from_size = edge.size();
-        let mut leaves = Vec::with_capacity(events.len());
-        for event in &events {
-            let leaf = leaf_of(event, edge.size()).map_err(RoundError::Tree)?;
-            edge.push(tlog_tiles::record_hash(&leaf.1));
-            leaves.push(leaf.0);
+        let mut leaves = Vec::with_capacity(new.len());
+        for leaf in &new {
+            leaves.push(leaf.record(edge.size()));
+            edge.push(leaf.hash);
         }
         let root = edge.root().map_err(|e| RoundError::Tree(e.to_string()))?;
         let checkpoint = key.sign(edge.size(), root).map_err(RoundError::Tree)?;
@@ -248,7 +242,7 @@ impl Sequencer {
             leaves,
             tiles: edge.take_changes(),
             size: edge.size(),
-            last_seq: events.last().map_or(state.last_seq, |e| e.seq),
+            last_seq: new.last().map_or(state.last_seq, |l| l.seq),
             checkpoint,
             signed_at: signed.to_rfc3339_opts(SecondsFormat::Micros, true),
         };
@@ -270,16 +264,16 @@ impl Sequencer {
         // The events of one commit share its received_at: parsed once.
         let lag = metrics::histogram!("audit_log_checkpoint_lag_seconds");
         let mut parsed: Option<(&str, f64)> = None;
-        for event in &events {
+        for leaf in &new {
             let seconds = match parsed {
-                Some((text, seconds)) if text == &*event.received_at => seconds,
+                Some((text, seconds)) if text == &*leaf.received_at => seconds,
                 _ => {
-                    let Ok(received) = DateTime::parse_from_rfc3339(&event.received_at) else {
+                    let Ok(received) = DateTime::parse_from_rfc3339(&leaf.received_at) else {
                         continue;
                     };
                     let micros = (signed - received.with_timezone(&Utc)).num_microseconds();
                     let seconds = micros.unwrap_or_default() as f64 / 1e6;
-                    parsed = Some((&event.received_at, seconds));
+                    parsed = Some((&leaf.received_at, seconds));
                     seconds
                 }
             };
@@ -288,7 +282,7 @@ impl Sequencer {
         metrics::gauge!("audit_log_size").set(size as f64);
         tracing::debug!(
             size,
-            events = events.len(),
+            events = new.len(),
             compute_ms = computed.as_secs_f64() * 1e3,
             write_ms = (started.elapsed() - computed).as_secs_f64() * 1e3,
             "signed a checkpoint"
@@ -297,13 +291,10 @@ impl Sequencer {
         Ok(more)
     }
 
-    /// The next committed events after the tree's last (up to a round's
-    /// worth), and whether more are waiting: from the live feed once caught
-    /// up, else from the table.
-    async fn next_events(
-        &mut self,
-        state: &LogState,
-    ) -> Result<(Vec<Arc<StoredEvent>>, bool), StoreError> {
+    /// The leaves of the next committed events after the tree's last (up to
+    /// a round's worth), and whether more are waiting: from the live feed
+    /// once caught up, else from the table.
+    async fn next_leaves(&mut self, state: &LogState) -> Result<(Vec<Leaf>, bool), RoundError> {
         if let Some(inbox) = self.inbox.as_mut() {
             inbox.drain();
             if inbox.take_lagged() {
@@ -312,9 +303,9 @@ impl Sequencer {
                 self.from_store = true;
             }
             if !self.from_store {
-                let events = inbox.take(state.last_seq, ROUND_MAX_EVENTS as usize);
+                let leaves = inbox.take(state.last_seq, ROUND_MAX_EVENTS as usize);
                 let more = !inbox.is_empty() || inbox.full();
-                return Ok((events, more));
+                return Ok((leaves, more));
             }
         }
         let page = self
@@ -332,7 +323,14 @@ impl Sequencer {
         // The last page: what commits after it is in the live feed.
         self.from_store = page.next_after.is_some();
         let more = page.next_after.is_some();
-        Ok((page.events.into_iter().map(Arc::new).collect(), more))
+        let leaves = page
+            .events
+            .iter()
+            .map(|event| {
+                Leaf::of(event).map_err(|e| RoundError::Tree(format!("seq {}: {e}", event.seq)))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok((leaves, more))
     }
 
     /// Reads from the table until caught up, forgetting what the inbox
@@ -434,33 +432,4 @@ impl Lease {
             Lease::Postgres(connection) => connection.ping().await.is_ok(),
         }
     }
-}
-
-/// The leaf of `event` at `index`, with a fresh salt for its data, and its
-/// entry.
-fn leaf_of(event: &StoredEvent, index: u64) -> Result<(NewLeaf, Vec<u8>), String> {
-    let members = entry::Members::parse(&event.json).map_err(|e| e.to_string())?;
-    let (salt, commitment) = match members.data() {
-        Some(data) => {
-            let mut salt = [0u8; 32];
-            rand::rng().fill(&mut salt);
-            (Some(salt), Some(entry::commitment(&salt, data)))
-        }
-        None => (None, None),
-    };
-    let bytes = entry::encode_members(
-        &event.received_at,
-        event.transport.as_str(),
-        &members,
-        commitment.as_ref().map(|c| c.as_slice()),
-    );
-    Ok((
-        NewLeaf {
-            index,
-            seq: event.seq,
-            commitment,
-            salt,
-        },
-        bytes,
-    ))
 }
