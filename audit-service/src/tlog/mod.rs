@@ -4,7 +4,8 @@
 //! trusting the service; and erasure (by subject, by type, by age) that
 //! removes an event's data without changing its leaf.
 //!
-//! - `entry`: the canonical bytes of an event's leaf;
+//! - `entry`: the canonical bytes of an event's leaf, from the stored JSON's
+//!   members (`compact_json` splits them);
 //! - `tiles`: tile paths, the tree's right edge, hash readers for proofs;
 //! - `checkpoint`: the signing key and signed checkpoints;
 //! - `db`: the log's tables;
@@ -17,6 +18,7 @@
 
 pub mod checkpoint;
 pub mod commands;
+mod compact_json;
 pub mod db;
 pub mod entry;
 pub mod erase;
