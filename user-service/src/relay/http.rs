@@ -15,11 +15,17 @@
 //! - a single event follows the delivery rules: 2xx ack; a retryable
 //!   answer backs off that user only (its later events wait, everyone
 //!   else's keep flowing); any other 4xx parks that event as a dead letter
-//!   and the user's next event goes on.
+//!   and the user's next event goes on;
+//! - no answer at all (the connection refused, reset or timed out) is about
+//!   the receiver, not the event: every user's next request would meet the
+//!   same. Until the receiver answers again, one request at a time goes
+//!   out, after a pause that grows like an event's backoff, instead of
+//!   every waiting user's own retry.
 
 use super::feed::{Fed, Feed};
 use super::lanes::{Batch, Lanes};
 use super::{backoff, publish_span, trace_id, EventCounters, Recovery, Relay, PAGE};
+use crate::config::RelaySettings;
 use crate::outbox::Failure;
 use cloudevents::Event;
 use cloudevents_wire::Transport;
@@ -47,17 +53,20 @@ pub(super) async fn run(relay: &Relay, publisher: &HttpPublisher) -> anyhow::Res
     let mut lanes = Lanes::new(per_user);
     let mut counters = EventCounters::new(Transport::Http);
     let mut recovery = Recovery::default();
+    let mut receiver = Receiver::default();
     let mut in_flight = FuturesUnordered::new();
     let mut tick = tokio::time::interval(settings.poll_interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut stopping = false;
     loop {
         if !stopping {
-            while in_flight.len() < settings.concurrency {
+            let probe = receiver.is_silent();
+            let room = receiver.room(settings.concurrency, in_flight.len(), Instant::now());
+            for _ in 0..room {
                 let Some(batch) = lanes.next_batch(settings.batch_max) else {
                     break;
                 };
-                in_flight.push(send(publisher, batch));
+                in_flight.push(send(publisher, batch, probe));
             }
         }
         feed.start_write();
@@ -73,14 +82,18 @@ pub(super) async fn run(relay: &Relay, publisher: &HttpPublisher) -> anyhow::Res
         if stopping && in_flight.is_empty() && feed.is_idle() {
             return Ok(());
         }
-        let next_retry = lanes.next_retry();
+        let next_retry = [lanes.next_retry(), receiver.pause_ends(Instant::now())]
+            .into_iter()
+            .flatten()
+            .min();
         tokio::select! {
             biased;
             _ = relay.shutdown.cancelled(), if !stopping => {
                 stopping = true;
                 feed.stop();
             }
-            Some((batch, outcome)) = in_flight.next() => {
+            Some((batch, outcome, probe)) = in_flight.next() => {
+                receiver.answered(settings, &outcome, probe);
                 answered(relay, &mut lanes, &mut feed, &mut counters, &mut recovery, batch, outcome);
             }
             fed = feed.next() => match fed {
@@ -119,7 +132,9 @@ async fn sleep_until(at: Option<Instant>) {
 /// event, in batch mode otherwise. While spans are exported, each event's
 /// publish is a span in that event's trace; a single event's request is
 /// sent inside it, so its `traceparent` header continues the same trace.
-async fn send(publisher: &HttpPublisher, batch: Batch) -> (Batch, Outcome) {
+/// `probe` travels with the answer: whether the request went out while the
+/// receiver was silent.
+async fn send(publisher: &HttpPublisher, batch: Batch, probe: bool) -> (Batch, Outcome, bool) {
     let spans: Vec<_> = batch
         .rows
         .iter()
@@ -143,7 +158,71 @@ async fn send(publisher: &HttpPublisher, batch: Batch) -> (Batch, Outcome) {
     for span in &spans {
         span.record("outcome", outcome.name());
     }
-    (batch, outcome)
+    (batch, outcome, probe)
+}
+
+/// Whether the receiver answers at all, and while it does not, when the
+/// next probe may go out.
+#[derive(Debug, Default)]
+struct Receiver {
+    silent: Option<Silence>,
+}
+
+#[derive(Debug)]
+struct Silence {
+    /// No request starts before this.
+    until: Instant,
+    /// Probes that went unanswered, for the pause's growth.
+    probes: u32,
+}
+
+impl Receiver {
+    fn is_silent(&self) -> bool {
+        self.silent.is_some()
+    }
+
+    /// How many more requests may start at `now` with `in_flight` out:
+    /// up to `concurrency` while the receiver answers; while it is silent,
+    /// one once the pause is over and nothing else is out.
+    fn room(&self, concurrency: usize, in_flight: usize, now: Instant) -> usize {
+        match &self.silent {
+            None => concurrency.saturating_sub(in_flight),
+            Some(silence) => usize::from(in_flight == 0 && now >= silence.until),
+        }
+    }
+
+    /// When the pause ends, if it is still ahead of `now`.
+    fn pause_ends(&self, now: Instant) -> Option<Instant> {
+        self.silent
+            .as_ref()
+            .map(|s| s.until)
+            .filter(|&until| until > now)
+    }
+
+    /// Takes note of the outcome of a request; `probe` says whether it was
+    /// sent while the receiver was silent. Requests already out when it
+    /// fell silent fail too; only a failed probe lengthens the pause.
+    fn answered(&mut self, settings: &RelaySettings, outcome: &Outcome, probe: bool) {
+        let unanswered = matches!(outcome, Outcome::Retry { status: None, .. });
+        if !unanswered {
+            self.silent = None;
+            return;
+        }
+        let now = Instant::now();
+        match &mut self.silent {
+            None => {
+                self.silent = Some(Silence {
+                    until: now + backoff(settings, 1, None),
+                    probes: 0,
+                })
+            }
+            Some(silence) if probe => {
+                silence.probes = silence.probes.saturating_add(1);
+                silence.until = now + backoff(settings, silence.probes + 1, None);
+            }
+            Some(_) => {}
+        }
+    }
 }
 
 /// Acts on the answer to one request.

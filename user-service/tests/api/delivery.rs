@@ -6,6 +6,8 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use cloudevents::AttributesReader;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[tokio::test]
@@ -122,6 +124,48 @@ async fn an_audit_service_down_delays_events_but_not_users_and_each_arrives_once
             "user {id}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_receiver_that_does_not_answer_gets_one_probe_at_a_time_not_a_retry_per_waiting_user() {
+    // A receiver that takes each connection and closes it unanswered.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    let silent = tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            counted.fetch_add(1, Ordering::Relaxed);
+            drop(stream);
+        }
+    });
+    let app = spawn_app(&format!("http://127.0.0.1:{port}/")).await;
+
+    for i in 0..20 {
+        app.create_user(&format!("user {i}")).await;
+    }
+    let window = Duration::from_secs(3);
+    let before = connections.load(Ordering::Relaxed);
+    tokio::time::sleep(window).await;
+    let during = connections.load(Ordering::Relaxed) - before;
+    // The pause grows to a uniform draw up to 100 ms (the test's
+    // RELAY_BACKOFF_MAX_MS), about 60 probes in 3 s. A retry of its own
+    // for each of the 20 waiting users would be about 1,200.
+    assert!(
+        during > 0 && during < 200,
+        "{during} connections in {window:?}"
+    );
+
+    // It answers again: every event arrives, each once.
+    silent.abort();
+    let _ = silent.await;
+    let audit = FakeAudit::start_on(port).await;
+    audit.wait_for_accepted(20).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ids: HashSet<String> = audit.accepted().iter().map(|e| e.id().to_owned()).collect();
+    assert_eq!(ids.len(), 20);
+    assert_eq!(audit.accepted().len(), 20);
 }
 
 #[tokio::test]
