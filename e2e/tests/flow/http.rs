@@ -158,14 +158,16 @@ pub(crate) fn assert_recovery_logged(user: &Service, transport: &str) {
 /// Creates one more user and waits for its event. The relay reads the
 /// outbox in seq order, a batch at a time, and finishes a batch before it
 /// reads the next, so this event, written last, is published together with
-/// or after everything that was pending before it. Returns its id.
+/// or after everything that was pending before it. Returns its id. On
+/// PostgreSQL, after a kill, its bucket may still be held by the killed
+/// process's lease for up to RELAY_LEASE_MS (30 s).
 async fn wait_for_marker(stack: &Stack, user: &Service, audit: &Service) -> String {
     let marker = stack.create_user(user, "marker", "pw-12345").await.unwrap();
     stack
         .wait_for_events(
             audit,
             &format!("subject={marker}"),
-            Duration::from_secs(30),
+            Duration::from_secs(60),
             |i| !i.is_empty(),
         )
         .await
@@ -214,11 +216,14 @@ async fn user_service_killed_mid_load_loses_no_committed_event_and_invents_none(
     assert!(accepted.len() < 200, "the kill landed after every create");
 
     user.restart().await.unwrap();
+    // On PostgreSQL the killed process's outbox leases (RELAY_LEASE_MS,
+    // 30 s) hold its buckets until they run out; only then does the
+    // restarted one send what was committed but not yet delivered.
     let items = stack
         .wait_for_events(
             &audit,
             "type=user.storeUser",
-            Duration::from_secs(30),
+            Duration::from_secs(60),
             |items| {
                 let seen: HashSet<String> = subjects(items).into_iter().collect();
                 accepted.is_subset(&seen)
