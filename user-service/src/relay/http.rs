@@ -24,7 +24,7 @@
 
 use super::feed::{Fed, Feed};
 use super::lanes::{Batch, Lanes};
-use super::{backoff, publish_span, trace_id, EventCounters, Recovery, Relay, PAGE};
+use super::{backoff, publish_span, sleep_until, trace_id, EventCounters, Recovery, Relay, PAGE};
 use crate::config::RelaySettings;
 use crate::outbox::Failure;
 use cloudevents::Event;
@@ -118,13 +118,6 @@ pub(super) async fn run(relay: &Relay, publisher: &HttpPublisher) -> anyhow::Res
             _ = relay.wake.notified(), if !stopping => feed.more(),
             _ = tick.tick(), if !stopping => feed.tick(),
         }
-    }
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -302,3 +302,12 @@ fn backoff(settings: &RelaySettings, attempts: u32, retry_after: Option<Duration
     }
     .delay(attempts, retry_after)
 }
+
+/// Sleeps until `at`; with no deadline, never wakes (a `select!` branch
+/// with nothing due).
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

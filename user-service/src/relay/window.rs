@@ -36,7 +36,7 @@
 //! outbox instead of only as lag.
 
 use super::feed::{Fed, Feed};
-use super::{backoff, publish_span, EventCounters, Recovery, Relay, PAGE};
+use super::{backoff, publish_span, sleep_until, EventCounters, Recovery, Relay, PAGE};
 use crate::outbox::{Failure, PendingEvent};
 use cloudevents::event::ExtensionValue;
 use cloudevents::Event;
@@ -204,13 +204,6 @@ pub(super) async fn run(relay: &Relay, publisher: &dyn Pipelined) -> anyhow::Res
 
 async fn await_report(record: Sent, pending: Pending) -> (Sent, Report) {
     (record, pending.await)
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// Hands one row to the publisher. `None` when it was not sent: parked, or
