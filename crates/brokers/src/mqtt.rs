@@ -22,6 +22,14 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Seconds a TCP connect, TLS handshake and CONNACK may take together.
 const CONNECT_TIMEOUT_SECS: u64 = 5;
 
+/// Our own publishes in flight at once, at most (the broker's Receive
+/// Maximum may set fewer). rumqttc makes a slot for each possible one with
+/// the client; without a limit it made 65,536 of them, some
+/// 13 MiB resident per connection: audit-service's consumer and its
+/// dead-letter connection took 53 MiB idle, 26 MiB with this. Above the
+/// 1,000 publishes the relay's MQTT publisher lets wait.
+const OUTGOING_IN_FLIGHT_MAX: u16 = 1024;
+
 /// The user name and password the broker is given (`MQTT_USERNAME`,
 /// `MQTT_PASSWORD`). Its `Debug` never shows the password.
 #[derive(Clone, PartialEq, Eq)]
@@ -138,7 +146,8 @@ impl MqttConfig {
         options
             .set_keep_alive(KEEP_ALIVE)
             .set_clean_start(true)
-            .set_connection_timeout(CONNECT_TIMEOUT_SECS);
+            .set_connection_timeout(CONNECT_TIMEOUT_SECS)
+            .set_outgoing_inflight_upper_limit(OUTGOING_IN_FLIGHT_MAX);
         if let Some(credentials) = &self.credentials {
             options.set_credentials(&credentials.username, &credentials.password);
         }
@@ -271,6 +280,15 @@ mod tests {
         assert_eq!((config.port, config.tls), (8883, true));
         let config = config_at("mqtt://[::1]:2883");
         assert_eq!((config.host.as_str(), config.port), ("::1", 2883));
+    }
+
+    #[test]
+    fn the_client_keeps_slots_for_a_bounded_number_of_its_own_publishes() {
+        let options = config(&[]).unwrap().options().unwrap();
+        assert_eq!(
+            options.get_outgoing_inflight_upper_limit(),
+            Some(OUTGOING_IN_FLIGHT_MAX)
+        );
     }
 
     fn config_at(url: &str) -> MqttConfig {
