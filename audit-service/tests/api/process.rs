@@ -284,24 +284,25 @@ async fn the_service_runs_without_transparent_huge_pages() {
     let db = test_kit::database::database_url(dir.path(), "audit.db").await;
     let mut process = audit_process(&[("DATABASE_URL", db)], dir.path().join("thp.log"));
     wait_listening(&mut process).await;
+    assert_eq!(status_field(&process, "THP_enabled").as_deref(), Some("0"));
+    assert!(process.terminate().await.unwrap().success());
+}
+
+/// The value of `field` in the process's /proc/PID/status.
+fn status_field(process: &Service, field: &str) -> Option<String> {
     let status =
         std::fs::read_to_string(format!("/proc/{}/status", process.pid().unwrap())).unwrap();
-    let thp = status
-        .lines()
-        .find_map(|l| l.strip_prefix("THP_enabled:"))
-        .map(str::trim);
-    assert_eq!(thp, Some("0"), "{status}");
-    assert!(process.terminate().await.unwrap().success());
+    status.lines().find_map(|l| {
+        l.strip_prefix(field)
+            .and_then(|rest| rest.strip_prefix(':'))
+            .map(|value| value.trim().to_owned())
+    })
 }
 
 /// The process's peak resident memory (VmHWM), in bytes.
 fn peak_rss(process: &Service) -> u64 {
-    let status =
-        std::fs::read_to_string(format!("/proc/{}/status", process.pid().unwrap())).unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    let kib: u64 = status_field(process, "VmHWM")
+        .and_then(|v| v.trim_end_matches("kB").trim().parse().ok())
         .expect("VmHWM in /proc/<pid>/status");
     kib * 1024
 }
