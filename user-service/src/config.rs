@@ -44,7 +44,20 @@ pub struct RelaySettings {
     /// `DELIVERY_LAG_MAX_MS`: how long the oldest pending event may wait
     /// before `GET /delivery` says delivery is failing.
     pub lag_max: Duration,
+    /// How long a broker publisher may hold records without a single
+    /// report while its broker answers before it counts as stuck and is
+    /// rebuilt ([`PUBLISHER_STALL`]).
+    pub stall_after: Duration,
 }
+
+/// librdkafka with no local expiry (`message.timeout.ms=0`) has been seen,
+/// after a broker restart under load, to hold thousands of records for
+/// minutes without sending them or reporting a failure, while a fresh
+/// producer delivers them at once. A healthy producer reconnects within its
+/// `reconnect.backoff.max.ms` (10 s), and NATS and MQTT acknowledgements
+/// time out by themselves well within this, so 30 s of silence from a
+/// publisher whose broker answers is a stuck publisher.
+pub const PUBLISHER_STALL: Duration = Duration::from_secs(30);
 
 /// The pool of password hashing threads in front of argon2id.
 #[derive(Debug, Clone)]
@@ -163,6 +176,7 @@ impl Settings {
                 lease_term,
                 lease_margin,
                 lag_max: Duration::from_millis(positive("DELIVERY_LAG_MAX_MS", 60_000)?),
+                stall_after: PUBLISHER_STALL,
             },
             hashing: HashSettings {
                 workers: count_in("HASH_CONCURRENCY", cpus, MAX_HASH_WORKERS)?,

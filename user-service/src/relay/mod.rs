@@ -243,7 +243,11 @@ pub fn describe_metrics() {
     );
     metrics::describe_counter!(
         "publisher_rebuilds_total",
-        "Broker publishers (Kafka producers, NATS clients) replaced after a fatal error, by transport"
+        "Broker publishers (Kafka producers, NATS clients) replaced after a fatal error or a stall, by transport"
+    );
+    metrics::describe_counter!(
+        "publisher_stalls_total",
+        "Broker publishers found stuck (records in flight, no report for 30 s while the broker answers) and rebuilt, by transport"
     );
     metrics::describe_counter!(
         "outbox_pruned_total",

@@ -24,6 +24,15 @@
 //!   nothing is skipped and what goes again goes in seq order. /delivery
 //!   answers 503 while the producer is in that state.
 //!
+//! No report at all is the third case: records in flight, and not one
+//! report for `RelaySettings::stall_after` while the broker answers every
+//! probe. The relay treats the producer as stuck, as if it had failed for
+//! good: it forgets the records in flight, rebuilds it (dropping the old
+//! one purges what it held) and reads the outbox again from its oldest
+//! pending row. A copy the old producer did get to the broker is stored
+//! once by the receiver. While the broker does not answer, nothing is
+//! rebuilt: librdkafka's own retries carry the records through an outage.
+//!
 //! An operator's `KAFKA_MESSAGE_TIMEOUT_MS` still wins, at a price: a record
 //! that expires is a plain failure, and librdkafka documents that later
 //! records of the partition may still be written ("1, 4, 5" once 2 and 3
@@ -40,9 +49,11 @@ use super::{backoff, publish_span, sleep_until, EventCounters, Recovery, Relay, 
 use crate::outbox::{Failure, PendingEvent};
 use cloudevents::event::ExtensionValue;
 use cloudevents::Event;
+use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use publishers::{Pending, Pipelined, Report};
 use std::collections::HashSet;
+use std::time::Duration;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::Span;
 
@@ -50,6 +61,10 @@ use tracing::Span;
 /// awaiting their write, at most. Enough to keep batches full on a LAN
 /// link; small enough to bound memory and what is re-sent after a crash.
 const WINDOW: usize = 5000;
+
+/// Probes of the broker per `stall_after` while records are in flight and
+/// no report has come.
+const PROBES_PER_STALL: u32 = 6;
 
 /// An event handed to the publisher: what its report is about.
 struct Sent {
@@ -78,6 +93,45 @@ enum Mode {
     },
 }
 
+/// Tells a publisher that holds records without a word about them, while
+/// its broker answers, from a broker that is away (where waiting is right).
+#[derive(Debug)]
+struct StallWatch {
+    stall_after: Duration,
+    /// When to ask the broker next, while records are in flight.
+    next_probe: Instant,
+    /// Since when every probe has answered, in this stretch without a
+    /// report.
+    answering_since: Option<Instant>,
+}
+
+impl StallWatch {
+    fn new(stall_after: Duration, now: Instant) -> Self {
+        StallWatch {
+            stall_after,
+            next_probe: now + stall_after / PROBES_PER_STALL,
+            answering_since: None,
+        }
+    }
+
+    /// A report came, or records went in flight after none were: a new
+    /// stretch begins.
+    fn heard(&mut self, now: Instant) {
+        *self = StallWatch::new(self.stall_after, now);
+    }
+
+    /// The broker's answer to a probe; `true` when the publisher is stuck.
+    fn answered(&mut self, answers: bool, now: Instant) -> bool {
+        self.next_probe = now + self.stall_after / PROBES_PER_STALL;
+        if !answers {
+            self.answering_since = None;
+            return false;
+        }
+        let since = *self.answering_since.get_or_insert(now);
+        now.duration_since(since) >= self.stall_after
+    }
+}
+
 pub(super) async fn run(relay: &Relay, publisher: &dyn Pipelined) -> anyhow::Result<()> {
     let settings = &relay.settings;
     let mut feed = Feed::new(
@@ -94,6 +148,8 @@ pub(super) async fn run(relay: &Relay, publisher: &dyn Pipelined) -> anyhow::Res
     // Recoveries since the last delivered record, for the backoff.
     let mut recoveries: u32 = 0;
     let mut stop_by: Option<Instant> = None;
+    let mut watch = StallWatch::new(settings.stall_after, Instant::now());
+    let mut probe: Option<BoxFuture<'_, Result<(), String>>> = None;
     let mut tick = tokio::time::interval(settings.poll_interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -112,7 +168,7 @@ pub(super) async fn run(relay: &Relay, publisher: &dyn Pipelined) -> anyhow::Res
                 if fatal {
                     publisher.rebuild()?;
                     metrics::counter!("publisher_rebuilds_total", "transport" => publisher.transport().as_str()).increment(1);
-                    tracing::warn!(publisher = %publisher.describe(), "publisher rebuilt after a fatal error; re-reading the outbox from its oldest pending event");
+                    tracing::warn!(publisher = %publisher.describe(), "publisher rebuilt; re-reading the outbox from its oldest pending event");
                 }
                 recoveries = recoveries.saturating_add(1);
                 mode = Mode::Paused {
@@ -120,6 +176,10 @@ pub(super) async fn run(relay: &Relay, publisher: &dyn Pipelined) -> anyhow::Res
                 };
                 feed.rescan();
             }
+        }
+        let watching = mode == Mode::Sending && stop_by.is_none() && !in_flight.is_empty();
+        if watching && probe.is_none() && now >= watch.next_probe {
+            probe = Some(publisher.check_ready());
         }
         feed.start_write();
         if stop_by.is_none() && feed.can_query() {
@@ -142,6 +202,7 @@ pub(super) async fn run(relay: &Relay, publisher: &dyn Pipelined) -> anyhow::Res
                 Mode::Paused { until } => Some(until),
             },
             stop_by,
+            (watching && probe.is_none()).then_some(watch.next_probe),
         ]
         .into_iter()
         .flatten()
@@ -156,6 +217,7 @@ pub(super) async fn run(relay: &Relay, publisher: &dyn Pipelined) -> anyhow::Res
             Some((record, report)) = in_flight.next() => {
                 let record: Sent = record;
                 sent.remove(&record.seq);
+                watch.heard(Instant::now());
                 match report {
                     Report::Delivered => {
                         recoveries = 0;
@@ -166,6 +228,23 @@ pub(super) async fn run(relay: &Relay, publisher: &dyn Pipelined) -> anyhow::Res
                     Report::Refused(_) => {}
                 }
                 reported(relay, &mut feed, &mut mode, &mut counters, publisher, record, report);
+            }
+            answer = answer_of(&mut probe), if probe.is_some() => {
+                probe = None;
+                let stuck = watch.answered(answer.is_ok(), Instant::now());
+                if stuck && mode == Mode::Sending && !in_flight.is_empty() {
+                    tracing::error!(
+                        publisher = %publisher.describe(),
+                        in_flight = in_flight.len(),
+                        "no delivery report for {} s though the broker answers: the publisher is stuck; it will be rebuilt",
+                        settings.stall_after.as_secs(),
+                    );
+                    metrics::counter!("publisher_stalls_total", "transport" => publisher.transport().as_str()).increment(1);
+                    mode = Mode::Draining {
+                        fatal: true,
+                        deadline: Instant::now(),
+                    };
+                }
             }
             fed = feed.next() => {
                 // Rows read while not sending are dropped: the rescan that
@@ -178,6 +257,9 @@ pub(super) async fn run(relay: &Relay, publisher: &dyn Pipelined) -> anyhow::Res
                             }
                             match enqueue(&mut feed, &mut mode, &mut counters, publisher, row).await {
                                 Some((record, pending)) => {
+                                    if in_flight.is_empty() {
+                                        watch.heard(Instant::now());
+                                    }
                                     sent.insert(record.seq);
                                     in_flight.push(await_report(record, pending));
                                 }
@@ -199,6 +281,14 @@ pub(super) async fn run(relay: &Relay, publisher: &dyn Pipelined) -> anyhow::Res
             _ = relay.wake.notified(), if stop_by.is_none() => feed.more(),
             _ = tick.tick(), if stop_by.is_none() => feed.tick(),
         }
+    }
+}
+
+/// The answer of the probe running; never, with none running.
+async fn answer_of(probe: &mut Option<BoxFuture<'_, Result<(), String>>>) -> Result<(), String> {
+    match probe {
+        Some(probe) => probe.await,
+        None => std::future::pending().await,
     }
 }
 
@@ -380,4 +470,159 @@ fn park(feed: &mut Feed, counters: &mut EventCounters, record: &Sent, reason: &s
         status: None,
         reason: reason.to_owned(),
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RelaySettings;
+    use crate::domain::{Password, RawPassword, UserName};
+    use crate::store::{Scope, Store};
+    use cloudevents_wire::Transport;
+    use futures::FutureExt;
+    use publishers::Publisher;
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    use std::sync::Arc;
+    use tokio::sync::Notify;
+    use tokio_util::sync::CancellationToken;
+
+    /// A producer that, until it is rebuilt, takes every record and never
+    /// reports on any, as a stuck librdkafka does; once rebuilt it
+    /// delivers everything at once. Whether its broker answers is the
+    /// test's to say.
+    #[derive(Clone, Default)]
+    struct Stuck {
+        rebuilds: Arc<AtomicU32>,
+        broker_answers: Arc<AtomicBool>,
+    }
+
+    impl Pipelined for Stuck {
+        fn transport(&self) -> Transport {
+            Transport::Kafka
+        }
+
+        fn enqueue(&self, _event: Event) -> BoxFuture<'_, Result<Pending, Report>> {
+            let pending: Pending = if self.rebuilds.load(Ordering::SeqCst) == 0 {
+                std::future::pending().boxed()
+            } else {
+                futures::future::ready(Report::Delivered).boxed()
+            };
+            futures::future::ready(Ok(pending)).boxed()
+        }
+
+        fn timeout(&self) -> Duration {
+            Duration::from_secs(5)
+        }
+
+        fn rebuild(&self) -> anyhow::Result<()> {
+            self.rebuilds.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+
+        fn check_ready(&self) -> BoxFuture<'_, Result<(), String>> {
+            let answers = self.broker_answers.load(Ordering::SeqCst);
+            futures::future::ready(if answers {
+                Ok(())
+            } else {
+                Err("broker away".to_owned())
+            })
+            .boxed()
+        }
+
+        fn flush(&self) -> BoxFuture<'_, ()> {
+            futures::future::ready(()).boxed()
+        }
+
+        fn describe(&self) -> String {
+            "stuck".to_owned()
+        }
+    }
+
+    /// Short, so the test runs in seconds.
+    const STALL: Duration = Duration::from_millis(1500);
+
+    async fn pending(store: &Store) -> i64 {
+        store.backend().backlog().await.unwrap().pending
+    }
+
+    /// Waits until nothing is pending, at most `limit`.
+    async fn drained_within(store: &Store, limit: Duration) -> bool {
+        let until = Instant::now() + limit;
+        while Instant::now() < until {
+            if pending(store).await == 0 {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn a_publisher_that_never_reports_while_its_broker_answers_is_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("users.db").display());
+        let backend = crate::store::open(&url).await.unwrap();
+        let wake = Arc::new(Notify::new());
+        let store = Store::new(backend.clone(), "/test".to_owned(), wake.clone());
+        // One user's three events.
+        let raw: RawPassword = serde_json::from_str("\"12345\"").unwrap();
+        let mut memory = vec![argon2::Block::default(); Password::memory_blocks()];
+        let hash = Password::parse(raw)
+            .unwrap()
+            .hash_with(&mut memory)
+            .unwrap();
+        let user = store
+            .create_user(UserName::parse("Ozzy").unwrap(), hash)
+            .await
+            .unwrap();
+        for name in ["Ozzy O.", "Ozzy Osbourne"] {
+            store
+                .update_user(user.id, UserName::parse(name).unwrap(), None)
+                .await
+                .unwrap();
+        }
+        assert_eq!(pending(&store).await, 3);
+
+        let stuck = Stuck::default();
+        let shutdown = CancellationToken::new();
+        let relay = Relay {
+            store: backend,
+            publisher: Arc::new(Publisher::Pipelined(Box::new(stuck.clone()))),
+            settings: RelaySettings {
+                backoff_initial: Duration::from_millis(100),
+                backoff_max: Duration::from_secs(1),
+                retry_after_max: Duration::from_secs(1),
+                max_attempts: None,
+                poll_interval: Duration::from_millis(500),
+                concurrency: 4,
+                batch_max: 100,
+                lease_term: Duration::from_secs(30),
+                lease_margin: Duration::from_secs(6),
+                lag_max: Duration::from_secs(60),
+                stall_after: STALL,
+            },
+            wake,
+            shutdown: shutdown.clone(),
+            scope: Scope::All,
+        };
+        let running = tokio::spawn(relay.run());
+
+        // The broker is away: the records wait in the producer, which is
+        // what carries them through an outage. Nothing is rebuilt.
+        assert!(!drained_within(&store, STALL * 4).await);
+        assert_eq!(stuck.rebuilds.load(Ordering::SeqCst), 0);
+
+        // The broker answers, yet no report comes: the producer is stuck,
+        // is rebuilt once, and every event goes again and is delivered.
+        stuck.broker_answers.store(true, Ordering::SeqCst);
+        assert!(
+            drained_within(&store, STALL * 3).await,
+            "{} events still pending",
+            pending(&store).await
+        );
+        assert_eq!(stuck.rebuilds.load(Ordering::SeqCst), 1);
+
+        shutdown.cancel();
+        running.await.unwrap().unwrap();
+    }
 }

@@ -81,6 +81,7 @@ pub fn test_settings(audit_url: &str, db: &TestDb) -> Settings {
             lease_term: Duration::from_secs(6),
             lease_margin: Duration::from_secs(3),
             lag_max: Duration::from_secs(60),
+            stall_after: user_service::config::PUBLISHER_STALL,
         },
         hashing: HashSettings {
             workers: 2,
