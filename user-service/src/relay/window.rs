@@ -217,7 +217,7 @@ pub(super) async fn run(relay: &Relay, publisher: &dyn Pipelined) -> anyhow::Res
             Some((record, report)) = in_flight.next() => {
                 let record: Sent = record;
                 sent.remove(&record.seq);
-                watch.heard(Instant::now());
+                watch.heard(now);
                 match report {
                     Report::Delivered => {
                         recoveries = 0;
@@ -232,7 +232,10 @@ pub(super) async fn run(relay: &Relay, publisher: &dyn Pipelined) -> anyhow::Res
             answer = answer_of(&mut probe), if probe.is_some() => {
                 probe = None;
                 let stuck = watch.answered(answer.is_ok(), Instant::now());
-                if stuck && mode == Mode::Sending && !in_flight.is_empty() {
+                // Still sending, and not stopping: a stop or a failure
+                // since the probe began has its own way with what is in
+                // flight.
+                if stuck && mode == Mode::Sending && stop_by.is_none() && !in_flight.is_empty() {
                     tracing::error!(
                         publisher = %publisher.describe(),
                         in_flight = in_flight.len(),
@@ -258,7 +261,7 @@ pub(super) async fn run(relay: &Relay, publisher: &dyn Pipelined) -> anyhow::Res
                             match enqueue(&mut feed, &mut mode, &mut counters, publisher, row).await {
                                 Some((record, pending)) => {
                                     if in_flight.is_empty() {
-                                        watch.heard(Instant::now());
+                                        watch.heard(now);
                                     }
                                     sent.insert(record.seq);
                                     in_flight.push(await_report(record, pending));
