@@ -393,10 +393,11 @@ async fn a_message_larger_than_rumqttc_s_default_limit_is_stored() {
     app.stop().await;
 }
 
-/// A session's backlog far larger than the batches in hand: the event loop
-/// goes on sending acknowledgements and pings while the pipeline stores
-/// (a bounded hand-over once stopped it, acknowledgements and all, and the
-/// broker dropped the silent connection).
+/// A session's backlog a hundred times the hand-over (Receive Maximum, 30
+/// here), which Mosquitto sends past: the event loop waits on the
+/// hand-over while acknowledgements reach it through their own task (when
+/// the pipeline itself waited to acknowledge, the two waited on each other,
+/// and the broker dropped the silent connection).
 #[tokio::test]
 async fn a_backlog_queued_for_the_session_is_drained_whole() {
     const N: usize = 3000;

@@ -15,10 +15,15 @@
 //! may name other messages by then).
 //!
 //! Flow. The connection's Receive Maximum asks the broker to deliver at
-//! most three batches not yet acknowledged, which bounds memory for a
-//! broker that keeps to it; the event loop runs in its own task and never
-//! waits for the pipeline, so acknowledgements and pings go out while a
-//! batch is being stored.
+//! most three batches not yet acknowledged. Not every broker keeps to it:
+//! Mosquitto 2.0 sent a resumed session's backlog to this client with
+//! 13,500 PUBLISHes unacknowledged against a Receive Maximum of 3,000
+//! (counted on the wire), and held in memory that was 90 MiB for a
+//! 100,000-event backlog. So at most Receive Maximum messages wait for the
+//! pipeline: beyond that the event loop waits, stops reading the socket,
+//! and the backlog stays with the broker. Acknowledgements never wait for
+//! that hand-over (they go through a task of their own), so a batch being
+//! acknowledged cannot hold up the event loop that sends them.
 //!
 //! Order. With one consumer in the group, the broker delivers in the order
 //! published. Replicas in one group share the messages (each event is
@@ -99,14 +104,12 @@ pub fn start(
     // Acknowledgements for every message in flight fit, so handing one
     // over never waits for the event loop.
     let (client, eventloop) = AsyncClient::new(options, usize::from(receive_maximum) + 16);
-    // Unbounded on purpose: the event loop must never wait to hand a
-    // message over, or it stops sending the acknowledgements the pipeline
-    // waits on, and the pings that keep the connection (with a bounded
-    // hand-over, a resumed session's backlog on Mosquitto 2.0 stored
-    // nothing: test `mqtt::a_backlog_queued_for_the_session_is_drained_whole`).
-    // What is in it is what the broker sent unacknowledged: Receive
-    // Maximum, unless the broker sends past it.
-    let (incoming, received) = mpsc::unbounded_channel();
+    // Bounded (see "Flow" above). The pipeline never waits on the event
+    // loop (acknowledgements are queued for the acknowledger), so a full
+    // hand-over always empties: test
+    // `mqtt::a_backlog_queued_for_the_session_is_drained_whole`.
+    let (incoming, received) = mpsc::channel(usize::from(receive_maximum));
+    let (acks, to_acknowledge) = mpsc::unbounded_channel();
     let (state, watched) = watch::channel(Connection::Connecting);
     let connection = Arc::new(AtomicU64::new(0));
     let driver = Driver {
@@ -126,12 +129,18 @@ pub fn start(
         batch_wait_ms = limits.max_wait.as_millis() as u64,
         "consuming CloudEvents from MQTT"
     );
+    let acknowledger = tokio::spawn(acknowledge_in_order(
+        client.clone(),
+        connection.clone(),
+        to_acknowledge,
+    ));
     let pipeline = Pipeline {
         source: MqttSource {
             client,
             received: Mutex::new(Some(received)),
-            connection,
             event_loop: Mutex::new(Some(tokio::spawn(driver.run(eventloop)))),
+            acknowledger: Mutex::new(Some(acknowledger)),
+            acks: Mutex::new(Some(acks)),
         },
         dead_letters,
         store,
@@ -165,7 +174,7 @@ impl Probe for ConnectionProbe {
 struct Driver {
     client: AsyncClient,
     filter: String,
-    incoming: mpsc::UnboundedSender<Incoming>,
+    incoming: mpsc::Sender<Incoming>,
     state: watch::Sender<Connection>,
     /// Counts connections, so acknowledgements of an earlier one are known.
     connection: Arc<AtomicU64>,
@@ -194,10 +203,13 @@ impl Driver {
                     let connection = self.connection.load(Ordering::SeqCst);
                     // Gone only once the pipeline has stopped: the message
                     // stays unacknowledged and is delivered again.
-                    let _ = self.incoming.send(Incoming {
-                        connection,
-                        publish,
-                    });
+                    let _ = self
+                        .incoming
+                        .send(Incoming {
+                            connection,
+                            publish,
+                        })
+                        .await;
                 }
                 Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
                 Ok(_) => {}
@@ -240,13 +252,55 @@ impl Driver {
 struct MqttSource {
     client: AsyncClient,
     /// What the event loop hands over; taken by the pipeline once.
-    received: Mutex<Option<mpsc::UnboundedReceiver<Incoming>>>,
-    connection: Arc<AtomicU64>,
+    received: Mutex<Option<mpsc::Receiver<Incoming>>>,
     event_loop: Mutex<Option<JoinHandle<()>>>,
+    /// Sends the acknowledgements queued on `acks`, in order.
+    acknowledger: Mutex<Option<JoinHandle<()>>>,
+    /// Dropped at close, which ends the acknowledger once it has sent
+    /// what is queued.
+    acks: Mutex<Option<mpsc::UnboundedSender<Ack>>>,
+}
+
+/// What an acknowledgement needs of a message: its packet id and QoS,
+/// without the payload, which is freed as soon as the batch is stored.
+struct Ack {
+    connection: u64,
+    publish: Publish,
+}
+
+impl Ack {
+    fn of(incoming: Incoming) -> Ack {
+        let Publish { qos, pkid, .. } = incoming.publish;
+        let mut publish = Publish::new("", qos, "", None);
+        publish.pkid = pkid;
+        Ack {
+            connection: incoming.connection,
+            publish,
+        }
+    }
+}
+
+/// Hands each acknowledgement to the event loop, waiting for room in its
+/// request queue when it is full, so that the pipeline never waits on the
+/// event loop. Those of a connection that has ended are dropped (see the
+/// module docs).
+async fn acknowledge_in_order(
+    client: AsyncClient,
+    connection: Arc<AtomicU64>,
+    mut queued: mpsc::UnboundedReceiver<Ack>,
+) {
+    while let Some(ack) = queued.recv().await {
+        if ack.connection != connection.load(Ordering::SeqCst) {
+            continue;
+        }
+        if let Err(e) = client.ack(&ack.publish).await {
+            tracing::debug!(error = %e, "MQTT acknowledgement not sent");
+        }
+    }
 }
 
 impl Source for MqttSource {
-    type Subscription = mpsc::UnboundedReceiver<Incoming>;
+    type Subscription = mpsc::Receiver<Incoming>;
     type Message<'a> = Incoming;
     type Ack = Incoming;
     type Rejected = Rejected;
@@ -293,18 +347,15 @@ impl Source for MqttSource {
         Rejected::new(&incoming.publish)
     }
 
+    /// Queues the acknowledgements for the acknowledger; never waits.
     fn acknowledge(&self, acks: Vec<Incoming>) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            let current = self.connection.load(Ordering::SeqCst);
+        if let Some(queue) = self.acks.lock().ok().and_then(|q| q.clone()) {
             for incoming in acks {
-                if incoming.connection != current {
-                    continue;
-                }
-                if let Err(e) = self.client.ack(&incoming.publish).await {
-                    tracing::debug!(error = %e, "MQTT acknowledgement not sent");
-                }
+                // Gone only after close: the message is delivered again.
+                let _ = queue.send(Ack::of(incoming));
             }
-        })
+        }
+        Box::pin(async {})
     }
 
     /// Sends the DISCONNECT after the last acknowledgements (the client's
@@ -312,7 +363,14 @@ impl Source for MqttSource {
     /// The session is kept for the next start.
     fn close(&self) -> BoxFuture<'_, ()> {
         let event_loop = self.event_loop.lock().ok().and_then(|mut e| e.take());
+        let acknowledger = self.acknowledger.lock().ok().and_then(|mut a| a.take());
+        drop(self.acks.lock().ok().and_then(|mut q| q.take()));
         Box::pin(async move {
+            // The last acknowledgements are in the event loop's queue
+            // before the DISCONNECT, which follows them on the wire.
+            if let Some(acknowledger) = acknowledger {
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, acknowledger).await;
+            }
             if let Err(e) = self.client.disconnect().await {
                 tracing::debug!(error = %e, "MQTT disconnect not sent");
             }
