@@ -13,6 +13,7 @@ use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
 use serde_json::json;
 use std::time::Duration;
+use test_kit::database::Db;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -423,7 +424,7 @@ async fn a_backlog_queued_for_the_session_is_drained_whole() {
     client.expect_acks(N).await;
 
     let second = spawn_mqtt_app_with(&names, small_batches).await;
-    let db = test_kit::database::Db::open(&second.database_url).await;
+    let db = Db::open(&second.database_url).await;
     let stored = within(WAIT, || async {
         db.int("SELECT COUNT(*) FROM events").await >= N as i64
     })
@@ -435,6 +436,99 @@ async fn a_backlog_queued_for_the_session_is_drained_whole() {
         db.int("SELECT COUNT(*) FROM events").await
     );
     second.stop().await;
+}
+
+/// The store refusing writes for longer than its busy timeout (10 s) while
+/// events arrive: the pipeline retries the batch in hand, the broker holds
+/// the rest, and once the store is back every event is stored, each once.
+#[tokio::test]
+async fn a_store_refusing_writes_for_a_while_loses_nothing() {
+    const N: usize = 300;
+    let names = MqttNames::new("stall");
+    let app = spawn_mqtt_app_with(&names, |s| s.batch.max_events = 10).await;
+    let db = Db::open(&app.database_url).await;
+    let writes_held = WritesHeld::take(&db).await;
+    let mut client = TestClient::connect().await;
+    let source = unique("/stall");
+    for i in 0..N {
+        let properties = binary_properties(&[
+            ("specversion", "1.0"),
+            ("id", &format!("e{i}")),
+            ("source", &source),
+            ("type", "t"),
+        ]);
+        client.send(&names.topic, properties, "{}").await;
+    }
+    client.expect_acks(N).await;
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let query = format!("SELECT COUNT(DISTINCT id) FROM events WHERE source = '{source}'");
+    let reader = Db::open(&app.database_url).await;
+    assert_eq!(reader.int(&query).await, 0, "stored while writes were held");
+    writes_held.release().await;
+
+    let stored = within(WAIT, || async { db.int(&query).await >= N as i64 })
+        .await
+        .is_some();
+    assert!(stored, "stored {} of {N}", db.int(&query).await);
+    let rows = db
+        .int(&format!(
+            "SELECT COUNT(*) FROM events WHERE source = '{source}'"
+        ))
+        .await;
+    assert_eq!(rows, N as i64, "each event stored once");
+    app.stop().await;
+}
+
+/// A transaction that keeps every other writer out of the store until
+/// released: SQLite's write lock, or an EXCLUSIVE lock on PostgreSQL's
+/// events table (reads go on).
+enum WritesHeld {
+    Sqlite(sqlx::pool::PoolConnection<sqlx::Sqlite>),
+    Postgres(sqlx::pool::PoolConnection<sqlx::Postgres>),
+}
+
+impl WritesHeld {
+    async fn take(db: &Db) -> WritesHeld {
+        match db {
+            Db::Sqlite(pool) => {
+                let mut connection = pool.acquire().await.unwrap();
+                sqlx::query("BEGIN EXCLUSIVE")
+                    .execute(&mut *connection)
+                    .await
+                    .unwrap();
+                WritesHeld::Sqlite(connection)
+            }
+            Db::Postgres(pool) => {
+                let mut connection = pool.acquire().await.unwrap();
+                sqlx::query("BEGIN")
+                    .execute(&mut *connection)
+                    .await
+                    .unwrap();
+                sqlx::query("LOCK TABLE events IN EXCLUSIVE MODE")
+                    .execute(&mut *connection)
+                    .await
+                    .unwrap();
+                WritesHeld::Postgres(connection)
+            }
+        }
+    }
+
+    async fn release(self) {
+        match self {
+            WritesHeld::Sqlite(mut connection) => {
+                sqlx::query("ROLLBACK")
+                    .execute(&mut *connection)
+                    .await
+                    .unwrap();
+            }
+            WritesHeld::Postgres(mut connection) => {
+                sqlx::query("ROLLBACK")
+                    .execute(&mut *connection)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
 }
 
 #[tokio::test]

@@ -16,14 +16,18 @@
 //!
 //! Flow. The connection's Receive Maximum asks the broker to deliver at
 //! most three batches not yet acknowledged. Not every broker keeps to it:
-//! Mosquitto 2.0 sent a resumed session's backlog to this client with
-//! 13,500 PUBLISHes unacknowledged against a Receive Maximum of 3,000
-//! (counted on the wire), and held in memory that was 90 MiB for a
-//! 100,000-event backlog. So at most Receive Maximum messages wait for the
-//! pipeline: beyond that the event loop waits, stops reading the socket,
-//! and the backlog stays with the broker. Acknowledgements never wait for
-//! that hand-over (they go through a task of their own), so a batch being
-//! acknowledged cannot hold up the event loop that sends them.
+//! Mosquitto 2.0 sent a resumed session's 20,000-event backlog to this
+//! client with up to 13,500 PUBLISHes unacknowledged against a Receive
+//! Maximum of 3,000 (counted on the wire); held in memory, a 100,000-event
+//! backlog took the service to 90 MiB. So at most Receive Maximum messages
+//! wait for the pipeline: beyond that the event loop waits, stops reading
+//! the socket, and the backlog stays with the broker. Acknowledgements
+//! never wait for that hand-over (they go through a task of their own), so
+//! a batch being acknowledged cannot hold up the event loop that sends
+//! them. While the hand-over is full the event loop sends nothing, pings
+//! included, so a broker may close the connection if the store stays
+//! unavailable for longer than 1.5 keep-alives; it then delivers what was
+//! not acknowledged again on the next one.
 //!
 //! Order. With one consumer in the group, the broker delivers in the order
 //! published. Replicas in one group share the messages (each event is
