@@ -1,0 +1,47 @@
+//! audit-service's global allocator, mimalloc, and the option it sets in
+//! code rather than through the environment, so that every way of running
+//! the service gets it.
+
+pub use mimalloc::MiMalloc;
+
+/// mimalloc v3 gives freed memory back to the system 1 s after it is freed
+/// (`purge_delay`). Under batch ingest, 64 clients of 100 events a request,
+/// that second of garbage was a third of the peak: 70-89 MiB peak RSS
+/// against 57-59 MiB with 10 ms, on SQLite and on PostgreSQL, at the same
+/// rate within noise. `MIMALLOC_PURGE_DELAY` still wins.
+///
+/// Call it first thing in `main`, before any other thread runs: mimalloc's
+/// options are not meant to change under a running thread.
+pub fn return_freed_memory_promptly() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: stores a number mimalloc reads; the caller runs it before
+        // any other thread exists.
+        #[allow(unsafe_code)]
+        unsafe {
+            libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS)
+        };
+    }
+}
+
+const PURGE_DELAY_MS: std::ffi::c_long = 10;
+
+/// `mi_option_purge_delay` in mimalloc v3's `mi_option_t`, which the
+/// bindings do not name (test `the_option_number_is_purge_delay`).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Of the options around it, only `purge_delay` defaults to 1,000: a
+    /// mimalloc whose numbering moved fails here, not in production.
+    #[test]
+    fn the_option_number_is_purge_delay() {
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+            // SAFETY: reads a number.
+            #[allow(unsafe_code)]
+            let delay = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
+            assert_eq!(delay, 1000);
+        }
+    }
+}
