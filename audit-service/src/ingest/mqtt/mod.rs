@@ -105,8 +105,9 @@ pub fn start(
         .set_max_packet_size(Some(
             u32::try_from(max_body_bytes.saturating_add(PROPERTIES_ALLOWANCE)).unwrap_or(u32::MAX),
         ));
-    // Acknowledgements for every message in flight fit, so handing one
-    // over never waits for the event loop.
+    // Acknowledgements for every message in flight fit, for a broker that
+    // keeps to Receive Maximum; past it, the acknowledger waits for room,
+    // never the pipeline.
     let (client, eventloop) = AsyncClient::new(options, usize::from(receive_maximum) + 16);
     // Bounded (see "Flow" above). The pipeline never waits on the event
     // loop (acknowledgements are queued for the acknowledger), so a full
