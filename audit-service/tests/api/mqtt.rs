@@ -150,6 +150,21 @@ impl TestClient {
 
     /// Waits for the PUBACKs of `n` messages sent, each a success (an
     /// audit service subscribes).
+    /// Publishes `n` binary-mode events `e0`..`e{n-1}` of `source` at QoS 1
+    /// and waits for every PUBACK.
+    pub async fn send_events(&mut self, topic: &str, source: &str, n: usize) {
+        for i in 0..n {
+            let properties = binary_properties(&[
+                ("specversion", "1.0"),
+                ("id", &format!("e{i}")),
+                ("source", source),
+                ("type", "t"),
+            ]);
+            self.send(topic, properties, "{}").await;
+        }
+        self.expect_acks(n).await;
+    }
+
     pub async fn expect_acks(&mut self, n: usize) {
         for _ in 0..n {
             let reason = tokio::time::timeout(Duration::from_secs(30), self.acks.recv())
@@ -412,16 +427,7 @@ async fn a_backlog_queued_for_the_session_is_drained_whole() {
     first.stop().await;
     let mut client = TestClient::connect().await;
     let source = unique("/backlog");
-    for i in 0..N {
-        let properties = binary_properties(&[
-            ("specversion", "1.0"),
-            ("id", &format!("e{i}")),
-            ("source", &source),
-            ("type", "t"),
-        ]);
-        client.send(&names.topic, properties, "{}").await;
-    }
-    client.expect_acks(N).await;
+    client.send_events(&names.topic, &source, N).await;
 
     let second = spawn_mqtt_app_with(&names, small_batches).await;
     let db = Db::open(&second.database_url).await;
@@ -450,16 +456,7 @@ async fn a_store_refusing_writes_for_a_while_loses_nothing() {
     let writes_held = WritesHeld::take(&db).await;
     let mut client = TestClient::connect().await;
     let source = unique("/stall");
-    for i in 0..N {
-        let properties = binary_properties(&[
-            ("specversion", "1.0"),
-            ("id", &format!("e{i}")),
-            ("source", &source),
-            ("type", "t"),
-        ]);
-        client.send(&names.topic, properties, "{}").await;
-    }
-    client.expect_acks(N).await;
+    client.send_events(&names.topic, &source, N).await;
     tokio::time::sleep(Duration::from_secs(15)).await;
     let query = format!("SELECT COUNT(DISTINCT id) FROM events WHERE source = '{source}'");
     let reader = Db::open(&app.database_url).await;
