@@ -254,12 +254,20 @@ async fn scrub(readers: &Readers) -> Result<(), StoreError> {
             // VACUUM FULL copies a dead row version that some snapshot may
             // still see: it keeps every version whose deleting transaction
             // is not older than the oldest xmin (or xid) of the backends on
-            // this database. So it first waits (boundedly) until every
-            // other backend's horizon is past the erasure: the xids handed
-            // out so far (`pg_current_snapshot()`'s xmax) include every
-            // erasing transaction. Waiting for the transactions that began
-            // before the erasure is not enough: one begun after it, while
-            // an older one still ran, has that older xmin too.
+            // this database. So it first waits (boundedly) until no
+            // snapshot on this database can be older than the erasure: the
+            // xids handed out so far (`pg_current_snapshot()`'s xmax)
+            // include every erasing transaction.
+            //
+            // Two kinds of backend hold that horizon back:
+            // - one on this database whose snapshot is older (its xmin);
+            // - one on *any* database still running a transaction older
+            //   than the erasure (its xid): a snapshot taken here while it
+            //   runs gets that xid as its xmin, even one taken after this
+            //   check and before VACUUM FULL looks, which would keep the
+            //   erased bytes (seen under a busy shared server).
+            // Once neither is left, every new snapshot's xmin is past the
+            // erasure.
             let past: String =
                 sqlx::query_scalar("SELECT pg_snapshot_xmax(pg_current_snapshot())::xid::text")
                     .fetch_one(pool)
@@ -268,8 +276,8 @@ async fn scrub(readers: &Readers) -> Result<(), StoreError> {
             loop {
                 let older: i64 = sqlx::query_scalar(
                     "SELECT count(*) FROM pg_stat_activity \
-                     WHERE datname = current_database() AND pid <> pg_backend_pid() \
-                     AND (age(backend_xmin) > age($1::xid) OR age(backend_xid) > age($1::xid))",
+                     WHERE pid <> pg_backend_pid() AND (age(backend_xid) > age($1::xid) \
+                     OR (datname = current_database() AND age(backend_xmin) > age($1::xid)))",
                 )
                 .bind(&past)
                 .fetch_one(pool)
@@ -279,7 +287,7 @@ async fn scrub(readers: &Readers) -> Result<(), StoreError> {
                 }
                 if tokio::time::Instant::now() >= deadline {
                     tracing::warn!(
-                        "{older} backend(s) still see the database as it was before an erasure; \
+                        "{older} backend(s) still run or see transactions older than an erasure; \
                          the old versions of the erased rows leave the files \
                          at the next erasure or VACUUM FULL"
                     );

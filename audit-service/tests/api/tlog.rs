@@ -647,6 +647,50 @@ async fn an_erasure_waits_for_a_later_reader_that_an_older_writer_held_back() {
     );
 }
 
+/// On PostgreSQL a transaction older than the erasure on *another*
+/// database of the server holds back the xmin of every snapshot taken here
+/// while it runs, even one taken between scrubbing's check and VACUUM FULL,
+/// so scrubbing waits for it too. (On SQLite another database is another
+/// file: the erasure only has to leave nothing behind.)
+#[tokio::test]
+async fn an_erasure_waits_for_an_older_writer_on_another_database() {
+    let logged = spawn_logged(|_| {}).await;
+    let app = &logged.app;
+    assert_eq!(
+        app.post_batch(&json!([user_event("e1", "elsewhere", ERASABLE)]))
+            .await
+            .status(),
+        204
+    );
+    logged.wait_size(1).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let elsewhere = test_kit::database::database_url(dir.path(), "elsewhere.db").await;
+    let writer = OlderReader::write_elsewhere(&elsewhere).await;
+    let erasing = {
+        let request = app
+            .client
+            .delete(format!("{}/v1/subjects/elsewhere/data", app.address))
+            .bearer_auth(ADMIN_TOKEN);
+        tokio::spawn(async move { request.send().await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let waited = !erasing.is_finished();
+    writer.end().await;
+    assert_eq!(erasing.await.unwrap().status(), 200);
+
+    if test_kit::database::database() == service_kit::db::Kind::Postgres {
+        assert!(
+            waited,
+            "the erasure was scrubbed while a transaction older than it ran on another database"
+        );
+    }
+    assert!(
+        !files_hold(&app.database_url, ERASABLE).await,
+        "the erased name was kept for a transaction that has ended"
+    );
+}
+
 /// A connection in a transaction that took its snapshot and reads nothing
 /// the erasure locks.
 enum OlderReader {
@@ -695,6 +739,34 @@ impl OlderReader {
                 .unwrap();
         }
         reader
+    }
+
+    /// A write transaction left open on the database `url` (its own
+    /// SQLite file, or another PostgreSQL database of the same server).
+    async fn write_elsewhere(url: &str) -> OlderReader {
+        use sqlx::Connection;
+        const WRITE: &str = "CREATE TABLE elsewhere (x integer)";
+        match service_kit::db::Kind::of(url).unwrap() {
+            service_kit::db::Kind::Sqlite => {
+                let options =
+                    <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(url)
+                        .unwrap()
+                        .create_if_missing(true);
+                let mut connection = sqlx::SqliteConnection::connect_with(&options)
+                    .await
+                    .unwrap();
+                sqlx::query("BEGIN").execute(&mut connection).await.unwrap();
+                sqlx::query(WRITE).execute(&mut connection).await.unwrap();
+                OlderReader::Sqlite(connection)
+            }
+            service_kit::db::Kind::Postgres => {
+                let mut connection = sqlx::PgConnection::connect(url).await.unwrap();
+                sqlx::query("BEGIN").execute(&mut connection).await.unwrap();
+                // DDL takes an xid, as any writer does.
+                sqlx::query(WRITE).execute(&mut connection).await.unwrap();
+                OlderReader::Postgres(connection)
+            }
+        }
     }
 
     async fn end(self) {
