@@ -62,7 +62,7 @@ pub const PUBLISHER_STALL: Duration = Duration::from_secs(30);
 /// The pool of password hashing threads in front of argon2id.
 #[derive(Debug, Clone)]
 pub struct HashSettings {
-    /// Hashes computed at once, one thread and one ~19 MiB working memory
+    /// Hashes computed at once, one thread and one 12 MiB working memory
     /// each (`HASH_CONCURRENCY`, default the CPU count).
     pub workers: usize,
     /// Hashes that may wait for a thread (`HASH_QUEUE_MAX`); beyond that a
@@ -195,7 +195,7 @@ impl Settings {
 /// becomes thousands of threads or a request the receiver must refuse.
 const MAX_CONCURRENCY: usize = 4096;
 const MAX_BATCH: usize = 10_000;
-/// Each hashing thread keeps ~19 MiB of argon2 working memory.
+/// Each hashing thread keeps 12 MiB of argon2 working memory.
 const MAX_HASH_WORKERS: usize = 256;
 const MAX_HASH_QUEUE: usize = 100_000;
 

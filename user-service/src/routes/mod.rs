@@ -14,7 +14,7 @@ use std::sync::Arc;
 pub struct AppState {
     pub store: Store,
     pub publisher: Arc<Publisher>,
-    /// The argon2id threads: bounded in number (each takes ~19 MiB and a
+    /// The argon2id threads: bounded in number (each takes 12 MiB and a
     /// core) and in how many hashes may wait for them.
     pub hasher: Hasher,
     /// How long the oldest pending event may wait before `GET /delivery`

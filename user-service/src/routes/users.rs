@@ -310,7 +310,7 @@ fn bad_query(detail: String) -> ApiError {
     }
 }
 
-/// argon2 takes tens of milliseconds of CPU and 19 MiB: it runs on the
+/// argon2 takes tens of milliseconds of CPU and 12 MiB: it runs on the
 /// hashing pool, inside the request's span. A full pool answers 503.
 async fn hash_password(state: &AppState, password: Password) -> Result<PasswordHash, ApiError> {
     match state.hasher.hash(password).await {
