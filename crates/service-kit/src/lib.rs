@@ -12,6 +12,7 @@ pub mod config;
 pub mod db;
 pub mod http_log;
 pub mod json_body;
+mod json_log;
 pub mod openapi;
 pub mod problem;
 pub mod rate_limit;

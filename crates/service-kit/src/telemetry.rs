@@ -351,10 +351,8 @@ where
         // outside any span, such as one per stored audit event, pay
         // nothing for it.)
         LogFormat::Json => layer
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(true)
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(crate::json_log::JsonLines)
             .boxed(),
         LogFormat::Pretty => layer.with_ansi(std::io::stdout().is_terminal()).boxed(),
     }
