@@ -482,6 +482,26 @@ async fn erase(app: &TestApp, subject: &str, token: Option<&str>) -> reqwest::Re
     request.send().await.unwrap()
 }
 
+/// A service with the log on that has stored and logged one event of
+/// `subject` holding [`ERASABLE`].
+async fn logged_with_erasable(subject: &str) -> LoggedApp {
+    let logged = spawn_logged(|_| {}).await;
+    let event = user_event(&format!("{subject}-1"), subject, ERASABLE);
+    assert_eq!(logged.app.post_batch(&json!([event])).await.status(), 204);
+    logged.wait_size(1).await;
+    logged
+}
+
+/// Starts `DELETE /v1/subjects/{subject}/data` as the admin; its answer
+/// comes once the erasure has been scrubbed from the files.
+fn erase_in_background(app: &TestApp, subject: &str) -> tokio::task::JoinHandle<reqwest::Response> {
+    let request = app
+        .client
+        .delete(format!("{}/v1/subjects/{subject}/data", app.address))
+        .bearer_auth(ADMIN_TOKEN);
+    tokio::spawn(async move { request.send().await.unwrap() })
+}
+
 /// Every item's proof verifies against the latest checkpoint once it
 /// covers `n` events.
 async fn all_proofs_verify(logged: &LoggedApp, n: u64) -> Vec<Item> {
@@ -594,13 +614,7 @@ async fn an_erasure_waits_for_older_readers_and_leaves_no_erased_byte_behind_the
     logged.wait_size(2).await;
 
     let reader = OlderReader::begin(&app.database_url).await;
-    let erasing = {
-        let request = app
-            .client
-            .delete(format!("{}/v1/subjects/victim/data", app.address))
-            .bearer_auth(ADMIN_TOKEN);
-        tokio::spawn(async move { request.send().await.unwrap() })
-    };
+    let erasing = erase_in_background(app, "victim");
     tokio::time::sleep(Duration::from_millis(500)).await;
     reader.end().await;
     assert_eq!(erasing.await.unwrap().status(), 200);
@@ -613,27 +627,14 @@ async fn an_erasure_waits_for_older_readers_and_leaves_no_erased_byte_behind_the
 
 #[tokio::test]
 async fn an_erasure_waits_for_a_later_reader_that_an_older_writer_held_back() {
-    let logged = spawn_logged(|_| {}).await;
+    let logged = logged_with_erasable("held").await;
     let app = &logged.app;
-    assert_eq!(
-        app.post_batch(&json!([user_event("h1", "held", ERASABLE)]))
-            .await
-            .status(),
-        204
-    );
-    logged.wait_size(1).await;
 
     // A transaction holding an xid from before the erasure makes every
     // snapshot taken while it runs keep the erased row's old version
     // (their xmin is that xid), even snapshots taken after the erasure.
     let writer = OlderReader::begin_with_xid(&app.database_url).await;
-    let erasing = {
-        let request = app
-            .client
-            .delete(format!("{}/v1/subjects/held/data", app.address))
-            .bearer_auth(ADMIN_TOKEN);
-        tokio::spawn(async move { request.send().await.unwrap() })
-    };
+    let erasing = erase_in_background(app, "held");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let later = OlderReader::begin(&app.database_url).await;
     writer.end().await;
@@ -654,26 +655,13 @@ async fn an_erasure_waits_for_a_later_reader_that_an_older_writer_held_back() {
 /// file: the erasure only has to leave nothing behind.)
 #[tokio::test]
 async fn an_erasure_waits_for_an_older_writer_on_another_database() {
-    let logged = spawn_logged(|_| {}).await;
+    let logged = logged_with_erasable("elsewhere").await;
     let app = &logged.app;
-    assert_eq!(
-        app.post_batch(&json!([user_event("e1", "elsewhere", ERASABLE)]))
-            .await
-            .status(),
-        204
-    );
-    logged.wait_size(1).await;
 
     let dir = tempfile::tempdir().unwrap();
     let elsewhere = test_kit::database::database_url(dir.path(), "elsewhere.db").await;
     let writer = OlderReader::write_elsewhere(&elsewhere).await;
-    let erasing = {
-        let request = app
-            .client
-            .delete(format!("{}/v1/subjects/elsewhere/data", app.address))
-            .bearer_auth(ADMIN_TOKEN);
-        tokio::spawn(async move { request.send().await.unwrap() })
-    };
+    let erasing = erase_in_background(app, "elsewhere");
     tokio::time::sleep(Duration::from_secs(1)).await;
     let waited = !erasing.is_finished();
     writer.end().await;
