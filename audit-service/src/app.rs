@@ -3,7 +3,7 @@
 //! within its grace period whatever the clients do.
 
 use crate::config::{ConsumerSettings, Settings};
-use crate::http::state::AppState;
+use crate::http::state::{AppState, Parts};
 use crate::store::{Store, WriterHandle};
 use crate::{ingest, tlog};
 use anyhow::Context;
@@ -67,14 +67,14 @@ impl Application {
             shutdown.clone(),
         )
         .spawn();
-        let state = AppState {
+        let state = AppState::new(Parts {
             replays: wake,
             store: store.clone(),
             max_body_bytes: settings.max_body_bytes,
             broker,
             shutdown: shutdown.clone(),
             log: settings.log.key.clone(),
-        };
+        });
         let listener = TcpListener::bind(settings.listen_addr)
             .await
             .with_context(|| format!("Failed to listen on {}", settings.listen_addr))?;
