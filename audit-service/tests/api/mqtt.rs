@@ -12,8 +12,9 @@ use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason, Publish, PublishPropertie
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
 use serde_json::json;
+use service_kit::db::Kind;
 use std::time::Duration;
-use test_kit::database::Db;
+use test_kit::database::{Db, Session};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -148,8 +149,6 @@ impl TestClient {
             .expect("publish handed over");
     }
 
-    /// Waits for the PUBACKs of `n` messages sent, each a success (an
-    /// audit service subscribes).
     /// Publishes `n` binary-mode events `e0`..`e{n-1}` of `source` at QoS 1
     /// and waits for every PUBACK.
     pub async fn send_events(&mut self, topic: &str, source: &str, n: usize) {
@@ -165,6 +164,8 @@ impl TestClient {
         self.expect_acks(n).await;
     }
 
+    /// Waits for the PUBACKs of `n` messages sent, each a success (an
+    /// audit service subscribes).
     pub async fn expect_acks(&mut self, n: usize) {
         for _ in 0..n {
             let reason = tokio::time::timeout(Duration::from_secs(30), self.acks.recv())
@@ -453,7 +454,7 @@ async fn a_store_refusing_writes_for_a_while_loses_nothing() {
     let names = MqttNames::new("stall");
     let app = spawn_mqtt_app_with(&names, |s| s.batch.max_events = 10).await;
     let db = Db::open(&app.database_url).await;
-    let writes_held = WritesHeld::take(&db).await;
+    let writes_held = hold_writes(&app.database_url).await;
     let mut client = TestClient::connect().await;
     let source = unique("/stall");
     client.send_events(&names.topic, &source, N).await;
@@ -461,7 +462,7 @@ async fn a_store_refusing_writes_for_a_while_loses_nothing() {
     let query = format!("SELECT COUNT(DISTINCT id) FROM events WHERE source = '{source}'");
     let reader = Db::open(&app.database_url).await;
     assert_eq!(reader.int(&query).await, 0, "stored while writes were held");
-    writes_held.release().await;
+    writes_held.close().await;
 
     let stored = within(WAIT, || async { db.int(&query).await >= N as i64 })
         .await
@@ -476,56 +477,18 @@ async fn a_store_refusing_writes_for_a_while_loses_nothing() {
     app.stop().await;
 }
 
-/// A transaction that keeps every other writer out of the store until
-/// released: SQLite's write lock, or an EXCLUSIVE lock on PostgreSQL's
-/// events table (reads go on).
-enum WritesHeld {
-    Sqlite(sqlx::pool::PoolConnection<sqlx::Sqlite>),
-    Postgres(sqlx::pool::PoolConnection<sqlx::Postgres>),
-}
-
-impl WritesHeld {
-    async fn take(db: &Db) -> WritesHeld {
-        match db {
-            Db::Sqlite(pool) => {
-                let mut connection = pool.acquire().await.unwrap();
-                sqlx::query("BEGIN EXCLUSIVE")
-                    .execute(&mut *connection)
-                    .await
-                    .unwrap();
-                WritesHeld::Sqlite(connection)
-            }
-            Db::Postgres(pool) => {
-                let mut connection = pool.acquire().await.unwrap();
-                sqlx::query("BEGIN")
-                    .execute(&mut *connection)
-                    .await
-                    .unwrap();
-                sqlx::query("LOCK TABLE events IN EXCLUSIVE MODE")
-                    .execute(&mut *connection)
-                    .await
-                    .unwrap();
-                WritesHeld::Postgres(connection)
-            }
+/// Keeps every other writer out of the store until closed: SQLite's write
+/// lock, or an EXCLUSIVE lock on PostgreSQL's events table (reads go on).
+async fn hold_writes(database_url: &str) -> Session {
+    let mut session = Session::open(database_url).await;
+    match session.kind() {
+        Kind::Sqlite => session.run("BEGIN EXCLUSIVE").await,
+        Kind::Postgres => {
+            session.run("BEGIN").await;
+            session.run("LOCK TABLE events IN EXCLUSIVE MODE").await;
         }
     }
-
-    async fn release(self) {
-        match self {
-            WritesHeld::Sqlite(mut connection) => {
-                sqlx::query("ROLLBACK")
-                    .execute(&mut *connection)
-                    .await
-                    .unwrap();
-            }
-            WritesHeld::Postgres(mut connection) => {
-                sqlx::query("ROLLBACK")
-                    .execute(&mut *connection)
-                    .await
-                    .unwrap();
-            }
-        }
-    }
+    session
 }
 
 #[tokio::test]

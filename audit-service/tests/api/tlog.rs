@@ -12,10 +12,11 @@ use base64::prelude::{Engine as _, BASE64_STANDARD};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
+use service_kit::db::Kind;
 use settings::Tokens;
 use std::sync::Arc;
 use std::time::Duration;
-use test_kit::database::Db;
+use test_kit::database::{Db, Session};
 use tlog_tiles::Hash;
 
 const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef";
@@ -613,10 +614,10 @@ async fn an_erasure_waits_for_older_readers_and_leaves_no_erased_byte_behind_the
     assert_eq!(app.post_batch(&json!(events)).await.status(), 204);
     logged.wait_size(2).await;
 
-    let reader = OlderReader::begin(&app.database_url).await;
+    let reader = older_reader(&app.database_url).await;
     let erasing = erase_in_background(app, "victim");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    reader.end().await;
+    reader.close().await;
     assert_eq!(erasing.await.unwrap().status(), 200);
 
     assert!(
@@ -633,13 +634,13 @@ async fn an_erasure_waits_for_a_later_reader_that_an_older_writer_held_back() {
     // A transaction holding an xid from before the erasure makes every
     // snapshot taken while it runs keep the erased row's old version
     // (their xmin is that xid), even snapshots taken after the erasure.
-    let writer = OlderReader::begin_with_xid(&app.database_url).await;
+    let writer = older_writer(&app.database_url).await;
     let erasing = erase_in_background(app, "held");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let later = OlderReader::begin(&app.database_url).await;
-    writer.end().await;
+    let later = older_reader(&app.database_url).await;
+    writer.close().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    later.end().await;
+    later.close().await;
     assert_eq!(erasing.await.unwrap().status(), 200);
 
     assert!(
@@ -660,14 +661,14 @@ async fn an_erasure_waits_for_an_older_writer_on_another_database() {
 
     let dir = tempfile::tempdir().unwrap();
     let elsewhere = test_kit::database::database_url(dir.path(), "elsewhere.db").await;
-    let writer = OlderReader::write_elsewhere(&elsewhere).await;
+    let writer = writer_elsewhere(&elsewhere).await;
     let erasing = erase_in_background(app, "elsewhere");
     tokio::time::sleep(Duration::from_secs(1)).await;
     let waited = !erasing.is_finished();
-    writer.end().await;
+    writer.close().await;
     assert_eq!(erasing.await.unwrap().status(), 200);
 
-    if test_kit::database::database() == service_kit::db::Kind::Postgres {
+    if test_kit::database::database() == Kind::Postgres {
         assert!(
             waited,
             "the erasure was scrubbed while a transaction older than it ran on another database"
@@ -679,100 +680,43 @@ async fn an_erasure_waits_for_an_older_writer_on_another_database() {
     );
 }
 
-/// A connection in a transaction that took its snapshot and reads nothing
-/// the erasure locks.
-enum OlderReader {
-    Sqlite(sqlx::SqliteConnection),
-    Postgres(sqlx::PgConnection),
+/// A session in a transaction that has taken its snapshot and reads
+/// nothing the erasure locks.
+async fn older_reader(database_url: &str) -> Session {
+    let mut session = Session::open(database_url).await;
+    match session.kind() {
+        Kind::Sqlite => {
+            session.run("BEGIN").await;
+            // A read marks the WAL position this reader stays on.
+            session.run("SELECT count(*) FROM events").await;
+        }
+        Kind::Postgres => {
+            session.run("BEGIN ISOLATION LEVEL REPEATABLE READ").await;
+            // The snapshot is taken at the first statement.
+            session.run("SELECT 1").await;
+        }
+    }
+    session
 }
 
-impl OlderReader {
-    async fn begin(database_url: &str) -> OlderReader {
-        use sqlx::Connection;
-        match service_kit::db::Kind::of(database_url).unwrap() {
-            service_kit::db::Kind::Sqlite => {
-                let mut connection = sqlx::SqliteConnection::connect(database_url).await.unwrap();
-                sqlx::query("BEGIN").execute(&mut connection).await.unwrap();
-                // A read marks the WAL position this reader stays on.
-                sqlx::query("SELECT count(*) FROM events")
-                    .execute(&mut connection)
-                    .await
-                    .unwrap();
-                OlderReader::Sqlite(connection)
-            }
-            service_kit::db::Kind::Postgres => {
-                let mut connection = sqlx::PgConnection::connect(database_url).await.unwrap();
-                sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ")
-                    .execute(&mut connection)
-                    .await
-                    .unwrap();
-                // The snapshot is taken at the first statement.
-                sqlx::query("SELECT 1")
-                    .execute(&mut connection)
-                    .await
-                    .unwrap();
-                OlderReader::Postgres(connection)
-            }
-        }
+/// Like [`older_reader`], and on PostgreSQL the transaction also holds an
+/// xid, as a writer does.
+async fn older_writer(database_url: &str) -> Session {
+    let mut session = older_reader(database_url).await;
+    if session.kind() == Kind::Postgres {
+        session.run("SELECT pg_current_xact_id()").await;
     }
+    session
+}
 
-    /// Like `begin`, and on PostgreSQL the transaction also holds an xid,
-    /// as a writer does.
-    async fn begin_with_xid(database_url: &str) -> OlderReader {
-        let mut reader = OlderReader::begin(database_url).await;
-        if let OlderReader::Postgres(connection) = &mut reader {
-            sqlx::query("SELECT pg_current_xact_id()")
-                .execute(connection)
-                .await
-                .unwrap();
-        }
-        reader
-    }
-
-    /// A write transaction left open on the database `url` (its own
-    /// SQLite file, or another PostgreSQL database of the same server).
-    async fn write_elsewhere(url: &str) -> OlderReader {
-        use sqlx::Connection;
-        const WRITE: &str = "CREATE TABLE elsewhere (x integer)";
-        match service_kit::db::Kind::of(url).unwrap() {
-            service_kit::db::Kind::Sqlite => {
-                let options =
-                    <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(url)
-                        .unwrap()
-                        .create_if_missing(true);
-                let mut connection = sqlx::SqliteConnection::connect_with(&options)
-                    .await
-                    .unwrap();
-                sqlx::query("BEGIN").execute(&mut connection).await.unwrap();
-                sqlx::query(WRITE).execute(&mut connection).await.unwrap();
-                OlderReader::Sqlite(connection)
-            }
-            service_kit::db::Kind::Postgres => {
-                let mut connection = sqlx::PgConnection::connect(url).await.unwrap();
-                sqlx::query("BEGIN").execute(&mut connection).await.unwrap();
-                // DDL takes an xid, as any writer does.
-                sqlx::query(WRITE).execute(&mut connection).await.unwrap();
-                OlderReader::Postgres(connection)
-            }
-        }
-    }
-
-    async fn end(self) {
-        match self {
-            OlderReader::Sqlite(mut connection) => {
-                sqlx::query("COMMIT")
-                    .execute(&mut connection)
-                    .await
-                    .unwrap();
-            }
-            OlderReader::Postgres(mut connection) => {
-                sqlx::query("COMMIT")
-                    .execute(&mut connection)
-                    .await
-                    .unwrap();
-            }
-        }
-    }
+/// A write transaction left open on the database `url` (its own SQLite
+/// file, or another PostgreSQL database of the same server).
+async fn writer_elsewhere(url: &str) -> Session {
+    let mut session = Session::open(url).await;
+    session.run("BEGIN").await;
+    // DDL takes an xid, as any writer does.
+    session.run("CREATE TABLE elsewhere (x integer)").await;
+    session
 }
 
 #[tokio::test]

@@ -154,3 +154,60 @@ impl Db {
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 }
+
+/// A connection of a test's own that it keeps in the database's way: a
+/// lock held, a snapshot or an xid kept old. [`Session::close`] ends it, and
+/// with it any transaction still open (rolled back).
+pub enum Session {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+impl Session {
+    /// Connects to `url`, creating a SQLite file that is not there yet.
+    pub async fn open(url: &str) -> Session {
+        match Kind::of(url).expect("a database URL") {
+            Kind::Sqlite => {
+                let options =
+                    <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(url)
+                        .expect("a SQLite URL")
+                        .create_if_missing(true)
+                        .busy_timeout(std::time::Duration::from_secs(10));
+                Session::Sqlite(
+                    sqlx::SqliteConnection::connect_with(&options)
+                        .await
+                        .expect("open SQLite"),
+                )
+            }
+            Kind::Postgres => Session::Postgres(
+                sqlx::PgConnection::connect(url)
+                    .await
+                    .expect("connect to PostgreSQL"),
+            ),
+        }
+    }
+
+    pub fn kind(&self) -> Kind {
+        match self {
+            Session::Sqlite(_) => Kind::Sqlite,
+            Session::Postgres(_) => Kind::Postgres,
+        }
+    }
+
+    /// Runs `sql`, whatever it returns.
+    pub async fn run(&mut self, sql: &str) {
+        match self {
+            Session::Sqlite(connection) => sqlx::query(sql).execute(connection).await.map(drop),
+            Session::Postgres(connection) => sqlx::query(sql).execute(connection).await.map(drop),
+        }
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    pub async fn close(self) {
+        match self {
+            Session::Sqlite(connection) => connection.close().await,
+            Session::Postgres(connection) => connection.close().await,
+        }
+        .expect("close the session")
+    }
+}
