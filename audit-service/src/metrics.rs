@@ -50,7 +50,7 @@ pub fn describe(transport: Transport) {
     metrics::describe_histogram!(
         "audit_log_checkpoint_lag_seconds",
         metrics::Unit::Seconds,
-        "Time from an event's commit to the signed checkpoint that first holds it"
+        "Time from a commit to the signed checkpoint that first holds its events, one sample per commit"
     );
     let mut transports = vec![Transport::Http];
     if transport != Transport::Http {

@@ -261,23 +261,21 @@ impl Sequencer {
             );
             return Ok(true);
         }
-        // The events of one commit share its received_at: parsed once.
+        // One sample per commit, not per event: the events of a commit share
+        // its received_at and so their lag, and a sample per event held the
+        // whole round's samples in the recorder until its upkeep (some 4 MiB
+        // under batch ingest, at 100,000 events a second).
         let lag = metrics::histogram!("audit_log_checkpoint_lag_seconds");
-        let mut parsed: Option<(&str, f64)> = None;
+        let mut previous: Option<&str> = None;
         for leaf in &new {
-            let seconds = match parsed {
-                Some((text, seconds)) if text == &*leaf.received_at => seconds,
-                _ => {
-                    let Ok(received) = DateTime::parse_from_rfc3339(&leaf.received_at) else {
-                        continue;
-                    };
-                    let micros = (signed - received.with_timezone(&Utc)).num_microseconds();
-                    let seconds = micros.unwrap_or_default() as f64 / 1e6;
-                    parsed = Some((&leaf.received_at, seconds));
-                    seconds
-                }
-            };
-            lag.record(seconds);
+            if previous == Some(&*leaf.received_at) {
+                continue;
+            }
+            previous = Some(&leaf.received_at);
+            if let Ok(received) = DateTime::parse_from_rfc3339(&leaf.received_at) {
+                let micros = (signed - received.with_timezone(&Utc)).num_microseconds();
+                lag.record(micros.unwrap_or_default() as f64 / 1e6);
+            }
         }
         metrics::gauge!("audit_log_size").set(size as f64);
         tracing::debug!(
