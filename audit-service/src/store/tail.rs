@@ -24,6 +24,11 @@ use tokio::sync::Notify;
 /// their number: about 50,000 typical user events, or 16 events of 1 MiB.
 /// One event larger than this is still delivered.
 pub const TAIL_MAX_BYTES: usize = 16 * 1024 * 1024;
+/// Unread events that make a subscriber that polls (the transparency log's
+/// sequencer) worth waking at once (`Subscriber::backlogged`): a batch
+/// commit publishes thousands at a time, and waiting for the next poll held
+/// them (some 800 bytes each) meanwhile; one-event commits stay on the poll.
+pub const BACKLOG_EVENTS: u64 = 1000;
 
 /// The sending side, held by the store; cheap to clone.
 #[derive(Clone)]
@@ -35,6 +40,9 @@ struct Shared {
     ring: Mutex<Ring>,
     /// Wakes waiting subscribers after a publish.
     published: Notify,
+    /// Wakes those waiting for a backlog, after a publish that leaves the
+    /// ring holding `BACKLOG_EVENTS` or more.
+    backlogged: Notify,
     /// `ring.subscribers`, readable without the lock, so that publishing
     /// with nobody listening costs nothing.
     subscribers: AtomicUsize,
@@ -92,6 +100,7 @@ impl Tail {
             shared: Arc::new(Shared {
                 ring: Mutex::new(Ring::default()),
                 published: Notify::new(),
+                backlogged: Notify::new(),
                 subscribers: AtomicUsize::new(0),
                 max_bytes,
             }),
@@ -103,7 +112,7 @@ impl Tail {
         if self.shared.subscribers.load(Ordering::Acquire) == 0 {
             return;
         }
-        {
+        let backlogged = {
             let mut ring = self.shared.lock();
             let subscribers = ring.subscribers;
             if subscribers == 0 {
@@ -121,8 +130,12 @@ impl Tail {
                     ring.pop_front();
                 }
             }
-        }
+            ring.slots.len() as u64 >= BACKLOG_EVENTS
+        };
         self.shared.published.notify_waiters();
+        if backlogged {
+            self.shared.backlogged.notify_waiters();
+        }
     }
 
     /// Whether anyone is subscribed now.
@@ -174,6 +187,20 @@ impl Subscriber {
                 return received;
             }
             published.await;
+        }
+    }
+
+    /// Returns once `BACKLOG_EVENTS` or more wait for this subscriber.
+    pub async fn backlogged(&self) {
+        loop {
+            // Registered before looking, as in `recv`.
+            let backlogged = self.shared.backlogged.notified();
+            tokio::pin!(backlogged);
+            backlogged.as_mut().enable();
+            if self.shared.lock().end().saturating_sub(self.next) >= BACKLOG_EVENTS {
+                return;
+            }
+            backlogged.await;
         }
     }
 
@@ -263,6 +290,40 @@ pub(crate) mod tests {
         }
         let ring = tail.shared.lock();
         assert_eq!((ring.slots.len(), ring.bytes), (0, 0));
+    }
+
+    /// Whether `backlogged` still waits after a second.
+    async fn waits(subscriber: &Subscriber) -> bool {
+        let wait = std::time::Duration::from_secs(1);
+        tokio::time::timeout(wait, subscriber.backlogged())
+            .await
+            .is_err()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn backlogged_waits_for_a_backlog_of_this_subscriber_s_own() {
+        let tail = Tail::new(1 << 20);
+        let mut poller = tail.subscribe();
+        // Reads nothing: the ring keeps every event for it.
+        let _other = tail.subscribe();
+        let n = i64::try_from(BACKLOG_EVENTS).unwrap();
+        tail.publish((1..n).map(|s| event(s, 10)));
+        assert!(waits(&poller).await, "one short of the backlog");
+        // Woken by the publish that makes the backlog, not by a poll.
+        let publisher = tail.clone();
+        let publish = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            publisher.publish([event(n, 10)]);
+        });
+        assert!(!waits(&poller).await);
+        publish.await.unwrap();
+        // Once it has read them, the other's backlog does not wake it.
+        for _ in 0..n {
+            poller.try_recv().unwrap();
+        }
+        tail.publish([event(n + 1, 10)]);
+        assert!(tail.shared.lock().slots.len() as u64 > BACKLOG_EVENTS);
+        assert!(waits(&poller).await);
     }
 
     #[tokio::test]

@@ -11,7 +11,9 @@
 //!
 //! It polls rather than waking on every publish: the writer publishes each
 //! committed batch, thousands a second under one-event requests, and a
-//! task woken for each cost ingest more than the sequencer's own work.
+//! task woken for each cost ingest more than the sequencer's own work. It
+//! is woken at once only by a publish that leaves a backlog
+//! (`Subscriber::backlogged`), as a batch commit of thousands does.
 
 use super::leaf::Leaf;
 use crate::store::{Received, Subscriber};
@@ -99,7 +101,10 @@ impl Inbox {
             if self.full() || Instant::now() >= deadline {
                 return;
             }
-            tokio::time::sleep_until(deadline.min(Instant::now() + DRAIN_EVERY)).await;
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline.min(Instant::now() + DRAIN_EVERY)) => {}
+                () = self.feed.backlogged() => {}
+            }
         }
     }
 
@@ -112,8 +117,10 @@ impl Inbox {
             tokio::select! {
                 biased;
                 out = &mut work => return out,
-                _ = every.tick() => self.drain(),
+                _ = every.tick() => {}
+                () = self.feed.backlogged(), if !self.full() => {}
             }
+            self.drain();
         }
     }
 
