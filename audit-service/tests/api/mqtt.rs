@@ -460,8 +460,7 @@ async fn a_store_refusing_writes_for_a_while_loses_nothing() {
     client.send_events(&names.topic, &source, N).await;
     tokio::time::sleep(Duration::from_secs(15)).await;
     let query = format!("SELECT COUNT(DISTINCT id) FROM events WHERE source = '{source}'");
-    let reader = Db::open(&app.database_url).await;
-    assert_eq!(reader.int(&query).await, 0, "stored while writes were held");
+    assert_eq!(db.int(&query).await, 0, "stored while writes were held");
     writes_held.close().await;
 
     let stored = within(WAIT, || async { db.int(&query).await >= N as i64 })

@@ -69,8 +69,7 @@ impl Password {
     /// in `memory` (at least [`Self::memory_blocks`] blocks), which the
     /// caller keeps and reuses. CPU-heavy: run it on a thread of its own.
     pub fn hash_with(&self, memory: &mut [Block]) -> Result<PasswordHash, HashFailure> {
-        let params = PARAMS;
-        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, PARAMS);
         let salt = argon2::password_hash::try_generate_salt()
             .map_err(|e| HashFailure(format!("no random salt: {e}")))?;
         let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
@@ -86,7 +85,7 @@ impl Password {
         let phc = phc::PasswordHash {
             algorithm: argon2::ARGON2ID_IDENT,
             version: Some(Version::V0x13.into()),
-            params: ParamsString::try_from(&params).map_err(|e| HashFailure(e.to_string()))?,
+            params: ParamsString::try_from(&PARAMS).map_err(|e| HashFailure(e.to_string()))?,
             salt: Some(Salt::new(&salt).map_err(|e| HashFailure(e.to_string()))?),
             hash: Some(Output::new(&out).map_err(|e| HashFailure(e.to_string()))?),
         };
