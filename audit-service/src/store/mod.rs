@@ -44,7 +44,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use annotate::{Leaf, Trail};
 pub use page::{Page, PageQuery};
-pub use tail::{Received, Subscriber, Tail, TAIL_MAX_BYTES};
+pub use tail::{Received, Subscriber, Tail, Tapped, TAIL_MAX_BYTES};
 pub use writer::WriterHandle;
 
 /// Requests waiting for the writer. A full queue makes ingest wait: the
@@ -421,6 +421,12 @@ impl Store {
     /// Every event stored from now on, for the live tail.
     pub fn subscribe(&self) -> Subscriber {
         self.tail.subscribe()
+    }
+
+    /// The feed the live tail subscribes to, for the transparency log's
+    /// sequencer to tap (`Tail::tap`).
+    pub fn feed(&self) -> &Tail {
+        &self.tail
     }
 
     /// The next page of stored events in seq order, as `query` asks: up

@@ -13,6 +13,12 @@
 //!
 //! Subscribers are few (live-tail clients) and the ring is touched once per
 //! committed batch by the logger thread, so one mutex is enough.
+//!
+//! Besides the subscribers, one tap (`Tail::tap`): a function the publisher
+//! calls with each event, on its own thread, before the ring sees it. The
+//! transparency log's sequencer needs every event, but only a digest of it
+//! (its leaf); made there, the event itself need not wait in the ring for a
+//! reader on another thread.
 
 use super::StoredEvent;
 use std::collections::VecDeque;
@@ -24,11 +30,8 @@ use tokio::sync::Notify;
 /// their number: about 50,000 typical user events, or 16 events of 1 MiB.
 /// One event larger than this is still delivered.
 pub const TAIL_MAX_BYTES: usize = 16 * 1024 * 1024;
-/// Unread events that make a subscriber that polls (the transparency log's
-/// sequencer) worth waking at once (`Subscriber::backlogged`): a batch
-/// commit publishes thousands at a time, and waiting for the next poll held
-/// them (some 800 bytes each) meanwhile; one-event commits stay on the poll.
-pub const BACKLOG_EVENTS: u64 = 1000;
+/// What a tap does with each published event.
+pub type TapFn = dyn Fn(&StoredEvent) + Send + Sync;
 
 /// The sending side, held by the store; cheap to clone.
 #[derive(Clone)]
@@ -40,12 +43,10 @@ struct Shared {
     ring: Mutex<Ring>,
     /// Wakes waiting subscribers after a publish.
     published: Notify,
-    /// Wakes those waiting for a backlog, after a publish that leaves the
-    /// ring holding `BACKLOG_EVENTS` or more.
-    backlogged: Notify,
     /// `ring.subscribers`, readable without the lock, so that publishing
     /// with nobody listening costs nothing.
     subscribers: AtomicUsize,
+    tap: Mutex<Option<Arc<TapFn>>>,
     max_bytes: usize,
 }
 
@@ -100,19 +101,25 @@ impl Tail {
             shared: Arc::new(Shared {
                 ring: Mutex::new(Ring::default()),
                 published: Notify::new(),
-                backlogged: Notify::new(),
                 subscribers: AtomicUsize::new(0),
+                tap: Mutex::new(None),
                 max_bytes,
             }),
         }
     }
 
-    /// Hands committed events (in seq order) to the subscribers there now.
-    pub fn publish(&self, events: impl IntoIterator<Item = StoredEvent>) {
+    /// Hands committed events (in seq order) to the tap and the
+    /// subscribers there now.
+    pub fn publish(&self, events: Vec<StoredEvent>) {
+        // Outside the ring's lock: a tap may take a while (the transparency
+        // log hashes each event), and subscribers must not wait for it.
+        if let Some(tap) = self.shared.tap() {
+            events.iter().for_each(|event| tap(event));
+        }
         if self.shared.subscribers.load(Ordering::Acquire) == 0 {
             return;
         }
-        let backlogged = {
+        {
             let mut ring = self.shared.lock();
             let subscribers = ring.subscribers;
             if subscribers == 0 {
@@ -130,17 +137,26 @@ impl Tail {
                     ring.pop_front();
                 }
             }
-            ring.slots.len() as u64 >= BACKLOG_EVENTS
-        };
-        self.shared.published.notify_waiters();
-        if backlogged {
-            self.shared.backlogged.notify_waiters();
         }
+        self.shared.published.notify_waiters();
     }
 
-    /// Whether anyone is subscribed now.
+    /// Whether anyone is subscribed or tapping now.
     pub fn has_subscribers(&self) -> bool {
-        self.shared.subscribers.load(Ordering::Acquire) > 0
+        self.shared.subscribers.load(Ordering::Acquire) > 0 || self.shared.tap().is_some()
+    }
+
+    /// Calls `tap` with every event published from now on, in order, on the
+    /// publishing thread (the logger thread on SQLite, the table's poll task
+    /// on PostgreSQL), until the returned guard is dropped. One tap at a
+    /// time: a new one replaces the one before.
+    pub fn tap(&self, tap: impl Fn(&StoredEvent) + Send + Sync + 'static) -> Tapped {
+        let tap: Arc<TapFn> = Arc::new(tap);
+        *lock(&self.shared.tap) = Some(tap.clone());
+        Tapped {
+            shared: self.shared.clone(),
+            tap,
+        }
     }
 
     /// Every event published from now on.
@@ -159,11 +175,36 @@ impl Tail {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Ring> {
-        // A panic while holding the lock leaves the ring consistent (every
-        // update is a push or a pop), so a poisoned lock is used as is.
-        self.ring
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.ring)
+    }
+
+    fn tap(&self) -> Option<Arc<TapFn>> {
+        lock(&self.tap).clone()
+    }
+}
+
+/// A panic while holding either lock leaves what it guards consistent
+/// (every update is a push, a pop or a swap), so a poisoned lock is used
+/// as is.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Keeps a tap (`Tail::tap`) in place while it lives.
+pub struct Tapped {
+    shared: Arc<Shared>,
+    tap: Arc<TapFn>,
+}
+
+impl Drop for Tapped {
+    fn drop(&mut self) {
+        let mut tap = lock(&self.shared.tap);
+        // Unless a newer tap replaced it.
+        if tap.as_ref().is_some_and(|t| Arc::ptr_eq(t, &self.tap)) {
+            *tap = None;
+        }
     }
 }
 
@@ -187,20 +228,6 @@ impl Subscriber {
                 return received;
             }
             published.await;
-        }
-    }
-
-    /// Returns once `BACKLOG_EVENTS` or more wait for this subscriber.
-    pub async fn backlogged(&self) {
-        loop {
-            // Registered before looking, as in `recv`.
-            let backlogged = self.shared.backlogged.notified();
-            tokio::pin!(backlogged);
-            backlogged.as_mut().enable();
-            if self.shared.lock().end().saturating_sub(self.next) >= BACKLOG_EVENTS {
-                return;
-            }
-            backlogged.await;
         }
     }
 
@@ -280,7 +307,7 @@ pub(crate) mod tests {
         let tail = Tail::new(1 << 20);
         let mut a = tail.subscribe();
         let mut b = tail.subscribe();
-        tail.publish((1..=3).map(|s| event(s, 10)));
+        tail.publish((1..=3).map(|s| event(s, 10)).collect());
         for s in 1..=3 {
             assert_eq!(seq(a.recv().await), s);
         }
@@ -292,46 +319,12 @@ pub(crate) mod tests {
         assert_eq!((ring.slots.len(), ring.bytes), (0, 0));
     }
 
-    /// Whether `backlogged` still waits after a second.
-    async fn waits(subscriber: &Subscriber) -> bool {
-        let wait = std::time::Duration::from_secs(1);
-        tokio::time::timeout(wait, subscriber.backlogged())
-            .await
-            .is_err()
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn backlogged_waits_for_a_backlog_of_this_subscriber_s_own() {
-        let tail = Tail::new(1 << 20);
-        let mut poller = tail.subscribe();
-        // Reads nothing: the ring keeps every event for it.
-        let _other = tail.subscribe();
-        let n = i64::try_from(BACKLOG_EVENTS).unwrap();
-        tail.publish((1..n).map(|s| event(s, 10)));
-        assert!(waits(&poller).await, "one short of the backlog");
-        // Woken by the publish that makes the backlog, not by a poll.
-        let publisher = tail.clone();
-        let publish = tokio::spawn(async move {
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            publisher.publish([event(n, 10)]);
-        });
-        assert!(!waits(&poller).await);
-        publish.await.unwrap();
-        // Once it has read them, the other's backlog does not wake it.
-        for _ in 0..n {
-            poller.try_recv().unwrap();
-        }
-        tail.publish([event(n + 1, 10)]);
-        assert!(tail.shared.lock().slots.len() as u64 > BACKLOG_EVENTS);
-        assert!(waits(&poller).await);
-    }
-
     #[tokio::test]
     async fn a_subscriber_that_does_not_read_holds_at_most_the_budget_and_is_told_it_lagged() {
         let budget = 100 * 1024;
         let tail = Tail::new(budget);
         let mut slow = tail.subscribe();
-        tail.publish((1..=1000).map(|s| event(s, 1024)));
+        tail.publish((1..=1000).map(|s| event(s, 1024)).collect());
         let (held, kept) = {
             let ring = tail.shared.lock();
             (ring.bytes, ring.slots.len() as i64)
@@ -348,7 +341,7 @@ pub(crate) mod tests {
     async fn one_event_over_the_budget_is_still_delivered() {
         let tail = Tail::new(10);
         let mut s = tail.subscribe();
-        tail.publish([event(1, 1000)]);
+        tail.publish(vec![event(1, 1000)]);
         assert_eq!(seq(s.recv().await), 1);
     }
 
@@ -356,11 +349,11 @@ pub(crate) mod tests {
     async fn a_dropped_subscriber_frees_what_it_had_not_read() {
         let tail = Tail::new(1 << 20);
         let gone = tail.subscribe();
-        tail.publish((1..=5).map(|s| event(s, 10)));
+        tail.publish((1..=5).map(|s| event(s, 10)).collect());
         drop(gone);
         assert_eq!(tail.shared.lock().slots.len(), 0);
         // With nobody subscribed nothing is kept at all.
-        tail.publish([event(6, 10)]);
+        tail.publish(vec![event(6, 10)]);
         assert_eq!(tail.shared.lock().slots.len(), 0);
     }
 
@@ -370,7 +363,33 @@ pub(crate) mod tests {
         let mut s = tail.subscribe();
         let waiting = tokio::spawn(async move { seq(s.recv().await) });
         tokio::task::yield_now().await;
-        tail.publish([event(7, 10)]);
+        tail.publish(vec![event(7, 10)]);
         assert_eq!(waiting.await.unwrap(), 7);
+    }
+
+    #[test]
+    fn the_tap_sees_every_event_in_order_until_its_guard_goes() {
+        let tail = Tail::new(1 << 20);
+        assert!(!tail.has_subscribers());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let tapped = {
+            let seen = seen.clone();
+            tail.tap(move |e| lock(&seen).push(e.seq))
+        };
+        // Counts as listening (the PostgreSQL poll then reads the table),
+        // and holds nothing in the ring for it.
+        assert!(tail.has_subscribers());
+        tail.publish((1..=3).map(|s| event(s, 10)).collect());
+        assert_eq!(tail.shared.lock().slots.len(), 0);
+        assert_eq!(*lock(&seen), vec![1, 2, 3]);
+
+        // A newer tap replaces it; the older guard then leaves it alone.
+        let newer = tail.tap(|_| {});
+        drop(tapped);
+        assert!(tail.has_subscribers());
+        tail.publish(vec![event(4, 10)]);
+        assert_eq!(*lock(&seen), vec![1, 2, 3]);
+        drop(newer);
+        assert!(!tail.has_subscribers());
     }
 }

@@ -1,151 +1,151 @@
-//! The sequencer's side of the store's live feed: events drained from the
-//! feed while the sequencer waits between rounds and while a round commits,
-//! each turned into its leaf (`leaf`) as it is read, into a bounded queue.
+//! The sequencer's side of the store's live feed: every committed event
+//! turned into its leaf (`leaf`) by the thread that publishes it
+//! (`Tail::tap`: the logger thread on SQLite, the table's poll task on
+//! PostgreSQL), into a bounded queue the sequencer takes its rounds from.
 //!
-//! The feed's ring is sized for live-tail clients (`TAIL_MAX_BYTES`), about
-//! a sixth of a second of batch ingest. A sequencer that read it only at the
-//! start of a round fell off it whenever a round's commit or the pause
-//! between rounds lasted longer, and then read every event back from the
-//! table, which costs more than the rest of its work and never caught up
-//! under load. Drained every `DRAIN_EVERY`, the feed stays near empty.
+//! The leaf is made where the event is published, not read from the feed's
+//! ring by the sequencer, because the ring kept each event (some 800 bytes,
+//! in an `Arc` allocated on the logger thread) until a runtime worker read
+//! it, every 20 ms or at a backlog. Under batch ingest with the log on,
+//! that traffic between threads, with the allocator giving the memory back
+//! and faulting it in again, cost ingest more than the hashing itself: the
+//! process took 50% more page faults than with the log off. A leaf is
+//! 128 bytes, and the event is freed where it was used.
 //!
-//! It polls rather than waking on every publish: the writer publishes each
-//! committed batch, thousands a second under one-event requests, and a
-//! task woken for each cost ingest more than the sequencer's own work. It
-//! is woken at once only by a publish that leaves a backlog
-//! (`Subscriber::backlogged`), as a batch commit of thousands does.
+//! The queue holds a few rounds. A sequencer that falls further behind
+//! (a slow database) is told it lagged, and reads what it missed from the
+//! table, as it does at start.
 
 use super::leaf::Leaf;
-use crate::store::{Received, Subscriber};
+use crate::store::{StoredEvent, Tail, Tapped};
 use std::collections::VecDeque;
-use std::future::Future;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
-/// How often the inbox reads the feed while it waits: the feed's ring
-/// holds some 30,000 typical events, a third of a second of batch ingest.
-const DRAIN_EVERY: Duration = Duration::from_millis(20);
+/// Rounds' worth of leaves the queue holds, at most.
+const ROUNDS_HELD: usize = 2;
 
 pub struct Inbox {
-    feed: Subscriber,
-    pending: VecDeque<Leaf>,
-    /// Events left the feed unread since the last `take_lagged`.
+    queue: Arc<Queue>,
+    _tapped: Tapped,
+}
+
+struct Queue {
+    state: Mutex<State>,
+    /// Wakes the sequencer when a round's worth is queued.
+    ready: Notify,
+    round: usize,
+}
+
+#[derive(Default)]
+struct State {
+    leaves: VecDeque<Leaf>,
+    /// Events were not queued since the last `take_lagged`.
     lagged: bool,
-    max_leaves: usize,
 }
 
 impl Inbox {
-    /// Reads `feed` into a queue of at most `max_leaves` leaves; the feed's
-    /// ring holds the rest until the queue has room.
-    pub fn new(feed: Subscriber, max_leaves: usize) -> Self {
+    /// Queues the leaf of every event `feed` publishes from now on, up to
+    /// `ROUNDS_HELD` rounds of `round` leaves.
+    pub fn new(feed: &Tail, round: usize) -> Self {
+        let queue = Arc::new(Queue {
+            state: Mutex::new(State::default()),
+            ready: Notify::new(),
+            round,
+        });
+        let tapped = {
+            let queue = queue.clone();
+            feed.tap(move |event| queue.push(event))
+        };
         Inbox {
-            feed,
-            pending: VecDeque::new(),
-            lagged: false,
-            max_leaves,
+            queue,
+            _tapped: tapped,
         }
     }
 
-    /// Whether a round's worth is waiting (the queue is full).
+    /// Whether a round's worth is waiting.
     pub fn full(&self) -> bool {
-        self.pending.len() >= self.max_leaves
+        self.queue.lock().leaves.len() >= self.queue.round
     }
 
-    /// Whether events were lost from the feed since the last call: the
-    /// queue is then empty, and what it missed must be read from the table.
+    /// Whether events went unqueued since the last call: what they missed
+    /// must be read from the table.
     pub fn take_lagged(&mut self) -> bool {
-        std::mem::take(&mut self.lagged)
+        std::mem::take(&mut self.queue.lock().lagged)
     }
 
     /// Forgets the queued leaves (their events will be read from the
     /// table), after an erasure may have changed those events.
     pub fn clear(&mut self) {
-        self.pending.clear();
+        self.queue.lock().leaves.clear();
     }
 
-    /// Up to `max` queued leaves after `after` (a seq), oldest first; those
-    /// at or before it (already in the tree) are dropped.
-    pub fn take(&mut self, after: i64, max: usize) -> Vec<Leaf> {
-        self.drain();
-        let mut leaves = Vec::with_capacity(self.pending.len().min(max));
-        while leaves.len() < max {
-            let Some(leaf) = self.pending.pop_front() else {
-                break;
-            };
-            if leaf.seq > after {
-                leaves.push(leaf);
-            }
+    /// Moves up to `max` queued leaves after `after` (a seq) to `into`,
+    /// oldest first; those at or before it (already in the tree) are
+    /// dropped.
+    pub fn take(&mut self, after: i64, max: usize, into: &mut Vec<Leaf>) {
+        let mut state = self.queue.lock();
+        while state.leaves.front().is_some_and(|leaf| leaf.seq <= after) {
+            state.leaves.pop_front();
         }
-        leaves
+        let n = state.leaves.len().min(max);
+        into.extend(state.leaves.drain(..n));
     }
 
-    /// Whether leaves are queued.
-    pub fn is_empty(&self) -> bool {
-        self.pending.is_empty()
-    }
-
-    /// Queues what the feed holds now, as far as there is room.
-    pub fn drain(&mut self) {
-        while !self.full() {
-            match self.feed.try_recv() {
-                Some(received) => self.queue(received),
-                None => return,
-            }
-        }
-    }
-
-    /// Queues leaves until `deadline` or until the queue is full.
+    /// Returns at `deadline`, or earlier once a round's worth is queued.
     pub async fn fill_until(&mut self, deadline: Instant) {
         loop {
-            self.drain();
-            if self.full() || Instant::now() >= deadline {
+            // Registered before looking, so a push in between still wakes us.
+            let ready = self.queue.ready.notified();
+            tokio::pin!(ready);
+            ready.as_mut().enable();
+            if self.full() {
                 return;
             }
             tokio::select! {
-                () = tokio::time::sleep_until(deadline.min(Instant::now() + DRAIN_EVERY)) => {}
-                () = self.feed.backlogged() => {}
+                () = tokio::time::sleep_until(deadline) => return,
+                () = ready => {}
             }
         }
     }
+}
 
-    /// Runs `work` to its end, queueing leaves meanwhile.
-    pub async fn while_running<F: Future>(&mut self, work: F) -> F::Output {
-        tokio::pin!(work);
-        let mut every = tokio::time::interval(DRAIN_EVERY);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                biased;
-                out = &mut work => return out,
-                _ = every.tick() => {}
-                () = self.feed.backlogged(), if !self.full() => {}
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every update is a push, a pop or a clear: a poisoned lock still
+        // guards a consistent queue.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Queues the leaf of `event`, on the publishing thread. An event that
+    /// has no leaf (its JSON is not an object) is left to the read from the
+    /// table, whose round reports it; so is everything past a full queue.
+    fn push(&self, event: &StoredEvent) {
+        // Made before taking the lock: the sequencer takes it too.
+        let leaf = Leaf::of(event).ok();
+        let mut state = self.lock();
+        match leaf {
+            Some(leaf) if state.leaves.len() < ROUNDS_HELD * self.round => {
+                state.leaves.push_back(leaf);
+                if state.leaves.len() == self.round {
+                    self.ready.notify_waiters();
+                }
             }
-            self.drain();
+            _ => {
+                state.lagged = true;
+                state.leaves.clear();
+            }
         }
-    }
-
-    fn queue(&mut self, received: Received) {
-        // An event that has no leaf (its JSON is not an object) is left to
-        // the read from the table, whose round reports it.
-        match received {
-            Received::Event(event) => match Leaf::of(&event) {
-                Ok(leaf) => self.pending.push_back(leaf),
-                Err(_) => self.lag(),
-            },
-            Received::Lagged(_) => self.lag(),
-        }
-    }
-
-    fn lag(&mut self) {
-        self.lagged = true;
-        self.clear();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{StoredEvent, Tail};
+    use std::time::Duration;
 
     fn event(seq: i64) -> StoredEvent {
         let mut event = crate::store::tail::tests::event(seq, 0);
@@ -153,82 +153,84 @@ mod tests {
         event
     }
 
-    fn seqs(leaves: &[Leaf]) -> Vec<i64> {
+    fn events(seqs: std::ops::RangeInclusive<i64>) -> Vec<StoredEvent> {
+        seqs.map(event).collect()
+    }
+
+    /// The seqs of what `take` hands out.
+    fn take(inbox: &mut Inbox, after: i64, max: usize) -> Vec<i64> {
+        let mut leaves = Vec::new();
+        inbox.take(after, max, &mut leaves);
         leaves.iter().map(|l| l.seq).collect()
     }
 
-    #[tokio::test]
-    async fn queues_while_work_runs_and_hands_out_in_order_after_the_tree() {
+    #[test]
+    fn queues_each_published_event_s_leaf_and_hands_them_out_in_order_after_the_tree() {
         let tail = Tail::new(1 << 20);
-        let mut inbox = Inbox::new(tail.subscribe(), 10);
-        let publisher = tail.clone();
-        let out = inbox
-            .while_running(async move {
-                publisher.publish((1..=4).map(event));
-                tokio::time::sleep(3 * DRAIN_EVERY).await;
-                7
-            })
-            .await;
-        assert_eq!(out, 7);
-        // Read from the feed while the work ran, not only when asked.
-        assert!(!inbox.is_empty());
-        tail.publish((5..=6).map(event));
-        assert_eq!(seqs(&inbox.take(2, 3)), vec![3, 4, 5]);
-        assert_eq!(seqs(&inbox.take(2, 10)), vec![6]);
-        assert!(inbox.is_empty());
+        let mut inbox = Inbox::new(&tail, 10);
+        assert_eq!(take(&mut inbox, 0, 10), Vec::<i64>::new());
+        tail.publish(events(1..=4));
+        tail.publish(events(5..=6));
+        assert_eq!(take(&mut inbox, 2, 3), vec![3, 4, 5]);
+        assert_eq!(take(&mut inbox, 2, 10), vec![6]);
+        assert_eq!(take(&mut inbox, 0, 10), Vec::<i64>::new());
+        let leaf = Leaf::of(&event(7)).unwrap();
+        tail.publish(vec![event(7)]);
+        let mut leaves = Vec::new();
+        inbox.take(0, 1, &mut leaves);
+        assert_eq!(leaves[0].hash, leaf.hash);
+        // Gone with the inbox: the feed then holds nothing for it.
+        drop(inbox);
+        assert!(!tail.has_subscribers());
     }
 
-    #[tokio::test]
-    async fn stops_reading_when_full_and_leaves_the_rest_in_the_feed() {
+    #[test]
+    fn past_the_rounds_it_holds_it_forgets_them_and_reports_a_lag_once() {
         let tail = Tail::new(1 << 20);
-        let mut inbox = Inbox::new(tail.subscribe(), 3);
-        tail.publish((1..=5).map(event));
-        inbox
-            .fill_until(Instant::now() + std::time::Duration::from_secs(5))
-            .await;
+        let mut inbox = Inbox::new(&tail, 2);
+        tail.publish(events(1..=4));
         assert!(inbox.full());
-        assert_eq!(seqs(&inbox.take(0, 10)), vec![1, 2, 3]);
-        assert_eq!(seqs(&inbox.take(0, 10)), vec![4, 5]);
-    }
-
-    #[tokio::test]
-    async fn fill_until_returns_at_the_deadline_with_what_came() {
-        let tail = Tail::new(1 << 20);
-        let mut inbox = Inbox::new(tail.subscribe(), 100);
-        tail.publish((1..=2).map(event));
-        inbox
-            .fill_until(Instant::now() + std::time::Duration::from_millis(20))
-            .await;
-        assert!(!inbox.full());
-        assert_eq!(seqs(&inbox.take(0, 100)), vec![1, 2]);
-    }
-
-    #[tokio::test]
-    async fn a_lag_empties_the_queue_and_is_reported_once() {
-        // A ring of about two events: the third publish pushes the first
-        // out before the inbox reads it.
-        let tail = Tail::new(2 * (std::mem::size_of::<StoredEvent>() + 60));
-        let mut inbox = Inbox::new(tail.subscribe(), 100);
-        tail.publish((1..=5).map(event));
-        inbox.drain();
+        assert!(!inbox.take_lagged());
+        tail.publish(vec![event(7)]);
         assert!(inbox.take_lagged());
         assert!(!inbox.take_lagged());
-        // The first left the ring unread; what followed is queued in order.
-        let after = seqs(&inbox.take(0, 100));
-        assert!(!after.is_empty() && after[0] > 1, "{after:?}");
-        assert_eq!(after.last(), Some(&5));
-        assert!(after.windows(2).all(|w| w[1] == w[0] + 1), "{after:?}");
+        assert!(!inbox.full());
+        // What follows is queued again, for after the read from the table.
+        tail.publish(events(8..=9));
+        assert_eq!(take(&mut inbox, 0, 10), vec![8, 9]);
     }
 
-    #[tokio::test]
-    async fn an_event_without_a_leaf_is_left_to_the_table() {
+    #[tokio::test(start_paused = true)]
+    async fn fill_until_returns_once_a_round_is_queued_or_at_the_deadline() {
         let tail = Tail::new(1 << 20);
-        let mut inbox = Inbox::new(tail.subscribe(), 100);
+        let mut inbox = Inbox::new(&tail, 3);
+        let started = Instant::now();
+        tail.publish(events(1..=2));
+        inbox.fill_until(started + Duration::from_secs(1)).await;
+        assert_eq!(started.elapsed(), Duration::from_secs(1));
+        assert!(!inbox.full());
+
+        // Woken by the publish that completes a round, not at the deadline.
+        let publisher = tail.clone();
+        let publish = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            publisher.publish(vec![event(3)]);
+        });
+        let started = Instant::now();
+        inbox.fill_until(started + Duration::from_secs(60)).await;
+        assert!(started.elapsed() < Duration::from_secs(1));
+        publish.await.unwrap();
+        assert_eq!(take(&mut inbox, 0, 10), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn an_event_without_a_leaf_is_left_to_the_table() {
+        let tail = Tail::new(1 << 20);
+        let mut inbox = Inbox::new(&tail, 100);
         let mut bad = event(2);
         bad.json = "[]".into();
-        tail.publish([event(1), bad, event(3)]);
-        inbox.drain();
+        tail.publish(vec![event(1), bad, event(3)]);
         assert!(inbox.take_lagged());
-        assert_eq!(seqs(&inbox.take(0, 100)), vec![3]);
+        assert_eq!(take(&mut inbox, 0, 100), vec![3]);
     }
 }

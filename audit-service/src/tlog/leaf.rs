@@ -1,12 +1,11 @@
 //! An event's leaf as the sequencer appends it: the hash of its entry, and
 //! the salt drawn for its data with the data's commitment.
 //!
-//! The inbox turns each event into its leaf as it reads it from the live
-//! feed (within 20 ms of its commit), and lets the event go. Holding the
-//! events themselves until their round (up to 10,000 of them, some 4 MiB
-//! of JSON in a dozen allocations each) kept the allocator from reusing warm
-//! memory: under batch load that cost ingest as much as the hashing, and
-//! 20-25 MiB of RSS.
+//! Each event is turned into its leaf as it is published to the live feed
+//! (`inbox`), and the event is let go. Holding the events themselves until
+//! their round (up to 10,000 of them, some 4 MiB of JSON in a dozen
+//! allocations each) kept the allocator from reusing warm memory: under
+//! batch load that cost ingest as much as the hashing, and 20-25 MiB of RSS.
 
 use super::db::NewLeaf;
 use super::entry;

@@ -11,12 +11,12 @@
 //! it was read at (`db::commit_round`), so the tree grows without a gap.
 //! On SQLite one process owns the file.
 //!
-//! It reads the events from the store's live feed (the one the live tail
-//! reads), as they commit, through an `Inbox` that drains the feed while
-//! the sequencer waits or commits; and from the table only to catch up: at
-//! start, after falling behind the feed, and after an erasure (whose events
-//! the feed and the inbox still hold as they were). Reading each event back
-//! from the table cost more than the rest of the sequencer's work together.
+//! It takes the events' leaves from the store's live feed (the one the live
+//! tail reads), made as they commit, through an `Inbox` that taps the feed;
+//! and reads the events from the table only to catch up: at start, after
+//! falling behind the feed, and after an erasure (whose events the inbox
+//! still holds as they were). Reading each event back from the table cost
+//! more than the rest of the sequencer's work together.
 //!
 //! The same task carries out `ERASE_ON_TYPES` and `RETENTION`, after the
 //! events concerned are in the tree.
@@ -70,6 +70,7 @@ pub fn spawn(
         database_url: database_url.to_owned(),
         edge: None,
         inbox: None,
+        leaves: Vec::new(),
         from_store: true,
         synced_epoch: 0,
     };
@@ -85,12 +86,14 @@ struct Sequencer {
     /// The tree's right edge as of the last round this task wrote; `None`
     /// until loaded, and after a round it could not write.
     edge: Option<RightEdge>,
-    /// The store's live feed, subscribed once this process sequences.
+    /// The store's live feed, tapped once this process sequences.
     inbox: Option<Inbox>,
+    /// The last round's leaves, kept for the memory.
+    leaves: Vec<Leaf>,
     /// Reading from the table until caught up with the live feed.
     from_store: bool,
     /// The erasure epoch the last read from the table saw: an erasure since
-    /// then may have changed events the live feed holds as they were.
+    /// then may have changed events the inbox holds as they were.
     synced_epoch: i64,
 }
 
@@ -117,12 +120,9 @@ impl Sequencer {
                 return;
             };
             self.edge = None;
-            // Subscribed before the first read from the table, so nothing
+            // Tapped before the first read from the table, so nothing
             // committed in between is missed.
-            self.inbox = Some(Inbox::new(
-                self.store.subscribe(),
-                ROUND_MAX_EVENTS as usize,
-            ));
+            self.inbox = Some(Inbox::new(self.store.feed(), ROUND_MAX_EVENTS as usize));
             self.resync();
             loop {
                 // A round cut short at shutdown commits nothing.
@@ -221,9 +221,14 @@ impl Sequencer {
         if state.erasure_epoch != self.synced_epoch {
             self.resync();
         }
-        let (new, more) = self.next_leaves(&state).await?;
+        // Into the last round's buffer: a new one each round (some 1.3 MiB)
+        // came from the system and went back to it.
+        let mut new = std::mem::take(&mut self.leaves);
+        new.clear();
+        let more = self.next_leaves(&state, &mut new).await?;
         if new.is_empty() && state.checkpoint.is_some() {
             self.edge = Some(edge);
+            self.leaves = new;
             return Ok(false);
         }
         let started = std::time::Instant::now();
@@ -248,11 +253,7 @@ impl Sequencer {
         };
         let computed = started.elapsed();
         let size = round.size;
-        let commit = db::commit_round(&self.store, round);
-        let committed = match self.inbox.as_mut() {
-            Some(inbox) => inbox.while_running(commit).await?,
-            None => commit.await?,
-        };
+        let committed = db::commit_round(&self.store, round).await?;
         if !committed {
             self.resync();
             tracing::info!(
@@ -286,24 +287,28 @@ impl Sequencer {
             "signed a checkpoint"
         );
         self.edge = Some(edge);
+        self.leaves = new;
         Ok(more)
     }
 
-    /// The leaves of the next committed events after the tree's last (up to
-    /// a round's worth), and whether more are waiting: from the live feed
-    /// once caught up, else from the table.
-    async fn next_leaves(&mut self, state: &LogState) -> Result<(Vec<Leaf>, bool), RoundError> {
+    /// Appends to `leaves` those of the next committed events after the
+    /// tree's last (up to a round's worth), and says whether more are
+    /// waiting: from the live feed once caught up, else from the table.
+    async fn next_leaves(
+        &mut self,
+        state: &LogState,
+        leaves: &mut Vec<Leaf>,
+    ) -> Result<bool, RoundError> {
         if let Some(inbox) = self.inbox.as_mut() {
-            inbox.drain();
             if inbox.take_lagged() {
                 // What the feed lost is in the table; what the inbox holds
                 // since then follows it.
                 self.from_store = true;
             }
             if !self.from_store {
-                let leaves = inbox.take(state.last_seq, ROUND_MAX_EVENTS as usize);
-                let more = !inbox.is_empty() || inbox.full();
-                return Ok((leaves, more));
+                inbox.take(state.last_seq, ROUND_MAX_EVENTS as usize, leaves);
+                // A round's worth: what is left waits for the next one.
+                return Ok(inbox.full());
             }
         }
         let page = self
@@ -320,15 +325,12 @@ impl Sequencer {
         self.synced_epoch = state.erasure_epoch;
         // The last page: what commits after it is in the live feed.
         self.from_store = page.next_after.is_some();
-        let more = page.next_after.is_some();
-        let leaves = page
-            .events
-            .iter()
-            .map(|event| {
-                Leaf::of(event).map_err(|e| RoundError::Tree(format!("seq {}: {e}", event.seq)))
-            })
-            .collect::<Result<_, _>>()?;
-        Ok((leaves, more))
+        for event in &page.events {
+            let leaf =
+                Leaf::of(event).map_err(|e| RoundError::Tree(format!("seq {}: {e}", event.seq)))?;
+            leaves.push(leaf);
+        }
+        Ok(page.next_after.is_some())
     }
 
     /// Reads from the table until caught up, forgetting what the inbox
@@ -340,8 +342,8 @@ impl Sequencer {
         }
     }
 
-    /// Queues the feed's events until `due` or until a round's worth came;
-    /// only sleeps while reading from the table.
+    /// Waits until `due` or until a round's worth is queued; only sleeps
+    /// while reading from the table.
     async fn wait_for_events(&mut self, due: tokio::time::Instant) {
         match self.inbox.as_mut() {
             Some(inbox) if !self.from_store => inbox.fill_until(due).await,
