@@ -73,6 +73,7 @@ impl Application {
             max_body_bytes: settings.max_body_bytes,
             broker,
             shutdown: shutdown.clone(),
+            stream_places: settings.limits.stream_places(),
             log: settings.log.key.clone(),
         });
         let listener = TcpListener::bind(settings.listen_addr)
@@ -85,8 +86,11 @@ impl Application {
         settings.access.warn_if_open();
         settings.access.warn_if_plain_http(serve.tls.is_some());
         tracing::info!(%address, scheme = serve.scheme(), transport = settings.transport().as_str(), "audit-service listening");
-        let router = crate::http::router(state, settings.limits.request_timeout);
-        let router = settings.access.guard(settings.limits.guard(router));
+        let router = crate::http::router(
+            state,
+            settings.limits.request_timeout,
+            settings.access.doors(),
+        );
         Ok(Application {
             listener,
             port: address.port(),

@@ -6,7 +6,6 @@
 //! `service_kit::auth`'s; this module says which path goes through which, so
 //! that a route added later is a reading route, closed by default.
 
-use axum::Router;
 use service_kit::auth::{Door, Doors};
 use service_kit::rate_limit::{RateLimiter, RateSettings};
 use settings::ConfigError;
@@ -139,10 +138,10 @@ impl Access {
         }
     }
 
-    /// Wraps `router` so every request outside the open paths needs a token
-    /// of its scope's set, when that set is configured, and counts against
-    /// its client's rate limit, when the scope has one.
-    pub fn guard(self, router: Router) -> Router {
+    /// The doors: every request outside the open paths needs a token of
+    /// its scope's set, when that set is configured, and counts against its
+    /// client's rate limit, when the scope has one.
+    pub fn doors(self) -> Doors {
         let door = |scope: Scope, tokens, rate: Option<RateSettings>| Door {
             name: scope.name(),
             tokens,
@@ -159,7 +158,6 @@ impl Access {
                 door(Scope::Admin, self.admin, None),
             ],
         }
-        .guard(router)
     }
 }
 

@@ -4,7 +4,6 @@
 //! description stay open; any other path, a route added later included,
 //! is the API's.
 
-use axum::Router;
 use service_kit::auth::{Door, Doors};
 use settings::ConfigError;
 use settings::Tokens;
@@ -38,9 +37,9 @@ impl Access {
         }
     }
 
-    /// Wraps `router` so every request outside the open paths needs a token
-    /// of its door, when that door has tokens.
-    pub fn guard(self, router: Router) -> Router {
+    /// The doors: every request outside the open paths needs a token of
+    /// its door, when that door has tokens.
+    pub fn doors(self) -> Doors {
         let door = |name, tokens| Door {
             name,
             tokens,
@@ -52,7 +51,6 @@ impl Access {
             door_of,
             doors: vec![door("api", self.api), door("metrics", self.metrics)],
         }
-        .guard(router)
     }
 }
 

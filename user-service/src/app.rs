@@ -9,6 +9,7 @@ use crate::store::{Scope, Store};
 use anyhow::Context;
 use axum::Router;
 use publishers::Publisher;
+use service_kit::auth::Doors;
 use service_kit::router::Routes;
 use service_kit::serve::ServeOptions;
 use std::net::SocketAddr;
@@ -76,9 +77,7 @@ impl Application {
         Ok(Application {
             listener,
             addr,
-            router: settings
-                .access
-                .guard(router(state, settings.request_timeout)),
+            router: router(state, settings.request_timeout, settings.access.doors()),
             serve: settings.listen.options()?,
             relay,
             publisher,
@@ -174,10 +173,10 @@ fn api_routes() -> Routes<AppState> {
     Routes { api, ops, doc }
 }
 
-/// Every route behind the service stack (`service_kit::router`), with the
-/// API's body limit.
-fn router(state: AppState, request_timeout: Duration) -> Router {
+/// Every route behind `doors` and the service stack
+/// (`service_kit::router`), with the API's body limit.
+fn router(state: AppState, request_timeout: Duration, doors: Doors) -> Router {
     let mut routes = api_routes();
     routes.api = routes.api.layer(RequestBodyLimitLayer::new(BODY_LIMIT));
-    service_kit::router::router(routes, state, request_timeout)
+    service_kit::router::router(routes, state, request_timeout, doors)
 }

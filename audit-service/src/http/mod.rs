@@ -7,6 +7,7 @@ pub mod state;
 
 use crate::{console, ingest, query, replay, tlog};
 use axum::Router;
+use service_kit::auth::Doors;
 use service_kit::router::Routes;
 use state::AppState;
 use std::time::Duration;
@@ -18,14 +19,14 @@ use utoipa_axum::routes;
 /// The OpenAPI 3.1 document of the service's HTTP API, generated from the
 /// handlers' annotations; served at `GET /openapi.json`.
 pub fn openapi() -> OpenApi {
-    routes(1024).doc
+    routes().doc
 }
 
 /// The documented routes (the API, then the operational ones) and their
 /// document.
-fn routes(max_body_bytes: usize) -> Routes<AppState> {
+fn routes() -> Routes<AppState> {
     let (api, mut doc) = OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
-        .merge(ingest::http::router(max_body_bytes))
+        .merge(ingest::http::router())
         .merge(query::router())
         .merge(console::router())
         .merge(tlog::routes::router())
@@ -41,10 +42,10 @@ fn routes(max_body_bytes: usize) -> Routes<AppState> {
     Routes { api, ops, doc }
 }
 
-/// Every route behind the service stack; a request that takes longer than
-/// `request_timeout` (a stuck store) is answered `service_kit::router::TIMED_OUT`,
-/// so a graceful shutdown can't hang on it.
-pub fn router(state: AppState, request_timeout: Duration) -> Router {
-    let routes = routes(state.max_body_bytes);
-    service_kit::router::router(routes, state, request_timeout)
+/// Every route behind `doors` and the service stack; a request that takes
+/// longer than `request_timeout` (a stuck store) is answered
+/// `service_kit::router::TIMED_OUT`, so a graceful shutdown can't hang on it.
+pub fn router(state: AppState, request_timeout: Duration, doors: Doors) -> Router {
+    let routes = routes();
+    service_kit::router::router(routes, state, request_timeout, doors)
 }

@@ -4,6 +4,7 @@ use crate::ingest::Probe;
 use crate::store::Store;
 use crate::tlog::LogKey;
 use std::sync::Arc;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 /// What every handler gets: axum clones it for each request, so it is one
@@ -34,6 +35,8 @@ pub struct Parts {
     pub broker: Option<Arc<dyn Probe>>,
     /// Cancelled at shutdown; ends live-tail streams.
     pub shutdown: CancellationToken,
+    /// The live tail's places, one per client (`MAX_STREAM_CLIENTS`).
+    pub stream_places: Arc<Semaphore>,
     /// The transparency log's key; `None` when the log is off.
     pub log: Option<Arc<LogKey>>,
     /// Wakes this replica's replay supervisor when a replay is created.

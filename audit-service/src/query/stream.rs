@@ -18,6 +18,7 @@ use cesql::{Budget, OverBudget};
 use futures::StreamExt as _;
 use std::convert::Infallible;
 use std::sync::Arc;
+use tokio::sync::OwnedSemaphorePermit;
 
 /// The largest `tail` the stream accepts.
 const MAX_TAIL: i64 = 100_000;
@@ -52,6 +53,10 @@ pub(super) async fn stream(
     headers: HeaderMap,
     query: Result<Query<RawFilter>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    // Held by the stream, for as long as the client follows it.
+    let Ok(place) = state.stream_places.clone().try_acquire_owned() else {
+        return Ok(crate::limits::crowded());
+    };
     let mut raw = query_params(query)?;
     let last_event_id = headers
         .get("last-event-id")
@@ -99,6 +104,7 @@ pub(super) async fn stream(
         (None, None) => has_after,
     };
     let tail = LiveTail {
+        _place: place,
         live,
         store: state.store.clone(),
         filter,
@@ -119,6 +125,8 @@ pub(super) async fn stream(
 /// One live-tail client's state: where it is (`filter.after`, the last seq
 /// sent or examined) and whether it reads from the store or the live feed.
 struct LiveTail {
+    /// Given back when the stream ends or its client goes.
+    _place: OwnedSemaphorePermit,
     live: Subscriber,
     store: Store,
     filter: Filter,

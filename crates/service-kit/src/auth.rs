@@ -12,7 +12,6 @@ use crate::rate_limit::{Client, RateLimiter};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::Router;
 use http::header::{AUTHORIZATION, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use settings::Tokens;
@@ -61,18 +60,19 @@ pub struct Doors {
 }
 
 impl Doors {
-    /// Wraps `router` so every request goes through its path's door.
-    pub fn guard(self, router: Router) -> Router {
-        router.layer(axum::middleware::from_fn_with_state(Arc::new(self), pass))
-    }
-
     fn door(&self, path: &str) -> Option<&Door> {
         let name = (self.door_of)(path)?;
         self.doors.iter().find(|door| door.name == name)
     }
 }
 
-async fn pass(State(doors): State<Arc<Doors>>, request: Request, next: Next) -> Response {
+/// Lets `request` through its path's door (the middleware the service
+/// stack puts first: `crate::router`).
+pub(crate) async fn pass(
+    State(doors): State<Arc<Doors>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let Some(door) = doors.door(request.uri().path()) else {
         return next.run(request).await;
     };
