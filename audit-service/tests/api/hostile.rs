@@ -534,8 +534,15 @@ async fn live_tail_clients_that_stop_reading_give_their_places_back() {
             }
             let client = target.client(ATTACKER_IP);
             let stream_url = format!("{}/v1/events/stream", target.base_url);
-            let refused = client.get(&stream_url).send().await.unwrap().status();
-            assert_eq!(refused, 503, "the two silent clients hold both places");
+            let refused = client.get(&stream_url).send().await.unwrap();
+            assert_eq!(
+                refused.status(),
+                503,
+                "the two silent clients hold both places"
+            );
+            let header = |name| refused.headers().get(name).and_then(|v| v.to_str().ok());
+            assert_eq!(header("retry-after"), Some("5"));
+            assert_eq!(header("content-type"), Some("application/problem+json"));
             // 12 MiB of events: more than a socket's buffers hold.
             for _ in 0..24 {
                 let stored = client

@@ -3,10 +3,10 @@
 //! status from either.
 //!
 //! From the outside in: the doors (`auth`: bearer tokens and rate limits,
-//! per path); plain-text errors become problem+json; the request id is set (before the span is made, so the span and every log line in
-//! it carry it, and the response returns it); the request's span; metrics
-//! labelled by `MatchedPath`; and, on the API routes only, the request
-//! timeout. The probes, `/metrics` and `/openapi.json` are outside the
+//! per path); plain-text errors become problem+json; the request id is set
+//! (before the span is made, so the span and every log line in it carry
+//! it, and the response returns it); the request's span; metrics labelled
+//! by `MatchedPath`; and, on the API routes only, the request timeout. The probes, `/metrics` and `/openapi.json` are outside the
 //! timeout: a stuck database must not make `/healthz` hang.
 
 use crate::auth::Doors;
