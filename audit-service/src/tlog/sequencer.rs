@@ -302,7 +302,15 @@ impl Sequencer {
         if let Some(inbox) = self.inbox.as_mut() {
             if inbox.take_lagged() {
                 // What the feed lost is in the table; what the inbox holds
-                // since then follows it.
+                // since then follows it. Said once a time it falls behind:
+                // reading from the table costs ingest more than the feed.
+                if !self.from_store {
+                    tracing::info!(
+                        tree_last_seq = state.last_seq,
+                        "the transparency log fell behind the committed events; \
+                         reading them from the table until it catches up"
+                    );
+                }
                 self.from_store = true;
             }
             if !self.from_store {
