@@ -302,8 +302,8 @@ impl Sequencer {
         if let Some(inbox) = self.inbox.as_mut() {
             if inbox.take_lagged() {
                 // What the feed lost is in the table; what the inbox holds
-                // since then follows it. Said once a time it falls behind:
-                // reading from the table costs ingest more than the feed.
+                // since then follows it. Logged once each time it falls
+                // behind: reading the table costs ingest more than the feed.
                 if !self.from_store {
                     tracing::info!(
                         tree_last_seq = state.last_seq,
