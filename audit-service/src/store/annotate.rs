@@ -4,7 +4,8 @@
 //! range of seqs in two index range scans, so the events table and its
 //! page queries stay as they were.
 
-use super::leaf_block::{self, BlockRow};
+use super::leaf_block::{self, BlockRow, LeafRecord, Seal};
+use super::members::Members;
 use super::{Readers, StoreError, StoredEvent};
 use base64::prelude::{Engine as _, BASE64_STANDARD};
 use serde::ser::{SerializeStruct, Serializer};
@@ -79,24 +80,27 @@ pub(super) async fn annotate(
     if blocks.is_empty() && erased.is_empty() {
         return Ok(());
     }
-    let mut leaves: HashMap<i64, Leaf> = blocks
+    let mut leaves: HashMap<i64, LeafRecord> = blocks
         .iter()
         .flat_map(|(index, block)| leaf_block::decode(*index, block))
         .filter(|l| (first..=last).contains(&l.seq))
-        .map(|l| {
-            (
-                l.seq,
-                Leaf {
-                    index: i64::try_from(l.index).unwrap_or(i64::MAX),
-                    commitment: l.commitment.map(|c| c.to_vec()),
-                    salt: l.salt.map(|s| s.to_vec()),
-                },
-            )
-        })
+        .map(|l| (l.seq, l))
         .collect();
     let erased: HashSet<i64> = erased.into_iter().collect();
     for event in events {
-        let leaf = leaves.remove(&event.seq);
+        let leaf = leaves.remove(&event.seq).map(|leaf| {
+            // While the data exists its commitment is made from it and the
+            // salt (see `leaf_block`).
+            let data = match leaf.seal {
+                Seal::Salt(_) => Members::parse(&event.json).ok().and_then(|m| m.data()),
+                Seal::NoData | Seal::Erased(_) => None,
+            };
+            Leaf {
+                index: i64::try_from(leaf.index).unwrap_or(i64::MAX),
+                commitment: leaf.commitment(data).map(|c| c.to_vec()),
+                salt: leaf.salt().map(|s| s.to_vec()),
+            }
+        });
         let erased = erased.contains(&event.seq);
         if leaf.is_some() || erased {
             event.trail = Some(Box::new(Trail { leaf, erased }));

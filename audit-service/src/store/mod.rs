@@ -20,7 +20,9 @@
 
 mod annotate;
 pub mod attributes;
+mod compact_json;
 pub mod leaf_block;
+pub mod members;
 mod page;
 mod postgres;
 mod sqlite;

@@ -6,7 +6,7 @@ use super::tiles::TileMap;
 use crate::store::leaf_block::{self, BlockRow, BLOCK_MAX};
 use crate::store::{Readers, Store, StoreError, WriterJob};
 
-pub use crate::store::leaf_block::LeafRecord as NewLeaf;
+pub use crate::store::leaf_block::LeafRecord;
 
 /// Runs the same sqlx expression on whichever pool `readers` holds.
 macro_rules! on_pool {
@@ -71,7 +71,7 @@ pub struct Round {
     pub from_size: u64,
     /// The erasure epoch the round's events were read in.
     pub epoch: i64,
-    pub leaves: Vec<NewLeaf>,
+    pub leaves: Vec<LeafRecord>,
     pub tiles: Vec<(u8, u64, Vec<u8>)>,
     pub size: u64,
     pub last_seq: i64,
@@ -142,7 +142,7 @@ pub async fn commit_round(store: &Store, round: Round) -> Result<bool, StoreErro
 }
 
 /// A round's leaves as blocks: (first index, first seq, block).
-fn blocks(leaves: &[NewLeaf]) -> Vec<(i64, i64, Vec<u8>)> {
+fn blocks(leaves: &[LeafRecord]) -> Vec<(i64, i64, Vec<u8>)> {
     leaves
         .chunks(BLOCK_MAX)
         .map(|chunk| {
@@ -210,32 +210,17 @@ pub async fn set_erase_cursor(readers: &Readers, seq: i64) -> Result<(), StoreEr
     Ok(())
 }
 
-/// A leaf as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredLeaf {
-    pub index: u64,
-    pub seq: i64,
-    pub commitment: Option<Vec<u8>>,
-    pub salt: Option<Vec<u8>>,
-}
-
 /// The leaves of `blocks` for which `keep` holds, in order.
-fn decode_blocks(blocks: Vec<BlockRow>, keep: impl Fn(&StoredLeaf) -> bool) -> Vec<StoredLeaf> {
+fn decode_blocks(blocks: Vec<BlockRow>, keep: impl Fn(&LeafRecord) -> bool) -> Vec<LeafRecord> {
     blocks
         .into_iter()
         .flat_map(|(first, block)| leaf_block::decode(first, &block))
-        .map(|l| StoredLeaf {
-            index: l.index,
-            seq: l.seq,
-            commitment: l.commitment.map(|c| c.to_vec()),
-            salt: l.salt.map(|s| s.to_vec()),
-        })
         .filter(keep)
         .collect()
 }
 
 /// The leaves with indexes `from..to`, in order.
-pub async fn leaves(readers: &Readers, from: u64, to: u64) -> Result<Vec<StoredLeaf>, StoreError> {
+pub async fn leaves(readers: &Readers, from: u64, to: u64) -> Result<Vec<LeafRecord>, StoreError> {
     let (from_i64, to_i64) = (
         i64::try_from(from).unwrap_or(i64::MAX),
         i64::try_from(to).unwrap_or(i64::MAX),
@@ -249,7 +234,7 @@ pub async fn leaves(readers: &Readers, from: u64, to: u64) -> Result<Vec<StoredL
 }
 
 /// The leaf of the event `seq`, if it is in the tree.
-pub async fn leaf_of(readers: &Readers, seq: i64) -> Result<Option<StoredLeaf>, StoreError> {
+pub async fn leaf_of(readers: &Readers, seq: i64) -> Result<Option<LeafRecord>, StoreError> {
     let blocks: Vec<BlockRow> = on_pool!(readers, |pool| sqlx::query_as(leaf_block::BY_SEQ)
         .bind(seq)
         .bind(seq)

@@ -23,12 +23,12 @@
 //! proof over it, unchanged, while what remains (the digest) no longer lets
 //! anyone confirm a guess of the erased data.
 
-use super::compact_json;
-use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
-use serde_json::value::RawValue;
+pub use crate::store::leaf_block::commitment;
+use crate::store::leaf_block::LeafRecord;
+pub use crate::store::members::Members;
+use crate::store::members::{Text, DATA_MEMBERS};
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;
-use std::fmt;
 
 /// The entry format version.
 const V1: u8 = 0x01;
@@ -36,112 +36,6 @@ const V1: u8 = 0x01;
 const V1_DIGEST: u8 = 0x02;
 /// The longest entry a bundle's uint16 length prefix can carry.
 pub const MAX_ENTRY_BYTES: usize = u16::MAX as usize;
-/// The members of the JSON event format that hold the data.
-const DATA_MEMBERS: [&str; 2] = ["data", "data_base64"];
-
-/// The top-level members of a JSON object in their order, each with its
-/// value's exact text (serde_json's map would reorder them). Names are
-/// borrowed from the text unless they hold an escape: the sequencer parses
-/// every event, and allocating each name was a good part of its time.
-pub struct Members<'a>(pub Vec<(Cow<'a, str>, &'a str)>);
-
-impl<'a> Members<'a> {
-    pub fn parse(json: &'a str) -> Result<Self, serde_json::Error> {
-        // The stored events are compact JSON, split in one pass; serde_json
-        // decides whatever that pass does not take.
-        if let Some(members) = compact_json::members(json) {
-            return Ok(Members(members));
-        }
-        Self::parse_with_serde_json(json)
-    }
-
-    fn parse_with_serde_json(json: &'a str) -> Result<Self, serde_json::Error> {
-        let mut de = serde_json::Deserializer::from_str(json);
-        let members = de.deserialize_map(MembersVisitor)?;
-        de.end()?;
-        Ok(members)
-    }
-
-    /// The exact text of the event's data member, if it has one.
-    pub fn data(&self) -> Option<&'a str> {
-        self.0
-            .iter()
-            .find(|(name, _)| DATA_MEMBERS.contains(&name.as_ref()))
-            .map(|(_, value)| *value)
-    }
-
-    /// The object again, without its data members, the others unchanged
-    /// and in their order.
-    pub fn without_data(&self) -> String {
-        let mut out = String::from("{");
-        for (name, value) in self
-            .0
-            .iter()
-            .filter(|(name, _)| !DATA_MEMBERS.contains(&name.as_ref()))
-        {
-            if out.len() > 1 {
-                out.push(',');
-            }
-            // A String always serializes.
-            out.push_str(&serde_json::to_string(name.as_ref()).unwrap_or_default());
-            out.push(':');
-            out.push_str(value);
-        }
-        out.push('}');
-        out
-    }
-}
-
-struct MembersVisitor;
-
-impl<'de> Visitor<'de> for MembersVisitor {
-    type Value = Members<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut members = Vec::new();
-        while let Some((Text(name), value)) = map.next_entry::<Text<'de>, &'de RawValue>()? {
-            members.push((name, value.get()));
-        }
-        Ok(Members(members))
-    }
-}
-
-/// A JSON string, borrowed from the text when it has no escape.
-struct Text<'a>(Cow<'a, str>);
-
-impl<'de> Deserialize<'de> for Text<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct TextVisitor;
-        impl<'de> Visitor<'de> for TextVisitor {
-            type Value = Text<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Text(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Text(Cow::Owned(v.to_owned())))
-            }
-            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
-                Ok(Text(Cow::Owned(v)))
-            }
-        }
-        deserializer.deserialize_str(TextVisitor)
-    }
-}
-
-/// SHA-256(salt || data).
-pub fn commitment(salt: &[u8], data: &str) -> [u8; 32] {
-    let mut hasher = Sha256::new();
-    hasher.update(salt);
-    hasher.update(data.as_bytes());
-    hasher.finalize().into()
-}
 
 /// Why an event has no entry: its stored JSON is not an object.
 #[derive(Debug, thiserror::Error)]
@@ -159,6 +53,25 @@ pub fn encode(
 ) -> Result<Vec<u8>, NotAnObject> {
     let members = Members::parse(event_json)?;
     Ok(encode_members(received_at, transport, &members, commitment))
+}
+
+/// The entry of a stored event in the tree as `leaf`: the commitment is
+/// made from the leaf's salt and the event's data, or is the one the leaf
+/// holds since the data was erased.
+pub fn of_stored(
+    received_at: &str,
+    transport: &str,
+    event_json: &str,
+    leaf: &LeafRecord,
+) -> Result<Vec<u8>, NotAnObject> {
+    let members = Members::parse(event_json)?;
+    let commitment = leaf.commitment(members.data());
+    Ok(encode_members(
+        received_at,
+        transport,
+        &members,
+        commitment.as_ref().map(|c| c.as_slice()),
+    ))
 }
 
 /// As [`encode`], for an event already parsed into its members.

@@ -121,7 +121,7 @@ type Row = (i64, String);
 /// One transaction: bumps the erasure epoch first (a sequencer round that
 /// read these events before this commits is then read again, see
 /// `db::commit_round`), rewrites up to `BATCH` events without their data,
-/// marks them erased and drops their salts.
+/// marks them erased and keeps, in place of each salt, the commitment it made.
 async fn erase_batch(readers: &Readers, selector: Selector<'_>) -> Result<u64, StoreError> {
     const EPOCH: &str = "UPDATE log_state SET erasure_epoch = erasure_epoch + 1 WHERE id = 1";
     const UNERASED: &str = "NOT EXISTS (SELECT 1 FROM event_erasures x WHERE x.seq = events.seq)";
@@ -156,14 +156,16 @@ async fn erase_batch(readers: &Readers, selector: Selector<'_>) -> Result<u64, S
             for (seq, json) in &rows {
                 // A row that is not a JSON object (which the store never
                 // writes) keeps its text; it is still marked erased.
-                if let Ok(members) = Members::parse(json) {
-                    if members.data().is_some() {
-                        sqlx::query(REWRITE)
-                            .bind(members.without_data())
-                            .bind(seq)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
+                let data = Members::parse(json).ok().and_then(|members| {
+                    let data = members.data()?;
+                    Some((members.without_data(), data))
+                });
+                if let Some((without_data, _)) = &data {
+                    sqlx::query(REWRITE)
+                        .bind(without_data)
+                        .bind(seq)
+                        .execute(&mut *tx)
+                        .await?;
                 }
                 sqlx::query(MARK)
                     .bind(seq)
@@ -171,21 +173,29 @@ async fn erase_batch(readers: &Readers, selector: Selector<'_>) -> Result<u64, S
                     .bind(&reason)
                     .execute(&mut *tx)
                     .await?;
-                // The salt leaves its block (an event not yet in the tree has
-                // none). Seqs ascend, so an event's block is the last one
-                // changed or one not read yet: each is read and written once.
-                let in_last = unsalted
-                    .last_mut()
-                    .is_some_and(|(_, block)| leaf_block::unsalt(block, *seq));
+                // The salt leaves its block for the commitment it made (an
+                // event not yet in the tree has neither). Seqs ascend, so an
+                // event's block is the last one changed or one not read yet:
+                // each is read and written once.
+                let Some((_, data)) = data else { continue };
+                let in_last = match unsalted.last_mut() {
+                    Some((first, block)) if leaf_block::holds(*first, block, *seq) => {
+                        if let Some(erased) = leaf_block::erase(*first, block, *seq, data) {
+                            *block = erased;
+                        }
+                        true
+                    }
+                    _ => false,
+                };
                 if !in_last {
                     let block: Option<BlockRow> = sqlx::query_as(leaf_block::BY_SEQ)
                         .bind(seq)
                         .bind(seq)
                         .fetch_optional(&mut *tx)
                         .await?;
-                    if let Some((first, mut block)) = block {
-                        if leaf_block::unsalt(&mut block, *seq) {
-                            unsalted.push((first, block));
+                    if let Some((first, block)) = block {
+                        if let Some(erased) = leaf_block::erase(first, &block, *seq, data) {
+                            unsalted.push((first, erased));
                         }
                     }
                 }

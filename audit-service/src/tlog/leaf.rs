@@ -7,8 +7,9 @@
 //! allocations each) kept the allocator from reusing warm memory: under
 //! batch load that cost ingest as much as the hashing, and 20-25 MiB of RSS.
 
-use super::db::NewLeaf;
+use super::db::LeafRecord;
 use super::entry;
+use crate::store::leaf_block::Seal;
 use crate::store::StoredEvent;
 use rand::Rng as _;
 use std::sync::Arc;
@@ -20,8 +21,7 @@ pub struct Leaf {
     pub received_at: Arc<str>,
     /// The record hash of its entry.
     pub hash: Hash,
-    /// `None` for an event without data.
-    pub commitment: Option<[u8; 32]>,
+    /// The salt of its data's commitment; `None` for an event without data.
     pub salt: Option<[u8; 32]>,
 }
 
@@ -47,18 +47,16 @@ impl Leaf {
             seq: event.seq,
             received_at: event.received_at.clone(),
             hash: tlog_tiles::record_hash(&bytes),
-            commitment,
             salt,
         })
     }
 
     /// As stored, at `index` in the tree.
-    pub fn record(&self, index: u64) -> NewLeaf {
-        NewLeaf {
+    pub fn record(&self, index: u64) -> LeafRecord {
+        LeafRecord {
             index,
             seq: self.seq,
-            commitment: self.commitment,
-            salt: self.salt,
+            seal: self.salt.map_or(Seal::NoData, Seal::Salt),
         }
     }
 }
@@ -75,7 +73,10 @@ mod tests {
         let leaf = Leaf::of(&event).unwrap();
         let salt = leaf.salt.unwrap();
         let commitment = entry::commitment(&salt, r#"{"a":1}"#);
-        assert_eq!(leaf.commitment, Some(commitment));
+        assert_eq!(
+            leaf.record(0).commitment(Some(r#"{"a":1}"#)),
+            Some(commitment)
+        );
         let bytes =
             entry::encode(&event.received_at, "http", &event.json, Some(&commitment)).unwrap();
         assert_eq!(leaf.hash, tlog_tiles::record_hash(&bytes));
@@ -85,7 +86,7 @@ mod tests {
 
         event.json = r#"{"specversion":"1.0","id":"e","source":"/s","type":"t"}"#.into();
         let bare = Leaf::of(&event).unwrap();
-        assert_eq!((bare.salt, bare.commitment), (None, None));
+        assert_eq!((bare.salt, bare.record(0).seal), (None, Seal::NoData));
         event.json = "[1]".into();
         assert!(Leaf::of(&event).is_err());
     }

@@ -5,7 +5,7 @@
 //! removes an event's data without changing its leaf.
 //!
 //! - `entry`: the canonical bytes of an event's leaf, from the stored JSON's
-//!   members (`compact_json` splits them);
+//!   members (`store::members`);
 //! - `tiles`: tile paths, the tree's right edge, hash readers for proofs;
 //! - `checkpoint`: the signing key and signed checkpoints;
 //! - `db`: the log's tables;
@@ -18,7 +18,6 @@
 
 pub mod checkpoint;
 pub mod commands;
-mod compact_json;
 pub mod db;
 pub mod entry;
 pub mod erase;

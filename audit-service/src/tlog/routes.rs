@@ -3,7 +3,7 @@
 //! JSON conveniences (an event's inclusion proof, a consistency proof) and
 //! `DELETE /v1/subjects/{subject}/data`, the erasure door.
 
-use super::db::{self, StoredLeaf};
+use super::db::{self, LeafRecord};
 use super::entry;
 use super::erase::{self, Selector};
 use super::tiles::{Reader, TilePath, WIDTH};
@@ -237,11 +237,11 @@ async fn entries(state: &AppState, from: u64, to: u64) -> Result<Vec<Vec<u8>>, A
             )))));
         };
         out.push(
-            entry::encode(
+            entry::of_stored(
                 &event.received_at,
                 event.transport.as_str(),
                 &event.json,
-                leaf.commitment.as_deref(),
+                leaf,
             )
             .map_err(|e| ApiError::Store(Arc::new(StoreError::Record(e.to_string()))))?,
         );
@@ -292,7 +292,7 @@ async fn inclusion(
 ) -> Result<Json<InclusionProof>, ApiError> {
     let params = query_params(query)?;
     let (log, note) = latest(&state).await?;
-    let leaf: StoredLeaf = db::leaf_of(state.store.readers(), seq)
+    let leaf: LeafRecord = db::leaf_of(state.store.readers(), seq)
         .await
         .map_err(store_error)?
         .filter(|leaf| leaf.index < log.size)

@@ -1,14 +1,15 @@
 //! `audit-service verify [--checkpoint FILE]`: rebuilds every entry from
-//! the stored events, checks each event's data against its commitment and
-//! each leaf against the stored tree, rebuilds the tree, and checks its
+//! the stored events (each leaf committing to data exactly when its event
+//! has some), checks each leaf against the stored tree, rebuilds the tree, and checks its
 //! root against the latest signed checkpoint and, when given, a checkpoint
 //! saved earlier (and the consistency proof between the two). It names the
 //! first seq that does not match.
 
 use super::checkpoint::{self, SignedTree};
-use super::db::{self, StoredLeaf};
+use super::db::{self, LeafRecord};
 use super::entry::{self, Members};
 use super::tiles::WIDTH;
+use crate::store::leaf_block::Seal;
 use crate::store::{PageQuery, Store, StoredEvent};
 use std::collections::VecDeque;
 use tlog_tiles::{Hash, HashReader};
@@ -140,33 +141,34 @@ fn check_saved(
     })
 }
 
-/// The entry of `event` with `leaf`'s commitment, after checking the
-/// event's data against it.
-fn rebuild(event: &StoredEvent, leaf: &StoredLeaf) -> Result<Vec<u8>, String> {
+/// The entry of `event` as the leaf `leaf`, after checking that the leaf
+/// commits to data exactly when the event has some. (The data itself is
+/// checked by the entry's hash: while it exists, its commitment is made from
+/// it and the leaf's salt.)
+fn rebuild(event: &StoredEvent, leaf: &LeafRecord) -> Result<Vec<u8>, String> {
     let members = Members::parse(&event.json)
         .map_err(|e| format!("seq {}: the stored event is not JSON: {e}", event.seq))?;
-    match (members.data(), &leaf.commitment, &leaf.salt) {
-        (Some(data), Some(commitment), Some(salt)) => {
-            if entry::commitment(salt, data).as_slice() != commitment.as_slice() {
-                return Err(format!(
-                    "seq {}: the event's data does not match its commitment",
-                    event.seq
-                ));
-            }
-        }
-        (Some(_), _, _) => {
+    match (members.data(), leaf.seal) {
+        (Some(_), Seal::NoData | Seal::Erased(_)) => {
             return Err(format!(
                 "seq {}: the event has data its leaf does not commit to",
                 event.seq
             ))
         }
-        (None, _, _) => {}
+        (None, Seal::Salt(_)) => {
+            return Err(format!(
+                "seq {}: the event's data is gone, but it was not erased (its leaf still holds the salt)",
+                event.seq
+            ))
+        }
+        _ => {}
     }
+    let commitment = leaf.commitment(members.data());
     Ok(entry::encode_members(
         &event.received_at,
         event.transport.as_str(),
         &members,
-        leaf.commitment.as_deref(),
+        commitment.as_ref().map(|c| c.as_slice()),
     ))
 }
 
