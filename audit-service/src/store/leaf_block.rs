@@ -7,7 +7,7 @@
 //! the process under batch load with the log on, against 3% now. A block is one row and one
 //! index entry for up to 256 leaves. Leaves are read by range (entries
 //! tiles, pages of events) or one at a time (a proof), and a block is small
-//! enough (18 KiB) to read whole for either; an erasure rewrites the blocks
+//! enough (about 10 KiB) to read whole for either; an erasure rewrites the blocks
 //! of the events it erases.
 //!
 //! A block (format 2) is a byte 0x02, then one record per leaf: the
