@@ -54,10 +54,30 @@ pub async fn connect_sqlite(url: &str, max_connections: u32) -> Result<SqlitePoo
             std::fs::create_dir_all(dir)?;
         }
     }
-    SqlitePoolOptions::new()
+    without_maintenance(SqlitePoolOptions::new())
         .max_connections(max_connections)
         .connect_with(options)
         .await
+}
+
+/// `options` without sqlx's pool maintenance task, which closes connections
+/// idle for 10 minutes or older than 30. In sqlx 0.8 that task can spin
+/// at 100% CPU for good, holding a runtime worker and keeping the process
+/// from exiting: a race between returning and taking a connection wraps
+/// its count of idle connections below zero, and the task then loops that
+/// many times without yielding (launchbadge/sqlx#3645, fixed after 0.8.6).
+/// It happened here to `user-service dead-letters redrive --all`, whose
+/// one connection was returned as the task started. Neither reaping is
+/// needed: the pools are small, SQLite's are of a local file, and a broken
+/// PostgreSQL connection is found when it is next checked out. With no idle
+/// timeout, no lifetime and no minimum, sqlx starts no such task.
+pub fn without_maintenance<DB: sqlx::Database>(
+    options: sqlx::pool::PoolOptions<DB>,
+) -> sqlx::pool::PoolOptions<DB> {
+    options
+        .min_connections(0)
+        .idle_timeout(None)
+        .max_lifetime(None)
 }
 
 /// How long a caller waits for a pooled PostgreSQL connection. While the
@@ -90,7 +110,7 @@ pub async fn connect_postgres(
             )))
         }
     }
-    PgPoolOptions::new()
+    without_maintenance(PgPoolOptions::new())
         .max_connections(max_connections)
         .acquire_timeout(PG_ACQUIRE_TIMEOUT)
         .connect_with(options)
@@ -133,7 +153,7 @@ pub async fn open_existing_sqlite(
             format!("there is no database at {}", path.display()).into(),
         ));
     }
-    SqlitePoolOptions::new()
+    without_maintenance(SqlitePoolOptions::new())
         .max_connections(max_connections)
         .connect_with(options)
         .await
@@ -179,6 +199,22 @@ pub fn sqlite_path(url: &str) -> Result<PathBuf, sqlx::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_pools_run_no_maintenance_task() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/db.sqlite", dir.path().display());
+        let created = connect_sqlite(&url, 2).await.unwrap();
+        let opened = open_existing_sqlite(&url, 1).await.unwrap();
+        for pool in [&created, &opened] {
+            let options = pool.options();
+            assert_eq!(options.get_idle_timeout(), None);
+            assert_eq!(options.get_max_lifetime(), None);
+            assert_eq!(options.get_min_connections(), 0);
+        }
+        let pg = without_maintenance(PgPoolOptions::new());
+        assert_eq!((pg.get_idle_timeout(), pg.get_max_lifetime()), (None, None));
+    }
 
     #[tokio::test]
     async fn a_url_of_another_database_is_refused_not_made_a_file() {

@@ -84,7 +84,7 @@ impl Db {
                     .expect("open SQLite"),
             ),
             Kind::Postgres => Db::Postgres(
-                sqlx::postgres::PgPoolOptions::new()
+                service_kit::db::without_maintenance(sqlx::postgres::PgPoolOptions::new())
                     .max_connections(2)
                     .connect(url)
                     .await
