@@ -43,7 +43,7 @@ pub enum Seal {
     NoData,
     /// The salt of the data's commitment (the data is in the event).
     Salt([u8; 32]),
-    /// The commitment to the data that was erased, with its salt.
+    /// The commitment to the data that was erased (its salt is gone).
     Erased([u8; 32]),
 }
 

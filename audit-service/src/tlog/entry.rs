@@ -65,13 +65,23 @@ pub fn of_stored(
     leaf: &LeafRecord,
 ) -> Result<Vec<u8>, NotAnObject> {
     let members = Members::parse(event_json)?;
+    Ok(encode_with_leaf(received_at, transport, &members, leaf))
+}
+
+/// As [`of_stored`], for an event already parsed into its members.
+pub fn encode_with_leaf(
+    received_at: &str,
+    transport: &str,
+    members: &Members<'_>,
+    leaf: &LeafRecord,
+) -> Vec<u8> {
     let commitment = leaf.commitment(members.data());
-    Ok(encode_members(
+    encode_members(
         received_at,
         transport,
-        &members,
+        members,
         commitment.as_ref().map(|c| c.as_slice()),
-    ))
+    )
 }
 
 /// As [`encode`], for an event already parsed into its members.

@@ -163,12 +163,11 @@ fn rebuild(event: &StoredEvent, leaf: &LeafRecord) -> Result<Vec<u8>, String> {
         }
         _ => {}
     }
-    let commitment = leaf.commitment(members.data());
-    Ok(entry::encode_members(
+    Ok(entry::encode_with_leaf(
         &event.received_at,
         event.transport.as_str(),
         &members,
-        commitment.as_ref().map(|c| c.as_slice()),
+        leaf,
     ))
 }
 
