@@ -17,12 +17,14 @@ bench_kafka() {
   # seq only grows by one per stored event in a fresh store, so max(seq) is
   # the count, read from the primary key instead of a scan.
   local t0 t1 consumed_s
+  cpu_watch "$dir/cpu.json"
   t0="$(now)"
   start_audit audit-service "$dir" EVENT_TRANSPORT=kafka KAFKA_TOPIC="$topic" KAFKA_GROUP_ID="$topic"
   t1="$(wait_rows --pid "${PIDS[audit-service]}" 300 \
     "$dir/audit-service.db" "SELECT max(seq) >= $n FROM events")" ||
     die "audit-service did not store $n records (see $dir/audit-service.log)"
   consumed_s="$(calc "$t1 - $t0")"
+  cpu_seen "$dir/cpu.json"
   # The rate is taken from the first stored event to the last (each commit
   # stamps its rows' received_at): launch and the group join are a fixed
   # cost, reported beside it, not spread over the records.
@@ -49,7 +51,7 @@ bench_kafka() {
 
   figure id=kafka run=kafka unit=events/s better=higher \
     title="3. Kafka consume + store, $n binary records, one partition" \
-    ours="$ours" note="$stored_span s first to last stored; $consumed_s s from launch" ref="$ref" ref_name="kcat -C -e reading the same topic" \
+    ours="$ours" note="$stored_span s first to last stored; $consumed_s s from launch; $CPU_NOTE" ref="$ref" ref_name="kcat -C -e reading the same topic" \
     ref_note="$ELAPSED s" goal=0.5 goal_on=ratio goal_text=">= 0.5x kcat" \
     command="bench_produce $BROKER TOPIC $n; then audit-service until max(seq) = $n, rate over the stored span of received_at; ${kcat_cmd[*]/$topic/TOPIC} >file" \
     setup="$setup"

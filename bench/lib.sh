@@ -139,6 +139,7 @@ stop() {
 # by pid only.
 stop_all() {
   local label
+  [[ -z "${CPU_WATCH:-}" ]] || kill -TERM "$CPU_WATCH" 2>/dev/null || true
   for label in "${!PIDS[@]}"; do
     kill -TERM "${PIDS[$label]}" 2>/dev/null || true
   done
@@ -297,4 +298,36 @@ need_kafka() {
 # new_topic NAME: creates a one-partition topic (fails if it exists).
 new_topic() {
   "$BIN/examples/bench_produce" "$BROKER" "$1" 0 >/dev/null || die "could not create topic $1"
+}
+
+# cpu_watch OUT: starts sampling every process's CPU (bench/cpu_by_process.py)
+# and returns once the window is open. cpu_seen OUT closes it and sets
+# CPU_NOTE to the CPU seconds of the busiest process names over it, beside
+# the machine's busy core-seconds: whether a path computed or waited for a
+# broker or database server on the same cores.
+CPU_WATCH=""
+cpu_watch() {
+  rm -f "$1" "$1.ready"
+  python3 "$REPO/bench/cpu_by_process.py" "$1" &
+  CPU_WATCH=$!
+  local deadline=$((SECONDS + 10))
+  until [[ -e "$1.ready" ]]; do
+    ((SECONDS < deadline)) || die "the CPU sampler did not start"
+    sleep 0.01
+  done
+}
+cpu_seen() {
+  kill -TERM "$CPU_WATCH" 2>/dev/null || true
+  wait "$CPU_WATCH" || die "the CPU sampler failed"
+  CPU_WATCH=""
+  CPU_NOTE="$(python3 - "$1" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+# Names that used at least 2% of the window's busy time, busiest first.
+busy = max(r["machine_busy_s"], 0.01)
+top = [f"{n} {s:.2f}" for n, s in r["cpu_s"].items() if s >= 0.02 * busy]
+print(f"CPU s over the {r['wall_s']:.2f} s window: " + ", ".join(top)
+      + f"; machine busy {r['machine_busy_s']:.2f} of {r['wall_s'] * r['cores']:.2f} core-s")
+PY
+)"
 }

@@ -46,12 +46,14 @@ bench_nats() {
   # audit-service from launch until the last event is in its store; the
   # rate over the span of stored received_at, as for Kafka.
   local t0 t1 consumed_s
+  cpu_watch "$dir/cpu.json"
   t0="$(now)"
   start_audit audit-service "$dir" EVENT_TRANSPORT=nats "${NATS_ENV[@]}"
   t1="$(wait_rows --pid "${PIDS[audit-service]}" 300 \
     "$dir/audit-service.db" "SELECT max(seq) >= $n FROM events")" ||
     die "audit-service did not store $n events (see $dir/audit-service.log)"
   consumed_s="$(calc "$t1 - $t0")"
+  cpu_seen "$dir/cpu.json"
   local stored_span ours stored
   stored_span="$(sql "$dir/audit-service.db" \
     "SELECT round((julianday(max(received_at)) - julianday(min(received_at))) * 86400, 3) FROM events")"
@@ -73,7 +75,7 @@ bench_nats() {
 
   figure id=nats run=nats unit=events/s better=higher \
     title="3b. NATS JetStream consume + store, $n binary events" \
-    ours="$ours" note="$stored_span s first to last stored; $consumed_s s from launch" \
+    ours="$ours" note="$stored_span s first to last stored; $consumed_s s from launch; $CPU_NOTE" \
     ref="$ref" ref_name="a bare JetStream pull consumer that only acknowledges (bench_nats drain)" \
     ref_note="$bare_s s" goal=0.5 goal_on=ratio goal_text=">= 0.5x the bare consumer and >= 100,000 events/s" \
     command="bench_nats produce URL STREAM SUBJECT $n; then audit-service until max(seq) = $n, rate over the stored span of received_at; bench_nats drain URL STREAM bare $n" \

@@ -11,16 +11,16 @@ pg_vs_sqlite() {
   shift 5
   local dir="$RUN/$FIGURE"
   mkdir -p "$dir"
-  local lite lite_p99 pg pg_p50 pg_p99 setup db
+  local lite lite_p99 lite_cpu pg pg_p50 pg_p99 setup db
   BATCH=$per sink_load audit-service "$dir" "$script" "$@"
-  lite="$(calc "$RPS * $per")" lite_p99=$P99
+  lite="$(calc "$RPS * $per")" lite_p99=$P99 lite_cpu=$CPU_NOTE
   db="$(pg_db "$id")"
   AUDIT_DB=$db BATCH=$per sink_load audit-service "$dir" "$script" "$@"
   pg="$(calc "$RPS * $per")" pg_p50=$P50 pg_p99=$P99 setup=${SETUP//$db/postgres:\/\/...\/DB}
   pg_drop "$db"
   figure id="$id" run=pg unit=events/s better=higher title="$title" \
-    ours="$pg" note="per request: p50 $pg_p50 ms, p99 $pg_p99 ms" \
-    ref="$lite" ref_name="the same on SQLite (synchronous=FULL)" ref_note="p99 $lite_p99 ms" \
+    ours="$pg" note="per request: p50 $pg_p50 ms, p99 $pg_p99 ms; $CPU_NOTE" \
+    ref="$lite" ref_name="the same on SQLite (synchronous=FULL)" ref_note="p99 $lite_p99 ms; $lite_cpu" \
     goal="$goal" goal_on=ratio goal_text=">= ${goal}x SQLite" \
     command="${WRK_CMD//$URL/URL}" setup="$setup"
 }
@@ -36,7 +36,7 @@ bench_pg() {
   # drain on SQLite files.
   local n="${BENCH_RELAY_BACKLOG:-20000}" lite lite_note users audit
   relay_drain pg-lite http synthetic "$n"
-  lite="$(rate "$N" "$DRAIN_S")" lite_note="outbox empty after $DRAIN_S s"
+  lite="$(rate "$N" "$DRAIN_S")" lite_note="outbox empty after $DRAIN_S s; $CPU_NOTE"
   users="$(pg_db relay_users)" audit="$(pg_db relay_audit)"
   USER_DB=$users AUDIT_DB=$audit relay_drain pg http synthetic "$n"
   pg_drop "$users"
@@ -44,7 +44,7 @@ bench_pg() {
   figure id=pg_relay run=pg unit=events/s better=higher \
     title="7. relay drain over HTTP on PostgreSQL (both services), $N-event backlog (vs SQLite)" \
     ours="$(rate "$N" "$DRAIN_S")" \
-    note="outbox empty after $DRAIN_S s, all stored after $STORED_S s" \
+    note="outbox empty after $DRAIN_S s, all stored after $STORED_S s; $CPU_NOTE" \
     ref="$lite" ref_name="the same drain on SQLite" ref_note="$lite_note" \
     goal=0.5 goal_on=ratio goal_text=">= 0.5x SQLite" \
     command="$BACKLOG_CMD; then from user-service's launch until its outbox has no pending row" \

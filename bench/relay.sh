@@ -58,6 +58,7 @@ relay_drain() {
   healthy audit-service
 
   local t0 times
+  cpu_watch "$dir/cpu.json"
   t0="$(now)"
   start_user user-service "$dir" "${transport_env[@]}" AUDIT_URL="http://127.0.0.1:${PORTS[audit-service]}/" \
     DATABASE_URL="$(db_url "$udb")"
@@ -65,6 +66,7 @@ relay_drain() {
     "$udb" "SELECT NOT EXISTS (SELECT 1 FROM outbox WHERE status = 'pending')" \
     "$adb" "SELECT count(*) >= $N FROM events")" ||
     die "$FIGURE: the backlog was not drained and stored (see the logs in $dir)"
+  cpu_seen "$dir/cpu.json"
   DRAIN_S="$(calc "$(sed -n 1p <<<"$times") - $t0")"
   STORED_S="$(calc "$(sed -n 2p <<<"$times") - $t0")"
 
@@ -84,7 +86,7 @@ relay_drain() {
 relay_figure() {
   figure id="$1" run=relay unit=events/s better=higher title="$2" \
     ours="$(rate "$N" "$DRAIN_S")" \
-    note="$N events: outbox empty after $DRAIN_S s, all stored after $STORED_S s, $(rate "$N" "$STORED_S")/s" \
+    note="$N events: outbox empty after $DRAIN_S s, all stored after $STORED_S s, $(rate "$N" "$STORED_S")/s; $CPU_NOTE" \
     ${3:+goal="$3"} goal_text="$4" \
     command="$BACKLOG_CMD; then from user-service's launch until its outbox has no pending row, and audit-service's max(seq) = $N" \
     setup="$SETUP"

@@ -34,7 +34,9 @@ sink_load() {
   local kind=$1 dir=$2 script=$3
   shift 3
   sink_server "$kind" "$dir"
+  cpu_watch "$dir/cpu-$kind.json"
   wrk_run "wrk:$kind" "$dir/wrk-$kind.out" "$script" "$URL" "$WRK_CONNECTIONS" "$(basename "$RUN")-$kind" "$@"
+  cpu_seen "$dir/cpu-$kind.json"
   RPS="$(wrk_field "$WRK" rps)"
   P50="$(wrk_field "$WRK" p50_ms)"
   P99="$(wrk_field "$WRK" p99_ms)"
@@ -56,19 +58,19 @@ bench_sink() {
   FIGURE="sink"
   local dir="$RUN/sink"
   mkdir -p "$dir"
-  local ours ours_p50 ours_p99 ours_setup go go_p99 null null_p99
+  local ours ours_p50 ours_p99 ours_setup ours_cpu go go_p99 go_cpu null null_p99
   sink_load audit-service "$dir" binary.lua
-  ours=$RPS ours_p50=$P50 ours_p99=$P99 ours_setup=$SETUP
+  ours=$RPS ours_p50=$P50 ours_p99=$P99 ours_setup=$SETUP ours_cpu=$CPU_NOTE
   local command=${WRK_CMD//$URL/URL}
   sink_load go-receiver "$dir" binary.lua
-  go=$RPS go_p99=$P99
+  go=$RPS go_p99=$P99 go_cpu=$CPU_NOTE
   local go_setup=$SETUP
   sink_load null-sink "$dir" binary.lua
   null=$RPS null_p99=$P99
   figure id=sink_vs_go run=sink unit=events/s better=higher \
     title="1. audit sink, one binary event a request, durable (vs the seed's Go receiver)" \
-    ours="$ours" note="p50 $ours_p50 ms, p99 $ours_p99 ms" \
-    ref="$go" ref_name="Go sdk-go StartReceiver printing each event" ref_note="p99 $go_p99 ms" \
+    ours="$ours" note="p50 $ours_p50 ms, p99 $ours_p99 ms; $ours_cpu" \
+    ref="$go" ref_name="Go sdk-go StartReceiver printing each event" ref_note="p99 $go_p99 ms; $go_cpu" \
     goal=1.0 goal_on=ratio goal_text=">= 1.0x the Go receiver (stretch 1.5x)" \
     command="$command" setup="$ours_setup"$'\n'"$go_setup"
   figure id=sink_vs_ceiling run=sink unit=events/s better=higher \
@@ -81,15 +83,15 @@ bench_batch() {
   FIGURE="batch"
   local dir="$RUN/batch" size=100
   mkdir -p "$dir"
-  local ours ours_p50 ours_p99 ours_setup null null_p99
+  local ours ours_p50 ours_p99 ours_setup ours_cpu null null_p99
   BATCH=$size sink_load audit-service "$dir" batch.lua "$size"
-  ours="$(calc "$RPS * $size")" ours_p50=$P50 ours_p99=$P99 ours_setup=$SETUP
+  ours="$(calc "$RPS * $size")" ours_p50=$P50 ours_p99=$P99 ours_setup=$SETUP ours_cpu=$CPU_NOTE
   local command=${WRK_CMD//$URL/URL}
   sink_load null-sink "$dir" batch.lua "$size"
   null="$(calc "$RPS * $size")" null_p99=$P99
   figure id=batch run=batch unit=events/s better=higher \
     title="2. batch ingest, $size events a request (application/cloudevents-batch+json)" \
-    ours="$ours" note="per request: p50 $ours_p50 ms, p99 $ours_p99 ms" \
+    ours="$ours" note="per request: p50 $ours_p50 ms, p99 $ours_p99 ms; $ours_cpu" \
     ref="$null" ref_name="axum POST / answering 204, same bodies" ref_note="p99 $null_p99 ms" \
     goal=250000 goal_text=">= 250,000 events/s" command="$command" setup="$ours_setup"
 }
