@@ -169,9 +169,10 @@ impl Publisher {
                         )
                     }
                 },
-                // A publisher that refuses at once (NATS still connecting,
-                // just after start) gets the rest of the timeout: this path
-                // has no relay to try again later.
+                // A publisher that refuses at once (a NATS server that did
+                // not answer within the first connection's wait) gets the
+                // rest of the timeout: this path has no relay to try again
+                // later.
                 Err(Report::Failed(_)) if tokio::time::Instant::now() + RETRY_PAUSE < deadline => {
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }

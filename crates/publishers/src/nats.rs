@@ -46,6 +46,14 @@ const ACKS_IN_FLIGHT: usize = 20_000;
 /// Longest wait of one `GET /delivery` request to the server.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long the first publish waits for the client's first connection,
+/// which it makes in the background (`NatsConfig::connect`), and how often
+/// it looks. Without it a relay that starts with a backlog failed its first
+/// publishes in the few milliseconds the connection took, logged a warning
+/// for each, and backed off before sending anything.
+const FIRST_CONNECT_WAIT: Duration = Duration::from_secs(1);
+const FIRST_CONNECT_POLL: Duration = Duration::from_millis(2);
+
 pub struct NatsPublisher {
     js: jetstream::Context,
     config: NatsConfig,
@@ -84,6 +92,23 @@ impl NatsPublisher {
         })
     }
 
+    /// The connection's state, once the client has made its first
+    /// connection (`Pending` until then) or `FIRST_CONNECT_WAIT` passed.
+    /// async_nats offers no way to await that, only the state: so it is
+    /// looked at every `FIRST_CONNECT_POLL`. A connection that was made and
+    /// lost (`Disconnected`) is answered at once.
+    async fn first_connection(&self) -> State {
+        let client = self.js.client();
+        let deadline = tokio::time::Instant::now() + FIRST_CONNECT_WAIT;
+        loop {
+            let state = client.connection_state();
+            if state != State::Pending || tokio::time::Instant::now() >= deadline {
+                return state;
+            }
+            tokio::time::sleep(FIRST_CONNECT_POLL).await;
+        }
+    }
+
     /// The headers and payload of `event` in the configured content mode.
     fn message(&self, event: &Event) -> Result<(HeaderMap, Vec<u8>), Report> {
         let mut headers = HeaderMap::new();
@@ -119,7 +144,7 @@ impl NatsPublisher {
     }
 
     async fn send(&self, event: Event) -> Result<Pending, Report> {
-        let state = self.js.client().connection_state();
+        let state = self.first_connection().await;
         if state != State::Connected {
             return Err(Report::Failed(format!("not connected to NATS ({state:?})")));
         }
