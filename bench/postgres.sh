@@ -36,18 +36,18 @@ bench_pg() {
   # drain on SQLite files.
   local n="${BENCH_RELAY_BACKLOG:-20000}" lite lite_note users audit
   relay_drain pg-lite http synthetic "$n"
-  lite="$(rate "$N" "$DRAIN_S")" lite_note="outbox empty after $DRAIN_S s; $CPU_NOTE"
+  lite="$(rate "$SPAN_ROWS" "$SPAN_S")" lite_note="outbox empty $DRAIN_S s after launch; $CPU_NOTE"
   users="$(pg_db relay_users)" audit="$(pg_db relay_audit)"
   USER_DB=$users AUDIT_DB=$audit relay_drain pg http synthetic "$n"
   pg_drop "$users"
   pg_drop "$audit"
   figure id=pg_relay run=pg unit=events/s better=higher \
     title="7. relay drain over HTTP on PostgreSQL (both services), $N-event backlog (vs SQLite)" \
-    ours="$(rate "$N" "$DRAIN_S")" \
-    note="outbox empty after $DRAIN_S s, all stored after $STORED_S s; $CPU_NOTE" \
+    ours="$(rate "$SPAN_ROWS" "$SPAN_S")" \
+    note="outbox empty $DRAIN_S s after launch, all stored after $STORED_S s; $CPU_NOTE" \
     ref="$lite" ref_name="the same drain on SQLite" ref_note="$lite_note" \
     goal=0.5 goal_on=ratio goal_text=">= 0.5x SQLite" \
-    command="$BACKLOG_CMD; then from user-service's launch until its outbox has no pending row" \
+    command="$BACKLOG_CMD; then user-service until its outbox has no pending row, rate over the span of delivered_at" \
     setup="${SETUP//postgres:\/\/postgres@127.0.0.1:55432\//postgres://.../}"
 }
 
