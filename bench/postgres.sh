@@ -36,14 +36,14 @@ bench_pg() {
   # drain on SQLite files.
   local n="${BENCH_RELAY_BACKLOG:-20000}" lite lite_note users audit
   relay_drain pg-lite http synthetic "$n"
-  lite="$(rate "$SPAN_ROWS" "$SPAN_S")" lite_note="outbox empty $DRAIN_S s after launch; $CPU_NOTE"
+  lite="$(span_rate)" lite_note="outbox empty $DRAIN_S s after launch; $CPU_NOTE"
   users="$(pg_db relay_users)" audit="$(pg_db relay_audit)"
   USER_DB=$users AUDIT_DB=$audit relay_drain pg http synthetic "$n"
   pg_drop "$users"
   pg_drop "$audit"
   figure id=pg_relay run=pg unit=events/s better=higher \
     title="7. relay drain over HTTP on PostgreSQL (both services), $N-event backlog (vs SQLite)" \
-    ours="$(rate "$SPAN_ROWS" "$SPAN_S")" \
+    ours="$(span_rate)" \
     note="outbox empty $DRAIN_S s after launch, all stored after $STORED_S s; $CPU_NOTE" \
     ref="$lite" ref_name="the same drain on SQLite" ref_note="$lite_note" \
     goal=0.5 goal_on=ratio goal_text=">= 0.5x SQLite" \

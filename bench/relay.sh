@@ -88,8 +88,6 @@ relay_drain() {
   span="$(sql "$udb" "$span")"
   SPAN_S="$(calc "${span%|*}")"
   SPAN_ROWS="${span#*|}"
-  ((SPAN_ROWS > 0)) && [[ $SPAN_S != 0 && $SPAN_S != 0.0 ]] ||
-    die "$FIGURE: every row was delivered in one commit: make the backlog larger (BENCH_RELAY_BACKLOG)"
   stored="$(sql "$adb" 'SELECT count(*) FROM events')"
   [[ $delivered == "$N" && $stored == "$N" ]] ||
     die "$FIGURE: $N pending, $delivered delivered, $stored stored"
@@ -97,13 +95,25 @@ relay_drain() {
   stop user-service
   stop audit-service
   [[ $transport != nats ]] || nats_delete
-  say "$FIGURE: $N events drained at $(rate "$SPAN_ROWS" "$SPAN_S")/s from the first delivered to the last, outbox empty $DRAIN_S s after launch, all stored after $STORED_S s"
+  say "$FIGURE: $N events, $SPAN_ROWS delivered after the first commit in $SPAN_S s, outbox empty $DRAIN_S s after launch, all stored after $STORED_S s"
 }
 
-# relay_figure ID TITLE GOAL GOAL_TEXT: the figure of the last relay_drain.
+# span_rate: the last relay_drain's rate over the span of delivered_at.
+span_rate() {
+  ((SPAN_ROWS > 0)) && [[ $SPAN_S != 0 && $SPAN_S != 0.0 ]] ||
+    die "$FIGURE: every row was delivered in one commit: make the backlog larger (BENCH_RELAY_BACKLOG)"
+  rate "$SPAN_ROWS" "$SPAN_S"
+}
+
+# relay_figure ID TITLE GOAL GOAL_TEXT [from-launch]: the figure of the last
+# relay_drain, at its rate over the span of delivered_at, or from launch
+# (the two small backlogs that check each other: 2,000 rows go out in a
+# few commits, too few for a span).
 relay_figure() {
+  local ours
+  if [[ ${5:-} == from-launch ]]; then ours="$(rate "$N" "$DRAIN_S")"; else ours="$(span_rate)"; fi
   figure id="$1" run=relay unit=events/s better=higher title="$2" \
-    ours="$(rate "$SPAN_ROWS" "$SPAN_S")" \
+    ours="$ours" \
     note="$N events: $SPAN_ROWS delivered after the first commit, in $SPAN_S s; from launch, outbox empty after $DRAIN_S s ($(rate "$N" "$DRAIN_S")/s), all stored after $STORED_S s; $CPU_NOTE" \
     ${3:+goal="$3"} goal_text="$4" \
     command="$BACKLOG_CMD; then user-service until its outbox has no pending row, rate over the span of delivered_at; audit-service until it stored $N" \
@@ -123,10 +133,10 @@ bench_relay() {
   # written backlog above.
   if ((api > 0)); then
     relay_drain http-api http api "$api"
-    relay_figure relay_http_api "4. relay drain over HTTP, $N-event backlog created through POST /v1/user" \
-      "" "(check: should agree with the next row)"
+    relay_figure relay_http_api "4. relay drain over HTTP, $N-event backlog created through POST /v1/user, from launch" \
+      "" "(check: should agree with the next row)" from-launch
     relay_drain http-small http synthetic "$N"
-    relay_figure relay_http_small "4. relay drain over HTTP, $N-event written backlog" \
-      "" "(check: should agree with the row above)"
+    relay_figure relay_http_small "4. relay drain over HTTP, $N-event written backlog, from launch" \
+      "" "(check: should agree with the row above)" from-launch
   fi
 }
