@@ -99,14 +99,17 @@ impl NatsPublisher {
     /// lost (`Disconnected`) is answered at once.
     async fn first_connection(&self) -> State {
         let client = self.js.client();
-        let deadline = tokio::time::Instant::now() + FIRST_CONNECT_WAIT;
-        loop {
-            let state = client.connection_state();
-            if state != State::Pending || tokio::time::Instant::now() >= deadline {
-                return state;
-            }
-            tokio::time::sleep(FIRST_CONNECT_POLL).await;
+        let mut state = client.connection_state();
+        // Once connected (every event but the first few), no clock is read.
+        if state != State::Pending {
+            return state;
         }
+        let deadline = tokio::time::Instant::now() + FIRST_CONNECT_WAIT;
+        while state == State::Pending && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(FIRST_CONNECT_POLL).await;
+            state = client.connection_state();
+        }
+        state
     }
 
     /// The headers and payload of `event` in the configured content mode.

@@ -68,6 +68,16 @@ pub async fn fresh_postgres_database_on(admin_url: &str) -> String {
     }
 }
 
+/// A test's own pool of two connections to a PostgreSQL database, built
+/// like the services' (`service_kit::db::without_maintenance`).
+pub async fn postgres_pool(url: &str) -> sqlx::PgPool {
+    service_kit::db::without_maintenance(sqlx::postgres::PgPoolOptions::new())
+        .max_connections(2)
+        .connect(url)
+        .await
+        .expect("connect to PostgreSQL")
+}
+
 /// A test's own look at a database, whichever kind it is. The queries are
 /// written so both read them alike (`CAST(x AS BIGINT)` for integers).
 pub enum Db {
@@ -83,13 +93,7 @@ impl Db {
                     .await
                     .expect("open SQLite"),
             ),
-            Kind::Postgres => Db::Postgres(
-                service_kit::db::without_maintenance(sqlx::postgres::PgPoolOptions::new())
-                    .max_connections(2)
-                    .connect(url)
-                    .await
-                    .expect("connect to PostgreSQL"),
-            ),
+            Kind::Postgres => Db::Postgres(postgres_pool(url).await),
         }
     }
 

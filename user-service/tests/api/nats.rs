@@ -43,6 +43,23 @@ fn settings(config: &NatsConfig, mode: ContentMode) -> PublishSettings {
     }
 }
 
+/// A publisher of this test's stream in binary mode, made as the service
+/// makes it (the connection is made in the background).
+async fn binary_publisher(config: &NatsConfig) -> Publisher {
+    Publisher::new(&settings(config, ContentMode::Binary), "user-service")
+        .await
+        .unwrap()
+}
+
+/// A `user.storeUser` event with an id of its own.
+fn new_event() -> Event {
+    serde_json::from_value(serde_json::json!({
+        "specversion": "1.0", "id": uuid::Uuid::new_v4().to_string(),
+        "source": "/user-service", "type": "user.storeUser"
+    }))
+    .unwrap()
+}
+
 /// The first `n` messages of the stream, in stream order.
 async fn read(js: &jetstream::Context, stream: &str, n: usize) -> Vec<async_nats::Message> {
     let stream = eventually("the stream", Duration::from_secs(30), || async {
@@ -177,14 +194,8 @@ async fn one_users_events_arrive_in_order_on_the_stream() {
 async fn a_republished_event_is_dropped_by_the_streams_duplicate_window() {
     let js = nats().await;
     let config = config();
-    let publisher = Publisher::new(&settings(&config, ContentMode::Binary), "user-service")
-        .await
-        .unwrap();
-    let event: Event = serde_json::from_value(serde_json::json!({
-        "specversion": "1.0", "id": uuid::Uuid::new_v4().to_string(),
-        "source": "/user-service", "type": "user.storeUser"
-    }))
-    .unwrap();
+    let publisher = binary_publisher(&config).await;
+    let event = new_event();
     assert_eq!(publisher.publish(&event).await, Outcome::Ack);
     assert_eq!(publisher.publish(&event).await, Outcome::Ack);
     let info = js
@@ -202,14 +213,8 @@ async fn a_republished_event_is_dropped_by_the_streams_duplicate_window() {
 async fn the_first_publish_waits_for_the_connection_made_in_the_background() {
     nats().await;
     let config = config();
-    let publisher = Publisher::new(&settings(&config, ContentMode::Binary), "user-service")
-        .await
-        .unwrap();
-    let event: Event = serde_json::from_value(serde_json::json!({
-        "specversion": "1.0", "id": uuid::Uuid::new_v4().to_string(),
-        "source": "/user-service", "type": "user.storeUser"
-    }))
-    .unwrap();
+    let publisher = binary_publisher(&config).await;
+    let event = new_event();
     // Handed over at once, as the relay does, while the client is still
     // connecting: it used to be refused with "not connected to NATS
     // (Pending)", and a relay starting with a backlog logged a warning and

@@ -72,10 +72,7 @@ async fn two_replicas_share_the_buckets_and_send_each_event_once_in_order_per_us
     let (audit_a, audit_b) = (FakeAudit::start().await, FakeAudit::start().await);
     let a = spawn_app_in(db.clone(), test_settings(&audit_a.url, &db)).await;
     let b = spawn_app_in(db.clone(), test_settings(&audit_b.url, &db)).await;
-    let pool = service_kit::db::without_maintenance(sqlx::postgres::PgPoolOptions::new())
-        .connect(&db.url)
-        .await
-        .unwrap();
+    let pool = test_kit::database::postgres_pool(&db.url).await;
 
     // The first to start takes every bucket; the second's heartbeat makes
     // it give half back.
@@ -136,10 +133,7 @@ async fn a_replica_that_stops_gives_its_buckets_back_at_once() {
     };
     let a = spawn_app_in(db.clone(), slow(&audit_a)).await;
     let b = spawn_app_in(db.clone(), slow(&audit_b)).await;
-    let pool = service_kit::db::without_maintenance(sqlx::postgres::PgPoolOptions::new())
-        .connect(&db.url)
-        .await
-        .unwrap();
+    let pool = test_kit::database::postgres_pool(&db.url).await;
     eventually("both relays hold half", Duration::from_secs(30), || async {
         (leases(&pool).await == [32, 32]).then_some(())
     })
