@@ -14,73 +14,106 @@
 
 use serde::de::IgnoredAny;
 use std::borrow::Cow;
+use std::ops::Range;
+
+/// Where one member is in the text: its name without the quotes, its
+/// value's exact text, and whether that value is a string holding an escape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Span {
+    pub name: Range<usize>,
+    pub value: Range<usize>,
+    pub escaped: bool,
+}
 
 /// Each member's name and its value's exact text, in order; `None` when
 /// `json` is not a compact object this can check.
 pub fn members(json: &str) -> Option<Vec<(Cow<'_, str>, &str)>> {
+    let mut spans = Vec::with_capacity(12);
+    split(json, &mut spans).then(|| {
+        spans
+            .into_iter()
+            .map(|span| (Cow::Borrowed(&json[span.name]), &json[span.value]))
+            .collect()
+    })
+}
+
+/// As [`members`], each member's place put in `spans` (emptied first), so
+/// that a caller splitting event after event reuses one buffer; false when
+/// `json` is not a compact object this can check.
+pub fn split(json: &str, spans: &mut Vec<Span>) -> bool {
+    spans.clear();
+    split_into(json, spans).is_some()
+}
+
+fn split_into(json: &str, spans: &mut Vec<Span>) -> Option<()> {
     let bytes = json.as_bytes();
     if bytes.first() != Some(&b'{') {
         return None;
     }
-    let mut members = Vec::with_capacity(12);
     let mut at = 1;
     if bytes.get(at) == Some(&b'}') {
-        return (bytes.len() == 2).then_some(members);
+        return (bytes.len() == 2).then_some(());
     }
     loop {
-        let name_end = string_end(bytes, at, false)?;
+        let (name_end, _) = string_end(bytes, at, false)?;
         if bytes.get(name_end) != Some(&b':') {
             return None;
         }
         let value_start = name_end + 1;
-        let value_end = value_end(json, value_start)?;
+        let (value_end, escaped) = value_end(json, value_start)?;
         // Both ends are at ASCII bytes, so on character boundaries.
-        members.push((
-            Cow::Borrowed(&json[at + 1..name_end - 1]),
-            &json[value_start..value_end],
-        ));
+        spans.push(Span {
+            name: at + 1..name_end - 1,
+            value: value_start..value_end,
+            escaped,
+        });
         match bytes.get(value_end) {
             Some(b',') => at = value_end + 1,
-            Some(b'}') if value_end + 1 == bytes.len() => return Some(members),
+            Some(b'}') if value_end + 1 == bytes.len() => return Some(()),
             _ => return None,
         }
     }
 }
 
-/// Where the value starting at `start` ends (one past its last byte).
-fn value_end(json: &str, start: usize) -> Option<usize> {
+/// Where the value starting at `start` ends (one past its last byte), and
+/// whether it is a string holding an escape.
+fn value_end(json: &str, start: usize) -> Option<(usize, bool)> {
     let bytes = json.as_bytes();
     match *bytes.get(start)? {
         b'"' => string_end(bytes, start, true),
         b'{' | b'[' => {
             let end = container_end(bytes, start)?;
             serde_json::from_str::<IgnoredAny>(&json[start..end]).ok()?;
-            Some(end)
+            Some((end, false))
         }
         _ => {
             let end = start
                 + bytes[start..]
                     .iter()
                     .position(|b| matches!(b, b',' | b'}'))?;
-            scalar(&bytes[start..end]).then_some(end)
+            scalar(&bytes[start..end]).then_some((end, false))
         }
     }
 }
 
-/// One past the closing quote of the string opening at `start`. Escapes
-/// other than `\u` are taken only where `escapes` allows them; a control
-/// character is not JSON.
-fn string_end(bytes: &[u8], start: usize, escapes: bool) -> Option<usize> {
+/// One past the closing quote of the string opening at `start`, and
+/// whether the string holds an escape. Escapes other than `\u` are taken
+/// only where `escapes` allows them; a control character is not JSON.
+fn string_end(bytes: &[u8], start: usize, escapes: bool) -> Option<(usize, bool)> {
     if bytes.get(start) != Some(&b'"') {
         return None;
     }
     let mut at = start + 1;
+    let mut escaped = false;
     loop {
         let stop = next_special(bytes, at)?;
         match bytes[stop] {
-            b'"' => return Some(stop + 1),
+            b'"' => return Some((stop + 1, escaped)),
             b'\\' if escapes => match bytes.get(stop + 1)? {
-                b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => at = stop + 2,
+                b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {
+                    escaped = true;
+                    at = stop + 2;
+                }
                 _ => return None,
             },
             _ => return None,

@@ -20,7 +20,7 @@
 
 mod annotate;
 pub mod attributes;
-mod compact_json;
+pub(crate) mod compact_json;
 pub mod leaf_block;
 pub mod members;
 mod page;

@@ -15,10 +15,10 @@
 //! committed batch by the logger thread, so one mutex is enough.
 //!
 //! Besides the subscribers, one tap (`Tail::tap`): a function the publisher
-//! calls with each event, on its own thread, before the ring sees it. The
-//! transparency log's sequencer needs every event, but only a digest of it
-//! (its leaf); made there, the event itself need not wait in the ring for a
-//! reader on another thread.
+//! calls with each batch of events, on its own thread, before the ring sees
+//! them. The transparency log's sequencer needs every event, but only a
+//! digest of it (its leaf); made there, the event itself need not wait in
+//! the ring for a reader on another thread.
 
 use super::StoredEvent;
 use std::collections::VecDeque;
@@ -30,8 +30,8 @@ use tokio::sync::Notify;
 /// their number: about 50,000 typical user events, or 16 events of 1 MiB.
 /// One event larger than this is still delivered.
 pub const TAIL_MAX_BYTES: usize = 16 * 1024 * 1024;
-/// What a tap does with each published event.
-pub type TapFn = dyn Fn(&StoredEvent) + Send + Sync;
+/// What a tap does with each published batch of events.
+pub type TapFn = dyn Fn(&[StoredEvent]) + Send + Sync;
 
 /// The sending side, held by the store; cheap to clone.
 #[derive(Clone)]
@@ -114,7 +114,7 @@ impl Tail {
         // Outside the ring's lock: a tap may take a while (the transparency
         // log hashes each event), and subscribers must not wait for it.
         if let Some(tap) = self.shared.tap() {
-            events.iter().for_each(|event| tap(event));
+            tap(&events);
         }
         if self.shared.subscribers.load(Ordering::Acquire) == 0 {
             return;
@@ -146,11 +146,11 @@ impl Tail {
         self.shared.subscribers.load(Ordering::Acquire) > 0 || self.shared.tap().is_some()
     }
 
-    /// Calls `tap` with every event published from now on, in order, on the
+    /// Calls `tap` with every batch published from now on, in order, on the
     /// publishing thread (the logger thread on SQLite, the table's poll task
     /// on PostgreSQL), until the returned guard is dropped. One tap at a
     /// time: a new one replaces the one before.
-    pub fn tap(&self, tap: impl Fn(&StoredEvent) + Send + Sync + 'static) -> Tapped {
+    pub fn tap(&self, tap: impl Fn(&[StoredEvent]) + Send + Sync + 'static) -> Tapped {
         let tap: Arc<TapFn> = Arc::new(tap);
         *lock(&self.shared.tap) = Some(tap.clone());
         Tapped {
@@ -374,7 +374,7 @@ pub(crate) mod tests {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let tapped = {
             let seen = seen.clone();
-            tail.tap(move |e| lock(&seen).push(e.seq))
+            tail.tap(move |events| lock(&seen).extend(events.iter().map(|e| e.seq)))
         };
         // Counts as listening (the PostgreSQL poll then reads the table),
         // and holds nothing in the ring for it.

@@ -16,6 +16,7 @@
 //! (a slow database) is told it lagged, and reads what it missed from the
 //! table, as it does at start.
 
+use super::entry::Encoder;
 use super::leaf::Leaf;
 use crate::store::{StoredEvent, Tail, Tapped};
 use std::collections::VecDeque;
@@ -60,7 +61,7 @@ impl Inbox {
         });
         let tapped = {
             let queue = queue.clone();
-            feed.tap(move |event| queue.push(event))
+            feed.tap(move |events| queue.push(events))
         };
         Inbox {
             queue,
@@ -124,24 +125,32 @@ impl Queue {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Queues the leaf of `event`, on the publishing thread. An event that
-    /// has no leaf (its JSON is not an object) is left to the read from the
-    /// table, whose round reports it; so is everything past a full queue.
-    fn push(&self, event: &StoredEvent) {
+    /// Queues the leaves of `events`, on the publishing thread. An event
+    /// that has no leaf (its JSON is not an object) is left to the read
+    /// from the table, whose round reports it; so is everything past a
+    /// full queue.
+    fn push(&self, events: &[StoredEvent]) {
         // Made before taking the lock: the sequencer takes it too.
-        let leaf = Leaf::of(event).ok();
+        let mut encoder = Encoder::default();
+        let leaves: Vec<Option<Leaf>> = events
+            .iter()
+            .map(|event| Leaf::of(event, &mut encoder).ok())
+            .collect();
         let mut state = self.lock();
-        match leaf {
-            Some(leaf) if state.leaves.len() < ROUNDS_HELD * self.round => {
-                state.leaves.push_back(leaf);
-                if state.leaves.len() == self.round {
-                    self.ready.notify_waiters();
+        let was_full = state.leaves.len() >= self.round;
+        for leaf in leaves {
+            match leaf {
+                Some(leaf) if state.leaves.len() < ROUNDS_HELD * self.round => {
+                    state.leaves.push_back(leaf);
+                }
+                _ => {
+                    state.lagged = true;
+                    state.leaves.clear();
                 }
             }
-            _ => {
-                state.lagged = true;
-                state.leaves.clear();
-            }
+        }
+        if !was_full && state.leaves.len() >= self.round {
+            self.ready.notify_waiters();
         }
     }
 }
@@ -178,7 +187,7 @@ mod tests {
         assert_eq!(take(&mut inbox, 2, 3), vec![3, 4, 5]);
         assert_eq!(take(&mut inbox, 2, 10), vec![6]);
         assert_eq!(take(&mut inbox, 0, 10), Vec::<i64>::new());
-        let leaf = Leaf::of(&event(7)).unwrap();
+        let leaf = Leaf::of(&event(7), &mut Encoder::default()).unwrap();
         tail.publish(vec![event(7)]);
         let mut leaves = Vec::new();
         inbox.take(0, 1, &mut leaves);

@@ -26,27 +26,28 @@ pub struct Leaf {
 }
 
 impl Leaf {
-    /// The leaf of `event`, with a fresh salt for its data.
-    pub fn of(event: &StoredEvent) -> Result<Self, entry::NotAnObject> {
-        let members = entry::Members::parse(&event.json)?;
-        let (salt, commitment) = match members.data() {
-            Some(data) => {
-                let mut salt = [0u8; 32];
-                rand::rng().fill(&mut salt);
-                (Some(salt), Some(entry::commitment(&salt, data)))
-            }
-            None => (None, None),
-        };
-        let bytes = entry::encode_members(
+    /// The leaf of `event`, with a fresh salt for its data; `encoder` is
+    /// the caller's, kept from one event to the next.
+    pub fn of(
+        event: &StoredEvent,
+        encoder: &mut entry::Encoder,
+    ) -> Result<Self, entry::NotAnObject> {
+        let mut salt = None;
+        let bytes = encoder.encode(
             &event.received_at,
             event.transport.as_str(),
-            &members,
-            commitment.as_ref().map(|c| c.as_slice()),
-        );
+            &event.json,
+            |data| {
+                let mut drawn = [0u8; 32];
+                rand::rng().fill(&mut drawn);
+                salt = Some(drawn);
+                entry::commitment(&drawn, data)
+            },
+        )?;
         Ok(Leaf {
             seq: event.seq,
             received_at: event.received_at.clone(),
-            hash: tlog_tiles::record_hash(&bytes),
+            hash: tlog_tiles::record_hash(bytes),
             salt,
         })
     }
@@ -70,7 +71,8 @@ mod tests {
         let mut event = crate::store::tail::tests::event(7, 0);
         event.json =
             r#"{"specversion":"1.0","id":"e","source":"/s","type":"t","data":{"a":1}}"#.into();
-        let leaf = Leaf::of(&event).unwrap();
+        let mut encoder = entry::Encoder::default();
+        let leaf = Leaf::of(&event, &mut encoder).unwrap();
         let salt = leaf.salt.unwrap();
         let commitment = entry::commitment(&salt, r#"{"a":1}"#);
         assert_eq!(
@@ -82,12 +84,12 @@ mod tests {
         assert_eq!(leaf.hash, tlog_tiles::record_hash(&bytes));
         assert_eq!(leaf.seq, 7);
         // Each leaf draws its own salt.
-        assert_ne!(Leaf::of(&event).unwrap().salt, Some(salt));
+        assert_ne!(Leaf::of(&event, &mut encoder).unwrap().salt, Some(salt));
 
         event.json = r#"{"specversion":"1.0","id":"e","source":"/s","type":"t"}"#.into();
-        let bare = Leaf::of(&event).unwrap();
+        let bare = Leaf::of(&event, &mut encoder).unwrap();
         assert_eq!((bare.salt, bare.record(0).seal), (None, Seal::NoData));
         event.json = "[1]".into();
-        assert!(Leaf::of(&event).is_err());
+        assert!(Leaf::of(&event, &mut encoder).is_err());
     }
 }

@@ -22,6 +22,7 @@
 //! events concerned are in the tree.
 
 use super::db::{self, LogState, Round};
+use super::entry::Encoder;
 use super::erase::{self, Selector};
 use super::inbox::Inbox;
 use super::leaf::Leaf;
@@ -333,9 +334,10 @@ impl Sequencer {
         self.synced_epoch = state.erasure_epoch;
         // The last page: what commits after it is in the live feed.
         self.from_store = page.next_after.is_some();
+        let mut encoder = Encoder::default();
         for event in &page.events {
-            let leaf =
-                Leaf::of(event).map_err(|e| RoundError::Tree(format!("seq {}: {e}", event.seq)))?;
+            let leaf = Leaf::of(event, &mut encoder)
+                .map_err(|e| RoundError::Tree(format!("seq {}: {e}", event.seq)))?;
             leaves.push(leaf);
         }
         Ok(page.next_after.is_some())
