@@ -26,6 +26,8 @@ use tokio::time::Instant;
 
 /// Rounds' worth of leaves the queue holds, at most.
 const ROUNDS_HELD: usize = 2;
+/// Leaves made between two takings of the queue's lock.
+const PUSHED_AT_ONCE: usize = 64;
 
 pub struct Inbox {
     queue: Arc<Queue>,
@@ -130,27 +132,33 @@ impl Queue {
     /// from the table, whose round reports it; so is everything past a
     /// full queue.
     fn push(&self, events: &[StoredEvent]) {
-        // Made before taking the lock: the sequencer takes it too.
         let mut encoder = Encoder::default();
-        let leaves: Vec<Option<Leaf>> = events
-            .iter()
-            .map(|event| Leaf::of(event, &mut encoder).ok())
-            .collect();
-        let mut state = self.lock();
-        let was_full = state.leaves.len() >= self.round;
-        for leaf in leaves {
-            match leaf {
-                Some(leaf) if state.leaves.len() < ROUNDS_HELD * self.round => {
-                    state.leaves.push_back(leaf);
-                }
-                _ => {
-                    state.lagged = true;
-                    state.leaves.clear();
+        // A committed batch holds up to 5,000 events; their leaves are made
+        // a few at a time, so the buffer stays small and warm.
+        let mut leaves: Vec<Option<Leaf>> = Vec::with_capacity(PUSHED_AT_ONCE);
+        for events in events.chunks(PUSHED_AT_ONCE) {
+            // Made before taking the lock: the sequencer takes it too.
+            leaves.extend(
+                events
+                    .iter()
+                    .map(|event| Leaf::of(event, &mut encoder).ok()),
+            );
+            let mut state = self.lock();
+            let was_full = state.leaves.len() >= self.round;
+            for leaf in leaves.drain(..) {
+                match leaf {
+                    Some(leaf) if state.leaves.len() < ROUNDS_HELD * self.round => {
+                        state.leaves.push_back(leaf);
+                    }
+                    _ => {
+                        state.lagged = true;
+                        state.leaves.clear();
+                    }
                 }
             }
-        }
-        if !was_full && state.leaves.len() >= self.round {
-            self.ready.notify_waiters();
+            if !was_full && state.leaves.len() >= self.round {
+                self.ready.notify_waiters();
+            }
         }
     }
 }
