@@ -135,11 +135,12 @@ pub fn encode_members(
 /// Encodes the entries of event after event, keeping its buffers from one
 /// to the next. A stored event is compact JSON (`compact_json`), whose
 /// members are found in one pass and written from where they are; the
-/// general way, through [`Members`] and [`encode_members`], allocated a
-/// vector of members, one of attributes and the entry for each event,
-/// which under batch ingest cost the publishing thread about as much as
-/// hashing the entry. Whatever that pass does not take (an escape in a
-/// string, text that is not compact) goes the general way.
+/// general way, through [`Members`] and [`encode_members`], allocates a
+/// vector of members, one of attributes and the entry for each event: a
+/// leaf of the bench's event took 720-830 ns that way against 620-640 ns
+/// this way, SHA-256 being about 300 of either. Whatever the one pass does
+/// not take (an escape in a string, text that is not compact) goes the
+/// general way.
 #[derive(Default)]
 pub struct Encoder {
     spans: Vec<Span>,
