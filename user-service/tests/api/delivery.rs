@@ -9,6 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use user_service::config::PublishSettings;
 
 #[tokio::test]
 async fn a_rejected_event_is_parked_as_a_dead_letter_and_later_events_still_arrive() {
@@ -188,11 +189,20 @@ async fn events_still_pending_at_shutdown_are_delivered_after_a_restart() {
 async fn a_retried_event_is_parked_when_the_attempt_limit_is_reached() {
     let audit = FakeAudit::start().await;
     audit.respond_with(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
-    let app = spawn_app_with(&audit.url, |s| s.relay.max_attempts = Some(3)).await;
+    let app = spawn_app_with(&audit.url, |s| {
+        s.relay.max_attempts = Some(3);
+        // Every attempt must reach the fake audit and be answered 500: a
+        // request that times out on a loaded machine would count as an
+        // attempt the fake never saw.
+        if let PublishSettings::Http { timeout, .. } = &mut s.publish {
+            *timeout = Duration::from_secs(30);
+        }
+    })
+    .await;
 
     let id = app.create_user("Ozzy").await;
 
-    let dead = eventually("a dead letter", Duration::from_secs(10), || async {
+    let dead = eventually("a dead letter", Duration::from_secs(30), || async {
         let dead = app.dead_letters().await;
         (!dead.is_empty()).then_some(dead)
     })
@@ -200,6 +210,13 @@ async fn a_retried_event_is_parked_when_the_attempt_limit_is_reached() {
     assert_eq!(dead[0].user_id, id);
     assert_eq!(dead[0].attempts, 3);
     assert_eq!(dead[0].status, Some(500));
+    let received = audit.received();
+    assert_eq!(received.len(), 3);
+    assert!(received
+        .iter()
+        .all(|r| r.status == StatusCode::INTERNAL_SERVER_ERROR));
+    // Parked means no fourth attempt follows.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(audit.received().len(), 3);
 }
 
