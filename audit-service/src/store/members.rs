@@ -22,13 +22,33 @@ impl<'a> Members<'a> {
     pub fn parse(json: &'a str) -> Result<Self, serde_json::Error> {
         // The stored events are compact JSON, split in one pass; serde_json
         // decides whatever that pass does not take.
-        if let Some(members) = compact_json::members(json) {
-            return Ok(Members(members));
+        let mut spans = Vec::with_capacity(12);
+        if compact_json::split(json, &mut spans) {
+            return Ok(Self::from_spans(json, &spans));
         }
         Self::parse_with_serde_json(json)
     }
 
-    fn parse_with_serde_json(json: &'a str) -> Result<Self, serde_json::Error> {
+    /// The members `compact_json::split` found in `json`. Its names never
+    /// hold an escape (it leaves those to serde_json), so each is borrowed
+    /// as it stands.
+    pub fn from_spans(json: &'a str, spans: &[compact_json::Span]) -> Self {
+        Members(
+            spans
+                .iter()
+                .map(|span| {
+                    (
+                        Cow::Borrowed(&json[span.name.clone()]),
+                        &json[span.value.clone()],
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    /// The members as serde_json reads them: for text that
+    /// `compact_json::split` does not take.
+    pub fn parse_with_serde_json(json: &'a str) -> Result<Self, serde_json::Error> {
         let mut de = serde_json::Deserializer::from_str(json);
         let members = de.deserialize_map(MembersVisitor)?;
         de.end()?;

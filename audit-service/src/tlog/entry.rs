@@ -160,10 +160,16 @@ impl Encoder {
         event_json: &str,
         commit: impl FnOnce(&str) -> [u8; 32],
     ) -> Result<&[u8], NotAnObject> {
-        if !compact_json::split(event_json, &mut self.spans)
-            || self.spans.iter().any(|span| span.escaped)
-        {
-            let members = Members::parse(event_json)?;
+        let split = compact_json::split(event_json, &mut self.spans);
+        if !split || self.spans.iter().any(|span| span.escaped) {
+            // The general way, from the spans when the text was split (a
+            // string value holds an escape), else from serde_json: the text
+            // is not scanned twice.
+            let members = if split {
+                Members::from_spans(event_json, &self.spans)
+            } else {
+                Members::parse_with_serde_json(event_json)?
+            };
             let commitment = members.data().map(commit);
             self.entry = encode_members(
                 received_at,
