@@ -24,7 +24,9 @@ impl<'a> Members<'a> {
         // decides whatever that pass does not take.
         let mut spans = Vec::with_capacity(12);
         if compact_json::split(json, &mut spans) {
-            return Ok(Self::from_spans(json, &spans));
+            // A span and a member are the same size, so std collects the
+            // members in place: they take the spans' allocation.
+            return Ok(Self::from_spans(json, spans));
         }
         Self::parse_with_serde_json(json)
     }
@@ -32,16 +34,11 @@ impl<'a> Members<'a> {
     /// The members `compact_json::split` found in `json`. Its names never
     /// hold an escape (it leaves those to serde_json), so each is borrowed
     /// as it stands.
-    pub fn from_spans(json: &'a str, spans: &[compact_json::Span]) -> Self {
+    pub fn from_spans(json: &'a str, spans: impl IntoIterator<Item = compact_json::Span>) -> Self {
         Members(
             spans
-                .iter()
-                .map(|span| {
-                    (
-                        Cow::Borrowed(&json[span.name.clone()]),
-                        &json[span.value.clone()],
-                    )
-                })
+                .into_iter()
+                .map(|span| (Cow::Borrowed(&json[span.name]), &json[span.value]))
                 .collect(),
         )
     }

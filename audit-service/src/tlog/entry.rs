@@ -166,7 +166,7 @@ impl Encoder {
             // string value holds an escape), else from serde_json: the text
             // is not scanned twice.
             let members = if split {
-                Members::from_spans(event_json, &self.spans)
+                Members::from_spans(event_json, self.spans.iter().cloned())
             } else {
                 Members::parse_with_serde_json(event_json)?
             };
