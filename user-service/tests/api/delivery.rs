@@ -194,9 +194,10 @@ async fn a_retried_event_is_parked_when_the_attempt_limit_is_reached() {
         // Every attempt must reach the fake audit and be answered 500: a
         // request that times out on a loaded machine would count as an
         // attempt the fake never saw.
-        if let PublishSettings::Http { timeout, .. } = &mut s.publish {
-            *timeout = Duration::from_secs(30);
-        }
+        let PublishSettings::Http { timeout, .. } = &mut s.publish else {
+            panic!("the test settings publish over HTTP");
+        };
+        *timeout = Duration::from_secs(30);
     })
     .await;
 
